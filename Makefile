@@ -1,0 +1,49 @@
+# kv: the two commands a newcomer runs.
+#   make demo   installs what is missing, builds, starts a local cluster
+#   make test   installs what is missing, builds, runs every test
+#               (and the unit tests again under ASan+UBSan)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+CMAKE_TYPE ?= RelWithDebInfo
+
+.PHONY: all deps build asan test test-release test-asan demo soak format clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(CMAKE_TYPE) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS)
+
+asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKV_SANITIZE=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+
+test: build asan
+	$(MAKE) --no-print-directory test-release test-asan
+
+test-release:
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+# The sanitizer build runs the unit tests (label "unit").
+test-asan:
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest -L unit --output-on-failure -j$(JOBS)
+
+demo: build
+	@scripts/demo
+
+# Longer runs than CI's: see README "Testing".
+soak: build
+	$(BUILD)/bin/raft-sim --seeds 100000 --nodes 3
+	$(BUILD)/bin/raft-sim --seeds 50000 --nodes 5
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,139 @@
+/*
+ * Every limit in kv, with the reason for its value (SQLite's sqliteLimit.h,
+ * Redis's proto-max-bulk-len). docs/limits.md is the user's copy of this file.
+ *
+ * Rules (style.md rule 5, pitfalls.md "write path accepts what the read path
+ * later rejects"): the check on the way in and the decoder on the way out use
+ * the same constant from this header; no limit means "unlimited" when 0;
+ * where limits relate, a _Static_assert says how.
+ */
+#ifndef KV_LIMITS_H
+#define KV_LIMITS_H
+
+#include <stdint.h>
+
+/* ---- user data ------------------------------------------------------- */
+
+/* A key is an identifier, not a payload: 4 KiB covers composite keys and
+ * paths while keeping index blocks and scan replies small. */
+#define KV_KEY_BYTES_MAX 4096u
+
+/* A value is at most 1 MiB: larger objects belong in a blob store. It keeps
+ * one entry from stalling replication (one AppendEntries carries it) and
+ * bounds the memory one request pins. */
+#define KV_VALUE_BYTES_MAX 1048576u
+
+/* Fixed overhead of one encoded command beyond its key and values: client
+ * id, sequence, op, field tags and lengths. 1 KiB is many times what
+ * protobuf needs, so the bound below is never the reason a request fails. */
+#define KV_COMMAND_OVERHEAD_BYTES 1024u
+
+/* The largest encoded command: compare-and-set carries a key, the expected
+ * value and the new value. */
+#define KV_COMMAND_BYTES_MAX (KV_KEY_BYTES_MAX + 2u * KV_VALUE_BYTES_MAX + KV_COMMAND_OVERHEAD_BYTES)
+
+/* The largest payload of one Raft log entry, checked when proposed and when
+ * the WAL decodes a record: the same constant on both paths. */
+#define KV_ENTRY_BYTES_MAX KV_COMMAND_BYTES_MAX
+
+/* ---- write-ahead log --------------------------------------------------- */
+
+/* Segment size: 64 MiB keeps the number of files small (a few hundred for a
+ * large log) and makes dropping a prefix a matter of unlinking whole files. */
+#define KV_WAL_SEGMENT_BYTES_DEFAULT (64u * 1024u * 1024u)
+
+/* A segment must hold at least one record of the largest size. */
+#define KV_WAL_RECORD_HEADER_BYTES 40u
+#define KV_WAL_RECORD_BYTES_MAX (KV_WAL_RECORD_HEADER_BYTES + KV_ENTRY_BYTES_MAX)
+#define KV_WAL_SEGMENT_BYTES_MIN (2u * KV_WAL_RECORD_BYTES_MAX + 4096u)
+
+/* Group commit: one fsync covers at most this many bytes of appends. 16 MiB
+ * is a few milliseconds of disk bandwidth, so one batch never holds the
+ * writers behind it for long, yet is far above what 64 writers queue. */
+#define KV_WAL_BATCH_BYTES_MAX (16u * 1024u * 1024u)
+
+/* Appends queued for the storage thread and not yet written: bounded so a
+ * slow disk turns into BUSY upstream, not into memory growth. */
+#define KV_WAL_QUEUE_BYTES_MAX (64u * 1024u * 1024u)
+
+/* ---- Raft -------------------------------------------------------------- */
+
+/* Most voters plus learners in one cluster. Raft with more than 7 voters
+ * buys no availability worth its write cost; the slack is for learners. */
+#define KV_NODES_MAX 9u
+
+/* A node's name, as in --name n1. */
+#define KV_NODE_NAME_BYTES_MAX 63u
+
+/* AppendEntries messages in flight to one follower before the leader waits
+ * for acknowledgements (flow control, as etcd-io/raft MaxInflightMsgs). */
+#define KV_RAFT_INFLIGHT_MSGS_MAX 256u
+
+/* Soft size of one AppendEntries message; a single larger entry still goes
+ * alone, so the frame limit below must hold the largest entry. */
+#define KV_RAFT_MSG_BYTES_MAX (1024u * 1024u)
+
+/* Bytes proposed on the leader and not yet committed. Past it a proposal is
+ * refused with BUSY: a leader that cannot commit must not buffer forever. */
+#define KV_RAFT_UNCOMMITTED_BYTES_MAX (64u * 1024u * 1024u)
+
+/* Linearizable reads waiting for one ReadIndex round on the leader. */
+#define KV_READ_INDEX_PENDING_MAX 65536u
+
+/* ---- network ----------------------------------------------------------- */
+
+/* One frame's payload: the largest AppendEntries carrying one largest entry,
+ * plus envelope. Anything longer is a protocol error and closes the
+ * connection before a byte is buffered. */
+#define KV_FRAME_BYTES_MAX (KV_ENTRY_BYTES_MAX + 64u * 1024u)
+
+/* Requests one client connection may have in flight; past it: BUSY. */
+#define KV_CONN_INFLIGHT_REQUESTS_MAX 1024u
+
+/* Reply bytes queued for a connection that does not read: past it the
+ * connection is closed (a slow reader must not pin the node's memory). Two
+ * largest frames, so one big reply never trips it by itself. */
+#define KV_CONN_OUTPUT_BYTES_MAX (2u * KV_FRAME_BYTES_MAX + 4u * 1024u * 1024u)
+
+/* Open connections per node (clients and peers). */
+#define KV_CONNS_MAX 1024u
+
+/* Proposal bytes queued on the leader, waiting to enter the log. */
+#define KV_PENDING_PROPOSAL_BYTES_MAX (64u * 1024u * 1024u)
+
+/* ---- state machine and sessions ---------------------------------------- */
+
+/* Client sessions kept for exactly-once writes. Past it the least recently
+ * used session (by log index, never by wall clock) is evicted, and a retry
+ * from that client is told its session expired. */
+#define KV_SESSIONS_MAX 65536u
+
+/* Keys one scan reply may carry, and its bytes; a client pages for more. */
+#define KV_SCAN_KEYS_MAX 10000u
+#define KV_SCAN_REPLY_BYTES_MAX (4u * 1024u * 1024u)
+
+/* ---- snapshots --------------------------------------------------------- */
+
+/* Chunk size for shipping snapshots: small enough that a chunk never holds
+ * up heartbeats for long on a shared link, large enough to amortize acks. */
+#define KV_SNAPSHOT_CHUNK_BYTES (1024u * 1024u)
+
+/* Snapshots kept on disk by default (the newest K). */
+#define KV_SNAPSHOTS_KEEP_DEFAULT 2u
+
+/* Files in one snapshot manifest (a RocksDB checkpoint has a handful of SSTs
+ * per level; 100,000 is far past any real store and bounds the manifest). */
+#define KV_SNAPSHOT_FILES_MAX 100000u
+
+/* Bytes of one encoded snapshot manifest (file names, sizes, hashes). */
+#define KV_SNAPSHOT_MANIFEST_BYTES_MAX (16u * 1024u * 1024u)
+
+_Static_assert(KV_FRAME_BYTES_MAX > KV_ENTRY_BYTES_MAX, "a frame must carry the largest entry");
+_Static_assert(KV_WAL_SEGMENT_BYTES_DEFAULT >= KV_WAL_SEGMENT_BYTES_MIN, "a segment must hold the largest record");
+_Static_assert(KV_WAL_BATCH_BYTES_MAX >= KV_WAL_RECORD_BYTES_MAX, "a batch must hold the largest record");
+_Static_assert(KV_WAL_QUEUE_BYTES_MAX >= KV_WAL_BATCH_BYTES_MAX, "the queue must hold a full batch");
+_Static_assert(KV_CONN_OUTPUT_BYTES_MAX > KV_FRAME_BYTES_MAX, "output buffer must hold the largest reply");
+_Static_assert(KV_SNAPSHOT_CHUNK_BYTES < KV_FRAME_BYTES_MAX, "a snapshot chunk must fit in a frame");
+_Static_assert(KV_SCAN_REPLY_BYTES_MAX < KV_FRAME_BYTES_MAX, "a scan reply must fit in a frame");
+
+#endif /* KV_LIMITS_H */
