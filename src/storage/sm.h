@@ -1,0 +1,134 @@
+/*
+ * The state machine: committed Raft entries applied to RocksDB.
+ *
+ * One column family; keys carry a one-byte prefix so that one memtable flush
+ * is atomic for everything (pitfalls.md, etcd#13967):
+ *   'd' + user key                   user data
+ *   'm' + name                       meta: applied index and term, membership,
+ *                                    session count, format
+ *   's' + be64(client id)            a client session (kv.Session)
+ *   't' + be64(last index) + be64(id) sessions in least-recently-used order
+ *
+ * Durability: sm_apply writes with the RocksDB WAL disabled, because the Raft
+ * log is the durability point. After a crash RocksDB holds a consistent older
+ * state (data, applied index and sessions of the same entry), and the caller
+ * replays the log after sm_applied_index(). The log may drop a prefix only up
+ * to sm_log_drop_bound().
+ *
+ * Threads: sm_apply, sm_flush, sm_close and the snapshot calls that take an
+ * sm come from one thread (the apply thread). sm_get, sm_scan, sm_hash,
+ * sm_membership and the index getters may run on other threads at the same
+ * time; each sees the state after some whole apply batch.
+ */
+#ifndef KV_STORAGE_SM_H
+#define KV_STORAGE_SM_H
+
+#include "storage/check.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sm sm;
+
+typedef struct sm_options {
+    /* Client sessions kept, 1..KV_SESSIONS_MAX. It must be the same on every
+     * node: eviction is part of the replicated state. */
+    uint32_t sessions_max;
+} sm_options;
+
+/* Fills *opt with the defaults (sessions_max = KV_SESSIONS_MAX). */
+void sm_options_default(sm_options *opt);
+
+enum sm_entry_type {
+    SM_ENTRY_NOOP = 0,
+    SM_ENTRY_COMMAND = 1,    /* payload: an encoded kv.Command */
+    SM_ENTRY_MEMBERSHIP = 2, /* payload: an encoded kv.Membership */
+};
+
+typedef struct sm_entry {
+    uint64_t index;
+    uint64_t term;
+    enum sm_entry_type type;
+    const uint8_t *payload; /* borrowed for the call */
+    size_t len;
+} sm_entry;
+
+/* The outcome of one entry. */
+typedef struct sm_reply {
+    int code;               /* 0 or KV_ENOTFOUND, KV_ECOMPARE, KV_ETOOBIG, ... */
+    uint64_t index;         /* log index at which the command was applied */
+    uint64_t client_id;     /* REGISTER: the new session id (its index) */
+    bool current_present;   /* COMPARE: whether the key has a value */
+    uint8_t *current;       /* COMPARE: the current value; malloc'd, owned by
+                               the caller (sm_replies_free); NULL when none */
+    size_t current_len;     /* bytes at current */
+    const char *detail;     /* static text or NULL, e.g. "session expired" */
+} sm_reply;
+
+/* Frees the current values of replies[0..n) (not the array). */
+void sm_replies_free(sm_reply *replies, size_t n);
+
+/* Opens (creating when missing) the RocksDB state machine at db_dir. opt may
+ * be NULL for the defaults; it is copied. On success *out is owned by the
+ * caller and released with sm_close(). KV_EVERSION for an unknown format,
+ * KV_ECORRUPT when RocksDB reports corruption, KV_EIO otherwise. */
+int sm_open(const char *db_dir, const sm_options *opt, sm **out);
+
+/* Flushes (sm_flush) and closes; s may be NULL. Never fails: a flush error
+ * is logged and the state is recovered from the Raft log on the next open. */
+void sm_close(sm *s);
+
+/* Applies entries e[0..n) in ONE RocksDB write batch, together with the new
+ * applied index/term and the session changes. e[0].index must be greater
+ * than the applied index, the indexes contiguous, the terms not decreasing:
+ * KV_EINVAL otherwise, and nothing is applied. replies[0..n) (caller
+ * provided) get one reply per entry; their current values are owned by the
+ * caller (sm_replies_free). KV_EIO when RocksDB refuses the write: the
+ * caller fail-stops; replies then hold nothing to free. */
+int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies);
+
+/* The value of key: *val malloc'd, owned by the caller (free()), *vlen its
+ * bytes. KV_ENOTFOUND when absent. */
+int sm_get(sm *s, const void *key, size_t klen, void **val, size_t *vlen);
+
+/* Called once per key in order; the pointers live only for the call. A
+ * non-zero return stops the scan and is returned by sm_scan. */
+typedef int (*sm_scan_fn)(void *arg, const void *key, size_t klen, const void *val, size_t vlen);
+
+/* Calls fn for keys starting with prefix[0..plen) and greater than
+ * start_after[0..salen) (salen 0: from the first), in key order, at most
+ * keys_max keys (1..KV_SCAN_KEYS_MAX) and about bytes_max key+value bytes
+ * (at least one key is given even when it alone is larger). *more is true
+ * when matching keys remain after the last one given. */
+int sm_scan(sm *s, const void *prefix, size_t plen, const void *start_after, size_t salen,
+            uint32_t keys_max, uint64_t bytes_max, sm_scan_fn fn, void *arg, bool *more);
+
+uint64_t sm_applied_index(sm *s);
+uint64_t sm_applied_term(sm *s);
+
+/* The applied index known durable in RocksDB (flushed); <= applied index. */
+uint64_t sm_durable_index(sm *s);
+
+/* The encoded kv.Membership last applied: *buf malloc'd, owned by the
+ * caller (free()). KV_ENOTFOUND when none was applied yet. */
+int sm_membership(sm *s, uint8_t **buf, size_t *len);
+
+/* xxh3 over every user key and value in key order, plus the applied index,
+ * taken from one consistent RocksDB snapshot. */
+int sm_hash(sm *s, uint64_t *hash);
+
+/* Flushes the memtable and waits; then sm_durable_index() == the applied
+ * index at the call. KV_EIO on failure (the caller fail-stops). */
+int sm_flush(sm *s);
+
+/* The highest log index whose entries may be deleted (see sm.c). */
+uint64_t sm_log_drop_bound(sm *s, uint64_t snapshot_index);
+
+/* Checks the RocksDB at db_dir read-only: opens it with paranoid checks and
+ * reads every key with checksums verified. Problems go to fn as CORRUPT with
+ * the db dir or the SST file named by RocksDB. A missing db_dir is nothing
+ * to check: 0. Returns 0 or KV_ECORRUPT. */
+int sm_check(const char *db_dir, kv_check_fn fn, void *arg);
+
+#endif /* KV_STORAGE_SM_H */

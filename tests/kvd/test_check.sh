@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# kvd check against data dirs written by the real log (kvbench wal): clean,
+# torn tail, mid-log corruption, wrong format version, not a data dir, bad flags.
+# Usage: test_check.sh BIN_DIR
+set -u
+bin=${1:?usage: test_check.sh BIN_DIR}
+work=$(mktemp -d /tmp/kv-check-test.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+expect_exit() { # expect_exit CODE OUTFILE CMD...
+  local want=$1 outf=$2; shift 2
+  "$@" >"$outf" 2>&1
+  local got=$?
+  [ "$got" -eq "$want" ] || { fail "'$*' exited $got, want $want"; cat "$outf"; }
+}
+
+d=$work/clean
+"$bin/kvbench" wal --data-dir "$d" --records 500 --size 100 --writers 4 >"$work/bench.out" || fail "kvbench wal failed"
+grep -Eq '^records=500 secs=[0-9.]+ records_per_s=[0-9.]+ fsyncs=[0-9]+ p50_us=[0-9.]+ p99_us=[0-9.]+ fsyncs_per_s_raw=[0-9.]+$' "$work/bench.out" \
+  || { fail "kvbench output line malformed"; cat "$work/bench.out"; }
+expect_exit 0 "$work/o1" "$bin/kvd" check --data-dir "$d"
+grep -q 'clean' "$work/o1" || fail "clean dir not reported clean"
+
+seg=$(ls "$d"/wal/* | head -1)
+size=$(stat -c %s "$seg")
+
+# A torn tail: cut the last record in half. Reported TORN, exit 0.
+t=$work/torn; cp -r "$d" "$t"
+tseg=$t/wal/$(basename "$seg")
+truncate -s $((size - 50)) "$tseg"
+expect_exit 0 "$work/o2" "$bin/kvd" check --data-dir "$t"
+grep -q "^TORN $tseg offset [0-9]" "$work/o2" || { fail "torn tail not reported as TORN with file and offset"; cat "$work/o2"; }
+
+# Mid-log corruption: flip a byte in the middle of the segment. CORRUPT, exit 4.
+c=$work/corrupt; cp -r "$d" "$c"
+cseg=$c/wal/$(basename "$seg")
+off=$((size / 2))
+printf '\xff' | dd of="$cseg" bs=1 seek=$off conv=notrunc status=none
+cmp -s "$cseg" "$seg" && printf '\x00' | dd of="$cseg" bs=1 seek=$off conv=notrunc status=none
+expect_exit 4 "$work/o3" "$bin/kvd" check --data-dir "$c"
+grep -q "^CORRUPT $cseg offset [0-9]" "$work/o3" || { fail "mid-log flip not reported as CORRUPT with file and offset"; cat "$work/o3"; }
+cmp -s <(stat -c %s "$cseg") <(echo "$size") || fail "check changed the size of a corrupt segment"
+
+# Another format version.
+v=$work/version; cp -r "$d" "$v"
+echo "kv-data-dir 99" >"$v/FORMAT"
+expect_exit 4 "$work/o4" "$bin/kvd" check --data-dir "$v"
+grep -q "^VERSION $v/FORMAT" "$work/o4" || { fail "other format version not named"; cat "$work/o4"; }
+
+# Not a data dir at all.
+mkdir "$work/empty"
+expect_exit 4 "$work/o5" "$bin/kvd" check --data-dir "$work/empty"
+grep -q "^MISSING $work/empty/FORMAT" "$work/o5" || { fail "empty dir not reported MISSING FORMAT"; cat "$work/o5"; }
+
+# Usage errors.
+expect_exit 2 "$work/o6" "$bin/kvd" check
+grep -q -- '--data-dir' "$work/o6" || fail "missing --data-dir not explained"
+expect_exit 2 "$work/o7" "$bin/kvd" check --data-dir "$d" --bogus
+grep -q -- "--bogus" "$work/o7" || fail "unknown flag not named"
+expect_exit 2 "$work/o8" "$bin/kvd" check --data-dir "$work/nope"
+grep -q "no such directory" "$work/o8" || fail "missing dir not named"
+expect_exit 2 "$work/o9" "$bin/kvd" frobnicate
+grep -q "unknown command 'frobnicate'" "$work/o9" || fail "unknown command not named"
+
+[ $fails -eq 0 ] && echo "kvd check: all cases passed"
+exit $((fails > 0))
