@@ -1,0 +1,479 @@
+/* The RocksDB state machine (sm.h): open, close, reads, flush, check.
+ * Applying entries lives in sm_apply.c. */
+#include "storage/sm_internal.h"
+
+#include "common/checksum.h"
+#include "common/logging.h"
+#include "kv/errors.h"
+#include "kv/limits.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* RocksDB's ChecksumType kXXH3 (include/rocksdb/table.h). */
+#define SM_ROCKSDB_CHECKSUM_XXH3 4
+
+void sm_options_default(sm_options *opt) {
+    assert(opt != NULL);
+    opt->sessions_max = KV_SESSIONS_MAX;
+}
+
+void sm_replies_free(sm_reply *replies, size_t n) {
+    assert(replies != NULL || n == 0);
+    for (size_t i = 0; i < n; i++) {
+        free(replies[i].current);
+        replies[i].current = NULL;
+        replies[i].current_len = 0;
+    }
+}
+
+int sm__rocks_err(const char *err) {
+    assert(err != NULL);
+    if (strstr(err, "Corruption") != NULL)
+        return KV_ECORRUPT;
+    if (strstr(err, "No space") != NULL)
+        return KV_ENOSPACE;
+    if (strstr(err, "lock") != NULL || strstr(err, "Lock") != NULL)
+        return KV_ELOCKED;
+    return KV_EIO;
+}
+
+rocksdb_options_t *sm__options_new(rocksdb_block_based_table_options_t **table) {
+    assert(table != NULL);
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
+    assert(o != NULL && t != NULL);
+    rocksdb_block_based_options_set_checksum(t, SM_ROCKSDB_CHECKSUM_XXH3);
+    rocksdb_options_set_block_based_table_factory(o, t);
+    rocksdb_options_set_paranoid_checks(o, 1);
+    rocksdb_options_set_create_if_missing(o, 1);
+    rocksdb_options_set_keep_log_file_num(o, 2);
+    rocksdb_options_set_max_background_jobs(o, 2);
+    *table = t;
+    return o;
+}
+
+void sm__options_free(rocksdb_options_t *o, rocksdb_block_based_table_options_t *table) {
+    if (o != NULL)
+        rocksdb_options_destroy(o);
+    if (table != NULL)
+        rocksdb_block_based_options_destroy(table);
+}
+
+int sm__meta_u64(rocksdb_t *db, const rocksdb_readoptions_t *ro, const char *name, uint64_t *out) {
+    assert(db != NULL && name[0] == SM_PREFIX_META);
+    char *err = NULL;
+    rocksdb_pinnableslice_t *v = rocksdb_get_pinned(db, ro, name, strlen(name), &err);
+    if (err != NULL) {
+        int rv = sm__rocks_err(err);
+        KV_LOGE(kv_errword(rv), "state machine: reading %s: %s", name, err);
+        rocksdb_free(err);
+        return rv;
+    }
+    *out = 0;
+    if (v == NULL)
+        return 0;
+    size_t len = 0;
+    const char *p = rocksdb_pinnableslice_value(v, &len);
+    int rv = 0;
+    if (len == 8)
+        *out = kv_get_u64((const uint8_t *)p);
+    else
+        rv = KV_ECORRUPT;
+    rocksdb_pinnableslice_destroy(v);
+    return rv;
+}
+
+/* Reads the meta keys into s; KV_EVERSION for a layout we do not know. */
+static int sm__load_meta(sm *s) {
+    uint64_t format = 0, index = 0, term = 0, sessions = 0;
+    int rv = sm__meta_u64(s->db, s->ro, SM_META_FORMAT, &format);
+    if (rv == 0)
+        rv = sm__meta_u64(s->db, s->ro, SM_META_APPLIED_INDEX, &index);
+    if (rv == 0)
+        rv = sm__meta_u64(s->db, s->ro, SM_META_APPLIED_TERM, &term);
+    if (rv == 0)
+        rv = sm__meta_u64(s->db, s->ro, SM_META_SESSIONS, &sessions);
+    if (rv != 0)
+        return rv;
+    if (format != 0 && format != SM_FORMAT) {
+        KV_LOGE("VERSION", "state machine %s: format %llu, this build knows %u", s->dir,
+                (unsigned long long)format, SM_FORMAT);
+        return KV_EVERSION;
+    }
+    assert(index != 0 || term == 0);
+    s->applied_index = index;
+    s->applied_term = term;
+    s->durable_index = index; /* what is in RocksDB after open is durable */
+    s->sessions_count = sessions;
+    return 0;
+}
+
+static void sm__free(sm *s) {
+    if (s->db != NULL)
+        rocksdb_close(s->db);
+    if (s->ro != NULL)
+        rocksdb_readoptions_destroy(s->ro);
+    if (s->wo != NULL)
+        rocksdb_writeoptions_destroy(s->wo);
+    sm__options_free(s->options, s->table);
+    free(s);
+}
+
+int sm_open(const char *db_dir, const sm_options *opt, sm **out) {
+    assert(db_dir != NULL && out != NULL);
+    sm *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return KV_ENOMEM;
+    if (opt != NULL)
+        s->opt = *opt;
+    else
+        sm_options_default(&s->opt);
+    if (s->opt.sessions_max < 1 || s->opt.sessions_max > KV_SESSIONS_MAX ||
+        strlen(db_dir) >= sizeof s->dir) {
+        free(s);
+        return KV_EINVAL;
+    }
+    snprintf(s->dir, sizeof s->dir, "%s", db_dir);
+    s->options = sm__options_new(&s->table);
+    s->ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_verify_checksums(s->ro, 1);
+    s->wo = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_disable_WAL(s->wo, 1); /* the Raft log is the WAL */
+    char *err = NULL;
+    s->db = rocksdb_open(s->options, db_dir, &err);
+    if (err != NULL) {
+        int rv = sm__rocks_err(err);
+        KV_LOGE(kv_errword(rv), "state machine: open %s: %s", db_dir, err);
+        rocksdb_free(err);
+        s->db = NULL;
+        sm__free(s);
+        return rv;
+    }
+    int rv = sm__load_meta(s);
+    if (rv != 0) {
+        sm__free(s);
+        return rv;
+    }
+    assert(s->durable_index == s->applied_index);
+    *out = s;
+    return 0;
+}
+
+void sm_close(sm *s) {
+    if (s == NULL)
+        return;
+    assert(s->db != NULL);
+    int rv = sm_flush(s);
+    if (rv != 0)
+        KV_LOGE(kv_errword(rv), "state machine %s: flush at close failed", s->dir);
+    sm__free(s);
+}
+
+int sm_flush(sm *s) {
+    assert(s != NULL && s->db != NULL);
+    /* Apply runs on this thread: nothing is applied between here and the
+     * flush, so the flush covers applied_index. */
+    uint64_t applied = s->applied_index;
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    char *err = NULL;
+    rocksdb_flush(s->db, fo, &err);
+    rocksdb_flushoptions_destroy(fo);
+    if (err != NULL) {
+        KV_LOGE("IO", "state machine %s: flush: %s", s->dir, err);
+        rocksdb_free(err);
+        return KV_EIO;
+    }
+    if (applied > s->durable_index)
+        s->durable_index = applied;
+    assert(s->durable_index <= s->applied_index);
+    return 0;
+}
+
+uint64_t sm_applied_index(sm *s) {
+    assert(s != NULL);
+    return s->applied_index;
+}
+
+uint64_t sm_applied_term(sm *s) {
+    assert(s != NULL);
+    return s->applied_term;
+}
+
+uint64_t sm_durable_index(sm *s) {
+    assert(s != NULL);
+    uint64_t d = s->durable_index;
+    assert(d <= s->applied_index);
+    return d;
+}
+
+/*
+ * The Raft log is the durability point: a log prefix is dropped only once
+ * the state it covers is durable in RocksDB (flushed) or in a snapshot.
+ *
+ * sm_apply writes with the RocksDB WAL off, so entries after the durable
+ * index exist only in the memtable and in the Raft log; a crash loses the
+ * memtable and the log replays them. Hence the bound: entries up to
+ * max(durable index, newest snapshot index) may go, none after. The
+ * snapshot index given must name a snapshot already durable (renamed into
+ * place and its directory synced); it can never exceed what was applied.
+ */
+uint64_t sm_log_drop_bound(sm *s, uint64_t snapshot_index) {
+    assert(s != NULL);
+    uint64_t durable = sm_durable_index(s);
+    assert(snapshot_index <= s->applied_index);
+    uint64_t bound = durable > snapshot_index ? durable : snapshot_index;
+    assert(bound <= s->applied_index);
+    return bound;
+}
+
+int sm_get(sm *s, const void *key, size_t klen, void **val, size_t *vlen) {
+    assert(s != NULL && val != NULL && vlen != NULL);
+    if (klen > KV_KEY_BYTES_MAX)
+        return KV_ENOTFOUND; /* never stored */
+    uint8_t k[1 + KV_KEY_BYTES_MAX];
+    k[0] = SM_PREFIX_DATA;
+    if (klen > 0)
+        memcpy(k + 1, key, klen);
+    char *err = NULL;
+    rocksdb_pinnableslice_t *v = rocksdb_get_pinned(s->db, s->ro, (char *)k, klen + 1, &err);
+    if (err != NULL) {
+        int rv = sm__rocks_err(err);
+        KV_LOGE(kv_errword(rv), "state machine %s: get: %s", s->dir, err);
+        rocksdb_free(err);
+        return rv;
+    }
+    if (v == NULL)
+        return KV_ENOTFOUND;
+    size_t len = 0;
+    const char *p = rocksdb_pinnableslice_value(v, &len);
+    void *copy = malloc(len ? len : 1);
+    if (copy != NULL && len > 0)
+        memcpy(copy, p, len);
+    rocksdb_pinnableslice_destroy(v);
+    if (copy == NULL)
+        return KV_ENOMEM;
+    assert(len <= KV_VALUE_BYTES_MAX);
+    *val = copy;
+    *vlen = len;
+    return 0;
+}
+
+int sm_membership(sm *s, uint8_t **buf, size_t *len) {
+    assert(s != NULL && buf != NULL && len != NULL);
+    char *err = NULL;
+    size_t n = 0;
+    char *v = rocksdb_get(s->db, s->ro, SM_META_MEMBERSHIP, strlen(SM_META_MEMBERSHIP), &n, &err);
+    if (err != NULL) {
+        int rv = sm__rocks_err(err);
+        rocksdb_free(err);
+        return rv;
+    }
+    if (v == NULL)
+        return KV_ENOTFOUND;
+    uint8_t *copy = malloc(n ? n : 1);
+    if (copy != NULL)
+        memcpy(copy, v, n);
+    rocksdb_free(v);
+    if (copy == NULL)
+        return KV_ENOMEM;
+    *buf = copy;
+    *len = n;
+    return 0;
+}
+
+/* Iterator over user keys (without the 'd') from one RocksDB snapshot. */
+typedef struct sm__iter {
+    rocksdb_iterator_t *it;
+    rocksdb_readoptions_t *ro;
+    const rocksdb_snapshot_t *snap;
+    rocksdb_t *db;
+} sm__iter;
+
+static void sm__iter_open(sm *s, sm__iter *it, const void *seek, size_t len) {
+    assert(len <= KV_KEY_BYTES_MAX + 1);
+    it->db = s->db;
+    it->snap = rocksdb_create_snapshot(s->db);
+    it->ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_verify_checksums(it->ro, 1);
+    rocksdb_readoptions_set_snapshot(it->ro, it->snap);
+    it->it = rocksdb_create_iterator(s->db, it->ro);
+    uint8_t k[2 + KV_KEY_BYTES_MAX];
+    k[0] = SM_PREFIX_DATA;
+    if (len > 0)
+        memcpy(k + 1, seek, len);
+    rocksdb_iter_seek(it->it, (char *)k, len + 1);
+    assert(it->it != NULL);
+}
+
+/* The current user key, or NULL when past the user keys. */
+static const uint8_t *sm__iter_key(sm__iter *it, size_t *klen) {
+    if (!rocksdb_iter_valid(it->it))
+        return NULL;
+    size_t n = 0;
+    const char *k = rocksdb_iter_key(it->it, &n);
+    if (n < 1 || k[0] != SM_PREFIX_DATA)
+        return NULL;
+    *klen = n - 1;
+    return (const uint8_t *)k + 1;
+}
+
+/* Closes it; returns the iterator's error, if any, as a KV_E* code. */
+static int sm__iter_close(sm__iter *it) {
+    char *err = NULL;
+    rocksdb_iter_get_error(it->it, &err);
+    int rv = 0;
+    if (err != NULL) {
+        rv = sm__rocks_err(err);
+        KV_LOGE(kv_errword(rv), "state machine: iterator: %s", err);
+        rocksdb_free(err);
+    }
+    rocksdb_iter_destroy(it->it);
+    rocksdb_readoptions_destroy(it->ro);
+    rocksdb_release_snapshot(it->db, it->snap);
+    return rv;
+}
+
+int sm_scan(sm *s, const void *prefix, size_t plen, const void *start_after, size_t salen,
+            uint32_t keys_max, uint64_t bytes_max, sm_scan_fn fn, void *arg, bool *more) {
+    assert(s != NULL && fn != NULL && more != NULL);
+    if (keys_max < 1 || keys_max > KV_SCAN_KEYS_MAX || plen > KV_KEY_BYTES_MAX ||
+        salen > KV_KEY_BYTES_MAX || bytes_max < 1)
+        return KV_EINVAL;
+    bool after = salen > 0 && (salen > plen || memcmp(start_after, prefix, plen) >= 0);
+    sm__iter it;
+    sm__iter_open(s, &it, after ? start_after : prefix, after ? salen : plen);
+    uint32_t keys = 0;
+    uint64_t bytes = 0;
+    int rv = 0;
+    *more = false;
+    size_t klen = 0;
+    const uint8_t *k;
+    while ((k = sm__iter_key(&it, &klen)) != NULL) {
+        if (klen < plen || memcmp(k, prefix, plen) != 0)
+            break;
+        if (after && klen == salen && memcmp(k, start_after, salen) == 0) {
+            rocksdb_iter_next(it.it);
+            continue;
+        }
+        size_t vlen = 0;
+        const char *v = rocksdb_iter_value(it.it, &vlen);
+        if (keys == keys_max || (keys > 0 && bytes + klen + vlen > bytes_max)) {
+            *more = true;
+            break;
+        }
+        rv = fn(arg, k, klen, v, vlen);
+        if (rv != 0)
+            break;
+        keys++;
+        bytes += klen + vlen;
+        rocksdb_iter_next(it.it);
+    }
+    int irv = sm__iter_close(&it);
+    assert(keys <= keys_max);
+    return irv != 0 ? irv : rv;
+}
+
+int sm_hash(sm *s, uint64_t *hash) {
+    assert(s != NULL && hash != NULL);
+    kv_xxh3_state h;
+    int rv = kv_xxh3_init(&h);
+    if (rv != 0)
+        return rv;
+    sm__iter it;
+    sm__iter_open(s, &it, "", 0);
+    size_t klen = 0;
+    const uint8_t *k;
+    uint8_t len8[8];
+    while ((k = sm__iter_key(&it, &klen)) != NULL) {
+        size_t vlen = 0;
+        const char *v = rocksdb_iter_value(it.it, &vlen);
+        /* lengths first, so ("ab","c") and ("a","bc") differ */
+        kv_put_u64(len8, klen);
+        kv_xxh3_update(&h, len8, 8);
+        kv_xxh3_update(&h, k, klen);
+        kv_put_u64(len8, vlen);
+        kv_xxh3_update(&h, len8, 8);
+        kv_xxh3_update(&h, v, vlen);
+        rocksdb_iter_next(it.it);
+    }
+    uint64_t applied = 0;
+    rv = sm__meta_u64(s->db, it.ro, SM_META_APPLIED_INDEX, &applied);
+    int irv = sm__iter_close(&it);
+    kv_put_u64(len8, applied);
+    kv_xxh3_update(&h, len8, 8);
+    *hash = kv_xxh3_digest(&h);
+    kv_xxh3_free(&h);
+    return irv != 0 ? irv : rv;
+}
+
+/* Reports a RocksDB error as CORRUPT, naming the SST file when the text
+ * names one ("... in /path/000009.sst offset 0 size 98"). */
+static void sm__check_report(const char *db_dir, const char *err, kv_check_fn fn, void *arg) {
+    char file[SM_PATH_BYTES_MAX];
+    snprintf(file, sizeof file, "%s", db_dir);
+    const char *sst = strstr(err, ".sst");
+    if (sst != NULL) {
+        const char *start = sst;
+        while (start > err && start[-1] != ' ' && start[-1] != ':')
+            start--;
+        int n = (int)(sst + 4 - start);
+        snprintf(file, sizeof file, "%.*s", n, start);
+    }
+    kv_check_problem p = {.word = "CORRUPT", .file = file, .offset = KV_CHECK_NO_OFFSET,
+                          .index = 0, .detail = err};
+    if (fn != NULL)
+        fn(arg, &p);
+}
+
+/* Reads every key of an open db with checksums verified. */
+static int sm__check_scan(rocksdb_t *db, const char *db_dir, kv_check_fn fn, void *arg) {
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_verify_checksums(ro, 1);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    assert(it != NULL);
+    uint64_t keys = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it))
+        keys++;
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    if (err == NULL)
+        return 0;
+    sm__check_report(db_dir, err, fn, arg);
+    KV_LOGE("CORRUPT", "state machine %s: after %llu keys: %s", db_dir,
+            (unsigned long long)keys, err);
+    rocksdb_free(err);
+    return KV_ECORRUPT;
+}
+
+int sm_check(const char *db_dir, kv_check_fn fn, void *arg) {
+    assert(db_dir != NULL);
+    struct stat st;
+    if (stat(db_dir, &st) != 0)
+        return 0; /* a data dir holding only a log is valid */
+    rocksdb_block_based_table_options_t *table = NULL;
+    rocksdb_options_t *o = sm__options_new(&table);
+    rocksdb_options_set_create_if_missing(o, 0);
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open_for_read_only(o, db_dir, 0, &err);
+    int rv = 0;
+    if (err != NULL) {
+        sm__check_report(db_dir, err, fn, arg);
+        KV_LOGE("CORRUPT", "state machine %s: open read-only: %s", db_dir, err);
+        rocksdb_free(err);
+        rv = KV_ECORRUPT;
+    } else {
+        rv = sm__check_scan(db, db_dir, fn, arg);
+        rocksdb_close(db);
+    }
+    sm__options_free(o, table);
+    assert(rv == 0 || rv == KV_ECORRUPT);
+    return rv;
+}

@@ -1,0 +1,276 @@
+/* Snapshot manifests: framing, decoding, the chunk map, file hashing and
+ * directory helpers (snap_internal.h). */
+#include "storage/snap_internal.h"
+
+#include "common/checksum.h"
+#include "kv/errors.h"
+#include "kv/limits.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int snap__join(char *out, const char *a, const char *b) {
+    assert(out != NULL && a != NULL && b != NULL);
+    int n = snprintf(out, SNAP_PATH_BYTES_MAX, "%s/%s", a, b);
+    if (n < 0 || (unsigned)n >= SNAP_PATH_BYTES_MAX)
+        return KV_EINVAL;
+    return 0;
+}
+
+int snap__sync_parent(kv_fs *fs, const char *path) {
+    char dir[SNAP_PATH_BYTES_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    return fs->ops->sync_dir(fs, dir);
+}
+
+bool snap__parse_name(const char *name, uint64_t *index, uint64_t *term) {
+    assert(name != NULL && index != NULL && term != NULL);
+    if (strlen(name) != 33 || name[16] != '-')
+        return false;
+    for (int i = 0; i < 33; i++) {
+        char c = name[i];
+        bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+        if (i != 16 && !hex)
+            return false;
+    }
+    *index = strtoull(name, NULL, 16);
+    *term = strtoull(name + 17, NULL, 16);
+    return true;
+}
+
+int snap__rmtree(kv_fs *fs, const char *dir) {
+    char **names = NULL;
+    size_t count = 0;
+    int rv = fs->ops->list(fs, dir, &names, &count);
+    if (rv == KV_EMISSING)
+        return 0;
+    if (rv != 0)
+        return rv;
+    char path[SNAP_PATH_BYTES_MAX];
+    for (size_t i = 0; i < count && rv == 0; i++) {
+        rv = snap__join(path, dir, names[i]);
+        if (rv == 0 && fs->ops->unlink(fs, path) != 0)
+            rv = snap__rmtree(fs, path); /* a directory (RocksDB's archive/) */
+    }
+    kv_fs_free_list(names, count);
+    /* kv_fs has no rmdir: directories are real (RocksDB checkpoints). */
+    if (rv == 0 && rmdir(dir) != 0)
+        rv = KV_EIO;
+    return rv;
+}
+
+static const char *snap__check_files(const Kv__SnapshotManifest *m) {
+    if (m->chunk_bytes < 1 || m->chunk_bytes > KV_SNAPSHOT_CHUNK_BYTES)
+        return "chunk size out of range";
+    if (m->n_files > KV_SNAPSHOT_FILES_MAX)
+        return "too many files";
+    for (size_t i = 0; i < m->n_files; i++) {
+        const Kv__SnapshotManifest__File *f = m->files[i];
+        const char *n = f->name;
+        if (n == NULL || n[0] == '\0' || strchr(n, '/') != NULL || strcmp(n, ".") == 0 ||
+            strcmp(n, "..") == 0 || strcmp(n, SNAP_MANIFEST_NAME) == 0)
+            return "bad file name";
+        if (i > 0 && strcmp(m->files[i - 1]->name, n) >= 0)
+            return "file names not sorted or repeated";
+        uint64_t chunks = (f->size + m->chunk_bytes - 1) / m->chunk_bytes;
+        if (f->n_chunk_xxh3 != chunks)
+            return "chunk hashes do not match the file size";
+    }
+    return NULL;
+}
+
+int snap__manifest_decode(const uint8_t *buf, size_t len, snap_manifest *out, const char **why) {
+    assert(buf != NULL || len == 0);
+    memset(out, 0, sizeof *out);
+    *why = NULL;
+    if (len < SNAP_HEADER_BYTES || kv_get_u32(buf) != SNAP_MAGIC)
+        *why = "manifest too short or bad magic";
+    else if (kv_get_u32(buf + 8) != len - SNAP_HEADER_BYTES || kv_get_u32(buf + 12) != 0)
+        *why = "manifest length differs from its header";
+    if (*why != NULL)
+        return KV_ECORRUPT;
+    kv_xxh3_state h;
+    if (kv_xxh3_init(&h) != 0)
+        return KV_ENOMEM;
+    kv_xxh3_update(&h, buf, 16);
+    kv_xxh3_update(&h, buf + SNAP_HEADER_BYTES, len - SNAP_HEADER_BYTES);
+    uint64_t sum = kv_xxh3_digest(&h);
+    kv_xxh3_free(&h);
+    if (sum != kv_get_u64(buf + 16)) {
+        *why = "manifest checksum mismatch";
+        return KV_ECORRUPT;
+    }
+    if (kv_get_u32(buf + 4) != SNAP_VERSION) {
+        *why = "unknown manifest version";
+        return KV_EVERSION;
+    }
+    out->m = kv__snapshot_manifest__unpack(NULL, len - SNAP_HEADER_BYTES, buf + SNAP_HEADER_BYTES);
+    if (out->m == NULL)
+        *why = "manifest does not decode";
+    else if (out->m->format != SNAP_FORMAT)
+        *why = "unknown manifest format";
+    else
+        *why = snap__check_files(out->m);
+    out->raw = malloc(len);
+    out->first_chunk = out->m ? calloc(out->m->n_files + 1, sizeof(uint64_t)) : NULL;
+    if (*why == NULL && (out->raw == NULL || out->first_chunk == NULL))
+        *why = "out of memory";
+    if (*why != NULL) {
+        int rv = KV_ECORRUPT;
+        if (out->m != NULL && out->m->format != SNAP_FORMAT)
+            rv = KV_EVERSION;
+        if (strcmp(*why, "out of memory") == 0)
+            rv = KV_ENOMEM;
+        snap__manifest_free(out);
+        return rv;
+    }
+    memcpy(out->raw, buf, len);
+    out->raw_len = len;
+    for (size_t i = 0; i < out->m->n_files; i++)
+        out->first_chunk[i + 1] = out->first_chunk[i] + out->m->files[i]->n_chunk_xxh3;
+    assert(out->first_chunk[out->m->n_files] == snap__chunks_count(out));
+    return 0;
+}
+
+void snap__manifest_free(snap_manifest *sm) {
+    if (sm->m != NULL)
+        kv__snapshot_manifest__free_unpacked(sm->m, NULL);
+    free(sm->raw);
+    free(sm->first_chunk);
+    sm->m = NULL;
+    sm->raw = NULL;
+    sm->first_chunk = NULL;
+}
+
+int snap__manifest_encode(const Kv__SnapshotManifest *m, uint8_t **out, size_t *len) {
+    assert(m != NULL && out != NULL);
+    size_t body = kv__snapshot_manifest__get_packed_size(m);
+    if (body > KV_SNAPSHOT_MANIFEST_BYTES_MAX)
+        return KV_ETOOBIG;
+    uint8_t *buf = malloc(SNAP_HEADER_BYTES + body);
+    if (buf == NULL)
+        return KV_ENOMEM;
+    size_t packed = kv__snapshot_manifest__pack(m, buf + SNAP_HEADER_BYTES);
+    assert(packed == body);
+    kv_put_u32(buf, SNAP_MAGIC);
+    kv_put_u32(buf + 4, SNAP_VERSION);
+    kv_put_u32(buf + 8, (uint32_t)body);
+    kv_put_u32(buf + 12, 0);
+    kv_xxh3_state h;
+    if (kv_xxh3_init(&h) != 0) {
+        free(buf);
+        return KV_ENOMEM;
+    }
+    kv_xxh3_update(&h, buf, 16);
+    kv_xxh3_update(&h, buf + SNAP_HEADER_BYTES, body);
+    kv_put_u64(buf + 16, kv_xxh3_digest(&h));
+    kv_xxh3_free(&h);
+    *out = buf;
+    *len = SNAP_HEADER_BYTES + body;
+    return 0;
+}
+
+int snap__manifest_read(kv_fs *fs, const char *dir, snap_manifest *out, const char **why) {
+    char path[SNAP_PATH_BYTES_MAX];
+    int rv = snap__join(path, dir, SNAP_MANIFEST_NAME);
+    if (rv != 0)
+        return rv;
+    void *buf = NULL;
+    size_t len = 0;
+    rv = kv_fs_read_all(fs, path, SNAP_HEADER_BYTES + KV_SNAPSHOT_MANIFEST_BYTES_MAX, &buf, &len);
+    *why = rv == KV_EMISSING ? "manifest missing" : "manifest unreadable or too big";
+    if (rv == KV_ETOOBIG)
+        rv = KV_ECORRUPT;
+    if (rv != 0)
+        return rv;
+    rv = snap__manifest_decode(buf, len, out, why);
+    free(buf);
+    return rv;
+}
+
+uint64_t snap__chunks_count(const snap_manifest *sm) {
+    assert(sm->m != NULL && sm->first_chunk != NULL);
+    return sm->first_chunk[sm->m->n_files];
+}
+
+void snap__chunk_locate(const snap_manifest *sm, uint64_t k, snap_chunk *out) {
+    assert(k < snap__chunks_count(sm));
+    size_t lo = 0, hi = sm->m->n_files; /* first_chunk[lo] <= k < first_chunk[hi] */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sm->first_chunk[mid] <= k)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    const Kv__SnapshotManifest__File *f = sm->m->files[lo];
+    uint64_t i = k - sm->first_chunk[lo];
+    assert(i < f->n_chunk_xxh3);
+    out->file = (uint32_t)lo;
+    out->offset = i * sm->m->chunk_bytes;
+    uint64_t left = f->size - out->offset;
+    out->len = (uint32_t)(left < sm->m->chunk_bytes ? left : sm->m->chunk_bytes);
+    out->xxh3 = f->chunk_xxh3[i];
+}
+
+/* Grows *v to hold n + 1 hashes. */
+static int snap__push(uint64_t **v, size_t n, uint64_t x) {
+    if ((n & (n - 1)) == 0) { /* n is 0 or a power of two: double */
+        uint64_t *nv = realloc(*v, (n ? 2 * n : 1) * sizeof **v);
+        if (nv == NULL)
+            return KV_ENOMEM;
+        *v = nv;
+    }
+    (*v)[n] = x;
+    return 0;
+}
+
+int snap__hash_file(kv_fs *fs, const char *path, uint32_t chunk_bytes, bool sync,
+                    uint64_t *size, uint64_t *xxh3, uint64_t **chunks, size_t *chunks_count) {
+    assert(chunk_bytes >= 1 && chunk_bytes <= KV_SNAPSHOT_CHUNK_BYTES);
+    kv_file *f = NULL;
+    int rv = fs->ops->open(fs, path, sync ? KV_FS_WRITE : KV_FS_READ, &f);
+    if (rv != 0)
+        return rv;
+    uint8_t *buf = malloc(chunk_bytes);
+    kv_xxh3_state h = {0};
+    rv = buf == NULL ? KV_ENOMEM : kv_xxh3_init(&h);
+    uint64_t off = 0, *v = NULL;
+    size_t n = 0, got = 0;
+    while (rv == 0) {
+        rv = fs->ops->pread(f, buf, chunk_bytes, off, &got);
+        if (rv != 0 || got == 0)
+            break;
+        kv_xxh3_update(&h, buf, got);
+        rv = snap__push(&v, n, kv_xxh3(buf, got));
+        n += rv == 0;
+        off += got;
+    }
+    if (rv == 0 && sync)
+        rv = fs->ops->sync(f);
+    fs->ops->close(f);
+    free(buf);
+    if (rv == 0) {
+        *size = off;
+        *xxh3 = kv_xxh3_digest(&h);
+        *chunks = v;
+        *chunks_count = n;
+        assert(n == (off + chunk_bytes - 1) / chunk_bytes);
+    } else {
+        free(v);
+    }
+    if (h.impl != NULL)
+        kv_xxh3_free(&h);
+    return rv;
+}

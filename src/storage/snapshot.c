@@ -1,0 +1,393 @@
+/* Snapshots (snapshot.h): create, verify, list, gc. Restore is in
+ * snap_restore.c, shipping in snap_ship.c, manifests in snap_manifest.c. */
+#include "storage/snap_internal.h"
+#include "storage/sm_internal.h"
+
+#include "common/logging.h"
+#include "kv/errors.h"
+#include "kv/limits.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- create ------------------------------------------------------------- */
+
+/* Reads index, term and membership from the checkpoint at dir, so they are
+ * exactly the state in it. *mem malloc'd (NULL when none), owned by the
+ * caller. */
+static int snap__checkpoint_meta(const char *dir, uint64_t *index, uint64_t *term, uint8_t **mem,
+                                 size_t *mem_len) {
+    rocksdb_block_based_table_options_t *table = NULL;
+    rocksdb_options_t *o = sm__options_new(&table);
+    rocksdb_options_set_create_if_missing(o, 0);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_verify_checksums(ro, 1);
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open_for_read_only(o, dir, 0, &err);
+    int rv = 0;
+    *mem = NULL;
+    *mem_len = 0;
+    if (err != NULL) {
+        rv = sm__rocks_err(err);
+        KV_LOGE(kv_errword(rv), "snapshot %s: open checkpoint: %s", dir, err);
+        rocksdb_free(err);
+    } else {
+        rv = sm__meta_u64(db, ro, SM_META_APPLIED_INDEX, index);
+        if (rv == 0)
+            rv = sm__meta_u64(db, ro, SM_META_APPLIED_TERM, term);
+        char *v = NULL;
+        if (rv == 0)
+            v = rocksdb_get(db, ro, SM_META_MEMBERSHIP, strlen(SM_META_MEMBERSHIP), mem_len, &err);
+        if (err != NULL) {
+            rv = sm__rocks_err(err);
+            rocksdb_free(err);
+        }
+        if (v != NULL && (*mem = malloc(*mem_len ? *mem_len : 1)) != NULL)
+            memcpy(*mem, v, *mem_len);
+        if (v != NULL && *mem == NULL)
+            rv = KV_ENOMEM;
+        rocksdb_free(v);
+        rocksdb_close(db);
+    }
+    rocksdb_readoptions_destroy(ro);
+    sm__options_free(o, table);
+    return rv;
+}
+
+static void snap__manifest_files_free(Kv__SnapshotManifest *m) {
+    for (size_t i = 0; i < m->n_files; i++) {
+        free(m->files[i]->name);
+        free(m->files[i]->chunk_xxh3);
+        free(m->files[i]);
+    }
+    free(m->files);
+    m->files = NULL;
+    m->n_files = 0;
+}
+
+/* Lists dir's files into m (sorted), each hashed by chunks and synced. The
+ * info LOG files RocksDB leaves when a checkpoint is opened are removed. */
+static int snap__manifest_files(kv_fs *fs, const char *dir, Kv__SnapshotManifest *m) {
+    char **names = NULL;
+    size_t count = 0;
+    int rv = fs->ops->list(fs, dir, &names, &count);
+    if (rv != 0)
+        return rv;
+    m->files = calloc(count ? count : 1, sizeof *m->files);
+    rv = m->files == NULL ? KV_ENOMEM : count > KV_SNAPSHOT_FILES_MAX ? KV_ETOOBIG : 0;
+    char path[SNAP_PATH_BYTES_MAX];
+    for (size_t i = 0; i < count && rv == 0; i++) {
+        rv = snap__join(path, dir, names[i]);
+        if (rv == 0 && strncmp(names[i], "LOG", 3) == 0) {
+            rv = fs->ops->unlink(fs, path);
+            continue;
+        }
+        Kv__SnapshotManifest__File *f = calloc(1, sizeof *f);
+        if (rv == 0 && f == NULL)
+            rv = KV_ENOMEM;
+        if (rv != 0) {
+            free(f);
+            break;
+        }
+        kv__snapshot_manifest__file__init(f);
+        m->files[m->n_files++] = f;
+        f->name = strdup(names[i]);
+        rv = f->name == NULL ? KV_ENOMEM
+                             : snap__hash_file(fs, path, m->chunk_bytes, true, &f->size, &f->xxh3,
+                                               &f->chunk_xxh3, &f->n_chunk_xxh3);
+    }
+    kv_fs_free_list(names, count);
+    assert(rv != 0 || m->n_files <= count);
+    return rv;
+}
+
+/* Writes dir/MANIFEST.kv (synced, dir synced) for the checkpoint in dir. */
+static int snap__write_manifest(kv_fs *fs, const char *dir, uint64_t index, uint64_t term,
+                                const uint8_t *mem, size_t mem_len) {
+    Kv__SnapshotManifest m;
+    kv__snapshot_manifest__init(&m);
+    m.format = SNAP_FORMAT;
+    m.index = index;
+    m.term = term;
+    m.chunk_bytes = KV_SNAPSHOT_CHUNK_BYTES;
+    if (mem != NULL) {
+        m.membership = kv__membership__unpack(NULL, mem_len, mem);
+        if (m.membership == NULL)
+            return KV_ECORRUPT; /* sm_apply stores only what decodes */
+    }
+    int rv = snap__manifest_files(fs, dir, &m);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (rv == 0)
+        rv = snap__manifest_encode(&m, &buf, &len);
+    char path[SNAP_PATH_BYTES_MAX];
+    if (rv == 0)
+        rv = snap__join(path, dir, SNAP_MANIFEST_NAME);
+    if (rv == 0)
+        rv = kv_fs_write_atomic(fs, path, buf, len); /* syncs it and dir */
+    free(buf);
+    if (m.membership != NULL)
+        kv__membership__free_unpacked(m.membership, NULL);
+    snap__manifest_files_free(&m);
+    return rv;
+}
+
+static void snap__meta_fill(snap_meta *out, const char *snap_dir, uint64_t index, uint64_t term) {
+    out->index = index;
+    out->term = term;
+    snprintf(out->path, sizeof out->path, "%s/%016" PRIx64 "-%016" PRIx64, snap_dir, index, term);
+}
+
+/* Moves the finished tmp dir to its final name durably (or drops it when
+ * that snapshot already exists). */
+static int snap__install(kv_fs *fs, const char *tmp, const char *snap_dir, snap_meta *out) {
+    assert(out->index > 0);
+    if (fs->ops->exists(fs, out->path) == 0) {
+        KV_LOGI("EXIST", "snapshot %s exists already; keeping it", out->path);
+        return snap__rmtree(fs, tmp);
+    }
+    int rv = fs->ops->rename(fs, tmp, out->path);
+    if (rv == 0)
+        rv = fs->ops->sync_dir(fs, snap_dir);
+    return rv;
+}
+
+int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
+    assert(s != NULL && fs != NULL && out != NULL);
+    static _Atomic uint32_t counter;
+    char tmp[SNAP_PATH_BYTES_MAX], name[64];
+    snprintf(name, sizeof name, "tmp-%ld-%u", (long)getpid(), (unsigned)counter++);
+    int rv = snap__join(tmp, snap_dir, name);
+    if (rv == 0 && strlen(snap_dir) + 40 >= SNAP_PATH_BYTES_MAX)
+        rv = KV_EINVAL;
+    if (rv == 0 && (rv = fs->ops->mkdir(fs, snap_dir)) == 0)
+        rv = snap__sync_parent(fs, snap_dir);
+    if (rv == 0)
+        rv = snap__rmtree(fs, tmp);
+    if (rv == 0)
+        rv = sm_flush(s); /* the checkpoint flushes too; this also moves durable_index */
+    if (rv != 0)
+        return rv;
+    char *err = NULL;
+    rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(s->db, &err);
+    if (err == NULL)
+        rocksdb_checkpoint_create(cp, tmp, 0 /* log_size_for_flush: always flush */, &err);
+    if (cp != NULL)
+        rocksdb_checkpoint_object_destroy(cp);
+    if (err != NULL) {
+        KV_LOGE("IO", "snapshot: checkpoint into %s: %s", tmp, err);
+        rocksdb_free(err);
+        (void)snap__rmtree(fs, tmp);
+        return KV_EIO;
+    }
+    uint64_t index = 0, term = 0;
+    uint8_t *mem = NULL;
+    size_t mem_len = 0;
+    rv = snap__checkpoint_meta(tmp, &index, &term, &mem, &mem_len);
+    if (rv == 0 && index == 0)
+        rv = KV_EINVAL; /* nothing applied: nothing to snapshot */
+    assert(rv != 0 || index <= sm_applied_index(s));
+    if (rv == 0)
+        rv = snap__write_manifest(fs, tmp, index, term, mem, mem_len);
+    free(mem);
+    if (rv == 0) {
+        snap__meta_fill(out, snap_dir, index, term);
+        rv = snap__install(fs, tmp, snap_dir, out);
+    }
+    if (rv != 0) {
+        (void)snap__rmtree(fs, tmp);
+        return rv;
+    }
+    KV_LOGI("SNAPSHOT", "snapshot %s taken", out->path);
+    return 0;
+}
+
+/* ---- verify ------------------------------------------------------------- */
+
+static void snap__report(kv_check_fn fn, void *arg, const char *word, const char *file,
+                         uint64_t offset, uint64_t index, const char *detail) {
+    kv_check_problem p = {
+        .word = word, .file = file, .offset = offset, .index = index, .detail = detail};
+    if (fn != NULL)
+        fn(arg, &p);
+}
+
+/* Checks one file against its manifest entry. */
+static int snap__verify_file(kv_fs *fs, const char *dir, const snap_manifest *sm, size_t i,
+                             kv_check_fn fn, void *arg) {
+    const Kv__SnapshotManifest__File *f = sm->m->files[i];
+    char path[SNAP_PATH_BYTES_MAX];
+    int rv = snap__join(path, dir, f->name);
+    if (rv != 0)
+        return rv;
+    uint64_t size = 0, xxh3 = 0, *chunks = NULL;
+    size_t n = 0;
+    rv = snap__hash_file(fs, path, sm->m->chunk_bytes, false, &size, &xxh3, &chunks, &n);
+    if (rv == KV_EMISSING) {
+        snap__report(fn, arg, "MISSING", path, KV_CHECK_NO_OFFSET, sm->m->index,
+                     "snapshot file missing");
+        return KV_EMISSING;
+    }
+    if (rv != 0)
+        return rv;
+    uint64_t bad = KV_CHECK_NO_OFFSET;
+    for (size_t k = 0; k < n && k < f->n_chunk_xxh3 && bad == KV_CHECK_NO_OFFSET; k++)
+        if (chunks[k] != f->chunk_xxh3[k])
+            bad = (uint64_t)k * sm->m->chunk_bytes;
+    free(chunks);
+    if (bad != KV_CHECK_NO_OFFSET)
+        snap__report(fn, arg, "CORRUPT", path, bad, sm->m->index, "chunk checksum mismatch");
+    else if (size != f->size)
+        snap__report(fn, arg, "CORRUPT", path, size < f->size ? size : f->size, sm->m->index,
+                     "file size differs from the manifest");
+    else if (xxh3 != f->xxh3)
+        snap__report(fn, arg, "CORRUPT", path, KV_CHECK_NO_OFFSET, sm->m->index,
+                     "file checksum mismatch");
+    else
+        return 0;
+    return KV_ECORRUPT;
+}
+
+int snap_verify(kv_fs *fs, const char *path, kv_check_fn fn, void *arg) {
+    assert(fs != NULL && path != NULL);
+    snap_manifest sm;
+    const char *why = NULL;
+    char mpath[SNAP_PATH_BYTES_MAX];
+    int rv = snap__join(mpath, path, SNAP_MANIFEST_NAME);
+    if (rv == 0)
+        rv = snap__manifest_read(fs, path, &sm, &why);
+    if (rv != 0) {
+        const char *word = rv == KV_EMISSING ? "MISSING" : rv == KV_EVERSION ? "VERSION" : "CORRUPT";
+        snap__report(fn, arg, word, mpath, rv == KV_EMISSING ? KV_CHECK_NO_OFFSET : 0, 0,
+                     why != NULL ? why : kv_strerror(rv));
+        return rv == KV_EMISSING ? KV_EMISSING : KV_ECORRUPT;
+    }
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    uint64_t index = 0, term = 0;
+    if (snap__parse_name(base, &index, &term) && (index != sm.m->index || term != sm.m->term)) {
+        snap__report(fn, arg, "CORRUPT", mpath, KV_CHECK_NO_OFFSET, index,
+                     "manifest index/term differ from the directory name");
+        rv = KV_ECORRUPT;
+    }
+    bool missing = false;
+    for (size_t i = 0; i < sm.m->n_files; i++) {
+        int frv = snap__verify_file(fs, path, &sm, i, fn, arg);
+        missing |= frv == KV_EMISSING;
+        if (frv != 0 && frv != KV_EMISSING)
+            rv = KV_ECORRUPT;
+    }
+    snap__manifest_free(&sm);
+    if (rv == 0 && missing)
+        rv = KV_EMISSING;
+    assert(rv == 0 || rv == KV_ECORRUPT || rv == KV_EMISSING);
+    return rv;
+}
+
+/* ---- list, latest, check_all, gc ---------------------------------------- */
+
+int snap_list(kv_fs *fs, const char *snap_dir, snap_meta **out, size_t *count) {
+    assert(fs != NULL && out != NULL && count != NULL);
+    char **names = NULL;
+    size_t n = 0;
+    *out = NULL;
+    *count = 0;
+    int rv = fs->ops->list(fs, snap_dir, &names, &n);
+    if (rv == KV_EMISSING)
+        return 0;
+    if (rv != 0)
+        return rv;
+    snap_meta *v = n > 0 ? calloc(n, sizeof *v) : NULL;
+    if (n > 0 && v == NULL)
+        rv = KV_ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < n && rv == 0; i++) {
+        uint64_t index = 0, term = 0;
+        if (snap__parse_name(names[i], &index, &term))
+            snap__meta_fill(&v[k++], snap_dir, index, term); /* sorted: fixed-width hex */
+    }
+    kv_fs_free_list(names, n);
+    if (rv != 0 || k == 0) {
+        free(v);
+        return rv;
+    }
+    assert(k <= n);
+    *out = v;
+    *count = k;
+    return 0;
+}
+
+static void snap__log_problem(void *arg, const kv_check_problem *p) {
+    (void)arg;
+    KV_LOGW(p->word, "snapshot file %s offset %lld: %s", p->file,
+            p->offset == KV_CHECK_NO_OFFSET ? -1LL : (long long)p->offset, p->detail);
+}
+
+int snap_latest(kv_fs *fs, const char *snap_dir, snap_meta *out) {
+    assert(fs != NULL && out != NULL);
+    snap_meta *v = NULL;
+    size_t n = 0;
+    int rv = snap_list(fs, snap_dir, &v, &n);
+    if (rv != 0)
+        return rv;
+    rv = KV_ENOTFOUND;
+    for (size_t i = n; i-- > 0 && rv == KV_ENOTFOUND;) {
+        if (snap_verify(fs, v[i].path, snap__log_problem, NULL) == 0) {
+            *out = v[i];
+            rv = 0;
+        } else {
+            KV_LOGW("CORRUPT", "snapshot %s does not verify: skipped", v[i].path);
+        }
+    }
+    free(v);
+    return rv;
+}
+
+int snap_check_all(kv_fs *fs, const char *snap_dir, kv_check_fn fn, void *arg) {
+    assert(fs != NULL && snap_dir != NULL);
+    snap_meta *v = NULL;
+    size_t n = 0;
+    int rv = snap_list(fs, snap_dir, &v, &n);
+    if (rv != 0)
+        return rv;
+    for (size_t i = 0; i < n; i++) {
+        int srv = snap_verify(fs, v[i].path, fn, arg);
+        if (srv == KV_ECORRUPT || (srv != 0 && rv == 0))
+            rv = srv;
+    }
+    free(v);
+    return rv;
+}
+
+int snap_gc(kv_fs *fs, const char *snap_dir, uint32_t keep) {
+    assert(fs != NULL && keep >= 1);
+    char **names = NULL;
+    size_t n = 0;
+    int rv = fs->ops->list(fs, snap_dir, &names, &n);
+    if (rv == KV_EMISSING)
+        return 0;
+    if (rv != 0)
+        return rv;
+    size_t snaps = 0, seen = 0, removed = 0;
+    uint64_t index = 0, term = 0;
+    for (size_t i = 0; i < n; i++)
+        snaps += snap__parse_name(names[i], &index, &term);
+    char path[SNAP_PATH_BYTES_MAX];
+    for (size_t i = 0; i < n && rv == 0; i++) {
+        bool is_snap = snap__parse_name(names[i], &index, &term);
+        bool old = is_snap && seen++ + keep < snaps; /* names sort by index */
+        if (!old && strncmp(names[i], "tmp-", 4) != 0)
+            continue;
+        rv = snap__join(path, snap_dir, names[i]);
+        if (rv == 0)
+            rv = snap__rmtree(fs, path);
+        removed++;
+    }
+    kv_fs_free_list(names, n);
+    if (rv == 0 && removed > 0)
+        rv = fs->ops->sync_dir(fs, snap_dir);
+    return rv;
+}

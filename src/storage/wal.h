@@ -1,0 +1,166 @@
+/*
+ * The write-ahead log: Raft log entries in segmented, checksummed files
+ * under DIR/wal/, appended with group commit (one fdatasync for many
+ * appends) by one storage thread.
+ *
+ * On disk (little-endian):
+ *   segment file  "%016x.wal" (segment sequence, hex), written as ".tmp",
+ *                 synced, renamed, directory synced: a segment under its
+ *                 final name always has a complete header.
+ *   segment header (WAL_SEGMENT_HEADER_BYTES)
+ *       magic u64 "KVWALSEG", version u32, flags u32 (bit 0: RESET, this
+ *       segment starts a new log and every earlier segment is obsolete),
+ *       sequence u64, first index u64, term of (first index - 1) u64,
+ *       xxh3 of the preceding 40 bytes u64.
+ *   record (KV_WAL_RECORD_HEADER_BYTES + payload)
+ *       xxh3 u64 over every following byte of the record, payload length
+ *       u32, type u8, 3 zero bytes, term u64, index u64, payload.
+ *
+ * Durability: a record is acknowledged (its callback gets 0) only after the
+ * fdatasync covering it returned 0; fsync and write errors are final
+ * (pitfalls.md, "fsyncgate"): every pending and later append fails.
+ *
+ * Threads: wal_append* and the readers (wal_first_index, wal_last_index,
+ * wal_term_at, wal_read) may be called from any thread, concurrently with
+ * the storage thread; one internal mutex guards the in-memory index.
+ * wal_drop_prefix, wal_reset and wal_close block the caller; call them from
+ * one thread, never from an append callback.
+ */
+#ifndef KV_STORAGE_WAL_H
+#define KV_STORAGE_WAL_H
+
+#include "storage/check.h"
+#include "storage/fs.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WAL_FORMAT_VERSION 1u
+#define WAL_SEGMENT_HEADER_BYTES 48u
+
+typedef struct wal wal;
+
+/* One Raft log entry. type is the caller's entry type, opaque to the log;
+ * len <= KV_ENTRY_BYTES_MAX (checked on append and on decode). */
+typedef struct wal_entry {
+    uint64_t index;
+    uint64_t term;
+    uint8_t type;
+    uint32_t len;
+    uint8_t *data; /* payload; owned as documented by the call */
+} wal_entry;
+
+typedef struct wal_options {
+    /* A new segment is started when a record would take the current one
+     * past this size (a record larger than it goes alone in a segment).
+     * Tests make it tiny; default KV_WAL_SEGMENT_BYTES_DEFAULT. */
+    uint64_t segment_bytes;
+    /* Bytes of appends queued and not yet acknowledged; past it wal_append
+     * returns KV_EBUSY. Default and maximum KV_WAL_QUEUE_BYTES_MAX. */
+    uint64_t queue_bytes_max;
+    /* Bytes one fdatasync covers at most (a single larger append still
+     * goes alone). Default and maximum KV_WAL_BATCH_BYTES_MAX. */
+    uint64_t batch_bytes_max;
+} wal_options;
+
+/* Fills o with the defaults. */
+void wal_options_default(wal_options *o);
+
+/* Called once per accepted append, on the storage thread, after the
+ * fdatasync covering all its entries returned (status 0), or with KV_EIO
+ * when a write or sync failed, or KV_ESHUTDOWN when the log was closed
+ * first. It must not call wal_drop_prefix, wal_reset or wal_close, and
+ * should return quickly: the next batch waits for it. */
+typedef void (*wal_done_fn)(void *arg, int status);
+
+/* Opens the log of the data dir dir (DIR/wal/ must exist: dd_init). Scans
+ * every segment and rebuilds the in-memory index:
+ *  - a bad record at the very end of the last segment with no valid record
+ *    after it is a torn write: it is truncated durably, reported as TORN
+ *    (file, offset, index) and open succeeds;
+ *  - a bad record with a valid record after it is corruption: KV_ECORRUPT,
+ *    reported as CORRUPT (file, offset, index expected), nothing truncated;
+ *  - a gap in segment sequence or index: MISSING, KV_ECORRUPT; an empty or
+ *    headerless segment: CORRUPT, KV_ECORRUPT; another format version:
+ *    VERSION, KV_EVERSION.
+ * A fresh directory gets its first segment (first index 1). fn may be NULL.
+ * Ownership: *out is the caller's; free it with wal_close(). */
+int wal_open(kv_fs *fs, const char *dir, const wal_options *opt, kv_check_fn fn, void *arg,
+             wal **out);
+
+/* The same scan, read-only: reports TORN without truncating. 0 when clean
+ * or only torn, KV_ECORRUPT (or KV_EVERSION, KV_EMISSING when DIR/wal is
+ * absent) otherwise. */
+int wal_check(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg);
+
+/* Stops the storage thread after it has written and synced everything
+ * already queued (their callbacks run), closes the files, frees w. */
+void wal_close(wal *w);
+
+/* Queues n >= 1 entries with contiguous indexes for the storage thread and
+ * returns; the entries and payloads are copied (the caller keeps them).
+ * If e[0].index <= the last index (counting appends still queued), the log
+ * first drops every entry >= e[0].index (Raft: a conflicting suffix is
+ * truncated), then appends, in queue order. cb(arg, status) runs exactly
+ * once when this call returned 0, never otherwise. Returns:
+ *   KV_EINVAL   n == 0, indexes not contiguous, e[0].index below the first
+ *               index or past last + 1;
+ *   KV_ETOOBIG  a payload over KV_ENTRY_BYTES_MAX, or the append alone over
+ *               the queue limit;
+ *   KV_EBUSY    the queue is full: nothing kept, retry later;
+ *   KV_EIO      the log failed earlier (fail-stop): nothing kept;
+ *   KV_ESHUTDOWN the log is closing. */
+int wal_append(wal *w, const wal_entry *e, size_t n, wal_done_fn cb, void *arg);
+
+/* wal_append, then waits for its callback: its status, or wal_append's
+ * error. For tests and the benchmark. */
+int wal_append_wait(wal *w, const wal_entry *e, size_t n);
+
+/* Readers see durable entries only: an append becomes visible when its
+ * sync returned. A conflicting append makes the dropped suffix vanish when
+ * the storage thread reaches it. first_index = last_index + 1 when the log
+ * is empty (after wal_reset). */
+uint64_t wal_first_index(wal *w);
+uint64_t wal_last_index(wal *w);
+
+/* Term of the entry at index. The entry just before the first one (the
+ * last one compacted, or the snapshot of wal_reset) is known too. Returns
+ * KV_ECOMPACTED below that, KV_ENOTFOUND past the last index. */
+int wal_term_at(wal *w, uint64_t index, uint64_t *term);
+
+/* Reads the entries [lo, hi), hi clamped to last + 1, stopping once their
+ * payloads exceed bytes_max, but always at least one entry. Checksums are
+ * verified again (KV_ECORRUPT). KV_ECOMPACTED when lo < first index,
+ * KV_ENOTFOUND when lo > last index, KV_EINVAL when hi <= lo.
+ * Ownership: *out (with the payloads) is the caller's; free it with
+ * wal_entries_free(*out, *n). */
+int wal_read(wal *w, uint64_t lo, uint64_t hi, uint64_t bytes_max, wal_entry **out, size_t *n);
+
+/* Frees what wal_read returned; NULL is fine. */
+void wal_entries_free(wal_entry *e, size_t n);
+
+/* Deletes every whole segment all of whose entries are <= index; the
+ * segment being written is always kept. Blocks until done (after the
+ * appends queued before it).
+ * The caller must only pass an index whose state is durable elsewhere:
+ * flushed in RocksDB or in a snapshot on disk. The Raft log is the
+ * durability point; a prefix dropped too early is data lost at a crash. */
+int wal_drop_prefix(wal *w, uint64_t index);
+
+/* Empties the log after installing a snapshot (index, term) beyond it: the
+ * next append must carry index + 1, and term_at(index) gives term. Durable
+ * on return: a new segment with the RESET flag records (index, term), then
+ * the older segments are deleted. Blocks, after the appends queued
+ * before it. */
+int wal_reset(wal *w, uint64_t index, uint64_t term);
+
+/* Counters since open: fdatasyncs the log did on segment files, and
+ * batches written. */
+typedef struct wal_stats {
+    uint64_t syncs;
+    uint64_t batches;
+    uint64_t records;
+} wal_stats;
+void wal_get_stats(wal *w, wal_stats *out);
+
+#endif /* KV_STORAGE_WAL_H */

@@ -1,0 +1,183 @@
+/*
+ * The scenario harness: an in-memory cluster of raft nodes (src/raft/raft.h)
+ * driven one step at a time by a script (script.c).
+ *
+ * Each node has an in-memory "disk" (hard state, log, snapshot) with an
+ * explicit durable point, an in-memory state machine (the applied NORMAL
+ * entries' data joined by ','), and is driven through the Ready loop in the
+ * order raft.h documents: sync hard state, install snapshot, store chunk,
+ * send, append, apply, reads, advance; then raft_persisted() for what was
+ * written (at once, or only at an explicit `persist` when the node is in
+ * manual-sync mode).
+ *
+ * Messages wait in per-link FIFO queues (from -> to) until the script
+ * delivers or drops them. A cut link (partition) drops what is queued on it
+ * and what is sent on it while cut.
+ *
+ * After every step the harness checks safety invariants: at most one leader
+ * per term; every node commits the same term at each index; an entry is
+ * applied only after it is locally durable; applied indexes are contiguous.
+ * The first violation is kept in sc_cluster.violation.
+ */
+#ifndef KV_TESTS_RAFT_SCENARIO_HARNESS_H
+#define KV_TESTS_RAFT_SCENARIO_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "raft/raft.h"
+
+/* Node ids are 1..SC_NODES_MAX. */
+#define SC_NODES_MAX KV_NODES_MAX
+
+/* Messages queued on one link. A script that lets more pile up has a bug
+ * (or raft does: it should not send unboundedly without acks). */
+#define SC_QUEUE_MSGS_MAX 4096u
+
+/* Read requests remembered per node. */
+#define SC_READS_MAX 64u
+
+/* Terms whose leader is remembered for the one-leader-per-term check. */
+#define SC_TERMS_MAX 4096u
+
+/* Delivery rounds in one sc_deliver_all() before it gives up (a livelock). */
+#define SC_DELIVER_ROUNDS_MAX 10000u
+
+typedef struct sc_entry {
+    uint64_t index;
+    uint64_t term;
+    uint32_t type;
+    char *data; /* owned, NUL-terminated copy */
+    size_t len;
+} sc_entry;
+
+typedef struct sc_queue {
+    raft_msg *msgs; /* owned copies (raft_msg_copy) */
+    size_t count;
+    size_t cap;
+} sc_queue;
+
+typedef struct sc_read {
+    uint64_t ctx;
+    uint64_t index;
+    int status;
+    bool answered;
+} sc_read;
+
+typedef struct sc_node {
+    uint64_t id;
+    bool exists;
+    bool up;
+    bool founder;     /* bootstrapped with the cluster */
+    bool manual_sync; /* entries become durable only at sc_persist() */
+    raft *r;
+    /* disk */
+    raft_hard_state hs_written;
+    raft_hard_state hs_durable;
+    sc_entry *log; /* log[i].index == log_first + i */
+    size_t log_count;
+    size_t log_cap;
+    uint64_t log_first;
+    uint64_t durable_index; /* entries <= this are durable */
+    bool has_snap;
+    raft_snapshot_meta snap;
+    char *snap_data; /* the snapshot's bytes: state "\0" padding */
+    size_t snap_len;
+    uint32_t snaps_installed; /* received from a leader */
+    /* snapshot being received (volatile) */
+    char *recv_data;
+    size_t recv_len;
+    uint64_t recv_index;
+    uint64_t recv_term;
+    uint64_t recv_total;
+    uint32_t chunks_stored;
+    /* state machine (volatile; rebuilt from snapshot + log on restart) */
+    char *sm;
+    size_t sm_len;
+    size_t sm_cap;
+    uint64_t applied;
+    raft_membership membership; /* applied */
+    sc_read reads[SC_READS_MAX];
+    size_t reads_count;
+} sc_node;
+
+typedef struct sc_cluster {
+    sc_node nodes[SC_NODES_MAX + 1]; /* by id; [0] unused */
+    raft_config base;                /* options for every node (id and seed set per node) */
+    raft_membership bootstrap;
+    sc_queue links[SC_NODES_MAX + 1][SC_NODES_MAX + 1];
+    bool cut[SC_NODES_MAX + 1][SC_NODES_MAX + 1];
+    bool trace;
+    uint64_t term_leader[SC_TERMS_MAX]; /* term -> leader id seen, 0 none */
+    uint64_t *committed_terms;          /* index -> term committed anywhere */
+    size_t committed_cap;
+    uint64_t msgs_dropped;
+    char violation[256]; /* first safety violation, "" if none */
+} sc_cluster;
+
+/* Zeroes c and sets the base config to raft_config_init() defaults. */
+void sc_init(sc_cluster *c);
+
+/* Frees every node, queue and buffer. */
+void sc_free(sc_cluster *c);
+
+/* Creates founding voters 1..n with the base config. Returns 0 or a code. */
+int sc_bootstrap(sc_cluster *c, uint32_t n);
+
+/* Creates a brand-new empty node id (no bootstrap): it learns the membership
+ * from a leader. Returns 0, KV_EEXIST or a code from raft_new(). */
+int sc_add_node(sc_cluster *c, uint64_t id);
+
+/* Runs the Ready loop of node id until it has nothing ready. */
+int sc_process(sc_cluster *c, uint64_t id);
+
+/* Ticks node id once and processes its Ready. */
+int sc_tick(sc_cluster *c, uint64_t id);
+
+/* Delivers up to max queued messages (SIZE_MAX: all queued now) on from->to,
+ * processing the receiver's Ready after each. *delivered gets the count. */
+int sc_deliver(sc_cluster *c, uint64_t from, uint64_t to, size_t max, size_t *delivered);
+
+/* Delivers on every link until all queues are empty (or rounds run out:
+ * KV_EBUSY). */
+int sc_deliver_all(sc_cluster *c);
+
+/* Discards up to max queued messages on from->to; returns how many. */
+size_t sc_drop(sc_cluster *c, uint64_t from, uint64_t to, size_t max);
+
+/* Cuts or heals the link from->to (one direction); cutting drops its queue. */
+void sc_cut(sc_cluster *c, uint64_t from, uint64_t to, bool cut);
+
+/* Makes everything node id has written durable and tells raft. */
+int sc_persist(sc_cluster *c, uint64_t id);
+
+/* Stops node id: volatile state, unsynced writes and its inbound queues are
+ * lost. */
+void sc_crash(sc_cluster *c, uint64_t id);
+
+/* Starts a crashed node from its disk. Returns 0 or a code from raft_new(). */
+int sc_restart(sc_cluster *c, uint64_t id);
+
+/* Node id snapshots its state machine at its applied index, padding the
+ * snapshot to pad_bytes total (to make it span several chunks). */
+int sc_snapshot(sc_cluster *c, uint64_t id, size_t pad_bytes);
+
+/* Drops node id's log entries <= index (raft_compact and the disk copy). */
+int sc_compact(sc_cluster *c, uint64_t id, uint64_t index);
+
+/* The up leader with the highest term, or 0. */
+uint64_t sc_leader(const sc_cluster *c);
+
+/* Valid node: 1 <= id <= SC_NODES_MAX and exists. */
+bool sc_node_valid(const sc_cluster *c, uint64_t id);
+
+/* Prints one message / a node's log / a one-line status to stdout. */
+void sc_print_msg(const raft_msg *m);
+void sc_print_log(const sc_cluster *c, uint64_t id);
+void sc_print_status(const sc_cluster *c, uint64_t id);
+
+const char *sc_msg_type_name(uint32_t type);
+const char *sc_role_name(raft_role role);
+
+#endif /* KV_TESTS_RAFT_SCENARIO_HARNESS_H */
