@@ -43,7 +43,7 @@
 #define KV_WAL_SEGMENT_BYTES_DEFAULT (64u * 1024u * 1024u)
 
 /* A segment must hold at least one record of the largest size. */
-#define KV_WAL_RECORD_HEADER_BYTES 40u
+#define KV_WAL_RECORD_HEADER_BYTES 32u
 #define KV_WAL_RECORD_BYTES_MAX (KV_WAL_RECORD_HEADER_BYTES + KV_ENTRY_BYTES_MAX)
 #define KV_WAL_SEGMENT_BYTES_MIN (2u * KV_WAL_RECORD_BYTES_MAX + 4096u)
 
@@ -110,7 +110,7 @@
 
 /* Keys one scan reply may carry, and its bytes; a client pages for more. */
 #define KV_SCAN_KEYS_MAX 10000u
-#define KV_SCAN_REPLY_BYTES_MAX (4u * 1024u * 1024u)
+#define KV_SCAN_REPLY_BYTES_MAX (1024u * 1024u)
 
 /* ---- snapshots --------------------------------------------------------- */
 

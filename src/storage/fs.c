@@ -177,7 +177,8 @@ static int posix_list(kv_fs *fs, const char *dir, char ***names, size_t *count) 
         kv_fs_free_list(v, n);
         return rv;
     }
-    qsort(v, n, sizeof *v, name_cmp);
+    if (n > 0)
+        qsort(v, n, sizeof *v, name_cmp);
     *names = v;
     *count = n;
     return 0;
