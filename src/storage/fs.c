@@ -131,6 +131,11 @@ static int posix_mkdir(kv_fs *fs, const char *path) {
     return fs__errno(errno);
 }
 
+static int posix_rmdir(kv_fs *fs, const char *path) {
+    (void)fs;
+    return rmdir(path) == 0 ? 0 : fs__errno(errno);
+}
+
 static int posix_sync_dir(kv_fs *fs, const char *dir) {
     (void)fs;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -201,6 +206,7 @@ static const struct kv_fs_ops posix_ops = {
     .unlink = posix_unlink,
     .rename = posix_rename,
     .mkdir = posix_mkdir,
+    .rmdir = posix_rmdir,
     .sync_dir = posix_sync_dir,
     .list = posix_list,
     .exists = posix_exists,

@@ -45,6 +45,7 @@ struct kv_fs_ops {
     int (*unlink)(kv_fs *fs, const char *path);
     int (*rename)(kv_fs *fs, const char *from, const char *to);
     int (*mkdir)(kv_fs *fs, const char *path); /* 0 also when it exists */
+    int (*rmdir)(kv_fs *fs, const char *path); /* an empty directory */
     int (*sync_dir)(kv_fs *fs, const char *dir);
     /* Names in dir (not "." or ".."), sorted bytewise. *names is an array of
      * *count strings; the caller frees it with kv_fs_free_list(). */

@@ -64,9 +64,8 @@ int snap__rmtree(kv_fs *fs, const char *dir) {
             rv = snap__rmtree(fs, path); /* a directory (RocksDB's archive/) */
     }
     kv_fs_free_list(names, count);
-    /* kv_fs has no rmdir: directories are real (RocksDB checkpoints). */
-    if (rv == 0 && rmdir(dir) != 0)
-        rv = KV_EIO;
+    if (rv == 0)
+        rv = fs->ops->rmdir(fs, dir);
     return rv;
 }
 
@@ -94,7 +93,9 @@ int snap__manifest_decode(const uint8_t *buf, size_t len, snap_manifest *out, co
     assert(buf != NULL || len == 0);
     memset(out, 0, sizeof *out);
     *why = NULL;
-    if (len < SNAP_HEADER_BYTES || kv_get_u32(buf) != SNAP_MAGIC)
+    if (len > SNAP_HEADER_BYTES + KV_SNAPSHOT_MANIFEST_BYTES_MAX)
+        *why = "manifest over its size limit";
+    else if (len < SNAP_HEADER_BYTES || kv_get_u32(buf) != SNAP_MAGIC)
         *why = "manifest too short or bad magic";
     else if (kv_get_u32(buf + 8) != len - SNAP_HEADER_BYTES || kv_get_u32(buf + 12) != 0)
         *why = "manifest length differs from its header";
@@ -236,8 +237,8 @@ static int snap__push(uint64_t **v, size_t n, uint64_t x) {
     return 0;
 }
 
-int snap__hash_file(kv_fs *fs, const char *path, uint32_t chunk_bytes, bool sync,
-                    uint64_t *size, uint64_t *xxh3, uint64_t **chunks, size_t *chunks_count) {
+int snap__hash_file(kv_fs *fs, const char *path, uint32_t chunk_bytes, bool sync, uint64_t *size,
+                    uint64_t *xxh3, uint64_t **chunks, size_t *chunks_count) {
     assert(chunk_bytes >= 1 && chunk_bytes <= KV_SNAPSHOT_CHUNK_BYTES);
     kv_file *f = NULL;
     int rv = fs->ops->open(fs, path, sync ? KV_FS_WRITE : KV_FS_READ, &f);
