@@ -22,6 +22,7 @@ static int fs__errno(int e) {
     case ENOENT:
         return KV_EMISSING;
     case EEXIST:
+    case ENOTEMPTY:
         return KV_EEXIST;
     case EACCES:
     case EPERM:

@@ -84,6 +84,7 @@ static fsf_node *fsf__node_new(fsf *f, bool is_dir) {
     n->is_dir = is_dir;
     n->all_next = f->all;
     f->all = n;
+    assert(n->size == 0 && n->ops_n == 0);
     return n;
 }
 
@@ -118,6 +119,8 @@ static fsf_dent *fsf__lookup(fsf_dents *d, const char *name) {
 }
 
 static int fsf__dents_put(fsf_dents *d, const char *name, fsf_node *node) {
+    assert(name[0] != '\0' && strchr(name, '/') == NULL);
+    assert(node != NULL);
     fsf_dent *e = fsf__lookup(d, name);
     if (e != NULL) {
         e->node = node;
@@ -162,7 +165,9 @@ static int fsf__dents_copy(fsf_dents *to, const fsf_dents *from) {
 /* Finds the directory holding path's last component and copies that
  * component into base. KV_EMISSING when a directory on the way is absent. */
 static int fsf__parent(fsf *f, const char *path, fsf_node **dir, char *base) {
+    assert(path != NULL && base != NULL);
     fsf_node *d = f->root;
+    assert(d != NULL && d->is_dir);
     const char *p = path;
     base[0] = '\0';
     for (unsigned depth = 0; depth < FSF_DEPTH_MAX; depth++) {
@@ -229,6 +234,7 @@ static int fsf__file_ok(kv_file *h) {
 }
 
 static int fsf__reserve(fsf_node *n, size_t size) {
+    assert(!n->is_dir);
     if (size <= n->size)
         return 0;
     uint8_t *d = realloc(n->data, size);
@@ -237,10 +243,13 @@ static int fsf__reserve(fsf_node *n, size_t size) {
     memset(d + n->size, 0, size - n->size);
     n->data = d;
     n->size = size;
+    assert(n->data != NULL);
     return 0;
 }
 
 static int fsf__apply(fsf_node *n, const fsf_op *op, size_t len) {
+    assert(!n->is_dir);
+    assert(len <= op->len);
     if (op->kind == FSF_OP_TRUNCATE) {
         if (op->off < n->size) {
             n->size = op->off;
@@ -276,11 +285,13 @@ static int fsf__record(fsf_node *n, int kind, uint64_t off, const void *buf, siz
         return rv;
     }
     n->ops[n->ops_n++] = op;
+    assert(n->ops_n <= n->ops_cap);
     return 0;
 }
 
 static int fsf_open(kv_fs *fs, const char *path, int flags, kv_file **out) {
     fsf *f = fs->impl;
+    assert(f != NULL && path != NULL && out != NULL);
     fsf_node *dir = NULL, *node = NULL;
     char base[FSF_NAME_BYTES_MAX + 1];
     pthread_mutex_lock(&f->mu);
@@ -306,6 +317,7 @@ static int fsf_open(kv_fs *fs, const char *path, int flags, kv_file **out) {
     if (rv == 0 && (h = malloc(sizeof *h)) == NULL)
         rv = KV_ENOMEM;
     if (rv == 0) {
+        assert(node != NULL && !node->is_dir);
         *h = (kv_file){.f = f, .node = node, .gen = f->gen};
         *out = h;
     }
@@ -315,6 +327,7 @@ static int fsf_open(kv_fs *fs, const char *path, int flags, kv_file **out) {
 
 static int fsf_pread(kv_file *h, void *buf, size_t len, uint64_t off, size_t *got) {
     fsf *f = h->f;
+    assert(buf != NULL || len == 0);
     pthread_mutex_lock(&f->mu);
     int rv = fsf__file_ok(h);
     if (rv == 0) {
@@ -324,6 +337,7 @@ static int fsf_pread(kv_file *h, void *buf, size_t len, uint64_t off, size_t *go
         if (k > 0)
             memcpy(buf, n->data + off, k);
         *got = k;
+        assert(k <= len);
     }
     pthread_mutex_unlock(&f->mu);
     return rv;
@@ -331,6 +345,8 @@ static int fsf_pread(kv_file *h, void *buf, size_t len, uint64_t off, size_t *go
 
 static int fsf_pwrite(kv_file *h, const void *buf, size_t len, uint64_t off) {
     fsf *f = h->f;
+    assert(buf != NULL || len == 0);
+    assert(h->node != NULL && !h->node->is_dir);
     pthread_mutex_lock(&f->mu);
     int rv = fsf__file_ok(h);
     if (rv == 0)
@@ -376,6 +392,7 @@ static int fsf_sync(kv_file *h) {
         n->dur_size = n->size;
         fsf__ops_clear(n);
         f->syncs++;
+        assert(n->dur_size == n->size && n->ops_n == 0);
     }
     pthread_mutex_unlock(&f->mu);
     return rv;
@@ -383,12 +400,14 @@ static int fsf_sync(kv_file *h) {
 
 static int fsf_truncate(kv_file *h, uint64_t size) {
     fsf *f = h->f;
+    assert(h->node != NULL && !h->node->is_dir);
     pthread_mutex_lock(&f->mu);
     int rv = fsf__file_ok(h);
     if (rv == 0)
         rv = fsf__mutate(f);
     if (rv == 0)
         rv = fsf__record(h->node, FSF_OP_TRUNCATE, size, NULL, 0);
+    assert(rv != 0 || h->node->size == size);
     pthread_mutex_unlock(&f->mu);
     return rv;
 }
@@ -409,6 +428,7 @@ static void fsf_close(kv_file *h) {
 
 static int fsf_unlink(kv_fs *fs, const char *path) {
     fsf *f = fs->impl;
+    assert(f != NULL && path != NULL);
     fsf_node *dir = NULL;
     char base[FSF_NAME_BYTES_MAX + 1];
     pthread_mutex_lock(&f->mu);
@@ -424,12 +444,14 @@ static int fsf_unlink(kv_fs *fs, const char *path) {
         rv = fsf__mutate(f);
     if (rv == 0)
         fsf__dents_del(&dir->cur, base);
+    assert(rv != 0 || fsf__lookup(&dir->cur, base) == NULL);
     pthread_mutex_unlock(&f->mu);
     return rv;
 }
 
 static int fsf_rename(kv_fs *fs, const char *from, const char *to) {
     fsf *f = fs->impl;
+    assert(f != NULL && from != NULL && to != NULL);
     fsf_node *fd = NULL, *td = NULL;
     char fb[FSF_NAME_BYTES_MAX + 1], tb[FSF_NAME_BYTES_MAX + 1];
     pthread_mutex_lock(&f->mu);
@@ -451,6 +473,7 @@ static int fsf_rename(kv_fs *fs, const char *from, const char *to) {
         rv = fsf__dents_put(&td->cur, tb, node);
         if (rv == 0 && (fd != td || strcmp(fb, tb) != 0))
             fsf__dents_del(&fd->cur, fb);
+        assert(rv != 0 || fsf__lookup(&td->cur, tb)->node == node);
     }
     pthread_mutex_unlock(&f->mu);
     return rv;
@@ -458,6 +481,7 @@ static int fsf_rename(kv_fs *fs, const char *from, const char *to) {
 
 static int fsf_mkdir(kv_fs *fs, const char *path) {
     fsf *f = fs->impl;
+    assert(f != NULL && path != NULL);
     fsf_node *dir = NULL;
     char base[FSF_NAME_BYTES_MAX + 1];
     pthread_mutex_lock(&f->mu);
@@ -477,8 +501,36 @@ static int fsf_mkdir(kv_fs *fs, const char *path) {
     return rv;
 }
 
+/* Removes an empty directory. KV_EEXIST when it is not empty (fs.c maps
+ * ENOTEMPTY through fs__errno), KV_EINVAL when path is a file. */
+static int fsf_rmdir(kv_fs *fs, const char *path) {
+    fsf *f = fs->impl;
+    assert(f != NULL && path != NULL);
+    fsf_node *dir = NULL;
+    char base[FSF_NAME_BYTES_MAX + 1];
+    pthread_mutex_lock(&f->mu);
+    int rv = f->dead ? KV_EIO : fsf__parent(f, path, &dir, base);
+    fsf_dent *e = rv == 0 && base[0] ? fsf__lookup(&dir->cur, base) : NULL;
+    if (rv == 0 && e == NULL)
+        rv = base[0] ? KV_EMISSING : KV_EINVAL; /* not the root */
+    else if (rv == 0 && !e->node->is_dir)
+        rv = KV_EINVAL;
+    else if (rv == 0 && e->node->cur.n > 0)
+        rv = KV_EEXIST;
+    else if (rv == 0 && dir->readonly)
+        rv = KV_EPERM;
+    if (rv == 0)
+        rv = fsf__mutate(f);
+    if (rv == 0)
+        fsf__dents_del(&dir->cur, base);
+    assert(rv != 0 || fsf__lookup(&dir->cur, base) == NULL);
+    pthread_mutex_unlock(&f->mu);
+    return rv;
+}
+
 static int fsf_sync_dir(kv_fs *fs, const char *path) {
     fsf *f = fs->impl;
+    assert(f != NULL && path != NULL);
     pthread_mutex_lock(&f->mu);
     int rv = f->dead ? KV_EIO : 0;
     fsf_node *d = rv == 0 ? fsf__resolve(f, path) : NULL;
@@ -490,6 +542,7 @@ static int fsf_sync_dir(kv_fs *fs, const char *path) {
         rv = fsf__dents_copy(&d->dur_ents, &d->cur);
     if (rv == 0)
         f->dir_syncs++;
+    assert(rv != 0 || d->dur_ents.n == d->cur.n);
     pthread_mutex_unlock(&f->mu);
     return rv;
 }
@@ -500,6 +553,8 @@ static int fsf__name_cmp(const void *a, const void *b) {
 
 static int fsf_list(kv_fs *fs, const char *path, char ***names, size_t *count) {
     fsf *f = fs->impl;
+    assert(f != NULL && path != NULL);
+    assert(names != NULL && count != NULL);
     pthread_mutex_lock(&f->mu);
     int rv = f->dead ? KV_EIO : 0;
     fsf_node *d = rv == 0 ? fsf__resolve(f, path) : NULL;
@@ -525,6 +580,7 @@ static int fsf_list(kv_fs *fs, const char *path, char ***names, size_t *count) {
 
 static int fsf_exists(kv_fs *fs, const char *path) {
     fsf *f = fs->impl;
+    assert(f != NULL && path != NULL);
     pthread_mutex_lock(&f->mu);
     int rv = f->dead ? KV_EIO : (fsf__resolve(f, path) ? 0 : KV_EMISSING);
     pthread_mutex_unlock(&f->mu);
@@ -542,6 +598,7 @@ static const struct kv_fs_ops fsf_ops = {
     .unlink = fsf_unlink,
     .rename = fsf_rename,
     .mkdir = fsf_mkdir,
+    .rmdir = fsf_rmdir,
     .sync_dir = fsf_sync_dir,
     .list = fsf_list,
     .exists = fsf_exists,
@@ -609,6 +666,7 @@ FSF_GETTER(uint64_t, fsf_dir_syncs, dir_syncs)
  * write kept may be cut short, its tail garbage. Caller holds mu. */
 static void fsf__tear(fsf *f, fsf_node *n) {
     size_t keep = (size_t)(fsf__rand(f) % (n->ops_n + 1));
+    assert(keep <= n->ops_n && !n->is_dir);
     for (size_t i = 0; i < keep; i++)
         (void)fsf__apply(n, &n->ops[i], n->ops[i].len);
     if (keep == n->ops_n || n->ops[keep].kind != FSF_OP_WRITE)
@@ -659,6 +717,7 @@ void fsf_crash(fsf *f, enum fsf_crash_mode mode) {
 }
 
 int fsf_flip(fsf *f, const char *path, uint64_t offset, uint8_t mask) {
+    assert(f != NULL && path != NULL);
     pthread_mutex_lock(&f->mu);
     fsf_node *n = fsf__resolve(f, path);
     int rv = (n == NULL || n->is_dir) ? KV_EMISSING : 0;
@@ -674,6 +733,7 @@ int fsf_flip(fsf *f, const char *path, uint64_t offset, uint8_t mask) {
 }
 
 int fsf_set_readonly(fsf *f, const char *dir, bool ro) {
+    assert(f != NULL && dir != NULL);
     pthread_mutex_lock(&f->mu);
     fsf_node *n = fsf__resolve(f, dir);
     int rv = (n == NULL || !n->is_dir) ? KV_EMISSING : 0;
@@ -684,6 +744,7 @@ int fsf_set_readonly(fsf *f, const char *dir, bool ro) {
 }
 
 int fsf_size(fsf *f, const char *path, uint64_t *out) {
+    assert(f != NULL && path != NULL && out != NULL);
     pthread_mutex_lock(&f->mu);
     fsf_node *n = fsf__resolve(f, path);
     int rv = (n == NULL || n->is_dir) ? KV_EMISSING : 0;

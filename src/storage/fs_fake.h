@@ -60,7 +60,7 @@ void fsf_fail_sync(fsf *f, uint64_t n);
 void fsf_short_write(fsf *f, uint64_t n);
 
 /* The machine dies at the nth mutating call from now (pwrite, sync,
- * sync_dir, truncate, rename, unlink, mkdir, create): that call fails with
+ * sync_dir, truncate, rename, unlink, mkdir, rmdir, create): that call fails with
  * KV_EIO having done nothing, and so does every later call (reads
  * included) until fsf_crash(). Used by crash loops: N = 1, 2, 3, ... */
 void fsf_die_at(fsf *f, uint64_t n);
@@ -78,7 +78,8 @@ void fsf_crash(fsf *f, enum fsf_crash_mode mode);
 int fsf_flip(fsf *f, const char *path, uint64_t offset, uint8_t mask);
 
 /* Makes a directory read-only (ro) or writable again: creating, renaming
- * into or out of, unlinking in, and mkdir in it then fail with KV_EPERM.
+ * into or out of, unlinking in, and mkdir/rmdir in it then fail with
+ * KV_EPERM.
  * KV_EMISSING when dir is not a directory. */
 int fsf_set_readonly(fsf *f, const char *dir, bool ro);
 

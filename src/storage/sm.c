@@ -8,6 +8,7 @@
 #include "kv/limits.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,29 @@ static int sm__load_meta(sm *s) {
     return 0;
 }
 
+enum sm__dir_state { SM_DIR_NONE, SM_DIR_DB, SM_DIR_NO_CURRENT };
+
+/* Whether db_dir holds a RocksDB. Files without CURRENT are not "no db":
+ * opening with create_if_missing would start afresh over them and RocksDB
+ * would delete them, so that case is corruption, never a new state. */
+static enum sm__dir_state sm__dir_state(const char *db_dir) {
+    char path[SM_PATH_BYTES_MAX + 16];
+    snprintf(path, sizeof path, "%s/CURRENT", db_dir);
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return SM_DIR_DB;
+    DIR *d = opendir(db_dir);
+    if (d == NULL)
+        return SM_DIR_NONE;
+    struct dirent *e;
+    bool files = false;
+    while (!files && (e = readdir(d)) != NULL)
+        files = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+                strncmp(e->d_name, "LOG", 3) != 0;
+    closedir(d);
+    return files ? SM_DIR_NO_CURRENT : SM_DIR_NONE;
+}
+
 static void sm__free(sm *s) {
     if (s->db != NULL)
         rocksdb_close(s->db);
@@ -138,6 +162,11 @@ int sm_open(const char *db_dir, const sm_options *opt, sm **out) {
         return KV_EINVAL;
     }
     snprintf(s->dir, sizeof s->dir, "%s", db_dir);
+    if (sm__dir_state(db_dir) == SM_DIR_NO_CURRENT) {
+        KV_LOGE("CORRUPT", "state machine %s: files but no CURRENT: not starting afresh", db_dir);
+        free(s);
+        return KV_ECORRUPT;
+    }
     s->options = sm__options_new(&s->table);
     s->ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_verify_checksums(s->ro, 1);
@@ -424,8 +453,8 @@ static void sm__check_report(const char *db_dir, const char *err, kv_check_fn fn
         int n = (int)(sst + 4 - start);
         snprintf(file, sizeof file, "%.*s", n, start);
     }
-    kv_check_problem p = {.word = "CORRUPT", .file = file, .offset = KV_CHECK_NO_OFFSET,
-                          .index = 0, .detail = err};
+    kv_check_problem p = {
+        .word = "CORRUPT", .file = file, .offset = KV_CHECK_NO_OFFSET, .index = 0, .detail = err};
     if (fn != NULL)
         fn(arg, &p);
 }
@@ -447,17 +476,26 @@ static int sm__check_scan(rocksdb_t *db, const char *db_dir, kv_check_fn fn, voi
     if (err == NULL)
         return 0;
     sm__check_report(db_dir, err, fn, arg);
-    KV_LOGE("CORRUPT", "state machine %s: after %llu keys: %s", db_dir,
-            (unsigned long long)keys, err);
+    KV_LOGE("CORRUPT", "state machine %s: after %llu keys: %s", db_dir, (unsigned long long)keys,
+            err);
     rocksdb_free(err);
     return KV_ECORRUPT;
 }
 
 int sm_check(const char *db_dir, kv_check_fn fn, void *arg) {
     assert(db_dir != NULL);
-    struct stat st;
-    if (stat(db_dir, &st) != 0)
+    enum sm__dir_state state = sm__dir_state(db_dir);
+    if (state == SM_DIR_NONE)
         return 0; /* a data dir holding only a log is valid */
+    if (state == SM_DIR_NO_CURRENT) {
+        kv_check_problem p = {.word = "CORRUPT",
+                              .file = db_dir,
+                              .offset = KV_CHECK_NO_OFFSET,
+                              .detail = "RocksDB files but no CURRENT"};
+        if (fn != NULL)
+            fn(arg, &p);
+        return KV_ECORRUPT;
+    }
     rocksdb_block_based_table_options_t *table = NULL;
     rocksdb_options_t *o = sm__options_new(&table);
     rocksdb_options_set_create_if_missing(o, 0);

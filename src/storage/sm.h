@@ -56,14 +56,14 @@ typedef struct sm_entry {
 
 /* The outcome of one entry. */
 typedef struct sm_reply {
-    int code;               /* 0 or KV_ENOTFOUND, KV_ECOMPARE, KV_ETOOBIG, ... */
-    uint64_t index;         /* log index at which the command was applied */
-    uint64_t client_id;     /* REGISTER: the new session id (its index) */
-    bool current_present;   /* COMPARE: whether the key has a value */
-    uint8_t *current;       /* COMPARE: the current value; malloc'd, owned by
-                               the caller (sm_replies_free); NULL when none */
-    size_t current_len;     /* bytes at current */
-    const char *detail;     /* static text or NULL, e.g. "session expired" */
+    int code;             /* 0 or KV_ENOTFOUND, KV_ECOMPARE, KV_ETOOBIG, ... */
+    uint64_t index;       /* log index at which the command was applied */
+    uint64_t client_id;   /* REGISTER: the new session id (its index) */
+    bool current_present; /* COMPARE: whether the key has a value */
+    uint8_t *current;     /* COMPARE: the current value; malloc'd, owned by
+                             the caller (sm_replies_free); NULL when none */
+    size_t current_len;   /* bytes at current */
+    const char *detail;   /* static text or NULL, e.g. "session expired" */
 } sm_reply;
 
 /* Frees the current values of replies[0..n) (not the array). */

@@ -33,8 +33,8 @@ typedef struct sm__batch {
 static int sm__bget(sm__batch *b, const void *k, size_t klen, char **v, size_t *vlen) {
     assert(b != NULL && klen > 0);
     char *err = NULL;
-    *v = rocksdb_writebatch_wi_get_from_batch_and_db(b->wb, b->s->db, b->s->ro, k, klen, vlen,
-                                                     &err);
+    *v =
+        rocksdb_writebatch_wi_get_from_batch_and_db(b->wb, b->s->db, b->s->ro, k, klen, vlen, &err);
     if (err != NULL) {
         int rv = sm__rocks_err(err);
         KV_LOGE(kv_errword(rv), "state machine %s: read during apply: %s", b->s->dir, err);
@@ -351,8 +351,8 @@ static int sm__apply_check(sm *s, const sm_entry *e, size_t n) {
                    (i > 0 && e[i].index != e[i - 1].index + 1) || e[i].term < term ||
                    (e[i].len > 0 && e[i].payload == NULL) || e[i].len > KV_ENTRY_BYTES_MAX;
         if (bad) {
-            KV_LOGE("INVALID", "state machine %s: entry %llu/%llu after applied %llu/%llu",
-                    s->dir, (unsigned long long)e[i].index, (unsigned long long)e[i].term,
+            KV_LOGE("INVALID", "state machine %s: entry %llu/%llu after applied %llu/%llu", s->dir,
+                    (unsigned long long)e[i].index, (unsigned long long)e[i].term,
                     (unsigned long long)s->applied_index, (unsigned long long)s->applied_term);
             return KV_EINVAL;
         }
@@ -382,8 +382,8 @@ int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
     int rv = sm__apply_check(s, e, n);
     if (rv != 0)
         return rv;
-    sm__batch b = {.s = s, .wb = rocksdb_writebatch_wi_create(0, 1),
-                   .sessions_count = s->sessions_count};
+    sm__batch b = {
+        .s = s, .wb = rocksdb_writebatch_wi_create(0, 1), .sessions_count = s->sessions_count};
     memset(replies, 0, n * sizeof *replies);
     for (size_t i = 0; i < n && rv == 0; i++) {
         replies[i].index = e[i].index;

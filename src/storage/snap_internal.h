@@ -18,7 +18,7 @@ typedef struct snap_manifest {
     Kv__SnapshotManifest *m; /* owned */
     uint8_t *raw;            /* the framed bytes, owned */
     size_t raw_len;
-    uint64_t *first_chunk;   /* [files + 1]: number of each file's first chunk */
+    uint64_t *first_chunk; /* [files + 1]: number of each file's first chunk */
 } snap_manifest;
 
 /* Checks the framing of buf[0..len) and decodes it into *out (copies buf).
@@ -39,8 +39,8 @@ void snap__chunk_locate(const snap_manifest *sm, uint64_t k, snap_chunk *out);
 
 /* Hashes a file by chunks of chunk_bytes: its size, whole xxh3 and the
  * chunk hashes (*chunks malloc'd, owned by the caller). Syncs it when sync. */
-int snap__hash_file(kv_fs *fs, const char *path, uint32_t chunk_bytes, bool sync,
-                    uint64_t *size, uint64_t *xxh3, uint64_t **chunks, size_t *chunks_count);
+int snap__hash_file(kv_fs *fs, const char *path, uint32_t chunk_bytes, bool sync, uint64_t *size,
+                    uint64_t *xxh3, uint64_t **chunks, size_t *chunks_count);
 
 /* "<16 hex>-<16 hex>" -> index, term. */
 bool snap__parse_name(const char *name, uint64_t *index, uint64_t *term);

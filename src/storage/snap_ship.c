@@ -89,8 +89,10 @@ int snap_reader_read(snap_reader *r, uint64_t k, void *buf, size_t cap, size_t *
     if (rv != 0)
         return rv;
     if (got != c.len || kv_xxh3(buf, got) != c.xxh3) {
-        KV_LOGE("CORRUPT", "snapshot file %s offset %" PRIu64 ": chunk %" PRIu64
-                " no longer matches the manifest", path, c.offset, k);
+        KV_LOGE("CORRUPT",
+                "snapshot file %s offset %" PRIu64 ": chunk %" PRIu64
+                " no longer matches the manifest",
+                path, c.offset, k);
         return KV_ECORRUPT;
     }
     *len = got;

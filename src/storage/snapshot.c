@@ -261,8 +261,10 @@ int snap_verify(kv_fs *fs, const char *path, kv_check_fn fn, void *arg) {
     if (rv == 0)
         rv = snap__manifest_read(fs, path, &sm, &why);
     if (rv != 0) {
-        const char *word = rv == KV_EMISSING ? "MISSING" : rv == KV_EVERSION ? "VERSION" : "CORRUPT";
-        snap__report(fn, arg, word, mpath, rv == KV_EMISSING ? KV_CHECK_NO_OFFSET : 0, 0,
+        const char *word = rv == KV_EMISSING   ? "MISSING"
+                           : rv == KV_EVERSION ? "VERSION"
+                                               : "CORRUPT";
+        snap__report(fn, arg, word, mpath, KV_CHECK_NO_OFFSET, 0,
                      why != NULL ? why : kv_strerror(rv));
         return rv == KV_EMISSING ? KV_EMISSING : KV_ECORRUPT;
     }

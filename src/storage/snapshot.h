@@ -39,8 +39,8 @@
 #define SNAP_PATH_BYTES_MAX 4096u
 
 typedef struct snap_meta {
-    uint64_t index; /* last log index the snapshot covers */
-    uint64_t term;  /* its term */
+    uint64_t index;                 /* last log index the snapshot covers */
+    uint64_t term;                  /* its term */
     char path[SNAP_PATH_BYTES_MAX]; /* SNAP_DIR/<index>-<term> */
 } snap_meta;
 

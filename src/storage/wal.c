@@ -22,6 +22,7 @@ void wal_options_default(wal_options *o) {
 }
 
 static int wal__options_ok(const wal_options *o) {
+    assert(o != NULL);
     if (o->segment_bytes <= WAL_SEGMENT_HEADER_BYTES ||
         o->segment_bytes > KV_WAL_SEGMENT_BYTES_DEFAULT)
         return KV_EINVAL;
@@ -36,6 +37,7 @@ static int wal__options_ok(const wal_options *o) {
  * tail, durably. */
 static int wal__repair(wal *w) {
     wal_scan *s = &w->log;
+    assert(!s->torn || s->segs_n > 0);
     kv_fs *fs = w->fs;
     int rv = 0;
     for (size_t i = 0; rv == 0 && i < s->obsolete_n; i++) {
@@ -48,10 +50,10 @@ static int wal__repair(wal *w) {
         wal_seg *last = s->segs[s->segs_n - 1];
         assert(last->size == s->torn_off);
         rv = fs->ops->truncate(last->file, s->torn_off);
+        last->alloc = s->torn_off;
         if (rv == 0)
             rv = fs->ops->sync(last->file);
-        KV_LOGW("TORN", "truncated %s at offset %llu", last->path,
-                (unsigned long long)s->torn_off);
+        KV_LOGW("TORN", "truncated %s at offset %llu", last->path, (unsigned long long)s->torn_off);
     }
     return rv;
 }
@@ -59,9 +61,11 @@ static int wal__repair(wal *w) {
 static int wal__open_files(wal *w) {
     for (size_t i = 0; i < w->log.segs_n; i++) {
         wal_seg *sg = w->log.segs[i];
+        assert(sg->file == NULL);
         int rv = w->fs->ops->open(w->fs, sg->path, KV_FS_WRITE, &sg->file);
         if (rv != 0)
             return rv;
+        assert(sg->file != NULL);
     }
     return 0;
 }
@@ -77,6 +81,7 @@ static void wal__free(wal *w) {
     pthread_mutex_destroy(&w->mu);
     pthread_mutex_destroy(&w->qmu);
     pthread_cond_destroy(&w->qcond);
+    pthread_cond_destroy(&w->done_cond);
     free(w->wbuf);
     free(w);
 }
@@ -97,9 +102,18 @@ static int wal__start(wal *w) {
     w->tail_last = w->last_durable;
     w->q_first = s->first;
     w->q_last = w->last_durable;
-    rv = pthread_create(&w->thread, NULL, wal__thread, w) == 0 ? 0 : KV_ENOMEM;
-    assert(s->segs_n > 0 || rv != 0);
-    return rv;
+    if (pthread_create(&w->done_thread, NULL, wal__done_thread, w) != 0)
+        return KV_ENOMEM;
+    if (pthread_create(&w->thread, NULL, wal__thread, w) != 0) {
+        pthread_mutex_lock(&w->qmu);
+        w->done_stop = true;
+        pthread_cond_signal(&w->done_cond);
+        pthread_mutex_unlock(&w->qmu);
+        pthread_join(w->done_thread, NULL);
+        return KV_ENOMEM;
+    }
+    assert(s->segs_n > 0);
+    return 0;
 }
 
 int wal_open(kv_fs *fs, const char *dir, const wal_options *opt, kv_check_fn fn, void *arg,
@@ -116,6 +130,7 @@ int wal_open(kv_fs *fs, const char *dir, const wal_options *opt, kv_check_fn fn,
     pthread_mutex_init(&w->mu, NULL);
     pthread_mutex_init(&w->qmu, NULL);
     pthread_cond_init(&w->qcond, NULL);
+    pthread_cond_init(&w->done_cond, NULL);
     int n = snprintf(w->waldir, sizeof w->waldir, "%s/wal", dir);
     int rv = (n < 0 || (size_t)n >= sizeof w->waldir) ? KV_EINVAL : wal__options_ok(&w->opt);
     if (rv == 0)
@@ -138,13 +153,15 @@ void wal_close(wal *w) {
     w->closing = true;
     pthread_cond_broadcast(&w->qcond);
     pthread_mutex_unlock(&w->qmu);
-    pthread_join(w->thread, NULL);
-    assert(w->head == NULL);
+    pthread_join(w->thread, NULL); /* it stops the completion thread last */
+    pthread_join(w->done_thread, NULL);
+    assert(w->head == NULL && w->done_head == NULL && w->q_bytes == 0);
     wal__free(w);
 }
 
 /* Checks an append against the queue's bounds; caller holds qmu. */
 static int wal__admit(wal *w, const wal_entry *e, size_t n, size_t bytes) {
+    assert(n >= 1 && e[n - 1].index == e[0].index + n - 1);
     if (w->failed != 0)
         return w->failed;
     if (w->closing)
@@ -157,10 +174,13 @@ static int wal__admit(wal *w, const wal_entry *e, size_t n, size_t bytes) {
         return KV_EBUSY;
     w->q_last = e[0].index + n - 1;
     w->q_bytes += bytes;
+    assert(w->q_bytes <= w->opt.queue_bytes_max);
     return 0;
 }
 
 static void wal__enqueue(wal *w, wal_item *it) {
+    assert(it != NULL && it->cb != NULL);
+    assert(!w->closing);
     it->next = NULL;
     if (w->tail != NULL)
         w->tail->next = it;
@@ -192,8 +212,14 @@ int wal_append(wal *w, const wal_entry *e, size_t n, wal_done_fn cb, void *arg) 
     /* Encode and checksum on the caller's thread: writers hash in parallel. */
     for (size_t i = 0, off = 0; i < n; off += WAL_REC_HDR + e[i].len, i++)
         wal__rec_encode(buf + off, &e[i]);
-    *it = (wal_item){.kind = WAL_ITEM_APPEND, .buf = buf, .bytes = bytes, .n = n,
-                     .index = e[0].index, .term = e[0].term, .cb = cb, .arg = arg};
+    *it = (wal_item){.kind = WAL_ITEM_APPEND,
+                     .buf = buf,
+                     .bytes = bytes,
+                     .n = n,
+                     .index = e[0].index,
+                     .term = e[0].term,
+                     .cb = cb,
+                     .arg = arg};
     pthread_mutex_lock(&w->qmu);
     int rv = wal__admit(w, e, n, bytes);
     if (rv == 0)
@@ -252,13 +278,14 @@ int wal_append_wait(wal *w, const wal_entry *e, size_t n) {
 
 /* Queues a drop or reset and waits for the storage thread to do it. */
 static int wal__control(wal *w, enum wal_item_kind kind, uint64_t index, uint64_t term) {
+    assert(kind != WAL_ITEM_APPEND);
     wal_waiter wt;
     wal__waiter_init(&wt);
     wal_item *it = calloc(1, sizeof *it);
     if (it == NULL)
         return KV_ENOMEM;
-    *it = (wal_item){
-        .kind = kind, .index = index, .term = term, .cb = wal__waiter_done, .arg = &wt};
+    *it =
+        (wal_item){.kind = kind, .index = index, .term = term, .cb = wal__waiter_done, .arg = &wt};
     pthread_mutex_lock(&w->qmu);
     int rv = w->failed ? w->failed : w->closing ? KV_ESHUTDOWN : 0;
     if (rv == 0 && kind == WAL_ITEM_RESET) {
@@ -325,13 +352,16 @@ int wal_term_at(wal *w, uint64_t index, uint64_t *term) {
 }
 
 void wal_entries_free(wal_entry *e, size_t n) {
+    assert(e != NULL || n == 0);
     (void)n;
     free(e); /* one block: the array, then the payloads */
 }
 
 /* Reads and verifies entry index into e, payload at dst. Caller holds mu. */
 static int wal__read_one(wal *w, uint64_t index, wal_entry *e, uint8_t *dst, uint8_t *scratch) {
+    assert(index >= w->log.first && index <= w->last_durable);
     const wal_ent *m = &w->log.ents[index - w->log.first];
+    assert(m->seg != NULL && m->seg->file != NULL);
     size_t len = WAL_REC_HDR + m->len, got = 0;
     int rv = w->fs->ops->pread(m->seg->file, scratch, len, m->off, &got);
     if (rv != 0)
@@ -373,7 +403,8 @@ int wal_read(wal *w, uint64_t lo, uint64_t hi, uint64_t bytes_max, wal_entry **o
     uint8_t *dst = v ? (uint8_t *)(v + count) : NULL;
     for (size_t i = 0; rv == 0 && i < count; i++) {
         rv = wal__read_one(w, lo + i, &v[i], dst, scratch);
-        dst += v[i].len;
+        if (rv == 0)
+            dst += v[i].len;
     }
     pthread_mutex_unlock(&w->mu);
     free(scratch);

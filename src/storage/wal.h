@@ -12,19 +12,26 @@
  *       segment starts a new log and every earlier segment is obsolete),
  *       sequence u64, first index u64, term of (first index - 1) u64,
  *       xxh3 of the preceding 40 bytes u64.
- *   record (KV_WAL_RECORD_HEADER_BYTES + payload)
+ *   records, back to back (KV_WAL_RECORD_HEADER_BYTES + payload each)
  *       xxh3 u64 over every following byte of the record, payload length
  *       u32, type u8, 3 zero bytes, term u64, index u64, payload.
+ *   zeros: segments are zero-filled ahead of the records (1 MiB at a time)
+ *       so an fdatasync rarely has to journal a size change. An all-zero
+ *       remainder is the end of the records, neither torn nor corrupt.
  *
  * Durability: a record is acknowledged (its callback gets 0) only after the
  * fdatasync covering it returned 0; fsync and write errors are final
  * (pitfalls.md, "fsyncgate"): every pending and later append fails.
  *
- * Threads: wal_append* and the readers (wal_first_index, wal_last_index,
- * wal_term_at, wal_read) may be called from any thread, concurrently with
- * the storage thread; one internal mutex guards the in-memory index.
- * wal_drop_prefix, wal_reset and wal_close block the caller; call them from
- * one thread, never from an append callback.
+ * Threads: the log runs two threads. The storage thread writes batches and
+ * syncs them; the callbacks of a synced batch run in queue order either on
+ * the storage thread (when nothing else is waiting) or on the log's
+ * completion thread (so they overlap the next batch's fdatasync). Never on
+ * the caller's thread. wal_append* and the readers (wal_first_index,
+ * wal_last_index, wal_term_at, wal_read) may be called from any thread;
+ * one internal mutex guards the in-memory index. wal_drop_prefix, wal_reset
+ * and wal_close block the caller; call them from one thread, never from an
+ * append callback.
  */
 #ifndef KV_STORAGE_WAL_H
 #define KV_STORAGE_WAL_H
@@ -66,11 +73,13 @@ typedef struct wal_options {
 /* Fills o with the defaults. */
 void wal_options_default(wal_options *o);
 
-/* Called once per accepted append, on the storage thread, after the
- * fdatasync covering all its entries returned (status 0), or with KV_EIO
- * when a write or sync failed, or KV_ESHUTDOWN when the log was closed
- * first. It must not call wal_drop_prefix, wal_reset or wal_close, and
- * should return quickly: the next batch waits for it. */
+/* Called once per accepted append, on one of the log's threads (see
+ * above), in queue order, after the fdatasync covering all its entries
+ * returned (status 0), or with KV_EIO when a write or sync failed (this
+ * append's or an earlier one's), or KV_EINVAL when a wal_drop_prefix or
+ * wal_reset queued before it made its index impossible. It may call
+ * wal_append; it must not call wal_append_wait, wal_drop_prefix, wal_reset
+ * or wal_close, and should return quickly: later callbacks wait for it. */
 typedef void (*wal_done_fn)(void *arg, int status);
 
 /* Opens the log of the data dir dir (DIR/wal/ must exist: dd_init). Scans
@@ -93,8 +102,9 @@ int wal_open(kv_fs *fs, const char *dir, const wal_options *opt, kv_check_fn fn,
  * absent) otherwise. */
 int wal_check(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg);
 
-/* Stops the storage thread after it has written and synced everything
- * already queued (their callbacks run), closes the files, frees w. */
+/* Stops the log's threads after everything already queued has been
+ * written and synced and its callbacks have run; closes the files, frees
+ * w. Appends racing with wal_close get KV_ESHUTDOWN. */
 void wal_close(wal *w);
 
 /* Queues n >= 1 entries with contiguous indexes for the storage thread and

@@ -7,6 +7,7 @@
  */
 #include "storage/wal_internal.h"
 
+#include "common/checksum.h"
 #include "common/logging.h"
 #include "kv/errors.h"
 
@@ -20,6 +21,8 @@ static wal_seg *wal__active(wal *w) {
 }
 
 static int wal__sync(wal *w, wal_seg *sg) {
+    assert(sg != NULL && sg->file != NULL);
+    assert(sg->size <= sg->alloc);
     int rv = w->fs->ops->sync(sg->file);
     if (rv == 0) {
         pthread_mutex_lock(&w->mu);
@@ -57,8 +60,13 @@ int wal__seg_create(wal *w, uint64_t seq, uint64_t first, uint64_t base_term, ui
         free(sg);
         return rv;
     }
-    *sg = (wal_seg){.seq = seq, .first_index = first, .base_term = base_term, .flags = flags,
-                    .size = WAL_SEGMENT_HEADER_BYTES, .path = sg->path};
+    *sg = (wal_seg){.seq = seq,
+                    .first_index = first,
+                    .base_term = base_term,
+                    .flags = flags,
+                    .size = WAL_SEGMENT_HEADER_BYTES,
+                    .alloc = WAL_SEGMENT_HEADER_BYTES,
+                    .path = sg->path};
     wal__put_header(h, sg);
     (void)fs->ops->unlink(fs, tmp); /* a leftover of a crash */
     rv = fs->ops->open(fs, tmp, KV_FS_CREATE | KV_FS_EXCL, &sg->file);
@@ -82,15 +90,39 @@ int wal__seg_create(wal *w, uint64_t seq, uint64_t first, uint64_t base_term, ui
     return rv;
 }
 
+/* Zero-fills sg up to at least need (see WAL_PREALLOC_BYTES); the batch's
+ * fdatasync covers the zeros with the records. */
+static int wal__extend(wal *w, wal_seg *sg, uint64_t need) {
+    static const uint8_t zeros[64 * 1024];
+    uint64_t target = sg->alloc + WAL_PREALLOC_BYTES;
+    target = target > w->opt.segment_bytes ? w->opt.segment_bytes : target;
+    target = target < need ? need : target;
+    assert(target >= need && target > sg->alloc);
+    while (sg->alloc < target) {
+        uint64_t len = target - sg->alloc;
+        len = len > sizeof zeros ? sizeof zeros : len;
+        int rv = w->fs->ops->pwrite(sg->file, zeros, (size_t)len, sg->alloc);
+        if (rv != 0)
+            return rv;
+        sg->alloc += len;
+    }
+    return 0;
+}
+
 /* Writes the records gathered in wbuf at the end of the active segment. */
 static int wal__flush(wal *w) {
     if (w->wbuf_len == 0)
         return 0;
     wal_seg *sg = wal__active(w);
-    int rv = w->fs->ops->pwrite(sg->file, w->wbuf, w->wbuf_len, sg->size);
+    int rv = 0;
+    if (sg->size + w->wbuf_len > sg->alloc)
+        rv = wal__extend(w, sg, sg->size + w->wbuf_len);
+    if (rv == 0)
+        rv = w->fs->ops->pwrite(sg->file, w->wbuf, w->wbuf_len, sg->size);
     if (rv == 0)
         sg->size += w->wbuf_len;
     w->wbuf_len = 0;
+    assert(rv != 0 || sg->size <= sg->alloc);
     return rv;
 }
 
@@ -140,6 +172,8 @@ static int wal__add_record(wal *w, const uint8_t *rec, size_t len) {
 }
 
 static void wal__seg_drop(wal *w, wal_seg *sg, int *rv) {
+    assert(sg != NULL && sg->file != NULL);
+    assert(rv != NULL);
     w->fs->ops->close(sg->file);
     int r = w->fs->ops->unlink(w->fs, sg->path);
     if (r != 0 && *rv == 0)
@@ -174,11 +208,13 @@ static int wal__truncate_suffix(wal *w, uint64_t index) {
     if (rv == 0)
         rv = w->fs->ops->truncate(m.seg->file, m.off);
     m.seg->size = m.off;
+    m.seg->alloc = m.off;
     w->tail_last = index - 1;
     return rv;
 }
 
 static int wal__do_append(wal *w, wal_item *it) {
+    assert(it->kind == WAL_ITEM_APPEND && it->n >= 1);
     int rv = 0;
     if (it->index <= w->tail_last) {
         if (it->index < w->log.first) {
@@ -192,12 +228,8 @@ static int wal__do_append(wal *w, wal_item *it) {
         return 0;
     }
     for (size_t off = 0; rv == 0 && off < it->bytes;) {
-        uint32_t len = (uint32_t)(WAL_REC_HDR + (it->buf[8] | it->buf[9] << 8 |
-                                                 it->buf[10] << 16 | (uint32_t)it->buf[11] << 24));
-        (void)len;
         const uint8_t *rec = it->buf + off;
-        size_t rlen = WAL_REC_HDR + ((size_t)rec[8] | (size_t)rec[9] << 8 |
-                                     (size_t)rec[10] << 16 | (size_t)rec[11] << 24);
+        size_t rlen = WAL_REC_HDR + (size_t)kv_get_u32(rec + 8);
         assert(off + rlen <= it->bytes);
         rv = wal__add_record(w, rec, rlen);
         off += rlen;
@@ -206,6 +238,7 @@ static int wal__do_append(wal *w, wal_item *it) {
 }
 
 static int wal__do_batch(wal *w, wal_item *b, size_t n) {
+    assert(b != NULL && n >= 1);
     int rv = 0;
     uint64_t records = 0;
     for (size_t i = 0; rv == 0 && i < n; i++, b = b->next) {
@@ -219,9 +252,202 @@ static int wal__do_batch(wal *w, wal_item *b, size_t n) {
     if (rv == 0) {
         pthread_mutex_lock(&w->mu);
         w->last_durable = w->tail_last;
+        assert(w->last_durable + 1 == w->log.first + w->log.ents_n);
         w->stats.batches++;
         w->stats.records += records;
         pthread_mutex_unlock(&w->mu);
     }
     return rv;
+}
+
+/* Deletes the whole segments all of whose entries are <= index, never the
+ * active one. */
+static int wal__do_drop(wal *w, uint64_t index) {
+    wal_scan *s = &w->log;
+    int rv = 0;
+    pthread_mutex_lock(&w->mu);
+    size_t k = 0;
+    while (k + 1 < s->segs_n && s->segs[k + 1]->first_index - 1 <= index)
+        k++;
+    for (size_t i = 0; i < k; i++)
+        wal__seg_drop(w, s->segs[i], &rv);
+    if (k > 0) {
+        wal_seg *keep = s->segs[k];
+        size_t dropped = (size_t)(keep->first_index - s->first);
+        assert(dropped <= s->ents_n);
+        memmove(s->ents, s->ents + dropped, (s->ents_n - dropped) * sizeof *s->ents);
+        s->ents_n -= dropped;
+        memmove(s->segs, s->segs + k, (s->segs_n - k) * sizeof *s->segs);
+        s->segs_n -= k;
+        s->first = keep->first_index;
+        s->base_term = keep->base_term;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (rv == 0 && k > 0)
+        rv = w->fs->ops->sync_dir(w->fs, w->waldir);
+    assert(s->segs_n >= 1);
+    return rv;
+}
+
+/* An empty log after a snapshot (index, term): the RESET segment goes in
+ * durably first, then the old segments go. */
+static int wal__do_reset(wal *w, uint64_t index, uint64_t term) {
+    wal_scan *s = &w->log;
+    assert(w->wbuf_len == 0);
+    int rv = wal__seg_create(w, wal__active(w)->seq + 1, index + 1, term, WAL_FLAG_RESET);
+    if (rv != 0)
+        return rv;
+    pthread_mutex_lock(&w->mu);
+    for (size_t i = 0; i + 1 < s->segs_n; i++)
+        wal__seg_drop(w, s->segs[i], &rv);
+    s->segs[0] = s->segs[s->segs_n - 1];
+    s->segs_n = 1;
+    s->ents_n = 0;
+    s->first = index + 1;
+    s->base_term = term;
+    w->last_durable = index;
+    pthread_mutex_unlock(&w->mu);
+    w->tail_last = index;
+    if (rv == 0)
+        rv = w->fs->ops->sync_dir(w->fs, w->waldir);
+    assert(s->first == w->tail_last + 1);
+    return rv;
+}
+
+/* Takes the next batch off the queue: appends up to batch_bytes_max (at
+ * least one), or one drop/reset alone; the batch is cut off the queue as a
+ * NULL-terminated list. Caller holds qmu. */
+static wal_item *wal__take(wal *w, size_t *n) {
+    wal_item *b = w->head, *it = b, *last = b;
+    uint64_t bytes = 0;
+    *n = 0;
+    if (b->kind != WAL_ITEM_APPEND) {
+        *n = 1;
+        it = b->next;
+    } else {
+        while (it != NULL && it->kind == WAL_ITEM_APPEND &&
+               (*n == 0 || bytes + it->bytes <= w->opt.batch_bytes_max)) {
+            bytes += it->bytes;
+            (*n)++;
+            last = it;
+            it = it->next;
+        }
+    }
+    last->next = NULL;
+    w->head = it;
+    if (it == NULL)
+        w->tail = NULL;
+    assert(*n >= 1);
+    return b;
+}
+
+static int wal__process(wal *w, wal_item *b, size_t n) {
+    if (b->kind == WAL_ITEM_DROP)
+        return wal__do_drop(w, b->index);
+    if (b->kind == WAL_ITEM_RESET)
+        return wal__do_reset(w, b->index, b->term);
+    return wal__do_batch(w, b, n);
+}
+
+/* Runs the callbacks of a finished list in order and frees it. The queue
+ * bytes are released first, so an append made from (or right after) a
+ * callback finds the room its predecessor held. Caller does not hold qmu. */
+static void wal__run_callbacks(wal *w, wal_item *b) {
+    assert(b != NULL);
+    uint64_t bytes = 0;
+    for (wal_item *it = b; it != NULL; it = it->next) {
+        bytes += it->bytes;
+        free(it->buf);
+        it->buf = NULL;
+    }
+    pthread_mutex_lock(&w->qmu);
+    assert(w->q_bytes >= bytes);
+    w->q_bytes -= bytes;
+    pthread_mutex_unlock(&w->qmu);
+    while (b != NULL) {
+        wal_item *next = b->next;
+        b->cb(b->arg, b->status);
+        free(b);
+        b = next;
+    }
+}
+
+/* Hands a finished batch to the completion thread. Caller holds qmu. */
+static void wal__complete(wal *w, wal_item *b, int rv) {
+    assert(b != NULL);
+    wal_item *last = b;
+    for (wal_item *it = b; it != NULL; it = it->next) {
+        it->status = rv != 0 ? rv : it->status;
+        last = it;
+    }
+    if (w->done_tail != NULL)
+        w->done_tail->next = b;
+    else
+        w->done_head = b;
+    w->done_tail = last;
+    pthread_cond_signal(&w->done_cond);
+}
+
+/* The storage thread: one batch at a time, written and synced in queue
+ * order; a failure is final (fail-stop, pitfalls.md "fsyncgate"). */
+void *wal__thread(void *arg) {
+    wal *w = arg;
+    pthread_mutex_lock(&w->qmu);
+    for (;;) {
+        while (w->head == NULL && !w->closing)
+            pthread_cond_wait(&w->qcond, &w->qmu);
+        if (w->head == NULL)
+            break;
+        size_t n = 0;
+        wal_item *b = wal__take(w, &n);
+        int failed = w->failed;
+        pthread_mutex_unlock(&w->qmu);
+        int rv = failed ? failed : wal__process(w, b, n);
+        if (rv != 0 && failed == 0) {
+            KV_LOGE("IO", "WAL %s: %s; the log refuses every further append", w->waldir,
+                    kv_strerror(rv));
+            rv = KV_EIO; /* never retried */
+        }
+        pthread_mutex_lock(&w->qmu);
+        if (rv != 0)
+            w->failed = rv;
+        if (w->head != NULL || w->done_head != NULL || w->done_busy) {
+            wal__complete(w, b, rv); /* overlap the callbacks with the next sync */
+            continue;
+        }
+        /* Nothing to overlap with and every earlier callback has run: run
+         * these here, saving a thread hop of latency. */
+        for (wal_item *it = b; it != NULL; it = it->next)
+            it->status = rv != 0 ? rv : it->status;
+        pthread_mutex_unlock(&w->qmu);
+        wal__run_callbacks(w, b);
+        pthread_mutex_lock(&w->qmu);
+    }
+    w->done_stop = true;
+    pthread_cond_signal(&w->done_cond);
+    pthread_mutex_unlock(&w->qmu);
+    return NULL;
+}
+
+/* The completion thread: runs the callbacks of finished batches in queue
+ * order, while the storage thread already writes and syncs the next batch
+ * (waking many writers costs about as much as an fdatasync). */
+void *wal__done_thread(void *arg) {
+    wal *w = arg;
+    pthread_mutex_lock(&w->qmu);
+    for (;;) {
+        while (w->done_head == NULL && !w->done_stop)
+            pthread_cond_wait(&w->done_cond, &w->qmu);
+        wal_item *b = w->done_head;
+        if (b == NULL)
+            break;
+        w->done_head = w->done_tail = NULL;
+        w->done_busy = true;
+        pthread_mutex_unlock(&w->qmu);
+        wal__run_callbacks(w, b);
+        pthread_mutex_lock(&w->qmu);
+        w->done_busy = false;
+    }
+    pthread_mutex_unlock(&w->qmu);
+    return NULL;
 }

@@ -82,6 +82,7 @@ int wal__rec_decode(const uint8_t *buf, size_t avail, wal_rec *r, const char **w
 }
 
 int wal__seg_path(char *buf, size_t cap, const char *waldir, uint64_t seq, bool tmp) {
+    assert(buf != NULL && waldir != NULL);
     int n = snprintf(buf, cap, "%s/%016" PRIx64 ".%s", waldir, seq, tmp ? "tmp" : "wal");
     return (n < 0 || (size_t)n >= cap) ? KV_EINVAL : 0;
 }
@@ -214,6 +215,7 @@ static int wal__read_header(kv_fs *fs, wal_seg *sg, kv_check_fn fn, void *arg) {
         wal__report(fn, arg, "CORRUPT", sg->path, 0, 0, why);
         return KV_ECORRUPT;
     }
+    sg->alloc = sg->size;
     sg->flags = kv_get_u32(h + 12);
     sg->first_index = kv_get_u64(h + 24);
     sg->base_term = kv_get_u64(h + 32);
@@ -255,6 +257,7 @@ static int wal__headers(kv_fs *fs, const char *waldir, kv_check_fn fn, void *arg
 /* True when a record with a valid checksum at a plausible index (>= exp)
  * starts anywhere in buf after off. */
 static bool wal__valid_after(const uint8_t *buf, size_t size, size_t off, uint64_t exp) {
+    assert(buf != NULL && off < size);
     uint64_t span = (size - off) / WAL_REC_HDR + 1;
     for (size_t p = off + 1; p + WAL_REC_HDR <= size; p++) {
         const uint8_t *r = buf + p;
@@ -272,19 +275,30 @@ static bool wal__valid_after(const uint8_t *buf, size_t size, size_t off, uint64
     return false;
 }
 
+static bool wal__all_zero(const uint8_t *p, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != 0)
+            return false;
+    return true;
+}
+
 /* The index and term bookkeeping between segments. */
 static int wal__seg_start(wal_scan *s, size_t i, kv_check_fn fn, void *arg) {
     wal_seg *sg = s->segs[i];
     if (i == 0) {
         s->first = sg->first_index;
         s->base_term = sg->base_term;
-        return sg->first_index > 0 ? 0 : KV_ECORRUPT;
+        if (sg->first_index > 0)
+            return 0;
+        wal__report(fn, arg, "CORRUPT", sg->path, 24, 0, "segment header first index is 0");
+        return KV_ECORRUPT;
     }
     uint64_t exp = s->first + s->ents_n;
     char detail[128];
     if (sg->first_index != exp) {
-        snprintf(detail, sizeof detail, "index gap: segment starts at %" PRIu64 ", expected %" PRIu64,
-                 sg->first_index, exp);
+        snprintf(detail, sizeof detail,
+                 "index gap: segment starts at %" PRIu64 ", expected %" PRIu64, sg->first_index,
+                 exp);
         wal__report(fn, arg, "MISSING", sg->path, 0, exp, detail);
         return KV_ECORRUPT;
     }
@@ -299,6 +313,7 @@ static int wal__seg_start(wal_scan *s, size_t i, kv_check_fn fn, void *arg) {
 
 /* Scans the records of segment i. */
 static int wal__scan_seg(kv_fs *fs, wal_scan *s, size_t i, kv_check_fn fn, void *arg) {
+    assert(i < s->segs_n);
     wal_seg *sg = s->segs[i];
     bool last = i + 1 == s->segs_n;
     int rv = wal__seg_start(s, i, fn, arg);
@@ -312,6 +327,8 @@ static int wal__scan_seg(kv_fs *fs, wal_scan *s, size_t i, kv_check_fn fn, void 
     size_t off = WAL_SEGMENT_HEADER_BYTES;
     while (rv == 0 && off < size) {
         uint64_t exp = s->first + s->ents_n;
+        if (wal__all_zero(buf + off, size - off))
+            break; /* preallocated space: the end of the records */
         wal_rec r;
         const char *why = NULL;
         int bad = wal__rec_decode(buf + off, size - off, &r, &why);

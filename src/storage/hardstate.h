@@ -1,0 +1,61 @@
+/*
+ * Raft hard state (term, vote, commit) in two slots, DIR/hardstate.0 and
+ * DIR/hardstate.1, written alternately, so a torn write of one slot never
+ * loses the other.
+ *
+ * Slot file (HS_SLOT_BYTES, little-endian): magic "KVHSTATE", version u32,
+ * zero u32, counter u64, term u64, vote u64, commit u64, xxh3 of the
+ * preceding 48 bytes u64. The valid slot with the highest counter wins.
+ *
+ * A slot failing its checks while the other slot is valid is what a crash
+ * during hs_save leaves (the slot being written is torn), and it cannot be
+ * told apart from a flipped bit in that slot. Our choice: it is reported as
+ * TORN and is not corruption (hs_check returns 0, hs_load uses the valid
+ * slot, the next hs_save overwrites the bad one); a node must restart after
+ * a crash without an operator. The cost: a bit flip in the newest slot rolls
+ * term/vote/commit back by one save, as an unacknowledged save would. Both
+ * slots bad is corruption (KV_ECORRUPT, each named).
+ */
+#ifndef KV_STORAGE_HARDSTATE_H
+#define KV_STORAGE_HARDSTATE_H
+
+#include "storage/check.h"
+#include "storage/fs.h"
+
+#include <stdint.h>
+
+#define HS_FORMAT_VERSION 1u
+#define HS_SLOT_BYTES 56u
+
+typedef struct hs_state {
+    uint64_t term;
+    uint64_t vote; /* node id voted for in term, 0 for none */
+    uint64_t commit;
+} hs_state;
+
+typedef struct hs hs;
+
+/* Loads the hard state of data dir dir into *st: the valid slot with the
+ * highest counter; zeros when neither slot exists. Problems are reported
+ * through fn (may be NULL) as in hs_check. KV_ECORRUPT when slots exist
+ * and none is valid, KV_EVERSION for another format version.
+ * Ownership: *out is the caller's; free it with hs_close(). */
+int hs_load(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg, hs **out, hs_state *st);
+
+/* Writes st to the slot not holding the newest valid copy, fdatasyncs it
+ * (and the directory when the file is new), and returns only then. KV_EIO
+ * on failure, never retried: every later hs_save also returns KV_EIO
+ * (fail-stop, pitfalls.md "fsyncgate"). */
+int hs_save(hs *h, const hs_state *st);
+
+/* The state last loaded or saved. */
+void hs_get(hs *h, hs_state *st);
+
+void hs_close(hs *h);
+
+/* Read-only check of both slots: CORRUPT for each bad slot when neither is
+ * valid (KV_ECORRUPT), TORN for a bad slot beside a valid one (0), VERSION
+ * for another format version (KV_EVERSION). 0 when both are absent. */
+int hs_check(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg);
+
+#endif /* KV_STORAGE_HARDSTATE_H */

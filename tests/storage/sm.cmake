@@ -1,0 +1,6 @@
+# Tests of the state machine and snapshots (src/storage/sm.cmake).
+add_library(kvsmtest STATIC ${CMAKE_CURRENT_LIST_DIR}/test_sm_util.c)
+target_link_libraries(kvsmtest PUBLIC kvsm PkgConfig::CHECK)
+kv_unit_test(test_sm SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sm.c LIBS kvsmtest kvsm)
+kv_unit_test(test_snap SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_snap.c LIBS kvsmtest kvsm)
+kv_unit_test(test_sm_random SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sm_random.c LIBS kvsmtest kvsm)

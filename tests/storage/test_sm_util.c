@@ -1,0 +1,147 @@
+#include "test_sm_util.h"
+
+#include "kv/errors.h"
+#include "proto/kv.pb-c.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t tu_term = 1;
+
+void tu_tmpdir(char *buf) {
+    const char *t = getenv("TMPDIR");
+    snprintf(buf, 1024, "%s/kv-sm-XXXXXX", t && *t ? t : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(buf));
+}
+
+static int tu__rm(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+void tu_rmrf(const char *path) {
+    nftw(path, tu__rm, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+uint64_t tu_seed(const char *test) {
+    const char *e = getenv("KV_SEED");
+    uint64_t seed = e && *e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
+    printf("%s: seed %llu (replay: KV_SEED=%llu)\n", test, (unsigned long long)seed,
+           (unsigned long long)seed);
+    fflush(stdout);
+    return seed;
+}
+
+uint64_t tu_rand(uint64_t *x) { /* splitmix64 */
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint8_t *tu_cmd(int op, uint64_t client, uint64_t seq, const void *key, size_t klen,
+                const void *val, size_t vlen, const void *exp, size_t elen, size_t *len) {
+    Kv__Command c;
+    kv__command__init(&c);
+    c.op = op;
+    c.client_id = client;
+    c.seq = seq;
+    c.key.data = (uint8_t *)key;
+    c.key.len = klen;
+    c.value.data = (uint8_t *)val;
+    c.value.len = vlen;
+    c.expected.data = (uint8_t *)exp;
+    c.expected.len = elen;
+    *len = kv__command__get_packed_size(&c);
+    uint8_t *buf = malloc(*len + 1);
+    ck_assert_ptr_nonnull(buf);
+    kv__command__pack(&c, buf);
+    return buf;
+}
+
+int tu_apply(sm *s, uint64_t index, int op, uint64_t client, uint64_t seq, const char *key,
+             const char *val, const char *exp, sm_reply *r) {
+    size_t len = 0;
+    uint8_t *buf = tu_cmd(op, client, seq, key, key ? strlen(key) : 0, val, val ? strlen(val) : 0,
+                          exp, exp ? strlen(exp) : 0, &len);
+    sm_entry e = {
+        .index = index, .term = tu_term, .type = SM_ENTRY_COMMAND, .payload = buf, .len = len};
+    sm_reply rr;
+    ck_assert_int_eq(sm_apply(s, &e, 1, &rr), 0);
+    free(buf);
+    ck_assert(rr.index == index || strcmp(rr.detail ? rr.detail : "", "duplicate") == 0);
+    int code = rr.code;
+    if (r != NULL)
+        *r = rr;
+    else
+        sm_replies_free(&rr, 1);
+    return code;
+}
+
+sm *tu_open(const char *db_dir, uint32_t sessions_max) {
+    sm_options o;
+    sm_options_default(&o);
+    if (sessions_max)
+        o.sessions_max = sessions_max;
+    sm *s = NULL;
+    ck_assert_int_eq(sm_open(db_dir, &o, &s), 0);
+    return s;
+}
+
+char *tu_get(sm *s, const char *key) {
+    void *v = NULL;
+    size_t n = 0;
+    int rv = sm_get(s, key, strlen(key), &v, &n);
+    if (rv == KV_ENOTFOUND)
+        return NULL;
+    ck_assert_int_eq(rv, 0);
+    char *str = malloc(n + 1);
+    memcpy(str, v, n);
+    str[n] = '\0';
+    free(v);
+    return str;
+}
+
+void tu_problem(void *arg, const kv_check_problem *p) {
+    tu_problems *t = arg;
+    t->count++;
+    snprintf(t->word, sizeof t->word, "%s", p->word);
+    snprintf(t->file, sizeof t->file, "%s", p->file);
+    t->offset = p->offset;
+    printf("problem: %s %s offset %lld: %s\n", p->word, p->file,
+           p->offset == KV_CHECK_NO_OFFSET ? -1LL : (long long)p->offset, p->detail);
+}
+
+void tu_flip(const char *path, uint64_t off) {
+    int fd = open(path, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    unsigned char b = 0;
+    ck_assert_int_eq(pread(fd, &b, 1, (off_t)off), 1);
+    b ^= 0x5a;
+    ck_assert_int_eq(pwrite(fd, &b, 1, (off_t)off), 1);
+    close(fd);
+}
+
+bool tu_find(const char *dir, const char *suffix, char *out) {
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    bool found = false;
+    size_t sl = strlen(suffix);
+    while (!found && (e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n >= sl && strcmp(e->d_name + n - sl, suffix) == 0) {
+            snprintf(out, 4096, "%s/%s", dir, e->d_name);
+            found = true;
+        }
+    }
+    closedir(d);
+    return found;
+}

@@ -1,0 +1,390 @@
+/* Snapshots (src/storage/snapshot.h): create, verify, corruption found,
+ * restore, chunked install, keep-last-K, the log drop bound. */
+#include "storage/snapshot.h"
+
+#include "kv/errors.h"
+#include "kv/limits.h"
+#include "proto/kv.pb-c.h"
+#include "test_sm_util.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[1024], db[4096], snaps[4096];
+static sm *S;
+static kv_fs *FS;
+static uint64_t next_index;
+
+static void setup(void) {
+    tu_tmpdir(dir);
+    snprintf(db, sizeof db, "%s/db", dir);
+    snprintf(snaps, sizeof snaps, "%s/snap", dir);
+    S = tu_open(db, 0);
+    FS = kv_fs_posix();
+    next_index = 1;
+    tu_term = 1;
+}
+
+static void teardown(void) {
+    sm_close(S);
+    S = NULL;
+    tu_rmrf(dir);
+}
+
+/* n PUTs of vlen-byte values; random bytes when seed != NULL (then the SST
+ * does not compress and spans several chunks). */
+static void fill(int n, size_t vlen, uint64_t *seed) {
+    char *v = malloc(vlen + 1);
+    for (int i = 0; i < n; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "key%06llu", (unsigned long long)next_index);
+        for (size_t j = 0; j < vlen; j++)
+            v[j] = seed ? (char)('!' + tu_rand(seed) % 90) : (char)('a' + (j + i) % 26);
+        v[vlen] = '\0';
+        ck_assert_int_eq(tu_apply(S, next_index++, KV__COMMAND__OP__PUT, 0, 0, k, v, NULL, NULL),
+                         0);
+    }
+    free(v);
+}
+
+START_TEST(test_create_verify_latest) {
+    fill(99, 50, NULL);
+    Kv__Member m1 = KV__MEMBER__INIT;
+    m1.id = 7, m1.name = "n7", m1.address = "h:1";
+    Kv__Member *ms[] = {&m1};
+    Kv__Membership mb = KV__MEMBERSHIP__INIT;
+    mb.members = ms, mb.n_members = 1, mb.index = 100;
+    uint8_t mbuf[64];
+    sm_entry e = {.index = next_index++, .term = 4, .type = SM_ENTRY_MEMBERSHIP, .payload = mbuf};
+    e.len = kv__membership__pack(&mb, mbuf);
+    sm_reply r;
+    ck_assert_int_eq(sm_apply(S, &e, 1, &r), 0);
+    tu_term = 4;
+    snap_meta m;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m), 0);
+    ck_assert_uint_eq(m.index, 100);
+    ck_assert_uint_eq(m.term, 4);
+    /* the manifest carries index, term and membership of the checkpoint */
+    snap_reader *rd = NULL;
+    ck_assert_int_eq(snap_reader_open(FS, m.path, &rd), 0);
+    const uint8_t *man;
+    size_t manlen;
+    snap_reader_manifest(rd, &man, &manlen);
+    Kv__SnapshotManifest *pm = kv__snapshot_manifest__unpack(NULL, manlen - 24, man + 24);
+    ck_assert_ptr_nonnull(pm);
+    ck_assert_uint_eq(pm->index, 100);
+    ck_assert_uint_eq(pm->term, 4);
+    ck_assert_ptr_nonnull(pm->membership);
+    ck_assert_uint_eq(pm->membership->n_members, 1);
+    ck_assert_uint_eq(pm->membership->members[0]->id, 7);
+    ck_assert_uint_ge(pm->n_files, 3); /* CURRENT, MANIFEST-*, OPTIONS-*, SSTs */
+    kv__snapshot_manifest__free_unpacked(pm, NULL);
+    snap_reader_close(rd);
+    ck_assert_uint_ge(sm_durable_index(S), 100); /* the checkpoint flushed */
+    tu_problems p = {0};
+    ck_assert_int_eq(snap_verify(FS, m.path, tu_problem, &p), 0);
+    ck_assert_int_eq(p.count, 0);
+    fill(5, 50, NULL);
+    snap_meta m2, latest;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m2), 0);
+    ck_assert_uint_eq(m2.index, 105);
+    ck_assert_uint_eq(m2.term, 4);
+    ck_assert_int_eq(snap_latest(FS, snaps, &latest), 0);
+    ck_assert_str_eq(latest.path, m2.path);
+    ck_assert_int_eq(snap_check_all(FS, snaps, tu_problem, &p), 0);
+    /* the snapshot opens as a RocksDB and holds the state of index 100 */
+    sm *t = NULL;
+    ck_assert_int_eq(sm_open(m.path, NULL, &t), 0);
+    ck_assert_uint_eq(sm_applied_index(t), 100);
+    sm_close(t);
+}
+END_TEST
+
+START_TEST(test_corrupt_file_and_manifest) {
+    fill(200, 100, NULL);
+    snap_meta m;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m), 0);
+    sm_close(S); /* SSTs are hard links: keep the live db away from the flip */
+    S = NULL;
+    char sst[4096], mf[8192];
+    ck_assert(tu_find(m.path, ".sst", sst));
+    tu_flip(sst, 10);
+    tu_problems p = {0};
+    ck_assert_int_eq(snap_verify(FS, m.path, tu_problem, &p), KV_ECORRUPT);
+    ck_assert_str_eq(p.word, "CORRUPT");
+    ck_assert_str_eq(p.file, sst);
+    ck_assert_uint_eq(p.offset, 0); /* the chunk holding byte 10 */
+    tu_flip(sst, 10);               /* back */
+    ck_assert_int_eq(snap_verify(FS, m.path, tu_problem, &p), 0);
+    snprintf(mf, sizeof mf, "%s/%s", m.path, SNAP_MANIFEST_NAME);
+    struct stat st;
+    ck_assert_int_eq(stat(mf, &st), 0);
+    for (off_t off = 0; off < st.st_size; off += st.st_size / 7 + 1) {
+        tu_flip(mf, (uint64_t)off); /* header or body: either way CORRUPT */
+        memset(&p, 0, sizeof p);
+        ck_assert_int_eq(snap_verify(FS, m.path, tu_problem, &p), KV_ECORRUPT);
+        ck_assert_str_eq(p.word, "CORRUPT");
+        ck_assert_str_eq(p.file, mf);
+        tu_flip(mf, (uint64_t)off);
+    }
+    snap_meta latest;
+    tu_flip(mf, 30);
+    ck_assert_int_eq(snap_latest(FS, snaps, &latest), KV_ENOTFOUND);
+    ck_assert_int_eq(snap_check_all(FS, snaps, tu_problem, &p), KV_ECORRUPT);
+}
+END_TEST
+
+START_TEST(test_missing_file) {
+    fill(20, 10, NULL);
+    snap_meta m;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m), 0);
+    char cur[8192];
+    snprintf(cur, sizeof cur, "%s/CURRENT", m.path);
+    ck_assert_int_eq(unlink(cur), 0);
+    tu_problems p = {0};
+    ck_assert_int_eq(snap_verify(FS, m.path, tu_problem, &p), KV_EMISSING);
+    ck_assert_str_eq(p.word, "MISSING");
+    ck_assert_str_eq(p.file, cur);
+    char mf[8192];
+    snprintf(mf, sizeof mf, "%s/%s", m.path, SNAP_MANIFEST_NAME);
+    ck_assert_int_eq(unlink(mf), 0);
+    ck_assert_int_eq(snap_verify(FS, m.path, tu_problem, &p), KV_EMISSING);
+    ck_assert_str_eq(p.file, mf);
+}
+END_TEST
+
+START_TEST(test_restore) {
+    fill(300, 64, NULL);
+    tu_apply(S, next_index++, KV__COMMAND__OP__REGISTER, 0, 0, NULL, NULL, NULL, NULL);
+    uint64_t client = next_index - 1;
+    tu_apply(S, next_index++, KV__COMMAND__OP__PUT, client, 1, "s", "1", NULL, NULL);
+    snap_meta m;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m), 0);
+    uint64_t hash = 0, index = sm_applied_index(S);
+    ck_assert_int_eq(sm_hash(S, &hash), 0);
+    ck_assert_uint_eq(m.index, index);
+    /* another node, behind and different */
+    char db2[4096];
+    snprintf(db2, sizeof db2, "%s/db2", dir);
+    sm *t = tu_open(db2, 0);
+    sm *saved = S;
+    S = t;
+    next_index = 1;
+    fill(10, 5, NULL);
+    S = saved;
+    ck_assert_int_eq(snap_restore(&t, db2, m.path), 0);
+    uint64_t h2 = 0;
+    ck_assert_int_eq(sm_hash(t, &h2), 0);
+    ck_assert_uint_eq(h2, hash);
+    ck_assert_uint_eq(sm_applied_index(t), index);
+    ck_assert_uint_eq(sm_durable_index(t), index);
+    /* it goes on from there, sessions included */
+    sm_reply r;
+    ck_assert_int_eq(tu_apply(t, index + 1, KV__COMMAND__OP__PUT, client, 1, "s", "1", NULL, &r),
+                     0);
+    ck_assert_uint_eq(r.index, index); /* the duplicate, from the snapshot's sessions */
+    sm_close(t);
+    ck_assert_int_eq(snap_verify(FS, m.path, NULL, NULL), 0); /* untouched */
+    /* a snapshot that does not verify changes nothing */
+    sm *u = tu_open(db2, 0);
+    char cur[8192];
+    snprintf(cur, sizeof cur, "%s/CURRENT", m.path);
+    tu_flip(cur, 0);
+    ck_assert_int_eq(snap_restore(&u, db2, m.path), KV_ECORRUPT);
+    ck_assert_ptr_nonnull(u);
+    ck_assert_uint_eq(sm_applied_index(u), index + 1);
+    sm_close(u);
+}
+END_TEST
+
+/* The chunk numbers 0..n-1 in a random order. */
+static void shuffle(uint64_t *v, uint64_t n, uint64_t *seed) {
+    for (uint64_t i = 0; i < n; i++)
+        v[i] = i;
+    for (uint64_t i = n; i > 1; i--) {
+        uint64_t j = tu_rand(seed) % i, t = v[i - 1];
+        v[i - 1] = v[j];
+        v[j] = t;
+    }
+}
+
+/* Compares two snapshot directories file by file. */
+static void same_snapshot(const char *a, const char *b) {
+    snap_reader *ra = NULL, *rb = NULL;
+    ck_assert_int_eq(snap_reader_open(FS, a, &ra), 0);
+    ck_assert_int_eq(snap_reader_open(FS, b, &rb), 0);
+    const uint8_t *ma, *mb;
+    size_t la, lb;
+    snap_reader_manifest(ra, &ma, &la);
+    snap_reader_manifest(rb, &mb, &lb);
+    ck_assert_uint_eq(la, lb);
+    ck_assert_mem_eq(ma, mb, la);
+    snap_reader_close(ra);
+    snap_reader_close(rb);
+    ck_assert_int_eq(snap_verify(FS, b, tu_problem, &(tu_problems){0}), 0);
+}
+
+START_TEST(test_chunked_install) {
+    uint64_t seed = tu_seed("test_chunked_install");
+    fill(40, 100000, &seed); /* ~4 MB that does not compress: several chunks */
+    snap_meta m;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m), 0);
+    snap_reader *rd = NULL;
+    ck_assert_int_eq(snap_reader_open(FS, m.path, &rd), 0);
+    uint64_t n = snap_reader_chunks_count(rd);
+    printf("chunked install: %llu chunks\n", (unsigned long long)n);
+    ck_assert_uint_ge(n, 6);
+    const uint8_t *man;
+    size_t manlen;
+    snap_reader_manifest(rd, &man, &manlen);
+    char recv_dir[4096];
+    snprintf(recv_dir, sizeof recv_dir, "%s/recv", dir);
+    snap_recv *rc = NULL;
+    uint8_t *bad = malloc(manlen);
+    memcpy(bad, man, manlen);
+    bad[manlen - 1] ^= 1;
+    ck_assert_int_eq(snap_recv_begin(FS, recv_dir, bad, manlen, &rc), KV_ECORRUPT);
+    free(bad);
+    ck_assert_int_eq(snap_recv_begin(FS, recv_dir, man, manlen, &rc), 0);
+    uint64_t *order = malloc(n * sizeof *order), missing[4], count = 0;
+    shuffle(order, n, &seed);
+    uint8_t *buf = malloc(KV_SNAPSHOT_CHUNK_BYTES);
+    size_t len = 0;
+    uint64_t h = 0;
+    for (uint64_t i = 0; i + 1 < n; i++) { /* all but the last of the order */
+        ck_assert_int_eq(snap_reader_read(rd, order[i], buf, KV_SNAPSHOT_CHUNK_BYTES, &len, &h), 0);
+        if (i == 1) { /* corrupted on the way: refused, then sent again */
+            buf[len / 2] ^= 0x01;
+            ck_assert_int_eq(snap_recv_chunk(rc, order[i], buf, len, h), KV_ECORRUPT);
+            buf[len / 2] ^= 0x01;
+        }
+        ck_assert_int_eq(snap_recv_chunk(rc, order[i], buf, len, h), 0);
+        if (i == 2) /* a duplicate */
+            ck_assert_int_eq(snap_recv_chunk(rc, order[i], buf, len, h), 0);
+    }
+    snap_meta got;
+    ck_assert_int_eq(snap_recv_finish(rc, &got), KV_EMISSING);
+    snap_recv_missing(rc, missing, 4, &count);
+    ck_assert_uint_eq(count, 1);
+    ck_assert_uint_eq(missing[0], order[n - 1]);
+    ck_assert_int_eq(snap_reader_read(rd, missing[0], buf, KV_SNAPSHOT_CHUNK_BYTES, &len, &h), 0);
+    ck_assert_int_eq(snap_recv_chunk(rc, missing[0], buf, len, h ^ 1), KV_ECORRUPT);
+    ck_assert_int_eq(snap_recv_chunk(rc, n, buf, len, h), KV_EINVAL);
+    ck_assert_int_eq(snap_recv_chunk(rc, missing[0], buf, len, h), 0);
+    ck_assert_int_eq(snap_recv_finish(rc, &got), 0);
+    ck_assert_uint_eq(got.index, m.index);
+    ck_assert_uint_eq(got.term, m.term);
+    same_snapshot(m.path, got.path);
+    /* restoring from the received copy gives the source's state */
+    uint64_t h1 = 0, h2 = 0;
+    ck_assert_int_eq(sm_hash(S, &h1), 0);
+    char db2[4096];
+    snprintf(db2, sizeof db2, "%s/db2", dir);
+    sm *t = tu_open(db2, 0);
+    ck_assert_int_eq(snap_restore(&t, db2, got.path), 0);
+    ck_assert_int_eq(sm_hash(t, &h2), 0);
+    ck_assert_uint_eq(h1, h2);
+    sm_close(t);
+    free(order);
+    free(buf);
+    snap_reader_close(rd);
+}
+END_TEST
+
+START_TEST(test_recv_abort) {
+    fill(10, 10, NULL);
+    snap_meta m;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m), 0);
+    snap_reader *rd = NULL;
+    ck_assert_int_eq(snap_reader_open(FS, m.path, &rd), 0);
+    const uint8_t *man;
+    size_t manlen;
+    snap_reader_manifest(rd, &man, &manlen);
+    char recv_dir[4096];
+    snprintf(recv_dir, sizeof recv_dir, "%s/recv", dir);
+    snap_recv *rc = NULL;
+    ck_assert_int_eq(snap_recv_begin(FS, recv_dir, man, manlen, &rc), 0);
+    snap_recv_abort(rc);
+    /* nothing installed and nothing left behind: the directory is empty */
+    ck_assert_int_eq(rmdir(recv_dir), 0);
+    snap_reader_close(rd);
+}
+END_TEST
+
+START_TEST(test_gc_keep_last) {
+    snap_meta m[4];
+    for (int i = 0; i < 4; i++) {
+        fill(5, 10, NULL);
+        ck_assert_int_eq(snap_create(S, FS, snaps, &m[i]), 0);
+    }
+    char junk[8192];
+    snprintf(junk, sizeof junk, "%s/tmp-123-4", snaps);
+    ck_assert_int_eq(mkdir(junk, 0755), 0);
+    snprintf(junk, sizeof junk, "%s/tmp-123-4/x", snaps);
+    FILE *f = fopen(junk, "w");
+    fclose(f);
+    ck_assert_int_eq(snap_gc(FS, snaps, KV_SNAPSHOTS_KEEP_DEFAULT), 0);
+    snap_meta *v = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(snap_list(FS, snaps, &v, &n), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(v[0].path, m[2].path);
+    ck_assert_str_eq(v[1].path, m[3].path);
+    free(v);
+    char **names = NULL;
+    size_t nn = 0;
+    ck_assert_int_eq(FS->ops->list(FS, snaps, &names, &nn), 0);
+    ck_assert_uint_eq(nn, 2); /* tmp-* gone too */
+    kv_fs_free_list(names, nn);
+    ck_assert_int_eq(snap_gc(FS, snaps, 1), 0);
+    ck_assert_int_eq(snap_list(FS, snaps, &v, &n), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(v[0].path, m[3].path);
+    free(v);
+}
+END_TEST
+
+/* The Raft log is the durability point: a prefix goes only once RocksDB
+ * (flushed) or a snapshot holds its state. */
+START_TEST(test_drop_bound_with_snapshot) {
+    fill(10, 10, NULL);
+    ck_assert_uint_eq(sm_log_drop_bound(S, 0), 0); /* all in the memtable */
+    snap_meta m;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m), 0);
+    ck_assert_uint_eq(sm_log_drop_bound(S, m.index), 10);
+    fill(10, 10, NULL); /* 11..20: not flushed */
+    ck_assert_uint_eq(sm_log_drop_bound(S, m.index), 10);
+    ck_assert_uint_eq(sm_applied_index(S), 20);
+    ck_assert_int_eq(sm_flush(S), 0);
+    ck_assert_uint_eq(sm_log_drop_bound(S, m.index), 20);
+}
+END_TEST
+
+static Suite *snap_suite(void) {
+    Suite *s = suite_create("snapshot");
+    TCase *t = tcase_create("snapshot");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, test_create_verify_latest);
+    tcase_add_test(t, test_corrupt_file_and_manifest);
+    tcase_add_test(t, test_missing_file);
+    tcase_add_test(t, test_restore);
+    tcase_add_test(t, test_chunked_install);
+    tcase_add_test(t, test_recv_abort);
+    tcase_add_test(t, test_gc_keep_last);
+    tcase_add_test(t, test_drop_bound_with_snapshot);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void) {
+    SRunner *r = srunner_create(snap_suite());
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,486 @@
+/* WAL fault tests: crash loops, a corruption sweep, bad input, I/O errors.
+ * Random parts print their seed; replay with KV_SEED=<seed>. */
+#include "test_wal_util.h"
+
+#include "common/checksum.h"
+#include "common/logging.h"
+#include "kv/errors.h"
+#include "kv/limits.h"
+#include "storage/datadir.h"
+#include "storage/wal.h"
+
+#include <check.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static wal_options tiny(uint64_t segment_bytes) {
+    wal_options o;
+    wal_options_default(&o);
+    o.segment_bytes = segment_bytes;
+    return o;
+}
+
+/* ---- crash loops ---------------------------------------------------------- */
+
+enum { CL_OPS_MAX = 64 };
+
+typedef struct cl_run {
+    tu_op ops[CL_OPS_MAX];
+    int nops;
+    tu_wait wait;
+} cl_run;
+
+static void cl_add(cl_run *r, uint64_t index, size_t n, uint64_t term) {
+    ck_assert_int_lt(r->nops, CL_OPS_MAX);
+    r->ops[r->nops++] = (tu_op){.index = index, .n = n, .term = term};
+}
+
+/* The workload: appends in groups of 4 in flight, a conflicting suffix, a
+ * dropped prefix, more appends. Stops submitting once the log failed. */
+static void cl_workload(wal *w, cl_run *r) {
+    tu_wait_init(&r->wait);
+    r->nops = 0;
+    for (uint64_t i = 1; i <= 36; i += 3)
+        cl_add(r, i, 3, 1);
+    cl_add(r, 20, 5, 2); /* conflict: drops 20..36 */
+    for (uint64_t i = 25; i <= 36; i += 2)
+        cl_add(r, i, 2, 2);
+    int drop_after = r->nops;
+    for (uint64_t i = 37; i <= 44; i += 2)
+        cl_add(r, i, 2, 3);
+    for (int k = 0; k < r->nops; k++) {
+        if (k == drop_after) {
+            tu_wait_all(&r->wait);
+            (void)wal_drop_prefix(w, 10);
+        }
+        (void)tu_submit(w, &r->ops[k], &r->wait);
+        if (k % 4 == 3)
+            tu_wait_all(&r->wait);
+    }
+    tu_wait_all(&r->wait);
+}
+
+/* After reopen: each present entry is one that was submitted, whole; each
+ * acknowledged entry is present unless a later submission replaced it. */
+static void cl_verify(wal *w, const cl_run *r) {
+    uint64_t first = wal_first_index(w), last = wal_last_index(w);
+    for (uint64_t i = first; i <= last; i++) {
+        wal_entry *e = NULL;
+        size_t n = 0;
+        ck_assert_int_eq(wal_read(w, i, i + 1, 0, &e, &n), 0);
+        ck_assert_msg(tu_entry_ok(&e[0]), "entry %" PRIu64 " damaged", i);
+        bool submitted = false;
+        for (int k = 0; k < r->nops; k++)
+            if (r->ops[k].submitted && r->ops[k].term == e[0].term && i >= r->ops[k].index &&
+                i < r->ops[k].index + r->ops[k].n)
+                submitted = true;
+        ck_assert_msg(submitted, "entry %" PRIu64 " term %" PRIu64 " never submitted", i,
+                      e[0].term);
+        wal_entries_free(e, n);
+    }
+    for (int k = 0; k < r->nops; k++) {
+        const tu_op *op = &r->ops[k];
+        if (!op->submitted || op->status != 0)
+            continue;
+        uint64_t replaced = UINT64_MAX;
+        for (int j = k + 1; j < r->nops; j++)
+            if (r->ops[j].submitted && r->ops[j].index < replaced)
+                replaced = r->ops[j].index;
+        for (uint64_t i = op->index; i < op->index + op->n && i < replaced; i++) {
+            if (i < first)
+                continue; /* dropped as a prefix: allowed */
+            uint64_t t = 0;
+            ck_assert_msg(wal_term_at(w, i, &t) == 0, "acknowledged entry %" PRIu64 " lost", i);
+            ck_assert_uint_eq(t, op->term);
+        }
+    }
+}
+
+static void crash_loop(enum fsf_crash_mode mode) {
+    uint64_t seed = tu_seed();
+    wal_options o = tiny(256);
+    bool completed = false;
+    int n = 1, torn_runs = 0;
+    for (; n < 5000 && !completed; n++) {
+        fsf *f = tu_fake_datadir(seed + (uint64_t)n);
+        wal *w = NULL;
+        ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, &o, NULL, NULL, &w), 0);
+        static cl_run r;
+        fsf_die_at(f, (uint64_t)n);
+        cl_workload(w, &r);
+        completed = !fsf_dead(f);
+        wal_close(w);
+        fsf_crash(f, mode);
+        tu_reports rep = {0};
+        int rv = wal_open(fsf_fs(f), TU_DIR, &o, tu_collect, &rep, &w);
+        ck_assert_msg(rv == 0, "N=%d seed=%" PRIu64 ": reopen %s: %s %s", n, seed, kv_errword(rv),
+                      rep.n ? rep.word[0] : "", rep.n ? rep.detail[0] : "");
+        for (int i = 0; i < rep.n; i++)
+            ck_assert_str_eq(rep.word[i], "TORN");
+        torn_runs += rep.n > 0;
+        cl_verify(w, &r);
+        wal_close(w);
+        tu_reports after = {0};
+        ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, tu_collect, &after), 0);
+        ck_assert_int_eq(after.n, 0); /* the torn tail was truncated */
+        tu_wait_destroy(&r.wait);
+        fsf_free(f);
+    }
+    ck_assert(completed);
+    ck_assert_int_gt(n, 50); /* the workload did many writes and syncs */
+    if (mode == FSF_CRASH_TORN)
+        ck_assert_int_gt(torn_runs, 0); /* torn tails really happened */
+    fprintf(stderr, "crash loop mode %d: %d crash points, %d torn tails\n", (int)mode, n - 1,
+            torn_runs);
+}
+
+START_TEST(test_crash_loop_drop) {
+    crash_loop(FSF_CRASH_DROP);
+}
+END_TEST
+
+START_TEST(test_crash_loop_torn) {
+    crash_loop(FSF_CRASH_TORN);
+}
+END_TEST
+
+/* ---- corruption sweep ---------------------------------------------------- */
+
+typedef struct rec_pos {
+    uint64_t seg_off, end, index; /* end: where the next record would start */
+    char path[256];
+    bool last_record;
+} rec_pos;
+
+/* Where each record of a freshly written log lives (segments are
+ * zero-filled after their records). */
+static int layout(fsf *f, rec_pos *pos, int max) {
+    char **names = NULL;
+    size_t count = 0;
+    kv_fs *fs = fsf_fs(f);
+    ck_assert_int_eq(fs->ops->list(fs, TU_DIR "/wal", &names, &count), 0);
+    int n = 0;
+    uint64_t index = 1;
+    for (size_t s = 0; s < count; s++) {
+        char path[256];
+        snprintf(path, sizeof path, TU_DIR "/wal/%s", names[s]);
+        void *buf = NULL;
+        size_t size = 0;
+        ck_assert_int_eq(kv_fs_read_all(fs, path, 1 << 20, &buf, &size), 0);
+        const uint8_t *b = buf;
+        for (uint64_t off = WAL_SEGMENT_HEADER_BYTES;
+             off + KV_WAL_RECORD_HEADER_BYTES <= size && kv_get_u64(b + off + 24) == index;
+             index++) {
+            ck_assert_int_lt(n, max);
+            uint64_t end = off + KV_WAL_RECORD_HEADER_BYTES + kv_get_u32(b + off + 8);
+            pos[n] = (rec_pos){.seg_off = off, .end = end, .index = index};
+            snprintf(pos[n].path, sizeof pos[n].path, "%s", path);
+            n++;
+            off = end;
+        }
+        free(buf);
+    }
+    kv_fs_free_list(names, count);
+    pos[n - 1].last_record = true;
+    return n;
+}
+
+static fsf *sweep_log(uint64_t seed, const wal_options *o) {
+    fsf *f = tu_fake_datadir(seed);
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, o, NULL, NULL, &w), 0);
+    wal_entry e[5];
+    uint8_t bufs[5][TU_LEN_MAX];
+    for (uint64_t i = 1; i <= 25; i += 5) {
+        tu_entries(e, bufs, i, 5, 1);
+        ck_assert_int_eq(wal_append_wait(w, e, 5), 0);
+    }
+    wal_close(w);
+    return f;
+}
+
+/* Flips one byte at (path, off); expects a report at the record holding it
+ * (or the header, or the zeros after the records: reported where the next
+ * record would start), classified TORN only for the last record or the
+ * zeros after it. */
+static void sweep_one(fsf **fp, const wal_options *o, const rec_pos *pos, int npos,
+                      const char *path, uint64_t off, uint64_t seed) {
+    const rec_pos *hit = NULL;
+    for (int i = 0; i < npos; i++)
+        if (strcmp(pos[i].path, path) == 0 && pos[i].seg_off <= off)
+            hit = &pos[i];
+    bool header = off < WAL_SEGMENT_HEADER_BYTES;
+    bool in_tail = !header && off >= hit->end; /* the zero-filled space */
+    uint64_t rep_off = header ? 0 : in_tail ? hit->end : hit->seg_off;
+    uint64_t rep_index = header ? 0 : in_tail ? hit->index + 1 : hit->index;
+    bool torn = !header && hit->last_record;
+    ck_assert_int_eq(fsf_flip(*fp, path, off, 0x10), 0);
+    tu_reports r = {0};
+    int rv = wal_check(fsf_fs(*fp), TU_DIR, tu_collect, &r);
+    ck_assert_msg(r.n == 1, "flip %s@%" PRIu64 ": %d reports", path, off, r.n);
+    ck_assert_str_eq(r.file[0], path);
+    if (header && off >= 8 && off < 12) {
+        ck_assert_int_eq(rv, KV_EVERSION); /* the version field itself */
+        ck_assert_str_eq(r.word[0], "VERSION");
+    } else if (header) {
+        ck_assert_int_eq(rv, KV_ECORRUPT);
+        ck_assert_str_eq(r.word[0], "CORRUPT");
+    } else {
+        ck_assert_msg(strcmp(r.word[0], torn ? "TORN" : "CORRUPT") == 0, "flip %s@%" PRIu64 ": %s",
+                      path, off, r.word[0]);
+        ck_assert_int_eq(rv, torn ? 0 : KV_ECORRUPT);
+        ck_assert_uint_eq(r.offset[0], rep_off);
+        ck_assert_uint_eq(r.index[0], rep_index);
+    }
+    uint64_t size_before = 0, size_after = 0;
+    ck_assert_int_eq(fsf_size(*fp, path, &size_before), 0);
+    wal *w = NULL;
+    rv = wal_open(fsf_fs(*fp), TU_DIR, o, NULL, NULL, &w);
+    if (!torn) {
+        ck_assert_int_ne(rv, 0);
+        ck_assert_int_eq(fsf_size(*fp, path, &size_after), 0);
+        ck_assert_uint_eq(size_after, size_before); /* nothing truncated */
+        ck_assert_int_eq(fsf_flip(*fp, path, off, 0x10), 0);
+        return;
+    }
+    ck_assert_int_eq(rv, 0);
+    ck_assert_uint_eq(wal_last_index(w), rep_index - 1);
+    wal_close(w);
+    ck_assert_int_eq(fsf_size(*fp, path, &size_after), 0);
+    ck_assert_uint_eq(size_after, rep_off);
+    fsf_free(*fp);
+    *fp = sweep_log(seed, o); /* the truncation changed the log: start again */
+}
+
+START_TEST(test_corruption_sweep) {
+    uint64_t seed = tu_seed();
+    wal_options o = tiny(400);
+    fsf *f = sweep_log(seed, &o);
+    rec_pos pos[64];
+    int npos = layout(f, pos, 64);
+    ck_assert_int_eq(pos[npos - 1].index, 25);
+    char **names = NULL;
+    size_t count = 0;
+    ck_assert_int_eq(fsf_fs(f)->ops->list(fsf_fs(f), TU_DIR "/wal", &names, &count), 0);
+    ck_assert_uint_ge(count, 3);
+    int flips = 0;
+    for (size_t s = 0; s < count; s++) {
+        char path[256];
+        snprintf(path, sizeof path, TU_DIR "/wal/%s", names[s]);
+        uint64_t size = 0;
+        ck_assert_int_eq(fsf_size(f, path, &size), 0);
+        for (uint64_t off = 0; off < size; off++, flips++)
+            sweep_one(&f, &o, pos, npos, path, off, seed);
+    }
+    kv_fs_free_list(names, count);
+    ck_assert_int_gt(flips, 600);
+    fsf_free(f);
+}
+END_TEST
+
+/* Zero-filled space after the records (preallocation, etcd#11220) is
+ * neither torn nor corrupt: no report, and appends go on after the last
+ * record. */
+START_TEST(test_zero_tail_is_clean) {
+    uint64_t seed = tu_seed();
+    wal_options o = tiny(4096);
+    fsf *f = sweep_log(seed, &o);
+    kv_fs *fs = fsf_fs(f);
+    const char *path = TU_DIR "/wal/0000000000000001.wal";
+    uint64_t size = 0;
+    ck_assert_int_eq(fsf_size(f, path, &size), 0);
+    kv_file *h = NULL;
+    ck_assert_int_eq(fs->ops->open(fs, path, KV_FS_WRITE, &h), 0);
+    static const uint8_t zeros[1000];
+    ck_assert_int_eq(fs->ops->pwrite(h, zeros, sizeof zeros, size), 0);
+    ck_assert_int_eq(fs->ops->sync(h), 0);
+    fs->ops->close(h);
+    tu_reports r = {0};
+    ck_assert_int_eq(wal_check(fs, TU_DIR, tu_collect, &r), 0);
+    ck_assert_int_eq(r.n, 0);
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fs, TU_DIR, &o, tu_collect, &r, &w), 0);
+    ck_assert_int_eq(r.n, 0);
+    ck_assert_uint_eq(wal_last_index(w), 25);
+    wal_entry e[1];
+    uint8_t bufs[1][TU_LEN_MAX];
+    tu_entries(e, bufs, 26, 1, 1);
+    ck_assert_int_eq(wal_append_wait(w, e, 1), 0);
+    wal_close(w);
+    ck_assert_int_eq(wal_open(fs, TU_DIR, &o, tu_collect, &r, &w), 0);
+    ck_assert_uint_eq(wal_last_index(w), 26);
+    ck_assert_int_eq(r.n, 0);
+    wal_close(w);
+    fsf_free(f);
+}
+END_TEST
+
+/* ---- bad input ------------------------------------------------------------ */
+
+START_TEST(test_missing_segment) {
+    wal_options o = tiny(300);
+    fsf *f = sweep_log(tu_seed(), &o);
+    kv_fs *fs = fsf_fs(f);
+    ck_assert_int_eq(fs->ops->unlink(fs, TU_DIR "/wal/0000000000000002.wal"), 0);
+    tu_reports r = {0};
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fs, TU_DIR, &o, tu_collect, &r, &w), KV_ECORRUPT);
+    ck_assert_int_eq(r.n, 1);
+    ck_assert_str_eq(r.word[0], "MISSING");
+    ck_assert_str_eq(r.file[0], TU_DIR "/wal/0000000000000002.wal");
+    fsf_free(f);
+}
+END_TEST
+
+START_TEST(test_empty_segment) {
+    wal_options o = tiny(300);
+    fsf *f = sweep_log(tu_seed(), &o);
+    kv_fs *fs = fsf_fs(f);
+    kv_file *h = NULL;
+    ck_assert_int_eq(fs->ops->open(fs, TU_DIR "/wal/0000000000000003.wal", KV_FS_WRITE, &h), 0);
+    ck_assert_int_eq(fs->ops->truncate(h, 0), 0);
+    fs->ops->close(h);
+    tu_reports r = {0};
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fs, TU_DIR, &o, tu_collect, &r, &w), KV_ECORRUPT);
+    ck_assert_int_eq(r.n, 1);
+    ck_assert_str_eq(r.word[0], "CORRUPT");
+    ck_assert_str_eq(r.file[0], TU_DIR "/wal/0000000000000003.wal");
+    ck_assert_str_eq(r.detail[0], "empty segment file");
+    fsf_free(f);
+}
+END_TEST
+
+START_TEST(test_segment_other_version) {
+    wal_options o = tiny(300);
+    fsf *f = sweep_log(tu_seed(), &o);
+    ck_assert_int_eq(fsf_flip(f, TU_DIR "/wal/0000000000000001.wal", 8, 0x03), 0); /* 1 -> 2 */
+    tu_reports r = {0};
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, &o, tu_collect, &r, &w), KV_EVERSION);
+    ck_assert_int_eq(r.n, 1);
+    ck_assert_str_eq(r.word[0], "VERSION");
+    ck_assert_str_eq(r.file[0], TU_DIR "/wal/0000000000000001.wal");
+    ck_assert_ptr_nonnull(strstr(r.detail[0], "version 2"));
+    fsf_free(f);
+}
+END_TEST
+
+START_TEST(test_no_wal_dir) {
+    fsf *f = fsf_new(tu_seed());
+    ck_assert_int_eq(fsf_fs(f)->ops->mkdir(fsf_fs(f), TU_DIR), 0);
+    tu_reports r = {0};
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, tu_collect, &r, &w), KV_EMISSING);
+    ck_assert_int_eq(r.n, 1);
+    ck_assert_str_eq(r.word[0], "MISSING");
+    ck_assert_str_eq(r.file[0], TU_DIR "/wal");
+    fsf_free(f);
+}
+END_TEST
+
+START_TEST(test_readonly_wal_dir) {
+    fsf *f = tu_fake_datadir(tu_seed());
+    ck_assert_int_eq(fsf_set_readonly(f, TU_DIR "/wal", true), 0);
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, NULL, NULL, &w), KV_EPERM);
+    fsf_free(f);
+}
+END_TEST
+
+/* ---- I/O errors ----------------------------------------------------------- */
+
+static void io_error_case(void (*arm)(fsf *, uint64_t)) {
+    fsf *f = tu_fake_datadir(tu_seed());
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, NULL, NULL, &w), 0);
+    wal_entry e[4];
+    uint8_t bufs[4][TU_LEN_MAX];
+    tu_entries(e, bufs, 1, 2, 1);
+    ck_assert_int_eq(wal_append_wait(w, e, 2), 0);
+    arm(f, 1);
+    tu_entries(e, bufs, 3, 2, 1);
+    ck_assert_int_eq(wal_append_wait(w, e, 2), KV_EIO);
+    ck_assert_uint_eq(wal_last_index(w), 2);
+    tu_entries(e, bufs, 3, 2, 1);
+    ck_assert_int_eq(wal_append_wait(w, e, 2), KV_EIO); /* refused from now on */
+    ck_assert_int_eq(wal_reset(w, 10, 1), KV_EIO);
+    wal_close(w);
+    fsf_crash(f, FSF_CRASH_DROP);
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, NULL, NULL, &w), 0);
+    ck_assert_uint_eq(wal_last_index(w), 2); /* what was acknowledged */
+    wal_close(w);
+    fsf_free(f);
+}
+
+START_TEST(test_sync_error) {
+    io_error_case(fsf_fail_sync);
+}
+END_TEST
+
+START_TEST(test_write_error) {
+    io_error_case(fsf_fail_write);
+}
+END_TEST
+
+START_TEST(test_short_write) {
+    io_error_case(fsf_short_write);
+}
+END_TEST
+
+/* Every append pending when the sync fails gets KV_EIO. */
+START_TEST(test_sync_error_fails_pending) {
+    fsf *f = tu_fake_datadir(tu_seed());
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, NULL, NULL, &w), 0);
+    tu_gate g;
+    tu_gate_init(&g);
+    fsf_set_sync_hook(f, tu_gate_hook, &g);
+    fsf_fail_sync(f, 1);
+    static tu_op ops[20];
+    tu_wait t;
+    tu_wait_init(&t);
+    for (int i = 0; i < 20; i++) {
+        ops[i] = (tu_op){.index = (uint64_t)i + 1, .n = 1, .term = 1};
+        ck_assert_int_eq(tu_submit(w, &ops[i], &t), 0);
+    }
+    tu_gate_open(&g);
+    tu_wait_all(&t);
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(ops[i].status, KV_EIO);
+    ck_assert_uint_eq(wal_last_index(w), 0);
+    wal_close(w);
+    tu_wait_destroy(&t);
+    fsf_free(f);
+}
+END_TEST
+
+int main(void) {
+    tu_seed();
+    kv_log_set_level(KV_LOG_ERROR);
+    Suite *s = suite_create("wal_faults");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_crash_loop_drop);
+    tcase_add_test(tc, test_crash_loop_torn);
+    tcase_add_test(tc, test_corruption_sweep);
+    tcase_add_test(tc, test_zero_tail_is_clean);
+    tcase_add_test(tc, test_missing_segment);
+    tcase_add_test(tc, test_empty_segment);
+    tcase_add_test(tc, test_segment_other_version);
+    tcase_add_test(tc, test_no_wal_dir);
+    tcase_add_test(tc, test_readonly_wal_dir);
+    tcase_add_test(tc, test_sync_error);
+    tcase_add_test(tc, test_write_error);
+    tcase_add_test(tc, test_short_write);
+    tcase_add_test(tc, test_sync_error_fails_pending);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
