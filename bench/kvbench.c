@@ -115,6 +115,8 @@ static int write_one(wal_bench *b, writer_wait *ww, uint64_t *us) {
     int rv = wal_append(b->w, &e, 1, writer_done, ww);
     if (rv == 0)
         b->next_index++;
+    else
+        b->claimed--; /* not kept (BUSY): the record is still to be written */
     pthread_mutex_unlock(&b->mu);
     if (rv != 0)
         return rv;

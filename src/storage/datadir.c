@@ -94,7 +94,6 @@ int dd_init(kv_fs *fs, const char *dir) {
     char path[DD_PATH_BYTES_MAX], parent[DD_PATH_BYTES_MAX];
     if (dd_path(path, sizeof path, dir, DD_WAL_DIR) != 0)
         return dd__fail(KV_EINVAL, "data dir path too long:", dir);
-    bool created = fs->ops->exists(fs, dir) == KV_EMISSING;
     int rv = fs->ops->mkdir(fs, dir);
     if (rv != 0)
         return dd__fail(rv, "cannot create data dir", dir);
@@ -114,8 +113,11 @@ int dd_init(kv_fs *fs, const char *dir) {
         return dd__fail(rv, "cannot create", path);
     if ((rv = fs->ops->sync_dir(fs, dir)) != 0)
         return dd__fail(rv, "cannot sync", dir);
+    /* Always, not only when this call created dir: a run that died between
+     * its mkdir and this sync leaves dir visible (page cache) but not
+     * durable, and this run would find it "existing" (etcd#14098). */
     dd__parent(dir, parent, sizeof parent);
-    if (created && (rv = fs->ops->sync_dir(fs, parent)) != 0)
+    if ((rv = fs->ops->sync_dir(fs, parent)) != 0)
         return dd__fail(rv, "cannot sync", parent);
     assert(fs->ops->exists(fs, path) == 0);
     return 0;

@@ -134,6 +134,30 @@ int hs_check(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg) {
     return rv ? rv : hs__scan(fs, path, fn, arg, slot, &newest);
 }
 
+/* Syncs the slot about to be relied on, and the directory. A process that
+ * died between hs_save's pwrite and its fdatasync leaves the new term/vote
+ * in the page cache only: loading it and then acting on it (a vote in that
+ * term) before it is durable is how two leaders get elected in one term
+ * after a power loss (pitfalls.md, "two leaders in one term"). */
+static int hs__sync_loaded(hs *h) {
+    kv_fs *fs = h->fs;
+    kv_file *f = NULL;
+    int rv = 0;
+    if (h->newest >= 0) {
+        rv = fs->ops->open(fs, h->path[h->newest], KV_FS_WRITE, &f);
+        if (rv == 0)
+            rv = fs->ops->sync(f);
+        if (f != NULL)
+            fs->ops->close(f);
+    }
+    if (rv == 0 && (h->exists[0] || h->exists[1]))
+        rv = fs->ops->sync_dir(fs, h->dir);
+    if (rv != 0)
+        KV_LOGE(kv_errword(rv), "cannot make the hard state in %s durable: %s", h->dir,
+                kv_strerror(rv));
+    return rv;
+}
+
 int hs_load(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg, hs **out, hs_state *st) {
     assert(fs != NULL && dir != NULL && out != NULL && st != NULL);
     hs *h = calloc(1, sizeof *h);
@@ -156,6 +180,11 @@ int hs_load(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg, hs **out, hs_
     if (h->newest >= 0) {
         h->counter = slot[h->newest].counter;
         h->st = slot[h->newest].st;
+    }
+    rv = hs__sync_loaded(h);
+    if (rv != 0) {
+        free(h);
+        return rv == KV_EPERM ? rv : KV_EIO;
     }
     *st = h->st;
     *out = h;

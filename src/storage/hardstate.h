@@ -38,7 +38,10 @@ typedef struct hs hs;
 /* Loads the hard state of data dir dir into *st: the valid slot with the
  * highest counter; zeros when neither slot exists. Problems are reported
  * through fn (may be NULL) as in hs_check. KV_ECORRUPT when slots exist
- * and none is valid, KV_EVERSION for another format version.
+ * and none is valid, KV_EVERSION for another format version. The slot
+ * loaded and the directory are synced before it returns (a slot left in the
+ * page cache by a process that died before its fdatasync is made durable
+ * before anyone acts on it); KV_EIO when that fails.
  * Ownership: *out is the caller's; free it with hs_close(). */
 int hs_load(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg, hs **out, hs_state *st);
 

@@ -45,6 +45,10 @@ int snap__hash_file(kv_fs *fs, const char *path, uint32_t chunk_bytes, bool sync
 /* "<16 hex>-<16 hex>" -> index, term. */
 bool snap__parse_name(const char *name, uint64_t *index, uint64_t *term);
 
+/* fs->ops->list, except that a missing dir is an empty list (0, *count 0).
+ * *names is the caller's: kv_fs_free_list(). */
+int snap__list_dir(kv_fs *fs, const char *dir, char ***names, size_t *count);
+
 /* Removes dir and everything under it (0 also when it is missing). */
 int snap__rmtree(kv_fs *fs, const char *dir);
 

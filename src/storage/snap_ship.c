@@ -109,6 +109,7 @@ struct snap_recv {
     snap_manifest sm;
     uint8_t *have; /* one byte per chunk: received */
     uint64_t missing_count;
+    int failed; /* sticky: a write or sync failed, never retried (fsyncgate) */
 };
 
 /* Creates every file of the manifest, empty, in r->tmp. */
@@ -149,7 +150,11 @@ int snap_recv_begin(kv_fs *fs, const char *snap_dir, const uint8_t *manifest, si
                      r->sm.m->index, r->sm.m->term);
     snprintf(r->snap_dir, sizeof r->snap_dir, "%s", snap_dir);
     rv = r->have == NULL ? KV_ENOMEM : n + 1 >= (int)sizeof r->tmp ? KV_EINVAL : 0;
+    /* snap_dir's own name must be durable before a snapshot is installed
+     * in it: a follower's first snapshot creates it (etcd#14098). */
     if (rv == 0 && (rv = fs->ops->mkdir(fs, snap_dir)) == 0)
+        rv = snap__sync_parent(fs, snap_dir);
+    if (rv == 0)
         rv = snap__recv_files(r);
     if (rv != 0) {
         snap_recv_abort(r);
@@ -171,6 +176,8 @@ int snap_recv_chunk(snap_recv *r, uint64_t k, const void *data, size_t len, uint
                 r->tmp, k);
         return KV_ECORRUPT; /* nothing written: send it again */
     }
+    if (r->failed != 0)
+        return r->failed;
     if (r->have[k])
         return 0; /* a duplicate */
     char path[SNAP_PATH_BYTES_MAX];
@@ -182,8 +189,12 @@ int snap_recv_chunk(snap_recv *r, uint64_t k, const void *data, size_t len, uint
         rv = r->fs->ops->pwrite(f, data, len, c.offset);
         r->fs->ops->close(f);
     }
-    if (rv != 0)
-        return rv;
+    if (rv != 0) {
+        KV_LOGE(kv_errword(rv), "snapshot receive: %s offset %" PRIu64 ": %s", path, c.offset,
+                kv_strerror(rv));
+        r->failed = rv == KV_EPERM || rv == KV_ENOSPACE ? rv : KV_EIO;
+        return r->failed;
+    }
     r->have[k] = 1;
     r->missing_count--;
     assert(r->missing_count < snap__chunks_count(&r->sm));
@@ -214,6 +225,8 @@ static int snap__recv_sync(snap_recv *r) {
             rv = r->fs->ops->sync(f);
             r->fs->ops->close(f);
         }
+        if (rv != 0)
+            KV_LOGE(kv_errword(rv), "snapshot receive: sync %s: %s", path, kv_strerror(rv));
     }
     if (rv == 0)
         rv = snap__join(path, r->tmp, SNAP_MANIFEST_NAME);
@@ -234,9 +247,17 @@ int snap_recv_finish(snap_recv *r, snap_meta *out) {
                 r->missing_count);
         return KV_EMISSING;
     }
+    if (r->failed != 0)
+        return r->failed;
     int rv = snap__recv_sync(r);
-    if (rv == 0)
-        rv = snap_verify(r->fs, r->tmp, snap__recv_problem, NULL);
+    if (rv != 0) {
+        /* Never synced again: after a failed fsync the pages may be gone
+         * from the disk while the page cache (and so a verify) looks fine
+         * (pitfalls.md, "fsyncgate"). The caller aborts and starts over. */
+        r->failed = rv == KV_EPERM || rv == KV_ENOSPACE ? rv : KV_EIO;
+        return r->failed;
+    }
+    rv = snap_verify(r->fs, r->tmp, snap__recv_problem, NULL);
     if (rv != 0)
         return rv == KV_EMISSING ? KV_ECORRUPT : rv;
     out->index = r->sm.m->index;
@@ -251,8 +272,11 @@ int snap_recv_finish(snap_recv *r, snap_meta *out) {
         if (rv == 0)
             rv = r->fs->ops->sync_dir(r->fs, r->snap_dir);
     }
-    if (rv != 0)
-        return rv;
+    if (rv != 0) {
+        KV_LOGE(kv_errword(rv), "snapshot receive: install %s: %s", out->path, kv_strerror(rv));
+        r->failed = rv == KV_EPERM || rv == KV_ENOSPACE ? rv : KV_EIO;
+        return r->failed;
+    }
     KV_LOGI("SNAPSHOT", "snapshot %s received and installed", out->path);
     snap__manifest_free(&r->sm);
     free(r->have);

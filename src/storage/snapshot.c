@@ -297,9 +297,7 @@ int snap_list(kv_fs *fs, const char *snap_dir, snap_meta **out, size_t *count) {
     size_t n = 0;
     *out = NULL;
     *count = 0;
-    int rv = fs->ops->list(fs, snap_dir, &names, &n);
-    if (rv == KV_EMISSING)
-        return 0;
+    int rv = snap__list_dir(fs, snap_dir, &names, &n);
     if (rv != 0)
         return rv;
     snap_meta *v = n > 0 ? calloc(n, sizeof *v) : NULL;
@@ -368,9 +366,7 @@ int snap_gc(kv_fs *fs, const char *snap_dir, uint32_t keep) {
     assert(fs != NULL && keep >= 1);
     char **names = NULL;
     size_t n = 0;
-    int rv = fs->ops->list(fs, snap_dir, &names, &n);
-    if (rv == KV_EMISSING)
-        return 0;
+    int rv = snap__list_dir(fs, snap_dir, &names, &n);
     if (rv != 0)
         return rv;
     size_t snaps = 0, seen = 0, removed = 0;

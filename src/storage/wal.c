@@ -34,7 +34,13 @@ static int wal__options_ok(const wal_options *o) {
 }
 
 /* Deletes .tmp leftovers and segments before a RESET, truncates a torn
- * tail, durably. */
+ * tail, durably. Then syncs the last segment and the directory: a process
+ * that died between a write and its fdatasync (or between a rename and the
+ * directory sync) leaves records and names in the page cache that the scan
+ * reads as the log; this run acknowledges them (Raft reports them as
+ * persisted), so they must be durable before it relies on them
+ * (pitfalls.md, etcd#14098). Only the last segment can hold unsynced
+ * records: a segment is synced before the next one is created. */
 static int wal__repair(wal *w) {
     wal_scan *s = &w->log;
     assert(!s->torn || s->segs_n > 0);
@@ -55,6 +61,13 @@ static int wal__repair(wal *w) {
             rv = fs->ops->sync(last->file);
         KV_LOGW("TORN", "truncated %s at offset %llu", last->path, (unsigned long long)s->torn_off);
     }
+    if (rv == 0 && s->segs_n > 0 && !s->torn)
+        rv = fs->ops->sync(s->segs[s->segs_n - 1]->file);
+    if (rv == 0 && s->segs_n > 0 && s->obsolete_n == 0)
+        rv = fs->ops->sync_dir(fs, w->waldir);
+    if (rv != 0)
+        KV_LOGE(kv_errword(rv), "WAL %s: cannot make the log found at open durable: %s", w->waldir,
+                kv_strerror(rv));
     return rv;
 }
 

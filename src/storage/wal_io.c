@@ -28,6 +28,8 @@ static int wal__sync(wal *w, wal_seg *sg) {
         pthread_mutex_lock(&w->mu);
         w->stats.syncs++;
         pthread_mutex_unlock(&w->mu);
+    } else {
+        KV_LOGE(kv_errword(rv), "WAL %s: fdatasync: %s", sg->path, kv_strerror(rv));
     }
     return rv;
 }
@@ -102,8 +104,11 @@ static int wal__extend(wal *w, wal_seg *sg, uint64_t need) {
         uint64_t len = target - sg->alloc;
         len = len > sizeof zeros ? sizeof zeros : len;
         int rv = w->fs->ops->pwrite(sg->file, zeros, (size_t)len, sg->alloc);
-        if (rv != 0)
+        if (rv != 0) {
+            KV_LOGE(kv_errword(rv), "WAL %s offset %llu: zero-fill: %s", sg->path,
+                    (unsigned long long)sg->alloc, kv_strerror(rv));
             return rv;
+        }
         sg->alloc += len;
     }
     return 0;
@@ -117,8 +122,9 @@ static int wal__flush(wal *w) {
     int rv = 0;
     if (sg->size + w->wbuf_len > sg->alloc)
         rv = wal__extend(w, sg, sg->size + w->wbuf_len);
-    if (rv == 0)
-        rv = w->fs->ops->pwrite(sg->file, w->wbuf, w->wbuf_len, sg->size);
+    if (rv == 0 && (rv = w->fs->ops->pwrite(sg->file, w->wbuf, w->wbuf_len, sg->size)) != 0)
+        KV_LOGE(kv_errword(rv), "WAL %s offset %llu: write: %s", sg->path,
+                (unsigned long long)sg->size, kv_strerror(rv));
     if (rv == 0)
         sg->size += w->wbuf_len;
     w->wbuf_len = 0;

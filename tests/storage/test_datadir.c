@@ -37,6 +37,23 @@ START_TEST(test_init_layout_durable) {
 }
 END_TEST
 
+/* A run that died after creating the data dir but before syncing its
+ * parent: the next dd_init finds the dir in the page cache and must still
+ * make its name durable. */
+START_TEST(test_init_after_died_mkdir_durable) {
+    fsf *f = fsf_new(tu_seed());
+    kv_fs *fs = fsf_fs(f);
+    ck_assert_int_eq(fs->ops->mkdir(fs, "/srv"), 0);
+    ck_assert_int_eq(fs->ops->sync_dir(fs, "/"), 0);
+    ck_assert_int_eq(fs->ops->mkdir(fs, "/srv/kv"), 0); /* then the process died */
+    ck_assert_int_eq(dd_init(fs, "/srv/kv"), 0);
+    fsf_crash(f, FSF_CRASH_DROP);
+    ck_assert_int_eq(dd_check_format(fs, "/srv/kv", NULL, NULL), 0);
+    ck_assert_int_eq(fs->ops->exists(fs, "/srv/kv/wal"), 0);
+    fsf_free(f);
+}
+END_TEST
+
 START_TEST(test_not_a_data_dir) {
     fsf *f = fsf_new(tu_seed());
     kv_fs *fs = fsf_fs(f);
@@ -107,6 +124,7 @@ int main(void) {
     Suite *s = suite_create("datadir");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_init_layout_durable);
+    tcase_add_test(tc, test_init_after_died_mkdir_durable);
     tcase_add_test(tc, test_not_a_data_dir);
     tcase_add_test(tc, test_other_version);
     tcase_add_test(tc, test_readonly_fake);

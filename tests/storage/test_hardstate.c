@@ -184,6 +184,28 @@ START_TEST(test_sync_error_fail_stop) {
 }
 END_TEST
 
+/* A process that dies after a save's write but before its sync restarts on
+ * the same page cache and loads the unsynced slot; the state it loaded (and
+ * acts on) must survive a power loss afterwards. */
+START_TEST(test_load_makes_found_state_durable) {
+    fsf *f = two_slots(tu_seed());
+    hs_state st, s = nth(9);
+    tu_reports r = {0};
+    hs *h = load_ok(f, &st, &r);
+    fsf_fail_sync(f, 1);
+    ck_assert_int_eq(hs_save(h, &s), KV_EIO);
+    hs_close(h); /* the process dies; the machine does not */
+    h = load_ok(f, &st, &r);
+    ck_assert(same(st, nth(9))); /* the page cache held the new slot */
+    hs_close(h);
+    fsf_crash(f, FSF_CRASH_DROP);
+    h = load_ok(f, &st, &r);
+    ck_assert(same(st, nth(9))); /* what the last run acted on */
+    hs_close(h);
+    fsf_free(f);
+}
+END_TEST
+
 START_TEST(test_other_version) {
     fsf *f = two_slots(tu_seed());
     kv_fs *fs = fsf_fs(f);
@@ -228,6 +250,7 @@ int main(void) {
     tcase_add_test(tc, test_flip_sweep);
     tcase_add_test(tc, test_save_overwrites_bad_slot);
     tcase_add_test(tc, test_sync_error_fail_stop);
+    tcase_add_test(tc, test_load_makes_found_state_durable);
     tcase_add_test(tc, test_other_version);
     tcase_add_test(tc, test_readonly_dir);
     suite_add_tcase(s, tc);

@@ -2,6 +2,9 @@
  * restore, chunked install, keep-last-K, the log drop bound. */
 #include "storage/snapshot.h"
 
+#include "storage/fs_fake.h"
+#include "storage/snap_internal.h"
+
 #include "kv/errors.h"
 #include "kv/limits.h"
 #include "proto/kv.pb-c.h"
@@ -295,6 +298,92 @@ START_TEST(test_chunked_install) {
 }
 END_TEST
 
+/* Receives the snapshot behind rd into snap_dir on fs; finish's result. */
+static int recv_all(snap_reader *rd, kv_fs *fs, const char *snap_dir, snap_recv **rc,
+                    snap_meta *got) {
+    const uint8_t *man;
+    size_t manlen;
+    snap_reader_manifest(rd, &man, &manlen);
+    ck_assert_int_eq(snap_recv_begin(fs, snap_dir, man, manlen, rc), 0);
+    uint8_t *buf = malloc(KV_SNAPSHOT_CHUNK_BYTES);
+    for (uint64_t k = 0; k < snap_reader_chunks_count(rd); k++) {
+        size_t len = 0;
+        uint64_t h = 0;
+        ck_assert_int_eq(snap_reader_read(rd, k, buf, KV_SNAPSHOT_CHUNK_BYTES, &len, &h), 0);
+        ck_assert_int_eq(snap_recv_chunk(*rc, k, buf, len, h), 0);
+    }
+    free(buf);
+    return snap_recv_finish(*rc, got);
+}
+
+/* A follower's first snapshot creates its snap dir: once finish returned,
+ * the snapshot survives a power loss (the snap dir's own name included). */
+START_TEST(test_recv_durable_in_new_dir) {
+    fill(20, 100, NULL);
+    snap_meta m, got, latest;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m), 0);
+    snap_reader *rd = NULL;
+    ck_assert_int_eq(snap_reader_open(FS, m.path, &rd), 0);
+    fsf *f = fsf_new(tu_seed("test_recv_durable_in_new_dir"));
+    kv_fs *fake = fsf_fs(f);
+    ck_assert_int_eq(fake->ops->mkdir(fake, "/n2"), 0);
+    ck_assert_int_eq(fake->ops->sync_dir(fake, "/"), 0);
+    snap_recv *rc = NULL;
+    ck_assert_int_eq(recv_all(rd, fake, "/n2/snap", &rc, &got), 0);
+    fsf_crash(f, FSF_CRASH_DROP);
+    ck_assert_int_eq(snap_latest(fake, "/n2/snap", &latest), 0);
+    ck_assert_uint_eq(latest.index, m.index);
+    fsf_free(f);
+    snap_reader_close(rd);
+}
+END_TEST
+
+/* A sync that fails while installing is final: finish is not retried into
+ * success on pages the kernel may have dropped (fsyncgate). */
+START_TEST(test_recv_sync_error_final) {
+    fill(20, 100, NULL);
+    snap_meta m, got, latest;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m), 0);
+    snap_reader *rd = NULL;
+    ck_assert_int_eq(snap_reader_open(FS, m.path, &rd), 0);
+    fsf *f = fsf_new(tu_seed("test_recv_sync_error_final"));
+    kv_fs *fake = fsf_fs(f);
+    fsf_fail_sync(f, 1);
+    snap_recv *rc = NULL;
+    ck_assert_int_eq(recv_all(rd, fake, "/snap", &rc, &got), KV_EIO);
+    ck_assert_int_eq(snap_recv_finish(rc, &got), KV_EIO); /* never retried */
+    snap_recv_abort(rc);
+    ck_assert_int_eq(snap_latest(fake, "/snap", &latest), KV_ENOTFOUND);
+    fsf_free(f);
+    snap_reader_close(rd);
+}
+END_TEST
+
+/* A manifest whose file size is near UINT64_MAX: the chunk count must not
+ * wrap around to match an empty hash list. */
+START_TEST(test_manifest_size_overflow) {
+    Kv__SnapshotManifest__File file = KV__SNAPSHOT_MANIFEST__FILE__INIT;
+    file.name = "000001.sst";
+    file.size = UINT64_MAX;
+    Kv__SnapshotManifest__File *files[] = {&file};
+    Kv__SnapshotManifest mf = KV__SNAPSHOT_MANIFEST__INIT;
+    mf.format = 1;
+    mf.index = 5;
+    mf.term = 1;
+    mf.chunk_bytes = KV_SNAPSHOT_CHUNK_BYTES;
+    mf.files = files;
+    mf.n_files = 1;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(snap__manifest_encode(&mf, &buf, &len), 0);
+    snap_recv *rc = NULL;
+    char recv_dir[4096];
+    snprintf(recv_dir, sizeof recv_dir, "%s/recv", dir);
+    ck_assert_int_eq(snap_recv_begin(FS, recv_dir, buf, len, &rc), KV_ECORRUPT);
+    free(buf);
+}
+END_TEST
+
 START_TEST(test_recv_abort) {
     fill(10, 10, NULL);
     snap_meta m;
@@ -375,6 +464,9 @@ static Suite *snap_suite(void) {
     tcase_add_test(t, test_restore);
     tcase_add_test(t, test_chunked_install);
     tcase_add_test(t, test_recv_abort);
+    tcase_add_test(t, test_recv_durable_in_new_dir);
+    tcase_add_test(t, test_recv_sync_error_final);
+    tcase_add_test(t, test_manifest_size_overflow);
     tcase_add_test(t, test_gc_keep_last);
     tcase_add_test(t, test_drop_bound_with_snapshot);
     suite_add_tcase(s, t);

@@ -458,6 +458,40 @@ START_TEST(test_sync_error_fails_pending) {
 }
 END_TEST
 
+/* A process that dies with records written but not synced (here: their
+ * sync failed, the appends got KV_EIO) restarts on the same page cache: the
+ * scan finds those records and the reopened log reports them as its own.
+ * They must then survive a power loss (wal_open syncs what it found). */
+START_TEST(test_reopen_makes_found_records_durable) {
+    fsf *f = tu_fake_datadir(tu_seed());
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, NULL, NULL, &w), 0);
+    wal_entry e[4];
+    uint8_t bufs[4][TU_LEN_MAX];
+    tu_entries(e, bufs, 1, 2, 1);
+    ck_assert_int_eq(wal_append_wait(w, e, 2), 0);
+    fsf_fail_sync(f, 1);
+    tu_entries(e, bufs, 3, 2, 1);
+    ck_assert_int_eq(wal_append_wait(w, e, 2), KV_EIO);
+    wal_close(w); /* the process dies; the machine does not */
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, NULL, NULL, &w), 0);
+    uint64_t seen = wal_last_index(w);
+    ck_assert_uint_eq(seen, 4); /* the page cache held 3..4 */
+    wal_close(w);
+    fsf_crash(f, FSF_CRASH_DROP);
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, NULL, NULL, &w), 0);
+    ck_assert_uint_eq(wal_last_index(w), seen); /* what the last run relied on */
+    wal_entry *out = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(wal_read(w, 3, 5, UINT64_MAX, &out, &n), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert(tu_entry_ok(&out[0]) && tu_entry_ok(&out[1]));
+    wal_entries_free(out, n);
+    wal_close(w);
+    fsf_free(f);
+}
+END_TEST
+
 int main(void) {
     tu_seed();
     kv_log_set_level(KV_LOG_ERROR);
@@ -477,6 +511,7 @@ int main(void) {
     tcase_add_test(tc, test_write_error);
     tcase_add_test(tc, test_short_write);
     tcase_add_test(tc, test_sync_error_fails_pending);
+    tcase_add_test(tc, test_reopen_makes_found_records_durable);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
