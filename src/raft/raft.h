@@ -15,10 +15,14 @@
  *            raft_persisted()       "my log is durable up to (index, term)"
  *            raft_snapshot_done()   "my state machine snapshot covers index"
  *            raft_compact()         drop in-memory log entries <= index
+ *            raft_campaign()        start an election now
  *   outputs: raft_has_ready() / raft_ready() / raft_advance()
  *
  * THE READY LOOP. After any input, while raft_has_ready(r): call
- * raft_ready(r, &rd), act on rd in the order below, then raft_advance(r, &rd).
+ * raft_ready(r, &rd) (struct raft_ready rd), act on rd in the order below,
+ * then raft_advance(r, &rd). Entries proposed and reads requested between
+ * two raft_ready() calls are batched into as few messages as the limits
+ * allow (one heartbeat round for all the reads).
  * Between raft_ready() and raft_advance() only the const accessors may be
  * called (everything rd points to is owned by raft and stays valid exactly
  * until raft_advance()). The steps, in this order:
@@ -35,7 +39,10 @@
  *      and the app's log is emptied (the next entry will be index+1) BEFORE
  *      raft_advance(). A Ready with has_snapshot carries no entries and no
  *      committed entries. At raft_advance() raft resets its log to start
- *      after the snapshot and acknowledges it to the leader.
+ *      after the snapshot and acknowledges it to the leader. Raft asks for
+ *      an install only when its log does not hold the snapshot's last entry
+ *      (index, term) (paper §7), so no entry it acknowledged is dropped;
+ *      otherwise it keeps its log and moves its commit index instead.
  *   3. rd.has_chunk (follower): store rd.chunk.len bytes at rd.chunk.offset
  *      of the snapshot (rd.chunk.index, rd.chunk.term) being received. Raft
  *      acknowledges the chunk to the leader at raft_advance().
@@ -70,10 +77,13 @@
  *
  * RESTART. raft_new() takes the persisted state back through raft_config:
  * hard state, the last installed snapshot's metadata, the durable log entries
- * after it (copied) and the state machine's applied index. A brand-new
+ * after it (copied) and the state machine's applied index. hs.commit is a
+ * hint (clamped to the log); hs.term must be >= every entry's term. A
+ * brand-new
  * cluster passes its initial voters in cfg.bootstrap on every founding node
- * (all the same); a node that joins later passes an empty bootstrap and
- * learns the membership from the leader's log or snapshot.
+ * (all the same; raft makes them log entry 1); a node that joins later
+ * passes an empty bootstrap and learns the membership from the leader's log
+ * or snapshot.
  *
  * MEMBERSHIP takes effect when the conf entry is APPENDED to a node's log,
  * committed or not (Raft thesis §4.1): every node uses the latest conf entry
@@ -96,8 +106,11 @@
  * learners_count u64 learner ids: the full membership after the change.
  *
  * SNAPSHOTS. The app snapshots its state machine at an applied index I and
- * says so with raft_snapshot_done(r, I, term). Raft then may (raft_compact)
- * drop log entries <= I. A follower that needs an entry no longer in the
+ * says so with raft_snapshot_done(r, I, term). raft_compact(r, J) then drops
+ * log entries <= min(J, I) from memory; the app chooses J (e.g. with
+ * raft_compact_floor(), which keeps what followers replicating from entries
+ * still need, so only a follower that fell far behind costs a snapshot). A
+ * follower that needs an entry no longer in the
  * leader's log gets the snapshot instead, in chunks of at most
  * KV_SNAPSHOT_CHUNK_BYTES that raft reads through cfg.snapshot_read (the
  * app's callback; raft does no I/O). At most RAFT_SNAPSHOT_CHUNKS_INFLIGHT
@@ -118,8 +131,10 @@
  * between two raft_ready() calls share one heartbeat round. A new leader
  * holds reads until the no-op of its term is committed (pitfalls.md "stale
  * reads after an election"). With cfg.lease_read (needs check_quorum; off by
- * default; assumes bounded clock drift) the leader answers without a round
- * while it has heard from a majority within the last election timeout.
+ * default; assumes bounded clock drift) the leader answers without a round,
+ * relying on CheckQuorum: a leader that lost its majority steps down within
+ * an election timeout, and followers ignore campaigns for as long after
+ * hearing from it (etcd-io/raft ReadOnlyLeaseBased).
  * Followers do not forward reads: raft_read_index() returns KV_ENOTLEADER and
  * the app redirects the client to raft_leader().
  *
@@ -196,18 +211,19 @@ typedef struct raft_snapshot_meta {
 } raft_snapshot_meta;
 
 typedef enum raft_msg_type {
-    RAFT_MSG_APPEND = 1,    /* index/log_term: previous entry; entries; commit */
-    RAFT_MSG_APPEND_RESP,   /* index: last matching index; or reject (see below) */
-    RAFT_MSG_VOTE,          /* index/log_term: candidate's last entry; transfer */
-    RAFT_MSG_VOTE_RESP,     /* reject: vote refused */
-    RAFT_MSG_PREVOTE,       /* term: the term the candidate would campaign in */
-    RAFT_MSG_PREVOTE_RESP,  /* reject: refused */
-    RAFT_MSG_HEARTBEAT,     /* commit; context: ReadIndex round */
+    RAFT_MSG_APPEND = 1,     /* index/log_term: previous entry; entries; commit */
+    RAFT_MSG_APPEND_RESP,    /* index: last matching index; or reject (see below) */
+    RAFT_MSG_VOTE,           /* index/log_term: candidate's last entry; transfer */
+    RAFT_MSG_VOTE_RESP,      /* reject: vote refused */
+    RAFT_MSG_PREVOTE,        /* term: the term the candidate would campaign in */
+    RAFT_MSG_PREVOTE_RESP,   /* reject: refused */
+    RAFT_MSG_HEARTBEAT,      /* commit; context: ReadIndex round */
     RAFT_MSG_HEARTBEAT_RESP, /* context echoed */
-    RAFT_MSG_SNAPSHOT,      /* snap, snap_offset, snap_data/len, snap_total, snap_last */
-    RAFT_MSG_SNAPSHOT_RESP, /* snap.index/term; snap_offset: next offset expected;
-                               snap_last: installed; reject: not wanted, stop */
-    RAFT_MSG_TIMEOUT_NOW,   /* leadership transfer: campaign now (thesis §3.10) */
+    RAFT_MSG_SNAPSHOT,       /* snap, snap_offset, snap_data/len, snap_total, snap_last */
+    RAFT_MSG_SNAPSHOT_RESP,  /* snap.index/term; snap_offset: next offset expected;
+                                snap_last: installed; reject: not wanted, stop
+                                (index: its durable committed index) */
+    RAFT_MSG_TIMEOUT_NOW,    /* leadership transfer: campaign now (thesis §3.10) */
 } raft_msg_type;
 
 /* One message. Plain data; the network layer serializes it. Fields a type
@@ -255,14 +271,14 @@ typedef int (*raft_snapshot_read_fn)(void *ctx, uint64_t index, uint64_t term, u
                                      void *buf, size_t len, size_t *got, uint64_t *total_size);
 
 typedef struct raft_config {
-    uint64_t id;              /* this node; nonzero */
-    uint32_t election_ticks;  /* timeout is random in [election_ticks, 2*election_ticks) */
-    uint32_t heartbeat_ticks; /* < election_ticks */
-    uint64_t seed;            /* seeds all randomness */
-    bool pre_vote;            /* PreVote (thesis §9.6); default on */
-    bool check_quorum;        /* leader steps down without a quorum; default on */
-    bool lease_read;          /* lease-based reads; default off; needs check_quorum */
-    uint32_t max_inflight_msgs;     /* default KV_RAFT_INFLIGHT_MSGS_MAX */
+    uint64_t id;                    /* this node; nonzero */
+    uint32_t election_ticks;        /* timeout is random in [election_ticks, 2*election_ticks) */
+    uint32_t heartbeat_ticks;       /* < election_ticks */
+    uint64_t seed;                  /* seeds all randomness */
+    bool pre_vote;                  /* PreVote (thesis §9.6); default on */
+    bool check_quorum;              /* leader steps down without a quorum; default on */
+    bool lease_read;                /* lease-based reads; default off; needs check_quorum */
+    uint32_t max_inflight_msgs;     /* default and most KV_RAFT_INFLIGHT_MSGS_MAX */
     uint64_t max_msg_bytes;         /* default KV_RAFT_MSG_BYTES_MAX */
     uint64_t max_uncommitted_bytes; /* default KV_RAFT_UNCOMMITTED_BYTES_MAX */
     uint64_t max_entry_bytes;       /* default KV_ENTRY_BYTES_MAX */
@@ -273,16 +289,22 @@ typedef struct raft_config {
     /* Restart state (all zero for a brand-new node). */
     raft_hard_state hs;
     bool has_snapshot;
-    raft_snapshot_meta snapshot;  /* the last installed snapshot, if has_snapshot */
-    const raft_entry *entries;    /* durable entries after the snapshot, in order; copied */
+    raft_snapshot_meta snapshot; /* the last installed snapshot, if has_snapshot */
+    const raft_entry *entries;   /* durable entries after the snapshot, in order; copied */
     size_t entries_count;
-    uint64_t applied;             /* the state machine's applied index */
-    raft_membership bootstrap;    /* founding voters; used only with no snapshot and no entries */
+    uint64_t applied; /* the state machine's applied index */
+    /* A founding node of a brand-new cluster passes the initial voters, the
+     * same on every founding node: with no snapshot and no entries, raft
+     * appends them as CONF entry 1 of term 1, committed (as etcd-io/raft
+     * bootstraps), which comes out in the first Ready like any entry. Ignored
+     * once there is a snapshot or a log; a node joining later passes none. */
+    raft_membership bootstrap;
 } raft_config;
 
 /* Fills cfg with defaults for node id: election 10 ticks, heartbeat 1 tick,
  * seed = id, pre_vote and check_quorum on, lease_read off, limits from
- * kv/limits.h, no restart state. */
+ * kv/limits.h, no restart state. Always start from it: a zero limit is
+ * refused by raft_new (there is no "0 means default/unlimited"). */
 void raft_config_init(raft_config *cfg, uint64_t id);
 
 /* Creates a raft from cfg (copied; entries copied). Ownership: *out belongs to
@@ -294,8 +316,16 @@ int raft_new(const raft_config *cfg, raft **out);
 void raft_free(raft *r);
 
 /* One tick of the logical clock: election timeouts, heartbeats, CheckQuorum,
- * transfer and snapshot-chunk timeouts. */
+ * transfer and snapshot-chunk timeouts. A follower whose randomized election
+ * timeout passes campaigns (with pre_vote: a PreVote round first); a
+ * (pre-)candidate refused by a majority goes back to follower of its term;
+ * one that neither wins nor loses retries at its next timeout. */
 void raft_tick(raft *r);
+
+/* Starts an election now, as if the election timeout had passed (etcd's
+ * Campaign; for tests and operator commands). Returns 0 (also when already
+ * leader: nothing happens), KV_EINVAL (this node is not a voter). */
+int raft_campaign(raft *r);
 
 /* Processes one message addressed to this node. The caller keeps ownership
  * of m (raft copies what it keeps). Returns 0 (also for stale or unexpected
@@ -306,7 +336,9 @@ int raft_step(raft *r, const raft_msg *m);
 /* Appends one NORMAL entry with a copy of data (leader only). *index_out (may
  * be NULL) gets its index. Returns 0, KV_ENOTLEADER, KV_ETOOBIG (len >
  * max_entry_bytes), KV_EBUSY (leadership transfer in progress, or the
- * uncommitted bytes would pass max_uncommitted_bytes; nothing is kept),
+ * uncommitted bytes would pass max_uncommitted_bytes; nothing is kept; as in
+ * etcd-io/raft a proposal is always accepted when nothing is uncommitted, so
+ * one batch larger than the budget is not starved),
  * KV_ENOMEM. Committed only if it reaches a majority; a caller learns the
  * outcome from the committed entry at that index (same term) or not. */
 int raft_propose(raft *r, const void *data, size_t len, uint64_t *index_out);
@@ -322,6 +354,7 @@ typedef struct raft_buf {
 int raft_propose_batch(raft *r, const raft_buf *bufs, size_t count, uint64_t *first_index_out);
 
 typedef enum raft_conf_op {
+    RAFT_CONF_BOOTSTRAP = 0,   /* entry 1 of a new cluster (never proposed) */
     RAFT_CONF_ADD_LEARNER = 1, /* a new node joins as a learner */
     RAFT_CONF_PROMOTE = 2,     /* a caught-up learner becomes a voter */
     RAFT_CONF_REMOVE = 3,      /* a voter or learner leaves (may be the leader) */
@@ -396,7 +429,7 @@ typedef struct raft_snapshot_chunk {
     bool last; /* offset + len == total_size: the next Ready installs it */
 } raft_snapshot_chunk;
 
-typedef struct raft_ready {
+struct raft_ready {
     bool hs_changed;   /* hs differs from the last Ready's */
     bool hs_must_sync; /* term or vote changed: step 1 */
     raft_hard_state hs;
@@ -412,21 +445,22 @@ typedef struct raft_ready {
     size_t entries_count;
     const raft_entry *committed; /* step 6 */
     size_t committed_count;
-    bool membership_changed; /* a CONF entry is in committed: */
-    raft_membership membership; /* the membership after the last one */
+    bool membership_changed;      /* a CONF entry is in committed: */
+    raft_membership membership;   /* the membership after the last one */
     const raft_read_state *reads; /* step 7 */
     size_t reads_count;
-} raft_ready;
+};
 
 /* True when raft_ready() would return something to do. */
 bool raft_has_ready(const raft *r);
 
-/* Fills rd (overwritten entirely). Everything it points to belongs to raft
+/* Fills rd (overwritten entirely). The type is spelled struct raft_ready
+ * (raft_ready is the function). Everything it points to belongs to raft
  * and is valid until raft_advance(r, rd). Returns 0 or KV_ENOMEM. */
-int raft_ready(raft *r, raft_ready *rd);
+int raft_ready(raft *r, struct raft_ready *rd);
 
 /* The app has done everything rd asked (steps 1-7). */
-void raft_advance(raft *r, const raft_ready *rd);
+void raft_advance(raft *r, const struct raft_ready *rd);
 
 /* ---- accessors (const; allowed between raft_ready and raft_advance) ---- */
 
@@ -436,17 +470,17 @@ uint64_t raft_term(const raft *r);
 uint64_t raft_vote(const raft *r);
 uint64_t raft_leader(const raft *r); /* 0: unknown */
 uint64_t raft_commit_index(const raft *r);
-uint64_t raft_applied_index(const raft *r); /* as acknowledged by raft_advance */
+uint64_t raft_applied_index(const raft *r);   /* as acknowledged by raft_advance */
 uint64_t raft_persisted_index(const raft *r); /* as reported by raft_persisted */
-uint64_t raft_first_index(const raft *r); /* first entry kept in memory */
+uint64_t raft_first_index(const raft *r);     /* first entry kept in memory */
 uint64_t raft_last_index(const raft *r);
 uint64_t raft_snapshot_index(const raft *r); /* last raft_snapshot_done / installed */
 /* Term of the entry at index: 0 on success, KV_ECOMPACTED (before the first
  * kept entry, other than the snapshot index), KV_ENOTFOUND (after the last). */
 int raft_log_term(const raft *r, uint64_t index, uint64_t *term);
 void raft_membership_get(const raft *r, raft_membership *out);
-bool raft_transferring(const raft *r); /* leader with a transfer running */
-size_t raft_read_pending(const raft *r); /* reads waiting for confirmation */
+bool raft_transferring(const raft *r);          /* leader with a transfer running */
+size_t raft_read_pending(const raft *r);        /* reads waiting for confirmation */
 uint64_t raft_uncommitted_bytes(const raft *r); /* leader: proposed, uncommitted */
 
 typedef enum raft_progress_state {
@@ -459,11 +493,11 @@ typedef struct raft_progress_info {
     uint64_t id;
     bool learner;
     raft_progress_state state;
-    uint64_t match; /* highest index known durable and matching on it */
-    uint64_t next;  /* next index to send */
-    uint32_t inflight; /* append messages unacknowledged */
-    bool recent_active; /* heard from within the current election timeout */
-    uint64_t snap_index; /* SNAPSHOT: the snapshot being sent */
+    uint64_t match;       /* highest index known durable and matching on it */
+    uint64_t next;        /* next index to send */
+    uint32_t inflight;    /* append messages unacknowledged */
+    bool recent_active;   /* heard from within the current election timeout */
+    uint64_t snap_index;  /* SNAPSHOT: the snapshot being sent */
     uint64_t snap_offset; /* SNAPSHOT: bytes acknowledged */
 } raft_progress_info;
 

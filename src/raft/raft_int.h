@@ -35,16 +35,13 @@ typedef struct raft_log {
     uint64_t snap_term;
     uint64_t stable;
     uint64_t handed;
-    uint64_t *confs; /* indexes of the CONF entries in the log, ascending */
-    size_t confs_count;
-    size_t confs_cap;
 } raft_log;
 
 typedef struct raft_inflights {
-    uint64_t *last; /* ring of the last index of each APPEND in flight */
+    uint64_t last[KV_RAFT_INFLIGHT_MSGS_MAX]; /* ring: last index of each APPEND in flight */
     uint32_t start;
     uint32_t count;
-    uint32_t cap;
+    uint32_t cap; /* cfg.max_inflight_msgs */
 } raft_inflights;
 
 /* The leader's view of one member (etcd-io/raft Progress). */
@@ -54,8 +51,9 @@ typedef struct raft_peer {
     uint8_t state; /* raft_progress_state */
     bool probe_sent;
     bool recent_active;
-    bool want_send;   /* flush appends at the next raft_ready */
-    int8_t vote;      /* candidate: 1 granted, -1 refused, 0 unknown */
+    bool want_send;  /* flush appends at the next raft_ready */
+    bool want_empty; /* ... and an empty one if nothing else goes */
+    int8_t vote;     /* candidate: 1 granted, -1 refused, 0 unknown */
     uint64_t match;
     uint64_t next;
     uint64_t commit_sent; /* the commit index last sent to it */
@@ -100,6 +98,7 @@ struct raft {
 
     raft_membership conf;      /* in effect: the latest in the log (§4.1) */
     raft_membership base_conf; /* the membership at log.snap_index */
+    uint64_t conf_index;       /* the CONF entry conf comes from; 0: base_conf */
     raft_peer peers[KV_NODES_MAX];
     uint32_t peers_count;
 
@@ -150,8 +149,9 @@ struct raft {
 };
 
 /* ---- raft.c ---- */
+void raft_invariants(const raft *r);
 void raft_become_follower(raft *r, uint64_t term, uint64_t leader);
-void raft_campaign(raft *r, bool pre, bool transfer);
+void raft_campaign_start(raft *r, bool pre, bool transfer);
 uint64_t raft_rand(raft *r);
 int raft_quorum(const raft *r);
 bool raft_is_voter(const raft_membership *c, uint64_t id);
@@ -167,7 +167,8 @@ uint64_t raft_log_last_term(const raft_log *l);
 /* Term at index: 0 when unknown (compacted or past the end). */
 uint64_t raft_log_term_at(const raft_log *l, uint64_t index);
 raft_entry *raft_log_at(const raft_log *l, uint64_t index);
-int raft_log_append(raft *r, const raft_entry *e); /* takes e's block reference */
+int raft_log_reserve(raft_log *l, size_t n);
+void raft_log_push(raft *r, const raft_entry *e); /* after reserve; refs e's block */
 void raft_log_truncate(raft *r, uint64_t from);
 void raft_log_compact(raft *r, uint64_t upto);
 void raft_log_reset(raft *r, uint64_t index, uint64_t term);
@@ -184,13 +185,11 @@ void raft_send_want_all(raft *r);
 void raft_flush_sends(raft *r);
 void raft_send_heartbeats(raft *r, uint64_t ctx);
 void raft_maybe_commit(raft *r);
-void raft_handle_append(raft *r, const raft_msg *m);
+int raft_handle_append(raft *r, const raft_msg *m);
 void raft_handle_append_resp(raft *r, raft_peer *p, const raft_msg *m);
 void raft_handle_heartbeat(raft *r, const raft_msg *m);
 void raft_handle_heartbeat_resp(raft *r, raft_peer *p, const raft_msg *m);
 void raft_follower_ack(raft *r);
-int raft_inflights_init(raft_inflights *in, uint32_t cap);
-void raft_inflights_free(raft_inflights *in);
 void raft_send_timeout_now(raft *r, uint64_t to);
 
 /* ---- raft_read.c ---- */
@@ -215,6 +214,7 @@ void raft_handle_snapshot_resp(raft *r, raft_peer *p, const raft_msg *m);
 void raft_snap_chunk_stored(raft *r, const raft_snapshot_chunk *c);
 void raft_snap_installed(raft *r);
 void raft_rcv_free(raft *r);
+bool raft_snap_unwanted(raft *r, uint64_t index, uint64_t term, uint64_t to);
 
 /* ---- raft_ready.c ---- */
 raft_msg *raft_out_push(raft *r, uint32_t type, uint64_t to);

@@ -271,6 +271,7 @@ typedef struct linz__event {
 typedef struct linz__frame {
     linz__event *call;
     linz_value state;
+    bool forced; /* the op left the state unchanged: see linz__try */
 } linz__frame;
 
 typedef struct linz__key {
@@ -400,20 +401,38 @@ static void linz__note_stuck(linz__key *k, uint32_t stuck, size_t depth) {
 }
 
 /* Tries to linearize the op of call event e in *state. Returns 1 when it was
- * linearized (pushed and lifted), 0 when not, or a negative code. */
+ * linearized (pushed and lifted), 0 when not, 2 when the configuration must
+ * be abandoned (see below), or a negative code.
+ *
+ * An op of known outcome that is legal now and leaves the state unchanged
+ * (a read of the current value, a failed CAS) is
+ * "forced": linearizing it now loses nothing, because every op that had to
+ * precede it is already linearized (the walk reached its call event) and it
+ * constrains no later op. So if the configuration after it fails, the one
+ * before it fails too: backtracking pops a forced frame without trying
+ * alternatives, and a forced op whose successor configuration was already
+ * explored (memo hit) abandons the current configuration at once. This is
+ * what keeps many concurrent reads from multiplying the search. */
 static int linz__try(linz__key *k, linz__event *e, linz_value *state, size_t *depth) {
     linz_value next;
     if (!linz__step(linz__kop(k, e->op), *state, &next)) {
         return 0;
     }
+    bool unchanged = linz__val_eq(next, *state);
+    if (unchanged && linz__kop(k, e->op)->complete == LINZ_TIME_INF) {
+        /* An op of unknown outcome without effect here equals never taking
+         * effect; keep it pending: later it may match and take effect. */
+        return 0;
+    }
+    bool forced = unchanged;
     linz__bit(k->lin, e->op, true);
     int rc = linz__memo_insert(&k->memo, k->lin, next);
     if (rc <= 0) {
         linz__bit(k->lin, e->op, false);
-        return rc;
+        return rc == 0 && forced ? 2 : rc;
     }
     assert(*depth < k->n);
-    k->stack[(*depth)++] = (linz__frame){.call = e, .state = *state};
+    k->stack[(*depth)++] = (linz__frame){.call = e, .state = *state, .forced = forced};
     *state = next;
     linz__lift(e);
     if (e->match != NULL) {
@@ -426,6 +445,19 @@ static linz_verdict linz__unknown(linz_result *out, const char *key, const char 
     out->verdict = LINZ_UNKNOWN;
     snprintf(out->reason, sizeof(out->reason), "key %s: %s", key, why);
     return LINZ_UNKNOWN;
+}
+
+/* Pops one frame: back to the configuration before it. */
+static linz__frame linz__pop(linz__key *k, linz_value *state, size_t *depth) {
+    assert(*depth > 0);
+    linz__frame f = k->stack[--(*depth)];
+    *state = f.state;
+    linz__bit(k->lin, f.call->op, false);
+    linz__unlift(f.call);
+    if (f.call->match != NULL) {
+        k->remaining++;
+    }
+    return f;
 }
 
 /* The WGL search over one key's event list. */
@@ -445,20 +477,20 @@ static linz_verdict linz__search(linz__key *k, uint64_t steps_max, linz_result *
                 return linz__unknown(out, key,
                                      rc == KV_ENOMEM ? "out of memory" : "memo budget exceeded");
             }
-            e = rc == 1 ? k->head.next : e->next;
-            continue;
+            if (rc != 2) {
+                e = rc == 1 ? k->head.next : e->next;
+                continue;
+            }
+        } else {
+            linz__note_stuck(k, e->op, depth);
         }
-        linz__note_stuck(k, e->op, depth);
-        if (depth == 0) {
-            return LINZ_FAIL;
-        }
-        linz__frame f = k->stack[--depth];
-        state = f.state;
-        linz__bit(k->lin, f.call->op, false);
-        linz__unlift(f.call);
-        if (f.call->match != NULL) {
-            k->remaining++;
-        }
+        linz__frame f;
+        do { /* backtrack past forced frames: see linz__try */
+            if (depth == 0) {
+                return LINZ_FAIL;
+            }
+            f = linz__pop(k, &state, &depth);
+        } while (f.forced);
         e = f.call->next;
     }
     return LINZ_OK;
@@ -474,6 +506,7 @@ static int linz__local_cmp(const void *a, const void *b) {
 static void linz__window(const linz__key *k, linz_result *out) {
     uint32_t w[LINZ_WINDOW_MAX];
     size_t count = 0;
+    assert(k->best_set); /* every failure comes from some return event */
     const linz_op *s = linz__kop(k, k->best_stuck);
     w[count++] = k->best_stuck;
     size_t tail = k->best_depth < 4 ? k->best_depth : 4;

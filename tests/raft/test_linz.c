@@ -150,6 +150,18 @@ START_TEST(test_unknown_cas_and_unknown_read) {
 }
 END_TEST
 
+START_TEST(test_unknown_cas_takes_effect_later) {
+    /* The CAS cannot match when invoked, but may take effect once 2 is
+     * written: an optimizer must not settle it as a no-op early. */
+    wr(1, "k", 0, 1, 1);
+    cas(2, "k", 2, INF, V(2), 3, false);
+    wr(3, "k", 4, 5, 2);
+    rd(4, "k", 6, 7, V(3));
+    linz_result r;
+    ck_assert_int_eq(check(&r), LINZ_OK);
+}
+END_TEST
+
 START_TEST(test_invoke_complete_api) {
     size_t w, c, x, rr;
     ck_assert_int_eq(linz_invoke_write(&H, 1, "k", 7, 0, &w), 0);
@@ -292,29 +304,44 @@ static uint64_t seed_base(void) {
     return seed;
 }
 
-#define GEN_KEYS 3
-#define GEN_SPREAD 40 /* interval half-width; ops are 10 apart, so ~8 overlap */
+/* Shape of a random history: ops are 10 time units apart; each interval
+ * reaches up to `spread` either side of its linearization point. */
+typedef struct gen_shape {
+    int ops;
+    int keys; /* <= GEN_KEYS_MAX */
+    uint64_t spread;
+    uint64_t unknown_pct;
+} gen_shape;
 
-/* Runs n random ops against a real register, each at linearization point
- * p = 10 * (i + 1) + GEN_SPREAD, recorded with an interval around p. Every
+#define GEN_KEYS_MAX 8
+static const gen_shape GEN_DEFAULT = {300, 3, 40, 3};  /* ~8 overlapping ops */
+static const gen_shape GEN_CROWDED = {600, 1, 100, 5}; /* ~20 overlapping, one key */
+/* Proving FAIL explores every order, and each op of unknown outcome stays
+ * pending to the end (doubling the space), so the crowded shape used for
+ * mutations has none: it always finishes within the default budget. */
+static const gen_shape GEN_CROWDED_KNOWN = {400, 1, 100, 0};
+
+/* Runs random ops against a real register, each at linearization point
+ * p = 10 * (i + 1) + spread, recorded with an interval around p. Every
  * written value is unique. A few writes/CASes get an unknown outcome; half of
  * those never take effect. Linearizable by construction. */
-static void gen_history(uint64_t seed, int n) {
+static void gen_history(uint64_t seed, gen_shape g) {
     uint64_t s = seed;
-    linz_value reg[GEN_KEYS];
-    for (int k = 0; k < GEN_KEYS; k++) {
+    linz_value reg[GEN_KEYS_MAX];
+    for (int k = 0; k < GEN_KEYS_MAX; k++) {
         reg[k] = ABSENT;
     }
     int64_t next_value = 1;
-    for (int i = 0; i < n; i++) {
-        uint64_t p = 10 * (uint64_t)(i + 1) + GEN_SPREAD;
-        uint64_t inv = p - rng_next(&s) % GEN_SPREAD, cmp = p + rng_next(&s) % GEN_SPREAD;
+    for (int i = 0; i < g.ops; i++) {
+        uint64_t p = 10 * (uint64_t)(i + 1) + g.spread;
+        uint64_t inv = p - rng_next(&s) % g.spread, cmp = p + rng_next(&s) % g.spread;
         char key[8];
-        int k = (int)(rng_next(&s) % GEN_KEYS);
+        int k = (int)(rng_next(&s) % (uint64_t)g.keys);
         snprintf(key, sizeof(key), "k%d", k);
         uint32_t c = (uint32_t)(i % 7);
         uint64_t dice = rng_next(&s) % 100;
-        bool unknown = rng_next(&s) % 100 < 3, applied = !unknown || rng_next(&s) % 2 == 0;
+        bool unknown = rng_next(&s) % 100 < g.unknown_pct,
+             applied = !unknown || rng_next(&s) % 2 == 0;
         if (dice < 40) {
             rd(c, key, inv, cmp, reg[k]);
         } else if (dice < 75) {
@@ -371,7 +398,7 @@ START_TEST(test_random_linearizable_pass) {
     uint64_t base = seed_base();
     for (uint64_t i = 0; i < 100; i++) {
         linz_history_free(&H);
-        gen_history(base + i, 300);
+        gen_history(base + i, i % 2 == 0 ? GEN_DEFAULT : GEN_CROWDED);
         linz_result r;
         linz_verdict v = check(&r);
         ck_assert_msg(v == LINZ_OK, "seed %" PRIu64 ": %s", base + i, linz_verdict_name(v));
@@ -384,7 +411,7 @@ START_TEST(test_random_stale_read_mutation_fails) {
     int mutated = 0;
     for (uint64_t i = 0; i < 100; i++) {
         linz_history_free(&H);
-        gen_history(base + i, 300);
+        gen_history(base + i, i % 2 == 0 ? GEN_DEFAULT : GEN_CROWDED_KNOWN);
         long r = mutate_stale_read(base + i);
         if (r < 0) {
             continue;
@@ -404,7 +431,9 @@ START_TEST(test_random_never_written_mutation_fails) {
     uint64_t base = seed_base();
     for (uint64_t i = 0; i < 50; i++) {
         linz_history_free(&H);
-        gen_history(base + i, 200);
+        gen_shape g = GEN_DEFAULT;
+        g.ops = 200;
+        gen_history(base + i, g);
         size_t r = 0;
         while (H.ops[r].kind != LINZ_READ) {
             r++; /* 200 ops with 40% reads: one exists */
@@ -426,6 +455,7 @@ static Suite *linz_suite(void) {
     tcase_add_test(tc, test_touching_intervals_are_concurrent);
     tcase_add_test(tc, test_unknown_write_may_or_may_not_apply);
     tcase_add_test(tc, test_unknown_cas_and_unknown_read);
+    tcase_add_test(tc, test_unknown_cas_takes_effect_later);
     tcase_add_test(tc, test_invoke_complete_api);
     tcase_add_test(tc, test_stale_read_after_write_fails);
     tcase_add_test(tc, test_read_of_value_never_written_fails);

@@ -149,8 +149,11 @@ static int sc__start(sc_cluster *c, sc_node *n) {
     for (size_t i = 0; i < n->log_count; i++) {
         const sc_entry *e = &n->log[i];
         if (e->index > after && e->index <= n->durable_index) {
-            ents[count++] = (raft_entry){.index = e->index, .term = e->term, .type = e->type,
-                                         .data = e->data, .len = e->len};
+            ents[count++] = (raft_entry){.index = e->index,
+                                         .term = e->term,
+                                         .type = e->type,
+                                         .data = e->data,
+                                         .len = e->len};
         }
     }
     cfg.entries = ents;
@@ -210,6 +213,20 @@ void sc_crash(sc_cluster *c, uint64_t id) {
     }
 }
 
+void sc_wipe(sc_cluster *c, uint64_t id) {
+    sc_crash(c, id);
+    sc_node *n = &c->nodes[id];
+    sc__log_truncate(n, 0);
+    n->log_first = 1;
+    n->durable_index = 0;
+    memset(&n->hs_written, 0, sizeof(n->hs_written));
+    memset(&n->hs_durable, 0, sizeof(n->hs_durable));
+    free(n->snap_data);
+    n->snap_data = NULL;
+    n->snap_len = 0;
+    n->has_snap = false;
+}
+
 int sc_restart(sc_cluster *c, uint64_t id) {
     assert(sc_node_valid(c, id));
     sc_node *n = &c->nodes[id];
@@ -227,7 +244,7 @@ static void sc__enqueue(sc_cluster *c, const raft_msg *m) {
         sc__violation(c, "message %s to unknown node %" PRIu64, sc_msg_type_name(m->type), m->to);
         return;
     }
-    if (c->cut[m->from][m->to] || !c->nodes[m->to].exists) {
+    if (c->cut[m->from][m->to] || !c->nodes[m->to].up) { /* lost: cut or down */
         c->msgs_dropped++;
         return;
     }
@@ -345,8 +362,10 @@ static void sc__check_leader(sc_cluster *c, const sc_node *n) {
 static void sc__install(sc_cluster *c, sc_node *n, const raft_snapshot_meta *meta) {
     if (n->recv_index != meta->index || n->recv_len != n->recv_total || n->recv_total == 0 ||
         memchr(n->recv_data, '\0', n->recv_len) == NULL) {
-        sc__violation(c, "node %" PRIu64 ": install of snapshot %" PRIu64 " with %zu/%" PRIu64
-                         " bytes received", n->id, meta->index, n->recv_len, n->recv_total);
+        sc__violation(c,
+                      "node %" PRIu64 ": install of snapshot %" PRIu64 " with %zu/%" PRIu64
+                      " bytes received",
+                      n->id, meta->index, n->recv_len, n->recv_total);
         return;
     }
     free(n->snap_data);
@@ -404,8 +423,8 @@ static void sc__append(sc_cluster *c, sc_node *n, const raft_entry *ents, size_t
     }
     for (size_t i = 0; i < count; i++) {
         sc_entry *e = &n->log[n->log_count++];
-        *e = (sc_entry){.index = ents[i].index, .term = ents[i].term, .type = ents[i].type,
-                        .len = ents[i].len};
+        *e = (sc_entry){
+            .index = ents[i].index, .term = ents[i].term, .type = ents[i].type, .len = ents[i].len};
         e->data = sc__xrealloc(NULL, ents[i].len + 1);
         if (ents[i].len > 0) {
             memcpy(e->data, ents[i].data, ents[i].len);
@@ -426,19 +445,22 @@ static void sc__check_committed(sc_cluster *c, sc_node *n, const raft_entry *e) 
     if (e->index >= c->committed_cap) {
         size_t cap = (size_t)e->index * 2 + 64;
         c->committed_terms = sc__xrealloc(c->committed_terms, cap * sizeof(uint64_t));
-        memset(c->committed_terms + c->committed_cap, 0, (cap - c->committed_cap) * sizeof(uint64_t));
+        memset(c->committed_terms + c->committed_cap, 0,
+               (cap - c->committed_cap) * sizeof(uint64_t));
         c->committed_cap = cap;
     }
     uint64_t *t = &c->committed_terms[e->index];
     if (*t != 0 && *t != e->term) {
-        sc__violation(c, "index %" PRIu64 " committed with term %" PRIu64 " and %" PRIu64
-                         " (node %" PRIu64 ")", e->index, *t, e->term, n->id);
+        sc__violation(c,
+                      "index %" PRIu64 " committed with term %" PRIu64 " and %" PRIu64
+                      " (node %" PRIu64 ")",
+                      e->index, *t, e->term, n->id);
     }
     *t = e->term;
 }
 
 /* Step 6: apply committed entries to the state machine. */
-static void sc__apply(sc_cluster *c, sc_node *n, const raft_ready *rd) {
+static void sc__apply(sc_cluster *c, sc_node *n, const struct raft_ready *rd) {
     for (size_t i = 0; i < rd->committed_count; i++) {
         const raft_entry *e = &rd->committed[i];
         sc__check_committed(c, n, e);
@@ -453,7 +475,7 @@ static void sc__apply(sc_cluster *c, sc_node *n, const raft_ready *rd) {
 }
 
 /* Step 7: remember read answers. */
-static void sc__reads(sc_node *n, const raft_ready *rd) {
+static void sc__reads(sc_node *n, const struct raft_ready *rd) {
     for (size_t i = 0; i < rd->reads_count; i++) {
         const raft_read_state *rs = &rd->reads[i];
         sc_read *slot = NULL;
@@ -464,13 +486,13 @@ static void sc__reads(sc_node *n, const raft_ready *rd) {
             slot = &n->reads[n->reads_count++];
         }
         if (slot != NULL) {
-            *slot = (sc_read){.ctx = rs->ctx, .index = rs->index, .status = rs->status,
-                              .answered = true};
+            *slot = (sc_read){
+                .ctx = rs->ctx, .index = rs->index, .status = rs->status, .answered = true};
         }
     }
 }
 
-static void sc__trace_ready(const sc_node *n, const raft_ready *rd) {
+static void sc__trace_ready(const sc_node *n, const struct raft_ready *rd) {
     printf("  ready %" PRIu64 ":", n->id);
     if (rd->hs_changed) {
         printf(" hs(term=%" PRIu64 " vote=%" PRIu64 " commit=%" PRIu64 "%s)", rd->hs.term,
@@ -495,14 +517,14 @@ static void sc__trace_ready(const sc_node *n, const raft_ready *rd) {
                rd->committed[rd->committed_count - 1].index);
     }
     for (size_t i = 0; i < rd->reads_count; i++) {
-        printf(" read(ctx=%" PRIu64 " index=%" PRIu64 " %s)", rd->reads[i].ctx,
-               rd->reads[i].index, kv_errword(rd->reads[i].status));
+        printf(" read(ctx=%" PRIu64 " index=%" PRIu64 " %s)", rd->reads[i].ctx, rd->reads[i].index,
+               kv_errword(rd->reads[i].status));
     }
     printf(" msgs=%zu\n", rd->msgs_count);
 }
 
 /* Handles one Ready in the order raft.h documents. */
-static void sc__handle_ready(sc_cluster *c, sc_node *n, raft_ready *rd) {
+static void sc__handle_ready(sc_cluster *c, sc_node *n, struct raft_ready *rd) {
     if (c->trace) {
         sc__trace_ready(n, rd);
     }
@@ -535,7 +557,7 @@ int sc_process(sc_cluster *c, uint64_t id) {
     sc_node *n = &c->nodes[id];
     for (uint32_t loops = 0; n->up && raft_has_ready(n->r); loops++) {
         assert(loops < 1000 && "raft keeps reporting ready");
-        raft_ready rd;
+        struct raft_ready rd;
         int rc = raft_ready(n->r, &rd);
         if (rc < 0) {
             return rc;
@@ -637,9 +659,18 @@ uint64_t sc_leader(const sc_cluster *c) {
 /* ---- printing ------------------------------------------------------------------------ */
 
 const char *sc_msg_type_name(uint32_t type) {
-    static const char *names[] = {"?",         "APPEND",        "APPEND_RESP",    "VOTE",
-                                  "VOTE_RESP", "PREVOTE",       "PREVOTE_RESP",   "HEARTBEAT",
-                                  "HEARTBEAT_RESP", "SNAPSHOT", "SNAPSHOT_RESP", "TIMEOUT_NOW"};
+    static const char *names[] = {"?",
+                                  "APPEND",
+                                  "APPEND_RESP",
+                                  "VOTE",
+                                  "VOTE_RESP",
+                                  "PREVOTE",
+                                  "PREVOTE_RESP",
+                                  "HEARTBEAT",
+                                  "HEARTBEAT_RESP",
+                                  "SNAPSHOT",
+                                  "SNAPSHOT_RESP",
+                                  "TIMEOUT_NOW"};
     return type < sizeof(names) / sizeof(names[0]) ? names[type] : "?";
 }
 
@@ -698,7 +729,7 @@ void sc_print_log(const sc_cluster *c, uint64_t id) {
     }
     for (size_t i = 0; i < n->log_count; i++) {
         const sc_entry *e = &n->log[i];
-        const char *what = e->type == RAFT_ENTRY_NOOP ? "noop"
+        const char *what = e->type == RAFT_ENTRY_NOOP   ? "noop"
                            : e->type == RAFT_ENTRY_CONF ? "conf"
                                                         : e->data;
         printf(" %" PRIu64 "/%" PRIu64 ":%s%s", e->index, e->term, what,

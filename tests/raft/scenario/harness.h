@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "raft/raft.h"
+#include "raft.h"
 
 /* Node ids are 1..SC_NODES_MAX. */
 #define SC_NODES_MAX KV_NODES_MAX
@@ -155,6 +155,11 @@ int sc_persist(sc_cluster *c, uint64_t id);
 /* Stops node id: volatile state, unsynced writes and its inbound queues are
  * lost. */
 void sc_crash(sc_cluster *c, uint64_t id);
+
+/* Crashes node id and loses its whole disk, hard state included: the
+ * disaster raft cannot survive when it happens to a voter (a lost vote can
+ * elect two leaders in one term). For scenarios that show why. */
+void sc_wipe(sc_cluster *c, uint64_t id);
 
 /* Starts a crashed node from its disk. Returns 0 or a code from raft_new(). */
 int sc_restart(sc_cluster *c, uint64_t id);

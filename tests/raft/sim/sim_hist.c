@@ -56,7 +56,6 @@ void sim_hist_give_up(sim_hist *h, size_t i) {
 #ifdef SIM_HAVE_LINZ
 #include "linz.h"
 
-
 /* Register value 0 is the initial "never written" state: linz's absent. */
 static linz_value to_linz(uint64_t v) {
     return v == 0 ? linz_absent() : linz_val((int64_t)v);

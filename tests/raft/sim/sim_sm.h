@@ -63,6 +63,8 @@ sim_reply sim_sm_apply(sim_sm *sm, const sim_cmd *c, bool *duplicate);
 
 /* Serializes into buf[SIM_SM_BYTES]. */
 void sim_sm_encode(const sim_sm *sm, uint8_t *buf);
+/* The digest of a serialized sim_sm (its trailing checksum). */
+uint64_t sim_sm_digest(const uint8_t *buf);
 /* Parses and checks; returns 0, or -1 on a bad length or checksum. */
 int sim_sm_decode(const uint8_t *buf, size_t len, sim_sm *sm);
 
