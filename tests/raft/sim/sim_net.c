@@ -128,7 +128,8 @@ void sim_net_flush_outbox(sim_world *w, uint32_t slot) {
     size_t i = 0;
     while (i < n->outbox_count && n->outbox[i]->barrier <= n->disk.durable_id)
         wire(w, n->outbox[i++]);
-    memmove(n->outbox, n->outbox + i, (n->outbox_count - i) * sizeof(*n->outbox));
+    if (i > 0)
+        memmove(n->outbox, n->outbox + i, (n->outbox_count - i) * sizeof(*n->outbox));
     n->outbox_count -= i;
 }
 
