@@ -67,5 +67,10 @@ grep -q "no such directory" "$work/o8" || fail "missing dir not named"
 expect_exit 2 "$work/o9" "$bin/kvd" frobnicate
 grep -q "unknown command 'frobnicate'" "$work/o9" || fail "unknown command not named"
 
+expect_exit 2 "$work/o10" "$bin/kvbench" wal --data-dir "$work/b" --writers 0
+grep -q -- "--writers" "$work/o10" || fail "kvbench bad --writers not named"
+expect_exit 2 "$work/o11" "$bin/kvbench" wal --data-dir "$work/b" --bogus 1
+grep -q -- "--bogus" "$work/o11" || fail "kvbench unknown flag not named"
+
 [ $fails -eq 0 ] && echo "kvd check: all cases passed"
 exit $((fails > 0))
