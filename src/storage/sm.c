@@ -445,6 +445,7 @@ int sm_hash(sm *s, uint64_t *hash) {
 static void sm__check_report(const char *db_dir, const char *err, kv_check_fn fn, void *arg) {
     char file[SM_PATH_BYTES_MAX];
     snprintf(file, sizeof file, "%s", db_dir);
+    uint64_t offset = KV_CHECK_NO_OFFSET;
     const char *sst = strstr(err, ".sst");
     if (sst != NULL) {
         const char *start = sst;
@@ -452,9 +453,12 @@ static void sm__check_report(const char *db_dir, const char *err, kv_check_fn fn
             start--;
         int n = (int)(sst + 4 - start);
         snprintf(file, sizeof file, "%.*s", n, start);
+        unsigned long long off = 0;
+        if (sscanf(sst + 4, " offset %llu", &off) == 1)
+            offset = off; /* the bad block's offset in that file */
     }
     kv_check_problem p = {
-        .word = "CORRUPT", .file = file, .offset = KV_CHECK_NO_OFFSET, .index = 0, .detail = err};
+        .word = "CORRUPT", .file = file, .offset = offset, .index = 0, .detail = err};
     if (fn != NULL)
         fn(arg, &p);
 }

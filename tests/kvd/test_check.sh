@@ -5,7 +5,7 @@
 set -u
 bin=${1:?usage: test_check.sh BIN_DIR}
 work=$(mktemp -d /tmp/kv-check-test.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
@@ -66,6 +66,48 @@ expect_exit 2 "$work/o8" "$bin/kvd" check --data-dir "$work/nope"
 grep -q "no such directory" "$work/o8" || fail "missing dir not named"
 expect_exit 2 "$work/o9" "$bin/kvd" frobnicate
 grep -q "unknown command 'frobnicate'" "$work/o9" || fail "unknown command not named"
+
+# A whole node data dir: log, hard state, state machine, snapshot.
+flip() { # flip FILE OFFSET: invert one byte
+  local b; b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  printf "$(printf '\\%03o' $((255 - b)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+full=$work/full
+snap=$("$bin/mkdatadir" "$full" 2000 2>/dev/null) || fail "mkdatadir failed"
+expect_exit 0 "$work/f0" "$bin/kvd" check --data-dir "$full"
+grep -q clean "$work/f0" || { fail "full data dir not clean"; cat "$work/f0"; }
+
+f=$work/f-sst; cp -r "$full" "$f"
+sst=$(ls "$f"/db/*.sst | head -1)
+flip "$sst" $(( $(stat -c %s "$sst") / 3 ))
+expect_exit 4 "$work/f1" "$bin/kvd" check --data-dir "$f"
+grep -q "^CORRUPT $sst offset [0-9]" "$work/f1" || { fail "flipped SST not reported CORRUPT"; cat "$work/f1"; }
+
+f=$work/f-snap; cp -r "$full" "$f"
+ssst=$(ls "$f"/snap/*/*.sst | head -1)
+flip "$ssst" 100
+expect_exit 4 "$work/f2" "$bin/kvd" check --data-dir "$f"
+grep -q "^CORRUPT $ssst offset 0" "$work/f2" || { fail "flipped snapshot file not named"; cat "$work/f2"; }
+
+f=$work/f-snapmissing; cp -r "$full" "$f"
+rm "$f/snap/$(basename "$snap")/CURRENT"
+expect_exit 4 "$work/f3" "$bin/kvd" check --data-dir "$f"
+grep -q "^MISSING $f/snap/$(basename "$snap")/CURRENT" "$work/f3" || { fail "missing snapshot file not named"; cat "$work/f3"; }
+
+f=$work/f-manifest; cp -r "$full" "$f"
+flip "$f/snap/$(basename "$snap")/MANIFEST.kv" 20
+expect_exit 4 "$work/f4" "$bin/kvd" check --data-dir "$f"
+grep -q "^CORRUPT $f/snap/$(basename "$snap")/MANIFEST.kv" "$work/f4" || { fail "flipped manifest not named"; cat "$work/f4"; }
+
+# One hard-state slot bad is what a crash during a save leaves: TORN, exit 0.
+# Both bad: CORRUPT, exit 4.
+f=$work/f-hs1; cp -r "$full" "$f"
+flip "$f/hardstate.0" 30
+expect_exit 0 "$work/f5" "$bin/kvd" check --data-dir "$f"
+grep -q "^TORN $f/hardstate.0" "$work/f5" || { fail "one bad hard-state slot not reported"; cat "$work/f5"; }
+flip "$f/hardstate.1" 30
+expect_exit 4 "$work/f6" "$bin/kvd" check --data-dir "$f"
+grep -q "^CORRUPT $f/hardstate.1" "$work/f6" || { fail "two bad hard-state slots not CORRUPT"; cat "$work/f6"; }
 
 expect_exit 2 "$work/o10" "$bin/kvbench" wal --data-dir "$work/b" --writers 0
 grep -q -- "--writers" "$work/o10" || fail "kvbench bad --writers not named"
