@@ -79,9 +79,9 @@ typedef struct bench_thread bench_thread;
 /* One writer: a stream of records, one in flight at a time. */
 typedef struct bench_writer {
     bench_thread *th;
-    uint64_t no;       /* record number in flight */
-    uint64_t t0_ns;    /* when it was appended */
-    int status;        /* from the log's callback */
+    uint64_t no;    /* record number in flight */
+    uint64_t t0_ns; /* when it was appended */
+    int status;     /* from the log's callback */
     struct bench_writer *next_done;
 } bench_writer;
 

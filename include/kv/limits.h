@@ -30,7 +30,8 @@
 
 /* The largest encoded command: compare-and-set carries a key, the expected
  * value and the new value. */
-#define KV_COMMAND_BYTES_MAX (KV_KEY_BYTES_MAX + 2u * KV_VALUE_BYTES_MAX + KV_COMMAND_OVERHEAD_BYTES)
+#define KV_COMMAND_BYTES_MAX                                                                       \
+    (KV_KEY_BYTES_MAX + 2u * KV_VALUE_BYTES_MAX + KV_COMMAND_OVERHEAD_BYTES)
 
 /* The largest payload of one Raft log entry, checked when proposed and when
  * the WAL decodes a record: the same constant on both paths. */
@@ -129,11 +130,16 @@
 #define KV_SNAPSHOT_MANIFEST_BYTES_MAX (16u * 1024u * 1024u)
 
 _Static_assert(KV_FRAME_BYTES_MAX > KV_ENTRY_BYTES_MAX, "a frame must carry the largest entry");
-_Static_assert(KV_WAL_SEGMENT_BYTES_DEFAULT >= KV_WAL_SEGMENT_BYTES_MIN, "a segment must hold the largest record");
-_Static_assert(KV_WAL_BATCH_BYTES_MAX >= KV_WAL_RECORD_BYTES_MAX, "a batch must hold the largest record");
-_Static_assert(KV_WAL_QUEUE_BYTES_MAX >= KV_WAL_BATCH_BYTES_MAX, "the queue must hold a full batch");
-_Static_assert(KV_CONN_OUTPUT_BYTES_MAX > KV_FRAME_BYTES_MAX, "output buffer must hold the largest reply");
-_Static_assert(KV_SNAPSHOT_CHUNK_BYTES < KV_FRAME_BYTES_MAX, "a snapshot chunk must fit in a frame");
+_Static_assert(KV_WAL_SEGMENT_BYTES_DEFAULT >= KV_WAL_SEGMENT_BYTES_MIN,
+               "a segment must hold the largest record");
+_Static_assert(KV_WAL_BATCH_BYTES_MAX >= KV_WAL_RECORD_BYTES_MAX,
+               "a batch must hold the largest record");
+_Static_assert(KV_WAL_QUEUE_BYTES_MAX >= KV_WAL_BATCH_BYTES_MAX,
+               "the queue must hold a full batch");
+_Static_assert(KV_CONN_OUTPUT_BYTES_MAX > KV_FRAME_BYTES_MAX,
+               "output buffer must hold the largest reply");
+_Static_assert(KV_SNAPSHOT_CHUNK_BYTES < KV_FRAME_BYTES_MAX,
+               "a snapshot chunk must fit in a frame");
 _Static_assert(KV_SCAN_REPLY_BYTES_MAX < KV_FRAME_BYTES_MAX, "a scan reply must fit in a frame");
 
 #endif /* KV_LIMITS_H */

@@ -6,8 +6,8 @@ const char *kv_strerror(int err) {
     switch (err) {
     case 0:
         return "ok";
-#define KV__ERR_MSG(name, value, word, msg) \
-    case name:                              \
+#define KV__ERR_MSG(name, value, word, msg)                                                        \
+    case name:                                                                                     \
         return msg;
         KV_ERRORS(KV__ERR_MSG)
 #undef KV__ERR_MSG
@@ -19,8 +19,8 @@ const char *kv_errword(int err) {
     switch (err) {
     case 0:
         return "OK";
-#define KV__ERR_WORD(name, value, word, msg) \
-    case name:                               \
+#define KV__ERR_WORD(name, value, word, msg)                                                       \
+    case name:                                                                                     \
         return word;
         KV_ERRORS(KV__ERR_WORD)
 #undef KV__ERR_WORD
@@ -29,8 +29,8 @@ const char *kv_errword(int err) {
 }
 
 int kv_errcode(const char *word) {
-#define KV__ERR_LOOKUP(name, value, w, msg) \
-    if (strcmp(word, w) == 0)               \
+#define KV__ERR_LOOKUP(name, value, w, msg)                                                        \
+    if (strcmp(word, w) == 0)                                                                      \
         return name;
     KV_ERRORS(KV__ERR_LOOKUP)
 #undef KV__ERR_LOOKUP

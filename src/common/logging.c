@@ -9,7 +9,9 @@
 static enum kv_log_level kv__log_level = KV_LOG_INFO;
 static char kv__log_prefix[64];
 
-void kv_log_set_level(enum kv_log_level level) { kv__log_level = level; }
+void kv_log_set_level(enum kv_log_level level) {
+    kv__log_level = level;
+}
 
 void kv_log_set_prefix(const char *prefix) {
     snprintf(kv__log_prefix, sizeof kv__log_prefix, "%s", prefix ? prefix : "");

@@ -84,6 +84,7 @@ int kvd_check(const char *dir, FILE *out) {
                 st.problems_corrupt, st.problems_torn);
         return KVD_EXIT_CORRUPT;
     }
-    fprintf(out, "check: %s: clean%s\n", dir, st.problems_torn ? " (torn tail reported above)" : "");
+    fprintf(out, "check: %s: clean%s\n", dir,
+            st.problems_torn ? " (torn tail reported above)" : "");
     return KVD_EXIT_OK;
 }

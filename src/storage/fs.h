@@ -23,10 +23,10 @@ typedef struct kv_fs kv_fs;
 typedef struct kv_file kv_file;
 
 enum kv_fs_open_flags {
-    KV_FS_READ = 0,       /* read only; KV_EMISSING when absent */
-    KV_FS_WRITE = 1 << 0, /* read and write */
+    KV_FS_READ = 0,        /* read only; KV_EMISSING when absent */
+    KV_FS_WRITE = 1 << 0,  /* read and write */
     KV_FS_CREATE = 1 << 1, /* create when absent (implies WRITE) */
-    KV_FS_EXCL = 1 << 2,  /* with CREATE: KV_EEXIST when present */
+    KV_FS_EXCL = 1 << 2,   /* with CREATE: KV_EEXIST when present */
 };
 
 struct kv_fs_ops {

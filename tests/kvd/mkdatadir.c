@@ -73,7 +73,8 @@ int main(int argc, char **argv) {
     uint8_t buf[256];
     for (uint64_t i = 1; i <= n && rv == 0; i++) {
         size_t len = encode_put(i, buf, sizeof buf);
-        wal_entry we = {.index = i, .term = 3, .type = SM_ENTRY_COMMAND, .len = (uint32_t)len, .data = buf};
+        wal_entry we = {
+            .index = i, .term = 3, .type = SM_ENTRY_COMMAND, .len = (uint32_t)len, .data = buf};
         sm_entry se = {.index = i, .term = 3, .type = SM_ENTRY_COMMAND, .payload = buf, .len = len};
         sm_reply rep;
         rv = wal_append_wait(w, &we, 1);
