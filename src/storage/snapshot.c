@@ -373,10 +373,21 @@ int snap_gc(kv_fs *fs, const char *snap_dir, uint32_t keep) {
     uint64_t index = 0, term = 0;
     for (size_t i = 0; i < n; i++)
         snaps += snap__parse_name(names[i], &index, &term);
+    /* The newest snapshot that verifies is never deleted, even when newer
+     * ones that fail their checks fill the keep count: deleting it could
+     * leave no valid snapshot at all. */
+    snap_meta valid;
+    const char *valid_name = NULL;
+    if (snap_latest(fs, snap_dir, &valid) == 0) {
+        valid_name = strrchr(valid.path, '/');
+        valid_name = valid_name ? valid_name + 1 : valid.path;
+    }
     char path[SNAP_PATH_BYTES_MAX];
     for (size_t i = 0; i < n && rv == 0; i++) {
         bool is_snap = snap__parse_name(names[i], &index, &term);
         bool old = is_snap && seen++ + keep < snaps; /* names sort by index */
+        if (old && valid_name != NULL && strcmp(names[i], valid_name) == 0)
+            continue;
         if (!old && strncmp(names[i], "tmp-", 4) != 0)
             continue;
         rv = snap__join(path, snap_dir, names[i]);

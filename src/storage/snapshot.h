@@ -70,8 +70,9 @@ int snap_list(kv_fs *fs, const char *snap_dir, snap_meta **out, size_t *count);
  * logged (CORRUPT/MISSING). KV_ENOTFOUND when there is none. */
 int snap_latest(kv_fs *fs, const char *snap_dir, snap_meta *out);
 
-/* Keeps the newest keep (>= 1) snapshots by name, deletes the older ones and
- * every tmp-* directory. Call it when no snap_create or snap_recv is in
+/* Keeps the newest keep (>= 1) snapshots by name, and the newest one that
+ * verifies when none of those does; deletes the other older ones and every
+ * tmp-* directory. Call it when no snap_create or snap_recv is in
  * progress in snap_dir (from the thread that runs them, or at start-up). */
 int snap_gc(kv_fs *fs, const char *snap_dir, uint32_t keep);
 

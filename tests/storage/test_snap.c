@@ -437,6 +437,31 @@ START_TEST(test_gc_keep_last) {
 }
 END_TEST
 
+/* When the newest snapshots fail their checks, gc keeps the newest valid
+ * one rather than leave no valid snapshot at all. */
+START_TEST(test_gc_keeps_newest_valid) {
+    snap_meta m[3];
+    for (int i = 0; i < 3; i++) {
+        fill(5, 10, NULL);
+        ck_assert_int_eq(snap_create(S, FS, snaps, &m[i]), 0);
+    }
+    char mf[8192];
+    snprintf(mf, sizeof mf, "%s/%s", m[2].path, SNAP_MANIFEST_NAME);
+    tu_flip(mf, 20); /* the newest one is now invalid */
+    ck_assert_int_eq(snap_gc(FS, snaps, 1), 0);
+    snap_meta *v = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(snap_list(FS, snaps, &v, &n), 0);
+    ck_assert_uint_eq(n, 2); /* the newest (kept by count) and m[1] (valid) */
+    ck_assert_str_eq(v[0].path, m[1].path);
+    ck_assert_str_eq(v[1].path, m[2].path);
+    free(v);
+    snap_meta latest;
+    ck_assert_int_eq(snap_latest(FS, snaps, &latest), 0);
+    ck_assert_str_eq(latest.path, m[1].path);
+}
+END_TEST
+
 /* The Raft log is the durability point: a prefix goes only once RocksDB
  * (flushed) or a snapshot holds its state. */
 START_TEST(test_drop_bound_with_snapshot) {
@@ -468,6 +493,7 @@ static Suite *snap_suite(void) {
     tcase_add_test(t, test_recv_sync_error_final);
     tcase_add_test(t, test_manifest_size_overflow);
     tcase_add_test(t, test_gc_keep_last);
+    tcase_add_test(t, test_gc_keeps_newest_valid);
     tcase_add_test(t, test_drop_bound_with_snapshot);
     suite_add_tcase(s, t);
     return s;
