@@ -313,13 +313,49 @@ static int sm__session_op(sm__batch *b, const sm_entry *e, const Kv__Command *c,
     return rv;
 }
 
+/* protobuf-c's unpack returns NULL both for bad input and for a failed
+ * malloc. A node that ran out of memory must not reply "does not decode"
+ * where the other replicas apply the command (they would diverge): it
+ * returns KV_ENOMEM and the caller fail-stops. This allocator tells the two
+ * apart. */
+typedef struct sm__pb_alloc {
+    ProtobufCAllocator a;
+    bool oom;
+} sm__pb_alloc;
+
+static void *sm__pb_malloc(void *data, size_t size) {
+    sm__pb_alloc *x = data;
+    void *p = malloc(size);
+    x->oom |= p == NULL;
+    return p;
+}
+
+static void sm__pb_free(void *data, void *p) {
+    (void)data;
+    free(p);
+}
+
+static void sm__pb_alloc_init(sm__pb_alloc *x) {
+    *x = (sm__pb_alloc){.a = {.alloc = sm__pb_malloc, .free = sm__pb_free}};
+    x->a.allocator_data = x;
+}
+
+/* A payload that does not decode gets the same KV_EPROTO reply on every
+ * node; running out of memory while decoding is KV_ENOMEM (fail-stop). */
+static int sm__undecodable(const sm__pb_alloc *x, sm_reply *r, const char *detail) {
+    if (x->oom)
+        return KV_ENOMEM;
+    r->code = KV_EPROTO;
+    r->detail = detail;
+    return 0;
+}
+
 static int sm__apply_command(sm__batch *b, const sm_entry *e, sm_reply *r) {
-    Kv__Command *c = kv__command__unpack(NULL, e->len, e->payload);
-    if (c == NULL) {
-        r->code = KV_EPROTO; /* the same on every node: never a crash */
-        r->detail = "command does not decode";
-        return 0;
-    }
+    sm__pb_alloc pa;
+    sm__pb_alloc_init(&pa);
+    Kv__Command *c = kv__command__unpack(&pa.a, e->len, e->payload);
+    if (c == NULL)
+        return sm__undecodable(&pa, r, "command does not decode");
     int rv;
     if (c->op == KV__COMMAND__OP__REGISTER)
         rv = sm__register(b, e, r);
@@ -327,18 +363,17 @@ static int sm__apply_command(sm__batch *b, const sm_entry *e, sm_reply *r) {
         rv = sm__op(b, c, r);
     else
         rv = sm__session_op(b, e, c, r);
-    kv__command__free_unpacked(c, NULL);
+    kv__command__free_unpacked(c, &pa.a);
     return rv;
 }
 
 static int sm__apply_membership(sm__batch *b, const sm_entry *e, sm_reply *r) {
-    Kv__Membership *m = kv__membership__unpack(NULL, e->len, e->payload);
-    if (m == NULL) {
-        r->code = KV_EPROTO;
-        r->detail = "membership does not decode";
-        return 0;
-    }
-    kv__membership__free_unpacked(m, NULL);
+    sm__pb_alloc pa;
+    sm__pb_alloc_init(&pa);
+    Kv__Membership *m = kv__membership__unpack(&pa.a, e->len, e->payload);
+    if (m == NULL)
+        return sm__undecodable(&pa, r, "membership does not decode");
+    kv__membership__free_unpacked(m, &pa.a);
     rocksdb_writebatch_wi_put(b->wb, SM_META_MEMBERSHIP, strlen(SM_META_MEMBERSHIP),
                               (const char *)e->payload, e->len);
     return 0;
