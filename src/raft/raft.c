@@ -247,6 +247,8 @@ static void become_leader(raft *r) {
     r->heartbeat_elapsed = 0;
     r->election_elapsed = 0;
     r->read_seq = 0;
+    r->lead_ticks = 0;
+    r->lease_revoked = false;
     raft_peers_reset(r);
     /* thesis §6.4 / paper §8: a no-op of the new term, so the leader learns
      * what is committed and can serve reads once it commits. */
@@ -334,21 +336,20 @@ int raft_campaign(raft *r) {
 
 static void tick_leader(raft *r) {
     assert(r->role == RAFT_LEADER);
+    r->lead_ticks++;
     r->heartbeat_elapsed++;
     r->election_elapsed++;
     if (r->election_elapsed >= r->cfg.election_ticks) {
         r->election_elapsed = 0;
-        if (r->cfg.check_quorum) {
-            int active = 0;
-            for (uint32_t i = 0; i < r->peers_count; i++) {
-                raft_peer *p = &r->peers[i];
-                active += p->voter && (p->recent_active || p->id == r->id);
-                p->recent_active = p->id == r->id;
-            }
-            if (active < raft_quorum(r)) {
-                raft_become_follower(r, r->term, 0); /* CheckQuorum, thesis §6.2 */
-                return;
-            }
+        int active = 0;
+        for (uint32_t i = 0; i < r->peers_count; i++) {
+            raft_peer *p = &r->peers[i];
+            active += p->voter && (p->recent_active || p->id == r->id);
+            p->recent_active = p->id == r->id; /* a new window, check_quorum or not */
+        }
+        if (r->cfg.check_quorum && active < raft_quorum(r)) {
+            raft_become_follower(r, r->term, 0); /* CheckQuorum, thesis §6.2 */
+            return;
         }
     }
     if (r->transferee != 0 && ++r->transfer_elapsed >= r->cfg.election_ticks) {
@@ -356,7 +357,8 @@ static void tick_leader(raft *r) {
     }
     if (r->heartbeat_elapsed >= r->cfg.heartbeat_ticks) {
         r->heartbeat_elapsed = 0;
-        raft_send_heartbeats(r, r->read_seq);
+        /* lease_read: each heartbeat is a round, renewing the lease */
+        raft_send_heartbeats(r, r->cfg.lease_read ? raft_reads_new_round(r) : r->read_seq);
     }
     for (uint32_t i = 0; i < r->peers_count; i++) {
         if (r->peers[i].state == RAFT_PROGRESS_SNAPSHOT) {
@@ -369,9 +371,15 @@ void raft_tick(raft *r) {
     assert(r != NULL && !r->in_ready);
     if (r->role == RAFT_LEADER) {
         tick_leader(r);
-    } else if (++r->election_elapsed >= r->election_timeout) {
-        reset_election_timeout(r);
-        if (raft_is_voter(&r->conf, r->id) && !r->install_pending) {
+    } else {
+        /* keeps counting (saturating) when it cannot campaign: a learner or
+         * a removed node must not restart its lease of a leader it no longer
+         * hears (step_higher_term), or it would ignore the campaigns of
+         * voters whose newer conf counts it (etcd-io/raft does the same) */
+        r->election_elapsed += r->election_elapsed < UINT32_MAX;
+        if (r->election_elapsed >= r->election_timeout && raft_is_voter(&r->conf, r->id) &&
+            !r->install_pending) {
+            reset_election_timeout(r);
             raft_campaign_start(r, r->cfg.pre_vote, false);
         }
     }

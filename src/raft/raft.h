@@ -32,7 +32,9 @@
  *      "two leaders in one term": a vote reply or a message of a new term
  *      never leaves before term+vote are on disk). When only rd.hs.commit
  *      changed (hs_changed && !hs_must_sync), rd.hs may be written lazily,
- *      e.g. together with the entries; commit is only a hint on restart.
+ *      in any order with the entries: rd.hs.commit never exceeds the entries
+ *      already reported durable (raft_persisted), so it never covers an
+ *      entry this or a later Ready replaces; commit is a hint on restart.
  *   2. rd.has_snapshot (follower): install the snapshot (index, term,
  *      membership) from the chunks stored in earlier Readys: the state
  *      machine becomes the snapshot's, and the snapshot metadata is durable,
@@ -131,10 +133,19 @@
  * between two raft_ready() calls share one heartbeat round. A new leader
  * holds reads until the no-op of its term is committed (pitfalls.md "stale
  * reads after an election"). With cfg.lease_read (needs check_quorum; off by
- * default; assumes bounded clock drift) the leader answers without a round,
- * relying on CheckQuorum: a leader that lost its majority steps down within
- * an election timeout, and followers ignore campaigns for as long after
- * hearing from it (etcd-io/raft ReadOnlyLeaseBased).
+ * default; assumes the nodes' tick rates do not drift) the leader answers
+ * without a round of its own while it holds a lease: a quorum of voters
+ * confirmed a heartbeat round (in lease mode every heartbeat is one) sent
+ * fewer than election_ticks - 1 ticks ago. Followers ignore campaigns for
+ * election_ticks ticks after hearing from a leader, so no newer leader can
+ * exist during the lease. (CheckQuorum alone is not enough: it steps a
+ * leader down up to two election timeouts after its last ack.) A leader
+ * that sent TIMEOUT_NOW (leadership transfer, whose campaign ignores that
+ * rule) holds no lease for the rest of its term. Without a lease a read
+ * takes a round as usual. A restarted node forgets when it last heard from
+ * a leader: with lease_read, restart a node no sooner than election_ticks
+ * ticks after it stopped. max_read_pending counts reads waiting for a round
+ * and answered reads not yet handed out by raft_advance().
  * Followers do not forward reads: raft_read_index() returns KV_ENOTLEADER and
  * the app redirects the client to raft_leader().
  *
@@ -374,7 +385,7 @@ int raft_conf_decode(const void *data, size_t len, raft_conf_op *op, uint64_t *n
 
 /* Requests a linearizable read (leader only); the answer comes in a later
  * Ready's reads with the same ctx. Returns 0, KV_ENOTLEADER, KV_EBUSY
- * (max_read_pending reads already wait). */
+ * (max_read_pending reads already wait or wait to be handed out), KV_ENOMEM. */
 int raft_read_index(raft *r, uint64_t ctx);
 
 /* Starts handing leadership to voter id (thesis §3.10): proposals are refused
@@ -505,8 +516,10 @@ typedef struct raft_progress_info {
  * KV_ENOTLEADER, KV_ENOTFOUND. */
 int raft_progress(const raft *r, uint64_t id, raft_progress_info *out);
 
-/* Leader: learner id has every committed entry and is active, so promoting
- * it does not stall commits. */
+/* Leader: learner id has every committed entry and is active (heard from in
+ * the current election-timeout window, as recent_active), so promoting it
+ * does not stall commits. Right after a window starts a live learner may
+ * read as not caught up until its next answer: retry. */
 bool raft_learner_caught_up(const raft *r, uint64_t id);
 
 #endif /* KV_RAFT_H */

@@ -160,7 +160,8 @@ bool raft_learner_caught_up(const raft *r, uint64_t id) {
         return false;
     }
     const raft_peer *p = raft_peer_cget(r, id);
-    return p != NULL && !p->voter && p->match >= r->commit && p->state == RAFT_PROGRESS_REPLICATE;
+    return p != NULL && !p->voter && p->match >= r->commit && p->recent_active &&
+           p->state == RAFT_PROGRESS_REPLICATE;
 }
 
 static int conf_apply_op(const raft *r, raft_conf_op op, uint64_t node, raft_membership *c) {

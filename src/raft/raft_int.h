@@ -69,6 +69,10 @@ typedef struct raft_peer {
     uint32_t snap_idle;  /* ticks without progress */
 } raft_peer;
 
+/* Rounds whose start tick the leader remembers for lease reads; a lease
+ * resting on an older round has expired (reads then take a round). */
+#define RAFT_LEASE_ROUNDS 64u
+
 typedef struct raft_read_req {
     uint64_t ctx;
     uint64_t index; /* 0: fill in with the commit index when released */
@@ -121,6 +125,11 @@ struct raft {
     size_t reads_cap;
     uint64_t read_seq;      /* last round started */
     bool read_round_wanted; /* a read waits for a round not yet started */
+    /* lease_read: the leader's clock and when each recent round started, so
+     * a lease lasts from the SEND of a round a quorum confirmed (raft_read.c) */
+    uint64_t lead_ticks;
+    uint64_t round_tick[RAFT_LEASE_ROUNDS];
+    bool lease_revoked; /* a TIMEOUT_NOW went out this term: no lease reads */
     raft_read_state *read_out;
     size_t read_out_count;
     size_t read_out_cap;
@@ -196,6 +205,7 @@ void raft_send_timeout_now(raft *r, uint64_t to);
 void raft_reads_fail_all(raft *r);
 void raft_reads_release(raft *r);
 void raft_reads_start_round(raft *r);
+uint64_t raft_reads_new_round(raft *r);
 void raft_reads_free(raft *r);
 
 /* ---- raft_conf.c ---- */

@@ -10,9 +10,19 @@
  *     (or when that no-op committed, if later), and
  *  2. a quorum of voters acknowledged a heartbeat round started after the
  *     read came (the leader was still leader then, step 2).
- * With lease_read, step 2 is skipped: CheckQuorum makes a leader that lost
- * its quorum step down within an election timeout (etcd-io/raft
- * ReadOnlyLeaseBased; assumes bounded clock drift).
+ * With lease_read, step 2 may rest on an EARLIER round (thesis §6.4.1): a
+ * follower ignores campaigns for election_ticks of its ticks after it heard
+ * from the leader (raft.c step_higher_term), so no other leader can exist
+ * until that long after the SEND of a round that a quorum confirmed. The
+ * leader notes its tick at each round's start (every heartbeat starts one
+ * in lease mode) and serves a read at once only while the newest confirmed
+ * round is younger than election_ticks - 1 ticks (one tick for the phase
+ * between two nodes' clocks; clocks must not drift). Not CheckQuorum: it
+ * steps a leader down up to two election timeouts after its last ack, so a
+ * newer leader may already commit meanwhile (etcd-io/raft ReadOnlyLeaseBased
+ * has that window). A leader that sent TIMEOUT_NOW has no lease for the
+ * rest of its term: a transfer campaign ignores leases (etcd-io/raft#99,
+ * etcd#12704). Otherwise a read takes a round, as without lease_read.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +124,15 @@ void raft_reads_release(raft *r) {
     }
 }
 
+/* Starts a heartbeat round: numbers it and notes when (for leases). */
+uint64_t raft_reads_new_round(raft *r) {
+    assert(r->role == RAFT_LEADER);
+    r->read_seq++;
+    r->round_tick[r->read_seq % RAFT_LEASE_ROUNDS] = r->lead_ticks;
+    assert(r->read_seq > 0);
+    return r->read_seq;
+}
+
 /* At raft_ready: one heartbeat round for every read that waits for one. */
 void raft_reads_start_round(raft *r) {
     if (!r->read_round_wanted || r->role != RAFT_LEADER) {
@@ -121,32 +140,44 @@ void raft_reads_start_round(raft *r) {
         return;
     }
     r->read_round_wanted = false;
-    r->read_seq++;
-    raft_send_heartbeats(r, r->read_seq);
+    raft_send_heartbeats(r, raft_reads_new_round(r));
     raft_reads_release(r); /* a single voter confirms alone */
 }
 
+/* lease_read: no newer leader can exist yet (see the top of this file). */
+static bool lease_valid(const raft *r) {
+    if (!r->cfg.lease_read || r->lease_revoked || !term_committed(r)) {
+        return false;
+    }
+    uint64_t k = confirmed_round(r);
+    if (k == 0 || k + RAFT_LEASE_ROUNDS <= r->read_seq) {
+        return false; /* none, or too old to know when it started */
+    }
+    uint64_t age = r->lead_ticks - r->round_tick[k % RAFT_LEASE_ROUNDS];
+    assert(age <= r->lead_ticks);
+    return age + 2 <= r->cfg.election_ticks;
+}
+
 int raft_read_index(raft *r, uint64_t ctx) {
-    assert(r->reads_count <= r->cfg.max_read_pending);
     assert(r != NULL && !r->in_ready);
+    assert(r->reads_count + r->read_out_count <= r->cfg.max_read_pending);
     if (r->role != RAFT_LEADER) {
         return KV_ENOTLEADER;
     }
-    if (r->reads_count >= r->cfg.max_read_pending) {
+    /* answered reads count too until the app took them (raft_advance) */
+    if (r->reads_count + r->read_out_count >= r->cfg.max_read_pending) {
         return KV_EBUSY;
     }
+    if (lease_valid(r)) {
+        return read_out_push(r, ctx, r->commit, 0);
+    }
     raft_read_req q = {.ctx = ctx, .index = term_committed(r) ? r->commit : 0};
-    bool lease = r->cfg.lease_read && r->cfg.check_quorum;
-    q.seq = lease ? 0 : r->read_seq + 1;
+    q.seq = r->read_seq + 1; /* the next round, started at raft_ready */
     int rc = reads_push(r, q);
     if (rc != 0) {
         return rc;
     }
-    if (lease) {
-        raft_reads_release(r);
-    } else {
-        r->read_round_wanted = true;
-    }
+    r->read_round_wanted = true;
     return 0;
 }
 

@@ -82,6 +82,18 @@ static void out_materialize(raft *r) {
     r->out_count = j;
 }
 
+/* The commit index a Ready's hard state carries: never past the entries
+ * already durable here. The app may write rd.hs before this Ready's entries
+ * (raft.h step 1); were a crash to come between, a commit index covering
+ * them would mark the log's OLD suffix at those indexes (that this Ready
+ * truncates) committed on restart, and the state machine would apply
+ * entries no quorum ever held. */
+static uint64_t hs_commit(const raft *r) {
+    uint64_t c = r->commit < r->log.stable ? r->commit : r->log.stable;
+    assert(c <= r->commit && c <= raft_log_last(&r->log));
+    return c;
+}
+
 bool raft_has_ready(const raft *r) {
     assert(r != NULL);
     if (r->out_count > 0 || r->read_out_count > 0 || r->install_pending || r->rcv_q_count > 0) {
@@ -98,7 +110,7 @@ bool raft_has_ready(const raft *r) {
         }
     }
     if (r->term != r->prev_hs.term || r->vote != r->prev_hs.vote ||
-        r->commit != r->prev_hs.commit || r->leader != r->prev_ss.leader ||
+        hs_commit(r) != r->prev_hs.commit || r->leader != r->prev_ss.leader ||
         r->role != r->prev_ss.role) {
         return true;
     }
@@ -170,7 +182,7 @@ int raft_ready(raft *r, struct raft_ready *rd) {
     out_materialize(r);
     rd->msgs = r->out;
     rd->msgs_count = r->out_count;
-    rd->hs = (raft_hard_state){.term = r->term, .vote = r->vote, .commit = r->commit};
+    rd->hs = (raft_hard_state){.term = r->term, .vote = r->vote, .commit = hs_commit(r)};
     rd->hs_must_sync = rd->hs.term != r->prev_hs.term || rd->hs.vote != r->prev_hs.vote;
     rd->hs_changed = rd->hs_must_sync || rd->hs.commit != r->prev_hs.commit;
     rd->ss = (raft_soft_state){.leader = r->leader, .role = r->role};

@@ -174,7 +174,11 @@ void raft_send_heartbeats(raft *r, uint64_t ctx) {
     }
 }
 
+/* The target's campaign ignores the followers' leases, so this leader's
+ * lease ends here for the rest of its term (raft_read.c). */
 void raft_send_timeout_now(raft *r, uint64_t to) {
+    assert(r->role == RAFT_LEADER);
+    r->lease_revoked = true;
     raft_out_push(r, RAFT_MSG_TIMEOUT_NOW, to);
 }
 

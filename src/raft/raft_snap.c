@@ -91,7 +91,7 @@ void raft_snap_tick(raft *r, raft_peer *p) {
     assert(p->state == RAFT_PROGRESS_SNAPSHOT && p->snap_acked <= p->snap_sent);
     if (++p->snap_idle >= r->cfg.election_ticks) {
         p->snap_idle = 0;
-        p->snap_sent = p->snap_acked; /* a chunk or its ack was lost */
+        p->snap_sent = p->snap_acked;  /* a chunk or its ack was lost */
         p->snap_total = TOTAL_UNKNOWN; /* so at least one chunk goes again */
         raft_snap_send(r, p);
     }

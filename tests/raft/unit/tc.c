@@ -154,6 +154,8 @@ void tc_ready(tc *c, uint64_t id) {
         if (rd.hs_changed) {
             n->hs = rd.hs; /* durable at once: a synchronous write */
         }
+        /* raft.h step 1: hs.commit covers only entries durable already */
+        ck_assert_uint_le(rd.hs.commit, raft_persisted_index(n->r));
         snapshot_parts(n, &rd);
         check_msgs(n, &rd);
         for (size_t i = 0; i < rd.msgs_count; i++) {

@@ -77,6 +77,64 @@ START_TEST(test_add_promote_remove_leader) {
 }
 END_TEST
 
+/* Voters 1..3 (1 leads) and learner 4, which caught up and is active. */
+static void with_learner(tc *c) {
+    tc_start(c, 3, 4, NULL, NULL);
+    tc_elect(c, 1);
+    ck_assert_int_eq(raft_propose_conf(c->n[1].r, RAFT_CONF_ADD_LEARNER, 4, NULL), 0);
+    tc_settle(c);
+    tc_tick_all(c, 3);
+    ck_assert(raft_learner_caught_up(c->n[1].r, 4));
+}
+
+/* A learner that stopped hearing its leader must not stay in that
+ * leader's lease for ever: a voter whose newer conf counts it (a promotion
+ * the learner has not received yet) needs its (pre)vote. Every PreVote that
+ * comes more than an election timeout after the leader went silent gets an
+ * answer. */
+START_TEST(test_learner_lease_ends) {
+    tc c;
+    with_learner(&c);
+    tc_isolate(&c, 1, true);
+    tc_tick(&c, 4, 30); /* 3 election timeouts without a leader */
+    uint64_t term = raft_term(c.n[4].r);
+    int answered = 0;
+    for (int i = 0; i < 20; i++) {
+        tc_tick(&c, 4, 1);
+        raft_msg pv = {.type = RAFT_MSG_PREVOTE,
+                       .from = 2,
+                       .to = 4,
+                       .term = term + 1,
+                       .index = raft_last_index(c.n[2].r),
+                       .log_term = term};
+        ck_assert_int_eq(raft_step(c.n[4].r, &pv), 0);
+        tc_ready(&c, 4);
+        answered += tc_queued(&c, RAFT_MSG_PREVOTE_RESP, 4, 2) > 0;
+        tc_drop_queued(&c, 0, 4, 0);
+    }
+    ck_assert_int_eq(answered, 20);
+    ck_assert_uint_eq(raft_term(c.n[4].r), term); /* PreVote changed nothing */
+    tc_free(&c);
+}
+END_TEST
+
+/* raft.h: "caught up" also means active; promoting a learner that went away
+ * would add a voter that never answers (with 1 voter: no quorum ever). */
+START_TEST(test_promote_needs_active_learner) {
+    tc c;
+    with_learner(&c);
+    tc_isolate(&c, 4, true);
+    tc_tick_all(&c, 25); /* two CheckQuorum windows without hearing 4 */
+    ck_assert_int_eq(raft_state_role(c.n[1].r), RAFT_LEADER);
+    ck_assert(!raft_learner_caught_up(c.n[1].r, 4));
+    ck_assert_int_eq(raft_propose_conf(c.n[1].r, RAFT_CONF_PROMOTE, 4, NULL), KV_EBUSY);
+    tc_isolate(&c, 4, false);
+    tc_tick_all(&c, 2);
+    ck_assert(raft_learner_caught_up(c.n[1].r, 4));
+    tc_free(&c);
+}
+END_TEST
+
 /* A new leader commits an entry of its term before any change. */
 START_TEST(test_no_change_before_own_term_commit) {
     tc c;
@@ -198,6 +256,8 @@ Suite *conf_suite(void) {
     tcase_add_test(t, test_transfer_leader);
     tcase_add_test(t, test_transfer_aborts);
     tcase_add_test(t, test_conf_decode);
+    tcase_add_test(t, test_learner_lease_ends);
+    tcase_add_test(t, test_promote_needs_active_learner);
     suite_add_tcase(s, t);
     return s;
 }

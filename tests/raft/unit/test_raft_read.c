@@ -124,17 +124,107 @@ static void lease(raft_config *cfg, void *arg) {
     cfg->lease_read = true;
 }
 
-/* Lease reads: no heartbeat round. */
+/* Lease reads: once a quorum confirmed a recent heartbeat, no round of its
+ * own. Before any confirmed heartbeat there is no lease: a round. */
 START_TEST(test_lease_read) {
     tc c;
     tc_start(&c, 3, 3, lease, NULL);
     tc_elect(&c, 1);
     raft *r = c.n[1].r;
+    ck_assert_int_eq(raft_read_index(r, 4), 0);
+    tc_ready(&c, 1);
+    ck_assert_uint_eq(tc_queued(&c, RAFT_MSG_HEARTBEAT, 1, 0), 2);
+    tc_settle(&c);
+    ck_assert_uint_eq(c.n[1].reads_count, 1);
+    tc_tick_all(&c, 1); /* a heartbeat round, confirmed */
     ck_assert_int_eq(raft_read_index(r, 5), 0);
     tc_ready(&c, 1);
     ck_assert_uint_eq(tc_queued(&c, RAFT_MSG_HEARTBEAT, 1, 0), 0);
-    ck_assert_uint_eq(c.n[1].reads_count, 1);
-    ck_assert_uint_eq(c.n[1].reads[0].index, raft_commit_index(r));
+    ck_assert_uint_eq(c.n[1].reads_count, 2);
+    ck_assert_uint_eq(c.n[1].reads[1].ctx, 5);
+    ck_assert_uint_eq(c.n[1].reads[1].index, raft_commit_index(r));
+    tc_free(&c);
+}
+END_TEST
+
+/* Node 1 leads term t with a lease; a newer leader (term > t) exists. Node 1
+ * must not answer a read at once (it would be stale): it may only answer
+ * after a round, which it cannot complete. Returns whether it answered. */
+static bool stale_lease_read(tc *c, uint64_t new_leader) {
+    raft *old = c->n[1].r;
+    ck_assert_int_eq(raft_state_role(c->n[new_leader].r), RAFT_LEADER);
+    ck_assert_uint_gt(raft_term(c->n[new_leader].r), raft_term(old));
+    tc_propose(c, new_leader, 1, 8);
+    tc_settle(c);
+    ck_assert_uint_gt(raft_commit_index(c->n[new_leader].r), raft_commit_index(old));
+    ck_assert_int_eq(raft_state_role(old), RAFT_LEADER);
+    size_t before = c->n[1].reads_count;
+    ck_assert_int_eq(raft_read_index(old, 77), 0);
+    tc_settle(c);
+    return c->n[1].reads_count > before;
+}
+
+/* CheckQuorum steps a cut-off leader down only at the second check after
+ * its last ack, up to 2 * election_ticks; the followers stop ignoring
+ * campaigns election_ticks after it. Its lease must end before they do. */
+START_TEST(test_lease_expires_before_followers_vote) {
+    tc c;
+    tc_start(&c, 3, 3, lease, NULL);
+    tc_elect(&c, 1);
+    tc_tick_all(&c, 1); /* confirmed round: lease; acks in this check window */
+    tc_isolate(&c, 1, true);
+    uint64_t leader = 0;
+    for (int i = 0; i < 40 && leader == 0; i++) {
+        tc_tick_all(&c, 1); /* the same clock everywhere */
+        for (uint64_t id = 2; id <= 3; id++) {
+            leader = raft_state_role(c.n[id].r) == RAFT_LEADER ? id : leader;
+        }
+    }
+    ck_assert_uint_ne(leader, 0);
+    ck_assert_int_eq(raft_state_role(c.n[1].r), RAFT_LEADER); /* not yet down */
+    ck_assert(!stale_lease_read(&c, leader));
+    tc_free(&c);
+}
+END_TEST
+
+/* A leader that sent TIMEOUT_NOW has no lease: the target's campaign
+ * ignores the followers' leases (etcd-io/raft#99, etcd#12704). */
+START_TEST(test_lease_revoked_by_transfer) {
+    tc c;
+    tc_start(&c, 3, 3, lease, NULL);
+    tc_elect(&c, 1);
+    tc_tick_all(&c, 1); /* lease */
+    ck_assert_int_eq(raft_transfer_leader(c.n[1].r, 2), 0);
+    tc_ready(&c, 1); /* TIMEOUT_NOW queued to 2 */
+    ck_assert_uint_eq(tc_queued(&c, RAFT_MSG_TIMEOUT_NOW, 1, 2), 1);
+    tc_isolate(&c, 1, true); /* then 1 is cut off */
+    tc_settle(&c);
+    ck_assert(!stale_lease_read(&c, 2));
+    tc_free(&c);
+}
+END_TEST
+
+static void lease_two_pending(raft_config *cfg, void *arg) {
+    (void)arg;
+    cfg->lease_read = true;
+    cfg->max_read_pending = 2;
+}
+
+/* Answered reads wait in raft until raft_advance: they count against
+ * max_read_pending too, or lease reads between two Readys grow memory
+ * without bound. */
+START_TEST(test_lease_reads_bounded) {
+    tc c;
+    tc_start(&c, 3, 3, lease_two_pending, NULL);
+    tc_elect(&c, 1);
+    tc_tick_all(&c, 1); /* lease */
+    raft *r = c.n[1].r;
+    ck_assert_int_eq(raft_read_index(r, 1), 0);
+    ck_assert_int_eq(raft_read_index(r, 2), 0);
+    ck_assert_int_eq(raft_read_index(r, 3), KV_EBUSY);
+    tc_ready(&c, 1);
+    ck_assert_uint_eq(c.n[1].reads_count, 2);
+    ck_assert_int_eq(raft_read_index(r, 3), 0);
     tc_free(&c);
 }
 END_TEST
@@ -159,7 +249,10 @@ Suite *read_suite(void) {
     tcase_add_test(t, test_read_pending_limit);
     tcase_add_test(t, test_reads_fail_on_step_down);
     tcase_add_test(t, test_lease_read);
+    tcase_add_test(t, test_lease_expires_before_followers_vote);
+    tcase_add_test(t, test_lease_revoked_by_transfer);
     tcase_add_test(t, test_single_node_read);
+    tcase_add_test(t, test_lease_reads_bounded);
     suite_add_tcase(s, t);
     return s;
 }

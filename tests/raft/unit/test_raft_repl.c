@@ -285,6 +285,62 @@ START_TEST(test_lost_appends_recovered) {
 }
 END_TEST
 
+/* Follower 2 with durable entries 1 (conf) and 2..3 of term 1, restarted
+ * from hs and the given log (term-1 data "old"). */
+static raft *follower_from(raft_hard_state hs, const raft_entry *ents, size_t n) {
+    raft_config cfg;
+    raft_config_init(&cfg, 2);
+    cfg.hs = hs;
+    cfg.entries = ents;
+    cfg.entries_count = n;
+    cfg.applied = 1;
+    raft *r = NULL;
+    ck_assert_int_eq(raft_new(&cfg, &r), 0);
+    return r;
+}
+
+/* raft.h step 1 lets the app write rd.hs (commit only changed) before the
+ * Ready's entries. A crash between must not make the OLD entries that the
+ * Ready replaces committed on restart: rd.hs.commit stays within what was
+ * durable before. */
+START_TEST(test_hs_commit_never_covers_unwritten_entries) {
+    make_conf3();
+    raft_entry old[3] = {
+        {.index = 1, .term = 1, .type = RAFT_ENTRY_CONF, .data = conf3, .len = conf3_len},
+        {.index = 2, .term = 1, .data = "old", .len = 3},
+        {.index = 3, .term = 1, .data = "old", .len = 3},
+    };
+    raft *r = follower_from((raft_hard_state){.term = 1, .commit = 1}, old, 3);
+    /* the leader of term 2 replaces 2..3 and says both are committed */
+    raft_entry neu[2] = {{.index = 2, .term = 2, .data = "new", .len = 3},
+                         {.index = 3, .term = 2, .data = "new", .len = 3}};
+    raft_msg m = {.type = RAFT_MSG_APPEND,
+                  .from = 1,
+                  .to = 2,
+                  .term = 2,
+                  .index = 1,
+                  .log_term = 1,
+                  .entries = neu,
+                  .entries_count = 2,
+                  .commit = 3};
+    ck_assert_int_eq(raft_step(r, &m), 0);
+    struct raft_ready rd;
+    ck_assert_int_eq(raft_ready(r, &rd), 0);
+    ck_assert_uint_eq(rd.entries_count, 2);
+    raft_hard_state hs = rd.hs; /* written first; the crash comes before the entries */
+    raft_advance(r, &rd);
+    raft_free(r);
+    r = follower_from(hs, old, 3);
+    ck_assert_int_eq(raft_ready(r, &rd), 0);
+    for (size_t i = 0; i < rd.committed_count; i++) {
+        ck_assert_uint_ne(rd.committed[i].term, 1); /* never applies "old" 2..3 */
+    }
+    raft_advance(r, &rd);
+    raft_free(r);
+    ck_assert_uint_le(hs.commit, 1);
+}
+END_TEST
+
 START_TEST(test_msg_copy) {
     raft_entry e[2] = {{.index = 5, .term = 2, .data = "hello", .len = 5},
                        {.index = 6, .term = 2, .type = RAFT_ENTRY_NOOP}};
@@ -322,6 +378,7 @@ Suite *repl_suite(void) {
     tcase_add_test(t, test_uncommitted_limit);
     tcase_add_test(t, test_lost_appends_recovered);
     tcase_add_test(t, test_msg_copy);
+    tcase_add_test(t, test_hs_commit_never_covers_unwritten_entries);
     suite_add_tcase(s, t);
     return s;
 }
