@@ -168,6 +168,8 @@ int wal_reset(wal *w, uint64_t index, uint64_t term);
  * batches written. */
 typedef struct wal_stats {
     uint64_t syncs;
+    uint64_t sync_ns_total; /* time spent in those fdatasyncs */
+    uint64_t sync_ns_max;   /* the slowest (a slow disk shows here first) */
     uint64_t batches;
     uint64_t records;
 } wal_stats;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs kv's benchmarks and etcd's anchor in one run, so the figures sit side
+# by side on the same machine, the same disk, the same minute.
+#   bench/compare.sh [RUNS]     (default 3 runs of each kv figure)
+# Needs a build (make build). etcd comes from ../shared/tools/etcd-anchor.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${KV_BIN:-build/bin}
+runs=${1:-3}
+anchor=${ETCD_ANCHOR:-../shared/tools/etcd-anchor/run.sh}
+dir=$(mktemp -d "${TMPDIR:-/tmp}/kv-compare.XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+
+echo "# kv write-ahead log (kvbench wal), $runs runs each"
+for i in $(seq "$runs"); do
+  "$bin/kvbench" wal --data-dir "$dir/w64-$i" --records 30000 --size 256 --writers 64 | sed 's/^/wal writers=64 /'
+  "$bin/kvbench" wal --data-dir "$dir/w1-$i" --records 3000 --size 256 --writers 1 | sed 's/^/wal writers=1 /'
+  rm -rf "$dir/w64-$i" "$dir/w1-$i"
+done
+echo "# kv Raft core, in memory (raft-sim --bench)"
+"$bin/raft-sim" --bench | tail -1
+if [ -x "$anchor" ] && ! command -v etcdctl >/dev/null; then
+  echo "# the etcd anchor needs etcdctl: apt-get install etcd-client" >&2
+fi
+if [ -x "$anchor" ]; then
+  echo "# etcd 3-member cluster on loopback (etcd-anchor)"
+  "$anchor" "put 1 2000 256" "put 64 40000 256"
+else
+  echo "# etcd anchor not found at $anchor: skipped"
+fi
