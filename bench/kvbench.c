@@ -226,7 +226,7 @@ static void run_writers(wal_bench *b) {
 /* The disk's raw fsync rate: 4 KiB pwrite + fdatasync on a probe file. */
 static int probe_fsync(kv_fs *fs, const char *dir, double *per_s) {
     char path[DD_PATH_BYTES_MAX];
-    if (dd_path(path, sizeof path, dir, "fsync-probe.tmp") != 0)
+    if (kv_fs_join(path, sizeof path, dir, "fsync-probe.tmp") != 0)
         return KV_EINVAL;
     kv_file *f = NULL;
     int rv = fs->ops->open(fs, path, KV_FS_CREATE, &f);

@@ -13,15 +13,6 @@
 #define DD_FORMAT_LINE "kv-data-dir 1\n"
 #define DD_FORMAT_BYTES_MAX 256u
 
-int dd_path(char *buf, size_t cap, const char *dir, const char *name) {
-    assert(buf != NULL && cap > 0);
-    assert(dir != NULL && name != NULL);
-    int n = snprintf(buf, cap, "%s/%s", dir, name);
-    if (n < 0 || (size_t)n >= cap)
-        return KV_EINVAL;
-    return 0;
-}
-
 static void dd__report(kv_check_fn fn, void *arg, const char *word, const char *file,
                        const char *detail) {
     if (fn == NULL)
@@ -34,7 +25,7 @@ static void dd__report(kv_check_fn fn, void *arg, const char *word, const char *
 int dd_check_format(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg) {
     assert(fs != NULL && dir != NULL);
     char path[DD_PATH_BYTES_MAX];
-    if (dd_path(path, sizeof path, dir, DD_FORMAT_FILE) != 0)
+    if (kv_fs_join(path, sizeof path, dir, DD_FORMAT_FILE) != 0)
         return KV_EINVAL;
     void *buf = NULL;
     size_t len = 0;
@@ -69,21 +60,6 @@ int dd_check_format(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg) {
     return KV_EVERSION;
 }
 
-/* The parent directory of dir ("." when none). */
-static void dd__parent(const char *dir, char *buf, size_t cap) {
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/')
-        n--;
-    while (n > 0 && dir[n - 1] != '/')
-        n--;
-    while (n > 1 && dir[n - 1] == '/')
-        n--;
-    if (n == 0)
-        snprintf(buf, cap, ".");
-    else
-        snprintf(buf, cap, "%.*s", (int)n, dir);
-}
-
 static int dd__fail(int rv, const char *what, const char *path) {
     KV_LOGE(kv_errword(rv), "%s %s: %s", what, path, kv_strerror(rv));
     return rv;
@@ -91,8 +67,8 @@ static int dd__fail(int rv, const char *what, const char *path) {
 
 int dd_init(kv_fs *fs, const char *dir) {
     assert(fs != NULL && dir != NULL);
-    char path[DD_PATH_BYTES_MAX], parent[DD_PATH_BYTES_MAX];
-    if (dd_path(path, sizeof path, dir, DD_WAL_DIR) != 0)
+    char path[DD_PATH_BYTES_MAX];
+    if (kv_fs_join(path, sizeof path, dir, DD_WAL_DIR) != 0)
         return dd__fail(KV_EINVAL, "data dir path too long:", dir);
     int rv = fs->ops->mkdir(fs, dir);
     if (rv != 0)
@@ -102,7 +78,7 @@ int dd_init(kv_fs *fs, const char *dir) {
         return dd__fail(rv, "data dir of another format version:", dir);
     if (rv == KV_EMISSING) {
         char format[DD_PATH_BYTES_MAX];
-        (void)dd_path(format, sizeof format, dir, DD_FORMAT_FILE);
+        (void)kv_fs_join(format, sizeof format, dir, DD_FORMAT_FILE);
         rv = kv_fs_write_atomic(fs, format, DD_FORMAT_LINE, strlen(DD_FORMAT_LINE));
         if (rv != 0)
             return dd__fail(rv, "cannot write", format);
@@ -116,9 +92,8 @@ int dd_init(kv_fs *fs, const char *dir) {
     /* Always, not only when this call created dir: a run that died between
      * its mkdir and this sync leaves dir visible (page cache) but not
      * durable, and this run would find it "existing" (etcd#14098). */
-    dd__parent(dir, parent, sizeof parent);
-    if ((rv = fs->ops->sync_dir(fs, parent)) != 0)
-        return dd__fail(rv, "cannot sync", parent);
+    if ((rv = kv_fs_sync_parent(fs, dir)) != 0)
+        return dd__fail(rv, "cannot sync the parent of", dir);
     assert(fs->ops->exists(fs, path) == 0);
     return 0;
 }

@@ -21,8 +21,6 @@
 #define DD_WAL_DIR "wal"
 #define DD_PATH_BYTES_MAX 4096u
 
-/* Writes "dir/name" into buf[cap]. KV_EINVAL when it does not fit. */
-int dd_path(char *buf, size_t cap, const char *dir, const char *name);
 
 /* Makes dir a data directory: creates dir when absent, DIR/FORMAT (durably,
  * kv_fs_write_atomic) and DIR/wal/, then syncs dir and its parent. An

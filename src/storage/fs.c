@@ -224,24 +224,41 @@ void kv_fs_free_list(char **names, size_t count) {
     free(names);
 }
 
-/* The directory part of path ("." when none), into buf. */
-static void fs__dirname(const char *path, char *buf, size_t cap) {
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL) {
-        snprintf(buf, cap, ".");
-        return;
-    }
-    size_t n = (size_t)(slash - path);
+int kv_fs_join(char *buf, size_t cap, const char *dir, const char *name) {
+    assert(buf != NULL && cap > 0);
+    assert(dir != NULL && name != NULL);
+    int n = snprintf(buf, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap)
+        return KV_EINVAL;
+    return 0;
+}
+
+void kv_fs_dirname(const char *path, char *buf, size_t cap) {
+    assert(path != NULL && buf != NULL && cap > 1);
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/')
+        n--;
+    while (n > 0 && path[n - 1] != '/')
+        n--;
+    while (n > 1 && path[n - 1] == '/')
+        n--;
     if (n == 0)
-        n = 1; /* "/file" lives in "/" */
-    snprintf(buf, cap, "%.*s", (int)n, path);
+        snprintf(buf, cap, ".");
+    else
+        snprintf(buf, cap, "%.*s", (int)n, path);
+}
+
+int kv_fs_sync_parent(kv_fs *fs, const char *path) {
+    char dir[4096];
+    kv_fs_dirname(path, dir, sizeof dir);
+    return fs->ops->sync_dir(fs, dir);
 }
 
 int kv_fs_write_atomic(kv_fs *fs, const char *path, const void *buf, size_t len) {
     char tmp[4096], dir[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
         return KV_EINVAL;
-    fs__dirname(path, dir, sizeof dir);
+    kv_fs_dirname(path, dir, sizeof dir);
     kv_file *f = NULL;
     (void)fs->ops->unlink(fs, tmp);
     int rv = fs->ops->open(fs, tmp, KV_FS_CREATE | KV_FS_EXCL, &f);

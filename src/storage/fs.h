@@ -66,6 +66,17 @@ void kv_fs_free_list(char **names, size_t count);
 
 /* Helpers built on the ops (fs.c), used by every module that writes files. */
 
+/* Writes "dir/name" into buf[cap]. KV_EINVAL when it does not fit. */
+int kv_fs_join(char *buf, size_t cap, const char *dir, const char *name);
+
+/* The directory holding path ("." when none; trailing slashes ignored),
+ * into buf[cap]. */
+void kv_fs_dirname(const char *path, char *buf, size_t cap);
+
+/* Syncs the directory holding path: after creating, renaming or removing
+ * path, the change is durable only once this returned 0. */
+int kv_fs_sync_parent(kv_fs *fs, const char *path);
+
 /* Writes buf to path atomically and durably: a temporary file, sync,
  * rename over path, sync of the directory. */
 int kv_fs_write_atomic(kv_fs *fs, const char *path, const void *buf, size_t len);

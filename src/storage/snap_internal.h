@@ -52,10 +52,4 @@ int snap__list_dir(kv_fs *fs, const char *dir, char ***names, size_t *count);
 /* Removes dir and everything under it (0 also when it is missing). */
 int snap__rmtree(kv_fs *fs, const char *dir);
 
-/* a + "/" + b into out (SNAP_PATH_BYTES_MAX); KV_EINVAL when too long. */
-int snap__join(char *out, const char *a, const char *b);
-
-/* Syncs the directory holding path. */
-int snap__sync_parent(kv_fs *fs, const char *path);
-
 #endif

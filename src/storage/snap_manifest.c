@@ -13,27 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 
-int snap__join(char *out, const char *a, const char *b) {
-    assert(out != NULL && a != NULL && b != NULL);
-    int n = snprintf(out, SNAP_PATH_BYTES_MAX, "%s/%s", a, b);
-    if (n < 0 || (unsigned)n >= SNAP_PATH_BYTES_MAX)
-        return KV_EINVAL;
-    return 0;
-}
-
-int snap__sync_parent(kv_fs *fs, const char *path) {
-    char dir[SNAP_PATH_BYTES_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
-    return fs->ops->sync_dir(fs, dir);
-}
-
 bool snap__parse_name(const char *name, uint64_t *index, uint64_t *term) {
     assert(name != NULL && index != NULL && term != NULL);
     if (strlen(name) != 33 || name[16] != '-')
@@ -67,7 +46,7 @@ int snap__rmtree(kv_fs *fs, const char *dir) {
         return rv;
     char path[SNAP_PATH_BYTES_MAX];
     for (size_t i = 0; i < count && rv == 0; i++) {
-        rv = snap__join(path, dir, names[i]);
+        rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, dir, names[i]);
         if (rv == 0 && fs->ops->unlink(fs, path) != 0)
             rv = snap__rmtree(fs, path); /* a directory (RocksDB's archive/) */
     }
@@ -194,7 +173,7 @@ int snap__manifest_encode(const Kv__SnapshotManifest *m, uint8_t **out, size_t *
 
 int snap__manifest_read(kv_fs *fs, const char *dir, snap_manifest *out, const char **why) {
     char path[SNAP_PATH_BYTES_MAX];
-    int rv = snap__join(path, dir, SNAP_MANIFEST_NAME);
+    int rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, dir, SNAP_MANIFEST_NAME);
     if (rv != 0)
         return rv;
     void *buf = NULL;

@@ -54,9 +54,9 @@ static int snap__stage(kv_fs *fs, const char *snap_path, const snap_manifest *sm
     char from[SNAP_PATH_BYTES_MAX], to[SNAP_PATH_BYTES_MAX];
     for (size_t i = 0; i < sm->m->n_files && rv == 0; i++) {
         const char *name = sm->m->files[i]->name;
-        rv = snap__join(from, snap_path, name);
+        rv = kv_fs_join(from, SNAP_PATH_BYTES_MAX, snap_path, name);
         if (rv == 0)
-            rv = snap__join(to, stage, name);
+            rv = kv_fs_join(to, SNAP_PATH_BYTES_MAX, stage, name);
         if (rv != 0)
             break;
         size_t n = strlen(name);
@@ -68,7 +68,7 @@ static int snap__stage(kv_fs *fs, const char *snap_path, const snap_manifest *sm
     if (rv == 0)
         rv = fs->ops->sync_dir(fs, stage);
     if (rv == 0)
-        rv = snap__sync_parent(fs, stage);
+        rv = kv_fs_sync_parent(fs, stage);
     return rv;
 }
 
@@ -95,7 +95,7 @@ static int snap__swap(kv_fs *fs, const char *stage, const char *db_dir) {
             rv = fs->ops->rename(fs, old, stage);
     }
     if (rv == 0)
-        rv = snap__sync_parent(fs, db_dir);
+        rv = kv_fs_sync_parent(fs, db_dir);
     return rv;
 }
 

@@ -77,7 +77,7 @@ int snap_reader_read(snap_reader *r, uint64_t k, void *buf, size_t cap, size_t *
     if (cap < c.len)
         return KV_EINVAL;
     char path[SNAP_PATH_BYTES_MAX];
-    rv = snap__join(path, r->path, r->sm.m->files[c.file]->name);
+    rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, r->path, r->sm.m->files[c.file]->name);
     kv_file *f = NULL;
     if (rv == 0)
         rv = r->fs->ops->open(r->fs, path, KV_FS_READ, &f);
@@ -119,7 +119,7 @@ static int snap__recv_files(snap_recv *r) {
         rv = r->fs->ops->mkdir(r->fs, r->tmp);
     char path[SNAP_PATH_BYTES_MAX];
     for (size_t i = 0; i < r->sm.m->n_files && rv == 0; i++) {
-        rv = snap__join(path, r->tmp, r->sm.m->files[i]->name);
+        rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, r->tmp, r->sm.m->files[i]->name);
         kv_file *f = NULL;
         if (rv == 0)
             rv = r->fs->ops->open(r->fs, path, KV_FS_CREATE | KV_FS_EXCL, &f);
@@ -153,7 +153,7 @@ int snap_recv_begin(kv_fs *fs, const char *snap_dir, const uint8_t *manifest, si
     /* snap_dir's own name must be durable before a snapshot is installed
      * in it: a follower's first snapshot creates it (etcd#14098). */
     if (rv == 0 && (rv = fs->ops->mkdir(fs, snap_dir)) == 0)
-        rv = snap__sync_parent(fs, snap_dir);
+        rv = kv_fs_sync_parent(fs, snap_dir);
     if (rv == 0)
         rv = snap__recv_files(r);
     if (rv != 0) {
@@ -181,7 +181,7 @@ int snap_recv_chunk(snap_recv *r, uint64_t k, const void *data, size_t len, uint
     if (r->have[k])
         return 0; /* a duplicate */
     char path[SNAP_PATH_BYTES_MAX];
-    int rv = snap__join(path, r->tmp, r->sm.m->files[c.file]->name);
+    int rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, r->tmp, r->sm.m->files[c.file]->name);
     kv_file *f = NULL;
     if (rv == 0)
         rv = r->fs->ops->open(r->fs, path, KV_FS_WRITE, &f);
@@ -217,7 +217,7 @@ static int snap__recv_sync(snap_recv *r) {
     char path[SNAP_PATH_BYTES_MAX];
     int rv = 0;
     for (size_t i = 0; i < r->sm.m->n_files && rv == 0; i++) {
-        rv = snap__join(path, r->tmp, r->sm.m->files[i]->name);
+        rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, r->tmp, r->sm.m->files[i]->name);
         kv_file *f = NULL;
         if (rv == 0)
             rv = r->fs->ops->open(r->fs, path, KV_FS_WRITE, &f);
@@ -229,7 +229,7 @@ static int snap__recv_sync(snap_recv *r) {
             KV_LOGE(kv_errword(rv), "snapshot receive: sync %s: %s", path, kv_strerror(rv));
     }
     if (rv == 0)
-        rv = snap__join(path, r->tmp, SNAP_MANIFEST_NAME);
+        rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, r->tmp, SNAP_MANIFEST_NAME);
     if (rv == 0)
         rv = kv_fs_write_atomic(r->fs, path, r->sm.raw, r->sm.raw_len);
     return rv;

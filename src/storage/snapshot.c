@@ -81,7 +81,7 @@ static int snap__manifest_files(kv_fs *fs, const char *dir, Kv__SnapshotManifest
     rv = m->files == NULL ? KV_ENOMEM : count > KV_SNAPSHOT_FILES_MAX ? KV_ETOOBIG : 0;
     char path[SNAP_PATH_BYTES_MAX];
     for (size_t i = 0; i < count && rv == 0; i++) {
-        rv = snap__join(path, dir, names[i]);
+        rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, dir, names[i]);
         if (rv == 0 && strncmp(names[i], "LOG", 3) == 0) {
             rv = fs->ops->unlink(fs, path);
             continue;
@@ -126,7 +126,7 @@ static int snap__write_manifest(kv_fs *fs, const char *dir, uint64_t index, uint
         rv = snap__manifest_encode(&m, &buf, &len);
     char path[SNAP_PATH_BYTES_MAX];
     if (rv == 0)
-        rv = snap__join(path, dir, SNAP_MANIFEST_NAME);
+        rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, dir, SNAP_MANIFEST_NAME);
     if (rv == 0)
         rv = kv_fs_write_atomic(fs, path, buf, len); /* syncs it and dir */
     free(buf);
@@ -161,11 +161,11 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
     static _Atomic uint32_t counter;
     char tmp[SNAP_PATH_BYTES_MAX], name[64];
     snprintf(name, sizeof name, "tmp-%ld-%u", (long)getpid(), (unsigned)counter++);
-    int rv = snap__join(tmp, snap_dir, name);
+    int rv = kv_fs_join(tmp, SNAP_PATH_BYTES_MAX, snap_dir, name);
     if (rv == 0 && strlen(snap_dir) + 40 >= SNAP_PATH_BYTES_MAX)
         rv = KV_EINVAL;
     if (rv == 0 && (rv = fs->ops->mkdir(fs, snap_dir)) == 0)
-        rv = snap__sync_parent(fs, snap_dir);
+        rv = kv_fs_sync_parent(fs, snap_dir);
     if (rv == 0)
         rv = snap__rmtree(fs, tmp);
     if (rv == 0)
@@ -221,7 +221,7 @@ static int snap__verify_file(kv_fs *fs, const char *dir, const snap_manifest *sm
                              kv_check_fn fn, void *arg) {
     const Kv__SnapshotManifest__File *f = sm->m->files[i];
     char path[SNAP_PATH_BYTES_MAX];
-    int rv = snap__join(path, dir, f->name);
+    int rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, dir, f->name);
     if (rv != 0)
         return rv;
     uint64_t size = 0, xxh3 = 0, *chunks = NULL;
@@ -257,7 +257,7 @@ int snap_verify(kv_fs *fs, const char *path, kv_check_fn fn, void *arg) {
     snap_manifest sm;
     const char *why = NULL;
     char mpath[SNAP_PATH_BYTES_MAX];
-    int rv = snap__join(mpath, path, SNAP_MANIFEST_NAME);
+    int rv = kv_fs_join(mpath, SNAP_PATH_BYTES_MAX, path, SNAP_MANIFEST_NAME);
     if (rv == 0)
         rv = snap__manifest_read(fs, path, &sm, &why);
     if (rv != 0) {
@@ -390,7 +390,7 @@ int snap_gc(kv_fs *fs, const char *snap_dir, uint32_t keep) {
             continue;
         if (!old && strncmp(names[i], "tmp-", 4) != 0)
             continue;
-        rv = snap__join(path, snap_dir, names[i]);
+        rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, snap_dir, names[i]);
         if (rv == 0)
             rv = snap__rmtree(fs, path);
         removed++;

@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
     sm *s = NULL;
     if ((rv = wal_open(fs, dir, NULL, NULL, NULL, &w)) != 0)
         return die("wal_open", rv);
-    dd_path(path, sizeof path, dir, "db");
+    kv_fs_join(path, sizeof path, dir, "db");
     if ((rv = sm_open(path, NULL, &s)) != 0)
         return die("sm_open", rv);
     uint8_t buf[256];
@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
     if (rv != 0)
         return die("append/apply", rv);
     snap_meta meta;
-    dd_path(path, sizeof path, dir, "snap");
+    kv_fs_join(path, sizeof path, dir, "snap");
     if ((rv = sm_flush(s)) == 0)
         rv = snap_create(s, fs, path, &meta);
     sm_close(s);

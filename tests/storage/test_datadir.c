@@ -30,9 +30,16 @@ START_TEST(test_init_layout_durable) {
     free(buf);
     ck_assert_int_eq(dd_init(fs, "/srv/kv"), 0); /* again: left as it is */
     char p[64];
-    ck_assert_int_eq(dd_path(p, sizeof p, "/srv/kv", "wal"), 0);
+    ck_assert_int_eq(kv_fs_join(p, sizeof p, "/srv/kv", "wal"), 0);
     ck_assert_str_eq(p, "/srv/kv/wal");
-    ck_assert_int_eq(dd_path(p, 8, "/srv/kv", "wal"), KV_EINVAL);
+    ck_assert_int_eq(kv_fs_join(p, 8, "/srv/kv", "wal"), KV_EINVAL);
+    /* the parent whose sync makes a new entry durable */
+    static const char *cases[][2] = {{"a/b", "a"}, {"a/b/", "a"}, {"/x", "/"},       {"x", "."},
+                                     {"/", "/"},   {"a//b", "a"}, {"/a/b/c", "/a/b"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kv_fs_dirname(cases[i][0], p, sizeof p);
+        ck_assert_str_eq(p, cases[i][1]);
+    }
     fsf_free(f);
 }
 END_TEST
