@@ -36,6 +36,12 @@ if(TARGET raft-sim)
   add_test(NAME raft_sim_5 COMMAND raft-sim --seeds 1000 --nodes 5 --steps 40000)
   set_tests_properties(raft_sim_3 raft_sim_5 PROPERTIES LABELS sim TIMEOUT 900
     PASS_REGULAR_EXPRESSION "seeds=1000 failures=0 elections=[0-9]+ commits=[0-9]+ snapshots=[0-9]+ membership_changes=[0-9]+\n$")
+  # A short run labelled "unit" so the ASan+UBSan build also drives the core
+  # through crashes, partitions, snapshots and membership changes (seeds the
+  # release runs above do not use).
+  add_test(NAME raft_sim_sanitized COMMAND raft-sim --seeds 40 --first-seed 900000 --nodes 5 --steps 20000)
+  set_tests_properties(raft_sim_sanitized PROPERTIES LABELS unit TIMEOUT 600
+    PASS_REGULAR_EXPRESSION "seeds=40 failures=0 elections=[0-9]+ commits=[0-9]+ snapshots=[0-9]+ membership_changes=[0-9]+\n$")
 
   # A wrapper that runs raft-sim and checks its exit status and output:
   # -DEXPECT_RC=<n> -DEXPECT_RE=<regex> -DARGS=<|-separated list>, and -DSAME_TWICE=1 to
