@@ -14,6 +14,8 @@ trap 'rm -rf "$dir"' EXIT
 echo "# kv write-ahead log (kvbench wal), $runs runs each"
 for i in $(seq "$runs"); do
   "$bin/kvbench" wal --data-dir "$dir/w64-$i" --records 30000 --size 256 --writers 64 | sed 's/^/wal writers=64 /'
+  rm -rf "$dir/w64-$i"
+  "$bin/kvbench" wal --data-dir "$dir/w64-$i" --records 30000 --size 256 --writers 64 --coalesce --threads 1 | sed 's/^/wal writers=64 coalesce threads=1 /'
   "$bin/kvbench" wal --data-dir "$dir/w1-$i" --records 3000 --size 256 --writers 1 | sed 's/^/wal writers=1 /'
   rm -rf "$dir/w64-$i" "$dir/w1-$i"
 done

@@ -10,7 +10,8 @@
  * writers, each appending one record at a time and appending the next only
  * once the log completed the last (a record counts once the fsync covering
  * it returned). The writers run on T threads (default min(W, 4); T = W gives
- * each writer its own thread). Measures each
+ * each writer its own thread). Each record is its own append unless
+ * --coalesce, where a thread appends its ready writers' records in one call. Measures each
  * record's latency, and the raw fsync rate of the same disk (4 KiB pwrite +
  * fdatasync on a file in DIR, up to 1 s or 200 rounds, then deleted; run
  * before and after the log, the faster figure is printed):
@@ -44,8 +45,11 @@ static void usage(FILE *out) {
     fprintf(out, "usage: kvbench <subcommand> [flags]\n"
                  "subcommands:\n"
                  "  wal --data-dir DIR [--records N] [--size BYTES] [--writers W] [--threads T]\n"
+                 "      [--coalesce]\n"
                  "      write N records of BYTES bytes from W concurrent writers (on T\n"
-                 "      threads, default min(W, 4)) through the WAL\n");
+                 "      threads, default min(W, 4)) through the WAL; each record is its own\n"
+                 "      append, or with --coalesce a thread appends its ready writers'\n"
+                 "      records in one call\n");
 }
 
 static int bad_flag(const char *sub, const char *flag, const char *why) {
@@ -78,33 +82,44 @@ typedef struct bench_thread bench_thread;
 
 /* One writer: a stream of records, one in flight at a time. */
 typedef struct bench_writer {
-    bench_thread *th;
-    uint64_t no;    /* record number in flight */
-    uint64_t t0_ns; /* when it was appended */
-    int status;     /* from the log's callback */
-    struct bench_writer *next_done;
+    uint64_t no; /* record number in flight */
 } bench_writer;
 
-/* A thread driving some writers: it appends for each, sleeps until the
- * log completes any of them, and appends the next record for those. The
- * log's completion thread wakes a thread once for all of its writers in a
- * batch, not once per writer: with one OS thread per writer, waking 64
- * threads costs more CPU than the fsync they wait for, and the benchmark
- * would measure the scheduler instead of the log (kvd, too, serves many
- * clients from one loop thread). --threads W gives one thread per writer. */
+/* The records of some writers, appended in one wal_append call. */
+typedef struct bench_group {
+    bench_thread *th;
+    uint64_t t0_ns; /* when it was appended */
+    int status;     /* from the log's callback */
+    size_t count;
+    struct bench_group *next_done;
+    bench_writer *writers[]; /* count */
+} bench_group;
+
+/* A thread driving some writers: it appends the next record of every
+ * writer that is ready, sleeps until the log completes any of its appends,
+ * and goes again. By default each record is its own wal_append, so the log's
+ * group commit alone decides how many share an fdatasync; with --coalesce a
+ * thread appends all its ready writers' records in one call, as a server's
+ * loop turns a turn's proposals into one append. Few threads: with one OS
+ * thread per writer, waking 64 threads costs more CPU than the fsync they
+ * wait for, and the benchmark would measure the scheduler instead of the
+ * log. --threads W gives each writer its own thread. */
 struct bench_thread {
     wal_bench *b;
     pthread_t tid;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    bench_writer *done; /* completed, not yet seen by the thread */
+    bench_group *done; /* completed, not yet seen by the thread */
     bench_writer *writers;
     size_t writers_count;
+    bench_writer **ready; /* writers_count slots */
+    wal_entry *entries;   /* writers_count slots */
 };
 
 struct wal_bench {
     const char *dir;
     uint64_t records, size, writers, threads;
+    bool coalesce; /* a thread appends its ready writers' records in one call */
     wal *w;
     pthread_mutex_t mu; /* index order = queue order */
     uint64_t next_index, claimed;
@@ -113,36 +128,15 @@ struct wal_bench {
     uint8_t *payload;
 };
 
-static void writer_done(void *arg, int status) {
-    bench_writer *wr = arg;
-    bench_thread *th = wr->th;
-    wr->status = status;
+static void group_done(void *arg, int status) {
+    bench_group *g = arg;
+    bench_thread *th = g->th;
+    g->status = status;
     pthread_mutex_lock(&th->mu);
-    wr->next_done = th->done;
-    th->done = wr;
+    g->next_done = th->done;
+    th->done = g;
     pthread_mutex_unlock(&th->mu);
     pthread_cond_signal(&th->cond);
-}
-
-/* Appends the next record for wr: 0 appended, 1 nothing left to write,
- * or a KV_E* code (KV_EBUSY: the queue is full, nothing was kept). */
-static int writer_append(wal_bench *b, bench_writer *wr) {
-    pthread_mutex_lock(&b->mu);
-    if (b->claimed == b->records || b->failed) {
-        pthread_mutex_unlock(&b->mu);
-        return 1;
-    }
-    wal_entry e = {
-        .index = b->next_index, .term = 1, .type = 0, .len = (uint32_t)b->size, .data = b->payload};
-    wr->no = b->claimed;
-    wr->t0_ns = now_ns();
-    int rv = wal_append(b->w, &e, 1, writer_done, wr);
-    if (rv == 0) {
-        b->claimed++;
-        b->next_index++;
-    }
-    pthread_mutex_unlock(&b->mu);
-    return rv;
 }
 
 static void bench_fail(wal_bench *b, int rv) {
@@ -152,47 +146,87 @@ static void bench_fail(wal_bench *b, int rv) {
     pthread_mutex_unlock(&b->mu);
 }
 
-/* Appends for wr until the log takes it (waiting out BUSY); true when a
- * record is now in flight for wr. */
-static bool writer_next(wal_bench *b, bench_writer *wr) {
-    for (;;) {
-        int rv = writer_append(b, wr);
-        if (rv == 0)
-            return true;
-        if (rv == 1)
-            return false;
-        if (rv != KV_EBUSY) {
-            bench_fail(b, rv);
-            return false;
-        }
-        sched_yield(); /* the queue is full: others' completions make room */
+/* Appends the next records of up to n ready writers (at most a batch's
+ * bytes) in one call. Returns how many writers now have a record in flight
+ * (0: nothing left to write), or KV_EBUSY (the queue is full, nothing was
+ * kept) or another KV_E* code. */
+static int group_append(bench_thread *th, bench_writer **ready, size_t n) {
+    wal_bench *b = th->b;
+    size_t k_max =
+        b->coalesce ? KV_WAL_BATCH_BYTES_MAX / (b->size + KV_WAL_RECORD_HEADER_BYTES) : 1;
+    size_t k = n < k_max ? n : (k_max ? k_max : 1);
+    bench_group *g = malloc(sizeof *g + k * sizeof *g->writers);
+    assert(g != NULL);
+    pthread_mutex_lock(&b->mu);
+    k = b->failed ? 0 : (b->records - b->claimed < k ? (size_t)(b->records - b->claimed) : k);
+    for (size_t i = 0; i < k; i++) {
+        th->entries[i] = (wal_entry){
+            .index = b->next_index + i, .term = 1, .len = (uint32_t)b->size, .data = b->payload};
+        ready[i]->no = b->claimed + i;
+        g->writers[i] = ready[i];
     }
+    *g = (bench_group){.th = th, .t0_ns = now_ns(), .count = k};
+    int rv = k ? wal_append(b->w, th->entries, k, group_done, g) : 0;
+    if (rv == 0) {
+        b->claimed += k;
+        b->next_index += k;
+    }
+    pthread_mutex_unlock(&b->mu);
+    if (rv != 0 || k == 0)
+        free(g);
+    return rv != 0 ? rv : (int)k;
+}
+
+/* Appends for all n ready writers (waiting out BUSY); returns how many now
+ * have a record in flight. */
+static size_t writers_next(bench_thread *th, bench_writer **ready, size_t n) {
+    size_t started = 0;
+    while (started < n) {
+        int rv = group_append(th, ready + started, n - started);
+        if (rv == 0)
+            break; /* nothing left to write */
+        if (rv == KV_EBUSY) {
+            sched_yield(); /* the queue is full: completions make room */
+            continue;
+        }
+        if (rv < 0) {
+            bench_fail(th->b, rv);
+            break;
+        }
+        started += (size_t)rv;
+    }
+    return started;
 }
 
 static void *bench_thread_run(void *arg) {
     bench_thread *th = arg;
     wal_bench *b = th->b;
-    size_t active = 0;
     for (size_t i = 0; i < th->writers_count; i++)
-        active += writer_next(b, &th->writers[i]);
+        th->ready[i] = &th->writers[i];
+    size_t active = writers_next(th, th->ready, th->writers_count);
     while (active > 0) {
         pthread_mutex_lock(&th->mu);
         while (th->done == NULL)
             pthread_cond_wait(&th->cond, &th->mu);
-        bench_writer *list = th->done;
+        bench_group *list = th->done;
         th->done = NULL;
         pthread_mutex_unlock(&th->mu);
         uint64_t t = now_ns();
-        for (bench_writer *wr = list, *next; wr != NULL; wr = next) {
-            next = wr->next_done;
-            active--;
-            uint64_t us = (t - wr->t0_ns) / 1000;
-            b->latency_us[wr->no] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-            if (wr->status != 0)
-                bench_fail(b, wr->status);
-            else
-                active += writer_next(b, wr);
+        size_t n = 0;
+        for (bench_group *g = list, *next; g != NULL; g = next) {
+            next = g->next_done;
+            uint64_t us = (t - g->t0_ns) / 1000;
+            for (size_t i = 0; i < g->count; i++) {
+                b->latency_us[g->writers[i]->no] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+                th->ready[n++] = g->writers[i];
+            }
+            if (g->status != 0)
+                bench_fail(b, g->status);
+            active -= g->count;
+            free(g);
         }
+        assert(n <= th->writers_count);
+        active += writers_next(th, th->ready, n);
     }
     return NULL;
 }
@@ -204,9 +238,12 @@ static void run_writers(wal_bench *b) {
     assert(ths != NULL && wrs != NULL);
     for (uint64_t t = 0, first = 0; t < b->threads; t++) {
         uint64_t n = b->writers / b->threads + (t < b->writers % b->threads);
-        ths[t] = (bench_thread){.b = b, .writers = wrs + first, .writers_count = n};
-        for (uint64_t i = 0; i < n; i++)
-            wrs[first + i].th = &ths[t];
+        ths[t] = (bench_thread){.b = b,
+                                .writers = wrs + first,
+                                .writers_count = n,
+                                .ready = calloc(n, sizeof(bench_writer *)),
+                                .entries = calloc(n, sizeof(wal_entry))};
+        assert(ths[t].ready != NULL && ths[t].entries != NULL);
         first += n;
         pthread_mutex_init(&ths[t].mu, NULL);
         pthread_cond_init(&ths[t].cond, NULL);
@@ -218,6 +255,8 @@ static void run_writers(wal_bench *b) {
         pthread_join(ths[t].tid, NULL);
         pthread_mutex_destroy(&ths[t].mu);
         pthread_cond_destroy(&ths[t].cond);
+        free(ths[t].ready);
+        free(ths[t].entries);
     }
     free(wrs);
     free(ths);
@@ -308,6 +347,10 @@ static int cmd_wal(int argc, char **argv) {
         if (strcmp(flag, "--help") == 0) {
             usage(stdout);
             return 0;
+        }
+        if (strcmp(flag, "--coalesce") == 0) {
+            b.coalesce = true;
+            continue;
         }
         if (num == NULL && strcmp(flag, "--data-dir") != 0)
             return bad_flag("wal", flag, "unknown flag");
