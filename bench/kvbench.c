@@ -18,6 +18,7 @@
  *   records=N secs=S records_per_s=R fsyncs=F p50_us=X p99_us=Y fsyncs_per_s_raw=Z
  * Exit status: 0 done, 1 failed, 2 bad usage (the flag is named).
  */
+#include "common/clock.h"
 #include "kv/errors.h"
 #include "kv/limits.h"
 #include "storage/datadir.h"
@@ -56,12 +57,6 @@ static int bad_flag(const char *sub, const char *flag, const char *why) {
     fprintf(stderr, "kvbench %s: %s: %s\n", sub, flag, why);
     usage(stderr);
     return 2;
-}
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* Parses a decimal in [lo, hi]; false when it is not one. */
@@ -165,7 +160,7 @@ static int group_append(bench_thread *th, bench_writer **ready, size_t n) {
         ready[i]->no = b->claimed + i;
         g->writers[i] = ready[i];
     }
-    *g = (bench_group){.th = th, .t0_ns = now_ns(), .count = k};
+    *g = (bench_group){.th = th, .t0_ns = kv_now_ns(), .count = k};
     int rv = k ? wal_append(b->w, th->entries, k, group_done, g) : 0;
     if (rv == 0) {
         b->claimed += k;
@@ -211,7 +206,7 @@ static void *bench_thread_run(void *arg) {
         bench_group *list = th->done;
         th->done = NULL;
         pthread_mutex_unlock(&th->mu);
-        uint64_t t = now_ns();
+        uint64_t t = kv_now_ns();
         size_t n = 0;
         for (bench_group *g = list, *next; g != NULL; g = next) {
             next = g->next_done;
@@ -272,14 +267,14 @@ static int probe_fsync(kv_fs *fs, const char *dir, double *per_s) {
     if (rv != 0)
         return rv;
     static uint8_t block[4096];
-    uint64_t t0 = now_ns(), t = t0;
+    uint64_t t0 = kv_now_ns(), t = t0;
     int rounds = 0;
     for (; rv == 0 && rounds < BENCH_PROBE_ROUNDS && t - t0 < BENCH_PROBE_NS; rounds++) {
         memset(block, rounds, sizeof block);
         rv = fs->ops->pwrite(f, block, sizeof block, 0);
         if (rv == 0)
             rv = fs->ops->sync(f);
-        t = now_ns();
+        t = kv_now_ns();
     }
     fs->ops->close(f);
     (void)fs->ops->unlink(fs, path);
@@ -308,9 +303,9 @@ static int run_wal(wal_bench *b) {
     b->next_index = wal_last_index(b->w) + 1;
     wal_stats before, after;
     wal_get_stats(b->w, &before);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = kv_now_ns();
     run_writers(b);
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)(kv_now_ns() - t0) / 1e9;
     wal_get_stats(b->w, &after);
     wal_close(b->w);
     /* Again after the run, keeping the faster figure: the disk is shared,

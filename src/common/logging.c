@@ -7,9 +7,11 @@
 #include <time.h>
 
 static enum kv_log_level kv__log_level = KV_LOG_INFO;
+static int kv__log_env_read; /* KV_LOG is read once, at the first line */
 static char kv__log_prefix[64];
 
 void kv_log_set_level(enum kv_log_level level) {
+    __atomic_store_n(&kv__log_env_read, 1, __ATOMIC_RELAXED); /* wins over KV_LOG */
     kv__log_level = level;
 }
 
@@ -19,9 +21,11 @@ void kv_log_set_prefix(const char *prefix) {
 
 void kv_log(enum kv_log_level level, const char *word, const char *fmt, ...) {
     static const char *names[] = {"debug", "info", "warn", "error"};
-    const char *env = getenv("KV_LOG");
-    if (env != NULL && strcmp(env, "debug") == 0)
-        kv__log_level = KV_LOG_DEBUG;
+    if (!__atomic_exchange_n(&kv__log_env_read, 1, __ATOMIC_RELAXED)) {
+        const char *env = getenv("KV_LOG");
+        if (env != NULL && strcmp(env, "debug") == 0)
+            kv__log_level = KV_LOG_DEBUG;
+    }
     if (level < kv__log_level)
         return;
     char line[1024];

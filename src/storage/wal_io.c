@@ -8,31 +8,25 @@
 #include "storage/wal_internal.h"
 
 #include "common/checksum.h"
+#include "common/clock.h"
 #include "common/logging.h"
 #include "kv/errors.h"
 
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static wal_seg *wal__active(wal *w) {
     assert(w->log.segs_n > 0);
     return w->log.segs[w->log.segs_n - 1];
 }
 
-static uint64_t wal__now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static int wal__sync(wal *w, wal_seg *sg) {
     assert(sg != NULL && sg->file != NULL);
     assert(sg->size <= sg->alloc);
-    uint64_t t0 = wal__now_ns();
+    uint64_t t0 = kv_now_ns();
     int rv = w->fs->ops->sync(sg->file);
-    uint64_t ns = wal__now_ns() - t0;
+    uint64_t ns = kv_now_ns() - t0;
     if (rv == 0) {
         pthread_mutex_lock(&w->mu);
         w->stats.syncs++;
