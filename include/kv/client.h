@@ -1,0 +1,154 @@
+/*
+ * libkvclient: the C client of a kv cluster.
+ *
+ *   kv_client *c;
+ *   int rc = kv_client_open(&c, "10.0.0.1:7001,10.0.0.2:7001,10.0.0.3:7001", NULL);
+ *   rc = kv_put(c, "k", 1, "v", 1);
+ *   void *v; size_t vlen;
+ *   rc = kv_get(c, "k", 1, &v, &vlen);   ... kv_free(v);
+ *   kv_client_close(c);
+ *
+ * Build: cc app.c $(pkg-config --cflags --libs kvclient)
+ *
+ * ERRORS. Every call returns 0 or a negative KV_E* code (kv/errors.h;
+ * kv_strerror() gives words, kv_errword() the code word):
+ *   KV_ENOTFOUND    get/del: the key is absent
+ *   KV_ECOMPARE     cas: the current value differs (or exists, for "absent")
+ *   KV_ETOOBIG      key over KV_KEY_BYTES_MAX or value over KV_VALUE_BYTES_MAX
+ *                   (checked before sending; nothing is stored)
+ *   KV_EBUSY        the cluster is overloaded and refused the request (it
+ *                   was not applied); try again later
+ *   KV_ENOSPACE     the cluster's disk quota is reached; writes are refused
+ *   KV_EUNAVAILABLE no node could be reached or no leader was found within
+ *                   the timeout; the request was never accepted by a leader
+ *   KV_ETIMEOUT     the outcome is UNKNOWN: the write may or may not have
+ *                   been applied (never reported as failed when it may have
+ *                   succeeded)
+ *   KV_EAUTH, KV_ECONFIG, KV_EVERSION  the handshake was refused (wrong
+ *                   token, another cluster, another wire version)
+ *   KV_EINVAL       bad arguments
+ *
+ * RETRIES AND EXACTLY ONCE. The client finds the leader, follows NOTLEADER
+ * redirects and reconnects on its own, within opts.timeout_ms per call.
+ * Writes are made in a session (registered through the log on the first
+ * write): each carries (client id, sequence number) and a retry reuses the
+ * number, so a write is applied at most once even when it is sent twice.
+ *
+ * READS are linearizable (the leader confirms its leadership with a quorum
+ * before answering) unless the _stale form is used, which any node answers
+ * from what it has applied (possibly behind).
+ *
+ * THREADS. A kv_client is NOT thread-safe: use each one from one thread at a
+ * time (one client per thread is the intended use; clients are independent).
+ * kv_free and kv_strerror may be called from any thread.
+ */
+#ifndef KV_CLIENT_H
+#define KV_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv/errors.h"
+#include "kv/limits.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kv_client kv_client;
+
+struct kv_client_options {
+    uint32_t timeout_ms;         /* per call, retries included; default 5000 */
+    uint32_t connect_timeout_ms; /* per connection attempt; default 1000 */
+    const char *token;           /* the cluster token, or NULL */
+    const char *token_file;      /* read the token from this file (first line), or NULL */
+};
+
+/* Fills o with the defaults. */
+void kv_client_options_init(struct kv_client_options *o);
+
+/* Connects to one of the comma-separated "host:port" endpoints. opts may
+ * be NULL. Fails with KV_EUNAVAILABLE when none answers within the
+ * timeout, KV_EINVAL for a malformed endpoint list (nothing connects). */
+int kv_client_open(kv_client **out, const char *endpoints, const struct kv_client_options *opts);
+void kv_client_close(kv_client *c);
+
+int kv_put(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len);
+/* *value is malloc'd, the caller frees it with kv_free (NULL when len 0). */
+int kv_get(kv_client *c, const void *key, size_t key_len, void **value, size_t *value_len);
+/* As kv_get, answered by any node from what it applied; *applied_index
+ * (may be NULL) gets that node's applied index. */
+int kv_get_stale(kv_client *c, const void *key, size_t key_len, void **value, size_t *value_len,
+                 uint64_t *applied_index);
+/* KV_ENOTFOUND if absent. */
+int kv_del(kv_client *c, const void *key, size_t key_len);
+/* expected NULL: the key must be absent. KV_ECOMPARE if it differs. */
+int kv_cas(kv_client *c, const void *key, size_t key_len, const void *expected,
+           size_t expected_len, const void *value, size_t value_len);
+/* kv_cas that also tells, on KV_ECOMPARE, the current value: *current
+ * (malloc'd, kv_free; NULL when absent) and *present. Either pointer may be
+ * NULL. */
+int kv_cas_ex(kv_client *c, const void *key, size_t key_len, const void *expected,
+              size_t expected_len, const void *value, size_t value_len, void **current,
+              size_t *current_len, bool *present);
+
+typedef struct kv_pair {
+    void *key;
+    size_t key_len;
+    void *value;
+    size_t value_len;
+} kv_pair;
+
+/* Keys starting with prefix and greater than start_after (NULL/0: from the
+ * first), in key order, at most limit (0: the node's limit, 10000) and about
+ * 1 MiB per call. *more is true when more keys follow: call again with
+ * start_after = the last key. *pairs is owned by the caller:
+ * kv_pairs_free(*pairs, *count). Linearizable. */
+int kv_scan(kv_client *c, const void *prefix, size_t prefix_len, const void *start_after,
+            size_t start_after_len, uint32_t limit, kv_pair **pairs, size_t *count, bool *more);
+void kv_pairs_free(kv_pair *pairs, size_t count);
+
+void kv_free(void *p);
+
+/* The endpoint currently talked to ("host:port"), or NULL; and whether it
+ * is the leader as far as the client knows. Valid until the next call. */
+const char *kv_client_endpoint(const kv_client *c, bool *is_leader);
+
+/* ---- asynchronous form: many requests in flight on one connection ------- */
+
+/* A finished request: status as the synchronous call would return; value
+ * (GET) is borrowed for the callback only. */
+typedef void (*kv_done_fn)(void *arg, int status, const void *value, size_t value_len);
+
+/* Queue a put / get; returns 0 (cb will be called exactly once from
+ * kv_client_poll), KV_EBUSY when max_inflight requests already wait (poll
+ * first), KV_ETOOBIG, KV_EINVAL. Data is copied. Writes are sequenced in
+ * the client's session in the order queued. */
+int kv_put_async(kv_client *c, const void *key, size_t key_len, const void *value,
+                 size_t value_len, kv_done_fn cb, void *arg);
+int kv_get_async(kv_client *c, const void *key, size_t key_len, kv_done_fn cb, void *arg);
+/* Sends what is queued and waits up to timeout_ms for answers, calling
+ * callbacks; returns the number of requests completed (>= 0) or a negative
+ * KV_E* code for a fault of the client itself. Requests past their deadline
+ * complete with KV_ETIMEOUT (writes) or KV_EUNAVAILABLE (reads). */
+int kv_client_poll(kv_client *c, int timeout_ms);
+/* Requests queued or in flight. */
+size_t kv_client_inflight(const kv_client *c);
+/* Most requests in flight at once (default and at most 1024). */
+void kv_client_set_max_inflight(kv_client *c, uint32_t n);
+
+/* ---- operators ---------------------------------------------------------- */
+
+/* The status of the node at endpoint ("host:port", NULL: the current one).
+ * The returned text is one line of "key=value" pairs:
+ *   name= address= role= term= leader= commit= applied= last= snapshot=
+ *   version= cluster= unsafe_no_fsync= (and warning= when there is one)
+ * malloc'd, kv_free it. */
+int kv_node_status(kv_client *c, const char *endpoint, char **line);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KV_CLIENT_H */
