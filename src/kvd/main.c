@@ -1,6 +1,7 @@
 /*
  * kvd: the kv node.
  *
+ *   kvd --name N --data-dir DIR --listen HOST:PORT --cluster ...   run a node
  *   kvd check --data-dir DIR     verify a data dir offline (exit 0 clean or
  *                                torn tail only, 4 corrupt, 2 usage)
  *   kvd version
@@ -9,6 +10,7 @@
  * 3 data dir in use, 4 corrupt data, 5 fatal I/O error.
  */
 #include "kvd/check.h"
+#include "kvd/serve.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -18,7 +20,9 @@
 #define KVD_VERSION "0.1.0"
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: kvd check --data-dir DIR\n"
+    kvd_serve_usage(out);
+    fprintf(out, "\n"
+                 "       kvd check --data-dir DIR\n"
                  "       kvd version\n"
                  "\n"
                  "  check     verify every log record, both hard-state slots, every\n"
@@ -71,6 +75,8 @@ int main(int argc, char **argv) {
         return KVD_EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    if (strncmp(cmd, "--", 2) == 0 && strcmp(cmd, "--help") != 0 && strcmp(cmd, "--version") != 0)
+        return kvd_serve(argc, argv);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -218,6 +218,28 @@ kv_fs *kv_fs_posix(void) {
     return &fs;
 }
 
+/* --unsafe-no-fsync: POSIX files whose syncs do nothing. For tests that
+ * must show they notice lost writes; never for data anyone needs. */
+static int nosync_sync(kv_file *f) {
+    (void)f;
+    return 0;
+}
+
+static int nosync_sync_dir(kv_fs *fs, const char *dir) {
+    (void)fs;
+    (void)dir;
+    return 0;
+}
+
+kv_fs *kv_fs_posix_unsafe_nosync(void) {
+    static struct kv_fs_ops ops;
+    static kv_fs fs = {.ops = &ops, .impl = NULL};
+    ops = posix_ops;
+    ops.sync = nosync_sync;
+    ops.sync_dir = nosync_sync_dir;
+    return &fs;
+}
+
 void kv_fs_free_list(char **names, size_t count) {
     for (size_t i = 0; i < count; i++)
         free(names[i]);

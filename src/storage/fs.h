@@ -62,6 +62,11 @@ struct kv_fs {
 /* The real half: POSIX files. A static instance; never freed. */
 kv_fs *kv_fs_posix(void);
 
+/* POSIX files whose sync and sync_dir do nothing (kvd --unsafe-no-fsync):
+ * writes are lost at a power failure or kernel crash. Tests use it to prove
+ * they notice lost writes. A static instance; never freed. */
+kv_fs *kv_fs_posix_unsafe_nosync(void);
+
 void kv_fs_free_list(char **names, size_t count);
 
 /* Helpers built on the ops (fs.c), used by every module that writes files. */

@@ -1,0 +1,716 @@
+/* One kv node: start-up, the loop and the Raft Ready cycle. See server.h. */
+#include "server/server_int.h"
+
+#include "common/checksum.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "kv/errors.h"
+#include "kvd/check.h"
+#include "storage/datadir.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+void server_config_default(server_config *cfg) {
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->snapshot_entries = SERVER_SNAPSHOT_ENTRIES_DEFAULT;
+    cfg->snapshots_keep = KV_SNAPSHOTS_KEEP_DEFAULT;
+    cfg->tick_ms = SERVER_TICK_MS_DEFAULT;
+    cfg->election_ticks = SERVER_ELECTION_TICKS_DEFAULT;
+}
+
+uint64_t server_node_id(const char *name) {
+    uint64_t id = kv_xxh3(name, strlen(name));
+    return id == 0 ? 1 : id;
+}
+
+/* ---- ring ----------------------------------------------------------------- */
+
+void ring_init(server_ring *q, size_t item_size) {
+    memset(q, 0, sizeof(*q));
+    q->item_size = item_size;
+}
+
+void ring_free(server_ring *q) {
+    free(q->items);
+    q->items = NULL;
+    q->count = q->cap = q->head = 0;
+}
+
+void *ring_at(server_ring *q, size_t i) {
+    assert(i < q->count);
+    return (char *)q->items + ((q->head + i) % q->cap) * q->item_size;
+}
+
+void *ring_front(server_ring *q) {
+    return q->count == 0 ? NULL : ring_at(q, 0);
+}
+
+void *ring_push(server_ring *q) {
+    if (q->count == q->cap) {
+        size_t ncap = q->cap ? q->cap * 2 : 64;
+        char *n = malloc(ncap * q->item_size);
+        if (n == NULL)
+            return NULL;
+        for (size_t i = 0; i < q->count; i++)
+            memcpy(n + i * q->item_size, ring_at(q, i), q->item_size);
+        free(q->items);
+        q->items = n;
+        q->head = 0;
+        q->cap = ncap;
+    }
+    q->count++;
+    return ring_at(q, q->count - 1);
+}
+
+void ring_pop(server_ring *q) {
+    assert(q->count > 0);
+    q->head = (q->head + 1) % q->cap;
+    q->count--;
+}
+
+/* ---- faults ---------------------------------------------------------------- */
+
+_Noreturn void server_fatal(server *s, int exit_code, const char *word, const char *fmt, ...) {
+    (void)s;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    kv_log(KV_LOG_ERROR, word, "%s; stopping (exit %d)", msg, exit_code);
+    /* Let it crash: no clean-up that could block or write more. */
+    _exit(exit_code);
+}
+
+static int exit_for(int rc) {
+    switch (rc) {
+    case KV_ECORRUPT:
+    case KV_EMISSING:
+    case KV_EVERSION:
+        return KVD_EXIT_CORRUPT;
+    case KV_ELOCKED:
+        return KVD_EXIT_LOCKED;
+    case KV_EINVAL:
+    case KV_ECONFIG:
+        return KVD_EXIT_USAGE;
+    default:
+        return KVD_EXIT_IO;
+    }
+}
+
+/* ---- members ---------------------------------------------------------------- */
+
+const server_member *server_member_by_id(const server *s, uint64_t id) {
+    for (size_t i = 0; i < s->members_count; i++)
+        if (s->members[i].id == id)
+            return &s->members[i];
+    return NULL;
+}
+
+static int member_add(server *s, const char *name, size_t nlen, const char *addr, size_t alen) {
+    if (nlen == 0 || nlen > KV_NODE_NAME_BYTES_MAX || alen == 0 || alen >= SERVER_ADDR_BYTES ||
+        s->members_count == KV_NODES_MAX)
+        return KV_EINVAL;
+    server_member *m = &s->members[s->members_count];
+    memcpy(m->name, name, nlen);
+    m->name[nlen] = 0;
+    memcpy(m->addr, addr, alen);
+    m->addr[alen] = 0;
+    m->id = server_node_id(m->name);
+    for (size_t i = 0; i < s->members_count; i++)
+        if (s->members[i].id == m->id)
+            return KV_EINVAL;
+    s->members_count++;
+    return 0;
+}
+
+/* --cluster n1=host:port,n2=host:port,... */
+static int members_parse(server *s, const char *spec) {
+    s->members_count = 0;
+    const char *p = spec;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        if (eq == NULL || member_add(s, p, (size_t)(eq - p), eq + 1, len - (size_t)(eq - p) - 1)) {
+            fprintf(stderr, "kvd: --cluster: bad member '%.*s' (want NAME=HOST:PORT, names unique)\n",
+                    (int)len, p);
+            return KV_EINVAL;
+        }
+        p = end ? end + 1 : p + len;
+    }
+    return s->members_count > 0 ? 0 : KV_EINVAL;
+}
+
+void server_members_from_pb(server *s, const Kv__Membership *m) {
+    s->members_count = 0;
+    for (size_t i = 0; i < m->n_members && s->members_count < KV_NODES_MAX; i++) {
+        const Kv__Member *x = m->members[i];
+        if (member_add(s, x->name, strlen(x->name), x->address, strlen(x->address)) != 0)
+            KV_LOGW("CONFIG", "membership: skipping member '%s' at '%s'", x->name, x->address);
+    }
+}
+
+/* The kv.Membership of raft membership rm, named from the address book. */
+static int membership_encode(server *s, const raft_membership *rm, uint64_t index, uint8_t **buf,
+                             size_t *len) {
+    Kv__Member mem[2 * KV_NODES_MAX];
+    Kv__Member *ptrs[2 * KV_NODES_MAX];
+    size_t n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t cnt = pass == 0 ? rm->voters_count : rm->learners_count;
+        const uint64_t *ids = pass == 0 ? rm->voters : rm->learners;
+        for (uint32_t i = 0; i < cnt; i++) {
+            kv__member__init(&mem[n]);
+            const server_member *sm = server_member_by_id(s, ids[i]);
+            mem[n].id = ids[i];
+            mem[n].name = sm ? (char *)sm->name : "";
+            mem[n].address = sm ? (char *)sm->addr : "";
+            mem[n].learner = pass == 1;
+            ptrs[n] = &mem[n];
+            n++;
+        }
+    }
+    Kv__Membership m = KV__MEMBERSHIP__INIT;
+    m.members = ptrs;
+    m.n_members = n;
+    m.index = index;
+    *len = kv__membership__get_packed_size(&m);
+    *buf = malloc(*len ? *len : 1);
+    if (*buf == NULL)
+        return KV_ENOMEM;
+    kv__membership__pack(&m, *buf);
+    return 0;
+}
+
+static void raft_membership_from_pb(const Kv__Membership *m, raft_membership *out) {
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < m->n_members; i++) {
+        uint64_t id = m->members[i]->id;
+        if (m->members[i]->learner && out->learners_count < KV_NODES_MAX)
+            out->learners[out->learners_count++] = id;
+        else if (!m->members[i]->learner && out->voters_count < KV_NODES_MAX)
+            out->voters[out->voters_count++] = id;
+    }
+}
+
+static void peers_sync(server *s) {
+    for (size_t i = 0; i < s->members_count; i++)
+        if (s->members[i].id != s->id)
+            net_peer_add(s->net, s->members[i].id, s->members[i].name, s->members[i].addr);
+}
+
+/* ---- the log's threads -> the loop ------------------------------------------ */
+
+typedef struct wal_done_arg {
+    server *s;
+    uint64_t index, term;
+} wal_done_arg;
+
+static void on_wal_done(void *arg, int status) {
+    wal_done_arg *a = arg;
+    server *s = a->s;
+    pthread_mutex_lock(&s->mu);
+    if (status != 0 && s->wal_error == 0)
+        s->wal_error = status;
+    if (status == 0) { /* callbacks run in queue order: the latest append wins,
+                          even one that replaced a longer suffix */
+        s->durable_index = a->index;
+        s->durable_term = a->term;
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(a);
+    uv_async_send(&s->wal_async);
+}
+
+static void on_wal_async(uv_async_t *h) {
+    server *s = h->data;
+    pthread_mutex_lock(&s->mu);
+    int err = s->wal_error;
+    uint64_t idx = s->durable_index, term = s->durable_term;
+    pthread_mutex_unlock(&s->mu);
+    if (err != 0)
+        server_fatal(s, KVD_EXIT_IO, kv_errword(err), "the log failed to write or sync: %s",
+                     kv_strerror(err));
+    if (idx > 0)
+        raft_persisted(s->r, idx, term);
+}
+
+static void log_append(server *s, const raft_entry *e, size_t n) {
+    wal_entry stack[64];
+    wal_entry *we = n <= 64 ? stack : malloc(n * sizeof(*we));
+    wal_done_arg *a = malloc(sizeof(*a));
+    if (we == NULL || a == NULL)
+        server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory appending %zu entries", n);
+    for (size_t i = 0; i < n; i++) {
+        we[i].index = e[i].index;
+        we[i].term = e[i].term;
+        we[i].type = (uint8_t)e[i].type;
+        we[i].len = (uint32_t)e[i].len;
+        we[i].data = e[i].data;
+    }
+    a->s = s;
+    a->index = e[n - 1].index;
+    a->term = e[n - 1].term;
+    bool warned = false;
+    int rc;
+    /* The log's queue is bounded; when it is full the loop waits for it to
+     * drain (raft bounds what it hands out, so the wait is short). */
+    while ((rc = wal_append(s->w, we, n, on_wal_done, a)) == KV_EBUSY) {
+        if (!warned)
+            KV_LOGW("BUSY", "the log's queue is full; waiting for it to drain");
+        warned = true;
+        usleep(1000);
+    }
+    if (we != stack)
+        free(we);
+    if (rc != 0)
+        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "appending entries %" PRIu64 "..%" PRIu64
+                     " to the log failed: %s", e[0].index, e[n - 1].index, kv_strerror(rc));
+}
+
+/* ---- apply ------------------------------------------------------------------- */
+
+static void apply_committed(server *s, const struct raft_ready *rd) {
+    size_t n = rd->committed_count;
+    if (n > s->apply_cap) {
+        free(s->apply_entries);
+        free(s->apply_replies);
+        s->apply_entries = malloc(n * sizeof(sm_entry));
+        s->apply_replies = malloc(n * sizeof(sm_reply));
+        if (s->apply_entries == NULL || s->apply_replies == NULL)
+            server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory applying %zu entries", n);
+        s->apply_cap = n;
+    }
+    uint8_t **conf_bufs = NULL;
+    size_t conf_count = 0;
+    for (size_t i = 0; i < n; i++) {
+        const raft_entry *e = &rd->committed[i];
+        sm_entry *x = &s->apply_entries[i];
+        x->index = e->index;
+        x->term = e->term;
+        x->payload = e->data;
+        x->len = e->len;
+        switch (e->type) {
+        case RAFT_ENTRY_NORMAL:
+            x->type = SM_ENTRY_COMMAND;
+            break;
+        case RAFT_ENTRY_CONF: {
+            raft_conf_op op;
+            uint64_t node;
+            raft_membership rm;
+            int rc = raft_conf_decode(e->data, e->len, &op, &node, &rm);
+            if (rc != 0)
+                server_fatal(s, KVD_EXIT_CORRUPT, kv_errword(rc),
+                             "membership entry %" PRIu64 " does not decode", e->index);
+            uint8_t *buf;
+            size_t len;
+            if (conf_count == 0)
+                conf_bufs = calloc(n, sizeof(*conf_bufs));
+            if (conf_bufs == NULL || membership_encode(s, &rm, e->index, &buf, &len) != 0)
+                server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory applying a membership");
+            conf_bufs[conf_count++] = buf;
+            x->type = SM_ENTRY_MEMBERSHIP;
+            x->payload = buf;
+            x->len = len;
+            break;
+        }
+        default:
+            x->type = SM_ENTRY_NOOP;
+            x->payload = NULL;
+            x->len = 0;
+        }
+    }
+    int rc = sm_apply(s->sm, s->apply_entries, n, s->apply_replies);
+    if (rc != 0)
+        server_fatal(s, rc == KV_ECORRUPT ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc),
+                     "applying entries %" PRIu64 "..%" PRIu64 " to the state machine: %s",
+                     rd->committed[0].index, rd->committed[n - 1].index, kv_strerror(rc));
+    s->applied_entries += n;
+    server_writes_applied(s, s->apply_entries, s->apply_replies, n);
+    sm_replies_free(s->apply_replies, n);
+    for (size_t i = 0; i < conf_count; i++)
+        free(conf_bufs[i]);
+    free(conf_bufs);
+    if (rd->membership_changed) {
+        uint8_t *buf;
+        size_t len;
+        if (sm_membership(s->sm, &buf, &len) == 0) {
+            Kv__Membership *m = kv__membership__unpack(NULL, len, buf);
+            if (m != NULL) {
+                server_members_from_pb(s, m);
+                kv__membership__free_unpacked(m, NULL);
+            }
+            free(buf);
+        }
+        peers_sync(s);
+    }
+}
+
+/* ---- the Ready cycle ---------------------------------------------------------- */
+
+static void role_changed(server *s, const raft_soft_state *ss) {
+    bool leader = ss->role == RAFT_LEADER;
+    if (ss->leader != s->leader_id) {
+        const server_member *m = server_member_by_id(s, ss->leader);
+        if (ss->leader != 0) {
+            s->leader_changes++;
+            KV_LOGI("LEADER", "leader is now %s (term %" PRIu64 ")", m ? m->name : "?",
+                    raft_term(s->r));
+        }
+        s->leader_id = ss->leader;
+    }
+    if (s->is_leader && !leader)
+        server_fail_pending(s, KV_ENOTLEADER, "leadership lost; outcome unknown, retry");
+    s->is_leader = leader;
+}
+
+static void handle_ready(server *s) {
+    struct raft_ready rd;
+    while (raft_has_ready(s->r)) {
+        int rc = raft_ready(s->r, &rd);
+        if (rc != 0)
+            server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "raft_ready: %s", kv_strerror(rc));
+        if (rd.hs_must_sync) {
+            hs_state st = {.term = rd.hs.term, .vote = rd.hs.vote, .commit = rd.hs.commit};
+            rc = hs_save(s->h, &st);
+            if (rc != 0)
+                server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "saving term and vote: %s",
+                             kv_strerror(rc));
+        }
+        if (rd.ss_changed)
+            role_changed(s, &rd.ss);
+        if (rd.has_snapshot)
+            server_snapshot_install(s, &rd.snapshot);
+        if (rd.has_chunk)
+            server_snapshot_chunk(s, &rd.chunk);
+        if (rd.msgs_count > 0)
+            net_send_raft(s->net, rd.msgs, rd.msgs_count);
+        if (rd.entries_count > 0)
+            log_append(s, rd.entries, rd.entries_count);
+        if (rd.committed_count > 0)
+            apply_committed(s, &rd);
+        if (rd.reads_count > 0)
+            server_reads_confirmed(s, rd.reads, rd.reads_count);
+        raft_advance(s->r, &rd);
+        server_reads_serve(s);
+    }
+    server_snapshot_maybe_take(s);
+}
+
+static void on_prepare(uv_prepare_t *h) {
+    handle_ready(h->data);
+}
+
+static void on_tick(uv_timer_t *h) {
+    server *s = h->data;
+    raft_tick(s->r);
+}
+
+static void on_raft(void *ctx, const char *from, const raft_msg *m) {
+    server *s = ctx;
+    int rc = raft_step(s->r, m);
+    if (rc != 0 && rc != KV_EINVAL)
+        KV_LOGW(kv_errword(rc), "message from %s refused: %s", from, kv_strerror(rc));
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    server *s = h->data;
+    if (s->stopping)
+        return;
+    KV_LOGI("STOP", "signal %d: shutting down", signum);
+    s->stopping = true;
+    server_fail_pending(s, KV_EUNAVAILABLE, "the node is shutting down");
+    net_stop_listening(s->net);
+    uv_stop(&s->loop);
+}
+
+/* ---- start-up ----------------------------------------------------------------- */
+
+static int lock_data_dir(server *s) {
+    char path[SERVER_PATH_BYTES];
+    kv_fs_join(path, sizeof path, s->cfg.data_dir, "LOCK");
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->lock_fd < 0) {
+        KV_LOGE("IO", "cannot open %s: %s", path, strerror(errno));
+        return KV_EIO;
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(s->lock_fd, pid, sizeof pid - 1, 0);
+        if (n > 0)
+            pid[n] = 0;
+        KV_LOGE("LOCKED", "data dir %s is in use by another kvd (pid %s); exiting",
+                s->cfg.data_dir, n > 0 ? pid : "?");
+        return KV_ELOCKED;
+    }
+    char buf[32];
+    int len = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+    if (ftruncate(s->lock_fd, 0) != 0 || pwrite(s->lock_fd, buf, (size_t)len, 0) != len)
+        KV_LOGW("IO", "cannot write the pid into %s", path);
+    return 0;
+}
+
+/* The cluster id: made at bootstrap from the founding members, kept in
+ * DIR/CLUSTER. */
+static int cluster_id_load(server *s, bool fresh) {
+    char path[SERVER_PATH_BYTES];
+    kv_fs_join(path, sizeof path, s->cfg.data_dir, "CLUSTER");
+    void *buf;
+    size_t len;
+    int rc = kv_fs_read_all(s->rfs, path, sizeof(s->cluster_id) - 1, &buf, &len);
+    if (rc == 0) {
+        memcpy(s->cluster_id, buf, len);
+        s->cluster_id[len] = 0;
+        s->cluster_id[strcspn(s->cluster_id, "\n")] = 0;
+        free(buf);
+        return 0;
+    }
+    if (!fresh) {
+        KV_LOGE("MISSING", "%s is missing", path);
+        return KV_ECORRUPT;
+    }
+    /* the founding members in name order, so every founder gets the same id */
+    uint64_t h = 0;
+    for (size_t i = 0; i < s->members_count; i++) {
+        uint64_t x = kv_xxh3(s->members[i].name, strlen(s->members[i].name)) ^
+                     kv_xxh3(s->members[i].addr, strlen(s->members[i].addr));
+        h += x * 0x9E3779B97F4A7C15ull; /* order-independent */
+    }
+    snprintf(s->cluster_id, sizeof s->cluster_id, "%016" PRIx64, h);
+    char line[64];
+    int n = snprintf(line, sizeof line, "%s\n", s->cluster_id);
+    return kv_fs_write_atomic(s->rfs, path, line, (size_t)n);
+}
+
+static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t *nents) {
+    server_config *cfg = &s->cfg;
+    int rc = dd_init(s->rfs, cfg->data_dir);
+    if (rc != 0)
+        return rc;
+    if ((rc = lock_data_dir(s)) != 0)
+        return rc;
+    hs_state st;
+    if ((rc = hs_load(s->fs, cfg->data_dir, NULL, NULL, &s->h, &st)) != 0)
+        return rc;
+    wal_options wo;
+    wal_options_default(&wo);
+    if ((rc = wal_open(s->fs, cfg->data_dir, &wo, NULL, NULL, &s->w)) != 0)
+        return rc;
+    kv_fs_join(s->db_dir, sizeof s->db_dir, cfg->data_dir, "db");
+    kv_fs_join(s->snap_dir, sizeof s->snap_dir, cfg->data_dir, "snap");
+    if ((rc = sm_open(s->db_dir, NULL, &s->sm)) != 0)
+        return rc;
+    uint64_t first = wal_first_index(s->w), last = wal_last_index(s->w);
+    snap_meta sn;
+    bool has_snap = false;
+    rc = snap_latest(s->rfs, s->snap_dir, &sn);
+    if (rc == 0)
+        has_snap = true;
+    else if (rc != KV_ENOTFOUND)
+        return rc;
+    if (has_snap && sn.index + 1 < first) {
+        KV_LOGE("MISSING", "the log starts at %" PRIu64 " but the newest valid snapshot ends at %" PRIu64,
+                first, sn.index);
+        return KV_ECORRUPT;
+    }
+    if (!has_snap && first > 1) {
+        KV_LOGE("MISSING", "the log starts at %" PRIu64 " and no valid snapshot covers the entries before it",
+                first);
+        return KV_ECORRUPT;
+    }
+    if (has_snap && sm_applied_index(s->sm) < sn.index) {
+        KV_LOGI("SNAPSHOT", "state machine at %" PRIu64 " is behind snapshot %" PRIu64 "; restoring it",
+                sm_applied_index(s->sm), sn.index);
+        if ((rc = snap_restore(&s->sm, s->db_dir, sn.path)) != 0)
+            return rc;
+    }
+    uint64_t applied = sm_applied_index(s->sm);
+    if (applied > last) {
+        KV_LOGE("CORRUPT", "the state machine applied %" PRIu64 " but the log ends at %" PRIu64,
+                applied, last);
+        return KV_ECORRUPT;
+    }
+
+    /* membership and addresses: the data dir's, else --cluster */
+    uint8_t *mbuf;
+    size_t mlen;
+    bool fresh = last == 0 && !has_snap;
+    Kv__Membership *mpb = NULL;
+    if (sm_membership(s->sm, &mbuf, &mlen) == 0) {
+        mpb = kv__membership__unpack(NULL, mlen, mbuf);
+        free(mbuf);
+    }
+    if (mpb != NULL) {
+        server_members_from_pb(s, mpb);
+    } else if (cfg->cluster != NULL) {
+        if ((rc = members_parse(s, cfg->cluster)) != 0)
+            return KV_ECONFIG;
+    } else {
+        fprintf(stderr, "kvd: %s holds no cluster yet: give --cluster NAME=HOST:PORT,...\n",
+                cfg->data_dir);
+        return KV_ECONFIG;
+    }
+    if (server_member_by_id(s, s->id) == NULL && fresh) {
+        fprintf(stderr, "kvd: --name %s is not one of the --cluster members\n", cfg->name);
+        kv__membership__free_unpacked(mpb, NULL);
+        return KV_ECONFIG;
+    }
+    if ((rc = cluster_id_load(s, fresh)) != 0) {
+        kv__membership__free_unpacked(mpb, NULL);
+        return rc;
+    }
+
+    raft_config_init(rc_out, s->id);
+    rc_out->election_ticks = cfg->election_ticks;
+    rc_out->seed = s->id ^ (uint64_t)getpid() ^ kv_now_ns();
+    rc_out->snapshot_read = server_snapshot_read;
+    rc_out->snapshot_ctx = s;
+    rc_out->hs.term = st.term;
+    rc_out->hs.vote = st.vote;
+    rc_out->hs.commit = st.commit;
+    rc_out->applied = applied;
+    if (has_snap) {
+        rc_out->has_snapshot = true;
+        rc_out->snapshot.index = sn.index;
+        rc_out->snapshot.term = sn.term;
+        if (mpb != NULL)
+            raft_membership_from_pb(mpb, &rc_out->snapshot.membership);
+        s->snap_index = sn.index;
+        s->snap_term = sn.term;
+    }
+    kv__membership__free_unpacked(mpb, NULL);
+    if (fresh) {
+        for (size_t i = 0; i < s->members_count; i++)
+            rc_out->bootstrap.voters[rc_out->bootstrap.voters_count++] = s->members[i].id;
+    }
+    uint64_t lo = has_snap ? sn.index + 1 : first;
+    *ents = NULL;
+    *nents = 0;
+    if (last >= lo) {
+        if ((rc = wal_read(s->w, lo, last + 1, UINT64_MAX, ents, nents)) != 0)
+            return rc;
+    }
+    KV_LOGI("START", "node %s (id %016" PRIx64 ") cluster %s: log %" PRIu64 "..%" PRIu64
+            ", applied %" PRIu64 ", snapshot %" PRIu64 ", term %" PRIu64,
+            cfg->name, s->id, s->cluster_id, first, last, applied, has_snap ? sn.index : 0,
+            st.term);
+    return 0;
+}
+
+static int start_raft(server *s, raft_config *rcfg, wal_entry *we, size_t n) {
+    raft_entry *re = n ? calloc(n, sizeof(*re)) : NULL;
+    if (n && re == NULL)
+        return KV_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        re[i].index = we[i].index;
+        re[i].term = we[i].term;
+        re[i].type = we[i].type;
+        re[i].data = we[i].data;
+        re[i].len = we[i].len;
+    }
+    rcfg->entries = re;
+    rcfg->entries_count = n;
+    int rc = raft_new(rcfg, &s->r);
+    free(re);
+    wal_entries_free(we, n);
+    if (rc != 0)
+        KV_LOGE(kv_errword(rc), "the persisted raft state does not restart: %s", kv_strerror(rc));
+    return rc;
+}
+
+int server_run(const server_config *cfg) {
+    server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return KVD_EXIT_IO;
+    s->cfg = *cfg;
+    s->id = server_node_id(cfg->name);
+    s->lock_fd = -1;
+    s->rfs = kv_fs_posix();
+    s->fs = cfg->unsafe_no_fsync ? kv_fs_posix_unsafe_nosync() : s->rfs;
+    pthread_mutex_init(&s->mu, NULL);
+    ring_init(&s->pending, sizeof(server_pending));
+    ring_init(&s->reads, sizeof(server_read));
+    s->snap_out.cached_chunk = UINT64_MAX;
+    kv_log_set_prefix(cfg->name);
+    if (cfg->unsafe_no_fsync)
+        KV_LOGW("UNSAFE", "--unsafe-no-fsync: nothing is synced; a crash loses acknowledged "
+                          "writes. For tests only.");
+
+    raft_config rcfg;
+    wal_entry *we = NULL;
+    size_t n = 0;
+    int rc = open_storage(s, &rcfg, &we, &n);
+    if (rc == 0)
+        rc = start_raft(s, &rcfg, we, n);
+    if (rc != 0)
+        return exit_for(rc); /* the process exits: no clean-up needed */
+
+    uv_loop_init(&s->loop);
+    net_config nc;
+    net_config_default(&nc);
+    nc.loop = &s->loop;
+    nc.listen_addr = cfg->listen;
+    nc.node_name = cfg->name;
+    nc.cluster_id = s->cluster_id;
+    nc.token = cfg->token;
+    nc.ctx = s;
+    nc.on_request = server_on_request;
+    nc.on_raft = on_raft;
+    if ((rc = net_open(&nc, &s->net)) != 0) {
+        fprintf(stderr, "kvd: cannot listen on %s: %s\n", cfg->listen, kv_strerror(rc));
+        return rc == KV_EINVAL ? KVD_EXIT_USAGE : KVD_EXIT_IO;
+    }
+    peers_sync(s);
+
+    s->tick.data = s->prepare.data = s->wal_async.data = s->sigterm.data = s->sigint.data = s;
+    uv_timer_init(&s->loop, &s->tick);
+    uv_timer_start(&s->tick, on_tick, cfg->tick_ms, cfg->tick_ms);
+    uv_prepare_init(&s->loop, &s->prepare);
+    uv_prepare_start(&s->prepare, on_prepare);
+    uv_async_init(&s->loop, &s->wal_async, on_wal_async);
+    uv_signal_init(&s->loop, &s->sigterm);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_init(&s->loop, &s->sigint);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    KV_LOGI("SERVE", "listening on %s%s", cfg->listen,
+            cfg->unsafe_no_fsync ? " (UNSAFE: --unsafe-no-fsync)" : "");
+
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+
+    /* SIGTERM: the log first (everything queued is synced), then the rest. */
+    net_close(s->net);
+    wal_close(s->w);
+    uv_walk(&s->loop, close_walk, NULL);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->loop);
+    server_snap_out_close(s);
+    if (s->snap_in)
+        fclose(s->snap_in);
+    sm_close(s->sm);
+    hs_close(s->h);
+    raft_free(s->r);
+    ring_free(&s->pending);
+    ring_free(&s->reads);
+    free(s->apply_entries);
+    free(s->apply_replies);
+    free(s->scratch);
+    close(s->lock_fd);
+    free(s);
+    KV_LOGI("STOP", "clean shutdown");
+    return KVD_EXIT_OK;
+}

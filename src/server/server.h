@@ -1,0 +1,59 @@
+/*
+ * src/server: one kv node. Wires the network (src/net), the Raft core
+ * (src/raft) and storage (src/storage) on one libuv loop, as in
+ * docs/architecture.md:
+ *
+ *   client request -> proposal (leader) or ReadIndex wait
+ *   every loop turn: while raft has a Ready:
+ *       hard state durable (term/vote) -> snapshot install -> chunk store
+ *       -> send messages -> append entries to the log (asynchronous, group
+ *       commit; the log's threads report durability back through uv_async)
+ *       -> apply committed entries to RocksDB -> serve confirmed reads
+ *       -> advance
+ *   replies go out only after an entry is committed and applied.
+ *
+ * Fail-stop: a failed fsync or write, or corruption found while running,
+ * ends the process with the matching exit code (kvd_exit) after one log line
+ * with the code word; systemd restarts it.
+ */
+#ifndef KV_SERVER_SERVER_H
+#define KV_SERVER_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define KV_VERSION_STRING "0.1.0"
+
+/* Defaults of the flags. */
+#define SERVER_TICK_MS_DEFAULT 50u
+#define SERVER_ELECTION_TICKS_DEFAULT 10u
+#define SERVER_SNAPSHOT_ENTRIES_DEFAULT 10000u
+
+typedef struct server_config {
+    const char *name;        /* this node's name (--name) */
+    const char *data_dir;    /* --data-dir */
+    const char *listen;      /* host:port for clients and peers */
+    const char *cluster;     /* n1=host:port,...; used to bootstrap an empty data dir */
+    const char *metrics;     /* host:port for /metrics and /health, or NULL */
+    const char *token;       /* the cluster token (read from --token-file), or NULL */
+    bool unsafe_no_fsync;    /* syncs do nothing: for tests only */
+    uint64_t snapshot_entries; /* snapshot every N applied entries */
+    uint32_t snapshots_keep;   /* snapshots kept on disk */
+    uint32_t tick_ms;          /* one Raft tick */
+    uint32_t election_ticks;   /* election timeout in ticks */
+} server_config;
+
+/* Fills cfg with the defaults (strings NULL). */
+void server_config_default(server_config *cfg);
+
+/* Runs the node until SIGTERM/SIGINT (returns KVD_EXIT_OK) or a fault it
+ * cannot handle: KVD_EXIT_USAGE (bad configuration, e.g. a bad --cluster or
+ * an empty data dir without one), KVD_EXIT_LOCKED (another kvd holds the data
+ * dir), KVD_EXIT_CORRUPT (the caller then prints the problems as kvd check
+ * does), KVD_EXIT_IO. Faults found while serving exit the process directly. */
+int server_run(const server_config *cfg);
+
+/* Node ids are derived from names: nonzero, the same on every node. */
+uint64_t server_node_id(const char *name);
+
+#endif /* KV_SERVER_SERVER_H */

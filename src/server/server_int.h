@@ -1,0 +1,159 @@
+/* Internal to src/server: the node's state, shared by its files. */
+#ifndef KV_SERVER_SERVER_INT_H
+#define KV_SERVER_SERVER_INT_H
+
+#include "net/net.h"
+#include "raft/raft.h"
+#include "server/server.h"
+#include "storage/fs.h"
+#include "storage/hardstate.h"
+#include "storage/sm.h"
+#include "storage/snapshot.h"
+#include "storage/wal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <uv.h>
+
+#define SERVER_ADDR_BYTES 128u
+#define SERVER_PATH_BYTES 4096u
+
+typedef struct server_member {
+    uint64_t id;
+    char name[KV_NODE_NAME_BYTES_MAX + 1];
+    char addr[SERVER_ADDR_BYTES];
+} server_member;
+
+/* A write proposed by this node as leader, waiting for its entry to apply. */
+typedef struct server_pending {
+    uint64_t index;
+    uint64_t term;
+    uint64_t req_id;
+    uint64_t bytes;
+    net_conn *conn; /* referenced */
+} server_pending;
+
+/* A linearizable read waiting for its ReadIndex round, then for apply. */
+typedef struct server_read {
+    uint64_t ctx;
+    uint64_t index; /* once confirmed */
+    bool confirmed;
+    net_conn *conn; /* referenced */
+    Kv__Request *req;
+} server_read;
+
+/* A deque of fixed-size items (a ring that doubles). */
+typedef struct server_ring {
+    void *items;
+    size_t item_size;
+    size_t head, count, cap;
+} server_ring;
+
+/* The snapshot stream being served to followers (raft's snapshot_read). */
+typedef struct server_snap_out {
+    uint64_t index, term;
+    snap_reader *reader;
+    uint64_t chunks;
+    uint64_t *offsets; /* stream offset of each chunk record; [chunks] = total */
+    uint32_t manifest_len;
+    uint64_t cached_chunk; /* UINT64_MAX: none */
+    uint8_t *buf;          /* the cached chunk record (header + data) */
+    size_t buf_len;
+} server_snap_out;
+
+typedef struct server {
+    server_config cfg;
+    uint64_t id;
+    char cluster_id[40];
+    kv_fs *fs;   /* the log and hard state (no-sync with --unsafe-no-fsync) */
+    kv_fs *rfs;  /* the real one, for snapshots */
+    int lock_fd;
+    char snap_dir[SERVER_PATH_BYTES];
+    char db_dir[SERVER_PATH_BYTES];
+
+    uv_loop_t loop;
+    uv_timer_t tick;
+    uv_prepare_t prepare;
+    uv_async_t wal_async;
+    uv_signal_t sigterm, sigint;
+    bool stopping;
+
+    net *net;
+    raft *r;
+    wal *w;
+    hs *h;
+    sm *sm;
+
+    server_member members[KV_NODES_MAX];
+    size_t members_count;
+
+    /* Written by the log's threads, read on the loop. */
+    pthread_mutex_t mu;
+    uint64_t durable_index, durable_term;
+    int wal_error;
+
+    server_ring pending; /* server_pending, by index */
+    uint64_t pending_bytes;
+    server_ring reads; /* server_read, by ctx */
+    uint64_t next_read_ctx;
+    bool is_leader;
+    uint64_t leader_id;
+
+    uint64_t snap_index; /* the newest snapshot taken or installed */
+    uint64_t snap_term;
+    server_snap_out snap_out;
+    FILE *snap_in; /* the snapshot stream being received */
+    uint64_t snap_in_index, snap_in_term;
+
+    /* scratch for applying */
+    sm_entry *apply_entries;
+    sm_reply *apply_replies;
+    size_t apply_cap;
+    uint8_t *scratch;
+    size_t scratch_cap;
+
+    /* counters (metrics) */
+    uint64_t leader_changes;
+    uint64_t proposals;
+    uint64_t applied_entries;
+    uint64_t snapshots_taken;
+    uint64_t snapshots_installed;
+    uint64_t busy_replies;
+    uint64_t toobig_replies;
+} server;
+
+/* ring */
+void ring_init(server_ring *q, size_t item_size);
+void ring_free(server_ring *q);
+void *ring_push(server_ring *q); /* NULL when out of memory */
+void *ring_front(server_ring *q);
+void *ring_at(server_ring *q, size_t i);
+void ring_pop(server_ring *q);
+
+/* server.c */
+_Noreturn void server_fatal(server *s, int exit_code, const char *word, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+const server_member *server_member_by_id(const server *s, uint64_t id);
+void server_members_from_pb(server *s, const Kv__Membership *m);
+
+/* server_req.c: client requests */
+void server_on_request(void *ctx, net_conn *c, Kv__Request *req);
+void server_reply_code(net_conn *c, uint64_t id, int code, const char *detail);
+/* Answers pending writes up to the applied entries (replies[i] for e[i]). */
+void server_writes_applied(server *s, const sm_entry *e, const sm_reply *replies, size_t n);
+/* Leadership lost: fail every pending write and read (outcome unknown). */
+void server_fail_pending(server *s, int code, const char *detail);
+/* rd.reads came in: confirm them. */
+void server_reads_confirmed(server *s, const raft_read_state *rs, size_t n);
+/* The applied index moved: serve the confirmed reads it covers. */
+void server_reads_serve(server *s);
+
+/* server_snap.c: snapshots */
+int server_snapshot_read(void *ctx, uint64_t index, uint64_t term, uint64_t offset, void *buf,
+                         size_t len, size_t *got, uint64_t *total_size);
+void server_snap_out_close(server *s);
+void server_snapshot_chunk(server *s, const raft_snapshot_chunk *ch);
+void server_snapshot_install(server *s, const raft_snapshot_meta *meta);
+void server_snapshot_maybe_take(server *s);
+
+#endif /* KV_SERVER_SERVER_INT_H */

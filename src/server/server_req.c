@@ -1,0 +1,421 @@
+/* Client requests: writes become proposals, reads wait for ReadIndex. */
+#include "server/server_int.h"
+
+#include "common/logging.h"
+#include "kv/errors.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *role_name(raft_role r, bool learner) {
+    if (learner)
+        return "learner";
+    switch (r) {
+    case RAFT_LEADER:
+        return "leader";
+    case RAFT_CANDIDATE:
+    case RAFT_PRE_CANDIDATE:
+        return "candidate";
+    default:
+        return "follower";
+    }
+}
+
+void server_reply_code(net_conn *c, uint64_t id, int code, const char *detail) {
+    Kv__Response r = KV__RESPONSE__INIT;
+    r.id = id;
+    r.code = code;
+    r.detail = (char *)(detail ? detail : "");
+    net_reply(c, &r);
+}
+
+/* NOTLEADER with where to go. */
+static void reply_not_leader(server *s, net_conn *c, uint64_t id) {
+    Kv__Response r = KV__RESPONSE__INIT;
+    r.id = id;
+    r.code = KV_ENOTLEADER;
+    const server_member *m = s->leader_id ? server_member_by_id(s, s->leader_id) : NULL;
+    r.leader_name = m ? (char *)m->name : "";
+    r.leader_address = m ? (char *)m->addr : "";
+    r.detail = m ? "not the leader" : "no leader known right now";
+    net_reply(c, &r);
+}
+
+static int check_sizes(const Kv__Request *q) {
+    if (q->key.len > KV_KEY_BYTES_MAX || q->value.len > KV_VALUE_BYTES_MAX ||
+        q->expected.len > KV_VALUE_BYTES_MAX)
+        return KV_ETOOBIG;
+    return 0;
+}
+
+/* ---- writes ---------------------------------------------------------------- */
+
+static void propose(server *s, net_conn *c, Kv__Request *q) {
+    uint64_t id = q->id;
+    int rc = check_sizes(q);
+    if (rc == 0 && q->type != KV__REQUEST__TYPE__REGISTER && q->key.len == 0)
+        rc = KV_EPROTO;
+    if (rc != 0) {
+        if (rc == KV_ETOOBIG)
+            s->toobig_replies++;
+        server_reply_code(c, id,
+                          rc, rc == KV_ETOOBIG ? "key over 4096 bytes or value over 1048576 bytes"
+                                               : "a write needs a key");
+        return;
+    }
+    if (!s->is_leader) {
+        reply_not_leader(s, c, id);
+        return;
+    }
+    Kv__Command cmd = KV__COMMAND__INIT;
+    switch (q->type) {
+    case KV__REQUEST__TYPE__REGISTER:
+        cmd.op = KV__COMMAND__OP__REGISTER;
+        break;
+    case KV__REQUEST__TYPE__PUT:
+        cmd.op = KV__COMMAND__OP__PUT;
+        break;
+    case KV__REQUEST__TYPE__DELETE:
+        cmd.op = KV__COMMAND__OP__DELETE;
+        break;
+    case KV__REQUEST__TYPE__CAS:
+        cmd.op = KV__COMMAND__OP__CAS;
+        break;
+    default:
+        cmd.op = KV__COMMAND__OP__CAS_ABSENT;
+        break;
+    }
+    cmd.client_id = q->client_id;
+    cmd.seq = q->seq;
+    cmd.key = q->key;
+    cmd.value = q->value;
+    cmd.expected = q->expected;
+    size_t len = kv__command__get_packed_size(&cmd);
+    if (s->pending_bytes + len > KV_PENDING_PROPOSAL_BYTES_MAX) {
+        s->busy_replies++;
+        server_reply_code(c, id, KV_EBUSY, "too many bytes of writes pending on the leader");
+        return;
+    }
+    if (len > s->scratch_cap) {
+        uint8_t *b = realloc(s->scratch, len);
+        if (b == NULL) {
+            server_reply_code(c, id, KV_EBUSY, "out of memory");
+            return;
+        }
+        s->scratch = b;
+        s->scratch_cap = len;
+    }
+    kv__command__pack(&cmd, s->scratch);
+    uint64_t index;
+    rc = raft_propose(s->r, s->scratch, len, &index);
+    if (rc != 0) {
+        if (rc == KV_ENOTLEADER) {
+            reply_not_leader(s, c, id);
+            return;
+        }
+        if (rc == KV_EBUSY)
+            s->busy_replies++;
+        server_reply_code(c, id, rc,
+                          rc == KV_EBUSY ? "the leader is busy (uncommitted bytes or transfer)"
+                                         : kv_strerror(rc));
+        return;
+    }
+    server_pending *p = ring_push(&s->pending);
+    if (p == NULL)
+        server_fatal(s, 5, "NOMEM", "out of memory queueing a proposal");
+    p->index = index;
+    p->term = raft_term(s->r);
+    p->req_id = id;
+    p->bytes = len;
+    p->conn = c;
+    net_conn_ref(c);
+    s->pending_bytes += len;
+    s->proposals++;
+}
+
+static void pending_done(server *s, server_pending *p) {
+    s->pending_bytes -= p->bytes;
+    net_conn_unref(p->conn);
+    ring_pop(&s->pending);
+}
+
+void server_writes_applied(server *s, const sm_entry *e, const sm_reply *replies, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        server_pending *p;
+        while ((p = ring_front(&s->pending)) != NULL && p->index < e[i].index) {
+            /* an index skipped: replaced by another leader's entry */
+            server_reply_code(p->conn, p->req_id, KV_ENOTLEADER,
+                              "leadership changed; outcome unknown, retry");
+            pending_done(s, p);
+        }
+        if (p == NULL || p->index != e[i].index)
+            continue;
+        if (p->term != e[i].term) {
+            server_reply_code(p->conn, p->req_id, KV_ENOTLEADER,
+                              "leadership changed; outcome unknown, retry");
+        } else {
+            const sm_reply *r = &replies[i];
+            Kv__Response resp = KV__RESPONSE__INIT;
+            resp.id = p->req_id;
+            resp.code = r->code;
+            resp.detail = (char *)(r->detail ? r->detail : "");
+            resp.index = r->index;
+            resp.client_id = r->client_id;
+            resp.current_present = r->current_present;
+            resp.current.data = r->current;
+            resp.current.len = r->current_len;
+            net_reply(p->conn, &resp);
+        }
+        pending_done(s, p);
+    }
+}
+
+void server_fail_pending(server *s, int code, const char *detail) {
+    server_pending *p;
+    while ((p = ring_front(&s->pending)) != NULL) {
+        server_reply_code(p->conn, p->req_id, code, detail);
+        pending_done(s, p);
+    }
+    server_read *r;
+    while ((r = ring_front(&s->reads)) != NULL) {
+        server_reply_code(r->conn, r->req->id, code == KV_ENOTLEADER ? KV_ENOTLEADER : code,
+                          "leadership lost before the read was confirmed; retry");
+        net_conn_unref(r->conn);
+        kv__request__free_unpacked(r->req, NULL);
+        ring_pop(&s->reads);
+    }
+}
+
+/* ---- reads ------------------------------------------------------------------ */
+
+typedef struct scan_acc {
+    Kv__KeyValue *kvs;
+    Kv__KeyValue **ptrs;
+    size_t count, cap;
+    uint8_t *arena; /* keys and values, copied */
+    size_t used, arena_cap;
+} scan_acc;
+
+static int scan_cb(void *arg, const void *key, size_t klen, const void *val, size_t vlen) {
+    scan_acc *a = arg;
+    if (a->count == a->cap) {
+        size_t ncap = a->cap ? a->cap * 2 : 64;
+        Kv__KeyValue *k = realloc(a->kvs, ncap * sizeof(*k));
+        if (k == NULL)
+            return KV_ENOMEM;
+        a->kvs = k;
+        a->cap = ncap;
+    }
+    Kv__KeyValue *kv = &a->kvs[a->count++];
+    kv__key_value__init(kv);
+    kv->key.data = malloc(klen + vlen + 1);
+    if (kv->key.data == NULL)
+        return KV_ENOMEM;
+    memcpy(kv->key.data, key, klen);
+    memcpy(kv->key.data + klen, val, vlen);
+    kv->key.len = klen;
+    kv->value.data = kv->key.data + klen;
+    kv->value.len = vlen;
+    return 0;
+}
+
+static void serve_read(server *s, net_conn *c, const Kv__Request *q) {
+    Kv__Response r = KV__RESPONSE__INIT;
+    r.id = q->id;
+    r.index = sm_applied_index(s->sm);
+    r.detail = "";
+    if (q->type == KV__REQUEST__TYPE__GET) {
+        void *val = NULL;
+        size_t vlen = 0;
+        r.code = sm_get(s->sm, q->key.data, q->key.len, &val, &vlen);
+        r.value.data = val;
+        r.value.len = vlen;
+        net_reply(c, &r);
+        free(val);
+        return;
+    }
+    scan_acc a = {0};
+    bool more = false;
+    uint32_t limit = q->limit == 0 || q->limit > KV_SCAN_KEYS_MAX ? KV_SCAN_KEYS_MAX : q->limit;
+    r.code = sm_scan(s->sm, q->key.data, q->key.len, q->start_after.data, q->start_after.len, limit,
+                     KV_SCAN_REPLY_BYTES_MAX, scan_cb, &a, &more);
+    a.ptrs = a.count ? malloc(a.count * sizeof(*a.ptrs)) : NULL;
+    if (a.count && a.ptrs == NULL)
+        r.code = KV_ENOMEM;
+    for (size_t i = 0; a.ptrs && i < a.count; i++)
+        a.ptrs[i] = &a.kvs[i];
+    if (r.code == 0) {
+        r.kvs = a.ptrs;
+        r.n_kvs = a.count;
+        r.more = more;
+    }
+    net_reply(c, &r);
+    for (size_t i = 0; i < a.count; i++)
+        free(a.kvs[i].key.data);
+    free(a.kvs);
+    free(a.ptrs);
+}
+
+static void read_request(server *s, net_conn *c, Kv__Request *q) {
+    if (q->key.len > KV_KEY_BYTES_MAX || q->start_after.len > KV_KEY_BYTES_MAX) {
+        s->toobig_replies++;
+        server_reply_code(c, q->id, KV_ETOOBIG, "key over 4096 bytes");
+        kv__request__free_unpacked(q, NULL);
+        return;
+    }
+    if (q->type == KV__REQUEST__TYPE__GET && q->key.len == 0) {
+        server_reply_code(c, q->id, KV_EPROTO, "a get needs a key");
+        kv__request__free_unpacked(q, NULL);
+        return;
+    }
+    if (q->stale) {
+        serve_read(s, c, q);
+        kv__request__free_unpacked(q, NULL);
+        return;
+    }
+    if (!s->is_leader) {
+        reply_not_leader(s, c, q->id);
+        kv__request__free_unpacked(q, NULL);
+        return;
+    }
+    uint64_t ctx = ++s->next_read_ctx;
+    int rc = raft_read_index(s->r, ctx);
+    if (rc != 0) {
+        if (rc == KV_ENOTLEADER)
+            reply_not_leader(s, c, q->id);
+        else
+            server_reply_code(c, q->id, rc, "too many reads waiting");
+        kv__request__free_unpacked(q, NULL);
+        return;
+    }
+    server_read *r = ring_push(&s->reads);
+    if (r == NULL)
+        server_fatal(s, 5, "NOMEM", "out of memory queueing a read");
+    r->ctx = ctx;
+    r->index = 0;
+    r->confirmed = false;
+    r->conn = c;
+    r->req = q;
+    net_conn_ref(c);
+}
+
+void server_reads_confirmed(server *s, const raft_read_state *rs, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < s->reads.count; j++) {
+            server_read *r = ring_at(&s->reads, j);
+            if (r->ctx != rs[i].ctx)
+                continue;
+            if (rs[i].status != 0) {
+                /* keep the order simple: mark it answered with index 0 */
+                server_reply_code(r->conn, r->req->id, KV_ENOTLEADER,
+                                  "leadership lost before the read was confirmed; retry");
+                r->confirmed = true;
+                r->index = 0;
+                kv__request__free_unpacked(r->req, NULL);
+                r->req = NULL;
+            } else {
+                r->confirmed = true;
+                r->index = rs[i].index;
+            }
+            break;
+        }
+    }
+}
+
+void server_reads_serve(server *s) {
+    uint64_t applied = sm_applied_index(s->sm);
+    server_read *r;
+    while ((r = ring_front(&s->reads)) != NULL && r->confirmed && r->index <= applied) {
+        if (r->req != NULL) {
+            serve_read(s, r->conn, r->req);
+            kv__request__free_unpacked(r->req, NULL);
+        }
+        net_conn_unref(r->conn);
+        ring_pop(&s->reads);
+    }
+}
+
+/* ---- status ------------------------------------------------------------------ */
+
+static void status_request(server *s, net_conn *c, const Kv__Request *q) {
+    Kv__NodeStatus st = KV__NODE_STATUS__INIT;
+    raft_membership rm;
+    raft_membership_get(s->r, &rm);
+    bool learner = false;
+    for (uint32_t i = 0; i < rm.learners_count; i++)
+        learner |= rm.learners[i] == s->id;
+    const server_member *me = server_member_by_id(s, s->id);
+    const server_member *ld = s->leader_id ? server_member_by_id(s, s->leader_id) : NULL;
+    st.name = (char *)s->cfg.name;
+    st.address = me ? (char *)me->addr : (char *)s->cfg.listen;
+    st.role = (char *)role_name(raft_state_role(s->r), learner);
+    st.term = raft_term(s->r);
+    st.leader_name = ld ? (char *)ld->name : "";
+    st.commit = raft_commit_index(s->r);
+    st.applied = sm_applied_index(s->sm);
+    st.last_index = raft_last_index(s->r);
+    st.snapshot_index = s->snap_index;
+    st.version = KV_VERSION_STRING;
+    st.unsafe_no_fsync = s->cfg.unsafe_no_fsync;
+    st.warning = s->cfg.unsafe_no_fsync ? "UNSAFE: started with --unsafe-no-fsync; "
+                                          "acknowledged writes are lost at a crash"
+                                        : "";
+    st.cluster_id = s->cluster_id;
+    st.id = s->id;
+    Kv__Member mem[KV_NODES_MAX];
+    Kv__Member *ptrs[KV_NODES_MAX];
+    Kv__Membership m = KV__MEMBERSHIP__INIT;
+    for (size_t i = 0; i < s->members_count; i++) {
+        kv__member__init(&mem[i]);
+        mem[i].id = s->members[i].id;
+        mem[i].name = s->members[i].name;
+        mem[i].address = s->members[i].addr;
+        for (uint32_t j = 0; j < rm.learners_count; j++)
+            mem[i].learner |= rm.learners[j] == s->members[i].id;
+        ptrs[i] = &mem[i];
+    }
+    m.members = ptrs;
+    m.n_members = s->members_count;
+    st.membership = &m;
+    Kv__Response r = KV__RESPONSE__INIT;
+    r.id = q->id;
+    r.status = &st;
+    r.index = st.applied;
+    r.detail = "";
+    net_reply(c, &r);
+}
+
+/* ---- dispatch -------------------------------------------------------------- */
+
+void server_on_request(void *ctx, net_conn *c, Kv__Request *q) {
+    server *s = ctx;
+    if (s->stopping) {
+        server_reply_code(c, q->id, KV_EUNAVAILABLE, "the node is shutting down");
+        kv__request__free_unpacked(q, NULL);
+        return;
+    }
+    switch (q->type) {
+    case KV__REQUEST__TYPE__REGISTER:
+    case KV__REQUEST__TYPE__PUT:
+    case KV__REQUEST__TYPE__DELETE:
+    case KV__REQUEST__TYPE__CAS:
+    case KV__REQUEST__TYPE__CAS_ABSENT:
+        propose(s, c, q);
+        kv__request__free_unpacked(q, NULL);
+        return;
+    case KV__REQUEST__TYPE__GET:
+    case KV__REQUEST__TYPE__SCAN:
+        read_request(s, c, q); /* takes q */
+        return;
+    case KV__REQUEST__TYPE__STATUS:
+        status_request(s, c, q);
+        kv__request__free_unpacked(q, NULL);
+        return;
+    default:
+        server_reply_code(c, q->id, KV_EPROTO, "unknown request type");
+        kv__request__free_unpacked(q, NULL);
+        return;
+    }
+}

@@ -1,0 +1,303 @@
+/*
+ * Snapshots in the node: taking them every N applied entries, serving them
+ * to lagging followers as a byte stream (raft's snapshot_read), receiving
+ * that stream and installing it.
+ *
+ * The stream of snapshot (index, term), as raft ships it in chunks:
+ *   u32 manifest length | MANIFEST.kv bytes (with their own checksum)
+ *   then for each snapshot chunk k in order:
+ *   u32 k | u32 len | u64 xxh3 of the data | data
+ * so the receiver checks each piece against the manifest (snap_recv) and
+ * installs only a snapshot whose every file checks.
+ */
+#include "server/server_int.h"
+
+#include "common/checksum.h"
+#include "common/clock.h"
+#include "common/logging.h"
+#include "kv/errors.h"
+#include "kvd/check.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define STREAM_CHUNK_HEADER 16u
+
+static void snap_path(const server *s, uint64_t index, uint64_t term, char *buf, size_t cap) {
+    if (snprintf(buf, cap, "%s/%016" PRIx64 "-%016" PRIx64, s->snap_dir, index, term) >= (int)cap)
+        buf[0] = 0;
+}
+
+/* ---- sending ---------------------------------------------------------------- */
+
+void server_snap_out_close(server *s) {
+    server_snap_out *o = &s->snap_out;
+    snap_reader_close(o->reader);
+    free(o->offsets);
+    free(o->buf);
+    memset(o, 0, sizeof(*o));
+    o->cached_chunk = UINT64_MAX;
+}
+
+static int snap_out_open(server *s, uint64_t index, uint64_t term) {
+    server_snap_out *o = &s->snap_out;
+    if (o->reader != NULL && o->index == index && o->term == term)
+        return 0;
+    server_snap_out_close(s);
+    char path[SERVER_PATH_BYTES];
+    snap_path(s, index, term, path, sizeof path);
+    int rc = snap_reader_open(s->rfs, path, &o->reader);
+    if (rc != 0)
+        return KV_ESTALE; /* deleted or unreadable: raft starts over with the newest */
+    const uint8_t *m;
+    size_t mlen;
+    snap_reader_manifest(o->reader, &m, &mlen);
+    o->manifest_len = (uint32_t)mlen;
+    o->chunks = snap_reader_chunks_count(o->reader);
+    o->offsets = malloc((o->chunks + 1) * sizeof(uint64_t));
+    o->buf = malloc(STREAM_CHUNK_HEADER + KV_SNAPSHOT_CHUNK_BYTES);
+    if (o->offsets == NULL || o->buf == NULL) {
+        server_snap_out_close(s);
+        return KV_ENOMEM;
+    }
+    uint64_t off = 4 + mlen;
+    for (uint64_t k = 0; k < o->chunks; k++) {
+        snap_chunk ch;
+        snap_reader_chunk(o->reader, k, &ch);
+        o->offsets[k] = off;
+        off += STREAM_CHUNK_HEADER + ch.len;
+    }
+    o->offsets[o->chunks] = off;
+    o->index = index;
+    o->term = term;
+    o->cached_chunk = UINT64_MAX;
+    return 0;
+}
+
+static int snap_out_chunk(server *s, uint64_t k) {
+    server_snap_out *o = &s->snap_out;
+    if (o->cached_chunk == k)
+        return 0;
+    size_t len;
+    uint64_t x;
+    int rc = snap_reader_read(o->reader, k, o->buf + STREAM_CHUNK_HEADER, KV_SNAPSHOT_CHUNK_BYTES,
+                              &len, &x);
+    if (rc != 0) {
+        KV_LOGE(kv_errword(rc), "snapshot %" PRIu64 ": chunk %" PRIu64 " unreadable: %s",
+                o->index, k, kv_strerror(rc));
+        return rc == KV_ECORRUPT ? KV_ESTALE : rc;
+    }
+    kv_put_u32(o->buf, (uint32_t)k);
+    kv_put_u32(o->buf + 4, (uint32_t)len);
+    kv_put_u64(o->buf + 8, x);
+    o->buf_len = STREAM_CHUNK_HEADER + len;
+    o->cached_chunk = k;
+    return 0;
+}
+
+int server_snapshot_read(void *ctx, uint64_t index, uint64_t term, uint64_t offset, void *buf,
+                         size_t len, size_t *got, uint64_t *total_size) {
+    server *s = ctx;
+    int rc = snap_out_open(s, index, term);
+    if (rc != 0)
+        return rc;
+    server_snap_out *o = &s->snap_out;
+    const uint8_t *m;
+    size_t mlen;
+    snap_reader_manifest(o->reader, &m, &mlen);
+    uint64_t total = o->offsets[o->chunks];
+    *total_size = total;
+    size_t done = 0;
+    uint8_t *out = buf;
+    while (done < len && offset < total) {
+        const uint8_t *src;
+        uint64_t avail;
+        uint8_t hdr[4];
+        if (offset < 4) {
+            kv_put_u32(hdr, (uint32_t)mlen);
+            src = hdr + offset;
+            avail = 4 - offset;
+        } else if (offset < 4 + mlen) {
+            src = m + (offset - 4);
+            avail = 4 + mlen - offset;
+        } else {
+            uint64_t lo = 0, hi = o->chunks; /* the last k with offsets[k] <= offset */
+            while (hi - lo > 1) {
+                uint64_t mid = (lo + hi) / 2;
+                if (o->offsets[mid] <= offset)
+                    lo = mid;
+                else
+                    hi = mid;
+            }
+            if ((rc = snap_out_chunk(s, lo)) != 0)
+                return rc;
+            src = o->buf + (offset - o->offsets[lo]);
+            avail = o->buf_len - (offset - o->offsets[lo]);
+        }
+        size_t n = avail < len - done ? (size_t)avail : len - done;
+        memcpy(out + done, src, n);
+        done += n;
+        offset += n;
+    }
+    *got = done;
+    return 0;
+}
+
+/* ---- receiving ---------------------------------------------------------------- */
+
+static void stream_path(const server *s, char *buf, size_t cap) {
+    if (snprintf(buf, cap, "%s/snap-incoming.stream", s->cfg.data_dir) >= (int)cap)
+        buf[0] = 0;
+}
+
+void server_snapshot_chunk(server *s, const raft_snapshot_chunk *ch) {
+    char path[SERVER_PATH_BYTES];
+    stream_path(s, path, sizeof path);
+    if (s->snap_in == NULL || s->snap_in_index != ch->index || s->snap_in_term != ch->term ||
+        ch->offset == 0) {
+        if (s->snap_in)
+            fclose(s->snap_in);
+        s->rfs->ops->mkdir(s->rfs, s->snap_dir);
+        s->snap_in = fopen(path, "w+");
+        if (s->snap_in == NULL)
+            server_fatal(s, KVD_EXIT_IO, "IO", "cannot create %s", path);
+        s->snap_in_index = ch->index;
+        s->snap_in_term = ch->term;
+        KV_LOGI("SNAPSHOT", "receiving snapshot %" PRIu64 " (term %" PRIu64 ", %" PRIu64 " bytes)",
+                ch->index, ch->term, ch->total_size);
+    }
+    if (fseeko(s->snap_in, (off_t)ch->offset, SEEK_SET) != 0 ||
+        fwrite(ch->data, 1, ch->len, s->snap_in) != ch->len)
+        server_fatal(s, KVD_EXIT_IO, "IO", "writing %s failed", path);
+}
+
+static int read_exact(FILE *f, void *buf, size_t len) {
+    return fread(buf, 1, len, f) == len ? 0 : KV_ECORRUPT;
+}
+
+/* Feeds the stream file to snap_recv; the snapshot lands in snap_dir. */
+static int stream_install(server *s, snap_meta *out) {
+    FILE *f = s->snap_in;
+    if (f == NULL || fflush(f) != 0 || fseeko(f, 0, SEEK_SET) != 0)
+        return KV_EIO;
+    uint8_t hdr[STREAM_CHUNK_HEADER];
+    if (read_exact(f, hdr, 4) != 0)
+        return KV_ECORRUPT;
+    uint32_t mlen = kv_get_u32(hdr);
+    if (mlen > KV_SNAPSHOT_MANIFEST_BYTES_MAX)
+        return KV_ECORRUPT;
+    uint8_t *buf = malloc(mlen > KV_SNAPSHOT_CHUNK_BYTES ? mlen : KV_SNAPSHOT_CHUNK_BYTES);
+    if (buf == NULL)
+        return KV_ENOMEM;
+    snap_recv *r = NULL;
+    int rc = read_exact(f, buf, mlen);
+    if (rc == 0)
+        rc = snap_recv_begin(s->rfs, s->snap_dir, buf, mlen, &r);
+    while (rc == 0 && read_exact(f, hdr, STREAM_CHUNK_HEADER) == 0) {
+        uint32_t k = kv_get_u32(hdr), len = kv_get_u32(hdr + 4);
+        if (len > KV_SNAPSHOT_CHUNK_BYTES || read_exact(f, buf, len) != 0) {
+            rc = KV_ECORRUPT;
+            break;
+        }
+        rc = snap_recv_chunk(r, k, buf, len, kv_get_u64(hdr + 8));
+    }
+    if (rc == 0)
+        rc = snap_recv_finish(r, out);
+    else
+        snap_recv_abort(r);
+    free(buf);
+    return rc;
+}
+
+void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
+    snap_meta sn;
+    int rc = stream_install(s, &sn);
+    if (rc != 0)
+        /* Raft acknowledged every chunk, so a bad stream is a local fault
+         * (the chunks were checked against the manifest as they came):
+         * stop; on restart raft asks the leader again from offset 0. */
+        server_fatal(s, rc == KV_ECORRUPT ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc),
+                     "snapshot %" PRIu64 " received but not installable: %s", meta->index,
+                     kv_strerror(rc));
+    if (sn.index != meta->index || sn.term != meta->term)
+        server_fatal(s, KVD_EXIT_CORRUPT, "CORRUPT",
+                     "snapshot received for %" PRIu64 "/%" PRIu64 " describes %" PRIu64 "/%" PRIu64,
+                     meta->index, meta->term, sn.index, sn.term);
+    fclose(s->snap_in);
+    s->snap_in = NULL;
+    char path[SERVER_PATH_BYTES];
+    stream_path(s, path, sizeof path);
+    unlink(path);
+    if ((rc = snap_restore(&s->sm, s->db_dir, sn.path)) != 0)
+        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "restoring snapshot %s: %s", sn.path,
+                     kv_strerror(rc));
+    if ((rc = wal_reset(s->w, meta->index, meta->term)) != 0)
+        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "resetting the log after snapshot %" PRIu64
+                     ": %s", meta->index, kv_strerror(rc));
+    pthread_mutex_lock(&s->mu);
+    s->durable_index = meta->index;
+    s->durable_term = meta->term;
+    pthread_mutex_unlock(&s->mu);
+    uint8_t *mbuf;
+    size_t mlen;
+    if (sm_membership(s->sm, &mbuf, &mlen) == 0) {
+        Kv__Membership *m = kv__membership__unpack(NULL, mlen, mbuf);
+        if (m != NULL) {
+            server_members_from_pb(s, m);
+            kv__membership__free_unpacked(m, NULL);
+        }
+        free(mbuf);
+    }
+    s->snap_index = meta->index;
+    s->snap_term = meta->term;
+    s->snapshots_installed++;
+    KV_LOGI("SNAPSHOT", "installed snapshot %" PRIu64 " (term %" PRIu64 ") from the leader",
+            meta->index, meta->term);
+}
+
+/* ---- taking ------------------------------------------------------------------ */
+
+void server_snapshot_maybe_take(server *s) {
+    uint64_t applied = sm_applied_index(s->sm);
+    if (s->cfg.snapshot_entries == 0 || applied < s->snap_index + s->cfg.snapshot_entries)
+        return;
+    snap_meta sn;
+    uint64_t t0 = kv_now_ns();
+    int rc = snap_create(s->sm, s->rfs, s->snap_dir, &sn);
+    if (rc != 0)
+        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "taking a snapshot at %" PRIu64 ": %s",
+                     applied, kv_strerror(rc));
+    rc = raft_snapshot_done(s->r, sn.index, sn.term);
+    if (rc != 0 && rc != KV_ESTALE)
+        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "raft refused snapshot %" PRIu64 ": %s",
+                     sn.index, kv_strerror(rc));
+    s->snap_index = sn.index;
+    s->snap_term = sn.term;
+    s->snapshots_taken++;
+    /* Raft's memory: keep what active followers still need. */
+    uint64_t floor = raft_compact_floor(s->r);
+    uint64_t compact = floor > 0 && floor - 1 < sn.index ? floor - 1 : sn.index;
+    if (compact > 0)
+        raft_compact(s->r, compact);
+    /* The log on disk: only what RocksDB or the snapshot holds durably. */
+    uint64_t drop = sm_log_drop_bound(s->sm, sn.index);
+    if (drop > compact)
+        drop = compact;
+    if (drop > 0 && (rc = wal_drop_prefix(s->w, drop)) != 0)
+        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "dropping log entries up to %" PRIu64 ": %s",
+                     drop, kv_strerror(rc));
+    /* A snapshot being sent stays (pitfalls.md etcd#4055): skip the clean-up
+     * while an older one is in flight. */
+    uint64_t sending = raft_snapshot_sending(s->r);
+    if (sending == 0 || sending >= sn.index) {
+        if (s->snap_out.reader != NULL && s->snap_out.index != sn.index)
+            server_snap_out_close(s);
+        snap_gc(s->rfs, s->snap_dir, s->cfg.snapshots_keep);
+    }
+    KV_LOGI("SNAPSHOT", "took snapshot %" PRIu64 " (term %" PRIu64 ") in %" PRIu64
+            " ms; log kept from %" PRIu64, sn.index, sn.term, (kv_now_ns() - t0) / 1000000,
+            wal_first_index(s->w));
+}
