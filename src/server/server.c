@@ -6,6 +6,7 @@
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "kvd/check.h"
+#include "server/http.h"
 #include "storage/datadir.h"
 
 #include <assert.h>
@@ -676,6 +677,8 @@ int server_run(const server_config *cfg) {
         return rc == KV_EINVAL ? KVD_EXIT_USAGE : KVD_EXIT_IO;
     }
     peers_sync(s);
+    if (cfg->metrics != NULL && (rc = http_open(&s->loop, cfg->metrics, server_http, s, &s->http)) != 0)
+        return rc == KV_EINVAL ? KVD_EXIT_USAGE : KVD_EXIT_IO;
 
     s->tick.data = s->prepare.data = s->wal_async.data = s->sigterm.data = s->sigint.data = s;
     uv_timer_init(&s->loop, &s->tick);
@@ -693,6 +696,7 @@ int server_run(const server_config *cfg) {
     uv_run(&s->loop, UV_RUN_DEFAULT);
 
     /* SIGTERM: the log first (everything queued is synced), then the rest. */
+    http_close(s->http);
     net_close(s->net);
     wal_close(s->w);
     uv_walk(&s->loop, close_walk, NULL);

@@ -79,6 +79,7 @@ typedef struct server {
     bool stopping;
 
     net *net;
+    struct http_server *http;
     raft *r;
     wal *w;
     hs *h;
@@ -147,6 +148,9 @@ void server_fail_pending(server *s, int code, const char *detail);
 void server_reads_confirmed(server *s, const raft_read_state *rs, size_t n);
 /* The applied index moved: serve the confirmed reads it covers. */
 void server_reads_serve(server *s);
+
+/* server_metrics.c: GET /metrics and /health (an http_handler) */
+int server_http(void *ctx, const char *path, char **body, size_t *len, const char **ctype);
 
 /* server_snap.c: snapshots */
 int server_snapshot_read(void *ctx, uint64_t index, uint64_t term, uint64_t offset, void *buf,

@@ -1,0 +1,117 @@
+/* GET /metrics (Prometheus text format) and GET /health. */
+#include "server/server_int.h"
+
+#include "kv/errors.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct out {
+    char *buf;
+    size_t len, cap;
+} out;
+
+__attribute__((format(printf, 2, 3))) static void put(out *o, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf ? o->buf + o->len : NULL, o->buf ? o->cap - o->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (o->buf && o->len + (size_t)n < o->cap) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t ncap = (o->cap ? o->cap * 2 : 4096) + (size_t)n;
+        char *b = realloc(o->buf, ncap);
+        if (b == NULL)
+            return;
+        o->buf = b;
+        o->cap = ncap;
+    }
+}
+
+static void metric(out *o, const char *name, const char *type, const char *help, uint64_t v) {
+    put(o, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
+}
+
+static void metrics(server *s, out *o) {
+    raft_role role = raft_state_role(s->r);
+    metric(o, "kv_term", "gauge", "Raft term", raft_term(s->r));
+    metric(o, "kv_role", "gauge", "0 follower, 1 pre-candidate, 2 candidate, 3 leader", role);
+    metric(o, "kv_has_leader", "gauge", "1 when a leader is known", s->leader_id != 0);
+    metric(o, "kv_commit_index", "gauge", "Raft commit index", raft_commit_index(s->r));
+    metric(o, "kv_applied_index", "gauge", "last entry applied to the state machine",
+           sm_applied_index(s->sm));
+    metric(o, "kv_last_index", "gauge", "last log index", raft_last_index(s->r));
+    metric(o, "kv_snapshot_index", "gauge", "newest snapshot's index", s->snap_index);
+    metric(o, "kv_leader_changes_total", "counter", "leaders seen", s->leader_changes);
+    metric(o, "kv_proposals_total", "counter", "writes proposed by this node as leader",
+           s->proposals);
+    metric(o, "kv_proposals_pending", "gauge", "writes waiting for commit", s->pending.count);
+    metric(o, "kv_proposals_pending_bytes", "gauge", "bytes of writes waiting", s->pending_bytes);
+    metric(o, "kv_applied_entries_total", "counter", "entries applied", s->applied_entries);
+    metric(o, "kv_snapshots_taken_total", "counter", "snapshots taken", s->snapshots_taken);
+    metric(o, "kv_snapshots_installed_total", "counter", "snapshots installed from the leader",
+           s->snapshots_installed);
+    metric(o, "kv_busy_total", "counter", "requests answered BUSY", s->busy_replies);
+    metric(o, "kv_toobig_total", "counter", "requests answered TOOBIG", s->toobig_replies);
+    wal_stats ws;
+    wal_get_stats(s->w, &ws);
+    metric(o, "kv_wal_syncs_total", "counter", "fdatasyncs of the log", ws.syncs);
+    metric(o, "kv_wal_records_total", "counter", "records written to the log", ws.records);
+    put(o, "# HELP kv_wal_sync_seconds_total time in log fdatasyncs\n"
+           "# TYPE kv_wal_sync_seconds_total counter\nkv_wal_sync_seconds_total %.6f\n",
+        (double)ws.sync_ns_total / 1e9);
+    put(o, "# HELP kv_wal_sync_seconds_max slowest log fdatasync\n"
+           "# TYPE kv_wal_sync_seconds_max gauge\nkv_wal_sync_seconds_max %.6f\n",
+        (double)ws.sync_ns_max / 1e9);
+    net_stats ns;
+    net_get_stats(s->net, &ns);
+    metric(o, "kv_conns_open", "gauge", "connections open", ns.conns_open);
+    metric(o, "kv_conns_refused_total", "counter", "connections over the limit", ns.conns_refused);
+    metric(o, "kv_requests_total", "counter", "client requests received", ns.requests);
+    put(o, "# HELP kv_faults_total faults by code word\n# TYPE kv_faults_total counter\n");
+    put(o, "kv_faults_total{code=\"PROTOCOL\"} %" PRIu64 "\n", ns.frames_bad);
+    put(o, "kv_faults_total{code=\"TOOBIG\"} %" PRIu64 "\n", ns.frames_toobig);
+    put(o, "kv_faults_total{code=\"AUTH\"} %" PRIu64 "\n", ns.hello_refused);
+    put(o, "kv_faults_total{code=\"BUSY\"} %" PRIu64 "\n", ns.output_overflows + ns.busy_inflight);
+    metric(o, "kv_raft_messages_sent_total", "counter", "Raft messages sent", ns.raft_msgs_sent);
+    metric(o, "kv_raft_messages_dropped_total", "counter", "Raft messages dropped (peer down)",
+           ns.raft_msgs_dropped);
+    metric(o, "kv_raft_messages_received_total", "counter", "Raft messages received",
+           ns.raft_msgs_received);
+    metric(o, "kv_unsafe_no_fsync", "gauge", "1: started with --unsafe-no-fsync (NOT durable)",
+           s->cfg.unsafe_no_fsync);
+}
+
+int server_http(void *ctx, const char *path, char **body, size_t *len, const char **ctype) {
+    server *s = ctx;
+    out o = {0};
+    int code = 200;
+    if (strcmp(path, "/metrics") == 0) {
+        *ctype = "text/plain; version=0.0.4";
+        metrics(s, &o);
+    } else if (strcmp(path, "/health") == 0) {
+        uint64_t commit = raft_commit_index(s->r), applied = sm_applied_index(s->sm);
+        bool caught_up = applied + 1000 >= commit;
+        bool ok = s->leader_id != 0 && caught_up;
+        code = ok ? 200 : 503;
+        *ctype = "application/json";
+        put(&o, "{\"health\":\"%s\",\"name\":\"%s\",\"leader\":%s,\"applied\":%" PRIu64
+                ",\"commit\":%" PRIu64 "%s}\n",
+            ok ? "ok" : (s->leader_id == 0 ? "no leader" : "catching up"), s->cfg.name,
+            s->leader_id != 0 ? "true" : "false", applied, commit,
+            s->cfg.unsafe_no_fsync ? ",\"warning\":\"unsafe-no-fsync\"" : "");
+    } else {
+        code = 404;
+        put(&o, "not found: try /metrics or /health\n");
+    }
+    *body = o.buf;
+    *len = o.len;
+    return code;
+}
