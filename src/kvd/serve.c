@@ -2,6 +2,7 @@
 #include "kvd/serve.h"
 
 #include "kvd/check.h"
+#include "kv/limits.h"
 #include "server/server.h"
 
 #include <ctype.h>

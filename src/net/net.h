@@ -80,11 +80,23 @@ void net_config_default(net_config *cfg);
 int net_open(const net_config *cfg, net **out);
 
 /* Closes every connection and the listener; returns after their close
- * callbacks ran (it runs the loop until then). Frees n. */
+ * callbacks ran (it runs the loop until then; the caller's own handles may
+ * fire meanwhile, and net calls on n then are harmless: replies give
+ * KV_ECLOSED, Raft messages are dropped). Frees n. A net_conn the caller
+ * still references outlives n, closed: net_reply() gives KV_ECLOSED and the
+ * last net_conn_unref() frees it. Not from one of n's callbacks. */
 void net_close(net *n);
 
 /* Stops accepting new connections (shutdown begins); existing ones stay. */
 void net_stop_listening(net *n);
+
+/* Output (net_reply, net_send_raft, handshakes) is queued per connection and
+ * written with one uv_write per connection per loop turn: net flushes in its
+ * own uv_prepare and uv_check callbacks, and while anything is queued it
+ * keeps an idle handle active so the loop never blocks with output unsent.
+ * A caller that wants its output on the wire at once (e.g. at the end of its
+ * own prepare callback, after a Ready's messages) may flush now. */
+void net_flush(net *n);
 
 /* ---- clients ---------------------------------------------------------- */
 
@@ -108,14 +120,18 @@ const char *net_conn_peer_addr(const net_conn *c);
 /* Declares peer id (nonzero, not us) with its name and "host:port" and
  * starts its outgoing link. Known peer names are accepted in Hellos.
  * Adding an id again updates its address (the link reconnects). Returns 0,
- * KV_EINVAL (bad address), KV_ENOMEM. */
+ * KV_EINVAL (bad address or name: empty, ours, or another id's), KV_ENOMEM.
+ * Addresses are numeric (IPv4, [IPv6]) or "localhost": no DNS on the loop. */
 int net_peer_add(net *n, uint64_t id, const char *name, const char *addr);
-/* Forgets peer id: closes its link; its Hellos are refused from then on. */
+/* Forgets peer id: closes its link and its connections to us; its Hellos
+ * are refused from then on. */
 void net_peer_remove(net *n, uint64_t id);
 
 /* Queues msgs for their peers (msgs[i].to), as one kv.RaftBatch frame per
- * peer per call. Messages to an unknown or unconnected peer are dropped and
- * counted (Raft resends); nothing here blocks. The caller keeps msgs. */
+ * peer per call (more when one would pass KV_FRAME_BYTES_MAX; a single
+ * message over it is dropped and logged TOOBIG). Messages to an unknown or
+ * unconnected peer, or to ourselves (to == from), are dropped and counted
+ * (Raft resends); nothing here blocks. The caller keeps msgs. */
 void net_send_raft(net *n, const raft_msg *msgs, size_t count);
 
 /* Whether the outgoing link to peer id is connected (handshake done). */
