@@ -453,8 +453,9 @@ static int lock_data_dir(server *s) {
     if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         char pid[32] = "";
         ssize_t n = pread(s->lock_fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
         if (n > 0)
-            pid[n] = 0;
+            pid[strcspn(pid, "\n")] = 0;
         KV_LOGE("LOCKED", "data dir %s is in use by another kvd (pid %s); exiting",
                 s->cfg.data_dir, n > 0 ? pid : "?");
         return KV_ELOCKED;
