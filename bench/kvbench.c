@@ -16,9 +16,29 @@
  * fdatasync on a file in DIR, up to 1 s or 200 rounds, then deleted; run
  * before and after the log, the faster figure is printed):
  *   records=N secs=S records_per_s=R fsyncs=F p50_us=X p99_us=Y fsyncs_per_s_raw=Z
- * Exit status: 0 done, 1 failed, 2 bad usage (the flag is named).
+ *
+ *   kvbench put --cluster HOST:PORT,... [--clients C] [--requests N]
+ *               [--size BYTES] [--async DEPTH] [--timeout-ms T] [--token-file F]
+ *   kvbench get --cluster HOST:PORT,... [same flags] [--keys K]
+ *
+ * put: C clients (threads, each with its own kv_client and connection) write
+ * N values of BYTES bytes (fixed-seed random) to N distinct keys, each
+ * client one synchronous kv_put at a time; with --async DEPTH each client
+ * keeps DEPTH puts in flight on its connection instead (use fewer clients).
+ * get: writes K keys first, then reads N of them (fixed-seed random) the
+ * same way. A request's latency runs from the call (or the queueing) to its
+ * answer; every request counts, failed ones too:
+ *   op=put clients=C depth=D requests=N size=B secs=S ops_per_s=R p50_us=X p99_us=Y errors=E
+ * errors: requests whose status was not 0; the first one's code word goes
+ * to stderr. Only built with libkvclient (the kvd components).
+ *
+ * Exit status: 0 done, 1 failed (put/get: or some request failed; the line
+ * is printed anyway), 2 bad usage (the flag is named).
  */
 #include "common/clock.h"
+#ifdef KVBENCH_CLUSTER
+#include "kv/client.h"
+#endif
 #include "kv/errors.h"
 #include "kv/limits.h"
 #include "storage/datadir.h"
@@ -50,7 +70,14 @@ static void usage(FILE *out) {
                  "      write N records of BYTES bytes from W concurrent writers (on T\n"
                  "      threads, default min(W, 4)) through the WAL; each record is its own\n"
                  "      append, or with --coalesce a thread appends its ready writers'\n"
-                 "      records in one call\n");
+                 "      records in one call\n"
+                 "  put --cluster HOST:PORT,... [--clients C] [--requests N] [--size BYTES]\n"
+                 "      [--async DEPTH] [--timeout-ms T] [--token-file F]\n"
+                 "      C clients each doing synchronous puts of BYTES-byte values to distinct\n"
+                 "      keys (default 64 clients, 10000 requests, 256 bytes); --async: each\n"
+                 "      client keeps DEPTH puts in flight on its connection\n"
+                 "  get --cluster HOST:PORT,... [same flags] [--keys K]\n"
+                 "      writes K keys (default 1000), then N gets of random ones\n");
 }
 
 static int bad_flag(const char *sub, const char *flag, const char *why) {
@@ -381,6 +408,313 @@ static int cmd_wal(int argc, char **argv) {
     return rv;
 }
 
+#ifdef KVBENCH_CLUSTER
+/* ---- put / get against a cluster (libkvclient) ------------------------------ */
+
+#define BENCH_CLIENTS_MAX 4096u
+#define BENCH_KEYS_MAX 10000000u
+#define BENCH_KEY_BYTES 32
+#define BENCH_PRELOAD_DEPTH 128u
+
+typedef struct cluster_bench cluster_bench;
+typedef struct bench_client bench_client;
+
+/* One asynchronous request: when it was queued, for its latency. */
+typedef struct bench_req {
+    bench_client *cl;
+    uint64_t no; /* request number: index in latency_us */
+    uint64_t t0_ns;
+} bench_req;
+
+struct bench_client {
+    cluster_bench *b;
+    pthread_t tid;
+    kv_client *c;
+    uint64_t first, count; /* its request numbers */
+    uint64_t rng;
+    uint8_t *value;
+    bench_req *reqs; /* --async: one per request, made before the clock starts */
+    uint64_t done;
+    int open_rc;
+};
+
+struct cluster_bench {
+    bool get;
+    const char *cluster;
+    struct kv_client_options opts;
+    uint64_t clients, requests, size, depth, keys, timeout_ms;
+    uint32_t *latency_us; /* by request number */
+    pthread_barrier_t start;
+    uint64_t errors;
+    int first_error;
+};
+
+/* xorshift64*: fixed seeds, so a run writes what the last one wrote. */
+static uint64_t bench_rand(uint64_t *s) {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545F4914F6CDD1Dull;
+}
+
+static void bench_fill(uint64_t *rng, uint8_t *buf, uint64_t len) {
+    for (uint64_t i = 0; i < len; i += 8) {
+        uint64_t r = bench_rand(rng);
+        memcpy(buf + i, &r, len - i < 8 ? len - i : 8);
+    }
+}
+
+static int bench_key(char *buf, bool get, uint64_t n) {
+    return snprintf(buf, BENCH_KEY_BYTES, get ? "kvbench/get/%08" PRIu64 : "kvbench/%010" PRIu64,
+                    n);
+}
+
+static void bench_record(cluster_bench *b, uint64_t no, uint64_t t0_ns, int status) {
+    uint64_t us = (kv_now_ns() - t0_ns) / 1000;
+    b->latency_us[no] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    if (status != 0) {
+        __atomic_fetch_add(&b->errors, 1, __ATOMIC_RELAXED);
+        int none = 0;
+        __atomic_compare_exchange_n(&b->first_error, &none, status, false, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED);
+    }
+}
+
+static void bench_done(void *arg, int status, const void *value, size_t len) {
+    (void)value;
+    (void)len;
+    bench_req *r = arg;
+    bench_record(r->cl->b, r->no, r->t0_ns, status);
+    r->cl->done++;
+}
+
+/* The key of request i of cl (get: a random one of the preloaded keys). */
+static int bench_next_key(bench_client *cl, uint64_t i, char *key) {
+    cluster_bench *b = cl->b;
+    uint64_t n = b->get ? bench_rand(&cl->rng) % b->keys : cl->first + i;
+    return bench_key(key, b->get, n);
+}
+
+static void bench_sync(bench_client *cl) {
+    cluster_bench *b = cl->b;
+    char key[BENCH_KEY_BYTES];
+    for (uint64_t i = 0; i < cl->count; i++) {
+        int klen = bench_next_key(cl, i, key);
+        if (!b->get)
+            bench_fill(&cl->rng, cl->value, b->size);
+        uint64_t t0 = kv_now_ns();
+        int rc;
+        if (b->get) {
+            void *v = NULL;
+            size_t vlen = 0;
+            rc = kv_get(cl->c, key, (size_t)klen, &v, &vlen);
+            kv_free(v);
+        } else {
+            rc = kv_put(cl->c, key, (size_t)klen, cl->value, b->size);
+        }
+        bench_record(b, cl->first + i, t0, rc);
+    }
+}
+
+static void bench_async(bench_client *cl) {
+    cluster_bench *b = cl->b;
+    char key[BENCH_KEY_BYTES];
+    uint64_t next = 0;
+    while (cl->done < cl->count) {
+        while (next < cl->count && kv_client_inflight(cl->c) < b->depth) {
+            bench_req *r = &cl->reqs[next];
+            int klen = bench_next_key(cl, next, key);
+            if (!b->get)
+                bench_fill(&cl->rng, cl->value, b->size);
+            r->t0_ns = kv_now_ns();
+            int rc =
+                b->get ? kv_get_async(cl->c, key, (size_t)klen, bench_done, r)
+                       : kv_put_async(cl->c, key, (size_t)klen, cl->value, b->size, bench_done, r);
+            if (rc == KV_EBUSY)
+                break;
+            next++;
+            if (rc != 0) {
+                bench_record(b, r->no, r->t0_ns, rc);
+                cl->done++;
+            }
+        }
+        int rc = kv_client_poll(cl->c, 1000);
+        if (rc < 0) {
+            fprintf(stderr, "kvbench: poll: %s\n", kv_strerror(rc));
+            abort(); /* a fault of the client itself: never expected */
+        }
+    }
+}
+
+static void *bench_client_run(void *arg) {
+    bench_client *cl = arg;
+    cl->open_rc = kv_client_open(&cl->c, cl->b->cluster, &cl->b->opts);
+    pthread_barrier_wait(&cl->b->start); /* the clock starts once all are connected */
+    if (cl->open_rc != 0)
+        return NULL;
+    if (cl->b->depth > 0)
+        bench_async(cl);
+    else
+        bench_sync(cl);
+    return NULL;
+}
+
+/* get: the keys to read, written first, DEPTH at a time from one client. */
+typedef struct bench_preload_state {
+    uint64_t done;
+    int first_error;
+} bench_preload_state;
+
+static void bench_preload_done(void *arg, int status, const void *value, size_t len) {
+    (void)value;
+    (void)len;
+    bench_preload_state *st = arg;
+    st->done++;
+    if (status != 0 && st->first_error == 0)
+        st->first_error = status;
+}
+
+static int bench_preload(cluster_bench *b) {
+    kv_client *c = NULL;
+    int rc = kv_client_open(&c, b->cluster, &b->opts);
+    if (rc != 0)
+        return rc;
+    uint8_t *value = malloc(b->size + 8);
+    assert(value != NULL);
+    uint64_t rng = 0x9E3779B97F4A7C15ull, next = 0;
+    bench_fill(&rng, value, b->size);
+    bench_preload_state st = {0};
+    while (st.done < b->keys && rc >= 0) {
+        while (next < b->keys && kv_client_inflight(c) < BENCH_PRELOAD_DEPTH) {
+            char key[BENCH_KEY_BYTES];
+            int klen = bench_key(key, true, next);
+            rc = kv_put_async(c, key, (size_t)klen, value, b->size, bench_preload_done, &st);
+            assert(rc == 0);
+            next++;
+        }
+        rc = kv_client_poll(c, 1000);
+    }
+    kv_client_close(c);
+    free(value);
+    return rc < 0 ? rc : st.first_error;
+}
+
+static int run_cluster(cluster_bench *b) {
+    const char *op = b->get ? "get" : "put";
+    if (b->get) {
+        int rc = bench_preload(b);
+        if (rc != 0) {
+            fprintf(stderr, "kvbench %s: writing the keys: %s\n", op, kv_errword(rc));
+            return 1;
+        }
+    }
+    bench_client *cls = calloc(b->clients, sizeof *cls);
+    assert(cls != NULL);
+    pthread_barrier_init(&b->start, NULL, (unsigned)b->clients + 1);
+    for (uint64_t i = 0, first = 0; i < b->clients; i++) {
+        uint64_t n = b->requests / b->clients + (i < b->requests % b->clients);
+        cls[i] = (bench_client){.b = b,
+                                .first = first,
+                                .count = n,
+                                .rng = 0x9E3779B97F4A7C15ull * (i + 2),
+                                .value = malloc(b->size + 8)};
+        assert(cls[i].value != NULL);
+        if (b->depth > 0) {
+            cls[i].reqs = calloc(n + 1, sizeof *cls[i].reqs);
+            assert(cls[i].reqs != NULL);
+            for (uint64_t k = 0; k < n; k++)
+                cls[i].reqs[k] = (bench_req){.cl = &cls[i], .no = first + k};
+        }
+        first += n;
+        if (pthread_create(&cls[i].tid, NULL, bench_client_run, &cls[i]) != 0)
+            abort();
+    }
+    pthread_barrier_wait(&b->start);
+    uint64_t t0 = kv_now_ns();
+    int open_rc = 0;
+    for (uint64_t i = 0; i < b->clients; i++) {
+        pthread_join(cls[i].tid, NULL);
+        open_rc = open_rc ? open_rc : cls[i].open_rc;
+    }
+    double secs = (double)(kv_now_ns() - t0) / 1e9;
+    for (uint64_t i = 0; i < b->clients; i++) {
+        kv_client_close(cls[i].c);
+        free(cls[i].value);
+        free(cls[i].reqs);
+    }
+    free(cls);
+    pthread_barrier_destroy(&b->start);
+    if (open_rc != 0) {
+        fprintf(stderr, "kvbench %s: connecting to %s: %s\n", op, b->cluster, kv_errword(open_rc));
+        return 1;
+    }
+    qsort(b->latency_us, b->requests, sizeof *b->latency_us, cmp_u32);
+    uint32_t p50 = b->latency_us[(b->requests - 1) * 50 / 100];
+    uint32_t p99 = b->latency_us[(b->requests - 1) * 99 / 100];
+    printf("op=%s clients=%" PRIu64 " depth=%" PRIu64 " requests=%" PRIu64 " size=%" PRIu64
+           " secs=%.3f ops_per_s=%.0f p50_us=%" PRIu32 " p99_us=%" PRIu32 " errors=%" PRIu64 "\n",
+           op, b->clients, b->depth ? b->depth : 1, b->requests, b->size, secs, b->requests / secs,
+           p50, p99, b->errors);
+    if (b->errors > 0)
+        fprintf(stderr, "kvbench %s: %" PRIu64 " requests failed, the first with %s\n", op,
+                b->errors, kv_errword(b->first_error));
+    return b->errors > 0 ? 1 : 0;
+}
+
+static int cmd_cluster(const char *op, int argc, char **argv) {
+    cluster_bench b = {
+        .get = strcmp(op, "get") == 0, .clients = 64, .requests = 10000, .size = 256, .keys = 1000};
+    kv_client_options_init(&b.opts);
+    b.timeout_ms = b.opts.timeout_ms;
+    for (int i = 0; i < argc; i++) {
+        const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(flag, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        uint64_t *num = strcmp(flag, "--clients") == 0      ? &b.clients
+                        : strcmp(flag, "--requests") == 0   ? &b.requests
+                        : strcmp(flag, "--size") == 0       ? &b.size
+                        : strcmp(flag, "--async") == 0      ? &b.depth
+                        : strcmp(flag, "--keys") == 0       ? &b.keys
+                        : strcmp(flag, "--timeout-ms") == 0 ? &b.timeout_ms
+                                                            : NULL;
+        bool str = strcmp(flag, "--cluster") == 0 || strcmp(flag, "--token-file") == 0;
+        if (num == NULL && !str)
+            return bad_flag(op, flag, "unknown flag");
+        if (val == NULL)
+            return bad_flag(op, flag, "needs a value");
+        i++;
+        if (str) {
+            if (flag[2] == 'c')
+                b.cluster = val;
+            else
+                b.opts.token_file = val;
+            continue;
+        }
+        uint64_t hi = num == &b.size         ? KV_VALUE_BYTES_MAX
+                      : num == &b.clients    ? BENCH_CLIENTS_MAX
+                      : num == &b.depth      ? KV_CONN_INFLIGHT_REQUESTS_MAX
+                      : num == &b.keys       ? BENCH_KEYS_MAX
+                      : num == &b.timeout_ms ? 3600000u
+                                             : BENCH_RECORDS_MAX;
+        uint64_t lo = num == &b.size || num == &b.depth ? 0 : 1;
+        if (!parse_u64(val, lo, hi, num))
+            return bad_flag(op, flag, "not a number in range");
+    }
+    if (b.cluster == NULL)
+        return bad_flag(op, "--cluster", "required");
+    if (b.clients > b.requests)
+        return bad_flag(op, "--clients", "more clients than requests");
+    b.opts.timeout_ms = (uint32_t)b.timeout_ms;
+    b.latency_us = calloc(b.requests, sizeof *b.latency_us);
+    assert(b.latency_us != NULL);
+    int rv = run_cluster(&b);
+    free(b.latency_us);
+    return rv;
+}
+#endif /* KVBENCH_CLUSTER */
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -388,6 +722,10 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "wal") == 0)
         return cmd_wal(argc - 2, argv + 2);
+#ifdef KVBENCH_CLUSTER
+    if (strcmp(argv[1], "put") == 0 || strcmp(argv[1], "get") == 0)
+        return cmd_cluster(argv[1], argc - 2, argv + 2);
+#endif
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
         return 0;

@@ -31,6 +31,16 @@ void server_reply_code(net_conn *c, uint64_t id, int code, const char *detail) {
     net_reply(c, &r);
 }
 
+/* A proposed write whose outcome this node will not learn. */
+static void reply_unknown(net_conn *c, uint64_t id, int code, const char *detail) {
+    Kv__Response r = KV__RESPONSE__INIT;
+    r.id = id;
+    r.code = code;
+    r.detail = (char *)detail;
+    r.outcome_unknown = true;
+    net_reply(c, &r);
+}
+
 /* NOTLEADER with where to go. */
 static void reply_not_leader(server *s, net_conn *c, uint64_t id) {
     Kv__Response r = KV__RESPONSE__INIT;
@@ -146,15 +156,15 @@ void server_writes_applied(server *s, const sm_entry *e, const sm_reply *replies
         server_pending *p;
         while ((p = ring_front(&s->pending)) != NULL && p->index < e[i].index) {
             /* an index skipped: replaced by another leader's entry */
-            server_reply_code(p->conn, p->req_id, KV_ENOTLEADER,
-                              "leadership changed; outcome unknown, retry");
+            reply_unknown(p->conn, p->req_id, KV_ENOTLEADER,
+                          "leadership changed; outcome unknown, retry");
             pending_done(s, p);
         }
         if (p == NULL || p->index != e[i].index)
             continue;
         if (p->term != e[i].term) {
-            server_reply_code(p->conn, p->req_id, KV_ENOTLEADER,
-                              "leadership changed; outcome unknown, retry");
+            reply_unknown(p->conn, p->req_id, KV_ENOTLEADER,
+                          "leadership changed; outcome unknown, retry");
         } else {
             const sm_reply *r = &replies[i];
             Kv__Response resp = KV__RESPONSE__INIT;
@@ -175,7 +185,7 @@ void server_writes_applied(server *s, const sm_entry *e, const sm_reply *replies
 void server_fail_pending(server *s, int code, const char *detail) {
     server_pending *p;
     while ((p = ring_front(&s->pending)) != NULL) {
-        server_reply_code(p->conn, p->req_id, code, detail);
+        reply_unknown(p->conn, p->req_id, code, detail);
         pending_done(s, p);
     }
     server_read *r;

@@ -1,0 +1,578 @@
+/*
+ * libkvclient: the public API (include/kv/client.h) on the engine
+ * (engine.c). A synchronous call queues one request and runs the engine's
+ * loop until it completes; the asynchronous form queues many and lets
+ * kv_client_poll run the loop.
+ *
+ * Only the functions of client.h and errors.h leave the shared library
+ * (kvclient.map).
+ */
+#include "client/client_int.h"
+
+#include "common/clock.h"
+#include "net/frame.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NS_PER_MS 1000000ull
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* ---- options, open, close -------------------------------------------------- */
+
+void kv_client_options_init(struct kv_client_options *o) {
+    if (o == NULL)
+        return;
+    *o = (struct kv_client_options){.timeout_ms = KVC_TIMEOUT_MS_DEFAULT,
+                                    .connect_timeout_ms = KVC_CONNECT_TIMEOUT_MS_DEFAULT};
+}
+
+/* The first line of path, without its end of line. *out is malloc'd. */
+static int read_token_file(const char *path, char **out) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return errno == ENOENT ? KV_EMISSING : errno == EACCES ? KV_EPERM : KV_EIO;
+    char buf[KVC_TOKEN_BYTES_MAX + 2];
+    size_t n = 0;
+    if (fgets(buf, sizeof buf, f) != NULL)
+        n = strcspn(buf, "\r\n");
+    bool too_long = n > KVC_TOKEN_BYTES_MAX;
+    fclose(f);
+    if (too_long)
+        return KV_EINVAL;
+    buf[n] = '\0';
+    *out = strdup(buf);
+    return *out ? 0 : KV_ENOMEM;
+}
+
+int kv_client_open(kv_client **out, const char *endpoints, const struct kv_client_options *opts) {
+    if (out == NULL)
+        return KV_EINVAL;
+    *out = NULL;
+    kv_client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return KV_ENOMEM;
+    struct kv_client_options o;
+    kv_client_options_init(&o);
+    if (opts != NULL)
+        o = *opts;
+    c->timeout_ms = o.timeout_ms ? o.timeout_ms : KVC_TIMEOUT_MS_DEFAULT;
+    c->connect_timeout_ms =
+        o.connect_timeout_ms ? o.connect_timeout_ms : KVC_CONNECT_TIMEOUT_MS_DEFAULT;
+    c->qhead = c->qtail = KVC_NONE;
+    c->max_inflight = KV_CONN_INFLIGHT_REQUESTS_MAX;
+    c->pause_ms = KVC_PAUSE_MS_MIN;
+    c->busy_ms = KVC_BUSY_MS_MIN;
+    c->cur_ep = -1;
+    c->min_deadline_ns = UINT64_MAX;
+    kvc_conn_init(&c->conn);
+    kvc_arena_init(&c->arena);
+    int rc = kvc_endpoints_parse(endpoints, c->eps, &c->eps_count);
+    if (rc == 0 && o.token != NULL) {
+        c->token = strdup(o.token);
+        rc = c->token ? 0 : KV_ENOMEM;
+    } else if (rc == 0 && o.token_file != NULL) {
+        rc = read_token_file(o.token_file, &c->token);
+    }
+    uint64_t deadline = kv_now_ns() + (uint64_t)c->timeout_ms * NS_PER_MS;
+    while (rc == 0) {
+        rc = kvc_connect_any(c, deadline);
+        if (rc != KV_EUNAVAILABLE)
+            break;
+        uint64_t now = kv_now_ns();
+        if (now >= deadline)
+            break;
+        uint64_t until = MIN(deadline, now + (uint64_t)c->pause_ms * NS_PER_MS);
+        (void)poll(NULL, 0, kvc_wait_ms(until, now));
+        c->pause_ms = MIN(2 * c->pause_ms, KVC_PAUSE_MS_MAX);
+        rc = 0;
+    }
+    if (rc != 0) {
+        kv_client_close(c);
+        return rc;
+    }
+    c->pause_ms = KVC_PAUSE_MS_MIN;
+    *out = c;
+    return 0;
+}
+
+/* Requests still queued or in flight are dropped without their callbacks. */
+void kv_client_close(kv_client *c) {
+    if (c == NULL)
+        return;
+    assert(!c->in_loop);
+    kvc_conn_free(&c->conn);
+    kvc_arena_free(&c->arena);
+    kvc_slots_free(c);
+    free(c->token);
+    free(c->cluster_id);
+    free(c);
+}
+
+const char *kv_client_endpoint(const kv_client *c, bool *is_leader) {
+    bool connected = c != NULL && c->conn.fd >= 0;
+    if (is_leader != NULL)
+        *is_leader = connected && c->is_leader;
+    return connected ? c->cur_text : NULL;
+}
+
+void kv_free(void *p) {
+    free(p);
+}
+
+void kv_pairs_free(kv_pair *pairs, size_t count) {
+    if (pairs == NULL)
+        return;
+    for (size_t i = 0; i < count; i++)
+        free(pairs[i].key); /* the value shares the key's block */
+    free(pairs);
+}
+
+/* ---- argument checks ------------------------------------------------------- */
+
+static int check_key(const void *key, size_t len) {
+    if (key == NULL || len == 0)
+        return KV_EINVAL;
+    return len > KV_KEY_BYTES_MAX ? KV_ETOOBIG : 0;
+}
+
+static int check_value(const void *v, size_t len) {
+    if (v == NULL && len > 0)
+        return KV_EINVAL;
+    return len > KV_VALUE_BYTES_MAX ? KV_ETOOBIG : 0;
+}
+
+/* ---- synchronous calls ----------------------------------------------------- */
+
+static void *dup_bytes(const ProtobufCBinaryData *b) {
+    if (b->len == 0)
+        return NULL;
+    void *p = malloc(b->len);
+    if (p != NULL)
+        memcpy(p, b->data, b->len);
+    return p;
+}
+
+static int copy_pairs(const Kv__Response *r, kvc_result *res) {
+    res->more = r->more;
+    if (r->n_kvs == 0)
+        return 0;
+    res->pairs = calloc(r->n_kvs, sizeof *res->pairs);
+    if (res->pairs == NULL)
+        return KV_ENOMEM;
+    for (size_t i = 0; i < r->n_kvs; i++) {
+        const Kv__KeyValue *kv = r->kvs[i];
+        uint8_t *b = malloc(kv->key.len + kv->value.len + 1);
+        if (b == NULL)
+            return KV_ENOMEM; /* the caller frees the count made so far */
+        if (kv->key.len > 0)
+            memcpy(b, kv->key.data, kv->key.len);
+        if (kv->value.len > 0)
+            memcpy(b + kv->key.len, kv->value.data, kv->value.len);
+        res->pairs[i] = (kv_pair){.key = b,
+                                  .key_len = kv->key.len,
+                                  .value = kv->value.len ? b + kv->key.len : NULL,
+                                  .value_len = kv->value.len};
+        res->count = i + 1;
+    }
+    return 0;
+}
+
+/* One line of key=value; the warning (free text) goes last. */
+static int status_line(const Kv__NodeStatus *st, char **line) {
+    const char *w = st->warning && st->warning[0] ? st->warning : NULL;
+    int n = asprintf(line,
+                     "name=%s address=%s role=%s term=%" PRIu64 " leader=%s commit=%" PRIu64
+                     " applied=%" PRIu64 " last=%" PRIu64 " snapshot=%" PRIu64
+                     " version=%s cluster=%s unsafe_no_fsync=%s%s%s",
+                     st->name, st->address, st->role, st->term, st->leader_name, st->commit,
+                     st->applied, st->last_index, st->snapshot_index, st->version, st->cluster_id,
+                     st->unsafe_no_fsync ? "true" : "false", w ? " warning=" : "", w ? w : "");
+    if (n < 0) {
+        *line = NULL;
+        return KV_ENOMEM;
+    }
+    for (char *p = *line; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    return 0;
+}
+
+static int copy_result(const kvc_slot *s, int status, const Kv__Response *r, kvc_result *res) {
+    if (r == NULL)
+        return status;
+    res->index = r->index;
+    switch (s->type) {
+    case KV__REQUEST__TYPE__GET:
+        if (status == 0 && r->value.len > 0 && (res->value = dup_bytes(&r->value)) == NULL)
+            return KV_ENOMEM;
+        res->value_len = status == 0 ? r->value.len : 0;
+        break;
+    case KV__REQUEST__TYPE__CAS:
+    case KV__REQUEST__TYPE__CAS_ABSENT:
+        if (status != KV_ECOMPARE || !res->want_current)
+            break;
+        res->present = r->current_present;
+        if (r->current.len > 0 && (res->value = dup_bytes(&r->current)) == NULL)
+            return KV_ENOMEM;
+        res->value_len = r->current.len;
+        break;
+    case KV__REQUEST__TYPE__SCAN:
+        if (status == 0 && copy_pairs(r, res) != 0)
+            return KV_ENOMEM;
+        break;
+    case KV__REQUEST__TYPE__STATUS:
+        if (status == 0 && r->status == NULL)
+            return KV_EPROTO;
+        if (status == 0 && status_line(r->status, &res->line) != 0)
+            return KV_ENOMEM;
+        break;
+    default:
+        break;
+    }
+    return status;
+}
+
+static void sync_done(kv_client *c, kvc_slot *s, int status, const Kv__Response *r) {
+    (void)c;
+    kvc_result *res = s->arg;
+    res->status = copy_result(s, status, r, res);
+    res->done = true;
+}
+
+/* A request for a synchronous call, or NULL and *rc. */
+static kvc_slot *sync_begin(kv_client *c, Kv__Request__Type type, kvc_result *res, int *rc) {
+    if (c == NULL || c->in_loop) {
+        *rc = KV_EINVAL; /* a callback must not call back in */
+        return NULL;
+    }
+    if (c->user_inflight > 0) {
+        *rc = KV_EBUSY; /* asynchronous requests pending: kv_client_poll first */
+        return NULL;
+    }
+    kvc_slot *s = kvc_slot_alloc(c);
+    if (s == NULL) {
+        *rc = KV_ENOMEM;
+        return NULL;
+    }
+    s->type = type;
+    s->done = sync_done;
+    s->arg = res;
+    return s;
+}
+
+static void start(kv_client *c, kvc_slot *s) {
+    s->deadline_ns = kv_now_ns() + (uint64_t)c->timeout_ms * NS_PER_MS;
+    c->min_deadline_ns = MIN(c->min_deadline_ns, s->deadline_ns);
+    kvc_queue_push(c, s);
+}
+
+/* Runs s to its end; the caller's buffers stay borrowed until then. */
+static int sync_run(kv_client *c, kvc_slot *s, kvc_result *res) {
+    start(c, s);
+    (void)kvc_loop(c, UINT64_MAX, res);
+    assert(res->done);
+    return res->status;
+}
+
+int kv_put(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len) {
+    int rc = check_key(key, key_len);
+    if (rc == 0)
+        rc = check_value(value, value_len);
+    kvc_result res = {0};
+    kvc_slot *s = rc == 0 ? sync_begin(c, KV__REQUEST__TYPE__PUT, &res, &rc) : NULL;
+    if (s == NULL)
+        return rc;
+    s->key = key;
+    s->key_len = (uint32_t)key_len;
+    s->value = value;
+    s->value_len = (uint32_t)value_len;
+    return sync_run(c, s, &res);
+}
+
+static int get(kv_client *c, const void *key, size_t key_len, bool stale, void **value,
+               size_t *value_len, uint64_t *applied_index) {
+    if (value == NULL || value_len == NULL)
+        return KV_EINVAL;
+    *value = NULL;
+    *value_len = 0;
+    int rc = check_key(key, key_len);
+    kvc_result res = {0};
+    kvc_slot *s = rc == 0 ? sync_begin(c, KV__REQUEST__TYPE__GET, &res, &rc) : NULL;
+    if (s == NULL)
+        return rc;
+    s->key = key;
+    s->key_len = (uint32_t)key_len;
+    s->stale = stale;
+    rc = sync_run(c, s, &res);
+    if (rc == 0) {
+        *value = res.value;
+        *value_len = res.value_len;
+        if (applied_index != NULL)
+            *applied_index = res.index;
+    } else {
+        free(res.value);
+    }
+    return rc;
+}
+
+int kv_get(kv_client *c, const void *key, size_t key_len, void **value, size_t *value_len) {
+    return get(c, key, key_len, false, value, value_len, NULL);
+}
+
+int kv_get_stale(kv_client *c, const void *key, size_t key_len, void **value, size_t *value_len,
+                 uint64_t *applied_index) {
+    return get(c, key, key_len, true, value, value_len, applied_index);
+}
+
+int kv_del(kv_client *c, const void *key, size_t key_len) {
+    int rc = check_key(key, key_len);
+    kvc_result res = {0};
+    kvc_slot *s = rc == 0 ? sync_begin(c, KV__REQUEST__TYPE__DELETE, &res, &rc) : NULL;
+    if (s == NULL)
+        return rc;
+    s->key = key;
+    s->key_len = (uint32_t)key_len;
+    return sync_run(c, s, &res);
+}
+
+int kv_cas_ex(kv_client *c, const void *key, size_t key_len, const void *expected,
+              size_t expected_len, const void *value, size_t value_len, void **current,
+              size_t *current_len, bool *present) {
+    if (current != NULL)
+        *current = NULL;
+    if (current_len != NULL)
+        *current_len = 0;
+    if (present != NULL)
+        *present = false;
+    int rc = check_key(key, key_len);
+    if (rc == 0)
+        rc = check_value(value, value_len);
+    if (rc == 0 && expected != NULL)
+        rc = check_value(expected, expected_len);
+    if (rc == 0 && expected == NULL && expected_len > 0)
+        rc = KV_EINVAL;
+    Kv__Request__Type t = expected ? KV__REQUEST__TYPE__CAS : KV__REQUEST__TYPE__CAS_ABSENT;
+    kvc_result res = {.want_current = current != NULL || present != NULL};
+    kvc_slot *s = rc == 0 ? sync_begin(c, t, &res, &rc) : NULL;
+    if (s == NULL)
+        return rc;
+    s->key = key;
+    s->key_len = (uint32_t)key_len;
+    s->value = value;
+    s->value_len = (uint32_t)value_len;
+    s->expected = expected;
+    s->expected_len = (uint32_t)expected_len;
+    s->has_expected = expected != NULL;
+    rc = sync_run(c, s, &res);
+    if (rc == KV_ECOMPARE) {
+        if (present != NULL)
+            *present = res.present;
+        if (current_len != NULL)
+            *current_len = res.value_len;
+        if (current != NULL) {
+            *current = res.value;
+            res.value = NULL;
+        }
+    }
+    free(res.value);
+    return rc;
+}
+
+int kv_cas(kv_client *c, const void *key, size_t key_len, const void *expected, size_t expected_len,
+           const void *value, size_t value_len) {
+    return kv_cas_ex(c, key, key_len, expected, expected_len, value, value_len, NULL, NULL, NULL);
+}
+
+int kv_scan(kv_client *c, const void *prefix, size_t prefix_len, const void *start_after,
+            size_t start_after_len, uint32_t limit, kv_pair **pairs, size_t *count, bool *more) {
+    if (pairs == NULL || count == NULL)
+        return KV_EINVAL;
+    *pairs = NULL;
+    *count = 0;
+    if (more != NULL)
+        *more = false;
+    int rc = 0;
+    if ((prefix == NULL && prefix_len > 0) || (start_after == NULL && start_after_len > 0))
+        rc = KV_EINVAL;
+    else if (prefix_len > KV_KEY_BYTES_MAX || start_after_len > KV_KEY_BYTES_MAX)
+        rc = KV_ETOOBIG;
+    kvc_result res = {0};
+    kvc_slot *s = rc == 0 ? sync_begin(c, KV__REQUEST__TYPE__SCAN, &res, &rc) : NULL;
+    if (s == NULL)
+        return rc;
+    s->key = prefix;
+    s->key_len = (uint32_t)prefix_len;
+    s->start_after = start_after;
+    s->start_after_len = (uint32_t)start_after_len;
+    s->limit = limit;
+    rc = sync_run(c, s, &res);
+    if (rc != 0) {
+        kv_pairs_free(res.pairs, res.count);
+        return rc;
+    }
+    *pairs = res.pairs;
+    *count = res.count;
+    if (more != NULL)
+        *more = res.more;
+    return 0;
+}
+
+/* ---- asynchronous form ------------------------------------------------------ */
+
+/* Copies the data into the slot's own buffer (kept from one use to the
+ * next: no allocation per request once warm). */
+static int own_copy(kvc_slot *s, const void *a, size_t alen, const void *b, size_t blen) {
+    size_t need = alen + blen;
+    if (need > s->own_cap) {
+        uint8_t *p = realloc(s->own, need);
+        if (p == NULL)
+            return KV_ENOMEM;
+        s->own = p;
+        s->own_cap = need;
+    }
+    if (alen > 0)
+        memcpy(s->own, a, alen);
+    if (blen > 0)
+        memcpy(s->own + alen, b, blen);
+    s->key = s->own;
+    s->key_len = (uint32_t)alen;
+    s->value = blen > 0 ? s->own + alen : NULL;
+    s->value_len = (uint32_t)blen;
+    return 0;
+}
+
+static int async_start(kv_client *c, Kv__Request__Type type, const void *key, size_t key_len,
+                       const void *value, size_t value_len, kv_done_fn cb, void *arg) {
+    if (c == NULL || cb == NULL)
+        return KV_EINVAL;
+    if (c->user_inflight >= c->max_inflight)
+        return KV_EBUSY;
+    kvc_slot *s = kvc_slot_alloc(c);
+    if (s == NULL)
+        return KV_ENOMEM;
+    if (own_copy(s, key, key_len, value, value_len) != 0) {
+        kvc_slot_release(c, s);
+        return KV_ENOMEM;
+    }
+    s->type = type;
+    s->user = true;
+    s->user_cb = cb;
+    s->arg = arg;
+    c->user_inflight++;
+    start(c, s);
+    return 0;
+}
+
+int kv_put_async(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len,
+                 kv_done_fn cb, void *arg) {
+    int rc = check_key(key, key_len);
+    if (rc == 0)
+        rc = check_value(value, value_len);
+    if (rc != 0)
+        return rc;
+    return async_start(c, KV__REQUEST__TYPE__PUT, key, key_len, value, value_len, cb, arg);
+}
+
+int kv_get_async(kv_client *c, const void *key, size_t key_len, kv_done_fn cb, void *arg) {
+    int rc = check_key(key, key_len);
+    if (rc != 0)
+        return rc;
+    return async_start(c, KV__REQUEST__TYPE__GET, key, key_len, NULL, 0, cb, arg);
+}
+
+int kv_client_poll(kv_client *c, int timeout_ms) {
+    if (c == NULL || c->in_loop)
+        return KV_EINVAL;
+    uint64_t now = kv_now_ns();
+    uint64_t until = now + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * NS_PER_MS;
+    return kvc_loop(c, until, NULL);
+}
+
+size_t kv_client_inflight(const kv_client *c) {
+    return c ? c->user_inflight : 0;
+}
+
+void kv_client_set_max_inflight(kv_client *c, uint32_t n) {
+    if (c == NULL)
+        return;
+    c->max_inflight = n == 0                              ? 1
+                      : n > KV_CONN_INFLIGHT_REQUESTS_MAX ? KV_CONN_INFLIGHT_REQUESTS_MAX
+                                                          : n;
+}
+
+/* ---- operators ------------------------------------------------------------- */
+
+/* STATUS on a connection of its own to ep, closed after. */
+static int status_at(kv_client *c, const kvc_endpoint *ep, char **line) {
+    uint64_t now = kv_now_ns();
+    uint64_t deadline = now + (uint64_t)c->timeout_ms * NS_PER_MS;
+    kvc_conn k;
+    kvc_conn_init(&k);
+    int rc =
+        kvc_conn_open(c, &k, ep, MIN(deadline, now + (uint64_t)c->connect_timeout_ms * NS_PER_MS));
+    Kv__Request q = KV__REQUEST__INIT;
+    q.id = ++c->next_id << 11 | 0x7ffu; /* no slot has this index */
+    q.type = KV__REQUEST__TYPE__STATUS;
+    if (rc == 0)
+        rc = kvc_conn_queue(&k, KV_FRAME_REQUEST, &q.base);
+    if (rc == 0 && kvc_conn_send_all(&k, deadline) != 0)
+        rc = KV_EUNAVAILABLE;
+    while (rc == 0) {
+        uint8_t type;
+        const uint8_t *p;
+        uint32_t len;
+        if (kvc_conn_wait_frame(&k, deadline, &type, &p, &len) != 1 || type != KV_FRAME_RESPONSE) {
+            rc = KV_EUNAVAILABLE;
+            break;
+        }
+        Kv__Response *r = kv__response__unpack(&c->arena.alloc, len, p);
+        kvc_conn_consume(&k, len);
+        bool ours = r != NULL && r->id == q.id; /* else a stray answer: skip it */
+        if (r == NULL)
+            rc = KV_EUNAVAILABLE;
+        else if (ours && r->code != 0)
+            rc = r->code;
+        else if (ours)
+            rc = r->status == NULL ? KV_EPROTO : status_line(r->status, line);
+        kvc_arena_reset(&c->arena);
+        if (ours)
+            break;
+    }
+    kvc_conn_free(&k);
+    return rc;
+}
+
+int kv_node_status(kv_client *c, const char *endpoint, char **line) {
+    if (c == NULL || line == NULL || c->in_loop)
+        return KV_EINVAL;
+    *line = NULL;
+    if (endpoint != NULL) {
+        kvc_endpoint ep;
+        if (kvc_endpoint_parse(endpoint, strlen(endpoint), &ep) != 0)
+            return KV_EINVAL;
+        return status_at(c, &ep, line);
+    }
+    if (c->user_inflight > 0) {
+        kvc_endpoint ep;
+        if (c->conn.fd < 0 || kvc_endpoint_parse(c->cur_text, strlen(c->cur_text), &ep) != 0)
+            return KV_EBUSY;
+        return status_at(c, &ep, line);
+    }
+    int rc;
+    kvc_result res = {0};
+    kvc_slot *s = sync_begin(c, KV__REQUEST__TYPE__STATUS, &res, &rc);
+    if (s == NULL)
+        return rc;
+    rc = sync_run(c, s, &res);
+    if (rc == 0)
+        *line = res.line;
+    else
+        free(res.line);
+    return rc;
+}

@@ -1,0 +1,231 @@
+/*
+ * libkvclient internals, shared by its files (internal names carry kvc_).
+ *
+ *   conn.c    endpoints, one TCP connection: connect, handshake, buffers,
+ *             frames in and out, the protobuf arena
+ *   engine.c  requests ("slots"), the send queue, the loop that connects,
+ *             sends, reads and decides what every answer means (leader
+ *             finding, retries, sessions, deadlines)
+ *   client.c  the public API (include/kv/client.h) on top of the engine
+ *
+ * One loop serves both forms: a synchronous call queues one slot and runs
+ * the loop until that slot is done; kv_client_poll runs it until any user
+ * request completes. Every request, whatever its form, is retried the same
+ * way.
+ */
+#ifndef KV_CLIENT_CLIENT_INT_H
+#define KV_CLIENT_CLIENT_INT_H
+
+#include "kv/client.h"
+#include "proto/kv.pb-c.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVC_TIMEOUT_MS_DEFAULT 5000u
+#define KVC_CONNECT_TIMEOUT_MS_DEFAULT 1000u
+
+/* Endpoints in one list: a cluster has at most KV_NODES_MAX nodes, the rest
+ * is room for several addresses per node. */
+#define KVC_ENDPOINTS_MAX 64u
+/* "host:port" text, as given or as a node names its leader. */
+#define KVC_ADDR_BYTES 256u
+/* The token's first line. */
+#define KVC_TOKEN_BYTES_MAX 4096u
+
+/* Requests one client holds: the user's (KV_CONN_INFLIGHT_REQUESTS_MAX, the
+ * node's limit per connection), one synchronous call, one REGISTER. */
+#define KVC_SLOTS_MAX (KV_CONN_INFLIGHT_REQUESTS_MAX + 2u)
+#define KVC_SLOTS_PAGE 64u
+#define KVC_SLOT_PAGES ((KVC_SLOTS_MAX + KVC_SLOTS_PAGE - 1) / KVC_SLOTS_PAGE)
+#define KVC_NONE UINT16_MAX
+
+/* Pause before trying the next node when none leads (NOTLEADER without an
+ * address, UNAVAILABLE, nothing reachable): doubling from min to max. */
+#define KVC_PAUSE_MS_MIN 50u
+#define KVC_PAUSE_MS_MAX 800u
+/* Pause before sending again after BUSY: doubling from min to max. */
+#define KVC_BUSY_MS_MIN 2u
+#define KVC_BUSY_MS_MAX 200u
+/* Redirects followed in a row without pausing (two nodes naming each other
+ * during an election must not spin). */
+#define KVC_REDIRECTS_FREE 3u
+
+/* Output queued on one connection before the loop waits for it to drain. */
+#define KVC_WBUF_BYTES_SOFT (4u * 1024u * 1024u)
+#define KVC_RBUF_BYTES_MIN (64u * 1024u)
+/* The arena keeps at most this much between responses. */
+#define KVC_ARENA_BYTES_KEEP (8u * 1024u * 1024u)
+
+typedef struct kvc_endpoint {
+    char text[KVC_ADDR_BYTES]; /* "host:port" */
+    char host[KVC_ADDR_BYTES];
+    char port[8];
+} kvc_endpoint;
+
+/* A bump allocator for unpacked responses: reset after each one, so
+ * reading an answer allocates nothing in the steady state. */
+typedef struct kvc_arena_block kvc_arena_block;
+typedef struct kvc_arena {
+    uint8_t *base;
+    size_t cap, used;
+    size_t overflow_bytes;    /* asked of extra blocks since the last reset */
+    kvc_arena_block *extra;   /* blocks for what did not fit, freed at reset */
+    ProtobufCAllocator alloc; /* hands out from this arena */
+} kvc_arena;
+
+/* One TCP connection and its buffers. */
+typedef struct kvc_conn {
+    int fd; /* -1: none */
+    uint8_t *rbuf;
+    size_t rcap, rstart, rlen; /* received bytes at rbuf[rstart, rstart + rlen) */
+    uint8_t *wbuf;
+    size_t wcap, wstart, wlen; /* bytes to send at wbuf[wstart, wstart + wlen) */
+    uint64_t out_total;        /* bytes ever queued on this connection */
+    uint64_t sent_total;       /* of which the kernel took */
+} kvc_conn;
+
+typedef struct kvc_slot kvc_slot;
+typedef struct kvc_result kvc_result;
+/* Internal completion: the slot is still valid, r may be NULL. */
+typedef void (*kvc_done_fn)(kv_client *c, kvc_slot *s, int status, const Kv__Response *r);
+
+/* One request, from the call that queued it until it completes. */
+struct kvc_slot {
+    uint64_t id;          /* 0: free; else the Request id, kept over resends */
+    uint64_t deadline_ns; /* completes past it */
+    uint64_t seq;         /* writes: number in session (0: not given yet) */
+    uint64_t session;     /* writes: the session seq belongs to */
+    uint64_t frame_end;   /* on the wire: conn.out_total after its frame; 0: not */
+    Kv__Request__Type type;
+    bool stale;        /* reads answered by any node */
+    bool has_expected; /* CAS: expected given (may be empty) */
+    bool user;         /* an async request of the user (counts in inflight) */
+    bool queued;       /* in the send queue */
+    bool unknown;      /* a write that may have been applied (sent, answer lost) */
+    bool busy;         /* the last answer was BUSY */
+    uint32_t limit;    /* SCAN */
+    const uint8_t *key, *value, *expected, *start_after;
+    uint32_t key_len, value_len, expected_len, start_after_len;
+    uint8_t *own; /* copies of the data for async requests (reused) */
+    size_t own_cap;
+    kvc_done_fn done;      /* internal requests */
+    kv_done_fn user_cb;    /* user requests */
+    void *arg;             /* user_cb's argument, or the kvc_result */
+    uint16_t index;        /* position in the pool */
+    uint16_t qprev, qnext; /* send queue links (KVC_NONE) */
+};
+
+/* What a synchronous call gets back. Owned by the caller's frame; malloc'd
+ * members are handed to the user or freed by the API function. */
+struct kvc_result {
+    bool done;
+    int status;
+    bool want_current; /* CAS: keep the current value on COMPARE */
+    void *value;       /* GET value, CAS current */
+    size_t value_len;
+    bool present;
+    uint64_t index;
+    kv_pair *pairs;
+    size_t count;
+    bool more;
+    char *line; /* STATUS */
+};
+
+struct kv_client {
+    uint32_t timeout_ms, connect_timeout_ms;
+    char *token;      /* NULL: none */
+    char *cluster_id; /* from the first HelloReply; NULL before */
+
+    kvc_endpoint eps[KVC_ENDPOINTS_MAX];
+    size_t eps_count;
+    size_t next_ep;        /* the next endpoint to try */
+    kvc_endpoint redirect; /* a leader named by a node, tried first */
+    bool has_redirect;
+    uint32_t redirects_in_row;     /* followed without a success */
+    char cur_text[KVC_ADDR_BYTES]; /* the connected endpoint */
+    long cur_ep;                   /* its index in eps, -1: a redirect */
+    bool is_leader;
+
+    kvc_conn conn;
+    uint64_t conn_gen;   /* bumped at every drop */
+    bool drop_pending;   /* drop the connection once its input is read */
+    size_t wire_count;   /* requests on the wire, waiting for an answer */
+    uint64_t last_rx_ns; /* bytes last received (or the wire got busy) */
+    kvc_arena arena;
+
+    uint64_t next_id;
+    uint64_t client_id; /* the session; 0: none yet */
+    uint64_t seq;       /* the last number given in it */
+    kvc_slot *reg;      /* the REGISTER in progress, or NULL */
+
+    kvc_slot *pages[KVC_SLOT_PAGES];
+    uint16_t free_list[KVC_SLOTS_MAX];
+    uint16_t free_count;
+    uint16_t slots_hw; /* slots ever created */
+    uint16_t qhead, qtail;
+    size_t used;          /* slots in use */
+    size_t user_inflight; /* of which async requests of the user */
+    uint32_t max_inflight;
+    uint64_t completed_user; /* user requests ever completed */
+    uint64_t min_deadline_ns;
+
+    uint64_t reconnect_ns;  /* no connection attempt before */
+    uint32_t pause_ms;      /* next pause before trying another node */
+    uint64_t send_pause_ns; /* no sending before (after BUSY) */
+    uint32_t busy_ms;
+    bool in_loop; /* the loop runs: callbacks must not re-enter */
+};
+
+/* ---- conn.c ---- */
+int kvc_endpoint_parse(const char *text, size_t len, kvc_endpoint *ep);
+int kvc_endpoints_parse(const char *list, kvc_endpoint *eps, size_t *count);
+void kvc_arena_init(kvc_arena *a);
+void kvc_arena_reset(kvc_arena *a);
+void kvc_arena_free(kvc_arena *a);
+void kvc_conn_init(kvc_conn *k);
+void kvc_conn_close(kvc_conn *k); /* closes the socket, keeps the buffers */
+void kvc_conn_free(kvc_conn *k);
+/* Connects and says Hello; 0, KV_EAUTH/KV_ECONFIG/KV_EVERSION (refused),
+ * or KV_EUNAVAILABLE (not reached, or it spoke nonsense). */
+int kvc_conn_open(kv_client *c, kvc_conn *k, const kvc_endpoint *ep, uint64_t deadline_ns);
+/* Appends msg as one frame to the output; KV_ENOMEM. */
+int kvc_conn_queue(kvc_conn *k, uint8_t type, const ProtobufCMessage *msg);
+/* Sends what the kernel takes now; 0 or KV_ECLOSED. */
+int kvc_conn_flush(kvc_conn *k);
+/* Reads what is there; >0 bytes, 0 nothing yet, KV_ECLOSED. */
+int kvc_conn_fill(kvc_conn *k);
+/* The next whole frame's payload: 1 (*type, *payload, *len set), 0 more
+ * bytes needed, or KV_EPROTO/KV_ECORRUPT/KV_ETOOBIG/KV_EVERSION/KV_ENOMEM
+ * (close the connection). kvc_conn_consume drops it. */
+int kvc_conn_frame(kvc_conn *k, uint8_t *type, const uint8_t **payload, uint32_t *len);
+void kvc_conn_consume(kvc_conn *k, uint32_t len);
+/* Waits for the next frame until deadline: 1, or negative as above and
+ * KV_ETIMEOUT. */
+int kvc_conn_wait_frame(kvc_conn *k, uint64_t deadline_ns, uint8_t *type, const uint8_t **payload,
+                        uint32_t *len);
+/* False when the node closed the connection (a peek, no wait). */
+bool kvc_conn_alive(const kvc_conn *k);
+/* Sends all output until deadline: 0, KV_ECLOSED, KV_ETIMEOUT. */
+int kvc_conn_send_all(kvc_conn *k, uint64_t deadline_ns);
+/* poll() for ms (-1 would block forever: callers never pass it). */
+int kvc_wait_ms(uint64_t until_ns, uint64_t now_ns);
+
+/* ---- engine.c ---- */
+kvc_slot *kvc_slot_alloc(kv_client *c);
+kvc_slot *kvc_slot_at(const kv_client *c, uint16_t i);
+/* Gives back a slot never started. */
+void kvc_slot_release(kv_client *c, kvc_slot *s);
+void kvc_queue_push(kv_client *c, kvc_slot *s);
+/* Runs the loop until `wait` is done (a synchronous call) or, wait NULL,
+ * until a user request completes or until_ns passes. Returns the number of
+ * user requests completed. */
+int kvc_loop(kv_client *c, uint64_t until_ns, const kvc_result *wait);
+/* Connects to some node, trying every endpoint once; as kvc_conn_open. */
+int kvc_connect_any(kv_client *c, uint64_t deadline_ns);
+void kvc_drop(kv_client *c);
+void kvc_slots_free(kv_client *c);
+bool kvc_is_write(Kv__Request__Type t);
+
+#endif /* KV_CLIENT_CLIENT_INT_H */

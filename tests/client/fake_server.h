@@ -1,0 +1,61 @@
+/*
+ * A fake kv node for libkvclient's tests: one thread, a listening socket on
+ * 127.0.0.1, the real frames and messages (src/net/frame.h, proto/kv.proto),
+ * an in-memory map and sessions with the server's exactly-once rules
+ * (docs/protocol.md). Behaviours a test turns on: follower (NOTLEADER with
+ * or without a leader address), BUSY for the first N writes, a session
+ * expired once, closing the connection after applying a write without
+ * answering, never answering, a token.
+ */
+#ifndef KV_TESTS_CLIENT_FAKE_SERVER_H
+#define KV_TESTS_CLIENT_FAKE_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fake_config {
+    const char *name;             /* node name; "f" when NULL */
+    bool follower;                /* answers NOTLEADER to writes and linearizable reads */
+    const char *leader_address;   /* follower: where the leader is ("" or NULL: unknown) */
+    const char *notleader_detail; /* follower: the detail (default "not the leader") */
+    bool unavailable;             /* answers UNAVAILABLE ("no leader") instead */
+    uint32_t busy_writes;         /* BUSY to the first N write attempts */
+    bool busy_forever;            /* BUSY to every write */
+    bool expire_session_once;     /* STALE "session expired" to the first sessioned write */
+    uint32_t close_after_apply;   /* close without answering right after the Nth applied write */
+    bool black_hole;              /* reads requests, answers none */
+    const char *token;            /* refuse (AUTH) a Hello with another token */
+} fake_config;
+
+/* One request as the fake received it. */
+typedef struct fake_req {
+    int type; /* Kv__Request__Type */
+    uint64_t client_id, seq;
+    char key[64]; /* first bytes, NUL-terminated */
+} fake_req;
+
+typedef struct fake_server fake_server;
+
+/* Starts a fake on a free port in 22000..22899; NULL when none binds. */
+fake_server *fake_start(const fake_config *cfg);
+/* Stops it: the port closes, every connection with it. */
+void fake_stop(fake_server *f);
+/* "127.0.0.1:port" (static per fake). */
+const char *fake_addr(const fake_server *f);
+int fake_port(const fake_server *f);
+
+/* Counters and the request log (copied under the fake's lock). */
+uint64_t fake_applied(fake_server *f); /* writes applied (duplicates not counted) */
+uint64_t fake_duplicates(fake_server *f);
+uint64_t fake_registers(fake_server *f);
+uint64_t fake_hellos(fake_server *f);
+/* The cluster_id the nth Hello carried ("" for none); false past the end. */
+bool fake_hello_cluster(fake_server *f, uint64_t n, char *out, size_t out_len);
+/* Requests received so far (all types); the nth into *out. */
+uint64_t fake_requests(fake_server *f);
+bool fake_request(fake_server *f, uint64_t n, fake_req *out);
+/* The value stored under key (malloc'd copy, caller frees) or NULL. */
+void *fake_value(fake_server *f, const char *key, size_t *len);
+
+#endif
