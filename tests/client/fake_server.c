@@ -260,6 +260,7 @@ static bool on_request(fake_server *f, fake_conn *fc, const Kv__Request *q) {
     if (leader_only && f->cfg.follower) {
         r.code = KV_ENOTLEADER;
         r.detail = (char *)(f->cfg.notleader_detail ? f->cfg.notleader_detail : "not the leader");
+        r.outcome_unknown = f->cfg.notleader_unknown;
         r.leader_address = (char *)(f->cfg.leader_address ? f->cfg.leader_address : "");
     } else if (leader_only && f->cfg.unavailable) {
         r.code = KV_EUNAVAILABLE;

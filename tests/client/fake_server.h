@@ -19,6 +19,7 @@ typedef struct fake_config {
     bool follower;                /* answers NOTLEADER to writes and linearizable reads */
     const char *leader_address;   /* follower: where the leader is ("" or NULL: unknown) */
     const char *notleader_detail; /* follower: the detail (default "not the leader") */
+    bool notleader_unknown;       /* follower: NOTLEADER with outcome_unknown (proposed, lost) */
     bool unavailable;             /* answers UNAVAILABLE ("no leader") instead */
     uint32_t busy_writes;         /* BUSY to the first N write attempts */
     bool busy_forever;            /* BUSY to every write */

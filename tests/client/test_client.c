@@ -341,7 +341,9 @@ START_TEST(test_timeout_after_send) {
     /* NOTLEADER "outcome unknown" after the write was proposed: TIMEOUT. */
     fake_server *g = start(&(fake_config){0});
     fake_server *lost = start(&(fake_config){
-        .follower = true, .notleader_detail = "leadership lost; outcome unknown, retry"});
+        .follower = true,
+                          .notleader_detail = "leadership lost; outcome unknown, retry",
+                          .notleader_unknown = true});
     snprintf(eps, sizeof eps, "%s,%s", fake_addr(g), fake_addr(lost));
     c = open_short(eps, 500);
     ck_assert_int_eq(kv_put(c, "a", 1, "1", 1), 0);
