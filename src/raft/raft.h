@@ -379,6 +379,12 @@ typedef enum raft_conf_op {
  * (KV_NODES_MAX reached), KV_ENOMEM. */
 int raft_propose_conf(raft *r, raft_conf_op op, uint64_t node, uint64_t *index_out);
 
+/* Encodes a CONF entry payload (the CONF ENTRY FORMAT above) into buf of
+ * RAFT_CONF_BYTES_MAX bytes; returns its length. For tools that write a log
+ * themselves (kvd restore, kvd recover: a new membership as the next entry). */
+#define RAFT_CONF_BYTES_MAX (12u + 8u * KV_NODES_MAX)
+size_t raft_conf_encode(raft_conf_op op, uint64_t node, const raft_membership *c, uint8_t *buf);
+
 /* Decodes a CONF entry payload. Returns 0, KV_EVERSION, KV_ECORRUPT. */
 int raft_conf_decode(const void *data, size_t len, raft_conf_op *op, uint64_t *node,
                      raft_membership *out);

@@ -209,11 +209,9 @@ uint64_t raft_reads_new_round(raft *r);
 void raft_reads_free(raft *r);
 
 /* ---- raft_conf.c ---- */
-size_t raft_conf_encode(raft_conf_op op, uint64_t node, const raft_membership *c, uint8_t *buf);
 void raft_conf_changed(raft *r);
 bool raft_conf_valid(const raft_membership *c);
 void raft_maybe_step_down_removed(raft *r);
-#define RAFT_CONF_BYTES_MAX (12u + 8u * KV_NODES_MAX)
 
 /* ---- raft_snap.c ---- */
 void raft_snap_send(raft *r, raft_peer *p);

@@ -107,108 +107,6 @@ static int exit_for(int rc) {
     }
 }
 
-/* ---- members ---------------------------------------------------------------- */
-
-const server_member *server_member_by_id(const server *s, uint64_t id) {
-    for (size_t i = 0; i < s->members_count; i++)
-        if (s->members[i].id == id)
-            return &s->members[i];
-    return NULL;
-}
-
-static int member_add(server *s, const char *name, size_t nlen, const char *addr, size_t alen) {
-    if (nlen == 0 || nlen > KV_NODE_NAME_BYTES_MAX || alen == 0 || alen >= SERVER_ADDR_BYTES ||
-        s->members_count == KV_NODES_MAX)
-        return KV_EINVAL;
-    server_member *m = &s->members[s->members_count];
-    memcpy(m->name, name, nlen);
-    m->name[nlen] = 0;
-    memcpy(m->addr, addr, alen);
-    m->addr[alen] = 0;
-    m->id = server_node_id(m->name);
-    for (size_t i = 0; i < s->members_count; i++)
-        if (s->members[i].id == m->id)
-            return KV_EINVAL;
-    s->members_count++;
-    return 0;
-}
-
-/* --cluster n1=host:port,n2=host:port,... */
-static int members_parse(server *s, const char *spec) {
-    s->members_count = 0;
-    const char *p = spec;
-    while (*p) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        const char *eq = memchr(p, '=', len);
-        if (eq == NULL || member_add(s, p, (size_t)(eq - p), eq + 1, len - (size_t)(eq - p) - 1)) {
-            fprintf(stderr, "kvd: --cluster: bad member '%.*s' (want NAME=HOST:PORT, names unique)\n",
-                    (int)len, p);
-            return KV_EINVAL;
-        }
-        p = end ? end + 1 : p + len;
-    }
-    return s->members_count > 0 ? 0 : KV_EINVAL;
-}
-
-void server_members_from_pb(server *s, const Kv__Membership *m) {
-    s->members_count = 0;
-    for (size_t i = 0; i < m->n_members && s->members_count < KV_NODES_MAX; i++) {
-        const Kv__Member *x = m->members[i];
-        if (member_add(s, x->name, strlen(x->name), x->address, strlen(x->address)) != 0)
-            KV_LOGW("CONFIG", "membership: skipping member '%s' at '%s'", x->name, x->address);
-    }
-}
-
-/* The kv.Membership of raft membership rm, named from the address book. */
-static int membership_encode(server *s, const raft_membership *rm, uint64_t index, uint8_t **buf,
-                             size_t *len) {
-    Kv__Member mem[2 * KV_NODES_MAX];
-    Kv__Member *ptrs[2 * KV_NODES_MAX];
-    size_t n = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        uint32_t cnt = pass == 0 ? rm->voters_count : rm->learners_count;
-        const uint64_t *ids = pass == 0 ? rm->voters : rm->learners;
-        for (uint32_t i = 0; i < cnt; i++) {
-            kv__member__init(&mem[n]);
-            const server_member *sm = server_member_by_id(s, ids[i]);
-            mem[n].id = ids[i];
-            mem[n].name = sm ? (char *)sm->name : "";
-            mem[n].address = sm ? (char *)sm->addr : "";
-            mem[n].learner = pass == 1;
-            ptrs[n] = &mem[n];
-            n++;
-        }
-    }
-    Kv__Membership m = KV__MEMBERSHIP__INIT;
-    m.members = ptrs;
-    m.n_members = n;
-    m.index = index;
-    *len = kv__membership__get_packed_size(&m);
-    *buf = malloc(*len ? *len : 1);
-    if (*buf == NULL)
-        return KV_ENOMEM;
-    kv__membership__pack(&m, *buf);
-    return 0;
-}
-
-static void raft_membership_from_pb(const Kv__Membership *m, raft_membership *out) {
-    memset(out, 0, sizeof(*out));
-    for (size_t i = 0; i < m->n_members; i++) {
-        uint64_t id = m->members[i]->id;
-        if (m->members[i]->learner && out->learners_count < KV_NODES_MAX)
-            out->learners[out->learners_count++] = id;
-        else if (!m->members[i]->learner && out->voters_count < KV_NODES_MAX)
-            out->voters[out->voters_count++] = id;
-    }
-}
-
-static void peers_sync(server *s) {
-    for (size_t i = 0; i < s->members_count; i++)
-        if (s->members[i].id != s->id)
-            net_peer_add(s->net, s->members[i].id, s->members[i].name, s->members[i].addr);
-}
-
 /* ---- the log's threads -> the loop ------------------------------------------ */
 
 typedef struct wal_done_arg {
@@ -280,31 +178,75 @@ static void log_append(server *s, const raft_entry *e, size_t n) {
 
 /* ---- apply ------------------------------------------------------------------- */
 
+/* A NORMAL entry written by a leader for the nodes themselves (MEMBER or
+ * HASH; kv.proto): protobuf-c packs field 1 (op) first, so the first two
+ * bytes tell, without unpacking every client command. */
+static Kv__Command *node_command(const raft_entry *e) {
+    const uint8_t *d = e->data;
+    if (e->type != RAFT_ENTRY_NORMAL || e->len < 2 || d[0] != 0x08 ||
+        (d[1] != KV__COMMAND__OP__MEMBER && d[1] != KV__COMMAND__OP__HASH))
+        return NULL;
+    return kv__command__unpack(NULL, e->len, d);
+}
+
+static void hash_record(server *s, uint64_t index) {
+    uint64_t h;
+    int rc = sm_hash(s->sm, &h);
+    if (rc != 0)
+        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "hashing the state machine: %s",
+                     kv_strerror(rc));
+    s->hashes[s->hashes_next % SERVER_HASHES_KEPT] = (server_hash){.index = index, .hash = h};
+    s->hashes_next++;
+}
+
+int server_hash_at(const server *s, uint64_t index, uint64_t *hash) {
+    for (size_t i = 0; i < SERVER_HASHES_KEPT; i++)
+        if (s->hashes[i].index == index && index != 0) {
+            *hash = s->hashes[i].hash;
+            return 0;
+        }
+    return KV_ENOTFOUND;
+}
+
+static void apply_range(server *s, size_t lo, size_t hi) {
+    if (hi == lo)
+        return;
+    int rc = sm_apply(s->sm, s->apply_entries + lo, hi - lo, s->apply_replies + lo);
+    if (rc != 0)
+        server_fatal(s, rc == KV_ECORRUPT ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc),
+                     "applying entries %" PRIu64 "..%" PRIu64 " to the state machine: %s",
+                     s->apply_entries[lo].index, s->apply_entries[hi - 1].index, kv_strerror(rc));
+}
+
 static void apply_committed(server *s, const struct raft_ready *rd) {
     size_t n = rd->committed_count;
     if (n > s->apply_cap) {
         free(s->apply_entries);
         free(s->apply_replies);
+        free(s->apply_bufs);
         s->apply_entries = malloc(n * sizeof(sm_entry));
-        s->apply_replies = malloc(n * sizeof(sm_reply));
-        if (s->apply_entries == NULL || s->apply_replies == NULL)
+        s->apply_replies = calloc(n, sizeof(sm_reply));
+        s->apply_bufs = calloc(n, sizeof(uint8_t *));
+        if (s->apply_entries == NULL || s->apply_replies == NULL || s->apply_bufs == NULL)
             server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory applying %zu entries", n);
         s->apply_cap = n;
     }
-    uint8_t **conf_bufs = NULL;
-    size_t conf_count = 0;
+    uint64_t t0 = kv_now_ns();
+    bool book_changed = false;
+    size_t seg = 0; /* applied up to here */
     for (size_t i = 0; i < n; i++) {
         const raft_entry *e = &rd->committed[i];
         sm_entry *x = &s->apply_entries[i];
         x->index = e->index;
         x->term = e->term;
+        x->type = SM_ENTRY_COMMAND;
         x->payload = e->data;
         x->len = e->len;
-        switch (e->type) {
-        case RAFT_ENTRY_NORMAL:
-            x->type = SM_ENTRY_COMMAND;
-            break;
-        case RAFT_ENTRY_CONF: {
+        s->apply_bufs[i] = NULL;
+        bool hash_here = false, store_book = false;
+        if (e->type == RAFT_ENTRY_NOOP) {
+            x->type = SM_ENTRY_NOOP;
+        } else if (e->type == RAFT_ENTRY_CONF) {
             raft_conf_op op;
             uint64_t node;
             raft_membership rm;
@@ -312,48 +254,52 @@ static void apply_committed(server *s, const struct raft_ready *rd) {
             if (rc != 0)
                 server_fatal(s, KVD_EXIT_CORRUPT, kv_errword(rc),
                              "membership entry %" PRIu64 " does not decode", e->index);
-            uint8_t *buf;
-            size_t len;
-            if (conf_count == 0)
-                conf_bufs = calloc(n, sizeof(*conf_bufs));
-            if (conf_bufs == NULL || membership_encode(s, &rm, e->index, &buf, &len) != 0)
-                server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory applying a membership");
-            conf_bufs[conf_count++] = buf;
-            x->type = SM_ENTRY_MEMBERSHIP;
-            x->payload = buf;
-            x->len = len;
-            break;
+            server_members_conf(s, &rm);
+            book_changed = store_book = true;
+        } else {
+            Kv__Command *c = node_command(e);
+            if (c != NULL && c->op == KV__COMMAND__OP__MEMBER) {
+                char name[KV_NODE_NAME_BYTES_MAX + 1] = "", addr[SERVER_ADDR_BYTES] = "";
+                if (c->key.len < sizeof name && c->value.len < sizeof addr) {
+                    memcpy(name, c->key.data, c->key.len);
+                    memcpy(addr, c->value.data, c->value.len);
+                    server_members_joining(s, name, addr);
+                    book_changed = store_book = true;
+                }
+                x->type = SM_ENTRY_NOOP;
+            } else if (c != NULL && c->op == KV__COMMAND__OP__HASH) {
+                x->type = SM_ENTRY_NOOP;
+                hash_here = true;
+            }
+            kv__command__free_unpacked(c, NULL);
         }
-        default:
-            x->type = SM_ENTRY_NOOP;
-            x->payload = NULL;
-            x->len = 0;
+        if (store_book) {
+            /* the book after this entry, stored with it */
+            if (server_members_encode(s, e->index, &s->apply_bufs[i], &x->len) != 0)
+                server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory applying a membership");
+            x->type = SM_ENTRY_MEMBERSHIP;
+            x->payload = s->apply_bufs[i];
+        }
+        if (hash_here) {
+            /* the hash at exactly this entry: apply up to it first */
+            apply_range(s, seg, i + 1);
+            seg = i + 1;
+            hash_record(s, e->index);
         }
     }
-    int rc = sm_apply(s->sm, s->apply_entries, n, s->apply_replies);
-    if (rc != 0)
-        server_fatal(s, rc == KV_ECORRUPT ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc),
-                     "applying entries %" PRIu64 "..%" PRIu64 " to the state machine: %s",
-                     rd->committed[0].index, rd->committed[n - 1].index, kv_strerror(rc));
+    apply_range(s, seg, n);
+    s->apply_ns_total += kv_now_ns() - t0;
+    s->apply_batches++;
     s->applied_entries += n;
     server_writes_applied(s, s->apply_entries, s->apply_replies, n);
     sm_replies_free(s->apply_replies, n);
-    for (size_t i = 0; i < conf_count; i++)
-        free(conf_bufs[i]);
-    free(conf_bufs);
-    if (rd->membership_changed) {
-        uint8_t *buf;
-        size_t len;
-        if (sm_membership(s->sm, &buf, &len) == 0) {
-            Kv__Membership *m = kv__membership__unpack(NULL, len, buf);
-            if (m != NULL) {
-                server_members_from_pb(s, m);
-                kv__membership__free_unpacked(m, NULL);
-            }
-            free(buf);
-        }
-        peers_sync(s);
+    for (size_t i = 0; i < n; i++) {
+        free(s->apply_bufs[i]);
+        s->apply_bufs[i] = NULL;
     }
+    if (book_changed)
+        server_peers_sync(s);
+    server_hash_waiters_serve(s);
 }
 
 /* ---- the Ready cycle ---------------------------------------------------------- */
@@ -414,6 +360,8 @@ static void on_prepare(uv_prepare_t *h) {
 static void on_tick(uv_timer_t *h) {
     server *s = h->data;
     raft_tick(s->r);
+    if (++s->ticks % 5 == 0)
+        server_ops_tick(s);
 }
 
 static void on_raft(void *ctx, const char *from, const raft_msg *m) {
@@ -436,6 +384,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     KV_LOGI("STOP", "signal %d: shutting down", signum);
     s->stopping = true;
     server_fail_pending(s, KV_EUNAVAILABLE, "the node is shutting down");
+    server_ops_close(s);
     net_stop_listening(s->net);
     uv_stop(&s->loop);
 }
@@ -560,7 +509,7 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
     if (mpb != NULL) {
         server_members_from_pb(s, mpb);
     } else if (cfg->cluster != NULL) {
-        if ((rc = members_parse(s, cfg->cluster)) != 0)
+        if ((rc = server_members_parse(s, cfg->cluster)) != 0)
             return KV_ECONFIG;
     } else {
         fprintf(stderr, "kvd: %s holds no cluster yet: give --cluster NAME=HOST:PORT,...\n",
@@ -591,7 +540,7 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
         rc_out->snapshot.index = sn.index;
         rc_out->snapshot.term = sn.term;
         if (mpb != NULL)
-            raft_membership_from_pb(mpb, &rc_out->snapshot.membership);
+            server_members_to_raft(mpb, &rc_out->snapshot.membership);
         s->snap_index = sn.index;
         s->snap_term = sn.term;
     }
@@ -677,7 +626,7 @@ int server_run(const server_config *cfg) {
         fprintf(stderr, "kvd: cannot listen on %s: %s\n", cfg->listen, kv_strerror(rc));
         return rc == KV_EINVAL ? KVD_EXIT_USAGE : KVD_EXIT_IO;
     }
-    peers_sync(s);
+    server_peers_sync(s);
     if (cfg->metrics != NULL && (rc = http_open(&s->loop, cfg->metrics, server_http, s, &s->http)) != 0)
         return rc == KV_EINVAL ? KVD_EXIT_USAGE : KVD_EXIT_IO;
 
@@ -713,6 +662,7 @@ int server_run(const server_config *cfg) {
     ring_free(&s->reads);
     free(s->apply_entries);
     free(s->apply_replies);
+    free(s->apply_bufs);
     free(s->scratch);
     close(s->lock_fd);
     free(s);

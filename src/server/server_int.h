@@ -18,11 +18,17 @@
 #define SERVER_ADDR_BYTES 128u
 #define SERVER_PATH_BYTES 4096u
 
+/* One entry of the address book: the members as applied (voters and
+ * learners) and the nodes a member add announced (joining). */
 typedef struct server_member {
     uint64_t id;
     char name[KV_NODE_NAME_BYTES_MAX + 1];
     char addr[SERVER_ADDR_BYTES];
+    bool learner;
+    bool joining;
 } server_member;
+
+#define SERVER_BOOK_MAX (2u * KV_NODES_MAX)
 
 /* A write proposed by this node as leader, waiting for its entry to apply. */
 typedef struct server_pending {
@@ -41,6 +47,21 @@ typedef struct server_read {
     net_conn *conn; /* referenced */
     Kv__Request *req;
 } server_read;
+
+/* The state machine's hash at a check point (kvcli check). */
+typedef struct server_hash {
+    uint64_t index;
+    uint64_t hash;
+} server_hash;
+#define SERVER_HASHES_KEPT 16u
+
+/* A HASH request waiting for its index to be applied. */
+typedef struct server_hash_wait {
+    net_conn *conn; /* referenced; NULL: free slot */
+    uint64_t req_id;
+    uint64_t index;
+} server_hash_wait;
+#define SERVER_HASH_WAITERS_MAX 64u
 
 /* A deque of fixed-size items (a ring that doubles). */
 typedef struct server_ring {
@@ -77,6 +98,7 @@ typedef struct server {
     uv_async_t wal_async;
     uv_signal_t sigterm, sigint;
     bool stopping;
+    uint64_t ticks;
 
     net *net;
     struct http_server *http;
@@ -85,8 +107,10 @@ typedef struct server {
     hs *h;
     sm *sm;
 
-    server_member members[KV_NODES_MAX];
+    server_member members[SERVER_BOOK_MAX]; /* the address book */
     size_t members_count;
+    uint64_t peer_ids[SERVER_BOOK_MAX]; /* peers declared to net */
+    size_t peers_count;
 
     /* Written by the log's threads, read on the loop. */
     pthread_mutex_t mu;
@@ -109,7 +133,14 @@ typedef struct server {
     /* scratch for applying */
     sm_entry *apply_entries;
     sm_reply *apply_replies;
+    uint8_t **apply_bufs; /* membership payloads made while applying */
     size_t apply_cap;
+    uint64_t apply_ns_total;
+    uint64_t apply_batches;
+
+    server_hash hashes[SERVER_HASHES_KEPT];
+    uint64_t hashes_next;
+    server_hash_wait hash_waiters[SERVER_HASH_WAITERS_MAX];
     uint8_t *scratch;
     size_t scratch_cap;
 
@@ -134,12 +165,41 @@ void ring_pop(server_ring *q);
 /* server.c */
 _Noreturn void server_fatal(server *s, int exit_code, const char *word, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* server_members.c: the address book (names, addresses, roles) */
 const server_member *server_member_by_id(const server *s, uint64_t id);
+const server_member *server_member_by_name(const server *s, const char *name);
+bool server_name_valid(const char *name);
+int server_members_parse(server *s, const char *spec); /* --cluster */
 void server_members_from_pb(server *s, const Kv__Membership *m);
+/* The book as a kv.Membership (malloc'd into *buf). */
+int server_members_encode(const server *s, uint64_t index, uint8_t **buf, size_t *len);
+/* A MEMBER entry: name joins at addr (addr "": forget a joining name). */
+void server_members_joining(server *s, const char *name, const char *addr);
+/* A CONF entry: the members become rm's (names from the book). */
+void server_members_conf(server *s, const raft_membership *rm);
+/* Voters and learners of m (not joining ones). */
+void server_members_to_raft(const Kv__Membership *m, raft_membership *out);
+/* net's peers := the book minus this node. */
+void server_peers_sync(server *s);
+
+/* server.c */
+int server_hash_at(const server *s, uint64_t index, uint64_t *hash);
+
+/* server_ops.c: operator requests (members, transfer, snapshots, check) */
+void server_ops_request(server *s, net_conn *c, Kv__Request *q); /* frees q */
+void server_hash_waiters_serve(server *s);
+void server_ops_tick(server *s); /* leader: promote caught-up learners */
+void server_ops_close(server *s);
 
 /* server_req.c: client requests */
 void server_on_request(void *ctx, net_conn *c, Kv__Request *req);
 void server_reply_code(net_conn *c, uint64_t id, int code, const char *detail);
+void server_reply_not_leader(server *s, net_conn *c, uint64_t id);
+/* Proposes cmd; on success the reply goes to (c, id) once applied (c NULL:
+ * no reply). On failure the reply was sent; returns its code. */
+int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *cmd);
+/* Answers (c, req_id) when entry index applies. */
+void server_pending_push(server *s, net_conn *c, uint64_t req_id, uint64_t index, uint64_t bytes);
 /* Answers pending writes up to the applied entries (replies[i] for e[i]). */
 void server_writes_applied(server *s, const sm_entry *e, const sm_reply *replies, size_t n);
 /* Leadership lost: fail every pending write and read (outcome unknown). */
@@ -159,5 +219,8 @@ void server_snap_out_close(server *s);
 void server_snapshot_chunk(server *s, const raft_snapshot_chunk *ch);
 void server_snapshot_install(server *s, const raft_snapshot_meta *meta);
 void server_snapshot_maybe_take(server *s);
+/* Takes a snapshot of everything applied now (unless one covers it). */
+void server_snapshot_take(server *s);
+int server_stream_install(server *s, FILE *f, uint64_t len, snap_meta *out);
 
 #endif /* KV_SERVER_SERVER_INT_H */

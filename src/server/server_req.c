@@ -24,6 +24,8 @@ static const char *role_name(raft_role r, bool learner) {
 }
 
 void server_reply_code(net_conn *c, uint64_t id, int code, const char *detail) {
+    if (c == NULL)
+        return;
     Kv__Response r = KV__RESPONSE__INIT;
     r.id = id;
     r.code = code;
@@ -42,7 +44,9 @@ static void reply_unknown(net_conn *c, uint64_t id, int code, const char *detail
 }
 
 /* NOTLEADER with where to go. */
-static void reply_not_leader(server *s, net_conn *c, uint64_t id) {
+void server_reply_not_leader(server *s, net_conn *c, uint64_t id) {
+    if (c == NULL)
+        return;
     Kv__Response r = KV__RESPONSE__INIT;
     r.id = id;
     r.code = KV_ENOTLEADER;
@@ -76,7 +80,7 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
         return;
     }
     if (!s->is_leader) {
-        reply_not_leader(s, c, id);
+        server_reply_not_leader(s, c, id);
         return;
     }
     Kv__Command cmd = KV__COMMAND__INIT;
@@ -102,47 +106,57 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
     cmd.key = q->key;
     cmd.value = q->value;
     cmd.expected = q->expected;
-    size_t len = kv__command__get_packed_size(&cmd);
+    server_propose_cmd(s, c, id, &cmd);
+}
+
+void server_pending_push(server *s, net_conn *c, uint64_t req_id, uint64_t index, uint64_t bytes) {
+    server_pending *p = ring_push(&s->pending);
+    if (p == NULL)
+        server_fatal(s, 5, "NOMEM", "out of memory queueing a proposal");
+    p->index = index;
+    p->term = raft_term(s->r);
+    p->req_id = req_id;
+    p->bytes = bytes;
+    p->conn = c;
+    net_conn_ref(c);
+    s->pending_bytes += bytes;
+    s->proposals++;
+}
+
+int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *cmd) {
+    size_t len = kv__command__get_packed_size(cmd);
     if (s->pending_bytes + len > KV_PENDING_PROPOSAL_BYTES_MAX) {
         s->busy_replies++;
         server_reply_code(c, id, KV_EBUSY, "too many bytes of writes pending on the leader");
-        return;
+        return KV_EBUSY;
     }
     if (len > s->scratch_cap) {
         uint8_t *b = realloc(s->scratch, len);
         if (b == NULL) {
             server_reply_code(c, id, KV_EBUSY, "out of memory");
-            return;
+            return KV_EBUSY;
         }
         s->scratch = b;
         s->scratch_cap = len;
     }
-    kv__command__pack(&cmd, s->scratch);
+    kv__command__pack(cmd, s->scratch);
     uint64_t index;
-    rc = raft_propose(s->r, s->scratch, len, &index);
+    int rc = raft_propose(s->r, s->scratch, len, &index);
     if (rc != 0) {
         if (rc == KV_ENOTLEADER) {
-            reply_not_leader(s, c, id);
-            return;
+            server_reply_not_leader(s, c, id);
+            return rc;
         }
         if (rc == KV_EBUSY)
             s->busy_replies++;
         server_reply_code(c, id, rc,
                           rc == KV_EBUSY ? "the leader is busy (uncommitted bytes or transfer)"
                                          : kv_strerror(rc));
-        return;
+        return rc;
     }
-    server_pending *p = ring_push(&s->pending);
-    if (p == NULL)
-        server_fatal(s, 5, "NOMEM", "out of memory queueing a proposal");
-    p->index = index;
-    p->term = raft_term(s->r);
-    p->req_id = id;
-    p->bytes = len;
-    p->conn = c;
-    net_conn_ref(c);
-    s->pending_bytes += len;
-    s->proposals++;
+    if (c != NULL)
+        server_pending_push(s, c, id, index, len);
+    return 0;
 }
 
 static void pending_done(server *s, server_pending *p) {
@@ -176,6 +190,7 @@ void server_writes_applied(server *s, const sm_entry *e, const sm_reply *replies
             resp.current_present = r->current_present;
             resp.current.data = r->current;
             resp.current.len = r->current_len;
+            server_hash_at(s, p->index, &resp.hash); /* a check point's */
             net_reply(p->conn, &resp);
         }
         pending_done(s, p);
@@ -286,7 +301,7 @@ static void read_request(server *s, net_conn *c, Kv__Request *q) {
         return;
     }
     if (!s->is_leader) {
-        reply_not_leader(s, c, q->id);
+        server_reply_not_leader(s, c, q->id);
         kv__request__free_unpacked(q, NULL);
         return;
     }
@@ -294,7 +309,7 @@ static void read_request(server *s, net_conn *c, Kv__Request *q) {
     int rc = raft_read_index(s->r, ctx);
     if (rc != 0) {
         if (rc == KV_ENOTLEADER)
-            reply_not_leader(s, c, q->id);
+            server_reply_not_leader(s, c, q->id);
         else
             server_reply_code(c, q->id, rc, "too many reads waiting");
         kv__request__free_unpacked(q, NULL);
@@ -422,6 +437,14 @@ void server_on_request(void *ctx, net_conn *c, Kv__Request *q) {
     case KV__REQUEST__TYPE__STATUS:
         status_request(s, c, q);
         kv__request__free_unpacked(q, NULL);
+        return;
+    case KV__REQUEST__TYPE__MEMBER_ADD:
+    case KV__REQUEST__TYPE__MEMBER_REMOVE:
+    case KV__REQUEST__TYPE__TRANSFER_LEADER:
+    case KV__REQUEST__TYPE__SNAPSHOT_READ:
+    case KV__REQUEST__TYPE__CHECK_POINT:
+    case KV__REQUEST__TYPE__HASH:
+        server_ops_request(s, c, q);
         return;
     default:
         server_reply_code(c, q->id, KV_EPROTO, "unknown request type");

@@ -17,6 +17,7 @@
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "kvd/check.h"
+#include "storage/snapfile.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -24,7 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define STREAM_CHUNK_HEADER 16u
+#define STREAM_CHUNK_HEADER SNAPSTREAM_CHUNK_HEADER_BYTES
 
 static void snap_path(const server *s, uint64_t index, uint64_t term, char *buf, size_t cap) {
     if (snprintf(buf, cap, "%s/%016" PRIx64 "-%016" PRIx64, s->snap_dir, index, term) >= (int)cap)
@@ -174,42 +175,42 @@ void server_snapshot_chunk(server *s, const raft_snapshot_chunk *ch) {
         server_fatal(s, KVD_EXIT_IO, "IO", "writing %s failed", path);
 }
 
-static int read_exact(FILE *f, void *buf, size_t len) {
-    return fread(buf, 1, len, f) == len ? 0 : KV_ECORRUPT;
+typedef struct recv_walk {
+    server *s;
+    snap_recv *r;
+} recv_walk;
+
+static int recv_manifest(void *arg, const uint8_t *m, size_t len) {
+    recv_walk *w = arg;
+    return snap_recv_begin(w->s->rfs, w->s->snap_dir, m, len, &w->r);
 }
 
-/* Feeds the stream file to snap_recv; the snapshot lands in snap_dir. */
+static int recv_chunk(void *arg, uint32_t k, const uint8_t *data, uint32_t len, uint64_t xxh3) {
+    recv_walk *w = arg;
+    return snap_recv_chunk(w->r, k, data, len, xxh3);
+}
+
+/* Feeds a snapshot stream (len bytes at f's position) to snap_recv; the
+ * snapshot lands in snap_dir, checked chunk by chunk against its manifest. */
+int server_stream_install(server *s, FILE *f, uint64_t len, snap_meta *out) {
+    recv_walk w = {.s = s};
+    int rc = snapstream_walk(f, len, recv_manifest, recv_chunk, &w, NULL);
+    if (rc == 0)
+        rc = snap_recv_finish(w.r, out);
+    else
+        snap_recv_abort(w.r);
+    return rc;
+}
+
+/* The received stream file into a snapshot. */
 static int stream_install(server *s, snap_meta *out) {
     FILE *f = s->snap_in;
-    if (f == NULL || fflush(f) != 0 || fseeko(f, 0, SEEK_SET) != 0)
+    if (f == NULL || fflush(f) != 0 || fseeko(f, 0, SEEK_END) != 0)
         return KV_EIO;
-    uint8_t hdr[STREAM_CHUNK_HEADER];
-    if (read_exact(f, hdr, 4) != 0)
-        return KV_ECORRUPT;
-    uint32_t mlen = kv_get_u32(hdr);
-    if (mlen > KV_SNAPSHOT_MANIFEST_BYTES_MAX)
-        return KV_ECORRUPT;
-    uint8_t *buf = malloc(mlen > KV_SNAPSHOT_CHUNK_BYTES ? mlen : KV_SNAPSHOT_CHUNK_BYTES);
-    if (buf == NULL)
-        return KV_ENOMEM;
-    snap_recv *r = NULL;
-    int rc = read_exact(f, buf, mlen);
-    if (rc == 0)
-        rc = snap_recv_begin(s->rfs, s->snap_dir, buf, mlen, &r);
-    while (rc == 0 && read_exact(f, hdr, STREAM_CHUNK_HEADER) == 0) {
-        uint32_t k = kv_get_u32(hdr), len = kv_get_u32(hdr + 4);
-        if (len > KV_SNAPSHOT_CHUNK_BYTES || read_exact(f, buf, len) != 0) {
-            rc = KV_ECORRUPT;
-            break;
-        }
-        rc = snap_recv_chunk(r, k, buf, len, kv_get_u64(hdr + 8));
-    }
-    if (rc == 0)
-        rc = snap_recv_finish(r, out);
-    else
-        snap_recv_abort(r);
-    free(buf);
-    return rc;
+    off_t len = ftello(f);
+    if (len < 0 || fseeko(f, 0, SEEK_SET) != 0)
+        return KV_EIO;
+    return server_stream_install(s, f, (uint64_t)len, out);
 }
 
 void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
@@ -263,6 +264,13 @@ void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
 void server_snapshot_maybe_take(server *s) {
     uint64_t applied = sm_applied_index(s->sm);
     if (s->cfg.snapshot_entries == 0 || applied < s->snap_index + s->cfg.snapshot_entries)
+        return;
+    server_snapshot_take(s);
+}
+
+void server_snapshot_take(server *s) {
+    uint64_t applied = sm_applied_index(s->sm);
+    if (applied == 0 || applied == s->snap_index)
         return;
     snap_meta sn;
     uint64_t t0 = kv_now_ns();

@@ -5,6 +5,7 @@ add_library(kvsm STATIC
   ${CMAKE_CURRENT_LIST_DIR}/snapshot.c
   ${CMAKE_CURRENT_LIST_DIR}/snap_manifest.c
   ${CMAKE_CURRENT_LIST_DIR}/snap_restore.c
-  ${CMAKE_CURRENT_LIST_DIR}/snap_ship.c)
-target_link_libraries(kvsm PUBLIC kvfs kvproto PkgConfig::ROCKSDB)
+  ${CMAKE_CURRENT_LIST_DIR}/snap_ship.c
+  ${CMAKE_CURRENT_LIST_DIR}/snap_file.c)
+target_link_libraries(kvsm PUBLIC kvfs kvproto kvsnapfile PkgConfig::ROCKSDB)
 set_target_properties(kvsm PROPERTIES POSITION_INDEPENDENT_CODE ON)

@@ -149,4 +149,14 @@ int snap_recv_finish(snap_recv *r, snap_meta *out);
 /* Drops what was received and frees r; r may be NULL. */
 void snap_recv_abort(snap_recv *r);
 
+/* ---- snapshot files (snapfile.h) ------------------------------------------ */
+
+struct snapfile_info;
+/* Checks a snapshot file offline: its header, the xxh3 of the whole stream
+ * (trailer), the manifest and every chunk against it, each chunk exactly
+ * once. 0 when good (*info filled; may be NULL); otherwise KV_ECORRUPT,
+ * KV_EVERSION or KV_EMISSING, and detail (cap bytes) holds one line
+ * "CORRUPT FILE offset N: what". */
+int snap_file_verify(const char *path, struct snapfile_info *info, char *detail, size_t cap);
+
 #endif /* KV_STORAGE_SNAPSHOT_H */

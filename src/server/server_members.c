@@ -1,0 +1,202 @@
+/* The address book: who the members are, their names and addresses.
+ *
+ * Raft's membership knows node ids only; names and addresses travel through
+ * the log too, so every node's book (stored in the state machine as a
+ * kv.Membership with each CONF entry) is the same at the same index:
+ *   MEMBER entry (member add)  the name and address of a node about to join
+ *                              (listed as joining)
+ *   CONF entry                 voters and learners; names from the book
+ */
+#include "server/server_int.h"
+
+#include "common/logging.h"
+#include "kv/errors.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const server_member *server_member_by_id(const server *s, uint64_t id) {
+    for (size_t i = 0; i < s->members_count; i++)
+        if (s->members[i].id == id)
+            return &s->members[i];
+    return NULL;
+}
+
+const server_member *server_member_by_name(const server *s, const char *name) {
+    return server_member_by_id(s, server_node_id(name));
+}
+
+bool server_name_valid(const char *name) {
+    size_t n = strlen(name);
+    return n > 0 && n <= KV_NODE_NAME_BYTES_MAX && strpbrk(name, ",= \t\n") == NULL;
+}
+
+static server_member *book_put(server *s, const char *name, size_t nlen, const char *addr,
+                               size_t alen) {
+    if (nlen == 0 || nlen > KV_NODE_NAME_BYTES_MAX || alen >= SERVER_ADDR_BYTES)
+        return NULL;
+    char nm[KV_NODE_NAME_BYTES_MAX + 1];
+    memcpy(nm, name, nlen);
+    nm[nlen] = 0;
+    uint64_t id = server_node_id(nm);
+    server_member *m = (server_member *)server_member_by_id(s, id);
+    if (m == NULL) {
+        if (s->members_count == SERVER_BOOK_MAX)
+            return NULL;
+        m = &s->members[s->members_count++];
+        memset(m, 0, sizeof(*m));
+    }
+    memcpy(m->name, nm, nlen + 1);
+    memcpy(m->addr, addr, alen);
+    m->addr[alen] = 0;
+    m->id = id;
+    return m;
+}
+
+int server_members_parse(server *s, const char *spec) {
+    s->members_count = 0;
+    const char *p = spec;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        size_t nlen = eq ? (size_t)(eq - p) : 0;
+        size_t before = s->members_count;
+        if (eq == NULL || len - nlen - 1 == 0 ||
+            book_put(s, p, nlen, eq + 1, len - nlen - 1) == NULL || s->members_count == before) {
+            fprintf(stderr,
+                    "kvd: --cluster: bad member '%.*s' (want NAME=HOST:PORT, names unique)\n",
+                    (int)len, p);
+            return KV_EINVAL;
+        }
+        p = end ? end + 1 : p + len;
+    }
+    return s->members_count > 0 && s->members_count <= KV_NODES_MAX ? 0 : KV_EINVAL;
+}
+
+void server_members_from_pb(server *s, const Kv__Membership *m) {
+    s->members_count = 0;
+    for (size_t i = 0; i < m->n_members; i++) {
+        const Kv__Member *x = m->members[i];
+        server_member *b = book_put(s, x->name, strlen(x->name), x->address, strlen(x->address));
+        if (b == NULL) {
+            KV_LOGW("CONFIG", "membership: skipping member '%s' at '%s'", x->name, x->address);
+            continue;
+        }
+        b->id = x->id ? x->id : b->id;
+        b->learner = x->learner;
+        b->joining = x->joining;
+    }
+}
+
+int server_members_encode(const server *s, uint64_t index, uint8_t **buf, size_t *len) {
+    Kv__Member mem[SERVER_BOOK_MAX];
+    Kv__Member *ptrs[SERVER_BOOK_MAX];
+    for (size_t i = 0; i < s->members_count; i++) {
+        kv__member__init(&mem[i]);
+        mem[i].id = s->members[i].id;
+        mem[i].name = (char *)s->members[i].name;
+        mem[i].address = (char *)s->members[i].addr;
+        mem[i].learner = s->members[i].learner;
+        mem[i].joining = s->members[i].joining;
+        ptrs[i] = &mem[i];
+    }
+    Kv__Membership m = KV__MEMBERSHIP__INIT;
+    m.members = ptrs;
+    m.n_members = s->members_count;
+    m.index = index;
+    *len = kv__membership__get_packed_size(&m);
+    *buf = malloc(*len ? *len : 1);
+    if (*buf == NULL)
+        return KV_ENOMEM;
+    kv__membership__pack(&m, *buf);
+    return 0;
+}
+
+static void book_del(server *s, size_t i) {
+    s->members[i] = s->members[--s->members_count];
+}
+
+void server_members_joining(server *s, const char *name, const char *addr) {
+    const server_member *cur = server_member_by_name(s, name);
+    if (cur != NULL && !cur->joining)
+        return; /* already a member: a stale announcement */
+    if (addr[0] == 0) {
+        if (cur != NULL)
+            book_del(s, (size_t)(cur - s->members));
+        return;
+    }
+    server_member *m = book_put(s, name, strlen(name), addr, strlen(addr));
+    if (m != NULL) {
+        m->joining = true;
+        m->learner = false;
+    }
+}
+
+void server_members_conf(server *s, const raft_membership *rm) {
+    /* mark every entry as not a member, then set the ones rm names */
+    for (size_t i = 0; i < s->members_count; i++)
+        s->members[i].learner = false;
+    bool in[SERVER_BOOK_MAX] = {0};
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t cnt = pass == 0 ? rm->voters_count : rm->learners_count;
+        const uint64_t *ids = pass == 0 ? rm->voters : rm->learners;
+        for (uint32_t j = 0; j < cnt; j++) {
+            server_member *m = (server_member *)server_member_by_id(s, ids[j]);
+            if (m == NULL) {
+                if (s->members_count == SERVER_BOOK_MAX)
+                    continue;
+                /* not announced (cannot happen through member add): unnamed */
+                m = &s->members[s->members_count++];
+                memset(m, 0, sizeof(*m));
+                m->id = ids[j];
+                KV_LOGW("CONFIG", "member %016llx has no name or address", (unsigned long long)ids[j]);
+            }
+            m->learner = pass == 1;
+            m->joining = false;
+            in[m - s->members] = true;
+        }
+    }
+    /* members no longer in rm leave the book; joining ones stay */
+    for (size_t i = s->members_count; i-- > 0;)
+        if (!in[i] && !s->members[i].joining)
+            book_del(s, i);
+}
+
+void server_members_to_raft(const Kv__Membership *m, raft_membership *out) {
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < m->n_members; i++) {
+        const Kv__Member *x = m->members[i];
+        if (x->joining)
+            continue;
+        if (x->learner && out->learners_count < KV_NODES_MAX)
+            out->learners[out->learners_count++] = x->id;
+        else if (!x->learner && out->voters_count < KV_NODES_MAX)
+            out->voters[out->voters_count++] = x->id;
+    }
+}
+
+void server_peers_sync(server *s) {
+    if (s->net == NULL)
+        return;
+    /* forget peers that left the book */
+    for (size_t i = 0; i < s->peers_count;) {
+        if (server_member_by_id(s, s->peer_ids[i]) == NULL) {
+            net_peer_remove(s->net, s->peer_ids[i]);
+            s->peer_ids[i] = s->peer_ids[--s->peers_count];
+        } else {
+            i++;
+        }
+    }
+    for (size_t i = 0; i < s->members_count; i++) {
+        const server_member *m = &s->members[i];
+        if (m->id == s->id || m->addr[0] == 0)
+            continue;
+        bool known = false;
+        for (size_t j = 0; j < s->peers_count; j++)
+            known |= s->peer_ids[j] == m->id;
+        if (!known && s->peers_count < SERVER_BOOK_MAX)
+            s->peer_ids[s->peers_count++] = m->id;
+        net_peer_add(s->net, m->id, m->name, m->addr);
+    }
+}
