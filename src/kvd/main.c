@@ -2,6 +2,9 @@
  * kvd: the kv node.
  *
  *   kvd --name N --data-dir DIR --listen HOST:PORT --cluster ...   run a node
+ *   kvd restore --from FILE --data-dir DIR --name N --cluster ...   a data dir
+ *                                from a snapshot file (kvcli snapshot save)
+ *   kvd recover --data-dir DIR --name N   a one-node cluster from a survivor
  *   kvd check --data-dir DIR     verify a data dir offline (exit 0 clean or
  *                                torn tail only, 4 corrupt, 2 usage)
  *   kvd version
@@ -22,6 +25,8 @@
 static void usage(FILE *out) {
     kvd_serve_usage(out);
     fprintf(out, "\n"
+                 "       kvd restore --from FILE --data-dir DIR --name N --cluster N1=HOST:PORT,...\n"
+                 "       kvd recover --data-dir DIR --name N\n"
                  "       kvd check --data-dir DIR\n"
                  "       kvd version\n"
                  "\n"
@@ -76,7 +81,11 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (strncmp(cmd, "--", 2) == 0 && strcmp(cmd, "--help") != 0 && strcmp(cmd, "--version") != 0)
-        return kvd_serve(argc, argv);
+        return kvd_serve(argc, argv, KVD_MODE_SERVE);
+    if (strcmp(cmd, "restore") == 0)
+        return kvd_serve(argc - 1, argv + 1, KVD_MODE_RESTORE);
+    if (strcmp(cmd, "recover") == 0)
+        return kvd_serve(argc - 1, argv + 1, KVD_MODE_RECOVER);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -30,6 +30,9 @@ static const setting settings[] = {
     {"snapshots-keep", true, "snapshots kept on disk (default 2)"},
     {"tick-ms", true, "one Raft tick in milliseconds (default 50)"},
     {"election-ticks", true, "election timeout in ticks (default 10)"},
+    {"join", true, "HOST:PORT of a member: a new node joins that cluster (after member add)"},
+    {"from", true, "kvd restore: the snapshot file to restore"},
+    {"quota-bytes", true, "disk quota of the data dir; past it writes get NOSPACE (default 8 GiB)"},
     {"unsafe-no-fsync", false, "do not fsync: acknowledged writes are LOST at a crash (tests only)"},
 };
 #define SETTINGS_COUNT (sizeof(settings) / sizeof(settings[0]))
@@ -145,7 +148,7 @@ static char *cluster_addr(const char *cluster, const char *name) {
     return NULL;
 }
 
-int kvd_serve(int argc, char **argv) {
+int kvd_serve(int argc, char **argv, enum kvd_mode mode) {
     values vs = {0};
     int rc = KVD_EXIT_USAGE;
     char *token = NULL, *listen = NULL;
@@ -185,6 +188,13 @@ int kvd_serve(int argc, char **argv) {
     cfg.cluster = vs.v[find("cluster", 7)];
     cfg.metrics = vs.v[find("metrics", 7)];
     const char *l = vs.v[find("listen", 6)];
+    cfg.join = vs.v[find("join", 4)];
+    const char *from = vs.v[find("from", 4)];
+    if ((from != NULL) != (mode == KVD_MODE_RESTORE)) {
+        fprintf(stderr, mode == KVD_MODE_RESTORE ? "kvd restore: --from FILE is required\n"
+                                                 : "kvd: --from belongs to kvd restore\n");
+        goto out;
+    }
     if (cfg.name == NULL || cfg.data_dir == NULL) {
         fprintf(stderr, "kvd: --name and --data-dir are required (kvd --help)\n");
         goto out;
@@ -195,7 +205,7 @@ int kvd_serve(int argc, char **argv) {
         goto out;
     }
     listen = l ? strdup(l) : cluster_addr(cfg.cluster, cfg.name);
-    if (listen == NULL) {
+    if (listen == NULL && mode == KVD_MODE_SERVE) {
         fprintf(stderr, "kvd: --listen HOST:PORT is required (or --cluster naming %s)\n",
                 cfg.name);
         goto out;
@@ -228,6 +238,23 @@ int kvd_serve(int argc, char **argv) {
         if (parse_u64("election-ticks", v, 3, 1000, &x))
             goto out;
         cfg.election_ticks = (uint32_t)x;
+    }
+    if ((v = vs.v[find("quota-bytes", 11)]) != NULL) {
+        if (parse_u64("quota-bytes", v, 1, UINT64_MAX, &x))
+            goto out;
+        cfg.quota_bytes = x;
+    }
+    if (mode == KVD_MODE_RESTORE) {
+        if (cfg.cluster == NULL) {
+            fprintf(stderr, "kvd restore: --cluster NAME=HOST:PORT,... (the new cluster) is required\n");
+            goto out;
+        }
+        rc = server_restore(&cfg, from);
+        goto out;
+    }
+    if (mode == KVD_MODE_RECOVER) {
+        rc = server_recover(&cfg);
+        goto out;
     }
     rc = server_run(&cfg);
     if (rc == KVD_EXIT_CORRUPT) {

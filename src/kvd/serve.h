@@ -4,8 +4,14 @@
 
 #include <stdio.h>
 
+enum kvd_mode {
+    KVD_MODE_SERVE,   /* kvd --name ...: run the node */
+    KVD_MODE_RESTORE, /* kvd restore --from FILE ...: a data dir from a snapshot file */
+    KVD_MODE_RECOVER, /* kvd recover ...: a one-node cluster from a survivor */
+};
+
 void kvd_serve_usage(FILE *out);
-/* Parses flags (and --config), runs the node; returns the exit code. */
-int kvd_serve(int argc, char **argv);
+/* Parses flags (and --config), then runs mode; returns the exit code. */
+int kvd_serve(int argc, char **argv, enum kvd_mode mode);
 
 #endif

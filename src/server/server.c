@@ -25,6 +25,7 @@ void server_config_default(server_config *cfg) {
     cfg->snapshots_keep = KV_SNAPSHOTS_KEEP_DEFAULT;
     cfg->tick_ms = SERVER_TICK_MS_DEFAULT;
     cfg->election_ticks = SERVER_ELECTION_TICKS_DEFAULT;
+    cfg->quota_bytes = SERVER_QUOTA_BYTES_DEFAULT;
 }
 
 uint64_t server_node_id(const char *name) {
@@ -391,7 +392,7 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* ---- start-up ----------------------------------------------------------------- */
 
-static int lock_data_dir(server *s) {
+int server_lock_data_dir(server *s) {
     char path[SERVER_PATH_BYTES];
     kv_fs_join(path, sizeof path, s->cfg.data_dir, "LOCK");
     s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -418,7 +419,7 @@ static int lock_data_dir(server *s) {
 
 /* The cluster id: made at bootstrap from the founding members, kept in
  * DIR/CLUSTER. */
-static int cluster_id_load(server *s, bool fresh) {
+int server_cluster_id_load(server *s, bool fresh) {
     char path[SERVER_PATH_BYTES];
     kv_fs_join(path, sizeof path, s->cfg.data_dir, "CLUSTER");
     void *buf;
@@ -453,7 +454,7 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
     int rc = dd_init(s->rfs, cfg->data_dir);
     if (rc != 0)
         return rc;
-    if ((rc = lock_data_dir(s)) != 0)
+    if ((rc = server_lock_data_dir(s)) != 0)
         return rc;
     hs_state st;
     if ((rc = hs_load(s->fs, cfg->data_dir, NULL, NULL, &s->h, &st)) != 0)
@@ -521,7 +522,7 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
         kv__membership__free_unpacked(mpb, NULL);
         return KV_ECONFIG;
     }
-    if ((rc = cluster_id_load(s, fresh)) != 0) {
+    if ((rc = server_cluster_id_load(s, fresh)) != 0) {
         kv__membership__free_unpacked(mpb, NULL);
         return rc;
     }

@@ -28,6 +28,7 @@
 #define SERVER_TICK_MS_DEFAULT 50u
 #define SERVER_ELECTION_TICKS_DEFAULT 10u
 #define SERVER_SNAPSHOT_ENTRIES_DEFAULT 10000u
+#define SERVER_QUOTA_BYTES_DEFAULT (8ull << 30)
 
 typedef struct server_config {
     const char *name;        /* this node's name (--name) */
@@ -36,6 +37,8 @@ typedef struct server_config {
     const char *cluster;     /* n1=host:port,...; used to bootstrap an empty data dir */
     const char *metrics;     /* host:port for /metrics and /health, or NULL */
     const char *token;       /* the cluster token (read from --token-file), or NULL */
+    const char *join;        /* host:port of a member: join that cluster, or NULL */
+    uint64_t quota_bytes;    /* disk quota of the data dir (NOSPACE past it) */
     bool unsafe_no_fsync;    /* syncs do nothing: for tests only */
     uint64_t snapshot_entries; /* snapshot every N applied entries */
     uint32_t snapshots_keep;   /* snapshots kept on disk */
@@ -52,6 +55,19 @@ void server_config_default(server_config *cfg);
  * dir), KVD_EXIT_CORRUPT (the caller then prints the problems as kvd check
  * does), KVD_EXIT_IO. Faults found while serving exit the process directly. */
 int server_run(const server_config *cfg);
+
+/* kvd restore: prepares the empty data dir cfg->data_dir from the snapshot
+ * file `from` for node cfg->name of the new cluster cfg->cluster (all its
+ * founding nodes are restored from the same file): the state machine holds
+ * exactly the snapshot's data, the log continues after it with the new
+ * membership. Returns a kvd_exit code; what was wrong goes to stderr. */
+int server_restore(const server_config *cfg, const char *from);
+
+/* kvd recover: turns the data dir of a surviving node into a one-node
+ * cluster of itself (after a majority was lost for good): the next log
+ * entry makes it the only voter. Entries it holds that were not committed
+ * become committed. Returns a kvd_exit code. */
+int server_recover(const server_config *cfg);
 
 /* Node ids are derived from names: nonzero, the same on every node. */
 uint64_t server_node_id(const char *name);

@@ -163,6 +163,9 @@ void *ring_at(server_ring *q, size_t i);
 void ring_pop(server_ring *q);
 
 /* server.c */
+int server_lock_data_dir(server *s);
+/* DIR/CLUSTER; a fresh node (fresh) makes it from the founding members. */
+int server_cluster_id_load(server *s, bool fresh);
 _Noreturn void server_fatal(server *s, int exit_code, const char *word, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* server_members.c: the address book (names, addresses, roles) */
@@ -183,6 +186,9 @@ void server_members_to_raft(const Kv__Membership *m, raft_membership *out);
 void server_peers_sync(server *s);
 
 /* server.c */
+int server_lock_data_dir(server *s);
+/* DIR/CLUSTER; a fresh node (fresh) makes it from the founding members. */
+int server_cluster_id_load(server *s, bool fresh);
 int server_hash_at(const server *s, uint64_t index, uint64_t *hash);
 
 /* server_ops.c: operator requests (members, transfer, snapshots, check) */

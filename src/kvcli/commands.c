@@ -1,0 +1,347 @@
+/*
+ * kvcli: the data commands (put, get, del, cas, scan, help) and the table.
+ */
+#include "kvcli/kvcli.h"
+
+#include "kv/limits.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- arguments ---------------------------------------------------------- */
+
+/* A command's parsed arguments: the flags it knows and its positionals. */
+typedef struct cmd_args {
+    int count;
+    char *pos[KVCLI_ARGS_MAX];
+    bool stale;     /* --stale */
+    bool absent;    /* --absent */
+    bool has_limit; /* --limit N */
+    uint32_t limit;
+} cmd_args;
+
+enum { FLAG_STALE = 1, FLAG_ABSENT = 2, FLAG_LIMIT = 4 };
+
+static int args__limit(kvcli_ctx *ctx, const char *cmd, const char *s, cmd_args *a) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v == 0 || v > UINT32_MAX)
+        return kvcli_usage_error(ctx, cmd, "--limit wants a number from 1 to %u, not '%s'",
+                                 UINT32_MAX, s);
+    a->has_limit = true;
+    a->limit = (uint32_t)v;
+    return 0;
+}
+
+/* Separates the flags in `allowed` from the positionals; "--" ends flags.
+ * Anything else starting with "--" is a usage error naming it. */
+static int args__parse(kvcli_ctx *ctx, int argc, char **argv, unsigned allowed, cmd_args *a) {
+    assert(argc >= 1 && argc <= KVCLI_ARGS_MAX);
+    memset(a, 0, sizeof *a);
+    bool flags = true;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (flags && strcmp(s, "--") == 0) {
+            flags = false;
+        } else if (flags && (allowed & FLAG_STALE) && strcmp(s, "--stale") == 0) {
+            a->stale = true;
+        } else if (flags && (allowed & FLAG_ABSENT) && strcmp(s, "--absent") == 0) {
+            a->absent = true;
+        } else if (flags && (allowed & FLAG_LIMIT) && strcmp(s, "--limit") == 0) {
+            if (i + 1 == argc)
+                return kvcli_usage_error(ctx, argv[0], "--limit wants a number");
+            if (args__limit(ctx, argv[0], argv[++i], a) != 0)
+                return KVCLI_EXIT_USAGE;
+        } else if (flags && (allowed & FLAG_LIMIT) && strncmp(s, "--limit=", 8) == 0) {
+            if (args__limit(ctx, argv[0], s + 8, a) != 0)
+                return KVCLI_EXIT_USAGE;
+        } else if (flags && strncmp(s, "--", 2) == 0) {
+            return kvcli_usage_error(ctx, argv[0], "unknown flag '%s'", s);
+        } else {
+            a->pos[a->count++] = argv[i];
+        }
+    }
+    return 0;
+}
+
+static int args__want(kvcli_ctx *ctx, const char *cmd, const cmd_args *a, int want) {
+    assert(a->count >= 0 && a->count < KVCLI_ARGS_MAX);
+    assert(want > 0);
+    if (a->count == want)
+        return 0;
+    return kvcli_usage_error(ctx, cmd, "wants %d argument%s, got %d", want, want == 1 ? "" : "s",
+                             a->count);
+}
+
+/* A value argument: "-" reads all of stdin (binary safe), anything else is
+ * the bytes of the word. At most KV_VALUE_BYTES_MAX + 1 bytes are read, so
+ * an endless stdin still ends in TOOBIG from the client, not in memory
+ * growth. *buf gets what to free (NULL for a word). */
+static int args__value(kvcli_ctx *ctx, const char *cmd, char *word, char **val, size_t *len,
+                       char **buf) {
+    assert(word != NULL && val != NULL && len != NULL && buf != NULL);
+    *buf = NULL;
+    if (strcmp(word, "-") != 0) {
+        *val = word;
+        *len = strlen(word);
+        return 0;
+    }
+    if (ctx->stdin_is_commands)
+        return kvcli_usage_error(ctx, cmd,
+                                 "'-' (read the value from stdin) cannot be used "
+                                 "while commands come from stdin");
+    size_t cap = (size_t)KV_VALUE_BYTES_MAX + 1;
+    char *b = malloc(cap);
+    if (b == NULL)
+        return kvcli_fail(ctx, cmd, KV_ENOMEM, false);
+    size_t n = fread(b, 1, cap, stdin);
+    if (ferror(stdin)) {
+        free(b);
+        fprintf(ctx->err, "kvcli: %s: reading the value from stdin: %s\n", cmd, strerror(errno));
+        return KVCLI_EXIT_REFUSED;
+    }
+    assert(n <= cap);
+    *val = *buf = b;
+    *len = n;
+    return 0;
+}
+
+static int print_ok(kvcli_ctx *ctx) {
+    fputs(ctx->json ? "{\"ok\":true}\n" : "OK\n", ctx->out);
+    return KVCLI_EXIT_OK;
+}
+
+/* ---- commands ----------------------------------------------------------- */
+
+static int cmd_put(kvcli_ctx *ctx, int argc, char **argv) {
+    cmd_args a;
+    kv_client *c;
+    int rc = args__parse(ctx, argc, argv, 0, &a);
+    if (rc == 0)
+        rc = args__want(ctx, argv[0], &a, 2);
+    if (rc != 0)
+        return rc;
+    char *val, *buf;
+    size_t len;
+    if ((rc = args__value(ctx, argv[0], a.pos[1], &val, &len, &buf)) != 0)
+        return rc;
+    if ((rc = kvcli_client(ctx, argv[0], &c)) == 0) {
+        rc = kv_put(c, a.pos[0], strlen(a.pos[0]), val, len);
+        rc = rc == 0 ? print_ok(ctx) : kvcli_fail(ctx, argv[0], rc, true);
+    }
+    free(buf);
+    return rc;
+}
+
+static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
+    cmd_args a;
+    kv_client *c;
+    int rc = args__parse(ctx, argc, argv, FLAG_STALE, &a);
+    if (rc == 0)
+        rc = args__want(ctx, argv[0], &a, 1);
+    if (rc == 0)
+        rc = kvcli_client(ctx, argv[0], &c);
+    if (rc != 0)
+        return rc;
+    const char *key = a.pos[0];
+    void *v = NULL;
+    size_t vlen = 0;
+    if (a.stale)
+        rc = kv_get_stale(c, key, strlen(key), &v, &vlen, NULL);
+    else
+        rc = kv_get(c, key, strlen(key), &v, &vlen);
+    if (rc != 0)
+        return kvcli_fail(ctx, argv[0], rc, false);
+    if (ctx->json) {
+        fputs("{\"key\":", ctx->out);
+        kvcli_json_str(ctx->out, key, strlen(key));
+        fputs(",\"value\":", ctx->out);
+        kvcli_json_str(ctx->out, v, vlen);
+        fputs("}\n", ctx->out);
+    } else {
+        fwrite(v, 1, vlen, ctx->out);
+        fputc('\n', ctx->out);
+    }
+    kv_free(v);
+    return KVCLI_EXIT_OK;
+}
+
+static int cmd_del(kvcli_ctx *ctx, int argc, char **argv) {
+    cmd_args a;
+    kv_client *c;
+    int rc = args__parse(ctx, argc, argv, 0, &a);
+    if (rc == 0)
+        rc = args__want(ctx, argv[0], &a, 1);
+    if (rc == 0)
+        rc = kvcli_client(ctx, argv[0], &c);
+    if (rc != 0)
+        return rc;
+    rc = kv_del(c, a.pos[0], strlen(a.pos[0]));
+    return rc == 0 ? print_ok(ctx) : kvcli_fail(ctx, argv[0], rc, true);
+}
+
+/* Shown values are cut here: a mismatch message is for a person. */
+#define CMD_SHOW_BYTES_MAX 1024u
+
+static int cas__mismatch(kvcli_ctx *ctx, bool absent, bool present, const void *cur,
+                         size_t cur_len) {
+    if (ctx->json) {
+        fprintf(ctx->out, "{\"error\":\"COMPARE\",\"present\":%s", present ? "true" : "false");
+        if (present) {
+            fputs(",\"current\":", ctx->out);
+            kvcli_json_str(ctx->out, cur, cur_len);
+        }
+        fputs("}\n", ctx->out);
+        return KVCLI_EXIT_NO;
+    }
+    if (!present) {
+        fputs("compare failed: key is absent\n", ctx->err);
+        return KVCLI_EXIT_NO;
+    }
+    const char *what = absent ? "key exists, current value is" : "current value is";
+    fprintf(ctx->err, "compare failed: %s ", what);
+    kvcli_escape(ctx->err, cur, cur_len < CMD_SHOW_BYTES_MAX ? cur_len : CMD_SHOW_BYTES_MAX);
+    if (cur_len > CMD_SHOW_BYTES_MAX)
+        fprintf(ctx->err, "... (%zu bytes)", cur_len);
+    fputc('\n', ctx->err);
+    return KVCLI_EXIT_NO;
+}
+
+static int cmd_cas(kvcli_ctx *ctx, int argc, char **argv) {
+    cmd_args a;
+    kv_client *c;
+    int rc = args__parse(ctx, argc, argv, FLAG_ABSENT, &a);
+    if (rc == 0)
+        rc = args__want(ctx, argv[0], &a, a.absent ? 2 : 3);
+    if (rc != 0)
+        return rc;
+    const char *key = a.pos[0];
+    const char *exp = a.absent ? NULL : a.pos[1];
+    char *val, *buf;
+    size_t len;
+    if ((rc = args__value(ctx, argv[0], a.pos[a.absent ? 1 : 2], &val, &len, &buf)) != 0)
+        return rc;
+    if ((rc = kvcli_client(ctx, argv[0], &c)) != 0) {
+        free(buf);
+        return rc;
+    }
+    void *cur = NULL;
+    size_t cur_len = 0;
+    bool present = false;
+    rc = kv_cas_ex(c, key, strlen(key), exp, exp ? strlen(exp) : 0, val, len, &cur, &cur_len,
+                   &present);
+    free(buf);
+    if (rc == 0)
+        rc = print_ok(ctx);
+    else if (rc == KV_ECOMPARE)
+        rc = cas__mismatch(ctx, a.absent, present, cur, cur_len);
+    else
+        rc = kvcli_fail(ctx, argv[0], rc, true);
+    kv_free(cur);
+    return rc;
+}
+
+static void scan__print(kvcli_ctx *ctx, const kv_pair *p) {
+    assert(p->key != NULL || p->key_len == 0);
+    assert(p->value != NULL || p->value_len == 0);
+    if (ctx->json) {
+        fputs("{\"key\":", ctx->out);
+        kvcli_json_str(ctx->out, p->key, p->key_len);
+        fputs(",\"value\":", ctx->out);
+        kvcli_json_str(ctx->out, p->value, p->value_len);
+        fputs("}\n", ctx->out);
+    } else {
+        kvcli_escape(ctx->out, p->key, p->key_len);
+        fputc('\t', ctx->out);
+        kvcli_escape(ctx->out, p->value, p->value_len);
+        fputc('\n', ctx->out);
+    }
+}
+
+/* Keeps the last key of a page as the next page's start (owned copy). */
+static int scan__keep_last(char **after, size_t *after_len, const kv_pair *last) {
+    assert(last->key != NULL || last->key_len == 0);
+    char *k = malloc(last->key_len ? last->key_len : 1);
+    if (k == NULL)
+        return KV_ENOMEM;
+    memcpy(k, last->key, last->key_len);
+    free(*after);
+    *after = k;
+    *after_len = last->key_len;
+    return 0;
+}
+
+/* Pages through the prefix until no more keys follow or the limit. */
+static int scan__pages(kvcli_ctx *ctx, kv_client *c, const char *prefix, const cmd_args *a) {
+    char *after = NULL;
+    size_t after_len = 0, shown = 0;
+    bool more = true;
+    int rc = 0;
+    assert(prefix != NULL && (!a->has_limit || a->limit > 0));
+    while (rc == 0 && more && (!a->has_limit || shown < a->limit)) {
+        uint32_t page = a->has_limit ? (uint32_t)(a->limit - shown) : 0;
+        kv_pair *pairs = NULL;
+        size_t count = 0;
+        rc = kv_scan(c, prefix, strlen(prefix), after, after_len, page, &pairs, &count, &more);
+        if (rc != 0)
+            break;
+        for (size_t i = 0; i < count && (!a->has_limit || shown < a->limit); i++, shown++)
+            scan__print(ctx, &pairs[i]);
+        if (more && count == 0)
+            rc = KV_EPROTO; /* "more" without progress would loop forever */
+        else if (count > 0)
+            rc = scan__keep_last(&after, &after_len, &pairs[count - 1]);
+        kv_pairs_free(pairs, count);
+    }
+    free(after);
+    assert(!a->has_limit || shown <= a->limit);
+    return rc;
+}
+
+static int cmd_scan(kvcli_ctx *ctx, int argc, char **argv) {
+    cmd_args a;
+    kv_client *c;
+    int rc = args__parse(ctx, argc, argv, FLAG_LIMIT, &a);
+    if (rc == 0)
+        rc = args__want(ctx, argv[0], &a, 1);
+    if (rc == 0)
+        rc = kvcli_client(ctx, argv[0], &c);
+    if (rc != 0)
+        return rc;
+    rc = scan__pages(ctx, c, a.pos[0], &a);
+    return rc == 0 ? KVCLI_EXIT_OK : kvcli_fail(ctx, argv[0], rc, false);
+}
+
+static int cmd_help(kvcli_ctx *ctx, int argc, char **argv) {
+    (void)argv;
+    if (argc > 2)
+        return kvcli_usage_error(ctx, argv[0], "wants at most 1 argument, got %d", argc - 1);
+    kvcli_usage(ctx->out);
+    return KVCLI_EXIT_OK;
+}
+
+const kvcli_cmd kvcli_commands[] = {
+    {"put", cmd_put, "KEY VALUE", "store VALUE under KEY (VALUE '-': read it from stdin)"},
+    {"get", cmd_get, "[--stale] KEY", "print KEY's value (--stale: from any node, may lag)"},
+    {"del", cmd_del, "KEY", "delete KEY"},
+    {"cas", cmd_cas, "KEY EXPECTED NEW | --absent KEY NEW",
+     "set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent)"},
+    {"scan", cmd_scan, "PREFIX [--limit N]", "list keys starting with PREFIX: key<TAB>value"},
+    {"status", kvcli_cmd_status, "", "one row per node: role, term, commit, lag, health"},
+    {"help", cmd_help, "", "this text"},
+    {NULL, NULL, NULL, NULL},
+};
+
+int kvcli_run(kvcli_ctx *ctx, int argc, char **argv) {
+    assert(ctx != NULL && argc >= 1 && argv[0] != NULL);
+    if (argc > KVCLI_ARGS_MAX)
+        return kvcli_usage_error(ctx, argv[0], "too many arguments (%d)", argc - 1);
+    for (const kvcli_cmd *k = kvcli_commands; k->name != NULL; k++)
+        if (strcmp(k->name, argv[0]) == 0)
+            return k->fn(ctx, argc, argv);
+    return kvcli_usage_error(ctx, NULL, "unknown command '%s'", argv[0]);
+}

@@ -1,0 +1,92 @@
+/*
+ * kvcli internals: the command table and what every command shares.
+ *
+ * A command is one function taking (ctx, argc, argv) with argv[0] the
+ * command's name, as main() and the line-at-a-time mode call it today and
+ * the interactive shell (libedit) will call it later. A command prints its
+ * result to ctx->out, its complaint to ctx->err (or, with --json, one JSON
+ * object to ctx->out either way), and returns one of the exit codes below.
+ */
+#ifndef KV_KVCLI_H
+#define KV_KVCLI_H
+
+#include "kv/client.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/* Exit codes (docs: kvcli --help). */
+enum kvcli_exit {
+    KVCLI_EXIT_OK = 0,
+    KVCLI_EXIT_NO = 1,          /* a "no" answer: not found, compare failed */
+    KVCLI_EXIT_USAGE = 2,       /* unknown command, wrong arguments, bad flag */
+    KVCLI_EXIT_UNAVAILABLE = 3, /* cluster unavailable or timed out */
+    KVCLI_EXIT_REFUSED = 4,     /* refused by the server (TOOBIG, BUSY, ...) */
+};
+
+/* Most arguments one command line may have (the longest command has 4). */
+#define KVCLI_ARGS_MAX 64
+
+typedef struct kvcli_ctx {
+    const char *cluster;           /* "host:port,..." (borrowed) */
+    struct kv_client_options opts; /* timeout, token */
+    bool json;                     /* --json: one JSON object per result */
+    bool stdin_is_commands;        /* a value "-" cannot read stdin then */
+    kv_client *client;             /* opened on first use; NULL before */
+    FILE *out;                     /* results */
+    FILE *err;                     /* complaints (text mode) */
+} kvcli_ctx;
+
+typedef int (*kvcli_cmd_fn)(kvcli_ctx *ctx, int argc, char **argv);
+
+typedef struct kvcli_cmd {
+    const char *name;
+    kvcli_cmd_fn fn;
+    const char *args; /* usage synopsis after the name */
+    const char *help; /* one line */
+} kvcli_cmd;
+
+/* The commands, ended by an entry with name NULL. */
+extern const kvcli_cmd kvcli_commands[];
+
+/* Runs argv[0] with its arguments; unknown command: KVCLI_EXIT_USAGE. */
+int kvcli_run(kvcli_ctx *ctx, int argc, char **argv);
+
+/* Prints the whole usage text to f. */
+void kvcli_usage(FILE *f);
+
+/* The client, opened on first use with ctx->cluster and ctx->opts. On
+ * failure reports it (as command `cmd`) and returns the exit code; on
+ * success returns 0 and sets *out (owned by ctx; kvcli_ctx_close frees). */
+int kvcli_client(kvcli_ctx *ctx, const char *cmd, kv_client **out);
+void kvcli_ctx_close(kvcli_ctx *ctx);
+
+/* Reports a usage error of `cmd` ("kvcli: put: ...") and returns
+ * KVCLI_EXIT_USAGE. */
+int kvcli_usage_error(kvcli_ctx *ctx, const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Reports a failed call (rc < 0) of `cmd` and returns its exit code: 1 for
+ * NOTFOUND, 3 for unavailable / unknown outcome, 4 for a refusal. A write's
+ * unknown outcome is said as such. */
+int kvcli_fail(kvcli_ctx *ctx, const char *cmd, int rc, bool is_write);
+
+/* Prints a JSON string literal for bytes p[0..n) ("..." with escapes). */
+void kvcli_json_str(FILE *f, const void *p, size_t n);
+
+/* Prints bytes with printable ASCII as is, backslash as \\ and every other
+ * byte as \xNN, so a key or value stays on one line, tab-free. */
+void kvcli_escape(FILE *f, const void *p, size_t n);
+
+/* Splits a command line in place into words, with shell-like quoting:
+ * '...' literal, "..." where a backslash escapes the next character, and a
+ * backslash outside quotes escaping the next character. Returns the number
+ * of words (argv[0..n), pointing into line) or -1 with *why set (an
+ * unterminated quote, a trailing backslash, over max words). */
+int kvcli_split(char *line, char **argv, int max, const char **why);
+
+/* The status command (status.c). */
+int kvcli_cmd_status(kvcli_ctx *ctx, int argc, char **argv);
+
+#endif

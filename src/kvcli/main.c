@@ -1,0 +1,197 @@
+/*
+ * kvcli: the kv command-line client.
+ *
+ *   kvcli [--cluster HOST:PORT,...] [--json] [--timeout SECONDS]
+ *         [--token-file FILE] [COMMAND ARGS...]
+ *
+ * With a command: runs it and exits with its code. Without: reads commands
+ * from stdin, one per line (shell-like quoting), runs each and exits with
+ * the code of the last one that failed (0 if none did).
+ */
+#include "kvcli/kvcli.h"
+
+#include "kv/limits.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KVCLI_DEFAULT_CLUSTER "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+
+/* A command line from stdin holds at most a key and two values, escaped
+ * (a quoted byte can take two characters), plus room for the words. */
+#define KVCLI_LINE_BYTES_MAX (2u * (KV_KEY_BYTES_MAX + 2u * KV_VALUE_BYTES_MAX) + 4096u)
+
+/* --timeout is for a person waiting: a day is beyond any sane wait. */
+#define KVCLI_TIMEOUT_S_MAX 86400.0
+
+void kvcli_usage(FILE *f) {
+    fprintf(f, "usage: kvcli [--cluster HOST:PORT,...] [--json] [--timeout SECONDS]\n"
+               "             [--token-file FILE] [COMMAND ARGS...]\n\ncommands:\n");
+    for (const kvcli_cmd *k = kvcli_commands; k->name != NULL; k++)
+        fprintf(f, "  %s%s%s\n      %s\n", k->name, k->args[0] ? " " : "", k->args, k->help);
+    fprintf(f, "\nWithout a command, commands are read from stdin, one per line ('..', \"..\" and\n"
+               "backslash quote as in a shell; # starts a comment line).\n"
+               "The cluster: --cluster, else $KV_CLUSTER, else " KVCLI_DEFAULT_CLUSTER ".\n"
+               "Exit codes: 0 done, 1 no (not found, compare failed), 2 usage error,\n"
+               "3 cluster unavailable or timed out (a write's outcome is then unknown unless\n"
+               "said otherwise), 4 refused by the server (code word on stderr: TOOBIG, BUSY,\n"
+               "NOSPACE, ...).\n");
+}
+
+static int main__timeout(kvcli_ctx *ctx, const char *s) {
+    char *end;
+    errno = 0;
+    double secs = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !isfinite(secs) || secs <= 0 ||
+        secs > KVCLI_TIMEOUT_S_MAX)
+        return kvcli_usage_error(ctx, NULL, "--timeout wants seconds (0 < s <= %.0f), not '%s'",
+                                 KVCLI_TIMEOUT_S_MAX, s);
+    uint32_t ms = (uint32_t)ceil(secs * 1000.0);
+    assert(ms >= 1 && ms <= (uint32_t)(KVCLI_TIMEOUT_S_MAX * 1000.0));
+    ctx->opts.timeout_ms = ms;
+    if (ctx->opts.connect_timeout_ms > ms)
+        ctx->opts.connect_timeout_ms = ms;
+    return 0;
+}
+
+/* The value of flag argv[*i] given as "--flag VALUE" or "--flag=VALUE",
+ * or NULL when argv[*i] is not that flag. *missing is set when it is the
+ * flag but its value is missing. */
+static const char *main__flag(int argc, char **argv, int *i, const char *flag, bool *missing) {
+    size_t n = strlen(flag);
+    if (strncmp(argv[*i], flag, n) != 0)
+        return NULL;
+    if (argv[*i][n] == '=')
+        return argv[*i] + n + 1;
+    if (argv[*i][n] != '\0')
+        return NULL;
+    if (*i + 1 == argc) {
+        *missing = true;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+/* Parses the global flags; *first gets the index of the command (argc if
+ * none). */
+static int main__flags(kvcli_ctx *ctx, int argc, char **argv, int *first) {
+    int i;
+    for (i = 1; i < argc && strncmp(argv[i], "-", 1) == 0 && strcmp(argv[i], "-") != 0; i++) {
+        bool missing = false;
+        const char *v;
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        } else if (strcmp(argv[i], "--json") == 0) {
+            ctx->json = true;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            kvcli_usage(stdout);
+            exit(KVCLI_EXIT_OK);
+        } else if ((v = main__flag(argc, argv, &i, "--cluster", &missing)) != NULL) {
+            ctx->cluster = v;
+        } else if ((v = main__flag(argc, argv, &i, "--timeout", &missing)) != NULL) {
+            if (main__timeout(ctx, v) != 0)
+                return KVCLI_EXIT_USAGE;
+        } else if ((v = main__flag(argc, argv, &i, "--token-file", &missing)) != NULL) {
+            ctx->opts.token_file = v;
+        } else {
+            return kvcli_usage_error(ctx, NULL, missing ? "%s wants a value" : "unknown flag '%s'",
+                                     argv[i]);
+        }
+    }
+    if (ctx->cluster[0] == '\0')
+        return kvcli_usage_error(ctx, NULL, "empty cluster address list");
+    *first = i;
+    return 0;
+}
+
+/* Reads one line (without its newline) into *buf, growing it up to
+ * KVCLI_LINE_BYTES_MAX. Returns 1 for a line, 0 at the end, -1 for a line
+ * too long or holding a NUL (skipped whole). */
+static int main__read_line(FILE *in, char **buf, size_t *cap) {
+    assert(in != NULL && buf != NULL && cap != NULL);
+    size_t n = 0;
+    bool bad = false;
+    int ch;
+    while ((ch = getc(in)) != EOF && ch != '\n') {
+        if (ch == '\0' || n + 1 >= KVCLI_LINE_BYTES_MAX) {
+            bad = true;
+            continue;
+        }
+        if (n + 1 >= *cap) {
+            size_t ncap = *cap ? *cap * 2 : 4096;
+            char *nb = realloc(*buf, ncap);
+            if (nb == NULL)
+                return -1;
+            *buf = nb, *cap = ncap;
+        }
+        (*buf)[n++] = (char)ch;
+    }
+    if (ch == EOF && n == 0 && !bad)
+        return 0;
+    if (n > 0 && (*buf)[n - 1] == '\r')
+        n--;
+    if (*buf != NULL)
+        (*buf)[n] = '\0';
+    return bad ? -1 : 1;
+}
+
+/* Runs one line; blank and comment lines are 0. */
+static int main__line(kvcli_ctx *ctx, char *line, unsigned long lineno) {
+    assert(ctx->stdin_is_commands && line != NULL);
+    char *argv[KVCLI_ARGS_MAX];
+    const char *why = NULL;
+    int argc = kvcli_split(line, argv, KVCLI_ARGS_MAX, &why);
+    if (argc < 0)
+        return kvcli_usage_error(ctx, NULL, "line %lu: %s", lineno, why);
+    if (argc == 0 || argv[0][0] == '#')
+        return KVCLI_EXIT_OK;
+    return kvcli_run(ctx, argc, argv);
+}
+
+/* Commands from stdin: every line runs; the last failure is the result. */
+static int main__stdin(kvcli_ctx *ctx) {
+    char *buf = NULL;
+    size_t cap = 0;
+    int last = KVCLI_EXIT_OK;
+    ctx->stdin_is_commands = true;
+    for (unsigned long lineno = 1;; lineno++) {
+        int r = main__read_line(stdin, &buf, &cap);
+        if (r == 0)
+            break;
+        int rc;
+        if (r < 0)
+            rc = kvcli_usage_error(ctx, NULL, "line %lu: over %u bytes, a NUL byte, or no memory",
+                                   lineno, KVCLI_LINE_BYTES_MAX);
+        else
+            rc = main__line(ctx, buf ? buf : (char[]){""}, lineno);
+        if (rc != KVCLI_EXIT_OK)
+            last = rc;
+        fflush(ctx->out);
+        fflush(ctx->err);
+    }
+    free(buf);
+    return last;
+}
+
+int main(int argc, char **argv) {
+    kvcli_ctx ctx = {.out = stdout, .err = stderr};
+    kv_client_options_init(&ctx.opts);
+    const char *env = getenv("KV_CLUSTER");
+    ctx.cluster = env != NULL && env[0] != '\0' ? env : KVCLI_DEFAULT_CLUSTER;
+    int first = 1;
+    int rc = main__flags(&ctx, argc, argv, &first);
+    if (rc != 0)
+        return rc;
+    assert(first <= argc);
+    rc = first < argc ? kvcli_run(&ctx, argc - first, argv + first) : main__stdin(&ctx);
+    kvcli_ctx_close(&ctx);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "kvcli: writing the output: %s\n", strerror(errno));
+        return rc != 0 ? rc : KVCLI_EXIT_REFUSED;
+    }
+    return rc;
+}

@@ -1,0 +1,201 @@
+/* kvd restore and kvd recover: offline changes to a data dir (server.h). */
+#include "server/server_int.h"
+
+#include "common/logging.h"
+#include "kv/errors.h"
+#include "kvd/check.h"
+#include "storage/datadir.h"
+#include "storage/snapfile.h"
+
+#include <dirent.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int exit_of(int rc) {
+    switch (rc) {
+    case 0:
+        return KVD_EXIT_OK;
+    case KV_ELOCKED:
+        return KVD_EXIT_LOCKED;
+    case KV_ECORRUPT:
+    case KV_EVERSION:
+    case KV_EMISSING:
+        return KVD_EXIT_CORRUPT;
+    case KV_EINVAL:
+    case KV_ECONFIG:
+        return KVD_EXIT_USAGE;
+    default:
+        return KVD_EXIT_IO;
+    }
+}
+
+static server *admin_new(const server_config *cfg) {
+    server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->cfg = *cfg;
+    s->id = server_node_id(cfg->name);
+    s->lock_fd = -1;
+    s->rfs = s->fs = kv_fs_posix();
+    kv_fs_join(s->db_dir, sizeof s->db_dir, cfg->data_dir, "db");
+    kv_fs_join(s->snap_dir, sizeof s->snap_dir, cfg->data_dir, "snap");
+    return s;
+}
+
+static void admin_free(server *s) {
+    if (s->w)
+        wal_close(s->w);
+    sm_close(s->sm);
+    if (s->h)
+        hs_close(s->h);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    free(s);
+}
+
+static bool dir_empty_or_absent(const char *path) {
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return true;
+    struct dirent *e;
+    bool empty = true;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            empty = false;
+    closedir(d);
+    return empty;
+}
+
+/* Appends one CONF entry making voters the membership, at (index, term). */
+static int append_conf(server *s, uint64_t index, uint64_t term, const raft_membership *voters) {
+    uint8_t buf[RAFT_CONF_BYTES_MAX];
+    size_t len = raft_conf_encode(RAFT_CONF_BOOTSTRAP, 0, voters, buf);
+    wal_entry e = {.index = index, .term = term, .type = RAFT_ENTRY_CONF, .len = (uint32_t)len,
+                   .data = buf};
+    return wal_append_wait(s->w, &e, 1);
+}
+
+int server_restore(const server_config *cfg, const char *from) {
+    char detail[1024];
+    snapfile_info info;
+    int rc = snap_file_verify(from, &info, detail, sizeof detail);
+    if (rc != 0) {
+        fprintf(stderr, "kvd restore: %s\n", detail);
+        return exit_of(rc);
+    }
+    if (!dir_empty_or_absent(cfg->data_dir)) {
+        fprintf(stderr, "kvd restore: %s is not empty; restore into a new directory\n",
+                cfg->data_dir);
+        return KVD_EXIT_USAGE;
+    }
+    server *s = admin_new(cfg);
+    if (s == NULL)
+        return KVD_EXIT_IO;
+    if (server_members_parse(s, cfg->cluster) != 0 || server_member_by_id(s, s->id) == NULL) {
+        fprintf(stderr, "kvd restore: --cluster must list the new members, --name among them\n");
+        admin_free(s);
+        return KVD_EXIT_USAGE;
+    }
+    const char *step = "data dir";
+    snap_meta sn;
+    FILE *f = NULL;
+    if ((rc = dd_init(s->rfs, cfg->data_dir)) == 0 && (rc = server_lock_data_dir(s)) == 0) {
+        step = "snapshot";
+        f = fopen(from, "rb");
+        rc = f == NULL ? KV_EIO : fseeko(f, SNAPFILE_HEADER_BYTES, SEEK_SET) != 0 ? KV_EIO : 0;
+        if (rc == 0)
+            rc = server_stream_install(s, f, info.stream_len, &sn);
+    }
+    if (f)
+        fclose(f);
+    hs_state st = {0};
+    if (rc == 0 && (step = "state machine", rc = sm_open(s->db_dir, NULL, &s->sm)) == 0)
+        rc = snap_restore(&s->sm, s->db_dir, sn.path);
+    wal_options wo;
+    wal_options_default(&wo);
+    if (rc == 0 && (step = "log", rc = wal_open(s->fs, cfg->data_dir, &wo, NULL, NULL, &s->w)) == 0)
+        rc = wal_reset(s->w, info.index, info.term);
+    /* entry index+1: the new cluster's membership, in the log and applied */
+    uint64_t index = info.index + 1, term = info.term + 1;
+    raft_membership voters = {0};
+    for (size_t i = 0; i < s->members_count; i++)
+        voters.voters[voters.voters_count++] = s->members[i].id;
+    if (rc == 0)
+        rc = append_conf(s, index, term, &voters);
+    uint8_t *book = NULL;
+    size_t blen = 0;
+    if (rc == 0 && (rc = server_members_encode(s, index, &book, &blen)) == 0) {
+        sm_entry e = {.index = index, .term = term, .type = SM_ENTRY_MEMBERSHIP,
+                      .payload = book, .len = blen};
+        sm_reply r;
+        rc = sm_apply(s->sm, &e, 1, &r);
+        if (rc == 0)
+            sm_replies_free(&r, 1);
+    }
+    free(book);
+    if (rc == 0 && (step = "hard state", rc = hs_load(s->fs, cfg->data_dir, NULL, NULL, &s->h, &st)) == 0) {
+        st.term = term;
+        st.vote = 0;
+        st.commit = index;
+        rc = hs_save(s->h, &st);
+    }
+    /* a snapshot with the new membership, so a node that joins later gets
+     * the new names, and the imported one is dropped */
+    snap_meta fresh;
+    if (rc == 0 && (step = "new snapshot", rc = snap_create(s->sm, s->rfs, s->snap_dir, &fresh)) == 0)
+        rc = snap_gc(s->rfs, s->snap_dir, 1);
+    if (rc == 0)
+        rc = server_cluster_id_load(s, true);
+    if (rc != 0) {
+        fprintf(stderr, "kvd restore: %s: %s failed: %s\n", cfg->data_dir, step, kv_strerror(rc));
+        admin_free(s);
+        return exit_of(rc);
+    }
+    printf("restored snapshot %" PRIu64 " (term %" PRIu64 ") into %s as %s of cluster %s\n",
+           info.index, info.term, cfg->data_dir, cfg->name, s->cluster_id);
+    admin_free(s);
+    return KVD_EXIT_OK;
+}
+
+int server_recover(const server_config *cfg) {
+    server *s = admin_new(cfg);
+    if (s == NULL)
+        return KVD_EXIT_IO;
+    hs_state st;
+    wal_options wo;
+    wal_options_default(&wo);
+    const char *step = "data dir";
+    int rc = dd_check_format(s->rfs, cfg->data_dir, NULL, NULL);
+    if (rc == 0 && (rc = server_lock_data_dir(s)) == 0 &&
+        (step = "hard state", rc = hs_load(s->fs, cfg->data_dir, NULL, NULL, &s->h, &st)) == 0)
+        step = "log", rc = wal_open(s->fs, cfg->data_dir, &wo, NULL, NULL, &s->w);
+    if (rc != 0) {
+        fprintf(stderr, "kvd recover: %s: %s: %s\n", cfg->data_dir, step, kv_strerror(rc));
+        admin_free(s);
+        return exit_of(rc);
+    }
+    uint64_t last = wal_last_index(s->w), last_term = 0;
+    wal_term_at(s->w, last, &last_term);
+    uint64_t term = (st.term > last_term ? st.term : last_term) + 1;
+    raft_membership self = {.voters_count = 1, .voters = {s->id}};
+    rc = append_conf(s, last + 1, term, &self);
+    if (rc == 0) {
+        st.term = term;
+        st.vote = 0;
+        rc = hs_save(s->h, &st);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "kvd recover: %s: writing the new membership: %s\n", cfg->data_dir,
+                kv_strerror(rc));
+        admin_free(s);
+        return exit_of(rc);
+    }
+    printf("%s is now a one-node cluster of %s (entry %" PRIu64 ", term %" PRIu64 ").\n"
+           "Start it as before (kvd --name %s --data-dir %s ...), then add nodes with\n"
+           "  kvcli member add NAME HOST:PORT   and   kvd --name NAME ... --join ADDR\n",
+           cfg->data_dir, cfg->name, last + 1, term, cfg->name, cfg->data_dir);
+    admin_free(s);
+    return KVD_EXIT_OK;
+}
