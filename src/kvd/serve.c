@@ -33,6 +33,8 @@ static const setting settings[] = {
     {"join", true, "HOST:PORT of a member: a new node joins that cluster (after member add)"},
     {"from", true, "kvd restore: the snapshot file to restore"},
     {"quota-bytes", true, "disk quota of the data dir; past it writes get NOSPACE (default 8 GiB)"},
+    {"slow-fsync-ms", true, "a log fsync slower than this is logged (SLOWDISK) and counted (default 100)"},
+    {"wal-segment-bytes", true, "log segment size (default 64 MiB; small ones for tests)"},
     {"unsafe-no-fsync", false, "do not fsync: acknowledged writes are LOST at a crash (tests only)"},
 };
 #define SETTINGS_COUNT (sizeof(settings) / sizeof(settings[0]))
@@ -243,6 +245,16 @@ int kvd_serve(int argc, char **argv, enum kvd_mode mode) {
         if (parse_u64("quota-bytes", v, 1, UINT64_MAX, &x))
             goto out;
         cfg.quota_bytes = x;
+    }
+    if ((v = vs.v[find("slow-fsync-ms", 13)]) != NULL) {
+        if (parse_u64("slow-fsync-ms", v, 1, 600000, &x))
+            goto out;
+        cfg.slow_fsync_ms = (uint32_t)x;
+    }
+    if ((v = vs.v[find("wal-segment-bytes", 17)]) != NULL) {
+        if (parse_u64("wal-segment-bytes", v, KV_WAL_SEGMENT_BYTES_MIN, 1ull << 40, &x))
+            goto out;
+        cfg.wal_segment_bytes = x;
     }
     if (mode == KVD_MODE_RESTORE) {
         if (cfg.cluster == NULL) {

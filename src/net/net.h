@@ -139,6 +139,8 @@ bool net_peer_connected(const net *n, uint64_t id);
 
 /* ---- counters ---------------------------------------------------------- */
 
+#define NET_REPLY_CODES 32u /* replies_by_code[-code]: 0 is OK (and unknown codes) */
+
 typedef struct net_stats {
     uint64_t conns_accepted;
     uint64_t conns_open;       /* clients + inbound peer links now */
@@ -154,6 +156,7 @@ typedef struct net_stats {
     uint64_t raft_msgs_received;
     uint64_t bytes_in;
     uint64_t bytes_out;
+    uint64_t replies_by_code[NET_REPLY_CODES]; /* answers sent, by -code */
 } net_stats;
 
 void net_get_stats(const net *n, net_stats *out);

@@ -177,6 +177,9 @@ int net_reply(net_conn *c, const Kv__Response *resp) {
     c->inflight--;
     if (net_conn_closed(c))
         return KV_ECLOSED;
+    uint32_t code = resp->code <= 0 && resp->code > -(int32_t)NET_REPLY_CODES ? (uint32_t)-resp->code
+                                                                              : 0;
+    c->s.n->stats.replies_by_code[code]++;
     int rc = conn_queue_response(c, resp);
     if (rc == KV_ETOOBIG) {
         KV_LOGE("TOOBIG", "response %llu to %s is over the frame limit; answering TOOBIG",

@@ -26,6 +26,7 @@ void server_config_default(server_config *cfg) {
     cfg->tick_ms = SERVER_TICK_MS_DEFAULT;
     cfg->election_ticks = SERVER_ELECTION_TICKS_DEFAULT;
     cfg->quota_bytes = SERVER_QUOTA_BYTES_DEFAULT;
+    cfg->slow_fsync_ms = 100;
 }
 
 uint64_t server_node_id(const char *name) {
@@ -461,6 +462,9 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
         return rc;
     wal_options wo;
     wal_options_default(&wo);
+    if (cfg->wal_segment_bytes != 0)
+        wo.segment_bytes = cfg->wal_segment_bytes;
+    wo.slow_sync_ns = (uint64_t)cfg->slow_fsync_ms * 1000000u;
     if ((rc = wal_open(s->fs, cfg->data_dir, &wo, NULL, NULL, &s->w)) != 0)
         return rc;
     kv_fs_join(s->db_dir, sizeof s->db_dir, cfg->data_dir, "db");
@@ -637,6 +641,7 @@ int server_run(const server_config *cfg) {
     uv_prepare_init(&s->loop, &s->prepare);
     uv_prepare_start(&s->prepare, on_prepare);
     uv_async_init(&s->loop, &s->wal_async, on_wal_async);
+    server_disk_start(s);
     uv_signal_init(&s->loop, &s->sigterm);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_init(&s->loop, &s->sigint);

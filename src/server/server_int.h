@@ -97,6 +97,7 @@ typedef struct server {
     uv_prepare_t prepare;
     uv_async_t wal_async;
     uv_signal_t sigterm, sigint;
+    uv_timer_t disk_timer;
     bool stopping;
     uint64_t ticks;
 
@@ -144,7 +145,16 @@ typedef struct server {
     uint8_t *scratch;
     size_t scratch_cap;
 
+    /* the disk quota (server_disk.c) */
+    uint64_t disk_used;
+    bool nospace; /* alarm: writes are refused with NOSPACE */
+    uint64_t compacted_at; /* applied index of the last compaction in alarm */
+    uint64_t nospace_alarms;
+    uint64_t nospace_replies;
+
     /* counters (metrics) */
+#define SERVER_REQUEST_TYPES 16u
+    uint64_t requests_by_type[SERVER_REQUEST_TYPES];
     uint64_t leader_changes;
     uint64_t proposals;
     uint64_t applied_entries;
@@ -217,6 +227,9 @@ void server_reads_serve(server *s);
 
 /* server_metrics.c: GET /metrics and /health (an http_handler) */
 int server_http(void *ctx, const char *path, char **body, size_t *len, const char **ctype);
+
+/* server_disk.c: the disk quota and its NOSPACE alarm */
+void server_disk_start(server *s);
 
 /* server_snap.c: snapshots */
 int server_snapshot_read(void *ctx, uint64_t index, uint64_t term, uint64_t offset, void *buf,

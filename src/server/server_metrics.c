@@ -63,6 +63,21 @@ static void metrics(server *s, out *o) {
     wal_stats ws;
     wal_get_stats(s->w, &ws);
     metric(o, "kv_wal_syncs_total", "counter", "fdatasyncs of the log", ws.syncs);
+    metric(o, "kv_wal_slow_syncs_total", "counter", "log fdatasyncs over --slow-fsync-ms",
+           ws.slow_syncs);
+    put(o, "# HELP kv_wal_fsync_seconds log fdatasync latency\n"
+           "# TYPE kv_wal_fsync_seconds histogram\n");
+    uint64_t cum = 0;
+    for (size_t b = 0; b <= WAL_SYNC_BUCKETS; b++) {
+        cum += ws.sync_hist[b];
+        if (b < WAL_SYNC_BUCKETS)
+            put(o, "kv_wal_fsync_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                (double)wal_sync_bucket_us[b] / 1e6, cum);
+        else
+            put(o, "kv_wal_fsync_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+    }
+    put(o, "kv_wal_fsync_seconds_sum %.6f\nkv_wal_fsync_seconds_count %" PRIu64 "\n",
+        (double)ws.sync_ns_total / 1e9, ws.syncs);
     metric(o, "kv_wal_records_total", "counter", "records written to the log", ws.records);
     put(o, "# HELP kv_wal_sync_seconds_total time in log fdatasyncs\n"
            "# TYPE kv_wal_sync_seconds_total counter\nkv_wal_sync_seconds_total %.6f\n",
@@ -72,6 +87,29 @@ static void metrics(server *s, out *o) {
         (double)ws.sync_ns_max / 1e9);
     net_stats ns;
     net_get_stats(s->net, &ns);
+    put(o, "# HELP kv_apply_seconds_total time applying committed entries to RocksDB\n"
+           "# TYPE kv_apply_seconds_total counter\nkv_apply_seconds_total %.6f\n",
+        (double)s->apply_ns_total / 1e9);
+    metric(o, "kv_apply_batches_total", "counter", "apply batches (one RocksDB write each)",
+           s->apply_batches);
+    metric(o, "kv_disk_used_bytes", "gauge", "bytes the data dir uses", s->disk_used);
+    metric(o, "kv_disk_quota_bytes", "gauge", "the disk quota (--quota-bytes)",
+           s->cfg.quota_bytes);
+    metric(o, "kv_nospace_alarm", "gauge", "1 while over the quota: writes refused",
+           s->nospace);
+    metric(o, "kv_nospace_total", "counter", "writes refused with NOSPACE", s->nospace_replies);
+    put(o, "# HELP kv_requests_by_type_total client requests by type\n"
+           "# TYPE kv_requests_by_type_total counter\n");
+    for (size_t t = 1; t < SERVER_REQUEST_TYPES && t < kv__request__type__descriptor.n_values; t++)
+        if (s->requests_by_type[t] != 0 || t <= KV__REQUEST__TYPE__SCAN)
+            put(o, "kv_requests_by_type_total{type=\"%s\"} %" PRIu64 "\n",
+                kv__request__type__descriptor.values[t].name, s->requests_by_type[t]);
+    put(o, "# HELP kv_responses_total answers by result code\n"
+           "# TYPE kv_responses_total counter\n");
+    for (size_t c = 0; c < NET_REPLY_CODES; c++)
+        if (ns.replies_by_code[c] != 0 || c == 0)
+            put(o, "kv_responses_total{code=\"%s\"} %" PRIu64 "\n",
+                c == 0 ? "OK" : kv_errword(-(int)c), ns.replies_by_code[c]);
     metric(o, "kv_conns_open", "gauge", "connections open", ns.conns_open);
     metric(o, "kv_conns_refused_total", "counter", "connections over the limit", ns.conns_refused);
     metric(o, "kv_requests_total", "counter", "client requests received", ns.requests);
@@ -80,6 +118,8 @@ static void metrics(server *s, out *o) {
     put(o, "kv_faults_total{code=\"TOOBIG\"} %" PRIu64 "\n", ns.frames_toobig);
     put(o, "kv_faults_total{code=\"AUTH\"} %" PRIu64 "\n", ns.hello_refused);
     put(o, "kv_faults_total{code=\"BUSY\"} %" PRIu64 "\n", ns.output_overflows + ns.busy_inflight);
+    put(o, "kv_faults_total{code=\"SLOWDISK\"} %" PRIu64 "\n", ws.slow_syncs);
+    put(o, "kv_faults_total{code=\"NOSPACE\"} %" PRIu64 "\n", s->nospace_alarms);
     metric(o, "kv_raft_messages_sent_total", "counter", "Raft messages sent", ns.raft_msgs_sent);
     metric(o, "kv_raft_messages_dropped_total", "counter", "Raft messages dropped (peer down)",
            ns.raft_msgs_dropped);
@@ -99,12 +139,16 @@ int server_http(void *ctx, const char *path, char **body, size_t *len, const cha
     } else if (strcmp(path, "/health") == 0) {
         uint64_t commit = raft_commit_index(s->r), applied = sm_applied_index(s->sm);
         bool caught_up = applied + 1000 >= commit;
-        bool ok = s->leader_id != 0 && caught_up;
+        bool ok = s->leader_id != 0 && caught_up && !s->nospace;
         code = ok ? 200 : 503;
         *ctype = "application/json";
         put(&o, "{\"health\":\"%s\",\"name\":\"%s\",\"leader\":%s,\"applied\":%" PRIu64
                 ",\"commit\":%" PRIu64 "%s}\n",
-            ok ? "ok" : (s->leader_id == 0 ? "no leader" : "catching up"), s->cfg.name,
+            ok                 ? "ok"
+            : s->leader_id == 0 ? "no leader"
+            : s->nospace        ? "NOSPACE: over the disk quota"
+                                : "catching up",
+            s->cfg.name,
             s->leader_id != 0 ? "true" : "false", applied, commit,
             s->cfg.unsafe_no_fsync ? ",\"warning\":\"unsafe-no-fsync\"" : "");
     } else {

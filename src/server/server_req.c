@@ -83,6 +83,15 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
         server_reply_not_leader(s, c, id);
         return;
     }
+    /* NOSPACE alarm: deletes (which give space back) and sessions still go */
+    if (s->nospace && q->type != KV__REQUEST__TYPE__DELETE &&
+        q->type != KV__REQUEST__TYPE__REGISTER) {
+        s->nospace_replies++;
+        server_reply_code(c, id, KV_ENOSPACE,
+                          "the disk quota is reached: writes are refused until space is freed; "
+                          "reads and deletes work");
+        return;
+    }
     Kv__Command cmd = KV__COMMAND__INIT;
     switch (q->type) {
     case KV__REQUEST__TYPE__REGISTER:
@@ -416,6 +425,8 @@ static void status_request(server *s, net_conn *c, const Kv__Request *q) {
 
 void server_on_request(void *ctx, net_conn *c, Kv__Request *q) {
     server *s = ctx;
+    if ((unsigned)q->type < SERVER_REQUEST_TYPES)
+        s->requests_by_type[q->type]++;
     if (s->stopping) {
         server_reply_code(c, q->id, KV_EUNAVAILABLE, "the node is shutting down");
         kv__request__free_unpacked(q, NULL);

@@ -202,6 +202,11 @@ void sm_close(sm *s) {
     sm__free(s);
 }
 
+void sm_compact(sm *s) {
+    assert(s != NULL && s->db != NULL);
+    rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
+}
+
 int sm_flush(sm *s) {
     assert(s != NULL && s->db != NULL);
     /* Apply runs on this thread: nothing is applied between here and the

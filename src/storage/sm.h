@@ -124,6 +124,9 @@ int sm_hash(sm *s, uint64_t *hash);
  * index at the call. KV_EIO on failure (the caller fail-stops). */
 int sm_flush(sm *s);
 
+/* Compacts all of RocksDB now (deleted keys give their space back). Slow:
+ * for the NOSPACE alarm. */
+void sm_compact(sm *s);
 /* The highest log index whose entries may be deleted (see sm.c). */
 uint64_t sm_log_drop_bound(sm *s, uint64_t snapshot_index);
 

@@ -19,6 +19,7 @@ void wal_options_default(wal_options *o) {
     o->segment_bytes = KV_WAL_SEGMENT_BYTES_DEFAULT;
     o->queue_bytes_max = KV_WAL_QUEUE_BYTES_MAX;
     o->batch_bytes_max = KV_WAL_BATCH_BYTES_MAX;
+    o->slow_sync_ns = 100u * 1000u * 1000u;
 }
 
 static int wal__options_ok(const wal_options *o) {

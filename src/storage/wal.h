@@ -68,6 +68,9 @@ typedef struct wal_options {
     /* Bytes one fdatasync covers at most (a single larger append still
      * goes alone). Default and maximum KV_WAL_BATCH_BYTES_MAX. */
     uint64_t batch_bytes_max;
+    /* An fdatasync slower than this is logged (SLOWDISK) and counted;
+     * 0: never. Default 100 ms. */
+    uint64_t slow_sync_ns;
 } wal_options;
 
 /* Fills o with the defaults. */
@@ -166,12 +169,19 @@ int wal_reset(wal *w, uint64_t index, uint64_t term);
 
 /* Counters since open: fdatasyncs the log did on segment files, and
  * batches written. */
+/* Upper bounds (µs) of the fdatasync latency histogram's buckets; a last
+ * bucket counts everything slower. */
+#define WAL_SYNC_BUCKETS 12u
+extern const uint64_t wal_sync_bucket_us[WAL_SYNC_BUCKETS];
+
 typedef struct wal_stats {
     uint64_t syncs;
     uint64_t sync_ns_total; /* time spent in those fdatasyncs */
     uint64_t sync_ns_max;   /* the slowest (a slow disk shows here first) */
     uint64_t batches;
     uint64_t records;
+    uint64_t sync_hist[WAL_SYNC_BUCKETS + 1]; /* fdatasyncs by latency bucket */
+    uint64_t slow_syncs;                      /* over wal_options.slow_sync_ns */
 } wal_stats;
 void wal_get_stats(wal *w, wal_stats *out);
 

@@ -16,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+const uint64_t wal_sync_bucket_us[WAL_SYNC_BUCKETS] = {100,   250,   500,    1000,   2500,  5000,
+                                                        10000, 25000, 50000, 100000, 250000, 1000000};
+
 static wal_seg *wal__active(wal *w) {
     assert(w->log.segs_n > 0);
     return w->log.segs[w->log.segs_n - 1];
@@ -32,7 +35,17 @@ static int wal__sync(wal *w, wal_seg *sg) {
         w->stats.syncs++;
         w->stats.sync_ns_total += ns;
         w->stats.sync_ns_max = ns > w->stats.sync_ns_max ? ns : w->stats.sync_ns_max;
+        size_t b = 0;
+        while (b < WAL_SYNC_BUCKETS && ns > wal_sync_bucket_us[b] * 1000u)
+            b++;
+        w->stats.sync_hist[b]++;
+        bool slow = w->opt.slow_sync_ns != 0 && ns > w->opt.slow_sync_ns;
+        w->stats.slow_syncs += slow;
         pthread_mutex_unlock(&w->mu);
+        /* pitfalls.md "slow disk turns into an outage": seen and counted */
+        if (slow)
+            KV_LOGW("SLOWDISK", "WAL %s: fdatasync took %.1f ms (threshold %.1f ms)", sg->path,
+                    (double)ns / 1e6, (double)w->opt.slow_sync_ns / 1e6);
     } else {
         KV_LOGE(kv_errword(rv), "WAL %s: fdatasync: %s", sg->path, kv_strerror(rv));
     }

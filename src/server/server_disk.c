@@ -1,0 +1,73 @@
+/*
+ * The disk quota (pitfalls.md "space quota as a dead end", etcd#11309).
+ *
+ * Every second the node measures its data dir (allocated blocks, each hard
+ * link counted once: snapshots share RocksDB's files). Over the quota it
+ * raises the NOSPACE alarm: as leader it refuses writes with NOSPACE; reads
+ * and deletes are still served. While the alarm is up it gives space back
+ * on its own (a snapshot, which lets old log segments go, and a RocksDB
+ * compaction, which drops deleted keys); the alarm clears by itself as soon
+ * as usage is under the quota again. Nothing needs an operator.
+ *
+ * Each node watches its own disk; a follower over its quota keeps
+ * replicating (refusing would stall the cluster) and says so in its log,
+ * its metrics and /health.
+ */
+#include "server/server_int.h"
+
+#include "common/logging.h"
+
+#include <ftw.h>
+#include <inttypes.h>
+#include <sys/stat.h>
+
+#define DISK_CHECK_MS 1000u
+
+static __thread uint64_t walk_total;
+
+static int walk_add(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)path;
+    (void)ftw;
+    if (flag == FTW_F && st->st_nlink > 0)
+        walk_total += (uint64_t)st->st_blocks * 512u / st->st_nlink;
+    return 0;
+}
+
+static uint64_t dir_usage(const char *dir) {
+    walk_total = 0;
+    nftw(dir, walk_add, 16, FTW_PHYS);
+    return walk_total;
+}
+
+static void on_disk_timer(uv_timer_t *t) {
+    server *s = t->data;
+    s->disk_used = dir_usage(s->cfg.data_dir);
+    bool over = s->disk_used > s->cfg.quota_bytes;
+    if (over && !s->nospace) {
+        s->nospace = true;
+        s->nospace_alarms++;
+        KV_LOGW("NOSPACE", "data dir uses %" PRIu64 " bytes, over the quota of %" PRIu64
+                           ": writes are refused until space is freed (reads and deletes go on)",
+                s->disk_used, s->cfg.quota_bytes);
+    } else if (!over && s->nospace) {
+        s->nospace = false;
+        KV_LOGI("NOSPACE", "data dir uses %" PRIu64 " bytes, under the quota of %" PRIu64
+                           ": the alarm is cleared, writes are accepted again",
+                s->disk_used, s->cfg.quota_bytes);
+    }
+    uint64_t applied = sm_applied_index(s->sm);
+    if (s->nospace && applied != s->compacted_at) {
+        /* give space back: deleted keys out of RocksDB, old log segments out
+         * behind a new snapshot */
+        s->compacted_at = applied;
+        sm_compact(s->sm);
+        server_snapshot_take(s);
+    }
+}
+
+void server_disk_start(server *s) {
+    s->disk_timer.data = s;
+    uv_timer_init(&s->loop, &s->disk_timer);
+    s->disk_used = dir_usage(s->cfg.data_dir);
+    uv_timer_start(&s->disk_timer, on_disk_timer, DISK_CHECK_MS, DISK_CHECK_MS);
+}
