@@ -4,6 +4,7 @@
 #include "common/checksum.h"
 #include "common/clock.h"
 #include "common/logging.h"
+#include "kv/client.h"
 #include "kv/errors.h"
 #include "kvd/check.h"
 #include "server/http.h"
@@ -420,6 +421,59 @@ int server_lock_data_dir(server *s) {
 
 /* The cluster id: made at bootstrap from the founding members, kept in
  * DIR/CLUSTER. */
+/* --join ADDR: the cluster id and the members (with this node announced
+ * by member add, or not yet: then it waits for the leader) from a member. */
+static int join_fetch(server *s) {
+    struct kv_client_options o;
+    kv_client_options_init(&o);
+    o.token = s->cfg.token;
+    o.timeout_ms = 10000;
+    kv_client *c;
+    int rc = kv_client_open(&c, s->cfg.join, &o);
+    char *line = NULL;
+    kv_member *ms = NULL;
+    size_t n = 0;
+    if (rc == 0)
+        rc = kv_node_status(c, NULL, &line);
+    if (rc == 0)
+        rc = kv_member_list(c, &ms, &n);
+    if (rc != 0) {
+        fprintf(stderr, "kvd: --join %s: cannot learn the cluster from it: %s (%s)\n",
+                s->cfg.join, kv_strerror(rc), kv_errword(rc));
+        if (c != NULL)
+            kv_client_close(c);
+        kv_free(line);
+        return rc == KV_EAUTH || rc == KV_ECONFIG || rc == KV_EVERSION ? KV_ECONFIG : KV_EIO;
+    }
+    const char *cl = strstr(line, "cluster=");
+    if (cl != NULL) {
+        cl += strlen("cluster=");
+        size_t len = strcspn(cl, " \n");
+        if (len < sizeof s->cluster_id) {
+            memcpy(s->cluster_id, cl, len);
+            s->cluster_id[len] = 0;
+        }
+    }
+    s->members_count = 0;
+    for (size_t i = 0; i < n && s->members_count < SERVER_BOOK_MAX; i++) {
+        server_member *m = &s->members[s->members_count++];
+        memset(m, 0, sizeof(*m));
+        m->id = ms[i].id ? ms[i].id : server_node_id(ms[i].name);
+        snprintf(m->name, sizeof m->name, "%s", ms[i].name);
+        snprintf(m->addr, sizeof m->addr, "%s", ms[i].address);
+        m->learner = ms[i].learner;
+        m->joining = ms[i].joining;
+    }
+    bool announced = server_member_by_id(s, s->id) != NULL;
+    KV_LOGI("JOIN", "joining cluster %s through %s (%zu members known)%s", s->cluster_id,
+            s->cfg.join, n,
+            announced ? "" : "; not announced yet: run kvcli member add NAME HOST:PORT");
+    kv_free(ms);
+    kv_free(line);
+    kv_client_close(c);
+    return s->cluster_id[0] != 0 ? 0 : KV_ECONFIG;
+}
+
 int server_cluster_id_load(server *s, bool fresh) {
     char path[SERVER_PATH_BYTES];
     kv_fs_join(path, sizeof path, s->cfg.data_dir, "CLUSTER");
@@ -433,9 +487,14 @@ int server_cluster_id_load(server *s, bool fresh) {
         free(buf);
         return 0;
     }
-    if (!fresh) {
+    if (!fresh && s->cluster_id[0] == 0) {
         KV_LOGE("MISSING", "%s is missing", path);
         return KV_ECORRUPT;
+    }
+    if (s->cluster_id[0] != 0) { /* learned from the cluster joined */
+        char line[64];
+        int n = snprintf(line, sizeof line, "%s\n", s->cluster_id);
+        return kv_fs_write_atomic(s->rfs, path, line, (size_t)n);
     }
     /* the founding members in name order, so every founder gets the same id */
     uint64_t h = 0;
@@ -513,6 +572,9 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
     }
     if (mpb != NULL) {
         server_members_from_pb(s, mpb);
+    } else if (cfg->join != NULL) {
+        if ((rc = join_fetch(s)) != 0)
+            return rc;
     } else if (cfg->cluster != NULL) {
         if ((rc = server_members_parse(s, cfg->cluster)) != 0)
             return KV_ECONFIG;
@@ -521,7 +583,7 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
                 cfg->data_dir);
         return KV_ECONFIG;
     }
-    if (server_member_by_id(s, s->id) == NULL && fresh) {
+    if (server_member_by_id(s, s->id) == NULL && fresh && cfg->join == NULL) {
         fprintf(stderr, "kvd: --name %s is not one of the --cluster members\n", cfg->name);
         kv__membership__free_unpacked(mpb, NULL);
         return KV_ECONFIG;
@@ -550,7 +612,7 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
         s->snap_term = sn.term;
     }
     kv__membership__free_unpacked(mpb, NULL);
-    if (fresh) {
+    if (fresh && cfg->join == NULL) {
         for (size_t i = 0; i < s->members_count; i++)
             rc_out->bootstrap.voters[rc_out->bootstrap.voters_count++] = s->members[i].id;
     }
