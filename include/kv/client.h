@@ -59,8 +59,8 @@ extern "C" {
 typedef struct kv_client kv_client;
 
 struct kv_client_options {
-    uint32_t timeout_ms;         /* per call, retries included; default 5000 */
-    uint32_t connect_timeout_ms; /* per connection attempt; default 1000 */
+    uint32_t timeout_ms;         /* per call, retries included; default 5000 (0: default) */
+    uint32_t connect_timeout_ms; /* per connection attempt; default 1000 (0: default) */
     const char *token;           /* the cluster token, or NULL */
     const char *token_file;      /* read the token from this file (first line), or NULL */
 };
@@ -137,6 +137,14 @@ int kv_client_poll(kv_client *c, int timeout_ms);
 size_t kv_client_inflight(const kv_client *c);
 /* Most requests in flight at once (default and at most 1024). */
 void kv_client_set_max_inflight(kv_client *c, uint32_t n);
+/* Mixing the forms: a synchronous call (or kv_node_status(c, NULL, ...)
+ * without a connection to spare) while asynchronous requests wait returns
+ * KV_EBUSY: poll them to completion first. A callback may queue more
+ * requests; kv_client_poll or a synchronous call from a callback returns
+ * KV_EINVAL. kv_client_close drops what is still queued or in flight
+ * without calling the callbacks. After a leader change, a pipelined write
+ * resent behind a newer one of the same session that was already applied
+ * completes with KV_ETIMEOUT (the session keeps only its last reply). */
 
 /* ---- operators ---------------------------------------------------------- */
 
@@ -144,8 +152,55 @@ void kv_client_set_max_inflight(kv_client *c, uint32_t n);
  * The returned text is one line of "key=value" pairs:
  *   name= address= role= term= leader= commit= applied= last= snapshot=
  *   version= cluster= unsafe_no_fsync= (and warning= when there is one)
+ * e.g. "name=n1 address=10.0.0.1:7001 role=leader term=3 leader=n1 commit=9
+ * applied=9 last=9 snapshot=0 version=0.1.0 cluster=a52c... unsafe_no_fsync=false";
+ * leader= is empty when none is known; warning=, free text, is last.
  * malloc'd, kv_free it. */
 int kv_node_status(kv_client *c, const char *endpoint, char **line);
+
+/* ---- membership and operations (kvcli member / transfer-leader / check) -- */
+
+typedef struct kv_member {
+    char name[64];
+    char address[128];
+    uint64_t id;
+    bool learner; /* receives the log, does not vote yet */
+    bool joining; /* added by member add, not yet in the log's membership */
+} kv_member;
+
+/* The members as the leader knows them. *members is malloc'd (kv_free). */
+int kv_member_list(kv_client *c, kv_member **members, size_t *count);
+/* Adds node name at address (host:port) as a learner; the leader promotes
+ * it to voter once it has caught up. Returns once the learner is in the
+ * membership: start the new node (kvd --join) before or after. KV_EEXIST
+ * when the name is a member, KV_EBUSY while another change is in progress,
+ * KV_EINVAL for a bad name or address. */
+int kv_member_add(kv_client *c, const char *name, const char *address);
+/* Removes member name. KV_ENOTFOUND when it is not a member. */
+int kv_member_remove(kv_client *c, const char *name);
+/* Hands leadership to member name; returns once it leads (or KV_ETIMEOUT). */
+int kv_transfer_leader(kv_client *c, const char *name);
+
+/* Streams a consistent snapshot of the whole store from the leader into the
+ * file path (written as path.tmp, synced, renamed: a file at path is
+ * complete). *index (may be NULL) gets the log index it covers. The file is
+ * checksummed end to end (src/storage/snapfile.h; `kvcli snapshot verify`
+ * checks one offline). */
+int kv_snapshot_save(kv_client *c, const char *path, uint64_t *index);
+typedef struct kv_check_node {
+    char name[64];
+    char address[128];
+    int status;    /* 0 agrees, KV_ECORRUPT differs, or why no hash (UNAVAILABLE, ...) */
+    uint64_t hash; /* its state machine's hash at the check's index */
+} kv_check_node;
+
+/* Compares the state machines: the leader logs a check point at index I;
+ * every member records the hash of its state machine at exactly I; the
+ * hashes are compared. *nodes is malloc'd (kv_free). Returns 0 when every
+ * member answered and all agree, KV_ECORRUPT when any differs (its status is
+ * KV_ECORRUPT: the one that disagrees with the majority), KV_EUNAVAILABLE
+ * when a member did not answer. */
+int kv_check(kv_client *c, uint64_t *index, kv_check_node **nodes, size_t *count);
 
 #ifdef __cplusplus
 }

@@ -203,10 +203,36 @@ static int status_line(const Kv__NodeStatus *st, char **line) {
     return 0;
 }
 
+/* Who answered a STATUS, its leader and its membership. */
+static int copy_members(const Kv__NodeStatus *st, kvc_result *res) {
+    snprintf(res->node_name, sizeof res->node_name, "%s", st->name ? st->name : "");
+    snprintf(res->leader_name, sizeof res->leader_name, "%s",
+             st->leader_name ? st->leader_name : "");
+    const Kv__Membership *m = st->membership;
+    res->has_membership = m != NULL;
+    if (m == NULL || m->n_members == 0)
+        return 0;
+    res->members = calloc(m->n_members, sizeof *res->members);
+    if (res->members == NULL)
+        return KV_ENOMEM;
+    for (size_t i = 0; i < m->n_members; i++) {
+        const Kv__Member *x = m->members[i];
+        kv_member *y = &res->members[res->members_count++];
+        snprintf(y->name, sizeof y->name, "%s", x->name ? x->name : "");
+        snprintf(y->address, sizeof y->address, "%s", x->address ? x->address : "");
+        y->id = x->id;
+        y->learner = x->learner;
+        y->joining = x->joining;
+    }
+    return 0;
+}
+
 static int copy_result(const kvc_slot *s, int status, const Kv__Response *r, kvc_result *res) {
+    res->unknown = s->unknown;
     if (r == NULL)
         return status;
     res->index = r->index;
+    res->hash = r->hash;
     switch (s->type) {
     case KV__REQUEST__TYPE__GET:
         if (status == 0 && r->value.len > 0 && (res->value = dup_bytes(&r->value)) == NULL)
@@ -229,6 +255,8 @@ static int copy_result(const kvc_slot *s, int status, const Kv__Response *r, kvc
     case KV__REQUEST__TYPE__STATUS:
         if (status == 0 && r->status == NULL)
             return KV_EPROTO;
+        if (status == 0 && res->want_members)
+            return copy_members(r->status, res);
         if (status == 0 && status_line(r->status, &res->line) != 0)
             return KV_ENOMEM;
         break;
@@ -239,14 +267,14 @@ static int copy_result(const kvc_slot *s, int status, const Kv__Response *r, kvc
 }
 
 static void sync_done(kv_client *c, kvc_slot *s, int status, const Kv__Response *r) {
-    (void)c;
     kvc_result *res = s->arg;
+    if (r != NULL)
+        snprintf(res->endpoint, sizeof res->endpoint, "%s", c->cur_text);
     res->status = copy_result(s, status, r, res);
     res->done = true;
 }
 
-/* A request for a synchronous call, or NULL and *rc. */
-static kvc_slot *sync_begin(kv_client *c, Kv__Request__Type type, kvc_result *res, int *rc) {
+kvc_slot *kvc_sync_begin(kv_client *c, Kv__Request__Type type, kvc_result *res, int *rc) {
     if (c == NULL || c->in_loop) {
         *rc = KV_EINVAL; /* a callback must not call back in */
         return NULL;
@@ -266,18 +294,28 @@ static kvc_slot *sync_begin(kv_client *c, Kv__Request__Type type, kvc_result *re
     return s;
 }
 
-static void start(kv_client *c, kvc_slot *s) {
-    s->deadline_ns = kv_now_ns() + (uint64_t)c->timeout_ms * NS_PER_MS;
+static void start_until(kv_client *c, kvc_slot *s, uint64_t deadline_ns) {
+    s->deadline_ns = deadline_ns;
     c->min_deadline_ns = MIN(c->min_deadline_ns, s->deadline_ns);
     kvc_queue_push(c, s);
 }
 
+static void start(kv_client *c, kvc_slot *s) {
+    start_until(c, s, kv_now_ns() + (uint64_t)c->timeout_ms * NS_PER_MS);
+}
+
 /* Runs s to its end; the caller's buffers stay borrowed until then. */
-static int sync_run(kv_client *c, kvc_slot *s, kvc_result *res) {
-    start(c, s);
+int kvc_sync_run(kv_client *c, kvc_slot *s, kvc_result *res, uint64_t deadline_ns) {
+    if (deadline_ns == 0)
+        deadline_ns = kv_now_ns() + (uint64_t)c->timeout_ms * NS_PER_MS;
+    start_until(c, s, deadline_ns);
     (void)kvc_loop(c, UINT64_MAX, res);
     assert(res->done);
     return res->status;
+}
+
+static int sync_run(kv_client *c, kvc_slot *s, kvc_result *res) {
+    return kvc_sync_run(c, s, res, 0);
 }
 
 int kv_put(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len) {
@@ -285,7 +323,7 @@ int kv_put(kv_client *c, const void *key, size_t key_len, const void *value, siz
     if (rc == 0)
         rc = check_value(value, value_len);
     kvc_result res = {0};
-    kvc_slot *s = rc == 0 ? sync_begin(c, KV__REQUEST__TYPE__PUT, &res, &rc) : NULL;
+    kvc_slot *s = rc == 0 ? kvc_sync_begin(c, KV__REQUEST__TYPE__PUT, &res, &rc) : NULL;
     if (s == NULL)
         return rc;
     s->key = key;
@@ -303,7 +341,7 @@ static int get(kv_client *c, const void *key, size_t key_len, bool stale, void *
     *value_len = 0;
     int rc = check_key(key, key_len);
     kvc_result res = {0};
-    kvc_slot *s = rc == 0 ? sync_begin(c, KV__REQUEST__TYPE__GET, &res, &rc) : NULL;
+    kvc_slot *s = rc == 0 ? kvc_sync_begin(c, KV__REQUEST__TYPE__GET, &res, &rc) : NULL;
     if (s == NULL)
         return rc;
     s->key = key;
@@ -333,7 +371,7 @@ int kv_get_stale(kv_client *c, const void *key, size_t key_len, void **value, si
 int kv_del(kv_client *c, const void *key, size_t key_len) {
     int rc = check_key(key, key_len);
     kvc_result res = {0};
-    kvc_slot *s = rc == 0 ? sync_begin(c, KV__REQUEST__TYPE__DELETE, &res, &rc) : NULL;
+    kvc_slot *s = rc == 0 ? kvc_sync_begin(c, KV__REQUEST__TYPE__DELETE, &res, &rc) : NULL;
     if (s == NULL)
         return rc;
     s->key = key;
@@ -359,7 +397,7 @@ int kv_cas_ex(kv_client *c, const void *key, size_t key_len, const void *expecte
         rc = KV_EINVAL;
     Kv__Request__Type t = expected ? KV__REQUEST__TYPE__CAS : KV__REQUEST__TYPE__CAS_ABSENT;
     kvc_result res = {.want_current = current != NULL || present != NULL};
-    kvc_slot *s = rc == 0 ? sync_begin(c, t, &res, &rc) : NULL;
+    kvc_slot *s = rc == 0 ? kvc_sync_begin(c, t, &res, &rc) : NULL;
     if (s == NULL)
         return rc;
     s->key = key;
@@ -403,7 +441,7 @@ int kv_scan(kv_client *c, const void *prefix, size_t prefix_len, const void *sta
     else if (prefix_len > KV_KEY_BYTES_MAX || start_after_len > KV_KEY_BYTES_MAX)
         rc = KV_ETOOBIG;
     kvc_result res = {0};
-    kvc_slot *s = rc == 0 ? sync_begin(c, KV__REQUEST__TYPE__SCAN, &res, &rc) : NULL;
+    kvc_slot *s = rc == 0 ? kvc_sync_begin(c, KV__REQUEST__TYPE__SCAN, &res, &rc) : NULL;
     if (s == NULL)
         return rc;
     s->key = prefix;
@@ -510,40 +548,22 @@ void kv_client_set_max_inflight(kv_client *c, uint32_t n) {
 
 /* STATUS on a connection of its own to ep, closed after. */
 static int status_at(kv_client *c, const kvc_endpoint *ep, char **line) {
-    uint64_t now = kv_now_ns();
-    uint64_t deadline = now + (uint64_t)c->timeout_ms * NS_PER_MS;
+    uint64_t deadline = kv_now_ns() + (uint64_t)c->timeout_ms * NS_PER_MS;
     kvc_conn k;
     kvc_conn_init(&k);
-    int rc =
-        kvc_conn_open(c, &k, ep, MIN(deadline, now + (uint64_t)c->connect_timeout_ms * NS_PER_MS));
+    int rc = kvc_side_open(c, &k, ep, deadline);
     Kv__Request q = KV__REQUEST__INIT;
-    q.id = ++c->next_id << 11 | 0x7ffu; /* no slot has this index */
     q.type = KV__REQUEST__TYPE__STATUS;
+    Kv__Response *r = NULL;
     if (rc == 0)
-        rc = kvc_conn_queue(&k, KV_FRAME_REQUEST, &q.base);
-    if (rc == 0 && kvc_conn_send_all(&k, deadline) != 0)
+        rc = kvc_side_call(c, &k, &q, deadline, &r);
+    if (rc == KV_ECLOSED || rc == KV_ETIMEOUT)
         rc = KV_EUNAVAILABLE;
-    while (rc == 0) {
-        uint8_t type;
-        const uint8_t *p;
-        uint32_t len;
-        if (kvc_conn_wait_frame(&k, deadline, &type, &p, &len) != 1 || type != KV_FRAME_RESPONSE) {
-            rc = KV_EUNAVAILABLE;
-            break;
-        }
-        Kv__Response *r = kv__response__unpack(&c->arena.alloc, len, p);
-        kvc_conn_consume(&k, len);
-        bool ours = r != NULL && r->id == q.id; /* else a stray answer: skip it */
-        if (r == NULL)
-            rc = KV_EUNAVAILABLE;
-        else if (ours && r->code != 0)
-            rc = r->code;
-        else if (ours)
-            rc = r->status == NULL ? KV_EPROTO : status_line(r->status, line);
-        kvc_arena_reset(&c->arena);
-        if (ours)
-            break;
-    }
+    if (rc == 0 && r->code != 0)
+        rc = r->code;
+    else if (rc == 0)
+        rc = r->status == NULL ? KV_EPROTO : status_line(r->status, line);
+    kvc_arena_reset(&c->arena);
     kvc_conn_free(&k);
     return rc;
 }
@@ -566,7 +586,7 @@ int kv_node_status(kv_client *c, const char *endpoint, char **line) {
     }
     int rc;
     kvc_result res = {0};
-    kvc_slot *s = sync_begin(c, KV__REQUEST__TYPE__STATUS, &res, &rc);
+    kvc_slot *s = kvc_sync_begin(c, KV__REQUEST__TYPE__STATUS, &res, &rc);
     if (s == NULL)
         return rc;
     rc = sync_run(c, s, &res);

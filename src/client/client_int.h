@@ -7,6 +7,9 @@
  *             sends, reads and decides what every answer means (leader
  *             finding, retries, sessions, deadlines)
  *   client.c  the public API (include/kv/client.h) on top of the engine
+ *   ops.c     membership and operations (member list/add/remove,
+ *             transfer-leader, snapshot save, check): the engine, and
+ *             connections of their own ("side" connections, conn.c)
  *
  * One loop serves both forms: a synchronous call queues one slot and runs
  * the loop until that slot is done; kv_client_poll runs it until any user
@@ -99,13 +102,14 @@ struct kvc_slot {
     uint64_t session;     /* writes: the session seq belongs to */
     uint64_t frame_end;   /* on the wire: conn.out_total after its frame; 0: not */
     Kv__Request__Type type;
-    bool stale;        /* reads answered by any node */
-    bool has_expected; /* CAS: expected given (may be empty) */
-    bool user;         /* an async request of the user (counts in inflight) */
-    bool queued;       /* in the send queue */
-    bool unknown;      /* a write that may have been applied (sent, answer lost) */
-    bool busy;         /* the last answer was BUSY */
-    uint32_t limit;    /* SCAN */
+    bool stale;                 /* reads answered by any node */
+    bool has_expected;          /* CAS: expected given (may be empty) */
+    bool user;                  /* an async request of the user (counts in inflight) */
+    bool queued;                /* in the send queue */
+    bool unknown;               /* a write or change that may be applied (sent, answer lost) */
+    bool busy;                  /* the last answer was BUSY */
+    uint32_t limit;             /* SCAN */
+    const char *name, *address; /* MEMBER_ADD, MEMBER_REMOVE, TRANSFER_LEADER */
     const uint8_t *key, *value, *expected, *start_after;
     uint32_t key_len, value_len, expected_len, start_after_len;
     uint8_t *own; /* copies of the data for async requests (reused) */
@@ -131,6 +135,17 @@ struct kvc_result {
     size_t count;
     bool more;
     char *line; /* STATUS */
+    /* STATUS with want_members: who answered and what it knows, instead
+     * of the line */
+    bool want_members;
+    bool unknown;                  /* a change that may have been applied before a retry */
+    char endpoint[KVC_ADDR_BYTES]; /* where the answer came from */
+    char node_name[KV_NODE_NAME_BYTES_MAX + 1];
+    char leader_name[KV_NODE_NAME_BYTES_MAX + 1];
+    kv_member *members; /* malloc'd */
+    size_t members_count;
+    bool has_membership;
+    uint64_t hash; /* CHECK_POINT */
 };
 
 struct kv_client {
@@ -225,7 +240,32 @@ int kvc_loop(kv_client *c, uint64_t until_ns, const kvc_result *wait);
 /* Connects to some node, trying every endpoint once; as kvc_conn_open. */
 int kvc_connect_any(kv_client *c, uint64_t deadline_ns);
 void kvc_drop(kv_client *c);
+/* Between calls: leaves the current node for address (a leader named by a
+ * STATUS; at once for the first few in a row) or, NULL, for the next
+ * endpoint after a pause. */
+void kvc_move(kv_client *c, const char *address);
 void kvc_slots_free(kv_client *c);
 bool kvc_is_write(Kv__Request__Type t);
+/* Writes and membership changes: sent and unanswered, the outcome is
+ * unknown (TIMEOUT, never a "failed" code). */
+bool kvc_is_change(Kv__Request__Type t);
+
+/* ---- conn.c: one request on a connection of its own ---- */
+/* Opens k to ep (connect_timeout_ms, within deadline) with the handshake. */
+int kvc_side_open(kv_client *c, kvc_conn *k, const kvc_endpoint *ep, uint64_t deadline_ns);
+/* Sends q (its id is set here) and waits for its answer: 0 and *r (in
+ * c->arena: kvc_arena_reset once read), KV_ECLOSED when the connection
+ * failed, KV_ETIMEOUT at the deadline, KV_ENOMEM. Stray answers are
+ * skipped. */
+int kvc_side_call(kv_client *c, kvc_conn *k, Kv__Request *q, uint64_t deadline_ns,
+                  Kv__Response **r);
+/* A request id no slot uses (the slot index bits all set). */
+uint64_t kvc_side_id(kv_client *c);
+
+/* ---- client.c, for ops.c ---- */
+/* A request for a synchronous call, or NULL and *rc. */
+kvc_slot *kvc_sync_begin(kv_client *c, Kv__Request__Type type, kvc_result *res, int *rc);
+/* Runs s to its end (deadline_ns: 0 for the client's timeout from now). */
+int kvc_sync_run(kv_client *c, kvc_slot *s, kvc_result *res, uint64_t deadline_ns);
 
 #endif /* KV_CLIENT_CLIENT_INT_H */

@@ -430,3 +430,48 @@ int kvc_conn_wait_frame(kvc_conn *k, uint64_t deadline_ns, uint8_t *type, const 
             return KV_ETIMEOUT;
     }
 }
+
+/* ---- one request on a connection of its own -------------------------------- */
+
+uint64_t kvc_side_id(kv_client *c) {
+    return ++c->next_id << 11 | 0x7ffu; /* engine.c: no slot has this index */
+}
+
+int kvc_side_open(kv_client *c, kvc_conn *k, const kvc_endpoint *ep, uint64_t deadline_ns) {
+    uint64_t now = kv_now_ns();
+    uint64_t d = now + (uint64_t)c->connect_timeout_ms * NS_PER_MS;
+    return kvc_conn_open(c, k, ep, d < deadline_ns ? d : deadline_ns);
+}
+
+int kvc_side_call(kv_client *c, kvc_conn *k, Kv__Request *q, uint64_t deadline_ns,
+                  Kv__Response **r) {
+    *r = NULL;
+    q->id = kvc_side_id(c);
+    int rc = kvc_conn_queue(k, KV_FRAME_REQUEST, &q->base);
+    if (rc != 0)
+        return rc;
+    rc = kvc_conn_send_all(k, deadline_ns);
+    if (rc != 0)
+        return rc == KV_ETIMEOUT ? rc : KV_ECLOSED;
+    for (;;) {
+        uint8_t type;
+        const uint8_t *p;
+        uint32_t len;
+        rc = kvc_conn_wait_frame(k, deadline_ns, &type, &p, &len);
+        if (rc == KV_ETIMEOUT || rc == KV_ENOMEM)
+            return rc;
+        if (rc != 1 || type != KV_FRAME_RESPONSE)
+            return KV_ECLOSED; /* closed, or it spoke nonsense: done with it */
+        Kv__Response *a = kv__response__unpack(&c->arena.alloc, len, p);
+        kvc_conn_consume(k, len);
+        if (a == NULL) {
+            kvc_arena_reset(&c->arena);
+            return KV_ECLOSED;
+        }
+        if (a->id == q->id) {
+            *r = a;
+            return 0;
+        }
+        kvc_arena_reset(&c->arena); /* a stray answer */
+    }
+}

@@ -48,6 +48,11 @@ bool kvc_is_write(Kv__Request__Type t) {
            t == KV__REQUEST__TYPE__CAS || t == KV__REQUEST__TYPE__CAS_ABSENT;
 }
 
+bool kvc_is_change(Kv__Request__Type t) {
+    return kvc_is_write(t) || t == KV__REQUEST__TYPE__MEMBER_ADD ||
+           t == KV__REQUEST__TYPE__MEMBER_REMOVE || t == KV__REQUEST__TYPE__TRANSFER_LEADER;
+}
+
 /* ---- slots and the send queue --------------------------------------------- */
 
 kvc_slot *kvc_slot_at(const kv_client *c, uint16_t i) {
@@ -186,7 +191,7 @@ static void finish(kv_client *c, kvc_slot *s, int status, const Kv__Response *r)
 
 /* What a request that ran out of time reports (client.h). */
 static int final_status(const kv_client *c, const kvc_slot *s) {
-    if (kvc_is_write(s->type)) {
+    if (kvc_is_change(s->type)) {
         bool delivered = s->frame_end != 0 && s->frame_end <= c->conn.sent_total;
         if (s->unknown || delivered)
             return KV_ETIMEOUT;
@@ -218,7 +223,7 @@ static void fail_all(kv_client *c, int rc) {
     for (uint16_t i = 0; i < c->slots_hw; i++) {
         kvc_slot *s = kvc_slot_at(c, i);
         if (s->id != 0)
-            finish(c, s, kvc_is_write(s->type) && s->unknown ? KV_ETIMEOUT : rc, NULL);
+            finish(c, s, kvc_is_change(s->type) && s->unknown ? KV_ETIMEOUT : rc, NULL);
     }
 }
 
@@ -245,7 +250,7 @@ static void requeue_all(kv_client *c) {
         if (s->id == 0)
             continue;
         if (s->frame_end != 0) {
-            if (s->frame_end <= c->conn.sent_total && kvc_is_write(s->type))
+            if (s->frame_end <= c->conn.sent_total && kvc_is_change(s->type))
                 s->unknown = true; /* the node may have applied it */
             unwire(c, s);
         }
@@ -343,6 +348,15 @@ static void leader_lost(kv_client *c, const char *address, uint64_t now) {
     pause_grow(&c->pause_ms, KVC_PAUSE_MS_MAX);
 }
 
+void kvc_move(kv_client *c, const char *address) {
+    assert(!c->in_loop);
+    c->drop_pending = false;
+    leader_lost(c, address, kv_now_ns());
+    if (c->conn.fd >= 0)
+        kvc_drop(c); /* and the round goes on from the next endpoint */
+    c->drop_pending = false;
+}
+
 /* ---- answers ------------------------------------------------------------- */
 
 /* A NOTLEADER or UNAVAILABLE answer to a write says whether the write was
@@ -374,7 +388,7 @@ static void on_response(kv_client *c, const Kv__Response *r) {
         return;
     case KV_ENOTLEADER:
     case KV_EUNAVAILABLE:
-        if (write && maybe_applied(r))
+        if (kvc_is_change(s->type) && maybe_applied(r))
             s->unknown = true;
         s->busy = false;
         requeue(c, s);
@@ -502,6 +516,8 @@ static int pack(kv_client *c, const kvc_slot *s) {
     q.start_after = (ProtobufCBinaryData){s->start_after_len, (uint8_t *)s->start_after};
     q.stale = s->stale;
     q.limit = s->limit;
+    q.name = (char *)(s->name ? s->name : "");
+    q.address = (char *)(s->address ? s->address : "");
     return kvc_conn_queue(&c->conn, KV_FRAME_REQUEST, &q.base);
 }
 

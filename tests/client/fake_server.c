@@ -1,6 +1,7 @@
 /* A fake kv node: see fake_server.h. */
 #include "fake_server.h"
 
+#include "common/checksum.h"
 #include "kv/errors.h"
 #include "kv/limits.h"
 #include "net/frame.h"
@@ -25,6 +26,11 @@
 #define FAKE_HELLOS_MAX 64
 #define FAKE_PORT_FIRST 22000
 #define FAKE_PORT_SPAN 900 /* below tests/cluster's 23000.. */
+#define FAKE_MEMBERS_MAX 16
+#define FAKE_TYPES 32
+#define FAKE_SNAP_BYTES_DEFAULT (5u * 512u * 1024u)
+#define FAKE_SNAP_PIECE_DEFAULT (1024u * 1024u)
+#define FAKE_SNAP_CHUNK 300000u
 
 typedef struct fake_kv {
     uint8_t *key, *value;
@@ -35,6 +41,12 @@ typedef struct fake_session {
     uint64_t client_id, last_seq;
     int last_code;
 } fake_session;
+
+typedef struct fake_member {
+    char name[64], address[64];
+    bool learner, joining;
+    uint64_t id;
+} fake_member;
 
 typedef struct fake_conn {
     int fd;
@@ -63,6 +75,20 @@ struct fake_server {
     uint64_t log_count;
     char hello_cluster[FAKE_HELLOS_MAX][40];
     uint64_t hellos;
+    uint64_t type_counts[FAKE_TYPES];
+    /* membership and operations */
+    fake_member members[FAKE_MEMBERS_MAX];
+    size_t members_count;
+    uint64_t next_member_id;
+    char leader_name[64], leader_addr[64];
+    uint64_t changes_seen, changes_applied;
+    char transfer_to[64];
+    long transfer_left; /* STATUS answers before it switches; -1: none pending */
+    uint64_t hashes_seen, checkpoint, hash_index;
+    uint32_t snap_reads, snap_gen;
+    uint64_t snap_index, snap_term; /* the current snapshot; index 0: gone */
+    uint8_t *snap;
+    uint64_t snap_len;
 };
 
 static void send_frame(int fd, uint8_t type, const ProtobufCMessage *m) {
@@ -235,6 +261,8 @@ static void *on_scan(fake_server *f, const Kv__Request *q, Kv__Response *r) {
 }
 
 static void log_req(fake_server *f, const Kv__Request *q) {
+    if ((unsigned)q->type < FAKE_TYPES)
+        f->type_counts[q->type]++;
     if (f->log_count >= FAKE_LOG_MAX)
         return;
     fake_req *l = &f->log[f->log_count++];
@@ -242,6 +270,167 @@ static void log_req(fake_server *f, const Kv__Request *q) {
     size_t n = q->key.len < sizeof l->key - 1 ? q->key.len : sizeof l->key - 1;
     if (n > 0)
         memcpy(l->key, q->key.data, n);
+}
+
+/* ---- membership and operations ---- */
+
+static fake_member *member(fake_server *f, const char *name) {
+    for (size_t i = 0; i < f->members_count; i++)
+        if (strcmp(f->members[i].name, name) == 0)
+            return &f->members[i];
+    return NULL;
+}
+
+/* From now on a follower of member name. */
+static void follow(fake_server *f, const char *leader) {
+    char name[64];
+    snprintf(name, sizeof name, "%s", leader); /* may be f->leader_name itself */
+    snprintf(f->leader_name, sizeof f->leader_name, "%s", name);
+    fake_member *m = member(f, name);
+    snprintf(f->leader_addr, sizeof f->leader_addr, "%s", m ? m->address : "");
+    f->cfg.follower = true;
+    f->cfg.leader_address = f->leader_addr;
+}
+
+static bool name_ok(const char *s) {
+    if (s == NULL || s[0] == '\0' || strlen(s) >= 64)
+        return false;
+    for (; *s; s++)
+        if (*s <= ' ' || *s == ',' || *s == '=')
+            return false;
+    return true;
+}
+
+/* MEMBER_ADD, MEMBER_REMOVE; false: close unanswered. */
+static bool on_change(fake_server *f, const Kv__Request *q, Kv__Response *r) {
+    if (++f->changes_seen <= f->cfg.busy_changes) {
+        r->code = KV_EBUSY;
+        r->detail = "a membership change is in progress";
+        return true;
+    }
+    fake_member *m = member(f, q->name);
+    if (q->type == KV__REQUEST__TYPE__MEMBER_ADD) {
+        if (!name_ok(q->name) || q->address[0] == '\0' || strlen(q->address) >= 64)
+            r->code = KV_EINVAL;
+        else if (m != NULL)
+            r->code = KV_EEXIST;
+        else if (f->members_count == FAKE_MEMBERS_MAX)
+            r->code = KV_ETOOBIG;
+        else {
+            m = &f->members[f->members_count++];
+            *m = (fake_member){.learner = true, .id = f->next_member_id++};
+            snprintf(m->name, sizeof m->name, "%s", q->name);
+            snprintf(m->address, sizeof m->address, "%s", q->address);
+        }
+    } else if (m == NULL) {
+        r->code = KV_ENOTFOUND;
+    } else {
+        *m = f->members[--f->members_count];
+    }
+    if (r->code != 0)
+        return true;
+    f->changes_applied++;
+    return f->cfg.close_after_change == 0 || f->changes_applied != f->cfg.close_after_change;
+}
+
+static void on_transfer(fake_server *f, const Kv__Request *q, Kv__Response *r) {
+    if (member(f, q->name) == NULL) {
+        r->code = KV_ENOTFOUND;
+        return;
+    }
+    if (f->cfg.transfer_never)
+        return;
+    snprintf(f->transfer_to, sizeof f->transfer_to, "%s", q->name);
+    f->transfer_left = f->cfg.transfer_after;
+}
+
+static uint64_t mix(uint64_t *x) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* The stream of generation gen of this node: u32 manifest length, the
+ * manifest, chunk records (src/storage/snapfile.h). */
+static uint8_t *make_stream(const fake_server *f, uint32_t gen, uint64_t *len) {
+    uint32_t want = f->cfg.snap_bytes ? f->cfg.snap_bytes : FAKE_SNAP_BYTES_DEFAULT;
+    uint8_t *b = malloc(want + FAKE_SNAP_CHUNK + 256);
+    char manifest[128];
+    int m = snprintf(manifest, sizeof manifest, "fake manifest of %s, generation %u",
+                     f->cfg.name ? f->cfg.name : "f", gen);
+    kv_put_u32(b, (uint32_t)m);
+    memcpy(b + 4, manifest, (size_t)m);
+    uint64_t off = 4 + (uint64_t)m;
+    uint64_t x = kv_xxh3(manifest, (size_t)m) | 1;
+    for (uint32_t k = 0; off < want; k++) {
+        uint32_t n = FAKE_SNAP_CHUNK - k * 1000u;
+        uint8_t *d = b + off + 16;
+        for (uint32_t i = 0; i < n; i++)
+            d[i] = (uint8_t)mix(&x);
+        kv_put_u32(b + off, k);
+        kv_put_u32(b + off + 4, n);
+        kv_put_u64(b + off + 8, kv_xxh3(d, n));
+        off += 16 + n;
+    }
+    *len = off;
+    return b;
+}
+
+static void snap_meta(uint32_t gen, uint64_t *index, uint64_t *term) {
+    *index = 50 + 10 * (uint64_t)gen;
+    *term = 2 + gen / 2;
+}
+
+/* SNAPSHOT_READ; false: close unanswered. */
+static bool on_snapshot_read(fake_server *f, const Kv__Request *q, Kv__Response *r) {
+    f->snap_reads++;
+    if (f->snap_reads == f->cfg.snap_close_at) {
+        if (f->cfg.snap_then_leader != NULL)
+            follow(f, f->cfg.snap_then_leader);
+        return false;
+    }
+    if (q->offset == 0 && q->index == 0 && q->term == 0) {
+        free(f->snap);
+        f->snap = make_stream(f, ++f->snap_gen, &f->snap_len);
+        snap_meta(f->snap_gen, &f->snap_index, &f->snap_term);
+    } else if (q->index != f->snap_index || q->term != f->snap_term || f->snap_index == 0) {
+        r->code = KV_ESTALE;
+        r->detail = "no such snapshot";
+        return true;
+    }
+    if (f->snap_reads == f->cfg.snap_stale_at) {
+        f->snap_index = 0; /* taken over by a newer one */
+        r->code = KV_ESTALE;
+        r->detail = "no such snapshot";
+        return true;
+    }
+    if (q->offset > f->snap_len) {
+        r->code = KV_EINVAL;
+        return true;
+    }
+    uint64_t piece = f->cfg.snap_piece ? f->cfg.snap_piece : FAKE_SNAP_PIECE_DEFAULT;
+    uint64_t n = f->snap_len - q->offset < piece ? f->snap_len - q->offset : piece;
+    r->snap_index = f->snap_index;
+    r->snap_term = f->snap_term;
+    r->snap_total = f->snap_len;
+    r->value = (ProtobufCBinaryData){(size_t)n, f->snap + q->offset};
+    return true;
+}
+
+/* HASH; false: no answer at all. */
+static bool on_hash(fake_server *f, const Kv__Request *q, Kv__Response *r) {
+    f->hash_index = q->index;
+    if (f->cfg.hash_silent)
+        return false;
+    if (++f->hashes_seen <= f->cfg.hash_notfound) {
+        r->code = KV_ENOTFOUND;
+        r->detail = "restarted since that index";
+        return true;
+    }
+    r->hash = f->cfg.hash;
+    r->index = q->index;
+    return true;
 }
 
 /* Handles one request; false: close the connection without an answer. */
@@ -254,9 +443,12 @@ static bool on_request(fake_server *f, fake_conn *fc, const Kv__Request *q) {
     if (f->cfg.black_hole)
         return true;
     bool leader_only =
-        q->type != KV__REQUEST__TYPE__STATUS &&
+        q->type != KV__REQUEST__TYPE__STATUS && q->type != KV__REQUEST__TYPE__HASH &&
+        q->type != KV__REQUEST__TYPE__SNAPSHOT_READ &&
         !(q->stale && (q->type == KV__REQUEST__TYPE__GET || q->type == KV__REQUEST__TYPE__SCAN));
-    bool answer = true;
+    bool answer = true, silent = false;
+    Kv__Membership ms = KV__MEMBERSHIP__INIT;
+    Kv__Member mv[FAKE_MEMBERS_MAX], *mp[FAKE_MEMBERS_MAX];
     if (leader_only && f->cfg.follower) {
         r.code = KV_ENOTLEADER;
         r.detail = (char *)(f->cfg.notleader_detail ? f->cfg.notleader_detail : "not the leader");
@@ -280,21 +472,50 @@ static bool on_request(fake_server *f, fake_conn *fc, const Kv__Request *q) {
     } else if (q->type == KV__REQUEST__TYPE__SCAN) {
         scan_keep = on_scan(f, q, &r);
     } else if (q->type == KV__REQUEST__TYPE__STATUS) {
+        if (f->transfer_left >= 0 && f->transfer_left-- == 0) {
+            follow(f, f->transfer_to);
+            f->transfer_left = -1;
+        }
         st.name = (char *)(f->cfg.name ? f->cfg.name : "f");
         st.address = f->addr;
         st.role = f->cfg.follower ? "follower" : "leader";
         st.term = 3;
-        st.leader_name = f->cfg.follower ? "" : st.name;
+        st.leader_name = f->leader_name;
+        for (size_t i = 0; i < f->members_count; i++) {
+            kv__member__init(&mv[i]);
+            mv[i].id = f->members[i].id;
+            mv[i].name = f->members[i].name;
+            mv[i].address = f->members[i].address;
+            mv[i].learner = f->members[i].learner;
+            mv[i].joining = f->members[i].joining;
+            mp[i] = &mv[i];
+        }
+        ms.n_members = f->members_count;
+        ms.members = mp;
+        ms.index = 7;
+        st.membership = &ms;
         st.commit = st.applied = st.last_index = f->applied;
         st.snapshot_index = 0;
         st.version = "0.1.0";
         st.cluster_id = "fake-cluster";
         st.warning = "";
         r.status = &st;
+    } else if (q->type == KV__REQUEST__TYPE__MEMBER_ADD ||
+               q->type == KV__REQUEST__TYPE__MEMBER_REMOVE) {
+        answer = on_change(f, q, &r);
+    } else if (q->type == KV__REQUEST__TYPE__TRANSFER_LEADER) {
+        on_transfer(f, q, &r);
+    } else if (q->type == KV__REQUEST__TYPE__SNAPSHOT_READ) {
+        answer = on_snapshot_read(f, q, &r);
+    } else if (q->type == KV__REQUEST__TYPE__CHECK_POINT) {
+        r.index = f->checkpoint = 1000 + f->type_counts[q->type];
+        r.hash = f->cfg.hash;
+    } else if (q->type == KV__REQUEST__TYPE__HASH) {
+        silent = !on_hash(f, q, &r);
     } else {
         answer = on_write(f, q, &r);
     }
-    if (answer)
+    if (answer && !silent)
         send_frame(fc->fd, KV_FRAME_RESPONSE, &r.base);
     if (scan_keep != NULL) {
         free(scan_keep[0]);
@@ -417,6 +638,13 @@ fake_server *fake_start(const fake_config *cfg) {
     fake_server *f = calloc(1, sizeof *f);
     f->cfg = *cfg;
     f->next_client_id = 100;
+    f->next_member_id = 1;
+    f->transfer_left = -1;
+    snprintf(f->leader_name, sizeof f->leader_name, "%s",
+             cfg->leader_name ? cfg->leader_name
+             : cfg->follower  ? ""
+             : cfg->name      ? cfg->name
+                              : "f");
     f->log = calloc(FAKE_LOG_MAX, sizeof *f->log);
     for (int i = 0; i < FAKE_CONNS_MAX; i++)
         f->conns[i].fd = -1;
@@ -459,6 +687,7 @@ void fake_stop(fake_server *f) {
     while (f->kvs_count > 0)
         del_value(f, &f->kvs[0]);
     pthread_mutex_destroy(&f->mu);
+    free(f->snap);
     free(f->log);
     free(f);
 }
@@ -516,3 +745,62 @@ void *fake_value(fake_server *f, const char *key, size_t *len) {
     pthread_mutex_unlock(&f->mu);
     return v;
 }
+
+void fake_set_members(fake_server *f, const char *list) {
+    pthread_mutex_lock(&f->mu);
+    f->members_count = 0;
+    for (const char *p = list; p != NULL && *p != '\0';) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        assert(eq != NULL && f->members_count < FAKE_MEMBERS_MAX);
+        fake_member *m = &f->members[f->members_count++];
+        *m = (fake_member){.id = f->next_member_id++};
+        size_t nlen = (size_t)(eq - p);
+        if (nlen > 0 && (p[nlen - 1] == '+' || p[nlen - 1] == '?')) {
+            m->learner = p[nlen - 1] == '+';
+            m->joining = p[nlen - 1] == '?';
+            nlen--;
+        }
+        snprintf(m->name, sizeof m->name, "%.*s", (int)nlen, p);
+        snprintf(m->address, sizeof m->address, "%.*s", (int)(len - (size_t)(eq + 1 - p)), eq + 1);
+        p = end ? end + 1 : NULL;
+    }
+    if (f->cfg.follower && f->leader_name[0] != '\0')
+        follow(f, f->leader_name); /* the leader's address from the list */
+    pthread_mutex_unlock(&f->mu);
+}
+
+void fake_members(fake_server *f, char *out, size_t out_len) {
+    pthread_mutex_lock(&f->mu);
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < f->members_count && n < out_len; i++) {
+        const fake_member *m = &f->members[i];
+        n += (size_t)snprintf(out + n, out_len - n, "%s%s%s=%s", i ? "," : "", m->name,
+                              m->learner   ? "+"
+                              : m->joining ? "?"
+                                           : "",
+                              m->address);
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+uint64_t fake_count(fake_server *f, int type) {
+    pthread_mutex_lock(&f->mu);
+    uint64_t v = (unsigned)type < FAKE_TYPES ? f->type_counts[type] : 0;
+    pthread_mutex_unlock(&f->mu);
+    return v;
+}
+
+uint8_t *fake_snapshot(fake_server *f, uint32_t gen, uint64_t *len, uint64_t *index,
+                       uint64_t *term) {
+    pthread_mutex_lock(&f->mu);
+    uint8_t *b = make_stream(f, gen, len);
+    snap_meta(gen, index, term);
+    pthread_mutex_unlock(&f->mu);
+    return b;
+}
+
+FAKE_COUNTER(fake_checkpoint, checkpoint)
+FAKE_COUNTER(fake_hash_index, hash_index)

@@ -6,6 +6,12 @@
  * or without a leader address), BUSY for the first N writes, a session
  * expired once, closing the connection after applying a write without
  * answering, never answering, a token.
+ *
+ * Membership and operations: a member list (fake_set_members) shown in
+ * STATUS, MEMBER_ADD/REMOVE applied to it, TRANSFER_LEADER switching the
+ * leader a STATUS names after some polls, a snapshot stream per node and
+ * generation (valid stream format, content seeded by the node's name) read
+ * with SNAPSHOT_READ, CHECK_POINT and HASH answering a configured hash.
  */
 #ifndef KV_TESTS_CLIENT_FAKE_SERVER_H
 #define KV_TESTS_CLIENT_FAKE_SERVER_H
@@ -27,6 +33,20 @@ typedef struct fake_config {
     uint32_t close_after_apply;   /* close without answering right after the Nth applied write */
     bool black_hole;              /* reads requests, answers none */
     const char *token;            /* refuse (AUTH) a Hello with another token */
+    /* membership and operations */
+    const char *leader_name;      /* STATUS: the leader named (default: itself; "" as a follower) */
+    uint32_t busy_changes;        /* BUSY to the first N MEMBER_ADD/REMOVE */
+    uint32_t close_after_change;  /* close without answering right after the Nth applied change */
+    uint32_t transfer_after;      /* TRANSFER_LEADER: STATUS names the target after N STATUS */
+    bool transfer_never;          /* TRANSFER_LEADER: answered 0, nothing changes */
+    uint64_t hash;                /* CHECK_POINT and HASH answer this */
+    uint32_t hash_notfound;       /* NOTFOUND to the first N HASH */
+    bool hash_silent;             /* HASH never answered */
+    uint32_t snap_bytes;          /* about this many stream bytes (default 2.5 MiB) */
+    uint32_t snap_piece;          /* bytes per SNAPSHOT_READ answer (default 1 MiB) */
+    uint32_t snap_stale_at;       /* the Nth SNAPSHOT_READ finds its snapshot gone: STALE */
+    uint32_t snap_close_at;       /* the Nth SNAPSHOT_READ: connection closed unanswered */
+    const char *snap_then_leader; /* ... and from then on a follower of this member */
 } fake_config;
 
 /* One request as the fake received it. */
@@ -58,5 +78,21 @@ uint64_t fake_requests(fake_server *f);
 bool fake_request(fake_server *f, uint64_t n, fake_req *out);
 /* The value stored under key (malloc'd copy, caller frees) or NULL. */
 void *fake_value(fake_server *f, const char *key, size_t *len);
+
+/* Membership: "n1=host:port,n2=host:port"; a name ending in '+' is a
+ * learner, in '?' joining. */
+void fake_set_members(fake_server *f, const char *list);
+/* The members now, in the same form. */
+void fake_members(fake_server *f, char *out, size_t out_len);
+/* Requests of one type received so far. */
+uint64_t fake_count(fake_server *f, int type);
+/* The snapshot stream of generation gen (1: the first taken; each fresh
+ * SNAPSHOT_READ takes the next), malloc'd, and its index and term. */
+uint8_t *fake_snapshot(fake_server *f, uint32_t gen, uint64_t *len, uint64_t *index,
+                       uint64_t *term);
+/* CHECK_POINT index of the last check point (0: none). */
+uint64_t fake_checkpoint(fake_server *f);
+/* The index the last HASH asked about. */
+uint64_t fake_hash_index(fake_server *f);
 
 #endif
