@@ -1,6 +1,7 @@
 /* kvd restore and kvd recover: offline changes to a data dir (server.h). */
 #include "server/server_int.h"
 
+#include "common/checksum.h"
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "kvd/check.h"
@@ -146,8 +147,17 @@ int server_restore(const server_config *cfg, const char *from) {
     snap_meta fresh;
     if (rc == 0 && (step = "new snapshot", rc = snap_create(s->sm, s->rfs, s->snap_dir, &fresh)) == 0)
         rc = snap_gc(s->rfs, s->snap_dir, 1);
-    if (rc == 0)
+    if (rc == 0) {
+        /* a new cluster id, the same on every node restored from this file
+         * for these members, and not the old cluster's: an old node left
+         * running is refused at the handshake */
+        uint64_t h = info.index * 0x9E3779B97F4A7C15ull ^ info.term ^ info.stream_len << 17;
+        for (size_t i = 0; i < s->members_count; i++)
+            h += kv_xxh3(s->members[i].name, strlen(s->members[i].name)) ^
+                 kv_xxh3(s->members[i].addr, strlen(s->members[i].addr));
+        snprintf(s->cluster_id, sizeof s->cluster_id, "%016" PRIx64, h ^ 0x5245535452u);
         rc = server_cluster_id_load(s, true);
+    }
     if (rc != 0) {
         fprintf(stderr, "kvd restore: %s: %s failed: %s\n", cfg->data_dir, step, kv_strerror(rc));
         admin_free(s);
