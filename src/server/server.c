@@ -94,8 +94,10 @@ _Noreturn void server_fatal(server *s, int exit_code, const char *word, const ch
     _exit(exit_code);
 }
 
-static int exit_for(int rc) {
+int server_exit_code(int rc) {
     switch (rc) {
+    case 0:
+        return KVD_EXIT_OK;
     case KV_ECORRUPT:
     case KV_EMISSING:
     case KV_EVERSION:
@@ -562,14 +564,9 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
     }
 
     /* membership and addresses: the data dir's, else --cluster */
-    uint8_t *mbuf;
-    size_t mlen;
     bool fresh = last == 0 && !has_snap;
     Kv__Membership *mpb = NULL;
-    if (sm_membership(s->sm, &mbuf, &mlen) == 0) {
-        mpb = kv__membership__unpack(NULL, mlen, mbuf);
-        free(mbuf);
-    }
+    mpb = server_members_stored(s);
     if (mpb != NULL) {
         server_members_from_pb(s, mpb);
     } else if (cfg->join != NULL) {
@@ -676,7 +673,7 @@ int server_run(const server_config *cfg) {
     if (rc == 0)
         rc = start_raft(s, &rcfg, we, n);
     if (rc != 0)
-        return exit_for(rc); /* the process exits: no clean-up needed */
+        return server_exit_code(rc); /* the process exits: no clean-up needed */
 
     uv_loop_init(&s->loop);
     net_config nc;

@@ -14,24 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static int exit_of(int rc) {
-    switch (rc) {
-    case 0:
-        return KVD_EXIT_OK;
-    case KV_ELOCKED:
-        return KVD_EXIT_LOCKED;
-    case KV_ECORRUPT:
-    case KV_EVERSION:
-    case KV_EMISSING:
-        return KVD_EXIT_CORRUPT;
-    case KV_EINVAL:
-    case KV_ECONFIG:
-        return KVD_EXIT_USAGE;
-    default:
-        return KVD_EXIT_IO;
-    }
-}
-
 static server *admin_new(const server_config *cfg) {
     server *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -84,7 +66,7 @@ int server_restore(const server_config *cfg, const char *from) {
     int rc = snap_file_verify(from, &info, detail, sizeof detail);
     if (rc != 0) {
         fprintf(stderr, "kvd restore: %s\n", detail);
-        return exit_of(rc);
+        return server_exit_code(rc);
     }
     if (!dir_empty_or_absent(cfg->data_dir)) {
         fprintf(stderr, "kvd restore: %s is not empty; restore into a new directory\n",
@@ -161,7 +143,7 @@ int server_restore(const server_config *cfg, const char *from) {
     if (rc != 0) {
         fprintf(stderr, "kvd restore: %s: %s failed: %s\n", cfg->data_dir, step, kv_strerror(rc));
         admin_free(s);
-        return exit_of(rc);
+        return server_exit_code(rc);
     }
     printf("restored snapshot %" PRIu64 " (term %" PRIu64 ") into %s as %s of cluster %s\n",
            info.index, info.term, cfg->data_dir, cfg->name, s->cluster_id);
@@ -184,7 +166,7 @@ int server_recover(const server_config *cfg) {
     if (rc != 0) {
         fprintf(stderr, "kvd recover: %s: %s: %s\n", cfg->data_dir, step, kv_strerror(rc));
         admin_free(s);
-        return exit_of(rc);
+        return server_exit_code(rc);
     }
     uint64_t last = wal_last_index(s->w), last_term = 0;
     wal_term_at(s->w, last, &last_term);
@@ -200,7 +182,7 @@ int server_recover(const server_config *cfg) {
         fprintf(stderr, "kvd recover: %s: writing the new membership: %s\n", cfg->data_dir,
                 kv_strerror(rc));
         admin_free(s);
-        return exit_of(rc);
+        return server_exit_code(rc);
     }
     printf("%s is now a one-node cluster of %s (entry %" PRIu64 ", term %" PRIu64 ").\n"
            "Start it as before (kvd --name %s --data-dir %s ...), then add nodes with\n"

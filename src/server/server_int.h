@@ -173,6 +173,7 @@ void *ring_at(server_ring *q, size_t i);
 void ring_pop(server_ring *q);
 
 /* server.c */
+int server_exit_code(int rc); /* a KV_E* code as the kvd_exit it ends with */
 int server_lock_data_dir(server *s);
 /* DIR/CLUSTER; a fresh node (fresh) makes it from the founding members. */
 int server_cluster_id_load(server *s, bool fresh);
@@ -192,10 +193,14 @@ void server_members_joining(server *s, const char *name, const char *addr);
 void server_members_conf(server *s, const raft_membership *rm);
 /* Voters and learners of m (not joining ones). */
 void server_members_to_raft(const Kv__Membership *m, raft_membership *out);
+/* The membership stored in the state machine (unpacked; free with
+ * kv__membership__free_unpacked), or NULL when none was applied yet. */
+Kv__Membership *server_members_stored(server *s);
 /* net's peers := the book minus this node. */
 void server_peers_sync(server *s);
 
 /* server.c */
+int server_exit_code(int rc); /* a KV_E* code as the kvd_exit it ends with */
 int server_lock_data_dir(server *s);
 /* DIR/CLUSTER; a fresh node (fresh) makes it from the founding members. */
 int server_cluster_id_load(server *s, bool fresh);

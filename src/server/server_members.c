@@ -200,3 +200,13 @@ void server_peers_sync(server *s) {
         net_peer_add(s->net, m->id, m->name, m->addr);
     }
 }
+
+Kv__Membership *server_members_stored(server *s) {
+    uint8_t *buf;
+    size_t len;
+    if (sm_membership(s->sm, &buf, &len) != 0)
+        return NULL;
+    Kv__Membership *m = kv__membership__unpack(NULL, len, buf);
+    free(buf);
+    return m;
+}

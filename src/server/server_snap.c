@@ -242,15 +242,11 @@ void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
     s->durable_index = meta->index;
     s->durable_term = meta->term;
     pthread_mutex_unlock(&s->mu);
-    uint8_t *mbuf;
-    size_t mlen;
-    if (sm_membership(s->sm, &mbuf, &mlen) == 0) {
-        Kv__Membership *m = kv__membership__unpack(NULL, mlen, mbuf);
-        if (m != NULL) {
-            server_members_from_pb(s, m);
-            kv__membership__free_unpacked(m, NULL);
-        }
-        free(mbuf);
+    Kv__Membership *m = server_members_stored(s);
+    if (m != NULL) {
+        server_members_from_pb(s, m);
+        kv__membership__free_unpacked(m, NULL);
+        server_peers_sync(s);
     }
     s->snap_index = meta->index;
     s->snap_term = meta->term;
