@@ -557,6 +557,16 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
             return rc;
     }
     uint64_t applied = sm_applied_index(s->sm);
+    if (applied > last && has_snap && sn.index == applied) {
+        /* a crash between restoring a received snapshot and resetting the
+         * log (server_snapshot_install): finish the install */
+        KV_LOGW("TORN", "snapshot %" PRIu64 " was installed but the log not reset; resetting it",
+                sn.index);
+        if ((rc = wal_reset(s->w, sn.index, sn.term)) != 0)
+            return rc;
+        first = wal_first_index(s->w);
+        last = wal_last_index(s->w);
+    }
     if (applied > last) {
         KV_LOGE("CORRUPT", "the state machine applied %" PRIu64 " but the log ends at %" PRIu64,
                 applied, last);
