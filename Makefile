@@ -35,7 +35,7 @@ test-asan:
 		ctest -L unit --output-on-failure -j$(JOBS)
 
 demo: build
-	@scripts/demo
+	@KV_BUILD=$(BUILD) scripts/demo
 
 # Longer runs than CI's: see README "Testing".
 soak: build

@@ -1,5 +1,6 @@
 /*
- * kvcli: the data commands (put, get, del, cas, scan, help) and the table.
+ * kvcli: the data commands (put, get, del, cas, scan, help) and the table
+ * of every command.
  */
 #include "kvcli/kvcli.h"
 
@@ -332,6 +333,16 @@ const kvcli_cmd kvcli_commands[] = {
      "set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent)"},
     {"scan", cmd_scan, "PREFIX [--limit N]", "list keys starting with PREFIX: key<TAB>value"},
     {"status", kvcli_cmd_status, "", "one row per node: role, term, commit, lag, health"},
+    {"member", kvcli_cmd_member, "list | add NAME HOST:PORT | remove NAME",
+     "the members; add one as a learner, promoted once caught up (start it with\n"
+     "      kvd --name NAME --data-dir DIR --listen HOST:PORT --join ANY-MEMBER);\n"
+     "      remove one"},
+    {"transfer-leader", kvcli_cmd_transfer_leader, "NAME", "make member NAME the leader"},
+    {"snapshot", kvcli_cmd_snapshot, "save FILE | verify FILE",
+     "save: the whole store from the leader into one checksummed file;\n"
+     "      verify: check such a file offline (CORRUPT FILE offset N: exit 4)"},
+    {"check", kvcli_cmd_check, "",
+     "compare every member's state machine hash at one index (CORRUPT: exit 4)"},
     {"help", cmd_help, "", "this text"},
     {NULL, NULL, NULL, NULL},
 };
@@ -343,5 +354,6 @@ int kvcli_run(kvcli_ctx *ctx, int argc, char **argv) {
     for (const kvcli_cmd *k = kvcli_commands; k->name != NULL; k++)
         if (strcmp(k->name, argv[0]) == 0)
             return k->fn(ctx, argc, argv);
-    return kvcli_usage_error(ctx, NULL, "unknown command '%s'", argv[0]);
+    return kvcli_usage_error(ctx, NULL, "unknown command '%s'%s", argv[0],
+                             ctx->shell ? " ('help' lists the commands)" : "");
 }

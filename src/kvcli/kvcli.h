@@ -2,8 +2,8 @@
  * kvcli internals: the command table and what every command shares.
  *
  * A command is one function taking (ctx, argc, argv) with argv[0] the
- * command's name, as main() and the line-at-a-time mode call it today and
- * the interactive shell (libedit) will call it later. A command prints its
+ * command's name, as main(), the line-at-a-time mode and the interactive
+ * shell (libedit) call it. A command prints its
  * result to ctx->out, its complaint to ctx->err (or, with --json, one JSON
  * object to ctx->out either way), and returns one of the exit codes below.
  */
@@ -33,6 +33,7 @@ typedef struct kvcli_ctx {
     struct kv_client_options opts; /* timeout, token */
     bool json;                     /* --json: one JSON object per result */
     bool stdin_is_commands;        /* a value "-" cannot read stdin then */
+    bool shell;                    /* the interactive shell runs the commands */
     kv_client *client;             /* opened on first use; NULL before */
     FILE *out;                     /* results */
     FILE *err;                     /* complaints (text mode) */
@@ -72,6 +73,9 @@ int kvcli_usage_error(kvcli_ctx *ctx, const char *cmd, const char *fmt, ...)
  * unknown outcome is said as such. */
 int kvcli_fail(kvcli_ctx *ctx, const char *cmd, int rc, bool is_write);
 
+/* The exit code a failed call's rc (< 0) gets. */
+int kvcli_exit_code(int rc);
+
 /* Prints a JSON string literal for bytes p[0..n) ("..." with escapes). */
 void kvcli_json_str(FILE *f, const void *p, size_t n);
 
@@ -88,5 +92,16 @@ int kvcli_split(char *line, char **argv, int max, const char **why);
 
 /* The status command (status.c). */
 int kvcli_cmd_status(kvcli_ctx *ctx, int argc, char **argv);
+
+/* The operator commands (ops.c). */
+int kvcli_cmd_member(kvcli_ctx *ctx, int argc, char **argv);
+int kvcli_cmd_transfer_leader(kvcli_ctx *ctx, int argc, char **argv);
+int kvcli_cmd_snapshot(kvcli_ctx *ctx, int argc, char **argv);
+int kvcli_cmd_check(kvcli_ctx *ctx, int argc, char **argv);
+
+/* The interactive shell (shell.c): a prompt naming the node talked to and
+ * its role, line editing, history kept in $KV_HISTORY or ~/.kvcli_history,
+ * tab completion. Returns the exit code for kvcli (0 at quit or end). */
+int kvcli_shell(kvcli_ctx *ctx);
 
 #endif

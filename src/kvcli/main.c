@@ -4,7 +4,8 @@
  *   kvcli [--cluster HOST:PORT,...] [--json] [--timeout SECONDS]
  *         [--token-file FILE] [COMMAND ARGS...]
  *
- * With a command: runs it and exits with its code. Without: reads commands
+ * With a command: runs it and exits with its code. Without, on a terminal:
+ * the interactive shell (shell.c). Without, and no terminal: reads commands
  * from stdin, one per line (shell-like quoting), runs each and exits with
  * the code of the last one that failed (0 if none did).
  */
@@ -17,6 +18,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define KVCLI_DEFAULT_CLUSTER "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
@@ -32,7 +34,9 @@ void kvcli_usage(FILE *f) {
                "             [--token-file FILE] [COMMAND ARGS...]\n\ncommands:\n");
     for (const kvcli_cmd *k = kvcli_commands; k->name != NULL; k++)
         fprintf(f, "  %s%s%s\n      %s\n", k->name, k->args[0] ? " " : "", k->args, k->help);
-    fprintf(f, "\nWithout a command, commands are read from stdin, one per line ('..', \"..\" and\n"
+    fprintf(f, "\nWithout a command, on a terminal: an interactive shell (history in\n"
+               "$KV_HISTORY or ~/.kvcli_history, TAB completes, quit leaves). Without a\n"
+               "terminal, commands are read from stdin, one per line ('..', \"..\" and\n"
                "backslash quote as in a shell; # starts a comment line).\n"
                "The cluster: --cluster, else $KV_CLUSTER, else " KVCLI_DEFAULT_CLUSTER ".\n"
                "Exit codes: 0 done, 1 no (not found, compare failed), 2 usage error,\n"
@@ -187,7 +191,12 @@ int main(int argc, char **argv) {
     if (rc != 0)
         return rc;
     assert(first <= argc);
-    rc = first < argc ? kvcli_run(&ctx, argc - first, argv + first) : main__stdin(&ctx);
+    if (first < argc)
+        rc = kvcli_run(&ctx, argc - first, argv + first);
+    else if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
+        rc = kvcli_shell(&ctx);
+    else
+        rc = main__stdin(&ctx);
     kvcli_ctx_close(&ctx);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "kvcli: writing the output: %s\n", strerror(errno));

@@ -54,8 +54,7 @@ int kvcli_usage_error(kvcli_ctx *ctx, const char *cmd, const char *fmt, ...) {
     return KVCLI_EXIT_USAGE;
 }
 
-/* Which exit code a failure gets. */
-static int out__exit_code(int rc) {
+int kvcli_exit_code(int rc) {
     switch (rc) {
     case KV_ENOTFOUND:
     case KV_ECOMPARE:
@@ -88,7 +87,7 @@ static const char *out__outcome(int rc, bool is_write) {
 int kvcli_fail(kvcli_ctx *ctx, const char *cmd, int rc, bool is_write) {
     assert(ctx != NULL && cmd != NULL);
     assert(rc < 0);
-    int code = out__exit_code(rc);
+    int code = kvcli_exit_code(rc);
     const char *outcome = code == KVCLI_EXIT_UNAVAILABLE ? out__outcome(rc, is_write) : NULL;
     if (ctx->json) {
         fprintf(ctx->out, "{\"error\":\"%s\"", kv_errword(rc));
