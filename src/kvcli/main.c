@@ -39,6 +39,7 @@ void kvcli_usage(FILE *f) {
                "terminal, commands are read from stdin, one per line ('..', \"..\" and\n"
                "backslash quote as in a shell; # starts a comment line).\n"
                "The cluster: --cluster, else $KV_CLUSTER, else " KVCLI_DEFAULT_CLUSTER ".\n"
+               "The token: --token-file, else $KV_TOKEN_FILE.\n"
                "Exit codes: 0 done, 1 no (not found, compare failed), 2 usage error,\n"
                "3 cluster unavailable or timed out (a write's outcome is then unknown unless\n"
                "said otherwise), 4 refused by the server (code word on stderr: TOOBIG, BUSY,\n"
@@ -186,6 +187,9 @@ int main(int argc, char **argv) {
     kv_client_options_init(&ctx.opts);
     const char *env = getenv("KV_CLUSTER");
     ctx.cluster = env != NULL && env[0] != '\0' ? env : KVCLI_DEFAULT_CLUSTER;
+    const char *tok = getenv("KV_TOKEN_FILE");
+    if (tok != NULL && tok[0] != '\0')
+        ctx.opts.token_file = tok;
     int first = 1;
     int rc = main__flags(&ctx, argc, argv, &first);
     if (rc != 0)
