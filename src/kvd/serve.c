@@ -27,6 +27,7 @@ static const setting settings[] = {
     {"config", true, "a file of 'key = value' lines, keys as these flags"},
     {"token-file", true, "a file holding the cluster token (first line)"},
     {"snapshot-entries", true, "take a snapshot every N applied entries (default 10000)"},
+    {"snapshot-bytes", true, "or every N bytes of applied entries (default 64 MiB)"},
     {"snapshots-keep", true, "snapshots kept on disk (default 2)"},
     {"tick-ms", true, "one Raft tick in milliseconds (default 50)"},
     {"election-ticks", true, "election timeout in ticks (default 10)"},
@@ -225,6 +226,11 @@ int kvd_serve(int argc, char **argv, enum kvd_mode mode) {
         if (parse_u64("snapshot-entries", v, 10, UINT32_MAX, &x))
             goto out;
         cfg.snapshot_entries = x;
+    }
+    if ((v = vs.v[find("snapshot-bytes", 14)]) != NULL) {
+        if (parse_u64("snapshot-bytes", v, 4096, 1ull << 40, &x))
+            goto out;
+        cfg.snapshot_bytes = x;
     }
     if ((v = vs.v[find("snapshots-keep", 14)]) != NULL) {
         if (parse_u64("snapshots-keep", v, 1, 100, &x))

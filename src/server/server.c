@@ -23,6 +23,7 @@
 void server_config_default(server_config *cfg) {
     memset(cfg, 0, sizeof(*cfg));
     cfg->snapshot_entries = SERVER_SNAPSHOT_ENTRIES_DEFAULT;
+    cfg->snapshot_bytes = SERVER_SNAPSHOT_BYTES_DEFAULT;
     cfg->snapshots_keep = KV_SNAPSHOTS_KEEP_DEFAULT;
     cfg->tick_ms = SERVER_TICK_MS_DEFAULT;
     cfg->election_ticks = SERVER_ELECTION_TICKS_DEFAULT;
@@ -248,6 +249,7 @@ static void apply_committed(server *s, const struct raft_ready *rd) {
         x->payload = e->data;
         x->len = e->len;
         s->apply_bufs[i] = NULL;
+        s->bytes_since_snap += e->len;
         bool hash_here = false, store_book = false;
         if (e->type == RAFT_ENTRY_NOOP) {
             x->type = SM_ENTRY_NOOP;

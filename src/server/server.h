@@ -28,6 +28,7 @@
 #define SERVER_TICK_MS_DEFAULT 50u
 #define SERVER_ELECTION_TICKS_DEFAULT 10u
 #define SERVER_SNAPSHOT_ENTRIES_DEFAULT 10000u
+#define SERVER_SNAPSHOT_BYTES_DEFAULT (64ull << 20)
 #define SERVER_QUOTA_BYTES_DEFAULT (8ull << 30)
 
 typedef struct server_config {
@@ -43,6 +44,7 @@ typedef struct server_config {
     uint32_t slow_fsync_ms;     /* log fsyncs slower than this are logged and counted */
     bool unsafe_no_fsync;    /* syncs do nothing: for tests only */
     uint64_t snapshot_entries; /* snapshot every N applied entries */
+    uint64_t snapshot_bytes;   /* or every N bytes of applied entries */
     uint32_t snapshots_keep;   /* snapshots kept on disk */
     uint32_t tick_ms;          /* one Raft tick */
     uint32_t election_ticks;   /* election timeout in ticks */

@@ -126,6 +126,7 @@ typedef struct server {
     uint64_t leader_id;
 
     uint64_t snap_index; /* the newest snapshot taken or installed */
+    uint64_t bytes_since_snap; /* entry bytes applied since it */
     uint64_t snap_term;
     server_snap_out snap_out;
     FILE *snap_in; /* the snapshot stream being received */

@@ -79,6 +79,7 @@ static void metrics(server *s, out *o) {
     put(o, "kv_wal_fsync_seconds_sum %.6f\nkv_wal_fsync_seconds_count %" PRIu64 "\n",
         (double)ws.sync_ns_total / 1e9, ws.syncs);
     metric(o, "kv_wal_records_total", "counter", "records written to the log", ws.records);
+    metric(o, "kv_wal_bytes_total", "counter", "bytes written to the log", ws.bytes);
     put(o, "# HELP kv_wal_sync_seconds_total time in log fdatasyncs\n"
            "# TYPE kv_wal_sync_seconds_total counter\nkv_wal_sync_seconds_total %.6f\n",
         (double)ws.sync_ns_total / 1e9);

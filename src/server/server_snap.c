@@ -250,6 +250,7 @@ void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
     }
     s->snap_index = meta->index;
     s->snap_term = meta->term;
+    s->bytes_since_snap = 0;
     s->snapshots_installed++;
     KV_LOGI("SNAPSHOT", "installed snapshot %" PRIu64 " (term %" PRIu64 ") from the leader",
             meta->index, meta->term);
@@ -259,9 +260,11 @@ void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
 
 void server_snapshot_maybe_take(server *s) {
     uint64_t applied = sm_applied_index(s->sm);
-    if (s->cfg.snapshot_entries == 0 || applied < s->snap_index + s->cfg.snapshot_entries)
-        return;
-    server_snapshot_take(s);
+    bool by_entries =
+        s->cfg.snapshot_entries != 0 && applied >= s->snap_index + s->cfg.snapshot_entries;
+    bool by_bytes = s->cfg.snapshot_bytes != 0 && s->bytes_since_snap >= s->cfg.snapshot_bytes;
+    if (by_entries || by_bytes)
+        server_snapshot_take(s);
 }
 
 void server_snapshot_take(server *s) {
@@ -280,6 +283,7 @@ void server_snapshot_take(server *s) {
                      sn.index, kv_strerror(rc));
     s->snap_index = sn.index;
     s->snap_term = sn.term;
+    s->bytes_since_snap = 0;
     s->snapshots_taken++;
     /* Raft's memory: keep what active followers still need. */
     uint64_t floor = raft_compact_floor(s->r);

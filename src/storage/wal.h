@@ -180,6 +180,7 @@ typedef struct wal_stats {
     uint64_t sync_ns_max;   /* the slowest (a slow disk shows here first) */
     uint64_t batches;
     uint64_t records;
+    uint64_t bytes; /* record bytes written (headers included) */
     uint64_t sync_hist[WAL_SYNC_BUCKETS + 1]; /* fdatasyncs by latency bucket */
     uint64_t slow_syncs;                      /* over wal_options.slow_sync_ns */
 } wal_stats;

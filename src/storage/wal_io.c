@@ -265,9 +265,11 @@ static int wal__do_batch(wal *w, wal_item *b, size_t n) {
     assert(b != NULL && n >= 1);
     int rv = 0;
     uint64_t records = 0;
+    uint64_t bytes = 0;
     for (size_t i = 0; rv == 0 && i < n; i++, b = b->next) {
         rv = wal__do_append(w, b);
         records += b->n;
+        bytes += b->bytes;
     }
     if (rv == 0)
         rv = wal__flush(w);
@@ -279,6 +281,7 @@ static int wal__do_batch(wal *w, wal_item *b, size_t n) {
         assert(w->last_durable + 1 == w->log.first + w->log.ents_n);
         w->stats.batches++;
         w->stats.records += records;
+        w->stats.bytes += bytes;
         pthread_mutex_unlock(&w->mu);
     }
     return rv;
