@@ -195,25 +195,6 @@ static Kv__Command *node_command(const raft_entry *e) {
     return kv__command__unpack(NULL, e->len, d);
 }
 
-static void hash_record(server *s, uint64_t index) {
-    uint64_t h;
-    int rc = sm_hash(s->sm, &h);
-    if (rc != 0)
-        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "hashing the state machine: %s",
-                     kv_strerror(rc));
-    s->hashes[s->hashes_next % SERVER_HASHES_KEPT] = (server_hash){.index = index, .hash = h};
-    s->hashes_next++;
-}
-
-int server_hash_at(const server *s, uint64_t index, uint64_t *hash) {
-    for (size_t i = 0; i < SERVER_HASHES_KEPT; i++)
-        if (s->hashes[i].index == index && index != 0) {
-            *hash = s->hashes[i].hash;
-            return 0;
-        }
-    return KV_ENOTFOUND;
-}
-
 static void apply_range(server *s, size_t lo, size_t hi) {
     if (hi == lo)
         return;
@@ -291,7 +272,7 @@ static void apply_committed(server *s, const struct raft_ready *rd) {
             /* the hash at exactly this entry: apply up to it first */
             apply_range(s, seg, i + 1);
             seg = i + 1;
-            hash_record(s, e->index);
+            server_hash_checkpoint(s, e->index);
         }
     }
     apply_range(s, seg, n);
@@ -362,6 +343,7 @@ static void handle_ready(server *s) {
 
 static void on_prepare(uv_prepare_t *h) {
     handle_ready(h->data);
+    server_hash_step(h->data);
 }
 
 static void on_tick(uv_timer_t *h) {

@@ -141,6 +141,8 @@ typedef struct server {
     uint64_t apply_batches;
 
     server_hash hashes[SERVER_HASHES_KEPT];
+    sm_view *hash_view; /* the check point being hashed, or NULL */
+    uint64_t hash_index;
     uint64_t hashes_next;
     server_hash_wait hash_waiters[SERVER_HASH_WAITERS_MAX];
     uint8_t *scratch;
@@ -205,11 +207,21 @@ int server_exit_code(int rc); /* a KV_E* code as the kvd_exit it ends with */
 int server_lock_data_dir(server *s);
 /* DIR/CLUSTER; a fresh node (fresh) makes it from the founding members. */
 int server_cluster_id_load(server *s, bool fresh);
-int server_hash_at(const server *s, uint64_t index, uint64_t *hash);
 
 /* server_ops.c: operator requests (members, transfer, snapshots, check) */
 void server_ops_request(server *s, net_conn *c, Kv__Request *q); /* frees q */
 void server_hash_waiters_serve(server *s);
+/* Answers (c, req_id) with the hash at index once it is known. */
+void server_hash_wait_add(server *s, net_conn *c, uint64_t req_id, uint64_t index);
+/* A check point entry at index was just applied: hash the state machine as
+ * it is now, in steps (server_hash_step, once per loop turn). */
+void server_hash_checkpoint(server *s, uint64_t index);
+void server_hash_step(server *s);
+/* Drops a hash in progress (before the state machine is replaced or closed). */
+void server_hash_abort(server *s);
+/* The hash recorded at check point index: 0, KV_EBUSY (still being
+ * computed), KV_ENOTFOUND. */
+int server_hash_at(const server *s, uint64_t index, uint64_t *hash);
 void server_ops_tick(server *s); /* leader: promote caught-up learners */
 void server_ops_close(server *s);
 

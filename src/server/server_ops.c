@@ -4,6 +4,7 @@
 
 #include "common/logging.h"
 #include "kv/errors.h"
+#include "kvd/check.h"
 #include "server/http.h"
 
 #include <inttypes.h>
@@ -150,6 +151,67 @@ static void check_point(server *s, net_conn *c, const Kv__Request *q) {
     server_propose_cmd(s, c, q->id, &cmd);
 }
 
+/* ---- check points ------------------------------------------------------ */
+
+#define HASH_KEYS_PER_TURN 20000u /* about a millisecond of hashing per loop turn */
+
+static void hash_record(server *s, uint64_t index, uint64_t hash) {
+    s->hashes[s->hashes_next % SERVER_HASHES_KEPT] = (server_hash){.index = index, .hash = hash};
+    s->hashes_next++;
+}
+
+int server_hash_at(const server *s, uint64_t index, uint64_t *hash) {
+    if (s->hash_view != NULL && s->hash_index == index)
+        return KV_EBUSY;
+    for (size_t i = 0; i < SERVER_HASHES_KEPT; i++)
+        if (s->hashes[i].index == index && index != 0) {
+            *hash = s->hashes[i].hash;
+            return 0;
+        }
+    return KV_ENOTFOUND;
+}
+
+static void hash_steps(server *s, uint32_t keys) {
+    if (s->hash_view == NULL)
+        return;
+    bool done = false;
+    uint64_t h = 0;
+    int rc = sm_view_hash_step(s->hash_view, keys, &done, &h);
+    if (rc != 0)
+        server_fatal(s, rc == KV_ECORRUPT ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc),
+                     "hashing the state machine at %" PRIu64 ": %s", s->hash_index,
+                     kv_strerror(rc));
+    if (!done)
+        return;
+    sm_view_close(s->hash_view);
+    s->hash_view = NULL;
+    hash_record(s, s->hash_index, h);
+    server_hash_waiters_serve(s);
+}
+
+void server_hash_step(server *s) {
+    hash_steps(s, HASH_KEYS_PER_TURN);
+}
+
+void server_hash_checkpoint(server *s, uint64_t index) {
+    /* one at a time: a newer check point replaces an unfinished one (its
+     * askers get NOTFOUND and try a new check point) */
+    server_hash_abort(s);
+    int rc = sm_view_open(s->sm, &s->hash_view);
+    if (rc != 0)
+        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "opening a view of the state machine: %s",
+                     kv_strerror(rc));
+    s->hash_index = index;
+}
+
+void server_hash_abort(server *s) {
+    if (s->hash_view == NULL)
+        return;
+    sm_view_close(s->hash_view);
+    s->hash_view = NULL;
+    server_hash_waiters_serve(s); /* they learn it is not known here */
+}
+
 static void hash_answer(server *s, net_conn *c, uint64_t req_id, uint64_t index) {
     Kv__Response r = KV__RESPONSE__INIT;
     r.id = req_id;
@@ -164,28 +226,34 @@ static void hash_request(server *s, net_conn *c, const Kv__Request *q) {
         server_reply_code(c, q->id, KV_EINVAL, "HASH needs the check point's index");
         return;
     }
-    if (sm_applied_index(s->sm) >= q->index) {
+    uint64_t h;
+    if (sm_applied_index(s->sm) >= q->index && server_hash_at(s, q->index, &h) != KV_EBUSY) {
         hash_answer(s, c, q->id, q->index);
         return;
     }
+    server_hash_wait_add(s, c, q->id, q->index);
+}
+
+void server_hash_wait_add(server *s, net_conn *c, uint64_t req_id, uint64_t index) {
     for (size_t i = 0; i < SERVER_HASH_WAITERS_MAX; i++) {
         server_hash_wait *w = &s->hash_waiters[i];
         if (w->conn == NULL) {
             w->conn = c;
-            w->req_id = q->id;
-            w->index = q->index;
+            w->req_id = req_id;
+            w->index = index;
             net_conn_ref(c);
             return;
         }
     }
-    server_reply_code(c, q->id, KV_EBUSY, "too many hash requests waiting");
+    server_reply_code(c, req_id, KV_EBUSY, "too many hash requests waiting");
 }
 
 void server_hash_waiters_serve(server *s) {
     uint64_t applied = sm_applied_index(s->sm);
     for (size_t i = 0; i < SERVER_HASH_WAITERS_MAX; i++) {
         server_hash_wait *w = &s->hash_waiters[i];
-        if (w->conn != NULL && applied >= w->index) {
+        uint64_t h;
+        if (w->conn != NULL && applied >= w->index && server_hash_at(s, w->index, &h) != KV_EBUSY) {
             hash_answer(s, w->conn, w->req_id, w->index);
             net_conn_unref(w->conn);
             w->conn = NULL;
@@ -194,6 +262,7 @@ void server_hash_waiters_serve(server *s) {
 }
 
 void server_ops_close(server *s) {
+    server_hash_abort(s);
     for (size_t i = 0; i < SERVER_HASH_WAITERS_MAX; i++) {
         server_hash_wait *w = &s->hash_waiters[i];
         if (w->conn != NULL) {

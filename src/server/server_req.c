@@ -185,7 +185,11 @@ void server_writes_applied(server *s, const sm_entry *e, const sm_reply *replies
         }
         if (p == NULL || p->index != e[i].index)
             continue;
-        if (p->term != e[i].term) {
+        uint64_t h;
+        if (p->term == e[i].term && server_hash_at(s, p->index, &h) == KV_EBUSY) {
+            /* a check point whose hash is still being computed */
+            server_hash_wait_add(s, p->conn, p->req_id, p->index);
+        } else if (p->term != e[i].term) {
             reply_unknown(p->conn, p->req_id, KV_ENOTLEADER,
                           "leadership changed; outcome unknown, retry");
         } else {

@@ -232,6 +232,7 @@ void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
     char path[SERVER_PATH_BYTES];
     stream_path(s, path, sizeof path);
     unlink(path);
+    server_hash_abort(s); /* its view must not outlive the state machine */
     if ((rc = snap_restore(&s->sm, s->db_dir, sn.path)) != 0)
         server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "restoring snapshot %s: %s", sn.path,
                      kv_strerror(rc));

@@ -412,37 +412,81 @@ int sm_scan(sm *s, const void *prefix, size_t plen, const void *start_after, siz
     return irv != 0 ? irv : rv;
 }
 
-int sm_hash(sm *s, uint64_t *hash) {
-    assert(s != NULL && hash != NULL);
-    kv_xxh3_state h;
-    int rv = kv_xxh3_init(&h);
-    if (rv != 0)
-        return rv;
+struct sm_view {
     sm__iter it;
-    sm__iter_open(s, &it, "", 0);
+    kv_xxh3_state h;
+    uint64_t applied;
+    int rv;
+};
+
+int sm_view_open(sm *s, sm_view **out) {
+    assert(s != NULL && out != NULL);
+    sm_view *v = calloc(1, sizeof(*v));
+    if (v == NULL)
+        return KV_ENOMEM;
+    int rv = kv_xxh3_init(&v->h);
+    if (rv != 0) {
+        free(v);
+        return rv;
+    }
+    sm__iter_open(s, &v->it, "", 0);
+    v->rv = sm__meta_u64(s->db, v->it.ro, SM_META_APPLIED_INDEX, &v->applied);
+    *out = v;
+    return 0;
+}
+
+int sm_view_hash_step(sm_view *v, uint32_t keys_max, bool *done, uint64_t *hash) {
     size_t klen = 0;
     const uint8_t *k;
     uint8_t len8[8];
-    while ((k = sm__iter_key(&it, &klen)) != NULL) {
+    *done = false;
+    for (uint32_t n = 0; n < keys_max && (k = sm__iter_key(&v->it, &klen)) != NULL; n++) {
         size_t vlen = 0;
-        const char *v = rocksdb_iter_value(it.it, &vlen);
+        const char *val = rocksdb_iter_value(v->it.it, &vlen);
         /* lengths first, so ("ab","c") and ("a","bc") differ */
         kv_put_u64(len8, klen);
-        kv_xxh3_update(&h, len8, 8);
-        kv_xxh3_update(&h, k, klen);
+        kv_xxh3_update(&v->h, len8, 8);
+        kv_xxh3_update(&v->h, k, klen);
         kv_put_u64(len8, vlen);
-        kv_xxh3_update(&h, len8, 8);
-        kv_xxh3_update(&h, v, vlen);
-        rocksdb_iter_next(it.it);
+        kv_xxh3_update(&v->h, len8, 8);
+        kv_xxh3_update(&v->h, val, vlen);
+        rocksdb_iter_next(v->it.it);
     }
-    uint64_t applied = 0;
-    rv = sm__meta_u64(s->db, it.ro, SM_META_APPLIED_INDEX, &applied);
-    int irv = sm__iter_close(&it);
-    kv_put_u64(len8, applied);
-    kv_xxh3_update(&h, len8, 8);
-    *hash = kv_xxh3_digest(&h);
-    kv_xxh3_free(&h);
-    return irv != 0 ? irv : rv;
+    if (sm__iter_key(&v->it, &klen) != NULL)
+        return 0;
+    char *err = NULL;
+    rocksdb_iter_get_error(v->it.it, &err);
+    if (err != NULL) {
+        v->rv = sm__rocks_err(err);
+        KV_LOGE(kv_errword(v->rv), "state machine: iterator: %s", err);
+        rocksdb_free(err);
+    }
+    kv_put_u64(len8, v->applied);
+    kv_xxh3_update(&v->h, len8, 8);
+    *hash = kv_xxh3_digest(&v->h);
+    *done = true;
+    return v->rv;
+}
+
+void sm_view_close(sm_view *v) {
+    if (v == NULL)
+        return;
+    sm__iter_close(&v->it);
+    kv_xxh3_free(&v->h);
+    free(v);
+}
+
+int sm_hash(sm *s, uint64_t *hash) {
+    assert(s != NULL && hash != NULL);
+    sm_view *v;
+    int rv = sm_view_open(s, &v);
+    if (rv != 0)
+        return rv;
+    bool done = false;
+    while (rv == 0 && !done)
+        rv = sm_view_hash_step(v, UINT32_MAX, &done, hash);
+    sm_view_close(v);
+    return rv;
 }
 
 /* Reports a RocksDB error as CORRUPT, naming the SST file when the text

@@ -120,6 +120,17 @@ int sm_membership(sm *s, uint8_t **buf, size_t *len);
  * taken from one consistent RocksDB snapshot. */
 int sm_hash(sm *s, uint64_t *hash);
 
+/* A consistent view of the state machine as it is at sm_view_open (a
+ * RocksDB snapshot), for hashing a large store in steps between other work
+ * (kvcli check must not stall the node's loop for a whole scan). The view
+ * must be closed before sm_close or snap_restore of its sm. */
+typedef struct sm_view sm_view;
+int sm_view_open(sm *s, sm_view **out);
+/* Hashes up to keys_max more keys; *done and *hash (sm_hash's value at the
+ * view's moment) once all are in. 0 or a RocksDB error (KV_ECORRUPT, ...). */
+int sm_view_hash_step(sm_view *v, uint32_t keys_max, bool *done, uint64_t *hash);
+void sm_view_close(sm_view *v);
+
 /* Flushes the memtable and waits; then sm_durable_index() == the applied
  * index at the call. KV_EIO on failure (the caller fail-stops). */
 int sm_flush(sm *s);
