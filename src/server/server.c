@@ -321,8 +321,6 @@ static void handle_ready(server *s) {
                 server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "saving term and vote: %s",
                              kv_strerror(rc));
         }
-        if (rd.ss_changed)
-            role_changed(s, &rd.ss);
         if (rd.has_snapshot)
             server_snapshot_install(s, &rd.snapshot);
         if (rd.has_chunk)
@@ -333,6 +331,11 @@ static void handle_ready(server *s) {
             log_append(s, rd.entries, rd.entries_count);
         if (rd.committed_count > 0)
             apply_committed(s, &rd);
+        /* after apply: what this Ready committed is answered as applied, not
+         * as "outcome unknown" (a leader removing itself steps down in the
+         * Ready that commits its removal) */
+        if (rd.ss_changed)
+            role_changed(s, &rd.ss);
         if (rd.reads_count > 0)
             server_reads_confirmed(s, rd.reads, rd.reads_count);
         raft_advance(s->r, &rd);
@@ -440,15 +443,15 @@ static int join_fetch(server *s) {
             s->cluster_id[len] = 0;
         }
     }
+    /* known, not in the book: the book is built only from the log or a
+     * snapshot, so it is the same on every node at the same index */
     s->members_count = 0;
-    for (size_t i = 0; i < n && s->members_count < SERVER_BOOK_MAX; i++) {
-        server_member *m = &s->members[s->members_count++];
-        memset(m, 0, sizeof(*m));
-        m->id = ms[i].id ? ms[i].id : server_node_id(ms[i].name);
-        snprintf(m->name, sizeof m->name, "%s", ms[i].name);
-        snprintf(m->addr, sizeof m->addr, "%s", ms[i].address);
-        m->learner = ms[i].learner;
-        m->joining = ms[i].joining;
+    for (size_t i = 0; i < n; i++) {
+        server_member m = {0};
+        m.id = ms[i].id ? ms[i].id : server_node_id(ms[i].name);
+        snprintf(m.name, sizeof m.name, "%s", ms[i].name);
+        snprintf(m.addr, sizeof m.addr, "%s", ms[i].address);
+        server_members_know(s, &m);
     }
     bool announced = server_member_by_id(s, s->id) != NULL;
     KV_LOGI("JOIN", "joining cluster %s through %s (%zu members known)%s", s->cluster_id,

@@ -9,6 +9,8 @@
 #include "storage/snapfile.h"
 
 #include <dirent.h>
+#include <ftw.h>
+#include <stdio.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,19 @@ static void admin_free(server *s) {
     if (s->lock_fd >= 0)
         close(s->lock_fd);
     free(s);
+}
+
+static int rmtree_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* Removes dir and everything in it; nothing when absent. */
+static void rmtree(const char *dir) {
+    nftw(dir, rmtree_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static bool dir_empty_or_absent(const char *path) {
@@ -73,18 +88,27 @@ int server_restore(const server_config *cfg, const char *from) {
                 cfg->data_dir);
         return KVD_EXIT_USAGE;
     }
-    server *s = admin_new(cfg);
+    /* built beside the target and renamed into place at the end: a crash
+     * midway leaves no half-made data dir under the target's name */
+    char tmp[SERVER_PATH_BYTES];
+    if (snprintf(tmp, sizeof tmp, "%s.restore-tmp", cfg->data_dir) >= (int)sizeof tmp)
+        return KVD_EXIT_USAGE;
+    rmtree(tmp); /* left by an interrupted restore */
+    server_config tcfg = *cfg;
+    tcfg.data_dir = tmp;
+    server *s = admin_new(&tcfg);
     if (s == NULL)
         return KVD_EXIT_IO;
     if (server_members_parse(s, cfg->cluster) != 0 || server_member_by_id(s, s->id) == NULL) {
         fprintf(stderr, "kvd restore: --cluster must list the new members, --name among them\n");
         admin_free(s);
+        rmtree(tmp);
         return KVD_EXIT_USAGE;
     }
     const char *step = "data dir";
     snap_meta sn;
     FILE *f = NULL;
-    if ((rc = dd_init(s->rfs, cfg->data_dir)) == 0 && (rc = server_lock_data_dir(s)) == 0) {
+    if ((rc = dd_init(s->rfs, tmp)) == 0 && (rc = server_lock_data_dir(s)) == 0) {
         step = "snapshot";
         f = fopen(from, "rb");
         rc = f == NULL ? KV_EIO : fseeko(f, SNAPFILE_HEADER_BYTES, SEEK_SET) != 0 ? KV_EIO : 0;
@@ -98,7 +122,7 @@ int server_restore(const server_config *cfg, const char *from) {
         rc = snap_restore(&s->sm, s->db_dir, sn.path);
     wal_options wo;
     wal_options_default(&wo);
-    if (rc == 0 && (step = "log", rc = wal_open(s->fs, cfg->data_dir, &wo, NULL, NULL, &s->w)) == 0)
+    if (rc == 0 && (step = "log", rc = wal_open(s->fs, tmp, &wo, NULL, NULL, &s->w)) == 0)
         rc = wal_reset(s->w, info.index, info.term);
     /* entry index+1: the new cluster's membership, in the log and applied */
     uint64_t index = info.index + 1, term = info.term + 1;
@@ -118,7 +142,7 @@ int server_restore(const server_config *cfg, const char *from) {
             sm_replies_free(&r, 1);
     }
     free(book);
-    if (rc == 0 && (step = "hard state", rc = hs_load(s->fs, cfg->data_dir, NULL, NULL, &s->h, &st)) == 0) {
+    if (rc == 0 && (step = "hard state", rc = hs_load(s->fs, tmp, NULL, NULL, &s->h, &st)) == 0) {
         st.term = term;
         st.vote = 0;
         st.commit = index;
@@ -140,14 +164,22 @@ int server_restore(const server_config *cfg, const char *from) {
         snprintf(s->cluster_id, sizeof s->cluster_id, "%016" PRIx64, h ^ 0x5245535452u);
         rc = server_cluster_id_load(s, true);
     }
+    char cluster[sizeof s->cluster_id];
+    snprintf(cluster, sizeof cluster, "%s", s->cluster_id);
+    admin_free(s);
+    if (rc == 0) {
+        step = "renaming into place";
+        rmdir(cfg->data_dir); /* empty or absent (checked above) */
+        rc = rename(tmp, cfg->data_dir) == 0 ? kv_fs_sync_parent(kv_fs_posix(), cfg->data_dir)
+                                             : KV_EIO;
+    }
     if (rc != 0) {
         fprintf(stderr, "kvd restore: %s: %s failed: %s\n", cfg->data_dir, step, kv_strerror(rc));
-        admin_free(s);
+        rmtree(tmp);
         return server_exit_code(rc);
     }
     printf("restored snapshot %" PRIu64 " (term %" PRIu64 ") into %s as %s of cluster %s\n",
-           info.index, info.term, cfg->data_dir, cfg->name, s->cluster_id);
-    admin_free(s);
+           info.index, info.term, cfg->data_dir, cfg->name, cluster);
     return KVD_EXIT_OK;
 }
 
@@ -172,12 +204,13 @@ int server_recover(const server_config *cfg) {
     wal_term_at(s->w, last, &last_term);
     uint64_t term = (st.term > last_term ? st.term : last_term) + 1;
     raft_membership self = {.voters_count = 1, .voters = {s->id}};
-    rc = append_conf(s, last + 1, term, &self);
-    if (rc == 0) {
-        st.term = term;
-        st.vote = 0;
-        rc = hs_save(s->h, &st);
-    }
+    /* the term first: an entry of a term above the hard state's would not
+     * restart (a crash between the two leaves only a higher term) */
+    st.term = term;
+    st.vote = 0;
+    rc = hs_save(s->h, &st);
+    if (rc == 0)
+        rc = append_conf(s, last + 1, term, &self);
     if (rc != 0) {
         fprintf(stderr, "kvd recover: %s: writing the new membership: %s\n", cfg->data_dir,
                 kv_strerror(rc));

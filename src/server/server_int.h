@@ -110,6 +110,8 @@ typedef struct server {
 
     server_member members[SERVER_BOOK_MAX]; /* the address book */
     size_t members_count;
+    server_member known[SERVER_BOOK_MAX]; /* learned outside the log (--join) */
+    size_t known_count;
     uint64_t peer_ids[SERVER_BOOK_MAX]; /* peers declared to net */
     size_t peers_count;
 
@@ -187,6 +189,8 @@ const server_member *server_member_by_id(const server *s, uint64_t id);
 const server_member *server_member_by_name(const server *s, const char *name);
 bool server_name_valid(const char *name);
 int server_members_parse(server *s, const char *spec); /* --cluster */
+/* Remembers m's name and address outside the book (never stored). */
+void server_members_know(server *s, const server_member *m);
 void server_members_from_pb(server *s, const Kv__Membership *m);
 /* The book as a kv.Membership (malloc'd into *buf). */
 int server_members_encode(const server *s, uint64_t index, uint8_t **buf, size_t *len);

@@ -15,11 +15,35 @@
 #include <stdlib.h>
 #include <string.h>
 
-const server_member *server_member_by_id(const server *s, uint64_t id) {
+static server_member *book_find(const server *s, uint64_t id) {
     for (size_t i = 0; i < s->members_count; i++)
         if (s->members[i].id == id)
-            return &s->members[i];
+            return (server_member *)&s->members[i];
     return NULL;
+}
+
+static const server_member *known_find(const server *s, uint64_t id) {
+    for (size_t i = 0; i < s->known_count; i++)
+        if (s->known[i].id == id)
+            return &s->known[i];
+    return NULL;
+}
+
+/* The book first; then what this node learned outside the log (--cluster,
+ * --join), which is never stored with the membership. */
+const server_member *server_member_by_id(const server *s, uint64_t id) {
+    const server_member *m = book_find(s, id);
+    return m != NULL ? m : known_find(s, id);
+}
+
+void server_members_know(server *s, const server_member *m) {
+    for (size_t i = 0; i < s->known_count; i++)
+        if (s->known[i].id == m->id) {
+            s->known[i] = *m;
+            return;
+        }
+    if (s->known_count < SERVER_BOOK_MAX)
+        s->known[s->known_count++] = *m;
 }
 
 const server_member *server_member_by_name(const server *s, const char *name) {
@@ -39,7 +63,7 @@ static server_member *book_put(server *s, const char *name, size_t nlen, const c
     memcpy(nm, name, nlen);
     nm[nlen] = 0;
     uint64_t id = server_node_id(nm);
-    server_member *m = (server_member *)server_member_by_id(s, id);
+    server_member *m = book_find(s, id);
     if (m == NULL) {
         if (s->members_count == SERVER_BOOK_MAX)
             return NULL;
@@ -142,15 +166,22 @@ void server_members_conf(server *s, const raft_membership *rm) {
         uint32_t cnt = pass == 0 ? rm->voters_count : rm->learners_count;
         const uint64_t *ids = pass == 0 ? rm->voters : rm->learners;
         for (uint32_t j = 0; j < cnt; j++) {
-            server_member *m = (server_member *)server_member_by_id(s, ids[j]);
+            server_member *m = book_find(s, ids[j]);
             if (m == NULL) {
                 if (s->members_count == SERVER_BOOK_MAX)
                     continue;
-                /* not announced (cannot happen through member add): unnamed */
+                /* a joining node replaying the log from its start knows the
+                 * founders from --join; otherwise unnamed (cannot happen
+                 * through member add) */
+                const server_member *k = known_find(s, ids[j]);
                 m = &s->members[s->members_count++];
                 memset(m, 0, sizeof(*m));
+                if (k != NULL)
+                    *m = *k;
                 m->id = ids[j];
-                KV_LOGW("CONFIG", "member %016llx has no name or address", (unsigned long long)ids[j]);
+                if (k == NULL)
+                    KV_LOGW("CONFIG", "member %016llx has no name or address",
+                            (unsigned long long)ids[j]);
             }
             m->learner = pass == 1;
             m->joining = false;
@@ -176,29 +207,55 @@ void server_members_to_raft(const Kv__Membership *m, raft_membership *out) {
     }
 }
 
+/* Whether id must stay reachable: a member of the latest membership in the
+ * log (applied or not), or the leader. */
+static bool peer_needed(const server *s, uint64_t id) {
+    if (s->r == NULL)
+        return false;
+    if (id == raft_leader(s->r))
+        return true;
+    raft_membership rm;
+    raft_membership_get(s->r, &rm);
+    for (uint32_t i = 0; i < rm.voters_count; i++)
+        if (rm.voters[i] == id)
+            return true;
+    for (uint32_t i = 0; i < rm.learners_count; i++)
+        if (rm.learners[i] == id)
+            return true;
+    return false;
+}
+
+static void peer_declare(server *s, const server_member *m) {
+    if (m->id == s->id || m->addr[0] == 0)
+        return;
+    bool known = false;
+    for (size_t j = 0; j < s->peers_count; j++)
+        known |= s->peer_ids[j] == m->id;
+    if (!known && s->peers_count < SERVER_BOOK_MAX)
+        s->peer_ids[s->peers_count++] = m->id;
+    net_peer_add(s->net, m->id, m->name, m->addr);
+}
+
 void server_peers_sync(server *s) {
     if (s->net == NULL)
         return;
-    /* forget peers that left the book */
+    /* forget peers nobody names any more (pitfalls: never the leader or a
+     * member of the log's latest membership, which a node replaying old
+     * entries has not applied yet) */
     for (size_t i = 0; i < s->peers_count;) {
-        if (server_member_by_id(s, s->peer_ids[i]) == NULL) {
+        uint64_t id = s->peer_ids[i];
+        if (server_member_by_id(s, id) == NULL && !peer_needed(s, id)) {
             net_peer_remove(s->net, s->peer_ids[i]);
             s->peer_ids[i] = s->peer_ids[--s->peers_count];
         } else {
             i++;
         }
     }
-    for (size_t i = 0; i < s->members_count; i++) {
-        const server_member *m = &s->members[i];
-        if (m->id == s->id || m->addr[0] == 0)
-            continue;
-        bool known = false;
-        for (size_t j = 0; j < s->peers_count; j++)
-            known |= s->peer_ids[j] == m->id;
-        if (!known && s->peers_count < SERVER_BOOK_MAX)
-            s->peer_ids[s->peers_count++] = m->id;
-        net_peer_add(s->net, m->id, m->name, m->addr);
-    }
+    for (size_t i = 0; i < s->known_count; i++)
+        if (book_find(s, s->known[i].id) == NULL)
+            peer_declare(s, &s->known[i]);
+    for (size_t i = 0; i < s->members_count; i++)
+        peer_declare(s, &s->members[i]);
 }
 
 Kv__Membership *server_members_stored(server *s) {

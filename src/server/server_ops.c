@@ -51,8 +51,13 @@ static void member_add(server *s, net_conn *c, const Kv__Request *q) {
     cmd.value.len = strlen(q->address);
     uint64_t index;
     int rc = server_propose_cmd(s, NULL, 0, &cmd);
-    if (rc == 0)
+    if (rc == 0) {
         rc = raft_propose_conf(s->r, RAFT_CONF_ADD_LEARNER, id, &index);
+        if (rc != 0) { /* take the announcement back: the answer says nothing was done */
+            cmd.value.len = 0;
+            server_propose_cmd(s, NULL, 0, &cmd);
+        }
+    }
     if (rc != 0) {
         server_reply_code(c, q->id, rc,
                           rc == KV_EBUSY ? "another membership change is in progress; retry"

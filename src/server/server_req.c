@@ -218,10 +218,12 @@ void server_fail_pending(server *s, int code, const char *detail) {
     }
     server_read *r;
     while ((r = ring_front(&s->reads)) != NULL) {
-        server_reply_code(r->conn, r->req->id, code == KV_ENOTLEADER ? KV_ENOTLEADER : code,
-                          "leadership lost before the read was confirmed; retry");
+        if (r->req != NULL) { /* NULL: already answered */
+            server_reply_code(r->conn, r->req->id, code,
+                              "leadership lost before the read was confirmed; retry");
+            kv__request__free_unpacked(r->req, NULL);
+        }
         net_conn_unref(r->conn);
-        kv__request__free_unpacked(r->req, NULL);
         ring_pop(&s->reads);
     }
 }
