@@ -119,8 +119,10 @@
  * chunks per follower are in flight, so heartbeats and appends to others are
  * never held up (pitfalls.md etcd#13913). The follower acknowledges the next
  * offset it expects; the leader resends from there after a lost chunk (no
- * ack within election_ticks ticks), after a reconnect or a new leader's
- * first send. A snapshot being sent pins no log entries (it replaces them),
+ * ack within election_ticks ticks) or a reconnect. A transfer continues
+ * only with the node that began it: from another sender (a new leader) it
+ * starts over at offset 0, because two nodes' snapshots of one (index, term)
+ * hold the same state in different bytes. A snapshot being sent pins no log entries (it replaces them),
  * but the APP must keep the snapshot's data readable while it is sent:
  * raft_snapshot_sending() gives the oldest snapshot index being sent. If the
  * callback fails (e.g. KV_ESTALE: the snapshot was deleted), raft drops that

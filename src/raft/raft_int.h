@@ -141,6 +141,7 @@ struct raft {
     bool rcv_active;
     raft_snapshot_meta rcv;
     uint64_t rcv_total;
+    uint64_t rcv_from; /* the sender of the transfer being received */
     uint64_t rcv_offset; /* stored by the app so far */
     raft_chunk_q rcv_q[RAFT_SNAPSHOT_CHUNKS_INFLIGHT];
     uint32_t rcv_q_count;

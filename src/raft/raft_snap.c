@@ -192,7 +192,11 @@ void raft_handle_snapshot(raft *r, const raft_msg *m) {
     if (r->install_pending) {
         return;
     }
-    if (!r->rcv_active || r->rcv.index != m->snap.index || r->rcv.term != m->snap.term) {
+    /* A transfer continues only from the node that started it: two nodes'
+     * snapshots of the same (index, term) hold the same state in different
+     * bytes (each makes its own files), so a new sender starts over. */
+    if (!r->rcv_active || r->rcv.index != m->snap.index || r->rcv.term != m->snap.term ||
+        r->rcv_from != m->from) {
         if (m->snap_offset != 0) {
             raft_msg *resp = raft_out_push(r, RAFT_MSG_SNAPSHOT_RESP, m->from);
             resp->snap.index = m->snap.index;
@@ -204,6 +208,7 @@ void raft_handle_snapshot(raft *r, const raft_msg *m) {
         r->rcv = m->snap;
         r->rcv_total = m->snap_total;
         r->rcv_offset = 0;
+        r->rcv_from = m->from;
     }
     uint64_t expected = r->rcv_offset;
     for (uint32_t i = 0; i < r->rcv_q_count; i++) {
