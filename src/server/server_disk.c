@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 
 #define DISK_CHECK_MS 1000u
+#define DISK_COMPACT_EVERY_MS 5000u
 
 static __thread uint64_t walk_total;
 
@@ -56,7 +57,12 @@ static void on_disk_timer(uv_timer_t *t) {
                 s->disk_used, s->cfg.quota_bytes);
     }
     uint64_t applied = sm_applied_index(s->sm);
-    if (s->nospace && applied != s->compacted_at) {
+    uint64_t now = uv_now(&s->loop);
+    /* a full compaction blocks the loop for as long as it takes: at most
+     * one every DISK_COMPACT_EVERY_MS, and only when something changed */
+    if (s->nospace && applied != s->compacted_at &&
+        (s->compacted_ms == 0 || now - s->compacted_ms >= DISK_COMPACT_EVERY_MS)) {
+        s->compacted_ms = now;
         /* give space back: deleted keys out of RocksDB, old log segments out
          * behind a new snapshot */
         s->compacted_at = applied;

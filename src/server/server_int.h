@@ -154,6 +154,7 @@ typedef struct server {
     uint64_t disk_used;
     bool nospace; /* alarm: writes are refused with NOSPACE */
     uint64_t compacted_at; /* applied index of the last compaction in alarm */
+    uint64_t compacted_ms; /* loop time of that compaction */
     uint64_t nospace_alarms;
     uint64_t nospace_replies;
 
