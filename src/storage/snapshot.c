@@ -69,9 +69,52 @@ static void snap__manifest_files_free(Kv__SnapshotManifest *m) {
     m->n_files = 0;
 }
 
-/* Lists dir's files into m (sorted), each hashed by chunks and synced. The
- * info LOG files RocksDB leaves when a checkpoint is opened are removed. */
-static int snap__manifest_files(kv_fs *fs, const char *dir, Kv__SnapshotManifest *m) {
+/* RocksDB table files never change once written: a .sst of the same name
+ * and size in the previous snapshot's manifest (prev, may be NULL) has the
+ * same bytes, so its hashes are taken from there instead of reading the
+ * whole store again on every snapshot (and it was synced then). */
+static bool snap__reuse_hashes(kv_fs *fs, const char *path, const char *name,
+                               const Kv__SnapshotManifest *prev, Kv__SnapshotManifest__File *f) {
+    size_t nlen = strlen(name);
+    if (prev == NULL || nlen < 4 || strcmp(name + nlen - 4, ".sst") != 0)
+        return false;
+    size_t lo = 0, hi = prev->n_files; /* files are sorted by name */
+    const Kv__SnapshotManifest__File *p = NULL;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(prev->files[mid]->name, name);
+        if (c == 0) {
+            p = prev->files[mid];
+            break;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    kv_file *file;
+    uint64_t size = 0;
+    if (p == NULL || p->n_chunk_xxh3 == 0 || fs->ops->open(fs, path, KV_FS_READ, &file) != 0)
+        return false;
+    int rv = fs->ops->size(file, &size);
+    fs->ops->close(file);
+    if (rv != 0 || size != p->size)
+        return false;
+    f->chunk_xxh3 = malloc(p->n_chunk_xxh3 * sizeof(uint64_t));
+    if (f->chunk_xxh3 == NULL)
+        return false;
+    memcpy(f->chunk_xxh3, p->chunk_xxh3, p->n_chunk_xxh3 * sizeof(uint64_t));
+    f->n_chunk_xxh3 = p->n_chunk_xxh3;
+    f->size = p->size;
+    f->xxh3 = p->xxh3;
+    return true;
+}
+
+/* Lists dir's files into m (sorted), each hashed by chunks and synced (or
+ * its hashes reused from prev, see above). The info LOG files RocksDB
+ * leaves when a checkpoint is opened are removed. */
+static int snap__manifest_files(kv_fs *fs, const char *dir, Kv__SnapshotManifest *m,
+                                const Kv__SnapshotManifest *prev) {
     char **names = NULL;
     size_t count = 0;
     int rv = fs->ops->list(fs, dir, &names, &count);
@@ -96,9 +139,11 @@ static int snap__manifest_files(kv_fs *fs, const char *dir, Kv__SnapshotManifest
         kv__snapshot_manifest__file__init(f);
         m->files[m->n_files++] = f;
         f->name = strdup(names[i]);
-        rv = f->name == NULL ? KV_ENOMEM
-                             : snap__hash_file(fs, path, m->chunk_bytes, true, &f->size, &f->xxh3,
-                                               &f->chunk_xxh3, &f->n_chunk_xxh3);
+        if (f->name == NULL)
+            rv = KV_ENOMEM;
+        else if (!snap__reuse_hashes(fs, path, names[i], prev, f))
+            rv = snap__hash_file(fs, path, m->chunk_bytes, true, &f->size, &f->xxh3,
+                                 &f->chunk_xxh3, &f->n_chunk_xxh3);
     }
     kv_fs_free_list(names, count);
     assert(rv != 0 || m->n_files <= count);
@@ -119,7 +164,20 @@ static int snap__write_manifest(kv_fs *fs, const char *dir, uint64_t index, uint
         if (m.membership == NULL)
             return KV_ECORRUPT; /* sm_apply stores only what decodes */
     }
-    int rv = snap__manifest_files(fs, dir, &m);
+    /* the newest snapshot beside this one, for snap__reuse_hashes */
+    char parent[SNAP_PATH_BYTES_MAX];
+    kv_fs_dirname(dir, parent, sizeof parent);
+    snap_meta *list = NULL;
+    size_t n = 0;
+    snap_manifest prev = {0};
+    const char *why;
+    bool have_prev = snap_list(fs, parent, &list, &n) == 0 && n > 0 &&
+                     snap__manifest_read(fs, list[n - 1].path, &prev, &why) == 0 &&
+                     prev.m->chunk_bytes == m.chunk_bytes;
+    free(list);
+    int rv = snap__manifest_files(fs, dir, &m, have_prev ? prev.m : NULL);
+    if (prev.m != NULL)
+        snap__manifest_free(&prev);
     uint8_t *buf = NULL;
     size_t len = 0;
     if (rv == 0)

@@ -141,6 +141,42 @@ START_TEST(test_corrupt_file_and_manifest) {
 }
 END_TEST
 
+/* A second snapshot takes the hashes of the table files it shares with the
+ * first from the first's manifest (they never change); they still describe
+ * the files' bytes, so a flipped shared file fails both. */
+START_TEST(test_shared_tables_reuse_hashes) {
+    fill(200, 100, NULL);
+    snap_meta a, b;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &a), 0);
+    fill(50, 100, NULL);
+    ck_assert_int_eq(snap_create(S, FS, snaps, &b), 0);
+    ck_assert_int_eq(snap_verify(FS, a.path, NULL, NULL), 0);
+    ck_assert_int_eq(snap_verify(FS, b.path, NULL, NULL), 0);
+    snap_manifest ma, mb;
+    const char *why;
+    ck_assert_int_eq(snap__manifest_read(FS, a.path, &ma, &why), 0);
+    ck_assert_int_eq(snap__manifest_read(FS, b.path, &mb, &why), 0);
+    int shared = 0;
+    for (size_t i = 0; i < ma.m->n_files; i++)
+        for (size_t j = 0; j < mb.m->n_files; j++)
+            if (strstr(ma.m->files[i]->name, ".sst") &&
+                strcmp(ma.m->files[i]->name, mb.m->files[j]->name) == 0) {
+                ck_assert_uint_eq(ma.m->files[i]->xxh3, mb.m->files[j]->xxh3);
+                shared++;
+            }
+    ck_assert_int_ge(shared, 1);
+    snap__manifest_free(&ma);
+    snap__manifest_free(&mb);
+    sm_close(S);
+    S = NULL;
+    char sst[4096];
+    ck_assert(tu_find(a.path, ".sst", sst)); /* hard links: b's copy flips too */
+    tu_flip(sst, 10);
+    ck_assert_int_eq(snap_verify(FS, a.path, NULL, NULL), KV_ECORRUPT);
+    ck_assert_int_eq(snap_verify(FS, b.path, NULL, NULL), KV_ECORRUPT);
+}
+END_TEST
+
 START_TEST(test_missing_file) {
     fill(20, 10, NULL);
     snap_meta m;
@@ -485,6 +521,7 @@ static Suite *snap_suite(void) {
     tcase_set_timeout(t, 120);
     tcase_add_test(t, test_create_verify_latest);
     tcase_add_test(t, test_corrupt_file_and_manifest);
+    tcase_add_test(t, test_shared_tables_reuse_hashes);
     tcase_add_test(t, test_missing_file);
     tcase_add_test(t, test_restore);
     tcase_add_test(t, test_chunked_install);
