@@ -199,6 +199,8 @@ int server_members_encode(const server *s, uint64_t index, uint8_t **buf, size_t
 void server_members_joining(server *s, const char *name, const char *addr);
 /* A CONF entry: the members become rm's (names from the book). */
 void server_members_conf(server *s, const raft_membership *rm);
+/* id is a voter or learner of the latest membership in the log. */
+bool server_is_member(const server *s, uint64_t id);
 /* Voters and learners of m (not joining ones). */
 void server_members_to_raft(const Kv__Membership *m, raft_membership *out);
 /* The membership stored in the state machine (unpacked; free with

@@ -207,13 +207,7 @@ void server_members_to_raft(const Kv__Membership *m, raft_membership *out) {
     }
 }
 
-/* Whether id must stay reachable: a member of the latest membership in the
- * log (applied or not), or the leader. */
-static bool peer_needed(const server *s, uint64_t id) {
-    if (s->r == NULL)
-        return false;
-    if (id == raft_leader(s->r))
-        return true;
+bool server_is_member(const server *s, uint64_t id) {
     raft_membership rm;
     raft_membership_get(s->r, &rm);
     for (uint32_t i = 0; i < rm.voters_count; i++)
@@ -223,6 +217,12 @@ static bool peer_needed(const server *s, uint64_t id) {
         if (rm.learners[i] == id)
             return true;
     return false;
+}
+
+/* Whether id must stay reachable: a member of the latest membership in the
+ * log (applied or not), or the leader. */
+static bool peer_needed(const server *s, uint64_t id) {
+    return s->r != NULL && (id == raft_leader(s->r) || server_is_member(s, id));
 }
 
 static void peer_declare(server *s, const server_member *m) {

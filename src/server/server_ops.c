@@ -15,18 +15,6 @@ static void done(Kv__Request *q) {
     kv__request__free_unpacked(q, NULL);
 }
 
-static bool is_member(const server *s, uint64_t id) {
-    raft_membership rm;
-    raft_membership_get(s->r, &rm);
-    for (uint32_t i = 0; i < rm.voters_count; i++)
-        if (rm.voters[i] == id)
-            return true;
-    for (uint32_t i = 0; i < rm.learners_count; i++)
-        if (rm.learners[i] == id)
-            return true;
-    return false;
-}
-
 static void member_add(server *s, net_conn *c, const Kv__Request *q) {
     struct sockaddr_storage sa;
     if (!server_name_valid(q->name) || http_parse_addr(q->address, &sa) != 0 ||
@@ -37,7 +25,7 @@ static void member_add(server *s, net_conn *c, const Kv__Request *q) {
         return;
     }
     uint64_t id = server_node_id(q->name);
-    if (is_member(s, id)) {
+    if (server_is_member(s, id)) {
         server_reply_code(c, q->id, KV_EEXIST, "already a member");
         return;
     }
@@ -71,7 +59,7 @@ static void member_add(server *s, net_conn *c, const Kv__Request *q) {
 
 static void member_remove(server *s, net_conn *c, const Kv__Request *q) {
     uint64_t id = server_node_id(q->name);
-    if (!is_member(s, id)) {
+    if (!server_is_member(s, id)) {
         const server_member *m = server_member_by_name(s, q->name);
         if (m != NULL && m->joining) { /* announced, never added: forget it */
             Kv__Command cmd = KV__COMMAND__INIT;
@@ -99,7 +87,7 @@ static void member_remove(server *s, net_conn *c, const Kv__Request *q) {
 
 static void transfer(server *s, net_conn *c, const Kv__Request *q) {
     uint64_t id = server_node_id(q->name);
-    int rc = is_member(s, id) ? raft_transfer_leader(s->r, id) : KV_ENOTFOUND;
+    int rc = server_is_member(s, id) ? raft_transfer_leader(s->r, id) : KV_ENOTFOUND;
     if (rc == KV_ENOTLEADER) {
         server_reply_not_leader(s, c, q->id);
         return;
