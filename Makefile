@@ -7,7 +7,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps build asan test test-release test-asan demo soak format clean
+.PHONY: all deps build asan test test-release test-asan test-asan-cluster demo soak format clean
 
 all: build
 
@@ -33,6 +33,14 @@ test-asan:
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest -L unit --output-on-failure -j$(JOBS)
+
+# The real-process tests against the sanitizer build too (kvd, kvcli and the
+# library under ASan+UBSan, leaks checked at every clean exit). Slower; not
+# part of make test.
+test-asan-cluster: asan
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest -L cluster --output-on-failure -j$(JOBS)
 
 demo: build
 	@KV_BUILD=$(BUILD) scripts/demo

@@ -164,7 +164,8 @@ static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
         kvcli_json_str(ctx->out, v, vlen);
         fputs("}\n", ctx->out);
     } else {
-        fwrite(v, 1, vlen, ctx->out);
+        if (vlen > 0) /* an empty value comes back as NULL */
+            fwrite(v, 1, vlen, ctx->out);
         fputc('\n', ctx->out);
     }
     kv_free(v);
