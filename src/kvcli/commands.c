@@ -111,6 +111,18 @@ static int args__value(kvcli_ctx *ctx, const char *cmd, char *word, char **val, 
     return 0;
 }
 
+/* The start of a command that takes want words and talks to the cluster:
+ * flags, the number of words, then the client. */
+static int args__begin(kvcli_ctx *ctx, int argc, char **argv, unsigned flags, int want,
+                       cmd_args *a, kv_client **c) {
+    int rc = args__parse(ctx, argc, argv, flags, a);
+    if (rc == 0)
+        rc = args__want(ctx, argv[0], a, want);
+    if (rc == 0)
+        rc = kvcli_client(ctx, argv[0], c);
+    return rc;
+}
+
 static int print_ok(kvcli_ctx *ctx) {
     fputs(ctx->json ? "{\"ok\":true}\n" : "OK\n", ctx->out);
     return KVCLI_EXIT_OK;
@@ -141,11 +153,7 @@ static int cmd_put(kvcli_ctx *ctx, int argc, char **argv) {
 static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
     cmd_args a;
     kv_client *c;
-    int rc = args__parse(ctx, argc, argv, FLAG_STALE, &a);
-    if (rc == 0)
-        rc = args__want(ctx, argv[0], &a, 1);
-    if (rc == 0)
-        rc = kvcli_client(ctx, argv[0], &c);
+    int rc = args__begin(ctx, argc, argv, FLAG_STALE, 1, &a, &c);
     if (rc != 0)
         return rc;
     const char *key = a.pos[0];
@@ -175,11 +183,7 @@ static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
 static int cmd_del(kvcli_ctx *ctx, int argc, char **argv) {
     cmd_args a;
     kv_client *c;
-    int rc = args__parse(ctx, argc, argv, 0, &a);
-    if (rc == 0)
-        rc = args__want(ctx, argv[0], &a, 1);
-    if (rc == 0)
-        rc = kvcli_client(ctx, argv[0], &c);
+    int rc = args__begin(ctx, argc, argv, 0, 1, &a, &c);
     if (rc != 0)
         return rc;
     rc = kv_del(c, a.pos[0], strlen(a.pos[0]));
@@ -307,11 +311,7 @@ static int scan__pages(kvcli_ctx *ctx, kv_client *c, const char *prefix, const c
 static int cmd_scan(kvcli_ctx *ctx, int argc, char **argv) {
     cmd_args a;
     kv_client *c;
-    int rc = args__parse(ctx, argc, argv, FLAG_LIMIT, &a);
-    if (rc == 0)
-        rc = args__want(ctx, argv[0], &a, 1);
-    if (rc == 0)
-        rc = kvcli_client(ctx, argv[0], &c);
+    int rc = args__begin(ctx, argc, argv, FLAG_LIMIT, 1, &a, &c);
     if (rc != 0)
         return rc;
     rc = scan__pages(ctx, c, a.pos[0], &a);
