@@ -313,3 +313,33 @@ open(path, "wb").write(r.getrandbits(8 * n).to_bytes(n, "little") if n else b"")
 kv_pass() {
   kv_log "PASS"
 }
+
+# A writer in the background, as an application would write: one kvcli put
+# KPn VPn per write (n = 1, 2, ...) until $KV_DIR/stop exists or after MAX
+# writes. Each n goes to $KV_DIR/acked (exit 0), unknown (exit 3: outcome
+# unknown) or other (anything else, with its exit code). Sets KV_WRITER_PID.
+#   kv_writer_start KP VP MAX
+kv_writer_start() {
+  local kp=$1 vp=$2 max=$3
+  : >"$KV_DIR/acked"
+  : >"$KV_DIR/unknown"
+  (
+    trap - ERR EXIT INT TERM
+    set +e
+    n=0
+    while [ ! -e "$KV_DIR/stop" ] && [ $n -lt "$max" ]; do
+      n=$((n + 1))
+      kv_cli --timeout 5 put "$kp$n" "$vp$n" >/dev/null 2>>"$KV_DIR/writer.err"
+      rc=$?
+      case $rc in
+      0) echo "$n" >>"$KV_DIR/acked" ;;
+      3) echo "$n" >>"$KV_DIR/unknown" ;;
+      *) echo "$n exit $rc" >>"$KV_DIR/other" ;;
+      esac
+    done
+  ) &
+  KV_WRITER_PID=$!
+  KV_BG+=("$KV_WRITER_PID")
+}
+kv_acked() { wc -l <"$KV_DIR/acked"; }
+kv_acked_at_least() { [ "$(kv_acked)" -ge "$1" ]; }

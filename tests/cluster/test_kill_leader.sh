@@ -14,43 +14,21 @@ kv_wait_leader
 old_leader=$KV_LEADER
 old_i=$KV_LEADER_I
 
-# The writer: one kvcli per write, as an application would retry.
-# acked: exit 0; unknown: exit 3; other: anything else (a bug here).
-writer() {
-  trap - ERR EXIT INT TERM
-  set +e
-  local n=0 rc
-  while [ ! -e "$KV_DIR/stop" ] && [ $n -lt $WRITES_MAX ]; do
-    n=$((n + 1))
-    kv_cli --timeout 5 put "k$n" "v$n" >/dev/null 2>>"$KV_DIR/writer.err"
-    rc=$?
-    case $rc in
-    0) echo "$n" >>"$KV_DIR/acked" ;;
-    3) echo "$n" >>"$KV_DIR/unknown" ;;
-    *) echo "$n exit $rc" >>"$KV_DIR/other" ;;
-    esac
-  done
-}
-: >"$KV_DIR/acked"
-: >"$KV_DIR/unknown"
-writer &
-writer_pid=$!
-KV_BG+=("$writer_pid")
-
-acked() { wc -l <"$KV_DIR/acked"; }
-acked_at_least() { [ "$(acked)" -ge "$1" ]; }
+# The writer: one kvcli per write (lib.sh kv_writer_start).
+kv_writer_start k v "$WRITES_MAX"
+writer_pid=$KV_WRITER_PID
 
 # Kill the leader after a seeded number of acknowledged writes.
 before=$((20 + RANDOM % 30))
-kv_until 30 "the writer getting $before writes acknowledged" acked_at_least "$before"
+kv_until 30 "the writer getting $before writes acknowledged" kv_acked_at_least "$before"
 kv_kill "$old_i"
-killed_at=$(acked)
+killed_at=$(kv_acked)
 kv_wait_leader "$old_leader"
 kv_until 30 "20 more writes acknowledged after the new leader $KV_LEADER was elected" \
-  acked_at_least $((killed_at + 20))
+  kv_acked_at_least $((killed_at + 20))
 touch "$KV_DIR/stop"
 wait "$writer_pid" || kv_fail "the writer loop failed"
-kv_log "writes: $(acked) acknowledged, $(wc -l <"$KV_DIR/unknown") unknown outcome"
+kv_log "writes: $(kv_acked) acknowledged, $(wc -l <"$KV_DIR/unknown") unknown outcome"
 if [ -s "$KV_DIR/other" ]; then
   tail -n 20 "$KV_DIR/writer.err" >&2 || true
   kv_fail "writes failed with an exit code other than 0 or 3: $(head -n 5 "$KV_DIR/other" | tr '\n' ' ')"

@@ -27,32 +27,10 @@ ops_member_role() {
 kv_start_all
 kv_wait_leader
 
-# The writer: one kvcli per write (acked: exit 0; unknown: exit 3; other:
-# anything else, a failure). It talks to n1..n3; once one of them is removed
-# kvcli finds the leader among the others.
-writer() {
-  trap - ERR EXIT INT TERM
-  set +e
-  local n=0 rc
-  while [ ! -e "$KV_DIR/stop" ] && [ $n -lt $WRITES_MAX ]; do
-    n=$((n + 1))
-    kv_cli --timeout 5 put "mk$n" "mv$n" >/dev/null 2>>"$KV_DIR/writer.err"
-    rc=$?
-    case $rc in
-    0) echo "$n" >>"$KV_DIR/acked" ;;
-    3) echo "$n" >>"$KV_DIR/unknown" ;;
-    *) echo "$n exit $rc" >>"$KV_DIR/other" ;;
-    esac
-  done
-}
-: >"$KV_DIR/acked"
-: >"$KV_DIR/unknown"
-writer &
-writer_pid=$!
-KV_BG+=("$writer_pid")
-acked() { wc -l <"$KV_DIR/acked"; }
-acked_at_least() { [ "$(acked)" -ge "$1" ]; }
-kv_until 20 "the writer getting 20 writes acknowledged" acked_at_least 20
+# The writer: one kvcli per write (lib.sh kv_writer_start).
+kv_writer_start mk mv "$WRITES_MAX"
+writer_pid=$KV_WRITER_PID
+kv_until 20 "the writer getting 20 writes acknowledged" kv_acked_at_least 20
 
 # Add n4: it joins through a (seeded) member, not necessarily the leader.
 kv_expect 0 kv_cli member add n4 "127.0.0.1:$P4"
@@ -63,12 +41,12 @@ echo "=== test: start $KV_STARTS of n4 at $(date +%T.%N) (--join n$via)" >>"$KV_
   --join "$(kv_addr "$via")" >>"$KV_DIR/n4.log" 2>&1 &
 KV_PIDS[4]=$!
 kv__save_pids
-kv_log "member add n4; n4 started with --join $(kv_addr "$via") (writes acked so far: $(acked))"
+kv_log "member add n4; n4 started with --join $(kv_addr "$via") (writes acked so far: $(kv_acked))"
 n4_voter() { [ "$(ops_member_role n4)" = voter ]; }
 kv_until 30 "n4 promoted to voter (kvcli member list)" n4_voter
-kv_log "n4 is a voter (writes acked so far: $(acked))"
-added_at=$(acked)
-kv_until 30 "100 writes acknowledged after n4 became a voter" acked_at_least $((added_at + 100))
+kv_log "n4 is a voter (writes acked so far: $(kv_acked))"
+added_at=$(kv_acked)
+kv_until 30 "100 writes acknowledged after n4 became a voter" kv_acked_at_least $((added_at + 100))
 
 # Remove one of the original followers, then stop it.
 kv_wait_leader
@@ -77,15 +55,15 @@ kv_expect 0 kv_cli member remove "n$r"
 [ -z "$(ops_member_role "n$r")" ] ||
   kv_fail "n$r is still listed after member remove: $(kv_cli member list 2>&1)"
 kv_stop "$r"
-removed_at=$(acked)
+removed_at=$(kv_acked)
 kv_log "removed and stopped n$r (writes acked so far: $removed_at)"
-kv_until 30 "100 writes acknowledged after n$r was removed" acked_at_least $((removed_at + 100))
+kv_until 30 "100 writes acknowledged after n$r was removed" kv_acked_at_least $((removed_at + 100))
 touch "$KV_DIR/stop"
 wait "$writer_pid" || kv_fail "the writer loop failed"
 
 kv_expect 0 kv_cli member list
 kv_log "members now: $(tr '\n' ';' <"$KV_OUT")"
-kv_log "writes: $(acked) acknowledged, $(wc -l <"$KV_DIR/unknown") unknown outcome"
+kv_log "writes: $(kv_acked) acknowledged, $(wc -l <"$KV_DIR/unknown") unknown outcome"
 if [ -s "$KV_DIR/other" ]; then
   tail -n 20 "$KV_DIR/writer.err" >&2 || true
   kv_fail "writes failed with an exit code other than 0 or 3: $(head -n 5 "$KV_DIR/other" | tr '\n' ' ')"
