@@ -562,8 +562,7 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
 
     /* membership and addresses: the data dir's, else --cluster */
     bool fresh = last == 0 && !has_snap;
-    Kv__Membership *mpb = NULL;
-    mpb = server_members_stored(s);
+    Kv__Membership *mpb = server_members_stored(s);
     if (mpb != NULL) {
         server_members_from_pb(s, mpb);
     } else if (cfg->join != NULL) {
