@@ -113,8 +113,8 @@ static int args__value(kvcli_ctx *ctx, const char *cmd, char *word, char **val, 
 
 /* The start of a command that takes want words and talks to the cluster:
  * flags, the number of words, then the client. */
-static int args__begin(kvcli_ctx *ctx, int argc, char **argv, unsigned flags, int want,
-                       cmd_args *a, kv_client **c) {
+static int args__begin(kvcli_ctx *ctx, int argc, char **argv, unsigned flags, int want, cmd_args *a,
+                       kv_client **c) {
     int rc = args__parse(ctx, argc, argv, flags, a);
     if (rc == 0)
         rc = args__want(ctx, argv[0], a, want);

@@ -9,7 +9,6 @@
 #include "storage/snapfile.h"
 
 #include <dirent.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -40,19 +39,6 @@ static void admin_free(server *s) {
     free(s);
 }
 
-static int rmtree_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-/* Removes dir and everything in it; nothing when absent. */
-static void rmtree(const char *dir) {
-    nftw(dir, rmtree_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static bool dir_empty_or_absent(const char *path) {
     DIR *d = opendir(path);
     if (d == NULL)
@@ -70,8 +56,8 @@ static bool dir_empty_or_absent(const char *path) {
 static int append_conf(server *s, uint64_t index, uint64_t term, const raft_membership *voters) {
     uint8_t buf[RAFT_CONF_BYTES_MAX];
     size_t len = raft_conf_encode(RAFT_CONF_BOOTSTRAP, 0, voters, buf);
-    wal_entry e = {.index = index, .term = term, .type = RAFT_ENTRY_CONF, .len = (uint32_t)len,
-                   .data = buf};
+    wal_entry e = {
+        .index = index, .term = term, .type = RAFT_ENTRY_CONF, .len = (uint32_t)len, .data = buf};
     return wal_append_wait(s->w, &e, 1);
 }
 
@@ -93,7 +79,7 @@ int server_restore(const server_config *cfg, const char *from) {
     char tmp[SERVER_PATH_BYTES];
     if (snprintf(tmp, sizeof tmp, "%s.restore-tmp", cfg->data_dir) >= (int)sizeof tmp)
         return KVD_EXIT_USAGE;
-    rmtree(tmp); /* left by an interrupted restore */
+    kv_fs_rmtree(kv_fs_posix(), tmp); /* left by an interrupted restore */
     server_config tcfg = *cfg;
     tcfg.data_dir = tmp;
     server *s = admin_new(&tcfg);
@@ -102,7 +88,7 @@ int server_restore(const server_config *cfg, const char *from) {
     if (server_members_parse(s, cfg->cluster) != 0 || server_member_by_id(s, s->id) == NULL) {
         fprintf(stderr, "kvd restore: --cluster must list the new members, --name among them\n");
         admin_free(s);
-        rmtree(tmp);
+        kv_fs_rmtree(kv_fs_posix(), tmp);
         return KVD_EXIT_USAGE;
     }
     const char *step = "data dir";
@@ -134,8 +120,11 @@ int server_restore(const server_config *cfg, const char *from) {
     uint8_t *book = NULL;
     size_t blen = 0;
     if (rc == 0 && (rc = server_members_encode(s, index, &book, &blen)) == 0) {
-        sm_entry e = {.index = index, .term = term, .type = SM_ENTRY_MEMBERSHIP,
-                      .payload = book, .len = blen};
+        sm_entry e = {.index = index,
+                      .term = term,
+                      .type = SM_ENTRY_MEMBERSHIP,
+                      .payload = book,
+                      .len = blen};
         sm_reply r;
         rc = sm_apply(s->sm, &e, 1, &r);
         if (rc == 0)
@@ -151,7 +140,8 @@ int server_restore(const server_config *cfg, const char *from) {
     /* a snapshot with the new membership, so a node that joins later gets
      * the new names, and the imported one is dropped */
     snap_meta fresh;
-    if (rc == 0 && (step = "new snapshot", rc = snap_create(s->sm, s->rfs, s->snap_dir, &fresh)) == 0)
+    if (rc == 0 &&
+        (step = "new snapshot", rc = snap_create(s->sm, s->rfs, s->snap_dir, &fresh)) == 0)
         rc = snap_gc(s->rfs, s->snap_dir, 1);
     if (rc == 0) {
         /* a new cluster id, the same on every node restored from this file
@@ -175,7 +165,7 @@ int server_restore(const server_config *cfg, const char *from) {
     }
     if (rc != 0) {
         fprintf(stderr, "kvd restore: %s: %s failed: %s\n", cfg->data_dir, step, kv_strerror(rc));
-        rmtree(tmp);
+        kv_fs_rmtree(kv_fs_posix(), tmp);
         return server_exit_code(rc);
     }
     printf("restored snapshot %" PRIu64 " (term %" PRIu64 ") into %s as %s of cluster %s\n",

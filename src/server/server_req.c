@@ -74,9 +74,9 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
     if (rc != 0) {
         if (rc == KV_ETOOBIG)
             s->toobig_replies++;
-        server_reply_code(c, id,
-                          rc, rc == KV_ETOOBIG ? "key over 4096 bytes or value over 1048576 bytes"
-                                               : "a write needs a key");
+        server_reply_code(c, id, rc,
+                          rc == KV_ETOOBIG ? "key over 4096 bytes or value over 1048576 bytes"
+                                           : "a write needs a key");
         return;
     }
     if (!s->is_leader) {

@@ -326,3 +326,23 @@ int kv_fs_read_all(kv_fs *fs, const char *path, size_t max, void **buf, size_t *
     *len = got;
     return 0;
 }
+
+int kv_fs_rmtree(kv_fs *fs, const char *dir) {
+    char **names = NULL;
+    size_t count = 0;
+    int rv = fs->ops->list(fs, dir, &names, &count);
+    if (rv == KV_EMISSING)
+        return 0;
+    if (rv != 0)
+        return rv;
+    char path[KV_FS_PATH_BYTES_MAX];
+    for (size_t i = 0; i < count && rv == 0; i++) {
+        rv = kv_fs_join(path, KV_FS_PATH_BYTES_MAX, dir, names[i]);
+        if (rv == 0 && fs->ops->unlink(fs, path) != 0)
+            rv = kv_fs_rmtree(fs, path); /* a directory (RocksDB's archive/) */
+    }
+    kv_fs_free_list(names, count);
+    if (rv == 0)
+        rv = fs->ops->rmdir(fs, dir);
+    return rv;
+}

@@ -71,6 +71,12 @@ void kv_fs_free_list(char **names, size_t count);
 
 /* Helpers built on the ops (fs.c), used by every module that writes files. */
 
+/* Longest path the helpers below build. */
+#define KV_FS_PATH_BYTES_MAX 4096u
+
+/* Removes dir and everything under it (0 also when it is missing). */
+int kv_fs_rmtree(kv_fs *fs, const char *dir);
+
 /* Writes "dir/name" into buf[cap]. KV_EINVAL when it does not fit. */
 int kv_fs_join(char *buf, size_t cap, const char *dir, const char *name);
 

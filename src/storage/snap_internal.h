@@ -49,7 +49,5 @@ bool snap__parse_name(const char *name, uint64_t *index, uint64_t *term);
  * *names is the caller's: kv_fs_free_list(). */
 int snap__list_dir(kv_fs *fs, const char *dir, char ***names, size_t *count);
 
-/* Removes dir and everything under it (0 also when it is missing). */
-int snap__rmtree(kv_fs *fs, const char *dir);
 
 #endif

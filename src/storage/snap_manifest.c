@@ -36,26 +36,6 @@ int snap__list_dir(kv_fs *fs, const char *dir, char ***names, size_t *count) {
     return rv == KV_EMISSING ? 0 : rv;
 }
 
-int snap__rmtree(kv_fs *fs, const char *dir) {
-    char **names = NULL;
-    size_t count = 0;
-    int rv = fs->ops->list(fs, dir, &names, &count);
-    if (rv == KV_EMISSING)
-        return 0;
-    if (rv != 0)
-        return rv;
-    char path[SNAP_PATH_BYTES_MAX];
-    for (size_t i = 0; i < count && rv == 0; i++) {
-        rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, dir, names[i]);
-        if (rv == 0 && fs->ops->unlink(fs, path) != 0)
-            rv = snap__rmtree(fs, path); /* a directory (RocksDB's archive/) */
-    }
-    kv_fs_free_list(names, count);
-    if (rv == 0)
-        rv = fs->ops->rmdir(fs, dir);
-    return rv;
-}
-
 static const char *snap__check_files(const Kv__SnapshotManifest *m) {
     if (m->chunk_bytes < 1 || m->chunk_bytes > KV_SNAPSHOT_CHUNK_BYTES)
         return "chunk size out of range";

@@ -48,7 +48,7 @@ static int snap__copy(kv_fs *fs, const char *from, const char *to) {
  * RocksDB may rewrite, so they are copied. */
 static int snap__stage(kv_fs *fs, const char *snap_path, const snap_manifest *sm,
                        const char *stage) {
-    int rv = snap__rmtree(fs, stage);
+    int rv = kv_fs_rmtree(fs, stage);
     if (rv == 0)
         rv = fs->ops->mkdir(fs, stage);
     char from[SNAP_PATH_BYTES_MAX], to[SNAP_PATH_BYTES_MAX];
@@ -86,7 +86,7 @@ static int snap__swap(kv_fs *fs, const char *stage, const char *db_dir) {
         char old[SNAP_PATH_BYTES_MAX];
         if (snprintf(old, sizeof old, "%s.old", stage) >= (int)sizeof old)
             return KV_EINVAL;
-        rv = snap__rmtree(fs, old);
+        rv = kv_fs_rmtree(fs, old);
         if (rv == 0)
             rv = fs->ops->rename(fs, db_dir, old);
         if (rv == 0)
@@ -120,7 +120,7 @@ int snap_restore(sm **s, const char *db_dir, const char *snap_path) {
     uint64_t index = sm.m->index;
     snap__manifest_free(&sm);
     if (rv != 0) {
-        (void)snap__rmtree(fs, stage);
+        (void)kv_fs_rmtree(fs, stage);
         return rv; /* *s untouched */
     }
     sm_options opt = (*s)->opt;
@@ -128,7 +128,7 @@ int snap_restore(sm **s, const char *db_dir, const char *snap_path) {
     *s = NULL;
     rv = snap__swap(fs, stage, db_dir);
     if (rv == 0)
-        rv = snap__rmtree(fs, stage); /* the old db */
+        rv = kv_fs_rmtree(fs, stage); /* the old db */
     if (rv == 0)
         rv = sm_open(db_dir, &opt, s);
     if (rv != 0) {

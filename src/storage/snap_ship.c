@@ -114,7 +114,7 @@ struct snap_recv {
 
 /* Creates every file of the manifest, empty, in r->tmp. */
 static int snap__recv_files(snap_recv *r) {
-    int rv = snap__rmtree(r->fs, r->tmp);
+    int rv = kv_fs_rmtree(r->fs, r->tmp);
     if (rv == 0)
         rv = r->fs->ops->mkdir(r->fs, r->tmp);
     char path[SNAP_PATH_BYTES_MAX];
@@ -266,7 +266,7 @@ int snap_recv_finish(snap_recv *r, snap_meta *out) {
                  out->index, out->term) >= (int)sizeof out->path)
         return KV_EINVAL;
     if (r->fs->ops->exists(r->fs, out->path) == 0) {
-        rv = snap__rmtree(r->fs, r->tmp); /* we had it already */
+        rv = kv_fs_rmtree(r->fs, r->tmp); /* we had it already */
     } else {
         rv = r->fs->ops->rename(r->fs, r->tmp, out->path);
         if (rv == 0)
@@ -288,7 +288,7 @@ void snap_recv_abort(snap_recv *r) {
     if (r == NULL)
         return;
     if (r->tmp[0] != '\0')
-        (void)snap__rmtree(r->fs, r->tmp);
+        (void)kv_fs_rmtree(r->fs, r->tmp);
     snap__manifest_free(&r->sm);
     free(r->have);
     free(r);

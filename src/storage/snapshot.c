@@ -206,7 +206,7 @@ static int snap__install(kv_fs *fs, const char *tmp, const char *snap_dir, snap_
     assert(out->index > 0);
     if (fs->ops->exists(fs, out->path) == 0) {
         KV_LOGI("EXIST", "snapshot %s exists already; keeping it", out->path);
-        return snap__rmtree(fs, tmp);
+        return kv_fs_rmtree(fs, tmp);
     }
     int rv = fs->ops->rename(fs, tmp, out->path);
     if (rv == 0)
@@ -225,7 +225,7 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
     if (rv == 0 && (rv = fs->ops->mkdir(fs, snap_dir)) == 0)
         rv = kv_fs_sync_parent(fs, snap_dir);
     if (rv == 0)
-        rv = snap__rmtree(fs, tmp);
+        rv = kv_fs_rmtree(fs, tmp);
     if (rv == 0)
         rv = sm_flush(s); /* the checkpoint flushes too; this also moves durable_index */
     if (rv != 0)
@@ -239,7 +239,7 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
     if (err != NULL) {
         KV_LOGE("IO", "snapshot: checkpoint into %s: %s", tmp, err);
         rocksdb_free(err);
-        (void)snap__rmtree(fs, tmp);
+        (void)kv_fs_rmtree(fs, tmp);
         return KV_EIO;
     }
     uint64_t index = 0, term = 0;
@@ -257,7 +257,7 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
         rv = snap__install(fs, tmp, snap_dir, out);
     }
     if (rv != 0) {
-        (void)snap__rmtree(fs, tmp);
+        (void)kv_fs_rmtree(fs, tmp);
         return rv;
     }
     KV_LOGI("SNAPSHOT", "snapshot %s taken", out->path);
@@ -450,7 +450,7 @@ int snap_gc(kv_fs *fs, const char *snap_dir, uint32_t keep) {
             continue;
         rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, snap_dir, names[i]);
         if (rv == 0)
-            rv = snap__rmtree(fs, path);
+            rv = kv_fs_rmtree(fs, path);
         removed++;
     }
     kv_fs_free_list(names, n);
