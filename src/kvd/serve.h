@@ -8,6 +8,7 @@ enum kvd_mode {
     KVD_MODE_SERVE,   /* kvd --name ...: run the node */
     KVD_MODE_RESTORE, /* kvd restore --from FILE ...: a data dir from a snapshot file */
     KVD_MODE_RECOVER, /* kvd recover ...: a one-node cluster from a survivor */
+    KVD_MODE_INIT,    /* kvd init ...: a founding member's data dir of a new cluster */
 };
 
 void kvd_serve_usage(FILE *out);

@@ -39,6 +39,8 @@ typedef struct server_config {
     const char *metrics;     /* host:port for /metrics and /health, or NULL */
     const char *token;       /* the cluster token (read from --token-file), or NULL */
     const char *join;        /* host:port of a member: join that cluster, or NULL */
+    const char *cluster_token; /* kvd init: the cluster id is derived from it, or NULL */
+    const char *cluster_id;    /* kvd init: adopt this cluster id (32 hex digits), or NULL */
     uint64_t quota_bytes;    /* disk quota of the data dir (NOSPACE past it) */
     uint64_t wal_segment_bytes; /* 0: the default (tests make it small) */
     uint32_t slow_fsync_ms;     /* log fsyncs slower than this are logged and counted */
@@ -59,6 +61,14 @@ void server_config_default(server_config *cfg);
  * dir), KVD_EXIT_CORRUPT (the caller then prints the problems as kvd check
  * does), KVD_EXIT_IO. Faults found while serving exit the process directly. */
 int server_run(const server_config *cfg);
+
+/* kvd init: makes cfg->data_dir the data dir of a founding member
+ * cfg->name of a new cluster cfg->cluster, with a new cluster id (derived
+ * from cfg->cluster_token and the members, or cfg->cluster_id adopted, or
+ * random and printed). Run once per founder; kvd then bootstraps on its
+ * first start. A data dir that kvd init did not make is never bootstrapped
+ * (a replaced disk must rejoin with --join). Returns a kvd_exit code. */
+int server_init(const server_config *cfg);
 
 /* kvd restore: prepares the empty data dir cfg->data_dir from the snapshot
  * file `from` for node cfg->name of the new cluster cfg->cluster (all its

@@ -214,3 +214,9 @@ int server_recover(const server_config *cfg) {
     admin_free(s);
     return KVD_EXIT_OK;
 }
+
+int server_init(const server_config *cfg) {
+    (void)cfg;
+    fprintf(stderr, "kvd init: not implemented yet\n");
+    return KVD_EXIT_USAGE;
+}
