@@ -27,7 +27,8 @@ pids=()
 stop_cluster() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap 'stop_cluster; rm -rf "$dir"' EXIT
 for i in 1 2 3; do
-  "$bin/kvd" --name "n$i" --data-dir "$dir/kv-n$i" --cluster "$spec" >"$dir/kv-n$i.log" 2>&1 &
+  "$bin/kvd" init --name "n$i" --data-dir "$dir/kv-n$i" --cluster "$spec" --cluster-token "bench-$$" >"$dir/kv-n$i.log"
+  "$bin/kvd" --name "n$i" --data-dir "$dir/kv-n$i" --cluster "$spec" >>"$dir/kv-n$i.log" 2>&1 &
   pids+=($!)
 done
 for _ in $(seq 100); do "$bin/kvcli" --cluster "$eps" --timeout 1 status >/dev/null 2>&1 && break; sleep 0.1; done

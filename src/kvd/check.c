@@ -6,6 +6,7 @@
 #include "storage/fs.h"
 #include "storage/hardstate.h"
 #include "storage/sm.h"
+#include "storage/clusterfile.h"
 #include "storage/snapshot.h"
 #include "storage/wal.h"
 
@@ -59,6 +60,15 @@ int kvd_check(const char *dir, FILE *out) {
     check__unreported(&st, before, rv, "not a kv data directory (no valid FORMAT file)", path);
     if (rv != 0)
         return KVD_EXIT_CORRUPT; /* nothing else can be read safely */
+
+    /* CLUSTER: absent in a data dir that is still joining (not a problem) */
+    cf_info cf;
+    if (cf_read(fs, dir, &cf, NULL, NULL) == KV_ECORRUPT) {
+        before = st.problems_corrupt;
+        rv = cf_read(fs, dir, &cf, check__print, &st);
+        snprintf(path, sizeof path, "%s/" CF_FILE, dir);
+        check__unreported(&st, before, rv, "CLUSTER failed its check", path);
+    }
 
     before = st.problems_corrupt;
     rv = hs_check(fs, dir, check__print, &st);

@@ -32,6 +32,8 @@ static const setting settings[] = {
     {"tick-ms", true, "one Raft tick in milliseconds (default 50)"},
     {"election-ticks", true, "election timeout in ticks (default 10)"},
     {"join", true, "HOST:PORT of a member: a new node joins that cluster (after member add)"},
+    {"cluster-token", true, "kvd init: the cluster id is derived from it and --cluster"},
+    {"cluster-id", true, "kvd init: adopt this cluster id (32 hex digits)"},
     {"from", true, "kvd restore: the snapshot file to restore"},
     {"quota-bytes", true, "disk quota of the data dir; past it writes get NOSPACE (default 8 GiB)"},
     {"slow-fsync-ms", true, "a log fsync slower than this is logged (SLOWDISK) and counted (default 100)"},
@@ -208,7 +210,7 @@ int kvd_serve(int argc, char **argv, enum kvd_mode mode) {
         goto out;
     }
     listen = l ? strdup(l) : cluster_addr(cfg.cluster, cfg.name);
-    if (listen == NULL && mode == KVD_MODE_SERVE) {
+    if (listen == NULL && (mode == KVD_MODE_SERVE || mode == KVD_MODE_INIT)) {
         fprintf(stderr, "kvd: --listen HOST:PORT is required (or --cluster naming %s)\n",
                 cfg.name);
         goto out;
@@ -268,6 +270,12 @@ int kvd_serve(int argc, char **argv, enum kvd_mode mode) {
             goto out;
         }
         rc = server_restore(&cfg, from);
+        goto out;
+    }
+    if (mode == KVD_MODE_INIT) {
+        cfg.cluster_token = vs.v[find("cluster-token", 13)];
+        cfg.cluster_id = vs.v[find("cluster-id", 10)];
+        rc = server_init(&cfg);
         goto out;
     }
     if (mode == KVD_MODE_RECOVER) {

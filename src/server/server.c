@@ -8,6 +8,7 @@
 #include "kv/errors.h"
 #include "kvd/check.h"
 #include "server/http.h"
+#include "storage/clusterfile.h"
 #include "storage/datadir.h"
 
 #include <assert.h>
@@ -408,11 +409,23 @@ int server_lock_data_dir(server *s) {
     return 0;
 }
 
-/* The cluster id: made at bootstrap from the founding members, kept in
- * DIR/CLUSTER. */
+/* What a node whose data dir holds nothing must be told (pitfalls.md, "a
+ * member whose disk was replaced comes back as itself"). */
+static void refuse_empty(const server *s, const char *why) {
+    fprintf(stderr,
+            "kvd: %s holds no data %s.\n"
+            "  A new cluster: run 'kvd init' once on each founder first (the same --cluster\n"
+            "    and --cluster-token on every one), then start kvd.\n"
+            "  A member whose disk was replaced or wiped: it lost the writes it acknowledged\n"
+            "    and must not vote as itself. On a running member: kvcli member remove %s,\n"
+            "    then kvcli member add %s HOST:PORT; then start this node with\n"
+            "    --join HOST:PORT (any member). docs/deploy.md, \"A replaced disk\".\n",
+            s->cfg.data_dir, why, s->cfg.name, s->cfg.name);
+}
+
 /* --join ADDR: the cluster id and the members (with this node announced
  * by member add, or not yet: then it waits for the leader) from a member. */
-static int join_fetch(server *s) {
+static int join_fetch(server *s, bool fresh, const char *stored_id) {
     struct kv_client_options o;
     kv_client_options_init(&o);
     o.token = s->cfg.token;
@@ -454,52 +467,91 @@ static int join_fetch(server *s) {
         server_members_know(s, &m);
     }
     bool announced = server_member_by_id(s, s->id) != NULL;
-    KV_LOGI("JOIN", "joining cluster %s through %s (%zu members known)%s", s->cluster_id,
-            s->cfg.join, n,
-            announced ? "" : "; not announced yet: run kvcli member add NAME HOST:PORT");
+    bool voter = false;
+    for (size_t i = 0; i < n; i++)
+        voter |= (ms[i].id ? ms[i].id : server_node_id(ms[i].name)) == s->id && !ms[i].learner &&
+                 !ms[i].joining;
     kv_free(ms);
     kv_free(line);
     kv_client_close(c);
-    return s->cluster_id[0] != 0 ? 0 : KV_ECONFIG;
+    if (s->cluster_id[0] == 0)
+        return KV_ECONFIG;
+    if (stored_id[0] != 0 && strcmp(stored_id, s->cluster_id) != 0) {
+        fprintf(stderr, "kvd: --join %s: that is cluster %s, this data dir belongs to %s\n",
+                s->cfg.join, s->cluster_id, stored_id);
+        return KV_ECONFIG;
+    }
+    if (fresh && voter) {
+        /* an empty log must never vote as a member that had one */
+        char why[160];
+        snprintf(why, sizeof why, "but %s is a voting member of cluster %s", s->cfg.name,
+                 s->cluster_id);
+        refuse_empty(s, why);
+        return KV_ECONFIG;
+    }
+    KV_LOGI("JOIN", "joining cluster %s through %s (%zu members known)%s", s->cluster_id,
+            s->cfg.join, n,
+            announced ? "" : "; not announced yet: run kvcli member add NAME HOST:PORT");
+    return stored_id[0] == 0 ? server_cluster_save(s, NULL) : 0;
 }
 
-int server_cluster_id_load(server *s, bool fresh) {
-    char path[SERVER_PATH_BYTES];
-    kv_fs_join(path, sizeof path, s->cfg.data_dir, "CLUSTER");
-    void *buf;
-    size_t len;
-    int rc = kv_fs_read_all(s->rfs, path, sizeof(s->cluster_id) - 1, &buf, &len);
+int server_cluster_save(server *s, const char *founders) {
+    cf_info c = {0};
+    size_t len = strlen(s->cluster_id);
+    if (len >= sizeof c.id)
+        return KV_EINVAL;
+    memcpy(c.id, s->cluster_id, len + 1);
+    snprintf(c.founders, sizeof c.founders, "%s", founders ? founders : "");
+    int rc = cf_write(s->rfs, s->cfg.data_dir, &c);
+    if (rc != 0)
+        KV_LOGE(kv_errword(rc), "cannot write %s/" CF_FILE ": %s", s->cfg.data_dir,
+                kv_strerror(rc));
+    return rc;
+}
+
+/* The cluster this data dir belongs to (DIR/CLUSTER), and whether this
+ * start bootstraps it: only a fresh data dir made by kvd init does. A
+ * fresh one without CLUSTER joins (--join) or is refused; one that has
+ * entries but no CLUSTER is damaged. Sets *founders (kvd init's members)
+ * when this start bootstraps. */
+static int cluster_identity(server *s, bool fresh, cf_info *cf, bool *bootstrap) {
+    memset(cf, 0, sizeof *cf);
+    *bootstrap = false;
+    int rc = cf_read(s->rfs, s->cfg.data_dir, cf, NULL, NULL);
+    if (rc == KV_ECORRUPT) {
+        KV_LOGE("CORRUPT", "%s/" CF_FILE " is damaged (kvd check names the offset)",
+                s->cfg.data_dir);
+        return rc;
+    }
     if (rc == 0) {
-        memcpy(s->cluster_id, buf, len);
-        s->cluster_id[len] = 0;
-        s->cluster_id[strcspn(s->cluster_id, "\n")] = 0;
-        free(buf);
+        snprintf(s->cluster_id, sizeof s->cluster_id, "%s", cf->id);
+        *bootstrap = fresh && cf->founders[0] != '\0' && s->cfg.join == NULL;
+        if (fresh && cf->founders[0] == '\0' && s->cfg.join == NULL) {
+            refuse_empty(s, "yet (it joined a cluster and received nothing)");
+            return KV_ECONFIG;
+        }
         return 0;
     }
-    if (!fresh && s->cluster_id[0] == 0) {
-        KV_LOGE("MISSING", "%s is missing", path);
+    if (rc != KV_EMISSING)
+        return rc;
+    if (!fresh) {
+        KV_LOGE("MISSING", "%s/" CF_FILE " is missing but the data dir holds a log",
+                s->cfg.data_dir);
         return KV_ECORRUPT;
     }
-    if (s->cluster_id[0] != 0) { /* learned from the cluster joined */
-        char line[64];
-        int n = snprintf(line, sizeof line, "%s\n", s->cluster_id);
-        return kv_fs_write_atomic(s->rfs, path, line, (size_t)n);
+    if (s->cfg.join == NULL) {
+        refuse_empty(s, "and was not made by kvd init");
+        return KV_ECONFIG;
     }
-    /* the founding members in name order, so every founder gets the same id */
-    uint64_t h = 0;
-    for (size_t i = 0; i < s->members_count; i++) {
-        uint64_t x = kv_xxh3(s->members[i].name, strlen(s->members[i].name)) ^
-                     kv_xxh3(s->members[i].addr, strlen(s->members[i].addr));
-        h += x * 0x9E3779B97F4A7C15ull; /* order-independent */
-    }
-    snprintf(s->cluster_id, sizeof s->cluster_id, "%016" PRIx64, h);
-    char line[64];
-    int n = snprintf(line, sizeof line, "%s\n", s->cluster_id);
-    return kv_fs_write_atomic(s->rfs, path, line, (size_t)n);
+    return 0; /* written once --join has learned the id */
 }
 
 static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t *nents) {
     server_config *cfg = &s->cfg;
+    if (cfg->join == NULL && dd_check_format(s->rfs, cfg->data_dir, NULL, NULL) == KV_EMISSING) {
+        refuse_empty(s, "and was not made by kvd init"); /* and nothing is created */
+        return KV_ECONFIG;
+    }
     int rc = dd_init(s->rfs, cfg->data_dir);
     if (rc != 0)
         return rc;
@@ -560,30 +612,29 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
         return KV_ECORRUPT;
     }
 
-    /* membership and addresses: the data dir's, else --cluster */
-    bool fresh = last == 0 && !has_snap;
+    /* membership and addresses: the data dir's, else kvd init's founders,
+     * else the cluster joined */
+    bool fresh = last == 0 && !has_snap, bootstrap = false;
+    cf_info cf;
+    if ((rc = cluster_identity(s, fresh, &cf, &bootstrap)) != 0)
+        return rc;
     Kv__Membership *mpb = server_members_stored(s);
     if (mpb != NULL) {
         server_members_from_pb(s, mpb);
-    } else if (cfg->join != NULL) {
-        if ((rc = join_fetch(s)) != 0)
-            return rc;
-    } else if (cfg->cluster != NULL) {
-        if ((rc = server_members_parse(s, cfg->cluster)) != 0)
+    } else if (cf.founders[0] != '\0' && cfg->join == NULL) {
+        if ((rc = server_members_parse(s, cf.founders)) != 0)
+            return KV_ECORRUPT; /* kvd init checked them */
+        if (server_member_by_id(s, s->id) == NULL) {
+            fprintf(stderr, "kvd: --name %s is not one of the founders kvd init was given (%s)\n",
+                    cfg->name, cf.founders);
             return KV_ECONFIG;
+        }
+    } else if (cfg->join != NULL) {
+        if ((rc = join_fetch(s, fresh, cf.id)) != 0)
+            return rc;
     } else {
-        fprintf(stderr, "kvd: %s holds no cluster yet: give --cluster NAME=HOST:PORT,...\n",
-                cfg->data_dir);
+        refuse_empty(s, "of a membership");
         return KV_ECONFIG;
-    }
-    if (server_member_by_id(s, s->id) == NULL && fresh && cfg->join == NULL) {
-        fprintf(stderr, "kvd: --name %s is not one of the --cluster members\n", cfg->name);
-        kv__membership__free_unpacked(mpb, NULL);
-        return KV_ECONFIG;
-    }
-    if ((rc = server_cluster_id_load(s, fresh)) != 0) {
-        kv__membership__free_unpacked(mpb, NULL);
-        return rc;
     }
 
     raft_config_init(rc_out, s->id);
@@ -605,7 +656,7 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
         s->snap_term = sn.term;
     }
     kv__membership__free_unpacked(mpb, NULL);
-    if (fresh && cfg->join == NULL) {
+    if (bootstrap) {
         for (size_t i = 0; i < s->members_count; i++)
             rc_out->bootstrap.voters[rc_out->bootstrap.voters_count++] = s->members[i].id;
     }

@@ -5,9 +5,11 @@
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "kvd/check.h"
+#include "storage/clusterfile.h"
 #include "storage/datadir.h"
 #include "storage/snapfile.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <stdio.h>
 #include <inttypes.h>
@@ -152,7 +154,7 @@ int server_restore(const server_config *cfg, const char *from) {
             h += kv_xxh3(s->members[i].name, strlen(s->members[i].name)) ^
                  kv_xxh3(s->members[i].addr, strlen(s->members[i].addr));
         snprintf(s->cluster_id, sizeof s->cluster_id, "%016" PRIx64, h ^ 0x5245535452u);
-        rc = server_cluster_id_load(s, true);
+        rc = server_cluster_save(s, NULL);
     }
     char cluster[sizeof s->cluster_id];
     snprintf(cluster, sizeof cluster, "%s", s->cluster_id);
@@ -215,8 +217,67 @@ int server_recover(const server_config *cfg) {
     return KVD_EXIT_OK;
 }
 
+/* The cluster id kvd init gives: --cluster-id adopted, or derived from
+ * --cluster-token and the founders, or random. */
+static int init_cluster_id(server *s, const server_config *cfg) {
+    if (cfg->cluster_id != NULL) {
+        size_t len = strlen(cfg->cluster_id);
+        bool hex = len == CF_ID_HEX_BYTES;
+        for (size_t i = 0; hex && i < len; i++)
+            hex = strchr("0123456789abcdefABCDEF", cfg->cluster_id[i]) != NULL;
+        if (!hex) {
+            fprintf(stderr, "kvd init: --cluster-id '%s': want %u hex digits\n", cfg->cluster_id,
+                    CF_ID_HEX_BYTES);
+            return KV_EINVAL;
+        }
+        for (size_t i = 0; i <= len; i++)
+            s->cluster_id[i] = (char)tolower((unsigned char)cfg->cluster_id[i]);
+        return 0;
+    }
+    return cf_make_id(cfg->cluster_token, cfg->cluster, s->cluster_id);
+}
+
 int server_init(const server_config *cfg) {
-    (void)cfg;
-    fprintf(stderr, "kvd init: not implemented yet\n");
-    return KVD_EXIT_USAGE;
+    if (cfg->cluster == NULL) {
+        fprintf(stderr, "kvd init: --cluster NAME=HOST:PORT,... (the founders) is required\n");
+        return KVD_EXIT_USAGE;
+    }
+    if (!dir_empty_or_absent(cfg->data_dir)) {
+        fprintf(stderr, "kvd init: %s is not empty; kvd init makes a new data dir\n",
+                cfg->data_dir);
+        return KVD_EXIT_USAGE;
+    }
+    server *s = admin_new(cfg);
+    if (s == NULL)
+        return KVD_EXIT_IO;
+    int rc = server_members_parse(s, cfg->cluster);
+    if (rc == 0 && server_member_by_id(s, s->id) == NULL) {
+        fprintf(stderr, "kvd init: --name %s is not one of the --cluster members\n", cfg->name);
+        rc = KV_EINVAL;
+    }
+    if (rc == 0 && strlen(cfg->cluster) > CF_FOUNDERS_BYTES_MAX) {
+        fprintf(stderr, "kvd init: --cluster is over %u bytes\n", CF_FOUNDERS_BYTES_MAX);
+        rc = KV_EINVAL;
+    }
+    if (rc == 0)
+        rc = init_cluster_id(s, cfg);
+    if (rc == KV_EINVAL) {
+        admin_free(s);
+        return KVD_EXIT_USAGE;
+    }
+    if (rc == 0)
+        rc = dd_init(s->rfs, cfg->data_dir);
+    if (rc == 0)
+        rc = server_cluster_save(s, cfg->cluster);
+    if (rc == 0) {
+        printf("initialized %s: %s, a founder of cluster %s\n", cfg->data_dir, cfg->name,
+               s->cluster_id);
+        if (cfg->cluster_token == NULL && cfg->cluster_id == NULL)
+            printf("the other founders: kvd init ... --cluster-id %s (the same --cluster)\n",
+                   s->cluster_id);
+    } else {
+        fprintf(stderr, "kvd init: %s: %s\n", cfg->data_dir, kv_strerror(rc));
+    }
+    admin_free(s);
+    return server_exit_code(rc);
 }

@@ -178,11 +178,6 @@ void *ring_front(server_ring *q);
 void *ring_at(server_ring *q, size_t i);
 void ring_pop(server_ring *q);
 
-/* server.c */
-int server_exit_code(int rc); /* a KV_E* code as the kvd_exit it ends with */
-int server_lock_data_dir(server *s);
-/* DIR/CLUSTER; a fresh node (fresh) makes it from the founding members. */
-int server_cluster_id_load(server *s, bool fresh);
 _Noreturn void server_fatal(server *s, int exit_code, const char *word, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* server_members.c: the address book (names, addresses, roles) */
@@ -212,8 +207,8 @@ void server_peers_sync(server *s);
 /* server.c */
 int server_exit_code(int rc); /* a KV_E* code as the kvd_exit it ends with */
 int server_lock_data_dir(server *s);
-/* DIR/CLUSTER; a fresh node (fresh) makes it from the founding members. */
-int server_cluster_id_load(server *s, bool fresh);
+/* Writes s->cluster_id (and founders, for kvd init) into DIR/CLUSTER. */
+int server_cluster_save(server *s, const char *founders);
 
 /* server_ops.c: operator requests (members, transfer, snapshots, check) */
 void server_ops_request(server *s, net_conn *c, Kv__Request *q); /* frees q */

@@ -107,6 +107,7 @@ kv_setup() {
   KV_PEERS="n1=127.0.0.1:${KV_PORT[1]},n2=127.0.0.1:${KV_PORT[2]},n3=127.0.0.1:${KV_PORT[3]}"
   KV_ENDPOINTS="127.0.0.1:${KV_PORT[1]},127.0.0.1:${KV_PORT[2]},127.0.0.1:${KV_PORT[3]}"
   KV_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kv-cluster-$KV_NAME.XXXXXX")
+  KV_TOKEN="$KV_NAME-${KV_DIR##*.}" # each run a cluster of its own
   KV_PIDS=("" "" "" "")
   local p
   for p in "${KV_PORT[1]}" "${KV_PORT[2]}" "${KV_PORT[3]}" "$KV_SPARE_PORT"; do
@@ -147,11 +148,23 @@ kv__save_pids() { echo "${KV_PIDS[*]}" >"$KV_DIR/pids"; }
 
 kv_addr() { echo "127.0.0.1:${KV_PORT[$1]}"; }
 
+# kv_init I: kvd init of node nI, a founder of this test's new cluster (run
+# by kv_start when nI has no data dir yet; an existing empty one is left
+# alone, as a replaced disk would be).
+kv_init() {
+  local i=$1
+  [ -e "$KV_DIR/n$i" ] && return 0
+  "$KV_BIN/kvd" init --name "n$i" --data-dir "$KV_DIR/n$i" --listen "$(kv_addr "$i")" \
+    --cluster "$KV_PEERS" --cluster-token "$KV_TOKEN" >>"$KV_DIR/n$i.log" 2>&1 ||
+    kv_fail "kvd init of n$i failed (see $KV_DIR/n$i.log)"
+}
+
 # kv_start I [FLAGS...]: starts node nI in the background (log: DIR/nI.log).
 kv_start() {
   local i=$1
   shift
   [ -z "${KV_PIDS[$i]}" ] || kv_fail "internal: n$i is already running"
+  kv_init "$i"
   KV_STARTS=$((KV_STARTS + 1))
   echo "=== test: start $KV_STARTS of n$i at $(date +%T.%N) flags: ${KV_EXTRA_FLAGS[*]} $*" \
     >>"$KV_DIR/n$i.log"

@@ -136,6 +136,30 @@ static int node_port(int i) {
     return opt_port_base + 1 + i;
 }
 
+/* kvd init of node i, a founder of this run's cluster, before its first
+ * start: its output goes to fd. 0 when it succeeded. */
+static int node_init(int fd, const char *kvd, const char *name, const char *data,
+                     const char *listen_) {
+    char token[64];
+    snprintf(token, sizeof token, "jepsen-%d", (int)getpid());
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(kvd, kvd, "init", "--name", name, "--data-dir", data, "--listen", listen_,
+              "--cluster", cluster_arg, "--cluster-token", token, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "kv-jepsen: kvd init of %s failed (see its log)\n", name);
+        return -1;
+    }
+    return 0;
+}
+
 static int node_start(int i) {
     char name[16], data[4200], listen_[64], logp[4200];
     snprintf(name, sizeof name, "n%d", i + 1);
@@ -147,6 +171,10 @@ static int node_start(int i) {
     int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
         fprintf(stderr, "kv-jepsen: %s: %s\n", logp, strerror(errno));
+        return -1;
+    }
+    if (nodes[i].starts == 0 && node_init(fd, kvd, name, data, listen_) != 0) {
+        close(fd);
         return -1;
     }
     nodes[i].starts++;
