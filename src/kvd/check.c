@@ -71,7 +71,7 @@ int kvd_check(const char *dir, FILE *out) {
     }
 
     before = st.problems_corrupt;
-    rv = hs_check(fs, dir, check__print, &st);
+    rv = hs_check(fs, dir, 0, check__print, &st); /* TODO log term */
     check__unreported(&st, before, rv, "hard state failed its check", dir);
 
     before = st.problems_corrupt;

@@ -546,6 +546,23 @@ static int cluster_identity(server *s, bool fresh, cf_info *cf, bool *bootstrap)
     return 0; /* written once --join has learned the id */
 }
 
+static void report_problem(void *arg, const kv_check_problem *p) {
+    (void)arg;
+    if (p->offset == KV_CHECK_NO_OFFSET)
+        KV_LOGE(p->word, "%s: %s", p->file, p->detail);
+    else
+        KV_LOGE(p->word, "%s offset %llu: %s", p->file, (unsigned long long)p->offset, p->detail);
+}
+
+int server_hs_load(server *s, hs_state *st) {
+    assert(s->w != NULL && s->h == NULL);
+    uint64_t term = 0;
+    int rc = wal_term_at(s->w, wal_last_index(s->w), &term);
+    if (rc == 0)
+        rc = hs_load(s->fs, s->cfg.data_dir, term, report_problem, NULL, &s->h, st);
+    return rc;
+}
+
 static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t *nents) {
     server_config *cfg = &s->cfg;
     if (cfg->join == NULL && dd_check_format(s->rfs, cfg->data_dir, NULL, NULL) == KV_EMISSING) {
@@ -557,15 +574,15 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
         return rc;
     if ((rc = server_lock_data_dir(s)) != 0)
         return rc;
-    hs_state st;
-    if ((rc = hs_load(s->fs, cfg->data_dir, NULL, NULL, &s->h, &st)) != 0)
-        return rc;
     wal_options wo;
     wal_options_default(&wo);
     if (cfg->wal_segment_bytes != 0)
         wo.segment_bytes = cfg->wal_segment_bytes;
     wo.slow_sync_ns = (uint64_t)cfg->slow_fsync_ms * 1000000u;
     if ((rc = wal_open(s->fs, cfg->data_dir, &wo, NULL, NULL, &s->w)) != 0)
+        return rc;
+    hs_state st;
+    if ((rc = server_hs_load(s, &st)) != 0)
         return rc;
     kv_fs_join(s->db_dir, sizeof s->db_dir, cfg->data_dir, "db");
     kv_fs_join(s->snap_dir, sizeof s->snap_dir, cfg->data_dir, "snap");

@@ -133,7 +133,7 @@ int server_restore(const server_config *cfg, const char *from) {
             sm_replies_free(&r, 1);
     }
     free(book);
-    if (rc == 0 && (step = "hard state", rc = hs_load(s->fs, tmp, NULL, NULL, &s->h, &st)) == 0) {
+    if (rc == 0 && (step = "hard state", rc = server_hs_load(s, &st)) == 0) {
         st.term = term;
         st.vote = 0;
         st.commit = index;
@@ -185,8 +185,8 @@ int server_recover(const server_config *cfg) {
     const char *step = "data dir";
     int rc = dd_check_format(s->rfs, cfg->data_dir, NULL, NULL);
     if (rc == 0 && (rc = server_lock_data_dir(s)) == 0 &&
-        (step = "hard state", rc = hs_load(s->fs, cfg->data_dir, NULL, NULL, &s->h, &st)) == 0)
-        step = "log", rc = wal_open(s->fs, cfg->data_dir, &wo, NULL, NULL, &s->w);
+        (step = "log", rc = wal_open(s->fs, cfg->data_dir, &wo, NULL, NULL, &s->w)) == 0)
+        step = "hard state", rc = server_hs_load(s, &st);
     if (rc != 0) {
         fprintf(stderr, "kvd recover: %s: %s: %s\n", cfg->data_dir, step, kv_strerror(rc));
         admin_free(s);

@@ -207,6 +207,9 @@ void server_peers_sync(server *s);
 /* server.c */
 int server_exit_code(int rc); /* a KV_E* code as the kvd_exit it ends with */
 int server_lock_data_dir(server *s);
+/* The hard state into s->h and *st, checked against the highest term of the
+ * log s->w (hardstate.h: a damaged slot that was synced is corruption). */
+int server_hs_load(server *s, hs_state *st);
 /* Writes s->cluster_id (and founders, for kvd init) into DIR/CLUSTER. */
 int server_cluster_save(server *s, const char *founders);
 

@@ -95,10 +95,10 @@ static int hs__paths(const char *dir, char path[2][HS_PATH_BYTES_MAX]) {
     return 0;
 }
 
-/* Reads both slots, reports, and picks the newest valid one (*newest, -1
- * when none). */
-static int hs__scan(kv_fs *fs, char path[2][HS_PATH_BYTES_MAX], kv_check_fn fn, void *arg,
-                    hs_slot slot[2], int *newest) {
+/* Reads both slots, reports by the rules of hardstate.h, and picks the
+ * newest valid one (*newest, -1 when none). */
+static int hs__scan(kv_fs *fs, char path[2][HS_PATH_BYTES_MAX], uint64_t log_term,
+                    kv_check_fn fn, void *arg, hs_slot slot[2], int *newest) {
     for (int i = 0; i < 2; i++)
         hs__read_slot(fs, path[i], &slot[i]);
     for (int i = 0; i < 2; i++)
@@ -110,28 +110,37 @@ static int hs__scan(kv_fs *fs, char path[2][HS_PATH_BYTES_MAX], kv_check_fn fn, 
         if (slot[i].rv == 0 && (*newest < 0 || slot[i].counter > slot[*newest].counter))
             *newest = i;
     int rv = 0;
+    char detail[160];
     for (int i = 0; i < 2; i++) {
+        const hs_slot *other = &slot[1 - i];
         if (slot[i].rv == KV_EVERSION) {
             hs__report(fn, arg, "VERSION", path[i], slot[i].why);
             rv = KV_EVERSION;
+        } else if (slot[i].rv == KV_ECORRUPT && other->rv == 0 && other->st.term >= log_term) {
+            hs__report(fn, arg, "TORN", path[i], slot[i].why); /* rule 1 */
         } else if (slot[i].rv == KV_ECORRUPT) {
-            bool other_ok = slot[1 - i].rv == 0;
-            hs__report(fn, arg, other_ok ? "TORN" : "CORRUPT", path[i], slot[i].why);
-            if (!other_ok && rv == 0)
-                rv = KV_ECORRUPT;
+            const char *why = slot[i].why;
+            if (other->rv == 0) { /* rule 2 */
+                snprintf(detail, sizeof detail,
+                         "%s; it was synced: the log holds term %llu, the other slot only %llu",
+                         why, (unsigned long long)log_term, (unsigned long long)other->st.term);
+                why = detail;
+            }
+            hs__report(fn, arg, "CORRUPT", path[i], why);
+            rv = rv == 0 ? KV_ECORRUPT : rv;
         }
     }
     assert(*newest < 0 || slot[*newest].rv == 0);
     return rv;
 }
 
-int hs_check(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg) {
+int hs_check(kv_fs *fs, const char *dir, uint64_t log_term, kv_check_fn fn, void *arg) {
     assert(fs != NULL && dir != NULL);
     char path[2][HS_PATH_BYTES_MAX];
     hs_slot slot[2];
     int newest = -1;
     int rv = hs__paths(dir, path);
-    return rv ? rv : hs__scan(fs, path, fn, arg, slot, &newest);
+    return rv ? rv : hs__scan(fs, path, log_term, fn, arg, slot, &newest);
 }
 
 /* Syncs the slot about to be relied on, and the directory. A process that
@@ -158,7 +167,8 @@ static int hs__sync_loaded(hs *h) {
     return rv;
 }
 
-int hs_load(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg, hs **out, hs_state *st) {
+int hs_load(kv_fs *fs, const char *dir, uint64_t log_term, kv_check_fn fn, void *arg, hs **out,
+            hs_state *st) {
     assert(fs != NULL && dir != NULL && out != NULL && st != NULL);
     hs *h = calloc(1, sizeof *h);
     if (h == NULL)
@@ -168,7 +178,7 @@ int hs_load(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg, hs **out, hs_
     hs_slot slot[2];
     int rv = hs__paths(dir, h->path);
     if (rv == 0)
-        rv = hs__scan(fs, h->path, fn, arg, slot, &h->newest);
+        rv = hs__scan(fs, h->path, log_term, fn, arg, slot, &h->newest);
     if (rv != 0) {
         free(h);
         return rv;

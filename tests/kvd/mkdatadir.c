@@ -55,7 +55,7 @@ int main(int argc, char **argv) {
         return die(dir, rv);
     hs *h = NULL;
     hs_state st = {0};
-    if ((rv = hs_load(fs, dir, NULL, NULL, &h, &st)) != 0)
+    if ((rv = hs_load(fs, dir, 0, NULL, NULL, &h, &st)) != 0)
         return die("hs_load", rv);
     for (uint64_t t = 1; t <= 3 && rv == 0; t++) /* both slots get written */
         rv = hs_save(h, &(hs_state){.term = t, .vote = 1, .commit = n});

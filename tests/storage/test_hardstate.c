@@ -17,7 +17,7 @@
 
 static hs *load_ok(fsf *f, hs_state *st, tu_reports *r) {
     hs *h = NULL;
-    int rv = hs_load(fsf_fs(f), TU_DIR, tu_collect, r, &h, st);
+    int rv = hs_load(fsf_fs(f), TU_DIR, 0, tu_collect, r, &h, st);
     ck_assert_msg(rv == 0, "hs_load: %s", kv_strerror(rv));
     return h;
 }
@@ -46,7 +46,7 @@ START_TEST(test_fresh_save_load) {
     ck_assert_int_eq(fsf_fs(f)->ops->exists(fsf_fs(f), SLOT0), 0);
     ck_assert_int_eq(fsf_fs(f)->ops->exists(fsf_fs(f), SLOT1), 0);
     hs_close(h);
-    ck_assert_int_eq(hs_check(fsf_fs(f), TU_DIR, NULL, NULL), 0);
+    ck_assert_int_eq(hs_check(fsf_fs(f), TU_DIR, 0, NULL, NULL), 0);
     fsf_free(f);
 }
 END_TEST
@@ -119,7 +119,7 @@ START_TEST(test_flip_sweep) {
         for (uint64_t off = 0; off < HS_SLOT_BYTES; off++) {
             ck_assert_int_eq(fsf_flip(f, path, off, 0x01), 0);
             tu_reports r = {0};
-            int rv = hs_check(fsf_fs(f), TU_DIR, tu_collect, &r);
+            int rv = hs_check(fsf_fs(f), TU_DIR, 0, tu_collect, &r);
             ck_assert_int_eq(r.n, 1);
             ck_assert_str_eq(r.file[0], path);
             ck_assert_str_eq(r.word[0], "TORN");
@@ -134,7 +134,7 @@ START_TEST(test_flip_sweep) {
     ck_assert_int_eq(fsf_flip(f, SLOT0, 20, 0x40), 0);
     ck_assert_int_eq(fsf_flip(f, SLOT1, 30, 0x40), 0);
     tu_reports r = {0};
-    ck_assert_int_eq(hs_check(fsf_fs(f), TU_DIR, tu_collect, &r), KV_ECORRUPT);
+    ck_assert_int_eq(hs_check(fsf_fs(f), TU_DIR, 0, tu_collect, &r), KV_ECORRUPT);
     ck_assert_int_eq(r.n, 2);
     ck_assert_str_eq(r.word[0], "CORRUPT");
     ck_assert_str_eq(r.file[0], SLOT0);
@@ -142,7 +142,43 @@ START_TEST(test_flip_sweep) {
     ck_assert_str_eq(r.file[1], SLOT1);
     hs *h = NULL;
     hs_state st;
-    ck_assert_int_eq(hs_load(fsf_fs(f), TU_DIR, NULL, NULL, &h, &st), KV_ECORRUPT);
+    ck_assert_int_eq(hs_load(fsf_fs(f), TU_DIR, 0, NULL, NULL, &h, &st), KV_ECORRUPT);
+    fsf_free(f);
+}
+END_TEST
+
+/* The newer slot (term 2) was synced: the log holds entries of term 2,
+ * appended only after it. A flip in it is corruption, never a fall back to
+ * slot 0's older term and vote (issue 10.6: it was TORN, and the node could
+ * vote a second time in term 2). A flip in the older slot, or with a log
+ * that holds nothing newer than the surviving slot, stays TORN. */
+START_TEST(test_flip_in_synced_slot_is_corrupt) {
+    fsf *f = two_slots(tu_seed());
+    for (uint64_t off = 0; off < HS_SLOT_BYTES; off += 7) {
+        ck_assert_int_eq(fsf_flip(f, SLOT1, off, 0x10), 0);
+        tu_reports r = {0};
+        ck_assert_int_eq(hs_check(fsf_fs(f), TU_DIR, 2, tu_collect, &r), KV_ECORRUPT);
+        ck_assert_int_eq(r.n, 1);
+        ck_assert_str_eq(r.word[0], "CORRUPT");
+        ck_assert_str_eq(r.file[0], SLOT1);
+        ck_assert_msg(strstr(r.detail[0], "synced") != NULL, "detail: %s", r.detail[0]);
+        hs *h = NULL;
+        hs_state st;
+        ck_assert_int_eq(hs_load(fsf_fs(f), TU_DIR, 2, NULL, NULL, &h, &st), KV_ECORRUPT);
+        tu_reports r1 = {0};
+        ck_assert_int_eq(hs_check(fsf_fs(f), TU_DIR, 1, tu_collect, &r1), 0); /* may be torn */
+        ck_assert_str_eq(r1.word[0], "TORN");
+        ck_assert_int_eq(fsf_flip(f, SLOT1, off, 0x10), 0);
+
+        ck_assert_int_eq(fsf_flip(f, SLOT0, off, 0x10), 0);
+        tu_reports r0 = {0};
+        ck_assert_int_eq(hs_check(fsf_fs(f), TU_DIR, 2, tu_collect, &r0), 0);
+        ck_assert_str_eq(r0.word[0], "TORN");
+        h = load_ok(f, &st, &r0);
+        ck_assert(same(st, nth(2)));
+        hs_close(h);
+        ck_assert_int_eq(fsf_flip(f, SLOT0, off, 0x10), 0);
+    }
     fsf_free(f);
 }
 END_TEST
@@ -158,7 +194,7 @@ START_TEST(test_save_overwrites_bad_slot) {
     ck_assert_int_eq(hs_save(h, &s3), 0);
     hs_close(h);
     tu_reports r2 = {0};
-    ck_assert_int_eq(hs_check(fsf_fs(f), TU_DIR, tu_collect, &r2), 0);
+    ck_assert_int_eq(hs_check(fsf_fs(f), TU_DIR, 0, tu_collect, &r2), 0);
     ck_assert_int_eq(r2.n, 0);
     h = load_ok(f, &st, &r2);
     ck_assert(same(st, nth(3)));
@@ -219,7 +255,7 @@ START_TEST(test_other_version) {
     ck_assert_int_eq(kv_fs_write_atomic(fs, SLOT1, b, len), 0);
     free(buf);
     tu_reports r = {0};
-    ck_assert_int_eq(hs_check(fs, TU_DIR, tu_collect, &r), KV_EVERSION);
+    ck_assert_int_eq(hs_check(fs, TU_DIR, 0, tu_collect, &r), KV_EVERSION);
     ck_assert_int_eq(r.n, 1);
     ck_assert_str_eq(r.word[0], "VERSION");
     ck_assert_str_eq(r.file[0], SLOT1);
@@ -248,6 +284,7 @@ int main(void) {
     tcase_add_test(tc, test_crash_loop_drop);
     tcase_add_test(tc, test_crash_loop_torn);
     tcase_add_test(tc, test_flip_sweep);
+    tcase_add_test(tc, test_flip_in_synced_slot_is_corrupt);
     tcase_add_test(tc, test_save_overwrites_bad_slot);
     tcase_add_test(tc, test_sync_error_fail_stop);
     tcase_add_test(tc, test_load_makes_found_state_durable);
