@@ -311,10 +311,11 @@ static bool addr_ok(const char *v, size_t len, bool empty_host) {
     if (colon == NULL)
         return false;
     size_t hl = (size_t)(colon - v), pl = len - hl - 1;
-    if (pl == 0 || pl > 5 || strspn(colon + 1, "0123456789") < pl)
-        return false;
-    unsigned long port = strtoul(colon + 1, NULL, 10);
-    if (port == 0 || port > 65535)
+    unsigned port = 0;
+    for (size_t i = 0; i < pl && pl <= 5; i++) /* v[len] may be a ',' */
+        port = isdigit((unsigned char)colon[1 + i]) ? port * 10 + (unsigned)(colon[1 + i] - '0')
+                                                    : 65536;
+    if (pl == 0 || pl > 5 || port == 0 || port > 65535)
         return false;
     if (hl == 0)
         return empty_host;
@@ -335,8 +336,22 @@ static bool cluster_ok(const char *v, char *why, size_t cap) {
         const char *end = strchrnul(p, ',');
         const char *eq = memchr(p, '=', (size_t)(end - p));
         size_t len = (size_t)(end - p), nl = eq ? (size_t)(eq - p) : 0;
-        if (eq == NULL || !name_ok(p, nl) || !addr_ok(eq + 1, len - nl - 1, false)) {
-            snprintf(why, cap, "member '%.*s' is not NAME=HOST:PORT", (int)len, p);
+        if (len == 0) {
+            snprintf(why, cap, "an empty member (a ',' too many?)");
+            return false;
+        }
+        if (eq == NULL || !addr_ok(eq + 1, len - nl - 1, false)) {
+            snprintf(why, cap,
+                     "member '%.*s': want NAME=HOST:PORT, HOST a numeric IPv4 address or [IPv6], "
+                     "PORT 1-65535",
+                     (int)len, p);
+            return false;
+        }
+        if (!name_ok(p, nl)) {
+            snprintf(why, cap,
+                     "member '%.*s': a name is 1 to %u bytes without ',', '=', spaces or "
+                     "control characters",
+                     (int)len, p, KV_NODE_NAME_BYTES_MAX);
             return false;
         }
         for (size_t i = 0; i < n; i++)
@@ -420,8 +435,10 @@ static bool value_parse(const setting *s, const char *v, kvd_settings *set, char
         ok = addr_ok(v, len, s->type == KVD_T_LISTEN);
         break;
     case KVD_T_CLUSTER:
-        if (len > KVD_CLUSTER_BYTES_MAX || !cluster_ok(v, why, cap))
+        if (len > KVD_CLUSTER_BYTES_MAX)
             break;
+        if (!cluster_ok(v, why, cap))
+            return false;
         ok = true;
         break;
     case KVD_T_TOKEN:
@@ -443,7 +460,7 @@ static bool value_parse(const setting *s, const char *v, kvd_settings *set, char
     }
     if (ok)
         field_set_string(set, s, v);
-    else if (s->type != KVD_T_CLUSTER || len > KVD_CLUSTER_BYTES_MAX)
+    else
         value_want(s, why, cap);
     return ok;
 }
@@ -626,8 +643,10 @@ static int file_line(kvd_parse *p, const char *path, int lineno, char *line) {
     p->file[i] = (kvd_value){strdup(v), path, lineno};
     if (p->file[i].text == NULL)
         return file_error(path, lineno, "out of memory");
-    if (p->cli[i].text == NULL && mode_accepts(p->mode, s)) /* the command line wins */
-        value_parse(s, p->file[i].text, &p->set, want, sizeof want);
+    if (p->cli[i].text == NULL && mode_accepts(p->mode, s)) { /* the command line wins */
+        bool ok = value_parse(s, p->file[i].text, &p->set, want, sizeof want);
+        assert(ok); /* as in scratch */
+    }
     return 0;
 }
 
