@@ -7,6 +7,7 @@
  *   kvd restore --from FILE --data-dir DIR --name N --cluster ...   a data dir
  *                                from a snapshot file (kvcli snapshot save)
  *   kvd recover --data-dir DIR --name N   a one-node cluster from a survivor
+ *   kvd ... --print-config       the resolved flags and config file; touches nothing
  *   kvd check --data-dir DIR     verify a data dir offline (exit 0 clean or
  *                                torn tail only, 4 corrupt, 2 usage)
  *   kvd version
@@ -45,12 +46,13 @@ static void usage(FILE *out) {
             "            kvcli member remove/add.\n"
             "  restore   a data dir of a new cluster from a snapshot file.\n"
             "  recover   a one-node cluster from a survivor's data dir.\n"
-            "  kvd init --help, kvd restore --help, kvd recover --help: their flags.\n"
             "  check     verify every log record, both hard-state slots, every\n"
             "            snapshot and the RocksDB state of a data dir; one line\n"
             "            per problem (CORRUPT, TORN, MISSING, VERSION) naming the\n"
             "            file and byte offset. Exit 0 clean (a torn tail is\n"
-            "            reported but harmless), 4 corrupt, 2 usage error.\n");
+            "            reported but harmless), 4 corrupt, 2 usage error.\n"
+            "\n"
+            "kvd init --help, kvd restore --help, kvd recover --help list their flags.\n");
 }
 
 static int cmd_check(int argc, char **argv) {
