@@ -26,124 +26,225 @@ static wal_options tiny(uint64_t segment_bytes) {
 /* ---- crash loops ---------------------------------------------------------- */
 
 enum { CL_OPS_MAX = 64 };
+enum cl_kind { CL_APPEND, CL_DROP, CL_RESET };
 
 typedef struct cl_run {
-    tu_op ops[CL_OPS_MAX];
+    tu_op ops[CL_OPS_MAX]; /* in submission order; status 0: acknowledged */
+    int kind[CL_OPS_MAX];
     int nops;
     tu_wait wait;
 } cl_run;
 
-static void cl_add(cl_run *r, uint64_t index, size_t n, uint64_t term) {
+/* One crash loop: how the machine dies, and the sizes that decide how
+ * batches fall on pages. m: entries per append. */
+typedef struct cl_config {
+    enum fsf_crash_mode mode;
+    size_t page_bytes;
+    uint64_t segment_bytes;
+    uint64_t m;
+} cl_config;
+
+static void cl_add(cl_run *r, int kind, uint64_t index, uint64_t n, uint64_t term) {
     ck_assert_int_lt(r->nops, CL_OPS_MAX);
-    r->ops[r->nops++] = (tu_op){.index = index, .n = n, .term = term};
+    r->kind[r->nops] = kind;
+    r->ops[r->nops++] = (tu_op){.index = index, .n = (size_t)n, .term = term};
 }
 
-/* The workload: appends in groups of 4 in flight, a conflicting suffix, a
- * dropped prefix, more appends. Stops submitting once the log failed. */
-static void cl_workload(wal *w, cl_run *r) {
-    tu_wait_init(&r->wait);
+/* The workload, m entries per append: appends (4 in flight, so batches
+ * group several), segment rolls, a conflicting suffix across segments and
+ * one inside the last batch, a dropped prefix, a reset, more conflicts
+ * after it. No two appends of one term overlap, so (index, term) names
+ * the append that wrote an entry. */
+static void cl_plan(cl_run *r, uint64_t m) {
     r->nops = 0;
-    for (uint64_t i = 1; i <= 36; i += 3)
-        cl_add(r, i, 3, 1);
-    cl_add(r, 20, 5, 2); /* conflict: drops 20..36 */
-    for (uint64_t i = 25; i <= 36; i += 2)
-        cl_add(r, i, 2, 2);
-    int drop_after = r->nops;
-    for (uint64_t i = 37; i <= 44; i += 2)
-        cl_add(r, i, 2, 3);
+    for (uint64_t i = 1; i <= 12 * m; i += m)
+        cl_add(r, CL_APPEND, i, m, 1);
+    cl_add(r, CL_APPEND, 5 * m + 2, m, 2); /* drops 5m+2..12m */
+    cl_add(r, CL_APPEND, 6 * m + 2, m, 2);
+    cl_add(r, CL_APPEND, 7 * m + 2, m, 2);
+    cl_add(r, CL_DROP, 2 * m, 0, 0);
+    cl_add(r, CL_APPEND, 8 * m + 2, m, 3);
+    cl_add(r, CL_APPEND, 9 * m + 2, m, 3);
+    cl_add(r, CL_APPEND, 9 * m + 2 + m / 2, m, 4); /* inside the last batch */
+    cl_add(r, CL_APPEND, 10 * m + 2 + m / 2, m, 4);
+    cl_add(r, CL_RESET, 20 * m, 0, 5);
+    cl_add(r, CL_APPEND, 20 * m + 1, m, 5);
+    cl_add(r, CL_APPEND, 21 * m + 1, m, 5);
+    cl_add(r, CL_APPEND, 21 * m + 1 + m / 2, m, 6);
+    cl_add(r, CL_APPEND, 22 * m + 1 + m / 2, m, 6);
+}
+
+/* Runs the plan; once the file system died every call fails, which is
+ * fine: the loop checks what a reopen finds. */
+static void cl_workload(wal *w, cl_run *r, uint64_t m) {
+    tu_wait_init(&r->wait);
+    cl_plan(r, m);
     for (int k = 0; k < r->nops; k++) {
-        if (k == drop_after) {
-            tu_wait_all(&r->wait);
-            (void)wal_drop_prefix(w, 10);
+        tu_op *op = &r->ops[k];
+        if (r->kind[k] == CL_APPEND) {
+            (void)tu_submit(w, op, &r->wait);
+            if (k % 4 == 3)
+                tu_wait_all(&r->wait);
+            continue;
         }
-        (void)tu_submit(w, &r->ops[k], &r->wait);
-        if (k % 4 == 3)
-            tu_wait_all(&r->wait);
+        tu_wait_all(&r->wait);
+        op->submitted = true;
+        op->status = r->kind[k] == CL_DROP ? wal_drop_prefix(w, op->index)
+                                           : wal_reset(w, op->index, op->term);
     }
     tu_wait_all(&r->wait);
 }
 
-/* After reopen: each present entry is one that was submitted, whole; each
- * acknowledged entry is present unless a later submission replaced it. */
-static void cl_verify(wal *w, const cl_run *r) {
+/* The append that wrote entry (i, term): the only one of that term
+ * covering i. */
+static int cl_writer(const cl_run *r, uint64_t i, uint64_t term) {
+    for (int k = 0; k < r->nops; k++) {
+        const tu_op *op = &r->ops[k];
+        if (r->kind[k] == CL_APPEND && op->submitted && op->term == term && i >= op->index &&
+            i < op->index + op->n)
+            return k;
+    }
+    return -1;
+}
+
+/* Every entry present was submitted, is whole, and was not replaced by a
+ * later acknowledged append or reset (a replaced suffix never comes back). */
+static void cl_verify_present(wal *w, const cl_run *r, uint64_t seed) {
     uint64_t first = wal_first_index(w), last = wal_last_index(w);
     for (uint64_t i = first; i <= last; i++) {
         wal_entry *e = NULL;
         size_t n = 0;
         ck_assert_int_eq(wal_read(w, i, i + 1, 0, &e, &n), 0);
-        ck_assert_msg(tu_entry_ok(&e[0]), "entry %" PRIu64 " damaged", i);
-        bool submitted = false;
-        for (int k = 0; k < r->nops; k++)
-            if (r->ops[k].submitted && r->ops[k].term == e[0].term && i >= r->ops[k].index &&
-                i < r->ops[k].index + r->ops[k].n)
-                submitted = true;
-        ck_assert_msg(submitted, "entry %" PRIu64 " term %" PRIu64 " never submitted", i,
-                      e[0].term);
+        ck_assert_msg(tu_entry_ok(&e[0]), "seed %" PRIu64 ": entry %" PRIu64 " damaged", seed, i);
+        int k = cl_writer(r, i, e[0].term);
+        ck_assert_msg(k >= 0, "seed %" PRIu64 ": entry %" PRIu64 " term %" PRIu64 " never submitted",
+                      seed, i, e[0].term);
+        for (int j = k + 1; j < r->nops; j++) {
+            const tu_op *op = &r->ops[j];
+            bool replaces = r->kind[j] == CL_RESET || (r->kind[j] == CL_APPEND && op->index <= i);
+            ck_assert_msg(!(replaces && op->status == 0),
+                          "seed %" PRIu64 ": entry %" PRIu64 " term %" PRIu64
+                          " came back after op %d replaced it",
+                          seed, i, e[0].term, j);
+        }
         wal_entries_free(e, n);
     }
+}
+
+/* Every acknowledged entry is present unless a later submission replaced
+ * it or it was dropped as a prefix; an acknowledged reset holds. */
+static void cl_verify_acked(wal *w, const cl_run *r, uint64_t seed) {
+    uint64_t first = wal_first_index(w);
     for (int k = 0; k < r->nops; k++) {
         const tu_op *op = &r->ops[k];
         if (!op->submitted || op->status != 0)
             continue;
+        uint64_t t = 0;
+        if (r->kind[k] == CL_RESET) {
+            ck_assert_uint_ge(first, op->index + 1);
+            if (first == op->index + 1) {
+                ck_assert_int_eq(wal_term_at(w, op->index, &t), 0);
+                ck_assert_uint_eq(t, op->term);
+            }
+        }
+        if (r->kind[k] != CL_APPEND)
+            continue;
         uint64_t replaced = UINT64_MAX;
         for (int j = k + 1; j < r->nops; j++)
-            if (r->ops[j].submitted && r->ops[j].index < replaced)
+            if (r->kind[j] == CL_APPEND && r->ops[j].submitted && r->ops[j].index < replaced)
                 replaced = r->ops[j].index;
         for (uint64_t i = op->index; i < op->index + op->n && i < replaced; i++) {
             if (i < first)
-                continue; /* dropped as a prefix: allowed */
-            uint64_t t = 0;
-            ck_assert_msg(wal_term_at(w, i, &t) == 0, "acknowledged entry %" PRIu64 " lost", i);
+                continue; /* dropped as a prefix or by a reset: allowed */
+            ck_assert_msg(wal_term_at(w, i, &t) == 0,
+                          "seed %" PRIu64 ": acknowledged entry %" PRIu64 " lost", seed, i);
             ck_assert_uint_eq(t, op->term);
         }
     }
 }
 
-static void crash_loop(enum fsf_crash_mode mode) {
-    uint64_t seed = tu_seed();
-    wal_options o = tiny(256);
-    bool completed = false;
-    int n = 1, torn_runs = 0;
-    for (; n < 5000 && !completed; n++) {
-        fsf *f = tu_fake_datadir(seed + (uint64_t)n);
-        wal *w = NULL;
-        ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, &o, NULL, NULL, &w), 0);
-        static cl_run r;
-        fsf_die_at(f, (uint64_t)n);
-        cl_workload(w, &r);
-        completed = !fsf_dead(f);
-        wal_close(w);
-        fsf_crash(f, mode);
-        tu_reports rep = {0};
-        int rv = wal_open(fsf_fs(f), TU_DIR, &o, tu_collect, &rep, &w);
-        ck_assert_msg(rv == 0, "N=%d seed=%" PRIu64 ": reopen %s: %s %s", n, seed, kv_errword(rv),
-                      rep.n ? rep.word[0] : "", rep.n ? rep.detail[0] : "");
-        for (int i = 0; i < rep.n; i++)
-            ck_assert_str_eq(rep.word[i], "TORN");
-        torn_runs += rep.n > 0;
-        cl_verify(w, &r);
-        wal_close(w);
-        tu_reports after = {0};
-        ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, tu_collect, &after), 0);
-        ck_assert_int_eq(after.n, 0); /* the torn tail was truncated */
-        tu_wait_destroy(&r.wait);
-        fsf_free(f);
+/* Crash point n of one seed: the machine dies at the nth mutating call,
+ * then the log must open (TORN allowed, never CORRUPT) with everything
+ * acknowledged. True when the workload ran to the end without dying. */
+static bool cl_point(const cl_config *c, uint64_t seed, int n, int *torn_runs) {
+    wal_options o;
+    wal_options_default(&o);
+    o.segment_bytes = c->segment_bytes;
+    fsf *f = tu_fake_datadir(seed + (uint64_t)n);
+    fsf_set_page_bytes(f, c->page_bytes);
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, &o, NULL, NULL, &w), 0);
+    static cl_run r;
+    fsf_die_at(f, (uint64_t)n);
+    cl_workload(w, &r, c->m);
+    bool completed = !fsf_dead(f);
+    wal_close(w);
+    fsf_crash(f, c->mode);
+    tu_reports rep = {0};
+    int rv = wal_open(fsf_fs(f), TU_DIR, &o, tu_collect, &rep, &w);
+    ck_assert_msg(rv == 0, "seed=%" PRIu64 " N=%d: reopen %s: %s %s@%" PRIu64 " %s", seed, n,
+                  kv_errword(rv), rep.n ? rep.word[0] : "", rep.n ? rep.file[0] : "",
+                  rep.n ? rep.offset[0] : 0, rep.n ? rep.detail[0] : "");
+    for (int i = 0; i < rep.n; i++)
+        ck_assert_str_eq(rep.word[i], "TORN");
+    *torn_runs += rep.n > 0;
+    cl_verify_present(w, &r, seed);
+    cl_verify_acked(w, &r, seed);
+    wal_close(w);
+    tu_reports after = {0};
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, tu_collect, &after), 0);
+    ck_assert_int_eq(after.n, 0); /* the torn tail was truncated */
+    tu_wait_destroy(&r.wait);
+    fsf_free(f);
+    return completed;
+}
+
+/* For each seed (KV_SEED, then KV_SEEDS - 1 more; KV_SEEDS=1 replays one),
+ * crash at every mutating call N = 1, 2, ... until the workload completes. */
+static void crash_loop(const cl_config *c) {
+    int torn_runs = 0, seeds = tu_seeds(3);
+    for (int k = 0; k < seeds; k++) {
+        uint64_t seed = tu_seed() + 1000003u * (uint64_t)k;
+        int n = 1;
+        while (n < 5000 && !cl_point(c, seed, n, &torn_runs))
+            n++;
+        ck_assert_int_lt(n, 5000);
+        ck_assert_int_gt(n, 30); /* the workload did many writes and syncs */
+        fprintf(stderr,
+                "crash loop mode %d page %zu segment %" PRIu64 " m %" PRIu64 " seed %" PRIu64
+                ": %d crash points\n",
+                (int)c->mode, c->page_bytes, c->segment_bytes, c->m, seed, n);
     }
-    ck_assert(completed);
-    ck_assert_int_gt(n, 50); /* the workload did many writes and syncs */
-    if (mode == FSF_CRASH_TORN)
-        ck_assert_int_gt(torn_runs, 0); /* torn tails really happened */
-    fprintf(stderr, "crash loop mode %d: %d crash points, %d torn tails\n", (int)mode, n - 1,
-            torn_runs);
+    if (c->mode != FSF_CRASH_DROP)
+        ck_assert_int_gt(torn_runs, 0); /* torn batches really happened */
+    fprintf(stderr, "crash loop mode %d: %d runs with a torn batch\n", (int)c->mode, torn_runs);
 }
 
 START_TEST(test_crash_loop_drop) {
-    crash_loop(FSF_CRASH_DROP);
+    crash_loop(&(cl_config){FSF_CRASH_DROP, 4096, 256, 3});
 }
 END_TEST
 
 START_TEST(test_crash_loop_torn) {
-    crash_loop(FSF_CRASH_TORN);
+    crash_loop(&(cl_config){FSF_CRASH_TORN, 4096, 256, 3});
+}
+END_TEST
+
+/* Unsynced pages reach the disk in any subset (issue 10, item 2): tiny
+ * segments with tiny pages, sector-sized pages, and real 4 KiB pages with
+ * batches of several pages. */
+START_TEST(test_crash_loop_pages_tiny) {
+    crash_loop(&(cl_config){FSF_CRASH_PAGES, 64, 256, 3});
+}
+END_TEST
+
+START_TEST(test_crash_loop_pages_sector) {
+    crash_loop(&(cl_config){FSF_CRASH_PAGES, 512, 2048, 8});
+}
+END_TEST
+
+START_TEST(test_crash_loop_pages_4k) {
+    crash_loop(&(cl_config){FSF_CRASH_PAGES, 4096, 32768, 48});
 }
 END_TEST
 
@@ -554,6 +655,9 @@ int main(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_crash_loop_drop);
     tcase_add_test(tc, test_crash_loop_torn);
+    tcase_add_test(tc, test_crash_loop_pages_tiny);
+    tcase_add_test(tc, test_crash_loop_pages_sector);
+    tcase_add_test(tc, test_crash_loop_pages_4k);
     tcase_add_test(tc, test_corruption_sweep);
     tcase_add_test(tc, test_zero_tail_is_clean);
     tcase_add_test(tc, test_zero_page_in_unsynced_batch_is_torn);

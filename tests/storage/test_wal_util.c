@@ -21,6 +21,12 @@ uint64_t tu_seed(void) {
     return seed;
 }
 
+int tu_seeds(int dflt) {
+    const char *s = getenv("KV_SEEDS");
+    int n = s ? atoi(s) : dflt;
+    return n > 0 ? n : dflt;
+}
+
 fsf *tu_fake_datadir(uint64_t seed) {
     fsf *f = fsf_new(seed);
     assert(f != NULL);

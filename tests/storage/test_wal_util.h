@@ -18,6 +18,10 @@
  * Printed once, so a failure replays with KV_SEED=<seed>. */
 uint64_t tu_seed(void);
 
+/* How many seeds a random loop runs: KV_SEEDS from the environment, else
+ * dflt. With KV_SEED=<seed> KV_SEEDS=1 a loop replays the one seed. */
+int tu_seeds(int dflt);
+
 /* A fake fs holding a fresh data dir TU_DIR. Owned by the caller: fsf_free. */
 fsf *tu_fake_datadir(uint64_t seed);
 
