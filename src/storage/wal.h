@@ -17,7 +17,8 @@
  *     batch header (WAL_BATCH_HEADER_BYTES = 48)
  *       xxh3 u64 of the next 40 bytes, magic u32 "KVWB", flags u32 (bit 0:
  *       OVERRIDE, see rule 6), segment sequence u64, first index u64,
- *       record count u32 (>= 1), payload bytes u32, xxh3 u64 of the payload.
+ *       record count u32 (>= 1, or 0 for an override marker), payload
+ *       bytes u32, xxh3 u64 of the payload.
  *     payload: count records, back to back (KV_WAL_RECORD_HEADER_BYTES +
  *       data each): xxh3 u64 over every following byte of the record, data
  *       length u32, type u8, 3 zero bytes, term u64, index u64, data. (The
@@ -76,12 +77,13 @@
  *      unlink followed by a directory sync (so a crash leaves a prefix of
  *      the log, never a gap), and the next batch, written in the segment
  *      holding k, carries OVERRIDE with first index k: the scan drops the
- *      segment's entries >= k read before it. The old records stay in the
- *      file, dead; since the override batch is synced before it is
- *      acknowledged and is removed only with its whole segment, a replaced
- *      suffix never comes back. A batch without OVERRIDE must start at the
- *      next index; one with it must start within its segment and at most
- *      at the next index.
+ *      segment's entries >= k read before it. When that segment is full,
+ *      the override goes as a marker (no records) before the next segment
+ *      is started. The old records stay in the file, dead; since the
+ *      override is synced before its append is acknowledged and is removed
+ *      only with its whole segment, a replaced suffix never comes back. A
+ *      batch without OVERRIDE must start at the next index; one with it
+ *      must start within its segment and at most at the next index.
  *   7. A segment is created as ".tmp" (synced), renamed, and the directory
  *      synced before any batch goes in it. Segments are unlinked one at a
  *      time with a directory sync after each (drop prefix oldest first,

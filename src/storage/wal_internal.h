@@ -17,12 +17,12 @@
 #define WAL_BATCH_HDR WAL_BATCH_HEADER_BYTES
 #define WAL_PATH_BYTES_MAX 4096u
 #define WAL_REC_HDR KV_WAL_RECORD_HEADER_BYTES
-/* The largest segment file a scan reads: a full segment, plus one record
- * in its own batch (a record larger than the room left goes alone in a
- * segment; an override batch starts in the segment it overrides, full or
- * not: rule 6). */
-#define WAL_SEGMENT_FILE_BYTES_MAX                                                                 \
-    ((uint64_t)KV_WAL_SEGMENT_BYTES_DEFAULT + KV_WAL_RECORD_BYTES_MAX + 2u * WAL_BATCH_HDR)
+/* The largest segment file a scan reads. A segment holds at most
+ * segment_bytes, or one record alone in its batch, plus the override
+ * markers (one batch header each) of conflicting suffixes written after it
+ * was full (wal.h rule 6): twice the largest segment leaves room for over a
+ * million of those, each needing a leader change. */
+#define WAL_SEGMENT_FILE_BYTES_MAX (2u * (uint64_t)KV_WAL_SEGMENT_BYTES_DEFAULT)
 /* Segments are zero-filled ahead of the records by this much at a time, so
  * most fdatasyncs overwrite allocated blocks and need no metadata journal
  * commit (an appending fdatasync costs about twice a raw one). The scan
@@ -36,6 +36,9 @@ _Static_assert(KV_WAL_RECORD_HEADER_BYTES == 32,
 _Static_assert(WAL_BATCH_HEADER_BYTES == 48,
                "batch header: xxh3, magic, flags, seq, first, count, bytes, payload xxh3");
 _Static_assert(WAL_SEGMENT_FILE_BYTES_MAX < UINT32_MAX, "a batch's payload length fits a u32");
+_Static_assert(WAL_SEGMENT_FILE_BYTES_MAX >=
+                   KV_WAL_SEGMENT_BYTES_DEFAULT + KV_WAL_RECORD_BYTES_MAX + 2u * WAL_BATCH_HDR,
+               "a scan reads a full segment with a record alone in its batch");
 
 /* One segment file. Heap-allocated so wal_ent can point at it. */
 typedef struct wal_seg {

@@ -133,13 +133,19 @@ static int wal__extend(wal *w, wal_seg *sg, uint64_t need) {
 }
 
 /* Writes the batch gathered in wbuf at the end of the active segment with
- * one pwrite (wal.h rule 1): seals its header first. */
+ * one pwrite (wal.h rule 1): seals its header first. A pending override
+ * with no records yet goes as a marker (rule 6). */
 static int wal__flush(wal *w) {
-    assert(w->wbuf_count > 0 || (w->wbuf_len == 0 && !w->override_pending));
-    if (w->wbuf_count == 0)
+    assert(w->wbuf_count > 0 || w->wbuf_len == 0);
+    if (w->wbuf_count == 0 && !w->override_pending)
         return 0;
+    if (w->wbuf_count == 0) {
+        w->wbuf_len = WAL_BATCH_HDR; /* wal__add_record reserved the room */
+        w->wbuf_first = w->tail_last + 1;
+    }
     wal_seg *sg = wal__active(w);
-    assert(w->wbuf_len > WAL_BATCH_HDR + (size_t)w->wbuf_count * WAL_REC_HDR - 1);
+    assert(w->wbuf_cap >= WAL_BATCH_HDR);
+    assert(w->wbuf_len >= WAL_BATCH_HDR + (size_t)w->wbuf_count * WAL_REC_HDR);
     wal_batch b = {.flags = w->override_pending ? WAL_BATCH_FLAG_OVERRIDE : 0,
                    .seq = sg->seq,
                    .first = w->wbuf_first,
@@ -188,7 +194,6 @@ static int wal__wbuf_reserve(wal *w, size_t len) {
  * new batch): a torn batch is only ever in the last segment (rule 2). */
 static int wal__roll(wal *w) {
     wal_seg *sg = wal__active(w);
-    assert(!w->override_pending || w->wbuf_count > 0);
     int rv = wal__flush(w);
     if (rv == 0)
         rv = wal__sync(w, sg);
@@ -199,21 +204,20 @@ static int wal__roll(wal *w) {
 }
 
 /* Adds one encoded record to the batch in wbuf; starts a new segment when
- * it would not fit, except for the first record of an override batch,
- * which belongs to the segment it overrides (rule 6). */
+ * it would not fit (a pending override is written first, in the segment
+ * it overrides, as a marker). */
 static int wal__add_record(wal *w, const uint8_t *rec, size_t len) {
     wal_seg *sg = wal__active(w);
     size_t need = len + (w->wbuf_count == 0 ? WAL_BATCH_HDR : 0);
     uint64_t used = sg->size + w->wbuf_len;
-    bool pinned = w->override_pending && w->wbuf_count == 0;
-    int rv = 0;
-    if (!pinned && used > WAL_SEGMENT_HEADER_BYTES && used + need > w->opt.segment_bytes) {
+    int rv = wal__wbuf_reserve(w, len + WAL_BATCH_HDR);
+    if (rv != 0)
+        return rv;
+    if (used > WAL_SEGMENT_HEADER_BYTES && used + need > w->opt.segment_bytes) {
         if ((rv = wal__roll(w)) != 0)
             return rv;
         sg = wal__active(w);
     }
-    if ((rv = wal__wbuf_reserve(w, len + WAL_BATCH_HDR)) != 0)
-        return rv;
     if (w->wbuf_count == 0) {
         w->wbuf_len = WAL_BATCH_HDR; /* sealed by wal__flush */
         w->wbuf_first = w->tail_last + 1;

@@ -40,7 +40,8 @@ void wal__put_header(uint8_t *buf, const wal_seg *s) {
 
 void wal__batch_encode(uint8_t *dst, const wal_batch *b) {
     assert(dst != NULL && b != NULL);
-    assert(b->count >= 1 && b->payload_bytes >= b->count * WAL_REC_HDR);
+    assert(b->count >= 1 || (b->flags & WAL_BATCH_FLAG_OVERRIDE));
+    assert(b->payload_bytes >= b->count * WAL_REC_HDR);
     kv_put_u32(dst + 8, WAL_BATCH_MAGIC);
     kv_put_u32(dst + 12, b->flags);
     kv_put_u64(dst + 16, b->seq);
@@ -414,7 +415,7 @@ static int wal__scan_batch(wal_cursor *c, bool *damaged, size_t *next) {
     bool override = (b.flags & WAL_BATCH_FLAG_OVERRIDE) != 0;
     if (b.seq != sg->seq)
         return wal__bad(c, c->off, exp, "batch of another segment");
-    if (b.count == 0 || (b.flags & ~WAL_BATCH_FLAG_OVERRIDE) != 0)
+    if ((b.count == 0 && !override) || (b.flags & ~WAL_BATCH_FLAG_OVERRIDE) != 0)
         return wal__bad(c, c->off, exp, "batch header with no records or unknown flags");
     if (override ? (b.first < sg->first_index || b.first > exp) : b.first != exp)
         return wal__bad(c, c->off, exp, "batch starts at an unexpected index");

@@ -8,6 +8,7 @@
 #include "kv/limits.h"
 #include "storage/datadir.h"
 #include "storage/wal.h"
+#include "storage/wal_internal.h" /* to forge whole batches */
 
 #include <check.h>
 #include <inttypes.h>
@@ -472,6 +473,143 @@ START_TEST(test_zero_page_in_unsynced_batch_is_torn) {
 }
 END_TEST
 
+/* Three batches (appends of 4, 3 and 5 entries) in one segment; pos gets
+ * where each batch starts and ends. */
+static fsf *three_batches(rec_pos pos[4], int *npos) {
+    wal_options o = tiny(8192);
+    fsf *f = tu_fake_datadir(tu_seed());
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, &o, NULL, NULL, &w), 0);
+    wal_entry e[5];
+    uint8_t bufs[5][TU_LEN_MAX];
+    tu_entries(e, bufs, 1, 4, 1);
+    ck_assert_int_eq(wal_append_wait(w, e, 4), 0);
+    tu_entries(e, bufs, 5, 3, 1);
+    ck_assert_int_eq(wal_append_wait(w, e, 3), 0);
+    tu_entries(e, bufs, 8, 5, 2);
+    ck_assert_int_eq(wal_append_wait(w, e, 5), 0);
+    wal_close(w);
+    *npos = layout(f, pos, 4);
+    ck_assert_int_eq(*npos, 3);
+    ck_assert_uint_eq(pos[2].next, 13);
+    return f;
+}
+
+/* wal.h rules 2-3: a flipped byte in a batch with a valid batch after it
+ * is CORRUPT (file, offset of the batch, its first index; nothing cut);
+ * in the last batch it is TORN, cut off, and the log opens. */
+START_TEST(test_flip_synced_batch_corrupt_last_torn) {
+    rec_pos pos[4];
+    int npos = 0;
+    fsf *f = three_batches(pos, &npos);
+    kv_fs *fs = fsf_fs(f);
+    const char *path = pos[1].path;
+    ck_assert_int_eq(fsf_flip(f, path, pos[1].seg_off + 70, 0x01), 0);
+    tu_reports r = {0};
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fs, TU_DIR, NULL, tu_collect, &r, &w), KV_ECORRUPT);
+    ck_assert_int_eq(r.n, 1);
+    ck_assert_str_eq(r.word[0], "CORRUPT");
+    ck_assert_str_eq(r.file[0], path);
+    ck_assert_uint_eq(r.offset[0], pos[1].seg_off);
+    ck_assert_uint_eq(r.index[0], 5);
+    ck_assert_str_eq(r.detail[0], "batch payload checksum mismatch");
+    ck_assert_uint_eq(tu_data_end(f, path), pos[2].end); /* nothing truncated */
+    ck_assert_int_eq(fsf_flip(f, path, pos[1].seg_off + 70, 0x01), 0);
+    ck_assert_int_eq(fsf_flip(f, path, pos[2].seg_off + 20, 0x01), 0); /* the last batch's header */
+    tu_reports t = {0};
+    ck_assert_int_eq(wal_open(fs, TU_DIR, NULL, tu_collect, &t, &w), 0);
+    ck_assert_int_eq(t.n, 1);
+    ck_assert_str_eq(t.word[0], "TORN");
+    ck_assert_uint_eq(t.offset[0], pos[2].seg_off);
+    ck_assert_uint_eq(t.index[0], 8);
+    ck_assert_uint_eq(wal_last_index(w), 7);
+    wal_close(w);
+    ck_assert_int_eq(wal_check(fs, TU_DIR, NULL, NULL), 0);
+    fsf_free(f);
+}
+END_TEST
+
+/* Appends raw bytes at the end of the data of path, durably. */
+static void put_at_end(fsf *f, const char *path, uint64_t off, const void *buf, size_t len) {
+    kv_fs *fs = fsf_fs(f);
+    kv_file *h = NULL;
+    ck_assert_int_eq(fs->ops->open(fs, path, KV_FS_WRITE, &h), 0);
+    ck_assert_int_eq(fs->ops->pwrite(h, buf, len, off), 0);
+    ck_assert_int_eq(fs->ops->sync(h), 0);
+    fs->ops->close(h);
+}
+
+/* wal.h rule 4: a batch whose checksums hold was written whole; at the
+ * wrong place it is CORRUPT even as the last batch (a replayed or stale
+ * copy is never torn). */
+START_TEST(test_whole_batch_out_of_place_is_corrupt) {
+    rec_pos pos[4];
+    int npos = 0;
+    fsf *f = three_batches(pos, &npos);
+    void *buf = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(kv_fs_read_all(fsf_fs(f), pos[0].path, 1 << 20, &buf, &size), 0);
+    put_at_end(f, pos[0].path, pos[2].end, (uint8_t *)buf + pos[0].seg_off,
+               pos[0].end - pos[0].seg_off); /* batch 1..4 again */
+    free(buf);
+    tu_reports r = {0};
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, tu_collect, &r), KV_ECORRUPT);
+    ck_assert_int_eq(r.n, 1);
+    ck_assert_str_eq(r.word[0], "CORRUPT");
+    ck_assert_uint_eq(r.offset[0], pos[2].end);
+    ck_assert_uint_eq(r.index[0], 13);
+    ck_assert_str_eq(r.detail[0], "batch starts at an unexpected index");
+    fsf_free(f);
+}
+END_TEST
+
+/* wal.h rule 5: terms never decrease. A whole batch whose record carries a
+ * lower term is CORRUPT (file, offset of the record, its index), and
+ * wal_append refuses to write one. */
+START_TEST(test_term_decrease) {
+    rec_pos pos[4];
+    int npos = 0;
+    fsf *f = three_batches(pos, &npos); /* 8..12 have term 2 */
+    uint8_t batch[WAL_BATCH_HEADER_BYTES + KV_WAL_RECORD_HEADER_BYTES + 4];
+    wal_entry e = {.index = 13, .term = 1, .len = 4, .data = (uint8_t *)"abcd"};
+    wal__rec_encode(batch + WAL_BATCH_HEADER_BYTES, &e);
+    wal_batch b = {.seq = 1,
+                   .first = 13,
+                   .count = 1,
+                   .payload_bytes = KV_WAL_RECORD_HEADER_BYTES + 4,
+                   .payload_xxh3 = kv_xxh3(batch + WAL_BATCH_HEADER_BYTES,
+                                           KV_WAL_RECORD_HEADER_BYTES + 4)};
+    wal__batch_encode(batch, &b);
+    put_at_end(f, pos[0].path, pos[2].end, batch, sizeof batch);
+    tu_reports r = {0};
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, tu_collect, &r, &w), KV_ECORRUPT);
+    ck_assert_int_eq(r.n, 1);
+    ck_assert_str_eq(r.word[0], "CORRUPT");
+    ck_assert_uint_eq(r.offset[0], pos[2].end + WAL_BATCH_HEADER_BYTES);
+    ck_assert_uint_eq(r.index[0], 13);
+    ck_assert_str_eq(r.detail[0], "record term below the term before it");
+    uint8_t zeros[sizeof batch] = {0};
+    put_at_end(f, pos[0].path, pos[2].end, zeros, sizeof zeros);
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, NULL, NULL, &w), 0);
+    wal_entry v[3];
+    uint8_t bufs[3][TU_LEN_MAX];
+    tu_entries(v, bufs, 13, 1, 1);
+    ck_assert_int_eq(wal_append_wait(w, v, 1), KV_EINVAL); /* below term 2 */
+    tu_entries(v, bufs, 13, 3, 3);
+    v[2].term = 2;
+    ck_assert_int_eq(wal_append_wait(w, v, 3), KV_EINVAL); /* decreasing within */
+    ck_assert_uint_eq(wal_last_index(w), 12);
+    tu_entries(v, bufs, 10, 1, 2); /* a conflict at the same term is fine */
+    ck_assert_int_eq(wal_append_wait(w, v, 1), 0);
+    ck_assert_uint_eq(wal_last_index(w), 10);
+    wal_close(w);
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, NULL, NULL), 0);
+    fsf_free(f);
+}
+END_TEST
+
 /* ---- bad input ------------------------------------------------------------ */
 
 START_TEST(test_missing_segment) {
@@ -661,6 +799,9 @@ int main(void) {
     tcase_add_test(tc, test_corruption_sweep);
     tcase_add_test(tc, test_zero_tail_is_clean);
     tcase_add_test(tc, test_zero_page_in_unsynced_batch_is_torn);
+    tcase_add_test(tc, test_flip_synced_batch_corrupt_last_torn);
+    tcase_add_test(tc, test_whole_batch_out_of_place_is_corrupt);
+    tcase_add_test(tc, test_term_decrease);
     tcase_add_test(tc, test_missing_segment);
     tcase_add_test(tc, test_empty_segment);
     tcase_add_test(tc, test_segment_other_version);
