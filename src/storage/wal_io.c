@@ -254,11 +254,14 @@ static void wal__seg_free(wal *w, wal_seg *sg) {
 static int wal__segs_unlink(wal *w, wal_seg **v, size_t n) {
     int rv = 0;
     for (size_t i = 0; i < n; i++) {
-        if (rv == 0 && (rv = w->fs->ops->unlink(w->fs, v[i]->path)) == 0)
-            rv = w->fs->ops->sync_dir(w->fs, w->waldir);
-        if (rv != 0 && i + 1 == n)
-            KV_LOGE(kv_errword(rv), "WAL %s: cannot remove segments: %s", w->waldir,
-                    kv_strerror(rv));
+        if (rv == 0) {
+            rv = w->fs->ops->unlink(w->fs, v[i]->path);
+            if (rv == 0)
+                rv = w->fs->ops->sync_dir(w->fs, w->waldir);
+            if (rv != 0)
+                KV_LOGE(kv_errword(rv), "WAL %s: cannot remove it durably: %s", v[i]->path,
+                        kv_strerror(rv));
+        }
         wal__seg_free(w, v[i]);
     }
     return rv;

@@ -43,6 +43,7 @@ typedef struct cl_config {
     size_t page_bytes;
     uint64_t segment_bytes;
     uint64_t m;
+    int seeds; /* how many, unless KV_SEEDS says */
 } cl_config;
 
 static void cl_add(cl_run *r, int kind, uint64_t index, uint64_t n, uint64_t term) {
@@ -200,10 +201,11 @@ static bool cl_point(const cl_config *c, uint64_t seed, int n, int *torn_runs) {
     return completed;
 }
 
-/* For each seed (KV_SEED, then KV_SEEDS - 1 more; KV_SEEDS=1 replays one),
+/* For each seed (KV_SEED, then c->seeds - 1 more; KV_SEEDS=n overrides the
+ * count, KV_SEED=<seed> KV_SEEDS=1 replays one),
  * crash at every mutating call N = 1, 2, ... until the workload completes. */
 static void crash_loop(const cl_config *c) {
-    int torn_runs = 0, seeds = tu_seeds(3);
+    int torn_runs = 0, seeds = tu_seeds(c->seeds);
     for (int k = 0; k < seeds; k++) {
         uint64_t seed = tu_seed() + 1000003u * (uint64_t)k;
         int n = 1;
@@ -222,12 +224,12 @@ static void crash_loop(const cl_config *c) {
 }
 
 START_TEST(test_crash_loop_drop) {
-    crash_loop(&(cl_config){FSF_CRASH_DROP, 4096, 256, 3});
+    crash_loop(&(cl_config){FSF_CRASH_DROP, 4096, 256, 3, 1});
 }
 END_TEST
 
 START_TEST(test_crash_loop_torn) {
-    crash_loop(&(cl_config){FSF_CRASH_TORN, 4096, 256, 3});
+    crash_loop(&(cl_config){FSF_CRASH_TORN, 4096, 256, 3, 1});
 }
 END_TEST
 
@@ -235,17 +237,17 @@ END_TEST
  * segments with tiny pages, sector-sized pages, and real 4 KiB pages with
  * batches of several pages. */
 START_TEST(test_crash_loop_pages_tiny) {
-    crash_loop(&(cl_config){FSF_CRASH_PAGES, 64, 256, 3});
+    crash_loop(&(cl_config){FSF_CRASH_PAGES, 64, 256, 3, 2});
 }
 END_TEST
 
 START_TEST(test_crash_loop_pages_sector) {
-    crash_loop(&(cl_config){FSF_CRASH_PAGES, 512, 2048, 8});
+    crash_loop(&(cl_config){FSF_CRASH_PAGES, 512, 2048, 8, 4});
 }
 END_TEST
 
 START_TEST(test_crash_loop_pages_4k) {
-    crash_loop(&(cl_config){FSF_CRASH_PAGES, 4096, 32768, 48});
+    crash_loop(&(cl_config){FSF_CRASH_PAGES, 4096, 32768, 48, 4});
 }
 END_TEST
 
