@@ -44,8 +44,8 @@
 typedef struct fsf fsf;
 
 enum fsf_crash_mode {
-    FSF_CRASH_DROP, /* everything not synced is lost */
-    FSF_CRASH_TORN, /* a random prefix of each file's unsynced writes survives */
+    FSF_CRASH_DROP,  /* everything not synced is lost */
+    FSF_CRASH_TORN,  /* a random prefix of each file's unsynced writes survives */
     FSF_CRASH_PAGES, /* a random subset of the unsynced pages and names survives */
 };
 

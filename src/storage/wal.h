@@ -63,16 +63,17 @@
  *   4. After the last valid batch, an all-zero remainder is the end of the
  *      log (preallocated space, or a batch in flight none of whose pages
  *      reached the disk): neither torn nor corrupt. The limit of rules 3-4:
- *      a synced last batch that the medium turns into zeros or garbage is
- *      indistinguishable from a torn one (it is called TORN).
+ *      a synced last batch that the medium turns into garbage or zeros is
+ *      indistinguishable from a batch in flight (TORN, or the end).
  *   5. Indexes are consecutive within and across segments (a segment's
  *      first index continues its predecessor's last) and terms never
  *      decrease: a segment's base term equals the term of the entry before
  *      its first index, and every record's term is >= the previous one.
  *      wal_append refuses (KV_EINVAL) what would break this.
  *   6. A conflicting suffix (Raft: entries >= k are replaced) is never cut
- *      out of a segment in place: a batch is the unit of atomicity, and
- *      cutting one in its middle cannot be made crash-safe. Instead the
+ *      out of a segment in place: cutting a batch in its middle means
+ *      rewriting its header, and a crash tearing that header would lose
+ *      the acknowledged entries before k in it. Instead the
  *      segments holding only entries > k are unlinked, newest first, each
  *      unlink followed by a directory sync (so a crash leaves a prefix of
  *      the log, never a gap), and the next batch, written in the segment
@@ -88,7 +89,10 @@
  *      synced before any batch goes in it. Segments are unlinked one at a
  *      time with a directory sync after each (drop prefix oldest first,
  *      conflicting suffix newest first), so every crash leaves a sequence
- *      without gaps; a gap is MISSING.
+ *      without gaps; a gap is MISSING. A reset makes its RESET segment
+ *      durable first; the older segments may then go in any order.
+ *      The only cut in place is wal_open's, of a torn batch: it is synced
+ *      before anything is written over it.
  *   8. A write or sync error is final (pitfalls.md, "fsyncgate"): every
  *      pending and later append fails with KV_EIO.
  *

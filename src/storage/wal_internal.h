@@ -150,10 +150,10 @@ struct wal {
     /* Storage-thread only. */
     uint8_t *wbuf; /* the batch being gathered: header room, then records */
     size_t wbuf_len, wbuf_cap;
-    uint32_t wbuf_count;    /* records in wbuf; wbuf_len is 0 when none */
-    uint64_t wbuf_first;    /* index of wbuf's first record */
-    bool override_pending;  /* the next batch overrides (wal.h rule 6) */
-    uint64_t tail_last;     /* last index written (not necessarily synced) */
+    uint32_t wbuf_count;   /* records in wbuf; wbuf_len is 0 when none */
+    uint64_t wbuf_first;   /* index of wbuf's first record */
+    bool override_pending; /* the next batch overrides (wal.h rule 6) */
+    uint64_t tail_last;    /* last index written (not necessarily synced) */
 };
 
 /* The storage thread and the completion thread (wal_io.c). */

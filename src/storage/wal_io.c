@@ -318,9 +318,8 @@ static int wal__do_append(wal *w, wal_item *it) {
         it->status = KV_EINVAL;
         return 0;
     }
-    uint64_t before = it->index == w->log.first
-                          ? w->log.base_term
-                          : w->log.ents[it->index - 1 - w->log.first].term;
+    uint64_t before = it->index == w->log.first ? w->log.base_term
+                                                : w->log.ents[it->index - 1 - w->log.first].term;
     if (it->term < before) {
         it->status = KV_EINVAL; /* terms never decrease (rule 5) */
         return 0;

@@ -119,8 +119,9 @@ static void cl_verify_present(wal *w, const cl_run *r, uint64_t seed) {
         ck_assert_int_eq(wal_read(w, i, i + 1, 0, &e, &n), 0);
         ck_assert_msg(tu_entry_ok(&e[0]), "seed %" PRIu64 ": entry %" PRIu64 " damaged", seed, i);
         int k = cl_writer(r, i, e[0].term);
-        ck_assert_msg(k >= 0, "seed %" PRIu64 ": entry %" PRIu64 " term %" PRIu64 " never submitted",
-                      seed, i, e[0].term);
+        ck_assert_msg(k >= 0,
+                      "seed %" PRIu64 ": entry %" PRIu64 " term %" PRIu64 " never submitted", seed,
+                      i, e[0].term);
         for (int j = k + 1; j < r->nops; j++) {
             const tu_op *op = &r->ops[j];
             bool replaces = r->kind[j] == CL_RESET || (r->kind[j] == CL_APPEND && op->index <= i);
@@ -280,8 +281,10 @@ static int layout(fsf *f, rec_pos *pos, int max) {
             ck_assert_int_lt(n, max);
             uint64_t end = off + WAL_BATCH_HEADER_BYTES + kv_get_u32(b + off + 36);
             uint64_t first = kv_get_u64(b + off + 24);
-            pos[n] = (rec_pos){
-                .seg_off = off, .end = end, .index = first, .next = first + kv_get_u32(b + off + 32)};
+            pos[n] = (rec_pos){.seg_off = off,
+                               .end = end,
+                               .index = first,
+                               .next = first + kv_get_u32(b + off + 32)};
             snprintf(pos[n].path, sizeof pos[n].path, "%s", path);
             n++;
             off = end;
@@ -580,8 +583,8 @@ START_TEST(test_term_decrease) {
                    .first = 13,
                    .count = 1,
                    .payload_bytes = KV_WAL_RECORD_HEADER_BYTES + 4,
-                   .payload_xxh3 = kv_xxh3(batch + WAL_BATCH_HEADER_BYTES,
-                                           KV_WAL_RECORD_HEADER_BYTES + 4)};
+                   .payload_xxh3 =
+                       kv_xxh3(batch + WAL_BATCH_HEADER_BYTES, KV_WAL_RECORD_HEADER_BYTES + 4)};
     wal__batch_encode(batch, &b);
     put_at_end(f, pos[0].path, pos[2].end, batch, sizeof batch);
     tu_reports r = {0};
