@@ -112,12 +112,16 @@ static int cl_writer(const cl_run *r, uint64_t i, uint64_t term) {
 /* Every entry present was submitted, is whole, and was not replaced by a
  * later acknowledged append or reset (a replaced suffix never comes back). */
 static void cl_verify_present(wal *w, const cl_run *r, uint64_t seed) {
-    uint64_t first = wal_first_index(w), last = wal_last_index(w);
+    uint64_t first = wal_first_index(w), last = wal_last_index(w), term = 0;
+    ck_assert_int_eq(wal_term_at(w, first - 1, &term), 0);
     for (uint64_t i = first; i <= last; i++) {
         wal_entry *e = NULL;
         size_t n = 0;
         ck_assert_int_eq(wal_read(w, i, i + 1, 0, &e, &n), 0);
         ck_assert_msg(tu_entry_ok(&e[0]), "seed %" PRIu64 ": entry %" PRIu64 " damaged", seed, i);
+        ck_assert_msg(e[0].term >= term, "seed %" PRIu64 ": entry %" PRIu64 " term goes down", seed,
+                      i); /* no mix of an old suffix behind new entries */
+        term = e[0].term;
         int k = cl_writer(r, i, e[0].term);
         ck_assert_msg(k >= 0,
                       "seed %" PRIu64 ": entry %" PRIu64 " term %" PRIu64 " never submitted", seed,
