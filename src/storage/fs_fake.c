@@ -10,6 +10,7 @@
 
 #define FSF_NAME_BYTES_MAX 255u
 #define FSF_DEPTH_MAX 64u
+#define FSF_PAGE_BYTES_DEFAULT 4096u
 
 typedef struct fsf_node fsf_node;
 
@@ -59,6 +60,7 @@ struct fsf {
     uint64_t fail_write_n, fail_sync_n, short_write_n, die_n;
     bool dead;
     uint64_t syncs, writes, dir_syncs;
+    size_t page_bytes; /* the unit FSF_CRASH_PAGES keeps or loses */
     void (*hook)(void *arg);
     void *hook_arg;
 };
@@ -610,6 +612,7 @@ fsf *fsf_new(uint64_t seed) {
         return NULL;
     f->fs = (kv_fs){.ops = &fsf_ops, .impl = f};
     f->rng = seed;
+    f->page_bytes = FSF_PAGE_BYTES_DEFAULT;
     pthread_mutex_init(&f->mu, NULL);
     if ((f->root = fsf__node_new(f, true)) == NULL) {
         fsf_free(f);
@@ -681,38 +684,148 @@ static void fsf__tear(fsf *f, fsf_node *n) {
     (void)fsf__apply(n, op, len);
 }
 
+/* Byte i of an image of len bytes; zeros past its end. */
+static uint8_t fsf__byte(const uint8_t *d, size_t len, size_t i) {
+    return i < len ? d[i] : 0;
+}
+
+/* Fills out[off, off + len) from the old image, the new one, or a prefix
+ * of the new one and the rest old (a torn page). */
+static void fsf__page(uint8_t *out, size_t off, size_t len, const fsf_node *n, size_t new_len) {
+    for (size_t i = 0; i < len; i++) {
+        bool take_new = i < new_len;
+        out[off + i] = take_new ? fsf__byte(n->data, n->size, off + i)
+                                : fsf__byte(n->dur, n->dur_size, off + i);
+    }
+}
+
+/* The size after an FSF_CRASH_PAGES crash: the durable one, the current
+ * one, or a page boundary between them. */
+static size_t fsf__pages_size(fsf *f, const fsf_node *n) {
+    size_t lo = n->dur_size < n->size ? n->dur_size : n->size;
+    size_t hi = n->dur_size < n->size ? n->size : n->dur_size;
+    uint64_t r = fsf__rand(f) % 3;
+    if (r == 0 || lo == hi)
+        return n->dur_size;
+    if (r == 1)
+        return n->size;
+    size_t b = lo + (size_t)(fsf__rand(f) % (hi - lo + 1));
+    b -= b % f->page_bytes;
+    return b < lo ? lo : b;
+}
+
+/* An FSF_CRASH_PAGES crash of one file: each page that unsynced changes
+ * made different comes back old or new, at most one of them torn. The
+ * result becomes durable. Caller holds mu. */
+static void fsf__crash_pages(fsf *f, fsf_node *n) {
+    assert(!n->is_dir && f->page_bytes > 0);
+    size_t size = fsf__pages_size(f, n), pg = f->page_bytes;
+    uint8_t *out = size ? malloc(size) : NULL;
+    assert(size == 0 || out != NULL);
+    bool torn = false;
+    for (size_t off = 0; off < size; off += pg) {
+        size_t len = size - off < pg ? size - off : pg;
+        bool same = true;
+        for (size_t i = 0; same && i < len; i++)
+            same = fsf__byte(n->data, n->size, off + i) == fsf__byte(n->dur, n->dur_size, off + i);
+        uint64_t r = same ? 0 : fsf__rand(f) % 5;
+        size_t new_len = r < 2 ? len : 0;
+        if (r == 4 && !torn) {
+            new_len = 1 + (size_t)(fsf__rand(f) % len);
+            torn = true;
+        }
+        fsf__page(out, off, len, n, new_len);
+    }
+    free(n->data);
+    free(n->dur);
+    n->data = out;
+    n->size = size;
+    n->dur = NULL;
+    if (size > 0) {
+        n->dur = malloc(size);
+        assert(n->dur != NULL);
+        memcpy(n->dur, out, size);
+    }
+    n->dur_size = size;
+}
+
+/* An FSF_CRASH_PAGES crash of one directory: each name created, replaced,
+ * renamed or unlinked since its last sync_dir keeps its new or its old
+ * entry, each name on its own (the two names of a rename too: the file may
+ * show under both or neither). Caller holds mu. */
+static void fsf__crash_dents(fsf *f, fsf_node *d) {
+    assert(d->is_dir);
+    fsf_dents t = {0};
+    int rv = fsf__dents_copy(&t, &d->dur_ents);
+    for (size_t i = 0; rv == 0 && i < d->cur.n; i++) {
+        const fsf_dent *e = &d->cur.v[i];
+        const fsf_dent *o = fsf__lookup(&d->dur_ents, e->name);
+        if ((o == NULL || o->node != e->node) && fsf__rand(f) % 2 == 0)
+            rv = fsf__dents_put(&t, e->name, e->node);
+    }
+    for (size_t i = 0; rv == 0 && i < d->dur_ents.n; i++) {
+        const char *name = d->dur_ents.v[i].name;
+        if (fsf__lookup(&d->cur, name) == NULL && fsf__rand(f) % 2 == 0)
+            fsf__dents_del(&t, name);
+    }
+    if (rv == 0)
+        rv = fsf__dents_copy(&d->dur_ents, &t);
+    assert(rv == 0);
+    (void)rv;
+    fsf__dents_clear(&d->cur);
+    d->cur = t;
+}
+
+/* A file after a crash in mode DROP or TORN. Caller holds mu. */
+static void fsf__crash_file(fsf *f, fsf_node *n, enum fsf_crash_mode mode) {
+    n->size = 0;
+    if (n->dur_size > 0) {
+        int rv = fsf__reserve(n, n->dur_size);
+        assert(rv == 0);
+        (void)rv;
+        memcpy(n->data, n->dur, n->dur_size);
+    }
+    if (mode == FSF_CRASH_TORN && n->ops_n > 0) {
+        fsf__tear(f, n);
+        uint8_t *d = n->size ? malloc(n->size) : NULL;
+        assert(n->size == 0 || d != NULL);
+        if (n->size)
+            memcpy(d, n->data, n->size);
+        free(n->dur);
+        n->dur = d;
+        n->dur_size = n->size;
+    }
+}
+
 void fsf_crash(fsf *f, enum fsf_crash_mode mode) {
     pthread_mutex_lock(&f->mu);
     for (fsf_node *n = f->all; n != NULL; n = n->all_next) {
-        if (n->is_dir) {
+        if (n->is_dir && mode == FSF_CRASH_PAGES) {
+            fsf__crash_dents(f, n);
+        } else if (n->is_dir) {
             int rv = fsf__dents_copy(&n->cur, &n->dur_ents);
             assert(rv == 0);
             (void)rv;
-            continue;
+        } else if (mode == FSF_CRASH_PAGES) {
+            if (n->ops_n > 0)
+                fsf__crash_pages(f, n);
+        } else {
+            fsf__crash_file(f, n, mode);
         }
-        n->size = 0;
-        if (n->dur_size > 0) {
-            int rv = fsf__reserve(n, n->dur_size);
-            assert(rv == 0);
-            (void)rv;
-            memcpy(n->data, n->dur, n->dur_size);
-        }
-        if (mode == FSF_CRASH_TORN && n->ops_n > 0) {
-            fsf__tear(f, n);
-            uint8_t *d = n->size ? malloc(n->size) : NULL;
-            assert(n->size == 0 || d != NULL);
-            if (n->size)
-                memcpy(d, n->data, n->size);
-            free(n->dur);
-            n->dur = d;
-            n->dur_size = n->size;
-        }
-        fsf__ops_clear(n);
-        assert(n->size == n->dur_size);
+        if (!n->is_dir)
+            fsf__ops_clear(n);
+        assert(n->is_dir || n->size == n->dur_size);
     }
     f->gen++;
     f->dead = false;
     f->fail_write_n = f->fail_sync_n = f->short_write_n = f->die_n = 0;
+    pthread_mutex_unlock(&f->mu);
+}
+
+void fsf_set_page_bytes(fsf *f, size_t bytes) {
+    assert(f != NULL && bytes > 0);
+    pthread_mutex_lock(&f->mu);
+    f->page_bytes = bytes;
     pthread_mutex_unlock(&f->mu);
 }
 

@@ -12,6 +12,17 @@
  *    fsf_crash(FSF_CRASH_TORN): each file keeps, in order, a random prefix of
  *    its unsynced writes; the last one kept may be cut short and its tail
  *    filled with garbage (a torn sector). The seed decides.
+ *    fsf_crash(FSF_CRASH_PAGES): what a disk does with the pages written
+ *    since the last fdatasync (pitfalls.md "Power loss reorders unsynced
+ *    pages"): each page (fsf_set_page_bytes, 4 KiB by default) that the
+ *    unsynced writes and truncations made different from the durable copy
+ *    comes back new or old, independently, and at most one comes back torn
+ *    (a prefix of it new, the rest old; old bytes past the old end are
+ *    zeros). The size is the durable one, the current one or a page
+ *    boundary between (an unsynced truncate may be lost). In directories,
+ *    each name changed since the last sync_dir keeps its new or its old
+ *    entry, independently: the two names of a rename too, so a renamed file
+ *    may show under both or neither. The seed decides.
  *  - Handles opened before a crash are dead: every call on them gives
  *    KV_EIO. The same fsf is then reopened by the code under test.
  *
@@ -33,8 +44,9 @@
 typedef struct fsf fsf;
 
 enum fsf_crash_mode {
-    FSF_CRASH_DROP, /* everything not synced is lost */
-    FSF_CRASH_TORN, /* a random prefix of each file's unsynced writes survives */
+    FSF_CRASH_DROP,  /* everything not synced is lost */
+    FSF_CRASH_TORN,  /* a random prefix of each file's unsynced writes survives */
+    FSF_CRASH_PAGES, /* a random subset of the unsynced pages and names survives */
 };
 
 /* A new empty file system holding only the root directory "/". Paths are
@@ -67,6 +79,10 @@ void fsf_die_at(fsf *f, uint64_t n);
 
 /* True once fsf_die_at() has fired and fsf_crash() has not run since. */
 bool fsf_dead(fsf *f);
+
+/* The page size of FSF_CRASH_PAGES (bytes >= 1; 4096 by default). Smaller
+ * pages let tests with tiny files see writes reordered within them. */
+void fsf_set_page_bytes(fsf *f, size_t bytes);
 
 /* Simulates power loss as described above; disarms every countdown and
  * brings a dead file system back. */

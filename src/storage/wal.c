@@ -214,6 +214,8 @@ int wal_append(wal *w, const wal_entry *e, size_t n, wal_done_fn cb, void *arg) 
             return KV_ETOOBIG;
         if (e[i].index != e[0].index + i || (e[i].len > 0 && e[i].data == NULL))
             return KV_EINVAL;
+        if (i > 0 && e[i].term < e[i - 1].term)
+            return KV_EINVAL; /* terms never decrease (wal.h rule 5) */
         bytes += WAL_REC_HDR + e[i].len;
     }
     wal_item *it = calloc(1, sizeof *it);

@@ -1,27 +1,100 @@
 /*
  * The write-ahead log: Raft log entries in segmented, checksummed files
- * under DIR/wal/, appended with group commit (one fdatasync for many
- * appends) by one storage thread.
+ * under DIR/wal/, appended with group commit (one pwrite and one fdatasync
+ * for many appends) by one storage thread.
  *
- * On disk (little-endian):
+ * FORMAT (version 2, little-endian)
+ *
  *   segment file  "%016x.wal" (segment sequence, hex), written as ".tmp",
  *                 synced, renamed, directory synced: a segment under its
  *                 final name always has a complete header.
- *   segment header (WAL_SEGMENT_HEADER_BYTES)
+ *   segment header (WAL_SEGMENT_HEADER_BYTES = 48)
  *       magic u64 "KVWALSEG", version u32, flags u32 (bit 0: RESET, this
  *       segment starts a new log and every earlier segment is obsolete),
  *       sequence u64, first index u64, term of (first index - 1) u64,
  *       xxh3 of the preceding 40 bytes u64.
- *   records, back to back (KV_WAL_RECORD_HEADER_BYTES + payload each)
- *       xxh3 u64 over every following byte of the record, payload length
- *       u32, type u8, 3 zero bytes, term u64, index u64, payload.
- *   zeros: segments are zero-filled ahead of the records (1 MiB at a time)
- *       so an fdatasync rarely has to journal a size change. An all-zero
- *       remainder is the end of the records, neither torn nor corrupt.
+ *   batches, back to back: what one group commit wrote with one pwrite
+ *     batch header (WAL_BATCH_HEADER_BYTES = 48)
+ *       xxh3 u64 of the next 40 bytes, magic u32 "KVWB", flags u32 (bit 0:
+ *       OVERRIDE, see rule 6), segment sequence u64, first index u64,
+ *       record count u32 (>= 1, or 0 for an override marker), payload
+ *       bytes u32, xxh3 u64 of the payload.
+ *     payload: count records, back to back (KV_WAL_RECORD_HEADER_BYTES +
+ *       data each): xxh3 u64 over every following byte of the record, data
+ *       length u32, type u8, 3 zero bytes, term u64, index u64, data. (The
+ *       record's own checksum lets wal_read verify one entry alone.)
+ *   zeros: segments are zero-filled ahead of the batches (1 MiB at a time)
+ *       so an fdatasync rarely has to journal a size change.
  *
- * Durability: a record is acknowledged (its callback gets 0) only after the
- * fdatasync covering it returned 0; fsync and write errors are final
- * (pitfalls.md, "fsyncgate"): every pending and later append fails.
+ * Format 1 (records without batches) is not read: its segments are
+ * reported as VERSION and wal_open fails with KV_EVERSION. kv is pre-1.0;
+ * a node is upgraded by wiping its data dir and rejoining.
+ *
+ * DEFINITIONS
+ *
+ *   synced   bytes covered by an fdatasync (of the file) that returned 0, and
+ *            names covered by a directory sync that returned 0. Only synced
+ *            data is ever acknowledged.
+ *   damaged  a batch whose header or payload checksum fails or that is cut
+ *            short by the end of the file.
+ *   torn     a damaged batch that may be the one in flight at a crash: the
+ *            pages written since the last fdatasync reach the disk in any
+ *            order and any subset (pitfalls.md "Disks that lie"), so that
+ *            batch can be any mix of its new bytes, zeros and garbage. It
+ *            was never acknowledged: it is cut off (wal_open) and reported
+ *            TORN; the node starts.
+ *   corrupt  damage in synced data, or a batch that is whole (its checksums
+ *            hold) and still wrong: a bad sequence, index or term. Reported
+ *            CORRUPT with file, offset and the index expected there; nothing
+ *            is truncated and the log does not open (KV_ECORRUPT).
+ *
+ * RULES (the writer keeps them; the scan relies on them)
+ *
+ *   1. A batch is written with one pwrite and acknowledged only after the
+ *      fdatasync covering it returned 0. The next batch is written only
+ *      after that fdatasync, so a segment holds at most one unsynced batch
+ *      and it is the last batch in the file.
+ *   2. Every segment but the last was synced whole before its successor was
+ *      created: damage in it is CORRUPT.
+ *   3. In the last segment, a damaged batch followed by a valid batch header
+ *      of the same segment (magic, header checksum, sequence) was synced
+ *      (rule 1): CORRUPT. A damaged batch with no valid batch header after
+ *      it is the batch in flight: TORN.
+ *   4. After the last valid batch, an all-zero remainder is the end of the
+ *      log (preallocated space, or a batch in flight none of whose pages
+ *      reached the disk): neither torn nor corrupt. The limit of rules 3-4:
+ *      a synced last batch that the medium turns into garbage or zeros is
+ *      indistinguishable from a batch in flight (TORN, or the end).
+ *   5. Indexes are consecutive within and across segments (a segment's
+ *      first index continues its predecessor's last) and terms never
+ *      decrease: a segment's base term equals the term of the entry before
+ *      its first index, and every record's term is >= the previous one.
+ *      wal_append refuses (KV_EINVAL) what would break this.
+ *   6. A conflicting suffix (Raft: entries >= k are replaced) is never cut
+ *      out of a segment in place: cutting a batch in its middle means
+ *      rewriting its header, and a crash tearing that header would lose
+ *      the acknowledged entries before k in it. Instead the
+ *      segments holding only entries > k are unlinked, newest first, each
+ *      unlink followed by a directory sync (so a crash leaves a prefix of
+ *      the log, never a gap), and the next batch, written in the segment
+ *      holding k, carries OVERRIDE with first index k: the scan drops the
+ *      segment's entries >= k read before it. When that segment is full,
+ *      the override goes as a marker (no records) before the next segment
+ *      is started. The old records stay in the file, dead; since the
+ *      override is synced before its append is acknowledged and is removed
+ *      only with its whole segment, a replaced suffix never comes back. A
+ *      batch without OVERRIDE must start at the next index; one with it
+ *      must start within its segment and at most at the next index.
+ *   7. A segment is created as ".tmp" (synced), renamed, and the directory
+ *      synced before any batch goes in it. Segments are unlinked one at a
+ *      time with a directory sync after each (drop prefix oldest first,
+ *      conflicting suffix newest first), so every crash leaves a sequence
+ *      without gaps; a gap is MISSING. A reset makes its RESET segment
+ *      durable first; the older segments may then go in any order.
+ *      The only cut in place is wal_open's, of a torn batch: it is synced
+ *      before anything is written over it.
+ *   8. A write or sync error is final (pitfalls.md, "fsyncgate"): every
+ *      pending and later append fails with KV_EIO.
  *
  * Threads: the log runs two threads. The storage thread writes batches and
  * syncs them; the callbacks of a synced batch run in queue order either on
@@ -42,8 +115,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WAL_FORMAT_VERSION 1u
+#define WAL_FORMAT_VERSION 2u
 #define WAL_SEGMENT_HEADER_BYTES 48u
+#define WAL_BATCH_HEADER_BYTES 48u
 
 typedef struct wal wal;
 
@@ -80,18 +154,18 @@ void wal_options_default(wal_options *o);
  * above), in queue order, after the fdatasync covering all its entries
  * returned (status 0), or with KV_EIO when a write or sync failed (this
  * append's or an earlier one's), or KV_EINVAL when a wal_drop_prefix or
- * wal_reset queued before it made its index impossible. It may call
+ * wal_reset queued before it made its index impossible, or its first term
+ * is below the term of the entry before it (rule 5). It may call
  * wal_append; it must not call wal_append_wait, wal_drop_prefix, wal_reset
  * or wal_close, and should return quickly: later callbacks wait for it. */
 typedef void (*wal_done_fn)(void *arg, int status);
 
 /* Opens the log of the data dir dir (DIR/wal/ must exist: dd_init). Scans
- * every segment and rebuilds the in-memory index:
- *  - a bad record at the very end of the last segment with no valid record
- *    after it is a torn write: it is truncated durably, reported as TORN
- *    (file, offset, index) and open succeeds;
- *  - a bad record with a valid record after it is corruption: KV_ECORRUPT,
- *    reported as CORRUPT (file, offset, index expected), nothing truncated;
+ * every segment and rebuilds the in-memory index (rules above):
+ *  - a torn batch is truncated durably, reported as TORN (file, offset of
+ *    the batch, index expected there) and open succeeds;
+ *  - corruption: KV_ECORRUPT, reported as CORRUPT (file, offset, index
+ *    expected), nothing truncated;
  *  - a gap in segment sequence or index: MISSING, KV_ECORRUPT; an empty or
  *    headerless segment: CORRUPT, KV_ECORRUPT; another format version:
  *    VERSION, KV_EVERSION.
@@ -116,8 +190,8 @@ void wal_close(wal *w);
  * first drops every entry >= e[0].index (Raft: a conflicting suffix is
  * truncated), then appends, in queue order. cb(arg, status) runs exactly
  * once when this call returned 0, never otherwise. Returns:
- *   KV_EINVAL   n == 0, indexes not contiguous, e[0].index below the first
- *               index or past last + 1;
+ *   KV_EINVAL   n == 0, indexes not contiguous, terms decreasing within e,
+ *               e[0].index below the first index or past last + 1;
  *   KV_ETOOBIG  a payload over KV_ENTRY_BYTES_MAX, or the append alone over
  *               the queue limit;
  *   KV_EBUSY    the queue is full: nothing kept, retry later;

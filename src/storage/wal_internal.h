@@ -12,11 +12,17 @@
 
 #define WAL_MAGIC 0x4745534c41575653ull /* "KVWALSEG" little-endian, see wal__put_header */
 #define WAL_FLAG_RESET 1u
+#define WAL_BATCH_MAGIC 0x4257564bu /* "KVWB" little-endian */
+#define WAL_BATCH_FLAG_OVERRIDE 1u  /* rule 6 in wal.h */
+#define WAL_BATCH_HDR WAL_BATCH_HEADER_BYTES
 #define WAL_PATH_BYTES_MAX 4096u
 #define WAL_REC_HDR KV_WAL_RECORD_HEADER_BYTES
-/* The largest segment file a scan reads: a full segment plus one record. */
-#define WAL_SEGMENT_FILE_BYTES_MAX                                                                 \
-    ((uint64_t)KV_WAL_SEGMENT_BYTES_DEFAULT + KV_WAL_RECORD_BYTES_MAX)
+/* The largest segment file a scan reads. A segment holds at most
+ * segment_bytes, or one record alone in its batch, plus the override
+ * markers (one batch header each) of conflicting suffixes written after it
+ * was full (wal.h rule 6): twice the largest segment leaves room for over a
+ * million of those, each needing a leader change. */
+#define WAL_SEGMENT_FILE_BYTES_MAX (2u * (uint64_t)KV_WAL_SEGMENT_BYTES_DEFAULT)
 /* Segments are zero-filled ahead of the records by this much at a time, so
  * most fdatasyncs overwrite allocated blocks and need no metadata journal
  * commit (an appending fdatasync costs about twice a raw one). The scan
@@ -27,12 +33,18 @@
 
 _Static_assert(KV_WAL_RECORD_HEADER_BYTES == 32,
                "record header: xxh3, len, type, pad, term, index");
+_Static_assert(WAL_BATCH_HEADER_BYTES == 48,
+               "batch header: xxh3, magic, flags, seq, first, count, bytes, payload xxh3");
+_Static_assert(WAL_SEGMENT_FILE_BYTES_MAX < UINT32_MAX, "a batch's payload length fits a u32");
+_Static_assert(WAL_SEGMENT_FILE_BYTES_MAX >=
+                   KV_WAL_SEGMENT_BYTES_DEFAULT + KV_WAL_RECORD_BYTES_MAX + 2u * WAL_BATCH_HDR,
+               "a scan reads a full segment with a record alone in its batch");
 
 /* One segment file. Heap-allocated so wal_ent can point at it. */
 typedef struct wal_seg {
     uint64_t seq, first_index, base_term;
     uint32_t flags;
-    uint64_t size;  /* bytes of header and whole records */
+    uint64_t size;  /* bytes of header and whole batches (dead records too) */
     uint64_t alloc; /* bytes in the file: the records, then zeros */
     char *path;     /* owned */
     kv_file *file;  /* owned; NULL in a read-only scan */
@@ -60,6 +72,12 @@ typedef struct wal_scan {
     uint64_t torn_off;
 } wal_scan;
 
+/* Decoded batch header. */
+typedef struct wal_batch {
+    uint32_t flags, count, payload_bytes;
+    uint64_t seq, first, payload_xxh3;
+} wal_batch;
+
 /* Decoded record header. */
 typedef struct wal_rec {
     uint64_t term, index;
@@ -70,6 +88,11 @@ typedef struct wal_rec {
 /* ---- wal_scan.c: format and scan --------------------------------------- */
 
 void wal__put_header(uint8_t *buf, const wal_seg *s);
+/* Encodes b as a batch header at dst (WAL_BATCH_HDR bytes). */
+void wal__batch_encode(uint8_t *dst, const wal_batch *b);
+/* Checks the batch header at buf (avail bytes of file from there): magic,
+ * checksum, a payload inside avail. 0, or KV_ECORRUPT with *why. */
+int wal__batch_decode(const uint8_t *buf, size_t avail, wal_batch *b, const char **why);
 /* Encodes e as one record at dst (WAL_REC_HDR + e->len bytes). */
 void wal__rec_encode(uint8_t *dst, const wal_entry *e);
 /* Checks the record at buf (avail bytes): 0, or KV_ECORRUPT with *why. */
@@ -125,9 +148,12 @@ struct wal {
     pthread_t done_thread;
 
     /* Storage-thread only. */
-    uint8_t *wbuf; /* records not yet written to the active segment */
+    uint8_t *wbuf; /* the batch being gathered: header room, then records */
     size_t wbuf_len, wbuf_cap;
-    uint64_t tail_last; /* last index written (not necessarily synced) */
+    uint32_t wbuf_count;   /* records in wbuf; wbuf_len is 0 when none */
+    uint64_t wbuf_first;   /* index of wbuf's first record */
+    bool override_pending; /* the next batch overrides (wal.h rule 6) */
+    uint64_t tail_last;    /* last index written (not necessarily synced) */
 };
 
 /* The storage thread and the completion thread (wal_io.c). */

@@ -132,12 +132,31 @@ static int wal__extend(wal *w, wal_seg *sg, uint64_t need) {
     return 0;
 }
 
-/* Writes the records gathered in wbuf at the end of the active segment. */
+/* Writes the batch gathered in wbuf at the end of the active segment with
+ * one pwrite (wal.h rule 1): seals its header first. A pending override
+ * with no records yet goes as a marker (rule 6). */
 static int wal__flush(wal *w) {
-    if (w->wbuf_len == 0)
+    assert(w->wbuf_count > 0 || w->wbuf_len == 0);
+    if (w->wbuf_count == 0 && !w->override_pending)
         return 0;
+    if (w->wbuf_count == 0) {
+        w->wbuf_len = WAL_BATCH_HDR; /* wal__add_record reserved the room */
+        w->wbuf_first = w->tail_last + 1;
+    }
     wal_seg *sg = wal__active(w);
-    int rv = 0;
+    assert(w->wbuf_cap >= WAL_BATCH_HDR);
+    assert(w->wbuf_len >= WAL_BATCH_HDR + (size_t)w->wbuf_count * WAL_REC_HDR);
+    wal_batch b = {.flags = w->override_pending ? WAL_BATCH_FLAG_OVERRIDE : 0,
+                   .seq = sg->seq,
+                   .first = w->wbuf_first,
+                   .count = w->wbuf_count,
+                   .payload_bytes = (uint32_t)(w->wbuf_len - WAL_BATCH_HDR),
+                   .payload_xxh3 = kv_xxh3(w->wbuf + WAL_BATCH_HDR, w->wbuf_len - WAL_BATCH_HDR)};
+    wal__batch_encode(w->wbuf, &b);
+    wal_batch check;
+    const char *why = NULL;
+    int rv = wal__batch_decode(w->wbuf, w->wbuf_len, &check, &why); /* the reader's check */
+    assert(rv == 0 && check.payload_bytes == b.payload_bytes && check.first == b.first);
     if (sg->size + w->wbuf_len > sg->alloc)
         rv = wal__extend(w, sg, sg->size + w->wbuf_len);
     if (rv == 0 && (rv = w->fs->ops->pwrite(sg->file, w->wbuf, w->wbuf_len, sg->size)) != 0)
@@ -146,6 +165,8 @@ static int wal__flush(wal *w) {
     if (rv == 0)
         sg->size += w->wbuf_len;
     w->wbuf_len = 0;
+    w->wbuf_count = 0;
+    w->override_pending = false;
     assert(rv != 0 || sg->size <= sg->alloc);
     return rv;
 }
@@ -154,39 +175,65 @@ static uint64_t wal__tail_term(wal *w) {
     return w->log.ents_n ? w->log.ents[w->log.ents_n - 1].term : w->log.base_term;
 }
 
-/* Adds one encoded record; starts a new segment when it would not fit. */
+static int wal__wbuf_reserve(wal *w, size_t len) {
+    if (w->wbuf_len + len <= w->wbuf_cap)
+        return 0;
+    size_t cap = w->wbuf_cap ? w->wbuf_cap : 64 * 1024;
+    while (cap < w->wbuf_len + len)
+        cap *= 2;
+    uint8_t *b = realloc(w->wbuf, cap);
+    if (b == NULL)
+        return KV_ENOMEM;
+    w->wbuf = b;
+    w->wbuf_cap = cap;
+    assert(w->wbuf_cap >= w->wbuf_len + len);
+    return 0;
+}
+
+/* Syncs the active segment and starts the next one (its records go in a
+ * new batch): a torn batch is only ever in the last segment (rule 2). */
+static int wal__roll(wal *w) {
+    wal_seg *sg = wal__active(w);
+    int rv = wal__flush(w);
+    if (rv == 0)
+        rv = wal__sync(w, sg);
+    if (rv == 0)
+        rv = wal__seg_create(w, sg->seq + 1, w->tail_last + 1, wal__tail_term(w), 0);
+    assert(rv != 0 || (wal__active(w) != sg && w->wbuf_len == 0));
+    return rv;
+}
+
+/* Adds one encoded record to the batch in wbuf; starts a new segment when
+ * it would not fit (a pending override is written first, in the segment
+ * it overrides, as a marker). */
 static int wal__add_record(wal *w, const uint8_t *rec, size_t len) {
     wal_seg *sg = wal__active(w);
+    size_t need = len + (w->wbuf_count == 0 ? WAL_BATCH_HDR : 0);
     uint64_t used = sg->size + w->wbuf_len;
-    int rv = 0;
-    if (used > WAL_SEGMENT_HEADER_BYTES && used + len > w->opt.segment_bytes) {
-        rv = wal__flush(w);
-        if (rv == 0)
-            rv = wal__sync(w, sg); /* a torn tail is only ever in the last segment */
-        if (rv == 0)
-            rv = wal__seg_create(w, sg->seq + 1, w->tail_last + 1, wal__tail_term(w), 0);
-        if (rv != 0)
+    int rv = wal__wbuf_reserve(w, len + WAL_BATCH_HDR);
+    if (rv != 0)
+        return rv;
+    if (used > WAL_SEGMENT_HEADER_BYTES && used + need > w->opt.segment_bytes) {
+        if ((rv = wal__roll(w)) != 0)
             return rv;
         sg = wal__active(w);
-        used = sg->size;
     }
-    if (w->wbuf_len + len > w->wbuf_cap) {
-        size_t cap = w->wbuf_cap ? w->wbuf_cap : 64 * 1024;
-        while (cap < w->wbuf_len + len)
-            cap *= 2;
-        uint8_t *b = realloc(w->wbuf, cap);
-        if (b == NULL)
-            return KV_ENOMEM;
-        w->wbuf = b;
-        w->wbuf_cap = cap;
+    if (w->wbuf_count == 0) {
+        w->wbuf_len = WAL_BATCH_HDR; /* sealed by wal__flush */
+        w->wbuf_first = w->tail_last + 1;
     }
+    /* The record was encoded and checksummed by wal_append. */
+    uint64_t index = kv_get_u64(rec + 24), term = kv_get_u64(rec + 16);
+    assert(index == w->tail_last + 1 && term >= wal__tail_term(w));
+    assert(len == WAL_REC_HDR + kv_get_u32(rec + 8));
+    wal_ent e = {.term = term,
+                 .off = sg->size + w->wbuf_len,
+                 .seg = sg,
+                 .len = kv_get_u32(rec + 8),
+                 .type = rec[12]};
     memcpy(w->wbuf + w->wbuf_len, rec, len);
     w->wbuf_len += len;
-    wal_rec r;
-    const char *why = NULL;
-    rv = wal__rec_decode(rec, len, &r, &why); /* the same check as the reader's */
-    assert(rv == 0 && r.index == w->tail_last + 1);
-    wal_ent e = {.term = r.term, .off = used, .seg = sg, .len = r.len, .type = r.type};
+    w->wbuf_count++;
     pthread_mutex_lock(&w->mu);
     rv = wal__ents_push(&w->log, &e);
     pthread_mutex_unlock(&w->mu);
@@ -195,62 +242,90 @@ static int wal__add_record(wal *w, const uint8_t *rec, size_t len) {
     return rv;
 }
 
-static void wal__seg_drop(wal *w, wal_seg *sg, int *rv) {
+static void wal__seg_free(wal *w, wal_seg *sg) {
     assert(sg != NULL && sg->file != NULL);
-    assert(rv != NULL);
     w->fs->ops->close(sg->file);
-    int r = w->fs->ops->unlink(w->fs, sg->path);
-    if (r != 0 && *rv == 0)
-        *rv = r;
     free(sg->path);
     free(sg);
 }
 
-/* Drops every entry >= index (Raft: a conflicting suffix): later segments
- * are unlinked and the directory synced before the segment holding index
- * is truncated, so a crash never leaves a gap. */
-static int wal__truncate_suffix(wal *w, uint64_t index) {
-    assert(index <= w->tail_last);
-    int rv = wal__flush(w);
-    if (rv != 0)
-        return rv;
-    wal_scan *s = &w->log;
-    pthread_mutex_lock(&w->mu);
-    assert(index >= s->first && index - s->first < s->ents_n);
-    wal_ent m = s->ents[index - s->first];
-    size_t unlinked = 0;
-    while (wal__active(w) != m.seg) {
-        wal__seg_drop(w, s->segs[--s->segs_n], &rv);
-        unlinked++;
+/* Unlinks the segments v[0..n) in that order, each followed by a directory
+ * sync (rule 7), and frees them all; stops unlinking at the first error. */
+static int wal__segs_unlink(wal *w, wal_seg **v, size_t n) {
+    int rv = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rv == 0) {
+            rv = w->fs->ops->unlink(w->fs, v[i]->path);
+            if (rv == 0)
+                rv = w->fs->ops->sync_dir(w->fs, w->waldir);
+            if (rv != 0)
+                KV_LOGE(kv_errword(rv), "WAL %s: cannot remove it durably: %s", v[i]->path,
+                        kv_strerror(rv));
+        }
+        wal__seg_free(w, v[i]);
     }
+    return rv;
+}
+
+/* Drops every entry >= index (Raft: a conflicting suffix; wal.h rule 6).
+ * Entries still in wbuf are cut there. Otherwise wbuf goes, the segments
+ * after the one holding index are unlinked newest first, and the next
+ * batch, in that segment, carries OVERRIDE. Nothing is cut in place. */
+static int wal__truncate_suffix(wal *w, uint64_t index) {
+    wal_scan *s = &w->log;
+    wal_seg *act = wal__active(w);
+    assert(index <= w->tail_last && index >= s->first);
+    uint64_t dropped = w->tail_last - index + 1;
+    wal_seg **gone = malloc(s->segs_n * sizeof *gone); /* never touched by readers */
+    if (gone == NULL)
+        return KV_ENOMEM;
+    pthread_mutex_lock(&w->mu);
+    assert(index - s->first < s->ents_n);
+    wal_ent m = s->ents[index - s->first];
     s->ents_n = index - s->first;
     if (w->last_durable >= index)
         w->last_durable = index - 1;
+    size_t keep = s->segs_n, later = 0;
+    while (s->segs[keep - 1] != m.seg)
+        keep--;
+    later = s->segs_n - keep;
+    for (size_t i = 0; i < later; i++)
+        gone[i] = s->segs[s->segs_n - 1 - i]; /* newest first */
+    s->segs_n = keep;
     pthread_mutex_unlock(&w->mu);
-    if (rv == 0 && unlinked > 0)
-        rv = w->fs->ops->sync_dir(w->fs, w->waldir);
-    if (rv == 0)
-        rv = w->fs->ops->truncate(m.seg->file, m.off);
-    m.seg->size = m.off;
-    m.seg->alloc = m.off;
     w->tail_last = index - 1;
+    if (m.seg == act && m.off >= act->size) { /* only in the batch not yet written */
+        assert(dropped < w->wbuf_count + 1);
+        w->wbuf_count -= (uint32_t)dropped;
+        w->wbuf_len = w->wbuf_count ? (size_t)(m.off - act->size) : 0;
+        free(gone);
+        return 0;
+    }
+    w->wbuf_len = 0; /* every record in it follows index */
+    w->wbuf_count = 0;
+    w->override_pending = true;
+    assert(wal__active(w) == m.seg);
+    int rv = wal__segs_unlink(w, gone, later);
+    free(gone);
     return rv;
 }
 
 static int wal__do_append(wal *w, wal_item *it) {
     assert(it->kind == WAL_ITEM_APPEND && it->n >= 1);
-    int rv = 0;
-    if (it->index <= w->tail_last) {
-        if (it->index < w->log.first) {
-            it->status = KV_EINVAL; /* below a prefix dropped meanwhile */
-            return 0;
-        }
-        rv = wal__truncate_suffix(w, it->index);
-    }
-    if (rv == 0 && it->index != w->tail_last + 1) {
+    /* Below a prefix dropped meanwhile, or past the end after an earlier
+     * append failed: impossible. */
+    if (it->index < w->log.first || it->index > w->tail_last + 1) {
         it->status = KV_EINVAL;
         return 0;
     }
+    uint64_t before = it->index == w->log.first ? w->log.base_term
+                                                : w->log.ents[it->index - 1 - w->log.first].term;
+    if (it->term < before) {
+        it->status = KV_EINVAL; /* terms never decrease (rule 5) */
+        return 0;
+    }
+    int rv = it->index <= w->tail_last ? wal__truncate_suffix(w, it->index) : 0;
+    assert(rv != 0 || it->index == w->tail_last + 1);
     for (size_t off = 0; rv == 0 && off < it->bytes;) {
         const uint8_t *rec = it->buf + off;
         size_t rlen = WAL_REC_HDR + (size_t)kv_get_u32(rec + 8);
@@ -288,17 +363,18 @@ static int wal__do_batch(wal *w, wal_item *b, size_t n) {
 }
 
 /* Deletes the whole segments all of whose entries are <= index, never the
- * active one. */
+ * active one: oldest first, a directory sync after each (rule 7). */
 static int wal__do_drop(wal *w, uint64_t index) {
     wal_scan *s = &w->log;
-    int rv = 0;
+    wal_seg **gone = malloc(s->segs_n * sizeof *gone); /* never touched by readers */
+    if (gone == NULL)
+        return KV_ENOMEM;
     pthread_mutex_lock(&w->mu);
     size_t k = 0;
     while (k + 1 < s->segs_n && s->segs[k + 1]->first_index - 1 <= index)
         k++;
-    for (size_t i = 0; i < k; i++)
-        wal__seg_drop(w, s->segs[i], &rv);
     if (k > 0) {
+        memcpy(gone, s->segs, k * sizeof *gone);
         wal_seg *keep = s->segs[k];
         size_t dropped = (size_t)(keep->first_index - s->first);
         assert(dropped <= s->ents_n);
@@ -310,9 +386,9 @@ static int wal__do_drop(wal *w, uint64_t index) {
         s->base_term = keep->base_term;
     }
     pthread_mutex_unlock(&w->mu);
-    if (rv == 0 && k > 0)
-        rv = w->fs->ops->sync_dir(w->fs, w->waldir);
     assert(s->segs_n >= 1);
+    int rv = wal__segs_unlink(w, gone, k);
+    free(gone);
     return rv;
 }
 
@@ -324,9 +400,13 @@ static int wal__do_reset(wal *w, uint64_t index, uint64_t term) {
     int rv = wal__seg_create(w, wal__active(w)->seq + 1, index + 1, term, WAL_FLAG_RESET);
     if (rv != 0)
         return rv;
+    w->override_pending = false;
     pthread_mutex_lock(&w->mu);
-    for (size_t i = 0; i + 1 < s->segs_n; i++)
-        wal__seg_drop(w, s->segs[i], &rv);
+    for (size_t i = 0; i + 1 < s->segs_n; i++) {
+        int r = w->fs->ops->unlink(w->fs, s->segs[i]->path); /* any subset: rule 7 */
+        rv = rv != 0 ? rv : r;
+        wal__seg_free(w, s->segs[i]);
+    }
     s->segs[0] = s->segs[s->segs_n - 1];
     s->segs_n = 1;
     s->ents_n = 0;

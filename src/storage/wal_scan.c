@@ -1,8 +1,8 @@
 /*
  * The WAL's on-disk format and the scan shared by wal_open and wal_check:
- * torn tail versus corruption (pitfalls.md: a bad record with no valid
- * record after it is a torn tail; with valid records after it, corruption,
- * never truncated).
+ * torn batch versus corruption, by the definitions and rules at the top of
+ * wal.h (pitfalls.md "Zero-filled or torn tail called corruption" and
+ * "Power loss reorders unsynced pages").
  */
 #include "storage/wal_internal.h"
 
@@ -36,6 +36,47 @@ void wal__put_header(uint8_t *buf, const wal_seg *s) {
     kv_put_u64(buf + 32, s->base_term);
     kv_put_u64(buf + 40, kv_xxh3(buf, 40));
     assert(WAL_SEGMENT_HEADER_BYTES == 48);
+}
+
+void wal__batch_encode(uint8_t *dst, const wal_batch *b) {
+    assert(dst != NULL && b != NULL);
+    assert(b->count >= 1 || (b->flags & WAL_BATCH_FLAG_OVERRIDE));
+    assert(b->payload_bytes >= b->count * WAL_REC_HDR);
+    kv_put_u32(dst + 8, WAL_BATCH_MAGIC);
+    kv_put_u32(dst + 12, b->flags);
+    kv_put_u64(dst + 16, b->seq);
+    kv_put_u64(dst + 24, b->first);
+    kv_put_u32(dst + 32, b->count);
+    kv_put_u32(dst + 36, b->payload_bytes);
+    kv_put_u64(dst + 40, b->payload_xxh3);
+    kv_put_u64(dst, kv_xxh3(dst + 8, WAL_BATCH_HDR - 8));
+}
+
+int wal__batch_decode(const uint8_t *buf, size_t avail, wal_batch *b, const char **why) {
+    assert(buf != NULL && b != NULL && why != NULL);
+    if (avail < WAL_BATCH_HDR) {
+        *why = "batch header cut short";
+        return KV_ECORRUPT;
+    }
+    if (kv_get_u32(buf + 8) != WAL_BATCH_MAGIC) {
+        *why = "no batch header (bad magic)";
+        return KV_ECORRUPT;
+    }
+    if (kv_get_u64(buf) != kv_xxh3(buf + 8, WAL_BATCH_HDR - 8)) {
+        *why = "batch header checksum mismatch";
+        return KV_ECORRUPT;
+    }
+    *b = (wal_batch){.flags = kv_get_u32(buf + 12),
+                     .seq = kv_get_u64(buf + 16),
+                     .first = kv_get_u64(buf + 24),
+                     .count = kv_get_u32(buf + 32),
+                     .payload_bytes = kv_get_u32(buf + 36),
+                     .payload_xxh3 = kv_get_u64(buf + 40)};
+    if (b->payload_bytes > avail - WAL_BATCH_HDR) {
+        *why = "batch runs past the end of the file";
+        return KV_ECORRUPT;
+    }
+    return 0;
 }
 
 void wal__rec_encode(uint8_t *dst, const wal_entry *e) {
@@ -254,22 +295,20 @@ static int wal__headers(kv_fs *fs, const char *waldir, kv_check_fn fn, void *arg
     return 0;
 }
 
-/* True when a record with a valid checksum at a plausible index (>= exp)
- * starts anywhere in buf after off. */
-static bool wal__valid_after(const uint8_t *buf, size_t size, size_t off, uint64_t exp) {
+/* True when a valid batch header of segment seq starts anywhere in buf
+ * after off: something was written after the batch at off, so that batch
+ * was synced (wal.h rule 3). The header checksum is 64 bits; a payload that
+ * happens to hold a copy of such a header errs toward CORRUPT, never toward
+ * cutting off synced data. */
+static bool wal__batch_after(const uint8_t *buf, size_t size, size_t off, uint64_t seq) {
     assert(buf != NULL && off < size);
-    uint64_t span = (size - off) / WAL_REC_HDR + 1;
-    for (size_t p = off + 1; p + WAL_REC_HDR <= size; p++) {
-        const uint8_t *r = buf + p;
-        if (r[13] | r[14] | r[15])
+    uint8_t magic[4];
+    kv_put_u32(magic, WAL_BATCH_MAGIC);
+    for (size_t p = off + 1; p + WAL_BATCH_HDR <= size; p++) {
+        if (memcmp(buf + p + 8, magic, 4) != 0)
             continue;
-        uint32_t len = kv_get_u32(r + 8);
-        uint64_t index = kv_get_u64(r + 24);
-        if (len > KV_ENTRY_BYTES_MAX || len > size - p - WAL_REC_HDR)
-            continue;
-        if (index < exp || index - exp > span)
-            continue;
-        if (kv_get_u64(r) == kv_xxh3(r + 8, WAL_REC_HDR - 8 + len))
+        const uint8_t *h = buf + p; /* its payload may be cut short: it was written */
+        if (kv_get_u64(h) == kv_xxh3(h + 8, WAL_BATCH_HDR - 8) && kv_get_u64(h + 16) == seq)
             return true;
     }
     return false;
@@ -311,7 +350,96 @@ static int wal__seg_start(wal_scan *s, size_t i, kv_check_fn fn, void *arg) {
     return 0;
 }
 
-/* Scans the records of segment i. */
+/* Where the scan of one segment is, and what it found wrong. */
+typedef struct wal_cursor {
+    wal_scan *s;
+    wal_seg *sg;
+    const uint8_t *buf; /* the whole segment file */
+    size_t size, off;   /* off: the batch being checked */
+    const char *why;    /* a problem: why, where, the index expected there */
+    uint64_t bad_off, bad_index;
+} wal_cursor;
+
+static int wal__bad(wal_cursor *c, uint64_t off, uint64_t index, const char *why) {
+    c->why = why;
+    c->bad_off = off;
+    c->bad_index = index;
+    return KV_ECORRUPT;
+}
+
+/* Term of entry index (the base term just before the first one). */
+static uint64_t wal__term_before(const wal_scan *s, uint64_t first) {
+    assert(first >= s->first && first - s->first <= s->ents_n);
+    return first == s->first ? s->base_term : s->ents[first - 1 - s->first].term;
+}
+
+/* Checks the records of a whole batch (its checksums hold): consecutive
+ * indexes from b->first, terms never decreasing, exactly its payload. */
+static int wal__batch_records(wal_cursor *c, const wal_batch *b) {
+    const uint8_t *buf = c->buf;
+    size_t p = c->off + WAL_BATCH_HDR, end = p + b->payload_bytes;
+    uint64_t term = wal__term_before(c->s, b->first);
+    for (uint32_t i = 0; i < b->count; i++) {
+        wal_rec r;
+        const char *why = NULL;
+        if (wal__rec_decode(buf + p, end - p, &r, &why) != 0)
+            return wal__bad(c, p, b->first + i, why);
+        if (r.index != b->first + i)
+            return wal__bad(c, p, b->first + i, "record carries an unexpected index");
+        if (r.term < term)
+            return wal__bad(c, p, r.index, "record term below the term before it");
+        term = r.term;
+        p += WAL_REC_HDR + r.len;
+    }
+    if (p != end)
+        return wal__bad(c, p, b->first + b->count, "batch payload longer than its records");
+    return 0;
+}
+
+/* Checks the batch at c->off and adds its entries. KV_ECORRUPT with
+ * c->why when it is wrong; *damaged tells a checksum failure (possibly a
+ * torn write) from a whole batch that is wrong (never torn). */
+static int wal__scan_batch(wal_cursor *c, bool *damaged, size_t *next) {
+    wal_scan *s = c->s;
+    wal_seg *sg = c->sg;
+    uint64_t exp = s->first + s->ents_n;
+    wal_batch b;
+    const char *why = NULL;
+    *damaged = true;
+    if (wal__batch_decode(c->buf + c->off, c->size - c->off, &b, &why) != 0)
+        return wal__bad(c, c->off, exp, why);
+    const uint8_t *payload = c->buf + c->off + WAL_BATCH_HDR;
+    if (kv_xxh3(payload, b.payload_bytes) != b.payload_xxh3)
+        return wal__bad(c, c->off, exp, "batch payload checksum mismatch");
+    *damaged = false;
+    bool override = (b.flags & WAL_BATCH_FLAG_OVERRIDE) != 0;
+    if (b.seq != sg->seq)
+        return wal__bad(c, c->off, exp, "batch of another segment");
+    if ((b.count == 0 && !override) || (b.flags & ~WAL_BATCH_FLAG_OVERRIDE) != 0)
+        return wal__bad(c, c->off, exp, "batch header with no records or unknown flags");
+    if (override ? (b.first < sg->first_index || b.first > exp) : b.first != exp)
+        return wal__bad(c, c->off, exp, "batch starts at an unexpected index");
+    int rv = wal__batch_records(c, &b);
+    if (rv != 0)
+        return rv;
+    s->ents_n = (size_t)(b.first - s->first); /* an override drops the rest */
+    size_t p = c->off + WAL_BATCH_HDR;
+    for (uint32_t i = 0; rv == 0 && i < b.count; i++) {
+        uint32_t len = kv_get_u32(c->buf + p + 8);
+        wal_ent e = {.term = kv_get_u64(c->buf + p + 16),
+                     .off = p,
+                     .seg = sg,
+                     .len = len,
+                     .type = c->buf[p + 12]};
+        rv = wal__ents_push(s, &e);
+        p += WAL_REC_HDR + len;
+    }
+    *next = p;
+    assert(rv != 0 || s->first + s->ents_n == b.first + b.count);
+    return rv;
+}
+
+/* Scans the batches of segment i. */
 static int wal__scan_seg(kv_fs *fs, wal_scan *s, size_t i, kv_check_fn fn, void *arg) {
     assert(i < s->segs_n);
     wal_seg *sg = s->segs[i];
@@ -323,38 +451,30 @@ static int wal__scan_seg(kv_fs *fs, wal_scan *s, size_t i, kv_check_fn fn, void 
         rv = kv_fs_read_all(fs, sg->path, WAL_SEGMENT_FILE_BYTES_MAX, &data, &size);
     if (rv != 0)
         return rv;
-    const uint8_t *buf = data;
-    size_t off = WAL_SEGMENT_HEADER_BYTES;
-    while (rv == 0 && off < size) {
-        uint64_t exp = s->first + s->ents_n;
-        if (wal__all_zero(buf + off, size - off))
-            break; /* preallocated space: the end of the records */
-        wal_rec r;
-        const char *why = NULL;
-        int bad = wal__rec_decode(buf + off, size - off, &r, &why);
-        if (bad == 0 && r.index != exp) {
-            bad = KV_ECORRUPT;
-            why = "record carries an unexpected index";
-        }
-        if (bad == 0) {
-            wal_ent e = {.term = r.term, .off = off, .seg = sg, .len = r.len, .type = r.type};
-            rv = wal__ents_push(s, &e);
-            off += WAL_REC_HDR + r.len;
+    wal_cursor c = {.s = s, .sg = sg, .buf = data, .size = size, .off = WAL_SEGMENT_HEADER_BYTES};
+    while (c.off < size && !wal__all_zero(c.buf + c.off, size - c.off)) {
+        bool damaged = false;
+        size_t next = 0;
+        rv = wal__scan_batch(&c, &damaged, &next);
+        if (rv == KV_ENOMEM)
+            break;
+        if (rv == 0) {
+            c.off = next;
             continue;
         }
-        if (!last || wal__valid_after(buf, size, off, exp)) {
-            wal__report(fn, arg, "CORRUPT", sg->path, off, exp, why);
-            rv = KV_ECORRUPT;
+        if (!damaged || !last || wal__batch_after(c.buf, size, c.off, sg->seq)) {
+            wal__report(fn, arg, "CORRUPT", sg->path, c.bad_off, c.bad_index, c.why);
             break;
         }
-        wal__report(fn, arg, "TORN", sg->path, off, exp, why);
+        wal__report(fn, arg, "TORN", sg->path, c.bad_off, c.bad_index, c.why);
         s->torn = true;
-        s->torn_off = off;
+        s->torn_off = c.off;
+        rv = 0;
         break;
     }
     free(data);
-    assert(off <= size || rv != 0);
-    sg->size = off;
+    assert(c.off <= size || rv != 0);
+    sg->size = c.off;
     return rv;
 }
 

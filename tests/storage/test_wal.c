@@ -152,6 +152,53 @@ START_TEST(test_truncate_suffix) {
 }
 END_TEST
 
+/* wal.h rule 6: a conflict inside a batch already on disk leaves that batch
+ * whole and writes an override batch after it; a conflict reaching into a
+ * full earlier segment writes an override marker there, then rolls. Both
+ * survive a reopen, and the scan finds nothing wrong. */
+START_TEST(test_truncate_inside_batch) {
+    fsf *f = tu_fake_datadir(tu_seed());
+    wal_options o = tiny(4096);
+    wal *w = open_ok(f, &o);
+    append_ok(w, 1, 10, 1); /* one batch */
+    append_ok(w, 5, 3, 2);  /* cuts it after 4 */
+    append_ok(w, 8, 2, 2);
+    append_ok(w, 6, 1, 3); /* cuts the override batch itself */
+    ck_assert_uint_eq(wal_last_index(w), 6);
+    ck_assert_uint_eq(count_segments(f), 1);
+    wal_close(w);
+    w = open_ok(f, &o);
+    ck_assert_uint_eq(wal_last_index(w), 6);
+    expect_range(w, 1, 4, 1);
+    expect_range(w, 5, 5, 2);
+    expect_range(w, 6, 6, 3);
+    wal_close(w);
+
+    o = tiny(300);
+    fsf_free(f);
+    f = tu_fake_datadir(tu_seed());
+    w = open_ok(f, &o);
+    for (uint64_t i = 1; i <= 40; i += 2)
+        append_ok(w, i, 2, 1);
+    size_t segs = count_segments(f);
+    ck_assert_uint_gt(segs, 4);
+    const char *seg1 = TU_DIR "/wal/0000000000000001.wal";
+    uint64_t end1 = tu_data_end(f, seg1);
+    append_ok(w, 2, 3, 2); /* into the full first segment */
+    ck_assert_uint_eq(wal_last_index(w), 4);
+    ck_assert_uint_lt(count_segments(f), segs);
+    ck_assert_uint_eq(tu_data_end(f, seg1), end1 + WAL_BATCH_HEADER_BYTES); /* a marker */
+    wal_close(w);
+    w = open_ok(f, &o);
+    expect_range(w, 1, 1, 1);
+    expect_range(w, 2, 4, 2);
+    append_ok(w, 5, 2, 2);
+    wal_close(w);
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, NULL, NULL), 0);
+    fsf_free(f);
+}
+END_TEST
+
 START_TEST(test_drop_prefix) {
     fsf *f = tu_fake_datadir(tu_seed());
     wal_options o = tiny(300);
@@ -436,6 +483,7 @@ int main(void) {
     tcase_add_test(tc, test_append_read_reopen);
     tcase_add_test(tc, test_invalid_appends);
     tcase_add_test(tc, test_truncate_suffix);
+    tcase_add_test(tc, test_truncate_inside_batch);
     tcase_add_test(tc, test_drop_prefix);
     tcase_add_test(tc, test_reset);
     tcase_add_test(tc, test_group_commit);

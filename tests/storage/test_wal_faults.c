@@ -8,6 +8,7 @@
 #include "kv/limits.h"
 #include "storage/datadir.h"
 #include "storage/wal.h"
+#include "storage/wal_internal.h" /* to forge whole batches */
 
 #include <check.h>
 #include <inttypes.h>
@@ -26,144 +27,252 @@ static wal_options tiny(uint64_t segment_bytes) {
 /* ---- crash loops ---------------------------------------------------------- */
 
 enum { CL_OPS_MAX = 64 };
+enum cl_kind { CL_APPEND, CL_DROP, CL_RESET };
 
 typedef struct cl_run {
-    tu_op ops[CL_OPS_MAX];
+    tu_op ops[CL_OPS_MAX]; /* in submission order; status 0: acknowledged */
+    int kind[CL_OPS_MAX];
     int nops;
     tu_wait wait;
 } cl_run;
 
-static void cl_add(cl_run *r, uint64_t index, size_t n, uint64_t term) {
+/* One crash loop: how the machine dies, and the sizes that decide how
+ * batches fall on pages. m: entries per append. */
+typedef struct cl_config {
+    enum fsf_crash_mode mode;
+    size_t page_bytes;
+    uint64_t segment_bytes;
+    uint64_t m;
+    int seeds; /* how many, unless KV_SEEDS says */
+} cl_config;
+
+static void cl_add(cl_run *r, int kind, uint64_t index, uint64_t n, uint64_t term) {
     ck_assert_int_lt(r->nops, CL_OPS_MAX);
-    r->ops[r->nops++] = (tu_op){.index = index, .n = n, .term = term};
+    r->kind[r->nops] = kind;
+    r->ops[r->nops++] = (tu_op){.index = index, .n = (size_t)n, .term = term};
 }
 
-/* The workload: appends in groups of 4 in flight, a conflicting suffix, a
- * dropped prefix, more appends. Stops submitting once the log failed. */
-static void cl_workload(wal *w, cl_run *r) {
-    tu_wait_init(&r->wait);
+/* The workload, m entries per append: appends (4 in flight, so batches
+ * group several), segment rolls, a conflicting suffix across segments and
+ * one inside the last batch, a dropped prefix, a reset, more conflicts
+ * after it. No two appends of one term overlap, so (index, term) names
+ * the append that wrote an entry. */
+static void cl_plan(cl_run *r, uint64_t m) {
     r->nops = 0;
-    for (uint64_t i = 1; i <= 36; i += 3)
-        cl_add(r, i, 3, 1);
-    cl_add(r, 20, 5, 2); /* conflict: drops 20..36 */
-    for (uint64_t i = 25; i <= 36; i += 2)
-        cl_add(r, i, 2, 2);
-    int drop_after = r->nops;
-    for (uint64_t i = 37; i <= 44; i += 2)
-        cl_add(r, i, 2, 3);
+    for (uint64_t i = 1; i <= 12 * m; i += m)
+        cl_add(r, CL_APPEND, i, m, 1);
+    cl_add(r, CL_APPEND, 5 * m + 2, m, 2); /* drops 5m+2..12m */
+    cl_add(r, CL_APPEND, 6 * m + 2, m, 2);
+    cl_add(r, CL_APPEND, 7 * m + 2, m, 2);
+    cl_add(r, CL_DROP, 2 * m, 0, 0);
+    cl_add(r, CL_APPEND, 8 * m + 2, m, 3);
+    cl_add(r, CL_APPEND, 9 * m + 2, m, 3);
+    cl_add(r, CL_APPEND, 9 * m + 2 + m / 2, m, 4); /* inside the last batch */
+    cl_add(r, CL_APPEND, 10 * m + 2 + m / 2, m, 4);
+    cl_add(r, CL_RESET, 20 * m, 0, 5);
+    cl_add(r, CL_APPEND, 20 * m + 1, m, 5);
+    cl_add(r, CL_APPEND, 21 * m + 1, m, 5);
+    cl_add(r, CL_APPEND, 21 * m + 1 + m / 2, m, 6);
+    cl_add(r, CL_APPEND, 22 * m + 1 + m / 2, m, 6);
+}
+
+/* Runs the plan; once the file system died every call fails, which is
+ * fine: the loop checks what a reopen finds. */
+static void cl_workload(wal *w, cl_run *r, uint64_t m) {
+    tu_wait_init(&r->wait);
+    cl_plan(r, m);
     for (int k = 0; k < r->nops; k++) {
-        if (k == drop_after) {
-            tu_wait_all(&r->wait);
-            (void)wal_drop_prefix(w, 10);
+        tu_op *op = &r->ops[k];
+        if (r->kind[k] == CL_APPEND) {
+            (void)tu_submit(w, op, &r->wait);
+            if (k % 4 == 3)
+                tu_wait_all(&r->wait);
+            continue;
         }
-        (void)tu_submit(w, &r->ops[k], &r->wait);
-        if (k % 4 == 3)
-            tu_wait_all(&r->wait);
+        tu_wait_all(&r->wait);
+        op->submitted = true;
+        op->status = r->kind[k] == CL_DROP ? wal_drop_prefix(w, op->index)
+                                           : wal_reset(w, op->index, op->term);
     }
     tu_wait_all(&r->wait);
 }
 
-/* After reopen: each present entry is one that was submitted, whole; each
- * acknowledged entry is present unless a later submission replaced it. */
-static void cl_verify(wal *w, const cl_run *r) {
-    uint64_t first = wal_first_index(w), last = wal_last_index(w);
+/* The append that wrote entry (i, term): the only one of that term
+ * covering i. */
+static int cl_writer(const cl_run *r, uint64_t i, uint64_t term) {
+    for (int k = 0; k < r->nops; k++) {
+        const tu_op *op = &r->ops[k];
+        if (r->kind[k] == CL_APPEND && op->submitted && op->term == term && i >= op->index &&
+            i < op->index + op->n)
+            return k;
+    }
+    return -1;
+}
+
+/* Every entry present was submitted, is whole, and was not replaced by a
+ * later acknowledged append or reset (a replaced suffix never comes back). */
+static void cl_verify_present(wal *w, const cl_run *r, uint64_t seed) {
+    uint64_t first = wal_first_index(w), last = wal_last_index(w), term = 0;
+    ck_assert_int_eq(wal_term_at(w, first - 1, &term), 0);
     for (uint64_t i = first; i <= last; i++) {
         wal_entry *e = NULL;
         size_t n = 0;
         ck_assert_int_eq(wal_read(w, i, i + 1, 0, &e, &n), 0);
-        ck_assert_msg(tu_entry_ok(&e[0]), "entry %" PRIu64 " damaged", i);
-        bool submitted = false;
-        for (int k = 0; k < r->nops; k++)
-            if (r->ops[k].submitted && r->ops[k].term == e[0].term && i >= r->ops[k].index &&
-                i < r->ops[k].index + r->ops[k].n)
-                submitted = true;
-        ck_assert_msg(submitted, "entry %" PRIu64 " term %" PRIu64 " never submitted", i,
-                      e[0].term);
+        ck_assert_msg(tu_entry_ok(&e[0]), "seed %" PRIu64 ": entry %" PRIu64 " damaged", seed, i);
+        ck_assert_msg(e[0].term >= term, "seed %" PRIu64 ": entry %" PRIu64 " term goes down", seed,
+                      i); /* no mix of an old suffix behind new entries */
+        term = e[0].term;
+        int k = cl_writer(r, i, e[0].term);
+        ck_assert_msg(k >= 0,
+                      "seed %" PRIu64 ": entry %" PRIu64 " term %" PRIu64 " never submitted", seed,
+                      i, e[0].term);
+        for (int j = k + 1; j < r->nops; j++) {
+            const tu_op *op = &r->ops[j];
+            bool replaces = r->kind[j] == CL_RESET || (r->kind[j] == CL_APPEND && op->index <= i);
+            ck_assert_msg(!(replaces && op->status == 0),
+                          "seed %" PRIu64 ": entry %" PRIu64 " term %" PRIu64
+                          " came back after op %d replaced it",
+                          seed, i, e[0].term, j);
+        }
         wal_entries_free(e, n);
     }
+}
+
+/* Every acknowledged entry is present unless a later submission replaced
+ * it or it was dropped as a prefix; an acknowledged reset holds. */
+static void cl_verify_acked(wal *w, const cl_run *r, uint64_t seed) {
+    uint64_t first = wal_first_index(w);
     for (int k = 0; k < r->nops; k++) {
         const tu_op *op = &r->ops[k];
         if (!op->submitted || op->status != 0)
             continue;
+        uint64_t t = 0;
+        if (r->kind[k] == CL_RESET) {
+            ck_assert_uint_ge(first, op->index + 1);
+            if (first == op->index + 1) {
+                ck_assert_int_eq(wal_term_at(w, op->index, &t), 0);
+                ck_assert_uint_eq(t, op->term);
+            }
+        }
+        if (r->kind[k] != CL_APPEND)
+            continue;
         uint64_t replaced = UINT64_MAX;
         for (int j = k + 1; j < r->nops; j++)
-            if (r->ops[j].submitted && r->ops[j].index < replaced)
+            if (r->kind[j] == CL_APPEND && r->ops[j].submitted && r->ops[j].index < replaced)
                 replaced = r->ops[j].index;
         for (uint64_t i = op->index; i < op->index + op->n && i < replaced; i++) {
             if (i < first)
-                continue; /* dropped as a prefix: allowed */
-            uint64_t t = 0;
-            ck_assert_msg(wal_term_at(w, i, &t) == 0, "acknowledged entry %" PRIu64 " lost", i);
+                continue; /* dropped as a prefix or by a reset: allowed */
+            ck_assert_msg(wal_term_at(w, i, &t) == 0,
+                          "seed %" PRIu64 ": acknowledged entry %" PRIu64 " lost", seed, i);
             ck_assert_uint_eq(t, op->term);
         }
     }
 }
 
-static void crash_loop(enum fsf_crash_mode mode) {
-    uint64_t seed = tu_seed();
-    wal_options o = tiny(256);
-    bool completed = false;
-    int n = 1, torn_runs = 0;
-    for (; n < 5000 && !completed; n++) {
-        fsf *f = tu_fake_datadir(seed + (uint64_t)n);
-        wal *w = NULL;
-        ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, &o, NULL, NULL, &w), 0);
-        static cl_run r;
-        fsf_die_at(f, (uint64_t)n);
-        cl_workload(w, &r);
-        completed = !fsf_dead(f);
-        wal_close(w);
-        fsf_crash(f, mode);
-        tu_reports rep = {0};
-        int rv = wal_open(fsf_fs(f), TU_DIR, &o, tu_collect, &rep, &w);
-        ck_assert_msg(rv == 0, "N=%d seed=%" PRIu64 ": reopen %s: %s %s", n, seed, kv_errword(rv),
-                      rep.n ? rep.word[0] : "", rep.n ? rep.detail[0] : "");
-        for (int i = 0; i < rep.n; i++)
-            ck_assert_str_eq(rep.word[i], "TORN");
-        torn_runs += rep.n > 0;
-        cl_verify(w, &r);
-        wal_close(w);
-        tu_reports after = {0};
-        ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, tu_collect, &after), 0);
-        ck_assert_int_eq(after.n, 0); /* the torn tail was truncated */
-        tu_wait_destroy(&r.wait);
-        fsf_free(f);
+/* Crash point n of one seed: the machine dies at the nth mutating call,
+ * then the log must open (TORN allowed, never CORRUPT) with everything
+ * acknowledged. True when the workload ran to the end without dying. */
+static bool cl_point(const cl_config *c, uint64_t seed, int n, int *torn_runs) {
+    wal_options o;
+    wal_options_default(&o);
+    o.segment_bytes = c->segment_bytes;
+    fsf *f = tu_fake_datadir(seed + (uint64_t)n);
+    fsf_set_page_bytes(f, c->page_bytes);
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, &o, NULL, NULL, &w), 0);
+    static cl_run r;
+    fsf_die_at(f, (uint64_t)n);
+    cl_workload(w, &r, c->m);
+    bool completed = !fsf_dead(f);
+    wal_close(w);
+    fsf_crash(f, c->mode);
+    tu_reports rep = {0};
+    int rv = wal_open(fsf_fs(f), TU_DIR, &o, tu_collect, &rep, &w);
+    ck_assert_msg(rv == 0, "seed=%" PRIu64 " N=%d: reopen %s: %s %s@%" PRIu64 " %s", seed, n,
+                  kv_errword(rv), rep.n ? rep.word[0] : "", rep.n ? rep.file[0] : "",
+                  rep.n ? rep.offset[0] : 0, rep.n ? rep.detail[0] : "");
+    for (int i = 0; i < rep.n; i++)
+        ck_assert_str_eq(rep.word[i], "TORN");
+    *torn_runs += rep.n > 0;
+    cl_verify_present(w, &r, seed);
+    cl_verify_acked(w, &r, seed);
+    wal_close(w);
+    tu_reports after = {0};
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, tu_collect, &after), 0);
+    ck_assert_int_eq(after.n, 0); /* the torn tail was truncated */
+    tu_wait_destroy(&r.wait);
+    fsf_free(f);
+    return completed;
+}
+
+/* For each seed (KV_SEED, then c->seeds - 1 more; KV_SEEDS=n overrides the
+ * count, KV_SEED=<seed> KV_SEEDS=1 replays one),
+ * crash at every mutating call N = 1, 2, ... until the workload completes. */
+static void crash_loop(const cl_config *c) {
+    int torn_runs = 0, seeds = tu_seeds(c->seeds);
+    for (int k = 0; k < seeds; k++) {
+        uint64_t seed = tu_seed() + 1000003u * (uint64_t)k;
+        int n = 1;
+        while (n < 5000 && !cl_point(c, seed, n, &torn_runs))
+            n++;
+        ck_assert_int_lt(n, 5000);
+        ck_assert_int_gt(n, 30); /* the workload did many writes and syncs */
+        fprintf(stderr,
+                "crash loop mode %d page %zu segment %" PRIu64 " m %" PRIu64 " seed %" PRIu64
+                ": %d crash points\n",
+                (int)c->mode, c->page_bytes, c->segment_bytes, c->m, seed, n);
     }
-    ck_assert(completed);
-    ck_assert_int_gt(n, 50); /* the workload did many writes and syncs */
-    if (mode == FSF_CRASH_TORN)
-        ck_assert_int_gt(torn_runs, 0); /* torn tails really happened */
-    fprintf(stderr, "crash loop mode %d: %d crash points, %d torn tails\n", (int)mode, n - 1,
-            torn_runs);
+    if (c->mode != FSF_CRASH_DROP)
+        ck_assert_int_gt(torn_runs, 0); /* torn batches really happened */
+    fprintf(stderr, "crash loop mode %d: %d runs with a torn batch\n", (int)c->mode, torn_runs);
 }
 
 START_TEST(test_crash_loop_drop) {
-    crash_loop(FSF_CRASH_DROP);
+    crash_loop(&(cl_config){FSF_CRASH_DROP, 4096, 256, 3, 1});
 }
 END_TEST
 
 START_TEST(test_crash_loop_torn) {
-    crash_loop(FSF_CRASH_TORN);
+    crash_loop(&(cl_config){FSF_CRASH_TORN, 4096, 256, 3, 1});
+}
+END_TEST
+
+/* Unsynced pages reach the disk in any subset (issue 10, item 2): tiny
+ * segments with tiny pages, sector-sized pages, and real 4 KiB pages with
+ * batches of several pages. */
+START_TEST(test_crash_loop_pages_tiny) {
+    crash_loop(&(cl_config){FSF_CRASH_PAGES, 64, 256, 3, 2});
+}
+END_TEST
+
+START_TEST(test_crash_loop_pages_sector) {
+    crash_loop(&(cl_config){FSF_CRASH_PAGES, 512, 2048, 8, 4});
+}
+END_TEST
+
+START_TEST(test_crash_loop_pages_4k) {
+    crash_loop(&(cl_config){FSF_CRASH_PAGES, 4096, 32768, 48, 4});
 }
 END_TEST
 
 /* ---- corruption sweep ---------------------------------------------------- */
 
 typedef struct rec_pos {
-    uint64_t seg_off, end, index; /* end: where the next record would start */
+    uint64_t seg_off, end; /* of a batch; end: where the next one would start */
+    uint64_t index, next;  /* its first index; the index after its last */
     char path[256];
-    bool last_record;
+    bool last_record; /* the last batch of the last segment */
 } rec_pos;
 
-/* Where each record of a freshly written log lives (segments are
- * zero-filled after their records). */
+/* Where each batch of a freshly written log lives (segments are
+ * zero-filled after their batches). */
 static int layout(fsf *f, rec_pos *pos, int max) {
     char **names = NULL;
     size_t count = 0;
     kv_fs *fs = fsf_fs(f);
     ck_assert_int_eq(fs->ops->list(fs, TU_DIR "/wal", &names, &count), 0);
     int n = 0;
-    uint64_t index = 1;
     for (size_t s = 0; s < count; s++) {
         char path[256];
         snprintf(path, sizeof path, TU_DIR "/wal/%s", names[s]);
@@ -172,11 +281,14 @@ static int layout(fsf *f, rec_pos *pos, int max) {
         ck_assert_int_eq(kv_fs_read_all(fs, path, 1 << 20, &buf, &size), 0);
         const uint8_t *b = buf;
         for (uint64_t off = WAL_SEGMENT_HEADER_BYTES;
-             off + KV_WAL_RECORD_HEADER_BYTES <= size && kv_get_u64(b + off + 24) == index;
-             index++) {
+             off + WAL_BATCH_HEADER_BYTES <= size && kv_get_u64(b + off) != 0;) {
             ck_assert_int_lt(n, max);
-            uint64_t end = off + KV_WAL_RECORD_HEADER_BYTES + kv_get_u32(b + off + 8);
-            pos[n] = (rec_pos){.seg_off = off, .end = end, .index = index};
+            uint64_t end = off + WAL_BATCH_HEADER_BYTES + kv_get_u32(b + off + 36);
+            uint64_t first = kv_get_u64(b + off + 24);
+            pos[n] = (rec_pos){.seg_off = off,
+                               .end = end,
+                               .index = first,
+                               .next = first + kv_get_u32(b + off + 32)};
             snprintf(pos[n].path, sizeof pos[n].path, "%s", path);
             n++;
             off = end;
@@ -202,10 +314,10 @@ static fsf *sweep_log(uint64_t seed, const wal_options *o) {
     return f;
 }
 
-/* Flips one byte at (path, off); expects a report at the record holding it
- * (or the header, or the zeros after the records: reported where the next
- * record would start), classified TORN only for the last record or the
- * zeros after it. */
+/* Flips one byte at (path, off); expects a report at the batch holding it
+ * (or the header, or the zeros after the batches: reported where the next
+ * batch would start), classified TORN only for the last batch or the
+ * zeros after it (wal.h rules 2-4). */
 static void sweep_one(fsf **fp, const wal_options *o, const rec_pos *pos, int npos,
                       const char *path, uint64_t off, uint64_t seed) {
     const rec_pos *hit = NULL;
@@ -215,7 +327,7 @@ static void sweep_one(fsf **fp, const wal_options *o, const rec_pos *pos, int np
     bool header = off < WAL_SEGMENT_HEADER_BYTES;
     bool in_tail = !header && off >= hit->end; /* the zero-filled space */
     uint64_t rep_off = header ? 0 : in_tail ? hit->end : hit->seg_off;
-    uint64_t rep_index = header ? 0 : in_tail ? hit->index + 1 : hit->index;
+    uint64_t rep_index = header ? 0 : in_tail ? hit->next : hit->index;
     bool torn = !header && hit->last_record;
     ck_assert_int_eq(fsf_flip(*fp, path, off, 0x10), 0);
     tu_reports r = {0};
@@ -261,7 +373,7 @@ START_TEST(test_corruption_sweep) {
     fsf *f = sweep_log(seed, &o);
     rec_pos pos[64];
     int npos = layout(f, pos, 64);
-    ck_assert_int_eq(pos[npos - 1].index, 25);
+    ck_assert_int_eq(pos[npos - 1].next, 26);
     char **names = NULL;
     size_t count = 0;
     ck_assert_int_eq(fsf_fs(f)->ops->list(fsf_fs(f), TU_DIR "/wal", &names, &count), 0);
@@ -318,6 +430,195 @@ START_TEST(test_zero_tail_is_clean) {
 }
 END_TEST
 
+/* Issue 10, item 2 (regression): pages written since the last fdatasync
+ * reach the disk in any order, so a power cut can keep a later page of the
+ * batch in flight and lose an earlier one (here it reads as zeros, as
+ * preallocated space does). The batch was never acknowledged: the log must
+ * open, report TORN where that batch starts, and keep what was synced.
+ * Before the batch format (format 1) this was CORRUPT and the node stopped. */
+START_TEST(test_zero_page_in_unsynced_batch_is_torn) {
+    fsf *f = tu_fake_datadir(tu_seed());
+    kv_fs *fs = fsf_fs(f);
+    const char *path = TU_DIR "/wal/0000000000000001.wal";
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fs, TU_DIR, NULL, NULL, NULL, &w), 0);
+    wal_entry e[48];
+    uint8_t bufs[5][TU_LEN_MAX];
+    tu_entries(e, bufs, 1, 5, 1);
+    ck_assert_int_eq(wal_append_wait(w, e, 5), 0); /* synced: must survive */
+    uint64_t end_synced = tu_data_end(f, path);
+    static uint8_t big[48][300];
+    for (int i = 0; i < 48; i++) {
+        memset(big[i], 'a' + i % 26, sizeof big[i]);
+        e[i] = (wal_entry){.index = 6 + (uint64_t)i, .term = 1, .len = 300, .data = big[i]};
+    }
+    fsf_fail_sync(f, 1); /* one write of 48 records, never synced */
+    ck_assert_int_eq(wal_append_wait(w, e, 48), KV_EIO);
+    wal_close(w);
+    uint64_t end_written = tu_data_end(f, path);
+    ck_assert_uint_gt(end_written, end_synced + 3 * 4096);
+    /* The power cut kept every page of that write but the second. */
+    uint64_t lost = (end_synced / 4096 + 1) * 4096;
+    ck_assert_uint_lt(lost + 4096, end_written);
+    tu_zero(f, path, lost, 4096);
+    tu_reports r = {0};
+    int rv = wal_open(fs, TU_DIR, NULL, tu_collect, &r, &w);
+    ck_assert_msg(rv == 0, "wal_open: %s; %s %s@%" PRIu64 ": %s", kv_errword(rv),
+                  r.n ? r.word[0] : "", r.n ? r.file[0] : "", r.n ? r.offset[0] : 0,
+                  r.n ? r.detail[0] : "");
+    ck_assert_int_eq(r.n, 1);
+    ck_assert_str_eq(r.word[0], "TORN");
+    ck_assert_str_eq(r.file[0], path);
+    ck_assert_uint_eq(r.offset[0], end_synced);
+    ck_assert_uint_eq(r.index[0], 6);
+    ck_assert_uint_eq(wal_last_index(w), 5);
+    tu_entries(e, bufs, 6, 2, 2);
+    ck_assert_int_eq(wal_append_wait(w, e, 2), 0);
+    wal_close(w);
+    tu_reports after = {0};
+    ck_assert_int_eq(wal_check(fs, TU_DIR, tu_collect, &after), 0);
+    ck_assert_int_eq(after.n, 0);
+    fsf_free(f);
+}
+END_TEST
+
+/* Three batches (appends of 4, 3 and 5 entries) in one segment; pos gets
+ * where each batch starts and ends. */
+static fsf *three_batches(rec_pos pos[4], int *npos) {
+    wal_options o = tiny(8192);
+    fsf *f = tu_fake_datadir(tu_seed());
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, &o, NULL, NULL, &w), 0);
+    wal_entry e[5];
+    uint8_t bufs[5][TU_LEN_MAX];
+    tu_entries(e, bufs, 1, 4, 1);
+    ck_assert_int_eq(wal_append_wait(w, e, 4), 0);
+    tu_entries(e, bufs, 5, 3, 1);
+    ck_assert_int_eq(wal_append_wait(w, e, 3), 0);
+    tu_entries(e, bufs, 8, 5, 2);
+    ck_assert_int_eq(wal_append_wait(w, e, 5), 0);
+    wal_close(w);
+    *npos = layout(f, pos, 4);
+    ck_assert_int_eq(*npos, 3);
+    ck_assert_uint_eq(pos[2].next, 13);
+    return f;
+}
+
+/* wal.h rules 2-3: a flipped byte in a batch with a valid batch after it
+ * is CORRUPT (file, offset of the batch, its first index; nothing cut);
+ * in the last batch it is TORN, cut off, and the log opens. */
+START_TEST(test_flip_synced_batch_corrupt_last_torn) {
+    rec_pos pos[4];
+    int npos = 0;
+    fsf *f = three_batches(pos, &npos);
+    kv_fs *fs = fsf_fs(f);
+    const char *path = pos[1].path;
+    ck_assert_int_eq(fsf_flip(f, path, pos[1].seg_off + 70, 0x01), 0);
+    tu_reports r = {0};
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fs, TU_DIR, NULL, tu_collect, &r, &w), KV_ECORRUPT);
+    ck_assert_int_eq(r.n, 1);
+    ck_assert_str_eq(r.word[0], "CORRUPT");
+    ck_assert_str_eq(r.file[0], path);
+    ck_assert_uint_eq(r.offset[0], pos[1].seg_off);
+    ck_assert_uint_eq(r.index[0], 5);
+    ck_assert_str_eq(r.detail[0], "batch payload checksum mismatch");
+    ck_assert_uint_eq(tu_data_end(f, path), pos[2].end); /* nothing truncated */
+    ck_assert_int_eq(fsf_flip(f, path, pos[1].seg_off + 70, 0x01), 0);
+    ck_assert_int_eq(fsf_flip(f, path, pos[2].seg_off + 20, 0x01), 0); /* the last batch's header */
+    tu_reports t = {0};
+    ck_assert_int_eq(wal_open(fs, TU_DIR, NULL, tu_collect, &t, &w), 0);
+    ck_assert_int_eq(t.n, 1);
+    ck_assert_str_eq(t.word[0], "TORN");
+    ck_assert_uint_eq(t.offset[0], pos[2].seg_off);
+    ck_assert_uint_eq(t.index[0], 8);
+    ck_assert_uint_eq(wal_last_index(w), 7);
+    wal_close(w);
+    ck_assert_int_eq(wal_check(fs, TU_DIR, NULL, NULL), 0);
+    fsf_free(f);
+}
+END_TEST
+
+/* Appends raw bytes at the end of the data of path, durably. */
+static void put_at_end(fsf *f, const char *path, uint64_t off, const void *buf, size_t len) {
+    kv_fs *fs = fsf_fs(f);
+    kv_file *h = NULL;
+    ck_assert_int_eq(fs->ops->open(fs, path, KV_FS_WRITE, &h), 0);
+    ck_assert_int_eq(fs->ops->pwrite(h, buf, len, off), 0);
+    ck_assert_int_eq(fs->ops->sync(h), 0);
+    fs->ops->close(h);
+}
+
+/* wal.h rule 4: a batch whose checksums hold was written whole; at the
+ * wrong place it is CORRUPT even as the last batch (a replayed or stale
+ * copy is never torn). */
+START_TEST(test_whole_batch_out_of_place_is_corrupt) {
+    rec_pos pos[4];
+    int npos = 0;
+    fsf *f = three_batches(pos, &npos);
+    void *buf = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(kv_fs_read_all(fsf_fs(f), pos[0].path, 1 << 20, &buf, &size), 0);
+    put_at_end(f, pos[0].path, pos[2].end, (uint8_t *)buf + pos[0].seg_off,
+               pos[0].end - pos[0].seg_off); /* batch 1..4 again */
+    free(buf);
+    tu_reports r = {0};
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, tu_collect, &r), KV_ECORRUPT);
+    ck_assert_int_eq(r.n, 1);
+    ck_assert_str_eq(r.word[0], "CORRUPT");
+    ck_assert_uint_eq(r.offset[0], pos[2].end);
+    ck_assert_uint_eq(r.index[0], 13);
+    ck_assert_str_eq(r.detail[0], "batch starts at an unexpected index");
+    fsf_free(f);
+}
+END_TEST
+
+/* wal.h rule 5: terms never decrease. A whole batch whose record carries a
+ * lower term is CORRUPT (file, offset of the record, its index), and
+ * wal_append refuses to write one. */
+START_TEST(test_term_decrease) {
+    rec_pos pos[4];
+    int npos = 0;
+    fsf *f = three_batches(pos, &npos); /* 8..12 have term 2 */
+    uint8_t batch[WAL_BATCH_HEADER_BYTES + KV_WAL_RECORD_HEADER_BYTES + 4];
+    wal_entry e = {.index = 13, .term = 1, .len = 4, .data = (uint8_t *)"abcd"};
+    wal__rec_encode(batch + WAL_BATCH_HEADER_BYTES, &e);
+    wal_batch b = {.seq = 1,
+                   .first = 13,
+                   .count = 1,
+                   .payload_bytes = KV_WAL_RECORD_HEADER_BYTES + 4,
+                   .payload_xxh3 =
+                       kv_xxh3(batch + WAL_BATCH_HEADER_BYTES, KV_WAL_RECORD_HEADER_BYTES + 4)};
+    wal__batch_encode(batch, &b);
+    put_at_end(f, pos[0].path, pos[2].end, batch, sizeof batch);
+    tu_reports r = {0};
+    wal *w = NULL;
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, tu_collect, &r, &w), KV_ECORRUPT);
+    ck_assert_int_eq(r.n, 1);
+    ck_assert_str_eq(r.word[0], "CORRUPT");
+    ck_assert_uint_eq(r.offset[0], pos[2].end + WAL_BATCH_HEADER_BYTES);
+    ck_assert_uint_eq(r.index[0], 13);
+    ck_assert_str_eq(r.detail[0], "record term below the term before it");
+    uint8_t zeros[sizeof batch] = {0};
+    put_at_end(f, pos[0].path, pos[2].end, zeros, sizeof zeros);
+    ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, NULL, NULL, &w), 0);
+    wal_entry v[3];
+    uint8_t bufs[3][TU_LEN_MAX];
+    tu_entries(v, bufs, 13, 1, 1);
+    ck_assert_int_eq(wal_append_wait(w, v, 1), KV_EINVAL); /* below term 2 */
+    tu_entries(v, bufs, 13, 3, 3);
+    v[2].term = 2;
+    ck_assert_int_eq(wal_append_wait(w, v, 3), KV_EINVAL); /* decreasing within */
+    ck_assert_uint_eq(wal_last_index(w), 12);
+    tu_entries(v, bufs, 10, 1, 2); /* a conflict at the same term is fine */
+    ck_assert_int_eq(wal_append_wait(w, v, 1), 0);
+    ck_assert_uint_eq(wal_last_index(w), 10);
+    wal_close(w);
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, NULL, NULL), 0);
+    fsf_free(f);
+}
+END_TEST
+
 /* ---- bad input ------------------------------------------------------------ */
 
 START_TEST(test_missing_segment) {
@@ -357,14 +658,15 @@ END_TEST
 START_TEST(test_segment_other_version) {
     wal_options o = tiny(300);
     fsf *f = sweep_log(tu_seed(), &o);
-    ck_assert_int_eq(fsf_flip(f, TU_DIR "/wal/0000000000000001.wal", 8, 0x03), 0); /* 1 -> 2 */
+    /* 2 -> 1: a segment of the format before batches */
+    ck_assert_int_eq(fsf_flip(f, TU_DIR "/wal/0000000000000001.wal", 8, 0x03), 0);
     tu_reports r = {0};
     wal *w = NULL;
     ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, &o, tu_collect, &r, &w), KV_EVERSION);
     ck_assert_int_eq(r.n, 1);
     ck_assert_str_eq(r.word[0], "VERSION");
     ck_assert_str_eq(r.file[0], TU_DIR "/wal/0000000000000001.wal");
-    ck_assert_ptr_nonnull(strstr(r.detail[0], "version 2"));
+    ck_assert_ptr_nonnull(strstr(r.detail[0], "version 1"));
     fsf_free(f);
 }
 END_TEST
@@ -500,8 +802,15 @@ int main(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_crash_loop_drop);
     tcase_add_test(tc, test_crash_loop_torn);
+    tcase_add_test(tc, test_crash_loop_pages_tiny);
+    tcase_add_test(tc, test_crash_loop_pages_sector);
+    tcase_add_test(tc, test_crash_loop_pages_4k);
     tcase_add_test(tc, test_corruption_sweep);
     tcase_add_test(tc, test_zero_tail_is_clean);
+    tcase_add_test(tc, test_zero_page_in_unsynced_batch_is_torn);
+    tcase_add_test(tc, test_flip_synced_batch_corrupt_last_torn);
+    tcase_add_test(tc, test_whole_batch_out_of_place_is_corrupt);
+    tcase_add_test(tc, test_term_decrease);
     tcase_add_test(tc, test_missing_segment);
     tcase_add_test(tc, test_empty_segment);
     tcase_add_test(tc, test_segment_other_version);

@@ -21,6 +21,12 @@ uint64_t tu_seed(void) {
     return seed;
 }
 
+int tu_seeds(int dflt) {
+    const char *s = getenv("KV_SEEDS");
+    int n = s ? atoi(s) : dflt;
+    return n > 0 ? n : dflt;
+}
+
 fsf *tu_fake_datadir(uint64_t seed) {
     fsf *f = fsf_new(seed);
     assert(f != NULL);
@@ -62,6 +68,35 @@ bool tu_entry_ok(const wal_entry *e) {
         return false;
     tu_fill(buf, len, e->index, e->term);
     return memcmp(buf, e->data, len) == 0;
+}
+
+uint64_t tu_data_end(fsf *f, const char *path) {
+    void *buf = NULL;
+    size_t size = 0;
+    int rv = kv_fs_read_all(fsf_fs(f), path, 1u << 30, &buf, &size);
+    assert(rv == 0);
+    (void)rv;
+    const uint8_t *b = buf;
+    while (size > 0 && b[size - 1] == 0)
+        size--;
+    free(buf);
+    return size;
+}
+
+void tu_zero(fsf *f, const char *path, uint64_t off, size_t len) {
+    kv_fs *fs = fsf_fs(f);
+    kv_file *h = NULL;
+    uint8_t *zeros = calloc(1, len);
+    int rv = zeros ? fs->ops->open(fs, path, KV_FS_WRITE, &h) : -1;
+    if (rv == 0)
+        rv = fs->ops->pwrite(h, zeros, len, off);
+    if (rv == 0)
+        rv = fs->ops->sync(h);
+    if (h != NULL)
+        fs->ops->close(h);
+    free(zeros);
+    assert(rv == 0);
+    (void)rv;
 }
 
 void tu_collect(void *arg, const kv_check_problem *p) {

@@ -18,6 +18,10 @@
  * Printed once, so a failure replays with KV_SEED=<seed>. */
 uint64_t tu_seed(void);
 
+/* How many seeds a random loop runs: KV_SEEDS from the environment, else
+ * dflt. With KV_SEED=<seed> KV_SEEDS=1 a loop replays the one seed. */
+int tu_seeds(int dflt);
+
 /* A fake fs holding a fresh data dir TU_DIR. Owned by the caller: fsf_free. */
 fsf *tu_fake_datadir(uint64_t seed);
 
@@ -31,6 +35,14 @@ void tu_entries(wal_entry *e, uint8_t (*bufs)[TU_LEN_MAX], uint64_t index, size_
 
 /* Checks that entry e is the payload tu_fill made for it. */
 bool tu_entry_ok(const wal_entry *e);
+
+/* Where the data of the file at path ends: its size less the trailing
+ * zeros (segments are zero-filled ahead of their records). */
+uint64_t tu_data_end(fsf *f, const char *path);
+
+/* Overwrites len bytes at off of the file at path with zeros, durably (what
+ * a power cut leaves of a page it never wrote). */
+void tu_zero(fsf *f, const char *path, uint64_t off, size_t len);
 
 /* Collected problem reports (kv_check_fn). */
 typedef struct tu_reports {
