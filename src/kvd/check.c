@@ -70,14 +70,17 @@ int kvd_check(const char *dir, FILE *out) {
         check__unreported(&st, before, rv, "CLUSTER failed its check", path);
     }
 
+    /* the log first: its highest term tells a torn hard-state slot from a
+     * synced one that rotted (hardstate.h) */
+    uint64_t log_term = 0;
     before = st.problems_corrupt;
-    rv = hs_check(fs, dir, 0, check__print, &st); /* TODO log term */
-    check__unreported(&st, before, rv, "hard state failed its check", dir);
-
-    before = st.problems_corrupt;
-    rv = wal_check(fs, dir, check__print, &st);
+    rv = wal_check(fs, dir, check__print, &st, &log_term);
     snprintf(path, sizeof path, "%s/wal", dir);
     check__unreported(&st, before, rv, "log failed its check", path);
+
+    before = st.problems_corrupt;
+    rv = hs_check(fs, dir, log_term, check__print, &st);
+    check__unreported(&st, before, rv, "hard state failed its check", dir);
 
     before = st.problems_corrupt;
     snprintf(path, sizeof path, "%s/snap", dir);

@@ -176,8 +176,10 @@ int wal_open(kv_fs *fs, const char *dir, const wal_options *opt, kv_check_fn fn,
 
 /* The same scan, read-only: reports TORN without truncating. 0 when clean
  * or only torn, KV_ECORRUPT (or KV_EVERSION, KV_EMISSING when DIR/wal is
- * absent) otherwise. */
-int wal_check(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg);
+ * absent) otherwise. When last_term is not NULL and the scan succeeded, it
+ * gets the highest term in the log (the last entry's, or the term before
+ * the first index of an empty log), as hs_check wants it. */
+int wal_check(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg, uint64_t *last_term);
 
 /* Stops the log's threads after everything already queued has been
  * written and synced and its callbacks have run; closes the files, frees

@@ -496,9 +496,11 @@ int wal__scan(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg, wal_scan *s
     return rv;
 }
 
-int wal_check(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg) {
+int wal_check(kv_fs *fs, const char *dir, kv_check_fn fn, void *arg, uint64_t *last_term) {
     wal_scan s;
     int rv = wal__scan(fs, dir, fn, arg, &s);
+    if (rv == 0 && last_term != NULL)
+        *last_term = s.ents_n ? s.ents[s.ents_n - 1].term : s.base_term;
     wal__scan_free(&s);
     return rv;
 }

@@ -99,12 +99,25 @@ flip "$f/snap/$(basename "$snap")/MANIFEST.kv" 20
 expect_exit 4 "$work/f4" "$bin/kvd" check --data-dir "$f"
 grep -q "^CORRUPT $f/snap/$(basename "$snap")/MANIFEST.kv" "$work/f4" || { fail "flipped manifest not named"; cat "$work/f4"; }
 
-# One hard-state slot bad is what a crash during a save leaves: TORN, exit 0.
-# Both bad: CORRUPT, exit 4.
+# mkdatadir saves terms 1, 2, 3 (slot 0, 1, 0) and logs entries of term 3.
+# The older slot bad (term 2, the newer one valid) is what a crash during a
+# save leaves: TORN, exit 0. The newer slot bad: the log holds term 3, so
+# that slot was synced before it, and falling back to slot 1's term 2 would
+# reuse a stale vote: CORRUPT naming it, exit 4. Both bad: CORRUPT, exit 4.
 f=$work/f-hs1; cp -r "$full" "$f"
-flip "$f/hardstate.0" 30
+flip "$f/hardstate.1" 30
 expect_exit 0 "$work/f5" "$bin/kvd" check --data-dir "$f"
-grep -q "^TORN $f/hardstate.0" "$work/f5" || { fail "one bad hard-state slot not reported"; cat "$work/f5"; }
+grep -q "^TORN $f/hardstate.1" "$work/f5" || { fail "one bad hard-state slot not reported"; cat "$work/f5"; }
+f=$work/f-hs0; cp -r "$full" "$f"
+flip "$f/hardstate.0" 30
+expect_exit 4 "$work/f5b" "$bin/kvd" check --data-dir "$f"
+grep -q "^CORRUPT $f/hardstate.0 offset 0: .*synced" "$work/f5b" ||
+  { fail "a synced hard-state slot that rotted not CORRUPT"; cat "$work/f5b"; }
+# kvd itself stops there too (it used to fall back and exit 2, "INVALID the
+# persisted raft state does not restart", naming no file)
+expect_exit 4 "$work/f5c" "$bin/kvd" --name n1 --data-dir "$f" --listen 127.0.0.1:9
+grep -q "CORRUPT $f/hardstate.0 offset 0" "$work/f5c" ||
+  { fail "kvd on a rotted hard-state slot did not name it"; cat "$work/f5c"; }
 flip "$f/hardstate.1" 30
 expect_exit 4 "$work/f6" "$bin/kvd" check --data-dir "$f"
 grep -q "^CORRUPT $f/hardstate.1" "$work/f6" || { fail "two bad hard-state slots not CORRUPT"; cat "$work/f6"; }

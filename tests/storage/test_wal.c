@@ -94,7 +94,7 @@ START_TEST(test_append_read_reopen) {
     append_ok(w, 101, 3, 4);
     expect_range(w, 101, 103, 4);
     wal_close(w);
-    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, NULL, NULL), 0);
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, NULL, NULL, NULL), 0);
     fsf_free(f);
 }
 END_TEST
@@ -194,7 +194,7 @@ START_TEST(test_truncate_inside_batch) {
     expect_range(w, 2, 4, 2);
     append_ok(w, 5, 2, 2);
     wal_close(w);
-    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, NULL, NULL), 0);
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, NULL, NULL, NULL), 0);
     fsf_free(f);
 }
 END_TEST
@@ -440,7 +440,7 @@ START_TEST(test_concurrent_reads) {
     pthread_join(th, NULL);
     ck_assert_int_gt(a.reads, 0);
     wal_close(w);
-    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, NULL, NULL), 0);
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, NULL, NULL, NULL), 0);
     fsf_free(f);
 }
 END_TEST
@@ -468,7 +468,7 @@ START_TEST(test_posix_roundtrip) {
     expect_range(w, 150, 154, 2);
     ck_assert_int_eq(wal_reset(w, 1000, 3), 0);
     wal_close(w);
-    ck_assert_int_eq(wal_check(fs, dir, NULL, NULL), 0);
+    ck_assert_int_eq(wal_check(fs, dir, NULL, NULL, NULL), 0);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ck_assert_int_eq(system(cmd), 0);

@@ -199,7 +199,7 @@ static bool cl_point(const cl_config *c, uint64_t seed, int n, int *torn_runs) {
     cl_verify_acked(w, &r, seed);
     wal_close(w);
     tu_reports after = {0};
-    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, tu_collect, &after), 0);
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, tu_collect, &after, NULL), 0);
     ck_assert_int_eq(after.n, 0); /* the torn tail was truncated */
     tu_wait_destroy(&r.wait);
     fsf_free(f);
@@ -331,7 +331,7 @@ static void sweep_one(fsf **fp, const wal_options *o, const rec_pos *pos, int np
     bool torn = !header && hit->last_record;
     ck_assert_int_eq(fsf_flip(*fp, path, off, 0x10), 0);
     tu_reports r = {0};
-    int rv = wal_check(fsf_fs(*fp), TU_DIR, tu_collect, &r);
+    int rv = wal_check(fsf_fs(*fp), TU_DIR, tu_collect, &r, NULL);
     ck_assert_msg(r.n == 1, "flip %s@%" PRIu64 ": %d reports", path, off, r.n);
     ck_assert_str_eq(r.file[0], path);
     if (header && off >= 8 && off < 12) {
@@ -411,7 +411,7 @@ START_TEST(test_zero_tail_is_clean) {
     ck_assert_int_eq(fs->ops->sync(h), 0);
     fs->ops->close(h);
     tu_reports r = {0};
-    ck_assert_int_eq(wal_check(fs, TU_DIR, tu_collect, &r), 0);
+    ck_assert_int_eq(wal_check(fs, TU_DIR, tu_collect, &r, NULL), 0);
     ck_assert_int_eq(r.n, 0);
     wal *w = NULL;
     ck_assert_int_eq(wal_open(fs, TU_DIR, &o, tu_collect, &r, &w), 0);
@@ -476,7 +476,7 @@ START_TEST(test_zero_page_in_unsynced_batch_is_torn) {
     ck_assert_int_eq(wal_append_wait(w, e, 2), 0);
     wal_close(w);
     tu_reports after = {0};
-    ck_assert_int_eq(wal_check(fs, TU_DIR, tu_collect, &after), 0);
+    ck_assert_int_eq(wal_check(fs, TU_DIR, tu_collect, &after, NULL), 0);
     ck_assert_int_eq(after.n, 0);
     fsf_free(f);
 }
@@ -534,7 +534,7 @@ START_TEST(test_flip_synced_batch_corrupt_last_torn) {
     ck_assert_uint_eq(t.index[0], 8);
     ck_assert_uint_eq(wal_last_index(w), 7);
     wal_close(w);
-    ck_assert_int_eq(wal_check(fs, TU_DIR, NULL, NULL), 0);
+    ck_assert_int_eq(wal_check(fs, TU_DIR, NULL, NULL, NULL), 0);
     fsf_free(f);
 }
 END_TEST
@@ -563,7 +563,7 @@ START_TEST(test_whole_batch_out_of_place_is_corrupt) {
                pos[0].end - pos[0].seg_off); /* batch 1..4 again */
     free(buf);
     tu_reports r = {0};
-    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, tu_collect, &r), KV_ECORRUPT);
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, tu_collect, &r, NULL), KV_ECORRUPT);
     ck_assert_int_eq(r.n, 1);
     ck_assert_str_eq(r.word[0], "CORRUPT");
     ck_assert_uint_eq(r.offset[0], pos[2].end);
@@ -614,7 +614,7 @@ START_TEST(test_term_decrease) {
     ck_assert_int_eq(wal_append_wait(w, v, 1), 0);
     ck_assert_uint_eq(wal_last_index(w), 10);
     wal_close(w);
-    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, NULL, NULL), 0);
+    ck_assert_int_eq(wal_check(fsf_fs(f), TU_DIR, NULL, NULL, NULL), 0);
     fsf_free(f);
 }
 END_TEST
