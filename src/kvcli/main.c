@@ -40,6 +40,12 @@ void kvcli_usage(FILE *f) {
                "backslash quote as in a shell; # starts a comment line).\n"
                "The cluster: --cluster, else $KV_CLUSTER, else " KVCLI_DEFAULT_CLUSTER ".\n"
                "The token: --token-file, else $KV_TOKEN_FILE.\n"
+               "Output: `kvcli get KEY` with stdout not a terminal writes the value's bytes\n"
+               "and nothing else. Elsewhere keys and values are printed with printable\n"
+               "ASCII and UTF-8 as is, a backslash as \\\\ and any other byte as \\xNN; the\n"
+               "shell and line mode read \\xNN and \\\\ back in (so does printf '%%b').\n"
+               "--json: keys and values that are not UTF-8 are base64 with\n"
+               "\"key_encoding\":\"base64\" (\"value_encoding\") beside them.\n"
                "Exit codes: 0 done, 1 no (not found, compare failed), 2 usage error,\n"
                "3 cluster unavailable or timed out (a write's outcome is then unknown unless\n"
                "said otherwise), 4 refused by the server (code word on stderr: TOOBIG, BUSY,\n"
@@ -148,13 +154,17 @@ static int main__read_line(FILE *in, char **buf, size_t *cap) {
 static int main__line(kvcli_ctx *ctx, char *line, unsigned long lineno) {
     assert(ctx->stdin_is_commands && line != NULL);
     char *argv[KVCLI_ARGS_MAX];
+    size_t lens[KVCLI_ARGS_MAX];
     const char *why = NULL;
-    int argc = kvcli_split(line, argv, KVCLI_ARGS_MAX, &why);
+    int argc = kvcli_split(line, argv, lens, KVCLI_ARGS_MAX, &why);
     if (argc < 0)
         return kvcli_usage_error(ctx, NULL, "line %lu: %s", lineno, why);
     if (argc == 0 || argv[0][0] == '#')
         return KVCLI_EXIT_OK;
-    return kvcli_run(ctx, argc, argv);
+    ctx->argl = lens;
+    int rc = kvcli_run(ctx, argc, argv);
+    ctx->argl = NULL;
+    return rc;
 }
 
 /* Commands from stdin: every line runs; the last failure is the result. */
@@ -195,6 +205,10 @@ int main(int argc, char **argv) {
     if (rc != 0)
         return rc;
     assert(first <= argc);
+    /* One command with its output going to a file or a pipe: get writes the
+     * value's bytes and nothing else (on a terminal, and for commands read
+     * from stdin, a value is escaped and ends its line). */
+    ctx.exact = first < argc && !isatty(STDOUT_FILENO);
     if (first < argc)
         rc = kvcli_run(&ctx, argc - first, argv + first);
     else if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))

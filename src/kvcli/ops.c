@@ -80,7 +80,7 @@ static void member__print(kvcli_ctx *ctx, const kv_member *ms, size_t n, const c
         kvcli_json_str(ctx->out, ms[i].name, strlen(ms[i].name));
         fputs(",\"address\":", ctx->out);
         kvcli_json_str(ctx->out, ms[i].address, strlen(ms[i].address));
-        fprintf(ctx->out, ",\"id\":%" PRIu64 ",\"role\":\"%s\",\"learner\":%s,\"joining\":%s}\n",
+        fprintf(ctx->out, ",\"id\":\"%" PRIu64 "\",\"role\":\"%s\",\"learner\":%s,\"joining\":%s}\n",
                 ms[i].id, role, ms[i].learner ? "true" : "false", ms[i].joining ? "true" : "false");
     }
 }

@@ -133,9 +133,22 @@ static size_t out__utf8_len(const unsigned char *p, size_t n) {
     return len;
 }
 
+bool kvcli_utf8_valid(const void *p, size_t n) {
+    assert(p != NULL || n == 0);
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n;) {
+        size_t len = b[i] < 0x80 ? 1 : out__utf8_len(b + i, n - i);
+        if (len == 0)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
 /* JSON strings are Unicode: valid UTF-8 passes through; a byte that is not
  * part of valid UTF-8 is written as \u00NN (the Latin-1 character of that
- * byte), so binary data still gives valid JSON. */
+ * byte), so any text still gives valid JSON. For keys and values, which
+ * must come back exactly, kvcli_json_bytes says base64 instead. */
 void kvcli_json_str(FILE *f, const void *p, size_t n) {
     assert(f != NULL && (p != NULL || n == 0));
     const unsigned char *b = p;
@@ -163,15 +176,59 @@ void kvcli_json_str(FILE *f, const void *p, size_t n) {
     fputc('"', f);
 }
 
+/* Standard base64 (RFC 4648 section 4, with padding) of p[0..n). */
+static void out__base64(FILE *f, const unsigned char *p, size_t n) {
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    assert(sizeof abc == 65);
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        fputc(abc[(v >> 18) & 63], f);
+        fputc(abc[(v >> 12) & 63], f);
+        fputc(i + 1 < n ? abc[(v >> 6) & 63] : '=', f);
+        fputc(i + 2 < n ? abc[v & 63] : '=', f);
+    }
+}
+
+void kvcli_json_bytes(FILE *f, const char *field, const void *p, size_t n) {
+    assert(f != NULL && field != NULL && (p != NULL || n == 0));
+    fprintf(f, "\"%s\":", field);
+    if (kvcli_utf8_valid(p, n)) {
+        kvcli_json_str(f, p, n);
+        return;
+    }
+    fputc('"', f);
+    out__base64(f, p, n);
+    fprintf(f, "\",\"%s_encoding\":\"base64\"", field);
+}
+
+/* Printed as itself: printable ASCII but the backslash, and valid UTF-8 of
+ * a printable character (not the C1 controls U+0080..U+009F, which a
+ * terminal may act on). Returns the sequence's length, or 0. */
+static size_t out__plain_len(const unsigned char *p, size_t n) {
+    if (p[0] < 0x80)
+        return p[0] >= 0x20 && p[0] < 0x7f && p[0] != '\\' ? 1 : 0;
+    size_t len = out__utf8_len(p, n);
+    if (len == 2 && p[0] == 0xc2 && p[1] < 0xa0)
+        return 0;
+    return len;
+}
+
 void kvcli_escape(FILE *f, const void *p, size_t n) {
     assert(f != NULL && (p != NULL || n == 0));
     const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        if (b[i] == '\\')
-            fputs("\\\\", f);
-        else if (b[i] >= 0x20 && b[i] < 0x7f)
-            fputc(b[i], f);
-        else
-            fprintf(f, "\\x%02x", b[i]);
+    for (size_t i = 0; i < n;) {
+        size_t len = out__plain_len(b + i, n - i);
+        if (len > 0) {
+            fwrite(b + i, 1, len, f);
+            i += len;
+        } else if (b[i] == '\\') {
+            fputs("\\\\", f), i++;
+        } else {
+            fprintf(f, "\\x%02x", b[i]), i++;
+        }
     }
 }

@@ -83,7 +83,7 @@ done
 [ "$(awk '$4 == "leader" { print $1 }' "$KV_OUT")" = "$KV_LEADER" ] ||
   kv_fail "member list does not mark $KV_LEADER as the leader: $(cat "$KV_OUT")"
 kv_expect 0 kv_cli --json member list
-[ "$(grep -c '^{"name":"n[123]","address":"127.0.0.1:[0-9]*","id":[0-9]*,"role":"\(voter\|leader\)","learner":false,"joining":false}$' "$KV_OUT")" -eq 3 ] ||
+[ "$(grep -c '^{"name":"n[123]","address":"127.0.0.1:[0-9]*","id":"[0-9]*","role":"\(voter\|leader\)","learner":false,"joining":false}$' "$KV_OUT")" -eq 3 ] ||
   kv_fail "member list --json: want 3 voter objects: $(cat "$KV_OUT")"
 
 # ---- transfer-leader -------------------------------------------------------
