@@ -353,11 +353,29 @@ static int cmd_scan(kvcli_ctx *ctx, int argc, char **argv) {
     return KVCLI_EXIT_OK;
 }
 
+static const kvcli_cmd *cmd__find(const char *name) {
+    for (const kvcli_cmd *k = kvcli_commands; k->name != NULL; k++)
+        if (strcmp(k->name, name) == 0)
+            return k;
+    return NULL;
+}
+
+void kvcli_cmd_usage(FILE *f, const kvcli_cmd *k) {
+    assert(f != NULL && k != NULL && k->name != NULL);
+    fprintf(f, "usage: kvcli %s%s%s\n      %s\n", k->name, k->args[0] ? " " : "", k->args, k->help);
+}
+
 static int cmd_help(kvcli_ctx *ctx, int argc, char **argv) {
-    (void)argv;
     if (argc > 2)
         return kvcli_usage_error(ctx, argv[0], "wants at most 1 argument, got %d", argc - 1);
-    kvcli_usage(ctx->out);
+    if (argc == 1) {
+        kvcli_usage(ctx->out);
+        return KVCLI_EXIT_OK;
+    }
+    const kvcli_cmd *k = cmd__find(argv[1]);
+    if (k == NULL)
+        return kvcli_usage_error(ctx, NULL, "help: no command '%s'", argv[1]);
+    kvcli_cmd_usage(ctx->out, k);
     return KVCLI_EXIT_OK;
 }
 
@@ -368,7 +386,9 @@ const kvcli_cmd kvcli_commands[] = {
     {"cas", cmd_cas, "KEY EXPECTED NEW | --absent KEY NEW",
      "set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent)"},
     {"scan", cmd_scan, "PREFIX [--limit N]", "list keys starting with PREFIX: key<TAB>value"},
-    {"status", kvcli_cmd_status, "", "one row per node: role, term, commit, lag, health"},
+    {"status", kvcli_cmd_status, "",
+     "one row per node: role, term, commit, lag, health; exit 3 unless every\n"
+     "      node is ok (answers, knows the leader, lags <= 1000 entries, fsyncs)"},
     {"member", kvcli_cmd_member, "list | add NAME HOST:PORT | remove NAME",
      "the members; add one as a learner, promoted once caught up (start it with\n"
      "      kvd --name NAME --data-dir DIR --listen HOST:PORT --join ANY-MEMBER);\n"
@@ -379,7 +399,7 @@ const kvcli_cmd kvcli_commands[] = {
      "      verify: check such a file offline (CORRUPT FILE offset N: exit 4)"},
     {"check", kvcli_cmd_check, "",
      "compare every member's state machine hash at one index (CORRUPT: exit 4)"},
-    {"help", cmd_help, "", "this text"},
+    {"help", cmd_help, "[COMMAND]", "this text, or one command's"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -387,9 +407,14 @@ int kvcli_run(kvcli_ctx *ctx, int argc, char **argv) {
     assert(ctx != NULL && argc >= 1 && argv[0] != NULL);
     if (argc > KVCLI_ARGS_MAX)
         return kvcli_usage_error(ctx, argv[0], "too many arguments (%d)", argc - 1);
-    for (const kvcli_cmd *k = kvcli_commands; k->name != NULL; k++)
-        if (strcmp(k->name, argv[0]) == 0)
-            return k->fn(ctx, argc, argv);
-    return kvcli_usage_error(ctx, NULL, "unknown command '%s'%s", argv[0],
-                             ctx->shell ? " ('help' lists the commands)" : "");
+    const kvcli_cmd *k = cmd__find(argv[0]);
+    if (k == NULL)
+        return kvcli_usage_error(ctx, NULL, "unknown command '%s'", argv[0]);
+    /* COMMAND --help (before a "--"): that command's usage. */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--help") == 0) {
+            kvcli_cmd_usage(ctx->out, k);
+            return KVCLI_EXIT_OK;
+        }
+    return k->fn(ctx, argc, argv);
 }

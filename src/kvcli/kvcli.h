@@ -59,6 +59,8 @@ int kvcli_run(kvcli_ctx *ctx, int argc, char **argv);
 
 /* Prints the whole usage text to f. */
 void kvcli_usage(FILE *f);
+/* Prints one command's usage and help to f. */
+void kvcli_cmd_usage(FILE *f, const kvcli_cmd *k);
 
 /* The client, opened on first use with ctx->cluster and ctx->opts. On
  * failure reports it (as command `cmd`) and returns the exit code; on
@@ -66,8 +68,9 @@ void kvcli_usage(FILE *f);
 int kvcli_client(kvcli_ctx *ctx, const char *cmd, kv_client **out);
 void kvcli_ctx_close(kvcli_ctx *ctx);
 
-/* Reports a usage error of `cmd` ("kvcli: put: ...") and returns
- * KVCLI_EXIT_USAGE. */
+/* Reports a usage error of `cmd` ("kvcli: put: ...") in one line, then
+ * one line of hint (the command's synopsis, or where the help is), and
+ * returns KVCLI_EXIT_USAGE. */
 int kvcli_usage_error(kvcli_ctx *ctx, const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

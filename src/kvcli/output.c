@@ -15,8 +15,8 @@ int kvcli_client(kvcli_ctx *ctx, const char *cmd, kv_client **out) {
         kv_client *c = NULL;
         int rc = kv_client_open(&c, ctx->cluster, &ctx->opts);
         if (rc == KV_EINVAL)
-            return kvcli_usage_error(ctx, cmd, "bad cluster address list '%s' (want HOST:PORT,...)",
-                                     ctx->cluster);
+            return kvcli_usage_error(ctx, cmd, "bad cluster address list '%s': %s", ctx->cluster,
+                                     kv_errstr());
         if (rc != 0)
             return kvcli_fail(ctx, cmd, rc, false);
         assert(c != NULL);
@@ -45,12 +45,19 @@ int kvcli_usage_error(kvcli_ctx *ctx, const char *cmd, const char *fmt, ...) {
         kvcli_json_str(ctx->out, msg, strlen(msg));
         fprintf(ctx->out, "}\n");
     }
+    fflush(ctx->out); /* the complaint comes after what was printed before it */
     fprintf(ctx->err, "kvcli: %s%s%s\n", cmd ? cmd : "", cmd ? ": " : "", msg);
+    const kvcli_cmd *known = NULL;
+    size_t word = cmd != NULL ? strcspn(cmd, " ") : 0; /* "member add": member */
     for (const kvcli_cmd *k = kvcli_commands; cmd != NULL && k->name != NULL; k++)
-        if (strcmp(k->name, cmd) == 0)
-            fprintf(ctx->err, "usage: kvcli %s %s\n", k->name, k->args);
-    if (cmd == NULL && !ctx->stdin_is_commands)
-        kvcli_usage(ctx->err);
+        if (strlen(k->name) == word && strncmp(k->name, cmd, word) == 0)
+            known = k;
+    if (known != NULL)
+        fprintf(ctx->err, "usage: kvcli %s%s%s (more: kvcli help %s)\n", known->name,
+                known->args[0] ? " " : "", known->args, known->name);
+    else
+        fprintf(ctx->err, "%s\n", ctx->shell ? "'help' lists the commands"
+                                             : "'kvcli help' lists the commands and flags");
     return KVCLI_EXIT_USAGE;
 }
 
@@ -91,18 +98,26 @@ int kvcli_fail(kvcli_ctx *ctx, const char *cmd, int rc, bool is_write) {
     const char *outcome = code == KVCLI_EXIT_UNAVAILABLE ? out__outcome(rc, is_write) : NULL;
     if (ctx->json) {
         fprintf(ctx->out, "{\"error\":\"%s\"", kv_errword(rc));
+        if (kv_errstr()[0] != '\0' && rc != KV_ENOTFOUND) {
+            fputs(",\"message\":", ctx->out);
+            kvcli_json_str(ctx->out, kv_errstr(), strlen(kv_errstr()));
+        }
         if (outcome != NULL)
             fprintf(ctx->out, ",\"outcome\":\"%s\"", outcome);
         fprintf(ctx->out, "}\n");
         return code;
     }
+    /* The library's detail names the thing (the limit, the file, the
+     * argument); the code's words where it has none. */
+    const char *why = kv_errstr()[0] != '\0' ? kv_errstr() : kv_strerror(rc);
+    fflush(ctx->out);
     if (rc == KV_ENOTFOUND) {
         fprintf(ctx->err, "not found\n");
     } else if (outcome != NULL && strcmp(outcome, "unknown") == 0) {
         fprintf(ctx->err, "kvcli: %s: %s: outcome unknown (the write may or may not be applied)\n",
                 cmd, kv_errword(rc));
     } else {
-        fprintf(ctx->err, "kvcli: %s: %s: %s%s\n", cmd, kv_errword(rc), kv_strerror(rc),
+        fprintf(ctx->err, "kvcli: %s: %s: %s%s\n", cmd, kv_errword(rc), why,
                 outcome != NULL ? " (the write was not applied)" : "");
     }
     return code;
