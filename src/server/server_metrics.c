@@ -47,6 +47,57 @@ static void metric(out *o, const char *name, const char *type, const char *help,
     put(o, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
 }
 
+/* The apply path, the disk, requests and connections, and the build. */
+static void metrics_io(server *s, out *o, const wal_stats *ws) {
+    net_stats ns;
+    net_get_stats(s->net, &ns);
+    put(o, "# HELP kv_apply_seconds_total time applying committed entries to RocksDB\n"
+           "# TYPE kv_apply_seconds_total counter\nkv_apply_seconds_total %.6f\n",
+        (double)s->apply_ns_total / 1e9);
+    metric(o, "kv_apply_batches_total", "counter", "apply batches (one RocksDB write each)",
+           s->apply_batches);
+    metric(o, "kv_disk_used_bytes", "gauge", "bytes the data dir uses", s->disk_used);
+    metric(o, "kv_disk_quota_bytes", "gauge", "the disk quota (--quota-bytes)",
+           s->cfg.quota_bytes);
+    metric(o, "kv_nospace_alarm", "gauge", "1 while over the quota: writes refused",
+           s->nospace);
+    metric(o, "kv_nospace_total", "counter", "writes refused with NOSPACE", s->nospace_replies);
+    put(o, "# HELP kv_requests_by_type_total client requests by type\n"
+           "# TYPE kv_requests_by_type_total counter\n");
+    for (size_t t = 1; t < SERVER_REQUEST_TYPES && t < kv__request__type__descriptor.n_values; t++)
+        if (s->requests_by_type[t] != 0 || t <= KV__REQUEST__TYPE__SCAN)
+            put(o, "kv_requests_by_type_total{type=\"%s\"} %" PRIu64 "\n",
+                kv__request__type__descriptor.values[t].name, s->requests_by_type[t]);
+    put(o, "# HELP kv_responses_total answers by result code\n"
+           "# TYPE kv_responses_total counter\n");
+    for (size_t c = 0; c < NET_REPLY_CODES; c++)
+        if (ns.replies_by_code[c] != 0 || c == 0)
+            put(o, "kv_responses_total{code=\"%s\"} %" PRIu64 "\n",
+                c == 0 ? "OK" : kv_errword(-(int)c), ns.replies_by_code[c]);
+    metric(o, "kv_conns_open", "gauge", "connections open", ns.conns_open);
+    metric(o, "kv_conns_refused_total", "counter", "connections over the limit", ns.conns_refused);
+    metric(o, "kv_requests_total", "counter", "client requests received", ns.requests);
+    put(o, "# HELP kv_faults_total connection-level faults by code word (frames refused, "
+           "output over its limit, slow fsyncs, quota alarms)\n"
+           "# TYPE kv_faults_total counter\n");
+    put(o, "kv_faults_total{code=\"PROTOCOL\"} %" PRIu64 "\n", ns.frames_bad);
+    put(o, "kv_faults_total{code=\"TOOBIG\"} %" PRIu64 "\n", ns.frames_toobig);
+    put(o, "kv_faults_total{code=\"AUTH\"} %" PRIu64 "\n", ns.hello_refused);
+    put(o, "kv_faults_total{code=\"BUSY\"} %" PRIu64 "\n", ns.output_overflows + ns.busy_inflight);
+    put(o, "kv_faults_total{code=\"SLOWDISK\"} %" PRIu64 "\n", ws->slow_syncs);
+    put(o, "kv_faults_total{code=\"NOSPACE\"} %" PRIu64 "\n", s->nospace_alarms);
+    metric(o, "kv_raft_messages_sent_total", "counter", "Raft messages sent", ns.raft_msgs_sent);
+    metric(o, "kv_raft_messages_dropped_total", "counter", "Raft messages dropped (peer down)",
+           ns.raft_msgs_dropped);
+    metric(o, "kv_raft_messages_received_total", "counter", "Raft messages received",
+           ns.raft_msgs_received);
+    metric(o, "kv_unsafe_no_fsync", "gauge", "1: started with --unsafe-no-fsync (NOT durable)",
+           s->cfg.unsafe_no_fsync);
+    put(o, "# HELP kv_build_info the kvd build: always 1, the version in a label\n"
+           "# TYPE kv_build_info gauge\nkv_build_info{version=\"%s\"} 1\n",
+        KV_VERSION_STRING);
+}
+
 static void metrics(server *s, out *o) {
     raft_role role = raft_state_role(s->r);
     metric(o, "kv_term", "gauge", "Raft term", raft_term(s->r));
@@ -88,53 +139,7 @@ static void metrics(server *s, out *o) {
     put(o, "# HELP kv_wal_sync_seconds_max slowest log fdatasync\n"
            "# TYPE kv_wal_sync_seconds_max gauge\nkv_wal_sync_seconds_max %.6f\n",
         (double)ws.sync_ns_max / 1e9);
-    net_stats ns;
-    net_get_stats(s->net, &ns);
-    put(o, "# HELP kv_apply_seconds_total time applying committed entries to RocksDB\n"
-           "# TYPE kv_apply_seconds_total counter\nkv_apply_seconds_total %.6f\n",
-        (double)s->apply_ns_total / 1e9);
-    metric(o, "kv_apply_batches_total", "counter", "apply batches (one RocksDB write each)",
-           s->apply_batches);
-    metric(o, "kv_disk_used_bytes", "gauge", "bytes the data dir uses", s->disk_used);
-    metric(o, "kv_disk_quota_bytes", "gauge", "the disk quota (--quota-bytes)",
-           s->cfg.quota_bytes);
-    metric(o, "kv_nospace_alarm", "gauge", "1 while over the quota: writes refused",
-           s->nospace);
-    metric(o, "kv_nospace_total", "counter", "writes refused with NOSPACE", s->nospace_replies);
-    put(o, "# HELP kv_requests_by_type_total client requests by type\n"
-           "# TYPE kv_requests_by_type_total counter\n");
-    for (size_t t = 1; t < SERVER_REQUEST_TYPES && t < kv__request__type__descriptor.n_values; t++)
-        if (s->requests_by_type[t] != 0 || t <= KV__REQUEST__TYPE__SCAN)
-            put(o, "kv_requests_by_type_total{type=\"%s\"} %" PRIu64 "\n",
-                kv__request__type__descriptor.values[t].name, s->requests_by_type[t]);
-    put(o, "# HELP kv_responses_total answers by result code\n"
-           "# TYPE kv_responses_total counter\n");
-    for (size_t c = 0; c < NET_REPLY_CODES; c++)
-        if (ns.replies_by_code[c] != 0 || c == 0)
-            put(o, "kv_responses_total{code=\"%s\"} %" PRIu64 "\n",
-                c == 0 ? "OK" : kv_errword(-(int)c), ns.replies_by_code[c]);
-    metric(o, "kv_conns_open", "gauge", "connections open", ns.conns_open);
-    metric(o, "kv_conns_refused_total", "counter", "connections over the limit", ns.conns_refused);
-    metric(o, "kv_requests_total", "counter", "client requests received", ns.requests);
-    put(o, "# HELP kv_faults_total connection-level faults by code word (frames refused, "
-           "output over its limit, slow fsyncs, quota alarms)\n"
-           "# TYPE kv_faults_total counter\n");
-    put(o, "kv_faults_total{code=\"PROTOCOL\"} %" PRIu64 "\n", ns.frames_bad);
-    put(o, "kv_faults_total{code=\"TOOBIG\"} %" PRIu64 "\n", ns.frames_toobig);
-    put(o, "kv_faults_total{code=\"AUTH\"} %" PRIu64 "\n", ns.hello_refused);
-    put(o, "kv_faults_total{code=\"BUSY\"} %" PRIu64 "\n", ns.output_overflows + ns.busy_inflight);
-    put(o, "kv_faults_total{code=\"SLOWDISK\"} %" PRIu64 "\n", ws.slow_syncs);
-    put(o, "kv_faults_total{code=\"NOSPACE\"} %" PRIu64 "\n", s->nospace_alarms);
-    metric(o, "kv_raft_messages_sent_total", "counter", "Raft messages sent", ns.raft_msgs_sent);
-    metric(o, "kv_raft_messages_dropped_total", "counter", "Raft messages dropped (peer down)",
-           ns.raft_msgs_dropped);
-    metric(o, "kv_raft_messages_received_total", "counter", "Raft messages received",
-           ns.raft_msgs_received);
-    metric(o, "kv_unsafe_no_fsync", "gauge", "1: started with --unsafe-no-fsync (NOT durable)",
-           s->cfg.unsafe_no_fsync);
-    put(o, "# HELP kv_build_info the kvd build: always 1, the version in a label\n"
-           "# TYPE kv_build_info gauge\nkv_build_info{version=\"%s\"} 1\n",
-        KV_VERSION_STRING);
+    metrics_io(s, o, &ws);
 }
 
 /* GET /health: 200 when this node knows a leader, has applied close to
