@@ -9,6 +9,8 @@
  *   kv_client_close(c);
  *
  * Build: cc app.c $(pkg-config --cflags --libs kvclient)
+ *    or, in CMake: find_package(kvclient) and link kvclient::kvclient (or
+ *    kvclient::kvclient_static). C++ includes this header as it is.
  *
  * ERRORS. Every call returns 0 or a negative KV_E* code (kv/errors.h;
  * kv_strerror() gives words, kv_errword() the code word):
@@ -27,6 +29,8 @@
  *   KV_EAUTH, KV_ECONFIG, KV_EVERSION  the handshake was refused (wrong
  *                   token, another cluster, another wire version)
  *   KV_EINVAL       bad arguments
+ * kv_errstr() says more about the last failure on the calling thread:
+ * which limit was exceeded, which file was missing, which argument is bad.
  *
  * RETRIES AND EXACTLY ONCE. The client finds the leader, follows NOTLEADER
  * redirects and reconnects on its own, within opts.timeout_ms per call.
@@ -56,8 +60,35 @@
 extern "C" {
 #endif
 
+/* The version of this header; kv_version() gives the library's (they
+ * differ when a program runs against another build than it was compiled
+ * with; the soname, libkvclient.so.0, changes only when the ABI breaks). */
+#define KV_VERSION_MAJOR 0
+#define KV_VERSION_MINOR 1
+#define KV_VERSION_PATCH 0
+#define KV_VERSION_STRING "0.1.0"
+/* One number to compare: 0.1.0 is 100, 1.2.3 is 10203. */
+#define KV_VERSION_NUMBER (KV_VERSION_MAJOR * 10000 + KV_VERSION_MINOR * 100 + KV_VERSION_PATCH)
+
+/* The library's version, "MAJOR.MINOR.PATCH" (static storage). */
+const char *kv_version(void);
+/* The library's KV_VERSION_NUMBER. */
+int kv_version_number(void);
+
+/* Detail of the last call on the calling thread that failed, as one line
+ * for a person: "value of 1048577 bytes is over KV_VALUE_BYTES_MAX
+ * (1048576)", "token file /etc/kv/token: No such file or directory",
+ * "address 'localhost:27004': the host must be a numeric IPv4 address".
+ * Where the failure left no detail, kv_strerror of its code; "" before any
+ * failure. Never NULL; thread-local storage, valid until the thread's next
+ * kv_* call. Read it right after the failed call. */
+const char *kv_errstr(void);
+
 typedef struct kv_client kv_client;
 
+/* Options, frozen as they are: this struct's size is part of the ABI of
+ * libkvclient.so.0, so it never grows. Options added later are set on a
+ * kv_options object (below), which can. */
 struct kv_client_options {
     uint32_t timeout_ms;         /* per call, retries included; default 5000 (0: default) */
     uint32_t connect_timeout_ms; /* per connection attempt; default 1000 (0: default) */
@@ -73,6 +104,26 @@ void kv_client_options_init(struct kv_client_options *o);
  * timeout, KV_EINVAL for a malformed endpoint list (nothing connects). */
 int kv_client_open(kv_client **out, const char *endpoints, const struct kv_client_options *opts);
 void kv_client_close(kv_client *c);
+
+/* Options that can grow: an opaque object with one setter per option (new
+ * options are new setters; the object's size is the library's business).
+ *   kv_options *o = kv_options_new();
+ *   kv_options_set_timeout_ms(o, 2000);
+ *   rc = kv_client_open_ex(&c, "10.0.0.1:7001", o);
+ *   kv_options_free(o);
+ * kv_options_new returns NULL when out of memory; the object holds the
+ * defaults until set. Strings are copied. Setters return 0, KV_EINVAL (o
+ * NULL, a value out of range: timeouts are 1 ms to 1 day) or KV_ENOMEM. */
+typedef struct kv_options kv_options;
+kv_options *kv_options_new(void);
+void kv_options_free(kv_options *o);
+int kv_options_set_timeout_ms(kv_options *o, uint32_t ms);
+int kv_options_set_connect_timeout_ms(kv_options *o, uint32_t ms);
+int kv_options_set_token(kv_options *o, const char *token);           /* NULL: none */
+int kv_options_set_token_file(kv_options *o, const char *path);       /* NULL: none */
+/* kv_client_open with an options object (NULL: the defaults); o may be
+ * freed once it returns. */
+int kv_client_open_ex(kv_client **out, const char *endpoints, const kv_options *o);
 
 int kv_put(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len);
 /* *value is malloc'd, the caller frees it with kv_free (NULL when len 0). */

@@ -41,6 +41,10 @@
     X(KV_ECOMPACTED, -23, "COMPACTED", "log entries were compacted into a snapshot")               \
     X(KV_ESTALE, -24, "STALE", "superseded: a newer term or snapshot exists")
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum kv_error {
 #define KV__ERR_ENUM(name, value, word, msg) name = value,
     KV_ERRORS(KV__ERR_ENUM)
@@ -55,5 +59,9 @@ const char *kv_errword(int err);
 
 /* The code for a code word, or 0 when the word is unknown. */
 int kv_errcode(const char *word);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* KV_ERRORS_H */

@@ -5,12 +5,20 @@
  * Rules (style.md rule 5, pitfalls.md "write path accepts what the read path
  * later rejects"): the check on the way in and the decoder on the way out use
  * the same constant from this header; no limit means "unlimited" when 0;
- * where limits relate, a _Static_assert says how.
+ * where limits relate, a KV_STATIC_ASSERT (_Static_assert) says how.
  */
 #ifndef KV_LIMITS_H
 #define KV_LIMITS_H
 
 #include <stdint.h>
+
+/* C++ (a program including kv/client.h) spells C11's _Static_assert
+ * static_assert. */
+#ifdef __cplusplus
+#define KV_STATIC_ASSERT(cond, why) static_assert(cond, why)
+#else
+#define KV_STATIC_ASSERT(cond, why) _Static_assert(cond, why)
+#endif
 
 /* ---- user data ------------------------------------------------------- */
 
@@ -129,17 +137,17 @@
 /* Bytes of one encoded snapshot manifest (file names, sizes, hashes). */
 #define KV_SNAPSHOT_MANIFEST_BYTES_MAX (16u * 1024u * 1024u)
 
-_Static_assert(KV_FRAME_BYTES_MAX > KV_ENTRY_BYTES_MAX, "a frame must carry the largest entry");
-_Static_assert(KV_WAL_SEGMENT_BYTES_DEFAULT >= KV_WAL_SEGMENT_BYTES_MIN,
+KV_STATIC_ASSERT(KV_FRAME_BYTES_MAX > KV_ENTRY_BYTES_MAX, "a frame must carry the largest entry");
+KV_STATIC_ASSERT(KV_WAL_SEGMENT_BYTES_DEFAULT >= KV_WAL_SEGMENT_BYTES_MIN,
                "a segment must hold the largest record");
-_Static_assert(KV_WAL_BATCH_BYTES_MAX >= KV_WAL_RECORD_BYTES_MAX,
+KV_STATIC_ASSERT(KV_WAL_BATCH_BYTES_MAX >= KV_WAL_RECORD_BYTES_MAX,
                "a batch must hold the largest record");
-_Static_assert(KV_WAL_QUEUE_BYTES_MAX >= KV_WAL_BATCH_BYTES_MAX,
+KV_STATIC_ASSERT(KV_WAL_QUEUE_BYTES_MAX >= KV_WAL_BATCH_BYTES_MAX,
                "the queue must hold a full batch");
-_Static_assert(KV_CONN_OUTPUT_BYTES_MAX > KV_FRAME_BYTES_MAX,
+KV_STATIC_ASSERT(KV_CONN_OUTPUT_BYTES_MAX > KV_FRAME_BYTES_MAX,
                "output buffer must hold the largest reply");
-_Static_assert(KV_SNAPSHOT_CHUNK_BYTES < KV_FRAME_BYTES_MAX,
+KV_STATIC_ASSERT(KV_SNAPSHOT_CHUNK_BYTES < KV_FRAME_BYTES_MAX,
                "a snapshot chunk must fit in a frame");
-_Static_assert(KV_SCAN_REPLY_BYTES_MAX < KV_FRAME_BYTES_MAX, "a scan reply must fit in a frame");
+KV_STATIC_ASSERT(KV_SCAN_REPLY_BYTES_MAX < KV_FRAME_BYTES_MAX, "a scan reply must fit in a frame");
 
 #endif /* KV_LIMITS_H */

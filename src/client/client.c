@@ -36,7 +36,10 @@ void kv_client_options_init(struct kv_client_options *o) {
 static int read_token_file(const char *path, char **out) {
     FILE *f = fopen(path, "r");
     if (f == NULL)
-        return errno == ENOENT ? KV_EMISSING : errno == EACCES ? KV_EPERM : KV_EIO;
+        return kvc_errstr_set(errno == ENOENT   ? KV_EMISSING
+                              : errno == EACCES ? KV_EPERM
+                                                : KV_EIO,
+                              "token file %s: %s", path, strerror(errno));
     char buf[KVC_TOKEN_BYTES_MAX + 2];
     size_t n = 0;
     if (fgets(buf, sizeof buf, f) != NULL)
@@ -44,13 +47,15 @@ static int read_token_file(const char *path, char **out) {
     bool too_long = n > KVC_TOKEN_BYTES_MAX;
     fclose(f);
     if (too_long)
-        return KV_EINVAL;
+        return kvc_errstr_set(KV_EINVAL, "token file %s: the first line is over %u bytes", path,
+                              KVC_TOKEN_BYTES_MAX);
     buf[n] = '\0';
     *out = strdup(buf);
     return *out ? 0 : KV_ENOMEM;
 }
 
 int kv_client_open(kv_client **out, const char *endpoints, const struct kv_client_options *opts) {
+    kvc_errstr_clear();
     if (out == NULL)
         return KV_EINVAL;
     *out = NULL;
@@ -135,16 +140,26 @@ void kv_pairs_free(kv_pair *pairs, size_t count) {
 
 /* ---- argument checks ------------------------------------------------------- */
 
+/* Every call with a key starts here: the error detail is cleared. */
 static int check_key(const void *key, size_t len) {
-    if (key == NULL || len == 0)
-        return KV_EINVAL;
-    return len > KV_KEY_BYTES_MAX ? KV_ETOOBIG : 0;
+    kvc_errstr_clear();
+    if (key == NULL)
+        return kvc_errstr_set(KV_EINVAL, "the key is NULL");
+    if (len == 0)
+        return kvc_errstr_set(KV_EINVAL, "an empty key: a key is 1 to %u bytes", KV_KEY_BYTES_MAX);
+    if (len > KV_KEY_BYTES_MAX)
+        return kvc_errstr_set(KV_ETOOBIG, "key of %zu bytes is over KV_KEY_BYTES_MAX (%u)", len,
+                              KV_KEY_BYTES_MAX);
+    return 0;
 }
 
 static int check_value(const void *v, size_t len) {
     if (v == NULL && len > 0)
-        return KV_EINVAL;
-    return len > KV_VALUE_BYTES_MAX ? KV_ETOOBIG : 0;
+        return kvc_errstr_set(KV_EINVAL, "the value is NULL with a length of %zu", len);
+    if (len > KV_VALUE_BYTES_MAX)
+        return kvc_errstr_set(KV_ETOOBIG, "value of %zu bytes is over KV_VALUE_BYTES_MAX (%u)",
+                              len, KV_VALUE_BYTES_MAX);
+    return 0;
 }
 
 /* ---- synchronous calls ----------------------------------------------------- */
@@ -429,6 +444,7 @@ int kv_cas(kv_client *c, const void *key, size_t key_len, const void *expected, 
 
 int kv_scan(kv_client *c, const void *prefix, size_t prefix_len, const void *start_after,
             size_t start_after_len, uint32_t limit, kv_pair **pairs, size_t *count, bool *more) {
+    kvc_errstr_clear();
     if (pairs == NULL || count == NULL)
         return KV_EINVAL;
     *pairs = NULL;
@@ -439,7 +455,10 @@ int kv_scan(kv_client *c, const void *prefix, size_t prefix_len, const void *sta
     if ((prefix == NULL && prefix_len > 0) || (start_after == NULL && start_after_len > 0))
         rc = KV_EINVAL;
     else if (prefix_len > KV_KEY_BYTES_MAX || start_after_len > KV_KEY_BYTES_MAX)
-        rc = KV_ETOOBIG;
+        rc = kvc_errstr_set(KV_ETOOBIG, "scan %s of %zu bytes is over KV_KEY_BYTES_MAX (%u)",
+                            prefix_len > KV_KEY_BYTES_MAX ? "prefix" : "start key",
+                            prefix_len > KV_KEY_BYTES_MAX ? prefix_len : start_after_len,
+                            KV_KEY_BYTES_MAX);
     kvc_result res = {0};
     kvc_slot *s = rc == 0 ? kvc_sync_begin(c, KV__REQUEST__TYPE__SCAN, &res, &rc) : NULL;
     if (s == NULL)
@@ -569,6 +588,7 @@ static int status_at(kv_client *c, const kvc_endpoint *ep, char **line) {
 }
 
 int kv_node_status(kv_client *c, const char *endpoint, char **line) {
+    kvc_errstr_clear();
     if (c == NULL || line == NULL || c->in_loop)
         return KV_EINVAL;
     *line = NULL;

@@ -148,6 +148,12 @@ struct kvc_result {
     uint64_t hash; /* CHECK_POINT */
 };
 
+/* The thread's error detail (kv_errstr, api.c): cleared at the start of
+ * each public call; set where a failure has more to say than its code.
+ * kvc_errstr_set returns rc, so `return kvc_errstr_set(KV_EINVAL, ...)`. */
+void kvc_errstr_clear(void);
+int kvc_errstr_set(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 struct kv_client {
     uint32_t timeout_ms, connect_timeout_ms;
     char *token;      /* NULL: none */

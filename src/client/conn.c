@@ -82,10 +82,11 @@ int kvc_endpoints_parse(const char *list, kvc_endpoint *eps, size_t *count) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
         if (*count == KVC_ENDPOINTS_MAX)
-            return KV_EINVAL;
+            return kvc_errstr_set(KV_EINVAL, "more than %u endpoints", KVC_ENDPOINTS_MAX);
         int rc = kvc_endpoint_parse(p, len, &eps[*count]);
         if (rc != 0)
-            return rc;
+            return kvc_errstr_set(rc, "endpoint '%.*s' is not HOST:PORT (port 1 to 65535, IPv6 as "
+                                      "[ADDRESS]:PORT)", (int)(len > 256 ? 256 : len), p);
         (*count)++;
         if (comma == NULL)
             break;

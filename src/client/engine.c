@@ -167,6 +167,8 @@ static void requeue(kv_client *c, kvc_slot *s) {
 /* ---- completion ------------------------------------------------------------ */
 
 static void finish(kv_client *c, kvc_slot *s, int status, const Kv__Response *r) {
+    if (status < 0 && r != NULL && r->detail != NULL && r->detail[0] != '\0')
+        (void)kvc_errstr_set(status, "%s", r->detail); /* the node's words */
     queue_remove(c, s);
     unwire(c, s);
     if (!s->user) {

@@ -28,6 +28,7 @@
 #include "net/frame.h"
 #include "storage/snapfile.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -68,19 +69,41 @@ static bool is_refusal(int rc) {
 
 /* A node name as in --name: 1..63 bytes, printable, no space, ',' or '='
  * (it goes in --cluster lists). */
+/* A node name: 1 to KV_NODE_NAME_BYTES_MAX bytes, no space, control, ','
+ * or '='. Every public call taking one starts here: the detail is cleared. */
 static bool name_ok(const char *name) {
-    if (name == NULL || name[0] == '\0' || strlen(name) > KV_NODE_NAME_BYTES_MAX)
+    kvc_errstr_clear();
+    if (name == NULL || name[0] == '\0' || strlen(name) > KV_NODE_NAME_BYTES_MAX) {
+        (void)kvc_errstr_set(KV_EINVAL, "node name '%.80s': want 1 to %u bytes", name ? name : "",
+                             KV_NODE_NAME_BYTES_MAX);
         return false;
+    }
     for (const char *p = name; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == ',' || *p == '=')
+        if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == ',' || *p == '=') {
+            (void)kvc_errstr_set(KV_EINVAL, "node name '%s': no spaces, control characters, "
+                                 "',' or '='", name);
             return false;
+        }
     return true;
 }
 
+/* A member's address: HOST:PORT with a numeric host (the nodes dial it
+ * without a resolver). */
 static bool address_ok(const char *address) {
     kvc_endpoint ep;
-    return address != NULL && strlen(address) < sizeof((kv_member *)0)->address &&
-           kvc_endpoint_parse(address, strlen(address), &ep) == 0;
+    struct in6_addr a;
+    if (address == NULL || strlen(address) >= sizeof((kv_member *)0)->address ||
+        kvc_endpoint_parse(address, strlen(address), &ep) != 0) {
+        (void)kvc_errstr_set(KV_EINVAL, "address '%.130s': want HOST:PORT (port 1 to 65535)",
+                             address ? address : "");
+        return false;
+    }
+    if (inet_pton(AF_INET, ep.host, &a) != 1 && inet_pton(AF_INET6, ep.host, &a) != 1) {
+        (void)kvc_errstr_set(KV_EINVAL, "address '%s': the host must be a numeric IP address "
+                             "(such as 127.0.0.1), not a name", address);
+        return false;
+    }
+    return true;
 }
 
 static const kv_member *member_named(const kvc_result *res, const char *name) {
@@ -148,6 +171,7 @@ static int leader_status(kv_client *c, uint64_t deadline, kvc_result *res) {
 }
 
 int kv_member_list(kv_client *c, kv_member **members, size_t *count) {
+    kvc_errstr_clear();
     if (members == NULL || count == NULL)
         return KV_EINVAL;
     *members = NULL;
@@ -445,6 +469,7 @@ static int snap_run(kv_client *c, snap_dl *d, const char *tmp, const char *path)
 }
 
 int kv_snapshot_save(kv_client *c, const char *path, uint64_t *index) {
+    kvc_errstr_clear();
     if (index != NULL)
         *index = 0;
     if (c == NULL || path == NULL || path[0] == '\0' || c->in_loop)
@@ -456,7 +481,9 @@ int kv_snapshot_save(kv_client *c, const char *path, uint64_t *index) {
         return KV_ENOMEM;
     snap_dl d = {.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
     kvc_conn_init(&d.k);
-    int rc = d.fd < 0 ? errno_code(errno) : kv_xxh3_init(&d.x) != 0 ? KV_ENOMEM : 0;
+    int rc = d.fd < 0 ? kvc_errstr_set(errno_code(errno), "%s: %s", tmp, strerror(errno))
+             : kv_xxh3_init(&d.x) != 0 ? KV_ENOMEM
+                                       : 0;
     if (rc == 0)
         rc = snap_run(c, &d, tmp, path);
     if (d.fd >= 0)
@@ -597,6 +624,7 @@ static int judge(kv_check_node *nodes, size_t n, uint64_t leader_hash) {
 }
 
 int kv_check(kv_client *c, uint64_t *index, kv_check_node **nodes, size_t *count) {
+    kvc_errstr_clear();
     if (index != NULL)
         *index = 0;
     if (nodes == NULL || count == NULL)

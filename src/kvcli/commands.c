@@ -18,6 +18,7 @@
 typedef struct cmd_args {
     int count;
     char *pos[KVCLI_ARGS_MAX];
+    size_t len[KVCLI_ARGS_MAX]; /* pos[i]'s bytes (a word may hold \x00) */
     bool stale;     /* --stale */
     bool absent;    /* --absent */
     bool has_limit; /* --limit N */
@@ -63,6 +64,7 @@ static int args__parse(kvcli_ctx *ctx, int argc, char **argv, unsigned allowed, 
         } else if (flags && strncmp(s, "--", 2) == 0) {
             return kvcli_usage_error(ctx, argv[0], "unknown flag '%s'", s);
         } else {
+            a->len[a->count] = ctx->argl != NULL ? ctx->argl[i] : strlen(s);
             a->pos[a->count++] = argv[i];
         }
     }
@@ -82,13 +84,13 @@ static int args__want(kvcli_ctx *ctx, const char *cmd, const cmd_args *a, int wa
  * the bytes of the word. At most KV_VALUE_BYTES_MAX + 1 bytes are read, so
  * an endless stdin still ends in TOOBIG from the client, not in memory
  * growth. *buf gets what to free (NULL for a word). */
-static int args__value(kvcli_ctx *ctx, const char *cmd, char *word, char **val, size_t *len,
-                       char **buf) {
+static int args__value(kvcli_ctx *ctx, const char *cmd, char *word, size_t word_len, char **val,
+                       size_t *len, char **buf) {
     assert(word != NULL && val != NULL && len != NULL && buf != NULL);
     *buf = NULL;
-    if (strcmp(word, "-") != 0) {
+    if (word_len != 1 || word[0] != '-') {
         *val = word;
-        *len = strlen(word);
+        *len = word_len;
         return 0;
     }
     if (ctx->stdin_is_commands)
@@ -111,13 +113,25 @@ static int args__value(kvcli_ctx *ctx, const char *cmd, char *word, char **val, 
     return 0;
 }
 
+/* The first positional is a key: 1 to KV_KEY_BYTES_MAX bytes (the client
+ * would refuse an empty one with INVALID, a long one with TOOBIG: said here
+ * with the reason instead). A scan's prefix may be empty. */
+static int args__key(kvcli_ctx *ctx, const char *cmd, const cmd_args *a, bool empty_ok) {
+    assert(a->count >= 1);
+    if (a->len[0] == 0 && !empty_ok)
+        return kvcli_usage_error(ctx, cmd, "an empty key: a key is 1 to %u bytes", KV_KEY_BYTES_MAX);
+    return 0;
+}
+
 /* The start of a command that takes want words and talks to the cluster:
- * flags, the number of words, then the client. */
+ * flags, the number of words, the key, then the client. */
 static int args__begin(kvcli_ctx *ctx, int argc, char **argv, unsigned flags, int want, cmd_args *a,
                        kv_client **c) {
     int rc = args__parse(ctx, argc, argv, flags, a);
     if (rc == 0)
         rc = args__want(ctx, argv[0], a, want);
+    if (rc == 0)
+        rc = args__key(ctx, argv[0], a, (flags & FLAG_LIMIT) != 0);
     if (rc == 0)
         rc = kvcli_client(ctx, argv[0], c);
     return rc;
@@ -136,14 +150,16 @@ static int cmd_put(kvcli_ctx *ctx, int argc, char **argv) {
     int rc = args__parse(ctx, argc, argv, 0, &a);
     if (rc == 0)
         rc = args__want(ctx, argv[0], &a, 2);
+    if (rc == 0)
+        rc = args__key(ctx, argv[0], &a, false);
     if (rc != 0)
         return rc;
     char *val, *buf;
     size_t len;
-    if ((rc = args__value(ctx, argv[0], a.pos[1], &val, &len, &buf)) != 0)
+    if ((rc = args__value(ctx, argv[0], a.pos[1], a.len[1], &val, &len, &buf)) != 0)
         return rc;
     if ((rc = kvcli_client(ctx, argv[0], &c)) == 0) {
-        rc = kv_put(c, a.pos[0], strlen(a.pos[0]), val, len);
+        rc = kv_put(c, a.pos[0], a.len[0], val, len);
         rc = rc == 0 ? print_ok(ctx) : kvcli_fail(ctx, argv[0], rc, true);
     }
     free(buf);
@@ -157,23 +173,26 @@ static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
     if (rc != 0)
         return rc;
     const char *key = a.pos[0];
+    size_t klen = a.len[0];
     void *v = NULL;
     size_t vlen = 0;
     if (a.stale)
-        rc = kv_get_stale(c, key, strlen(key), &v, &vlen, NULL);
+        rc = kv_get_stale(c, key, klen, &v, &vlen, NULL);
     else
-        rc = kv_get(c, key, strlen(key), &v, &vlen);
+        rc = kv_get(c, key, klen, &v, &vlen);
     if (rc != 0)
         return kvcli_fail(ctx, argv[0], rc, false);
     if (ctx->json) {
-        fputs("{\"key\":", ctx->out);
-        kvcli_json_str(ctx->out, key, strlen(key));
-        fputs(",\"value\":", ctx->out);
-        kvcli_json_str(ctx->out, v, vlen);
+        fputc('{', ctx->out);
+        kvcli_json_bytes(ctx->out, "key", key, klen);
+        fputc(',', ctx->out);
+        kvcli_json_bytes(ctx->out, "value", v, vlen);
         fputs("}\n", ctx->out);
-    } else {
+    } else if (ctx->exact) {
         if (vlen > 0) /* an empty value comes back as NULL */
             fwrite(v, 1, vlen, ctx->out);
+    } else {
+        kvcli_escape(ctx->out, v, vlen);
         fputc('\n', ctx->out);
     }
     kv_free(v);
@@ -186,7 +205,7 @@ static int cmd_del(kvcli_ctx *ctx, int argc, char **argv) {
     int rc = args__begin(ctx, argc, argv, 0, 1, &a, &c);
     if (rc != 0)
         return rc;
-    rc = kv_del(c, a.pos[0], strlen(a.pos[0]));
+    rc = kv_del(c, a.pos[0], a.len[0]);
     return rc == 0 ? print_ok(ctx) : kvcli_fail(ctx, argv[0], rc, true);
 }
 
@@ -198,8 +217,8 @@ static int cas__mismatch(kvcli_ctx *ctx, bool absent, bool present, const void *
     if (ctx->json) {
         fprintf(ctx->out, "{\"error\":\"COMPARE\",\"present\":%s", present ? "true" : "false");
         if (present) {
-            fputs(",\"current\":", ctx->out);
-            kvcli_json_str(ctx->out, cur, cur_len);
+            fputc(',', ctx->out);
+            kvcli_json_bytes(ctx->out, "current", cur, cur_len);
         }
         fputs("}\n", ctx->out);
         return KVCLI_EXIT_NO;
@@ -223,13 +242,17 @@ static int cmd_cas(kvcli_ctx *ctx, int argc, char **argv) {
     int rc = args__parse(ctx, argc, argv, FLAG_ABSENT, &a);
     if (rc == 0)
         rc = args__want(ctx, argv[0], &a, a.absent ? 2 : 3);
+    if (rc == 0)
+        rc = args__key(ctx, argv[0], &a, false);
     if (rc != 0)
         return rc;
     const char *key = a.pos[0];
     const char *exp = a.absent ? NULL : a.pos[1];
+    size_t exp_len = a.absent ? 0 : a.len[1];
+    int vi = a.absent ? 1 : 2;
     char *val, *buf;
     size_t len;
-    if ((rc = args__value(ctx, argv[0], a.pos[a.absent ? 1 : 2], &val, &len, &buf)) != 0)
+    if ((rc = args__value(ctx, argv[0], a.pos[vi], a.len[vi], &val, &len, &buf)) != 0)
         return rc;
     if ((rc = kvcli_client(ctx, argv[0], &c)) != 0) {
         free(buf);
@@ -238,8 +261,7 @@ static int cmd_cas(kvcli_ctx *ctx, int argc, char **argv) {
     void *cur = NULL;
     size_t cur_len = 0;
     bool present = false;
-    rc = kv_cas_ex(c, key, strlen(key), exp, exp ? strlen(exp) : 0, val, len, &cur, &cur_len,
-                   &present);
+    rc = kv_cas_ex(c, key, a.len[0], exp, exp_len, val, len, &cur, &cur_len, &present);
     free(buf);
     if (rc == 0)
         rc = print_ok(ctx);
@@ -255,10 +277,10 @@ static void scan__print(kvcli_ctx *ctx, const kv_pair *p) {
     assert(p->key != NULL || p->key_len == 0);
     assert(p->value != NULL || p->value_len == 0);
     if (ctx->json) {
-        fputs("{\"key\":", ctx->out);
-        kvcli_json_str(ctx->out, p->key, p->key_len);
-        fputs(",\"value\":", ctx->out);
-        kvcli_json_str(ctx->out, p->value, p->value_len);
+        fputc('{', ctx->out);
+        kvcli_json_bytes(ctx->out, "key", p->key, p->key_len);
+        fputc(',', ctx->out);
+        kvcli_json_bytes(ctx->out, "value", p->value, p->value_len);
         fputs("}\n", ctx->out);
     } else {
         kvcli_escape(ctx->out, p->key, p->key_len);
@@ -281,8 +303,10 @@ static int scan__keep_last(char **after, size_t *after_len, const kv_pair *last)
     return 0;
 }
 
-/* Pages through the prefix until no more keys follow or the limit. */
-static int scan__pages(kvcli_ctx *ctx, kv_client *c, const char *prefix, const cmd_args *a) {
+/* Pages through the prefix until no more keys follow or the limit; *left
+ * is set when the limit stopped it with keys left. */
+static int scan__pages(kvcli_ctx *ctx, kv_client *c, const char *prefix, size_t prefix_len,
+                       const cmd_args *a, bool *left) {
     char *after = NULL;
     size_t after_len = 0, shown = 0;
     bool more = true;
@@ -292,7 +316,7 @@ static int scan__pages(kvcli_ctx *ctx, kv_client *c, const char *prefix, const c
         uint32_t page = a->has_limit ? (uint32_t)(a->limit - shown) : 0;
         kv_pair *pairs = NULL;
         size_t count = 0;
-        rc = kv_scan(c, prefix, strlen(prefix), after, after_len, page, &pairs, &count, &more);
+        rc = kv_scan(c, prefix, prefix_len, after, after_len, page, &pairs, &count, &more);
         if (rc != 0)
             break;
         for (size_t i = 0; i < count && (!a->has_limit || shown < a->limit); i++, shown++)
@@ -305,6 +329,8 @@ static int scan__pages(kvcli_ctx *ctx, kv_client *c, const char *prefix, const c
     }
     free(after);
     assert(!a->has_limit || shown <= a->limit);
+    *left = rc == 0 && more;
+    assert(!*left || (a->has_limit && shown == a->limit));
     return rc;
 }
 
@@ -314,15 +340,42 @@ static int cmd_scan(kvcli_ctx *ctx, int argc, char **argv) {
     int rc = args__begin(ctx, argc, argv, FLAG_LIMIT, 1, &a, &c);
     if (rc != 0)
         return rc;
-    rc = scan__pages(ctx, c, a.pos[0], &a);
-    return rc == 0 ? KVCLI_EXIT_OK : kvcli_fail(ctx, argv[0], rc, false);
+    bool left = false;
+    rc = scan__pages(ctx, c, a.pos[0], a.len[0], &a, &left);
+    if (rc != 0)
+        return kvcli_fail(ctx, argv[0], rc, false);
+    /* Keys left past --limit are said apart from the rows: on stderr in
+     * text (stdout stays the rows alone), as a last object in JSON. */
+    if (left && ctx->json)
+        fputs("{\"more\":true}\n", ctx->out);
+    else if (left)
+        fprintf(ctx->err, "kvcli: scan: more keys follow (--limit %u reached)\n", a.limit);
+    return KVCLI_EXIT_OK;
+}
+
+static const kvcli_cmd *cmd__find(const char *name) {
+    for (const kvcli_cmd *k = kvcli_commands; k->name != NULL; k++)
+        if (strcmp(k->name, name) == 0)
+            return k;
+    return NULL;
+}
+
+void kvcli_cmd_usage(FILE *f, const kvcli_cmd *k) {
+    assert(f != NULL && k != NULL && k->name != NULL);
+    fprintf(f, "usage: kvcli %s%s%s\n      %s\n", k->name, k->args[0] ? " " : "", k->args, k->help);
 }
 
 static int cmd_help(kvcli_ctx *ctx, int argc, char **argv) {
-    (void)argv;
     if (argc > 2)
         return kvcli_usage_error(ctx, argv[0], "wants at most 1 argument, got %d", argc - 1);
-    kvcli_usage(ctx->out);
+    if (argc == 1) {
+        kvcli_usage(ctx->out);
+        return KVCLI_EXIT_OK;
+    }
+    const kvcli_cmd *k = cmd__find(argv[1]);
+    if (k == NULL)
+        return kvcli_usage_error(ctx, NULL, "help: no command '%s'", argv[1]);
+    kvcli_cmd_usage(ctx->out, k);
     return KVCLI_EXIT_OK;
 }
 
@@ -333,7 +386,9 @@ const kvcli_cmd kvcli_commands[] = {
     {"cas", cmd_cas, "KEY EXPECTED NEW | --absent KEY NEW",
      "set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent)"},
     {"scan", cmd_scan, "PREFIX [--limit N]", "list keys starting with PREFIX: key<TAB>value"},
-    {"status", kvcli_cmd_status, "", "one row per node: role, term, commit, lag, health"},
+    {"status", kvcli_cmd_status, "",
+     "one row per node: role, term, commit, lag, health; exit 3 unless every\n"
+     "      node is ok (answers, knows the leader, lags <= 1000 entries, fsyncs)"},
     {"member", kvcli_cmd_member, "list | add NAME HOST:PORT | remove NAME",
      "the members; add one as a learner, promoted once caught up (start it with\n"
      "      kvd --name NAME --data-dir DIR --listen HOST:PORT --join ANY-MEMBER);\n"
@@ -344,7 +399,7 @@ const kvcli_cmd kvcli_commands[] = {
      "      verify: check such a file offline (CORRUPT FILE offset N: exit 4)"},
     {"check", kvcli_cmd_check, "",
      "compare every member's state machine hash at one index (CORRUPT: exit 4)"},
-    {"help", cmd_help, "", "this text"},
+    {"help", cmd_help, "[COMMAND]", "this text, or one command's"},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -352,9 +407,14 @@ int kvcli_run(kvcli_ctx *ctx, int argc, char **argv) {
     assert(ctx != NULL && argc >= 1 && argv[0] != NULL);
     if (argc > KVCLI_ARGS_MAX)
         return kvcli_usage_error(ctx, argv[0], "too many arguments (%d)", argc - 1);
-    for (const kvcli_cmd *k = kvcli_commands; k->name != NULL; k++)
-        if (strcmp(k->name, argv[0]) == 0)
-            return k->fn(ctx, argc, argv);
-    return kvcli_usage_error(ctx, NULL, "unknown command '%s'%s", argv[0],
-                             ctx->shell ? " ('help' lists the commands)" : "");
+    const kvcli_cmd *k = cmd__find(argv[0]);
+    if (k == NULL)
+        return kvcli_usage_error(ctx, NULL, "unknown command '%s'", argv[0]);
+    /* COMMAND --help (before a "--"): that command's usage. */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--help") == 0) {
+            kvcli_cmd_usage(ctx->out, k);
+            return KVCLI_EXIT_OK;
+        }
+    return k->fn(ctx, argc, argv);
 }

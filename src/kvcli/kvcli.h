@@ -34,6 +34,9 @@ typedef struct kvcli_ctx {
     bool json;                     /* --json: one JSON object per result */
     bool stdin_is_commands;        /* a value "-" cannot read stdin then */
     bool shell;                    /* the interactive shell runs the commands */
+    bool exact;                    /* get writes the value's bytes, nothing else */
+    const size_t *argl;            /* the words' lengths (a word may hold \x00),
+                                      NULL: strlen; as the argv of kvcli_run */
     kv_client *client;             /* opened on first use; NULL before */
     FILE *out;                     /* results */
     FILE *err;                     /* complaints (text mode) */
@@ -56,6 +59,8 @@ int kvcli_run(kvcli_ctx *ctx, int argc, char **argv);
 
 /* Prints the whole usage text to f. */
 void kvcli_usage(FILE *f);
+/* Prints one command's usage and help to f. */
+void kvcli_cmd_usage(FILE *f, const kvcli_cmd *k);
 
 /* The client, opened on first use with ctx->cluster and ctx->opts. On
  * failure reports it (as command `cmd`) and returns the exit code; on
@@ -63,8 +68,9 @@ void kvcli_usage(FILE *f);
 int kvcli_client(kvcli_ctx *ctx, const char *cmd, kv_client **out);
 void kvcli_ctx_close(kvcli_ctx *ctx);
 
-/* Reports a usage error of `cmd` ("kvcli: put: ...") and returns
- * KVCLI_EXIT_USAGE. */
+/* Reports a usage error of `cmd` ("kvcli: put: ...") in one line, then
+ * one line of hint (the command's synopsis, or where the help is), and
+ * returns KVCLI_EXIT_USAGE. */
 int kvcli_usage_error(kvcli_ctx *ctx, const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -76,19 +82,35 @@ int kvcli_fail(kvcli_ctx *ctx, const char *cmd, int rc, bool is_write);
 /* The exit code a failed call's rc (< 0) gets. */
 int kvcli_exit_code(int rc);
 
-/* Prints a JSON string literal for bytes p[0..n) ("..." with escapes). */
+/* Prints a JSON string literal for text p[0..n) ("..." with escapes; a
+ * byte that is not valid UTF-8 becomes its Latin-1 character: lossy, for
+ * names and messages only). */
 void kvcli_json_str(FILE *f, const void *p, size_t n);
 
-/* Prints bytes with printable ASCII as is, backslash as \\ and every other
- * byte as \xNN, so a key or value stays on one line, tab-free. */
+/* Prints "field":"..." for bytes that must come back exactly (keys,
+ * values): as a JSON string when they are valid UTF-8, else base64 with
+ * "field_encoding":"base64" after it (as etcdctl's JSON does). */
+void kvcli_json_bytes(FILE *f, const char *field, const void *p, size_t n);
+
+/* Whether p[0..n) is valid UTF-8 (no overlong forms or surrogates). */
+bool kvcli_utf8_valid(const void *p, size_t n);
+
+/* The one escaping rule of kvcli's text output (get on a terminal or in
+ * line mode, scan, compare failed): printable ASCII and valid UTF-8 of a
+ * printable character as is, a backslash as \\, every other byte as \xNN.
+ * Keys and values stay on one line, tab-free, and come back exactly:
+ * kvcli_split reads \xNN and \\ back in, and so does printf '%b'. */
 void kvcli_escape(FILE *f, const void *p, size_t n);
 
 /* Splits a command line in place into words, with shell-like quoting:
- * '...' literal, "..." where a backslash escapes the next character, and a
- * backslash outside quotes escaping the next character. Returns the number
- * of words (argv[0..n), pointing into line) or -1 with *why set (an
- * unterminated quote, a trailing backslash, over max words). */
-int kvcli_split(char *line, char **argv, int max, const char **why);
+ * '...' literal, "..." where a backslash escapes, and a backslash outside
+ * quotes escaping. A backslash escape is \xNN (two hex digits: that byte,
+ * kvcli_escape's form) or a backslash before any other character (that
+ * character). Returns the number of words (argv[0..n), pointing into line,
+ * each NUL-ended, with its length in lens[i] as it may hold a \x00) or -1
+ * with *why set (an unterminated quote, a trailing backslash, over max
+ * words). */
+int kvcli_split(char *line, char **argv, size_t *lens, int max, const char **why);
 
 /* The status command (status.c). */
 int kvcli_cmd_status(kvcli_ctx *ctx, int argc, char **argv);

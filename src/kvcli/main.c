@@ -4,6 +4,7 @@
  *   kvcli [--cluster HOST:PORT,...] [--json] [--timeout SECONDS]
  *         [--token-file FILE] [COMMAND ARGS...]
  *
+ * The global flags may stand anywhere on the line (before a "--"). *
  * With a command: runs it and exits with its code. Without, on a terminal:
  * the interactive shell (shell.c). Without, and no terminal: reads commands
  * from stdin, one per line (shell-like quoting), runs each and exits with
@@ -40,10 +41,18 @@ void kvcli_usage(FILE *f) {
                "backslash quote as in a shell; # starts a comment line).\n"
                "The cluster: --cluster, else $KV_CLUSTER, else " KVCLI_DEFAULT_CLUSTER ".\n"
                "The token: --token-file, else $KV_TOKEN_FILE.\n"
+               "Output: `kvcli get KEY` with stdout not a terminal writes the value's bytes\n"
+               "and nothing else. Elsewhere keys and values are printed with printable\n"
+               "ASCII and UTF-8 as is, a backslash as \\\\ and any other byte as \\xNN; the\n"
+               "shell and line mode read \\xNN and \\\\ back in (so does printf '%%b').\n"
+               "--json: keys and values that are not UTF-8 are base64 with\n"
+               "\"key_encoding\":\"base64\" (\"value_encoding\") beside them.\n"
                "Exit codes: 0 done, 1 no (not found, compare failed), 2 usage error,\n"
                "3 cluster unavailable or timed out (a write's outcome is then unknown unless\n"
                "said otherwise), 4 refused by the server (code word on stderr: TOOBIG, BUSY,\n"
-               "NOSPACE, ...).\n");
+               "NOSPACE, ...).\n"
+               "The global flags may also follow the command (kvcli get k --json);\n"
+               "'kvcli help COMMAND' (or COMMAND --help) shows one command.\n");
 }
 
 static int main__timeout(kvcli_ctx *ctx, const char *s) {
@@ -80,36 +89,63 @@ static const char *main__flag(int argc, char **argv, int *i, const char *flag, b
     return argv[++*i];
 }
 
-/* Parses the global flags; *first gets the index of the command (argc if
- * none). */
-static int main__flags(kvcli_ctx *ctx, int argc, char **argv, int *first) {
-    int i;
-    for (i = 1; i < argc && strncmp(argv[i], "-", 1) == 0 && strcmp(argv[i], "-") != 0; i++) {
-        bool missing = false;
-        const char *v;
+/* One global flag at argv[*i] (moving *i past its value): 1 when it was
+ * one, 0 when it is not a global flag, or the usage exit code. */
+static int main__global(kvcli_ctx *ctx, int argc, char **argv, int *i) {
+    bool missing = false;
+    const char *v;
+    if (strcmp(argv[*i], "--json") == 0) {
+        ctx->json = true;
+    } else if ((v = main__flag(argc, argv, i, "--cluster", &missing)) != NULL) {
+        ctx->cluster = v;
+    } else if ((v = main__flag(argc, argv, i, "--timeout", &missing)) != NULL) {
+        if (main__timeout(ctx, v) != 0)
+            return KVCLI_EXIT_USAGE;
+    } else if ((v = main__flag(argc, argv, i, "--token-file", &missing)) != NULL) {
+        ctx->opts.token_file = v;
+    } else if (missing) {
+        return kvcli_usage_error(ctx, NULL, "%s wants a value", argv[*i]);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* Takes the global flags out of argv wherever they stand (kvcli get k
+ * --json), up to a "--", which ends them (and is dropped when no command
+ * came before it, so `kvcli -- get k` still works). The rest, the command
+ * and its own words and flags, is left in argv[0..*left). Before the
+ * command, --help and -h print the usage and an unknown flag is a usage
+ * error; after it they are the command's. */
+static int main__flags(kvcli_ctx *ctx, int argc, char **argv, int *left) {
+    int n = 0;
+    bool cmd = false;
+    for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0) {
-            i++;
+            if (cmd)
+                argv[n++] = argv[i];
+            for (i++; i < argc; i++)
+                argv[n++] = argv[i];
             break;
-        } else if (strcmp(argv[i], "--json") == 0) {
-            ctx->json = true;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        }
+        int rc = main__global(ctx, argc, argv, &i);
+        if (rc == 1)
+            continue;
+        if (rc != 0)
+            return rc;
+        if (!cmd && (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)) {
             kvcli_usage(stdout);
             exit(KVCLI_EXIT_OK);
-        } else if ((v = main__flag(argc, argv, &i, "--cluster", &missing)) != NULL) {
-            ctx->cluster = v;
-        } else if ((v = main__flag(argc, argv, &i, "--timeout", &missing)) != NULL) {
-            if (main__timeout(ctx, v) != 0)
-                return KVCLI_EXIT_USAGE;
-        } else if ((v = main__flag(argc, argv, &i, "--token-file", &missing)) != NULL) {
-            ctx->opts.token_file = v;
-        } else {
-            return kvcli_usage_error(ctx, NULL, missing ? "%s wants a value" : "unknown flag '%s'",
-                                     argv[i]);
         }
+        if (!cmd && argv[i][0] == '-' && argv[i][1] != '\0')
+            return kvcli_usage_error(ctx, NULL, "unknown flag '%s'", argv[i]);
+        cmd = true;
+        argv[n++] = argv[i];
     }
     if (ctx->cluster[0] == '\0')
         return kvcli_usage_error(ctx, NULL, "empty cluster address list");
-    *first = i;
+    assert(n < argc);
+    *left = n;
     return 0;
 }
 
@@ -148,13 +184,17 @@ static int main__read_line(FILE *in, char **buf, size_t *cap) {
 static int main__line(kvcli_ctx *ctx, char *line, unsigned long lineno) {
     assert(ctx->stdin_is_commands && line != NULL);
     char *argv[KVCLI_ARGS_MAX];
+    size_t lens[KVCLI_ARGS_MAX];
     const char *why = NULL;
-    int argc = kvcli_split(line, argv, KVCLI_ARGS_MAX, &why);
+    int argc = kvcli_split(line, argv, lens, KVCLI_ARGS_MAX, &why);
     if (argc < 0)
         return kvcli_usage_error(ctx, NULL, "line %lu: %s", lineno, why);
     if (argc == 0 || argv[0][0] == '#')
         return KVCLI_EXIT_OK;
-    return kvcli_run(ctx, argc, argv);
+    ctx->argl = lens;
+    int rc = kvcli_run(ctx, argc, argv);
+    ctx->argl = NULL;
+    return rc;
 }
 
 /* Commands from stdin: every line runs; the last failure is the result. */
@@ -190,13 +230,17 @@ int main(int argc, char **argv) {
     const char *tok = getenv("KV_TOKEN_FILE");
     if (tok != NULL && tok[0] != '\0')
         ctx.opts.token_file = tok;
-    int first = 1;
-    int rc = main__flags(&ctx, argc, argv, &first);
+    int words = 0;
+    int rc = main__flags(&ctx, argc, argv, &words);
     if (rc != 0)
         return rc;
-    assert(first <= argc);
-    if (first < argc)
-        rc = kvcli_run(&ctx, argc - first, argv + first);
+    assert(words < argc);
+    /* One command with its output going to a file or a pipe: get writes the
+     * value's bytes and nothing else (on a terminal, and for commands read
+     * from stdin, a value is escaped and ends its line). */
+    ctx.exact = words > 0 && !isatty(STDOUT_FILENO);
+    if (words > 0)
+        rc = kvcli_run(&ctx, words, argv);
     else if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO))
         rc = kvcli_shell(&ctx);
     else

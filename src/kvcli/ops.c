@@ -80,7 +80,7 @@ static void member__print(kvcli_ctx *ctx, const kv_member *ms, size_t n, const c
         kvcli_json_str(ctx->out, ms[i].name, strlen(ms[i].name));
         fputs(",\"address\":", ctx->out);
         kvcli_json_str(ctx->out, ms[i].address, strlen(ms[i].address));
-        fprintf(ctx->out, ",\"id\":%" PRIu64 ",\"role\":\"%s\",\"learner\":%s,\"joining\":%s}\n",
+        fprintf(ctx->out, ",\"id\":\"%" PRIu64 "\",\"role\":\"%s\",\"learner\":%s,\"joining\":%s}\n",
                 ms[i].id, role, ms[i].learner ? "true" : "false", ms[i].joining ? "true" : "false");
     }
 }
@@ -121,9 +121,8 @@ int kvcli_cmd_member(kvcli_ctx *ctx, int argc, char **argv) {
     if (k == 0)
         return member__list(ctx, c, "member list");
     rc = k == 1 ? kv_member_add(c, argv[2], argv[3]) : kv_member_remove(c, argv[2]);
-    if (rc == KV_EINVAL)
-        return kvcli_usage_error(ctx, argv[0], "bad node name '%s'%s%s", argv[2],
-                                 k == 1 ? " or address " : "", k == 1 ? argv[3] : "");
+    if (rc == KV_EINVAL) /* the library says which and why */
+        return kvcli_usage_error(ctx, k == 1 ? "member add" : "member remove", "%s", kv_errstr());
     if (rc == KV_ENOTFOUND && !ctx->json) {
         fprintf(ctx->err, "kvcli: member remove: %s is not a member\n", argv[2]);
         return KVCLI_EXIT_NO;
@@ -144,7 +143,7 @@ int kvcli_cmd_transfer_leader(kvcli_ctx *ctx, int argc, char **argv) {
         return rc;
     rc = kv_transfer_leader(c, argv[1]);
     if (rc == KV_EINVAL)
-        return kvcli_usage_error(ctx, argv[0], "bad node name '%s'", argv[1]);
+        return kvcli_usage_error(ctx, argv[0], "%s", kv_errstr());
     if (rc == KV_ENOTFOUND && !ctx->json) {
         fprintf(ctx->err, "kvcli: transfer-leader: %s is not a voting member\n", argv[1]);
         return KVCLI_EXIT_NO;
@@ -272,7 +271,9 @@ int kvcli_cmd_check(kvcli_ctx *ctx, int argc, char **argv) {
     }
     check__print(ctx, ns, n, index);
     /* One line per member that differs or did not answer: on stderr, as
-     * every failure, so a script sees it apart from the table. */
+     * every failure, so a script sees it apart from the table; after the
+     * table (flushed first) when both go to one place. */
+    fflush(ctx->out);
     for (size_t i = 0; i < n && rc != 0; i++)
         if (ns[i].status != 0 && !ctx->json)
             fprintf(ctx->err, "%s %s %s index %" PRIu64 "%s\n", kv_errword(ns[i].status),

@@ -15,8 +15,8 @@ int kvcli_client(kvcli_ctx *ctx, const char *cmd, kv_client **out) {
         kv_client *c = NULL;
         int rc = kv_client_open(&c, ctx->cluster, &ctx->opts);
         if (rc == KV_EINVAL)
-            return kvcli_usage_error(ctx, cmd, "bad cluster address list '%s' (want HOST:PORT,...)",
-                                     ctx->cluster);
+            return kvcli_usage_error(ctx, cmd, "bad cluster address list '%s': %s", ctx->cluster,
+                                     kv_errstr());
         if (rc != 0)
             return kvcli_fail(ctx, cmd, rc, false);
         assert(c != NULL);
@@ -45,12 +45,19 @@ int kvcli_usage_error(kvcli_ctx *ctx, const char *cmd, const char *fmt, ...) {
         kvcli_json_str(ctx->out, msg, strlen(msg));
         fprintf(ctx->out, "}\n");
     }
+    fflush(ctx->out); /* the complaint comes after what was printed before it */
     fprintf(ctx->err, "kvcli: %s%s%s\n", cmd ? cmd : "", cmd ? ": " : "", msg);
+    const kvcli_cmd *known = NULL;
+    size_t word = cmd != NULL ? strcspn(cmd, " ") : 0; /* "member add": member */
     for (const kvcli_cmd *k = kvcli_commands; cmd != NULL && k->name != NULL; k++)
-        if (strcmp(k->name, cmd) == 0)
-            fprintf(ctx->err, "usage: kvcli %s %s\n", k->name, k->args);
-    if (cmd == NULL && !ctx->stdin_is_commands)
-        kvcli_usage(ctx->err);
+        if (strlen(k->name) == word && strncmp(k->name, cmd, word) == 0)
+            known = k;
+    if (known != NULL)
+        fprintf(ctx->err, "usage: kvcli %s%s%s (more: kvcli help %s)\n", known->name,
+                known->args[0] ? " " : "", known->args, known->name);
+    else
+        fprintf(ctx->err, "%s\n", ctx->shell ? "'help' lists the commands"
+                                             : "'kvcli help' lists the commands and flags");
     return KVCLI_EXIT_USAGE;
 }
 
@@ -91,18 +98,26 @@ int kvcli_fail(kvcli_ctx *ctx, const char *cmd, int rc, bool is_write) {
     const char *outcome = code == KVCLI_EXIT_UNAVAILABLE ? out__outcome(rc, is_write) : NULL;
     if (ctx->json) {
         fprintf(ctx->out, "{\"error\":\"%s\"", kv_errword(rc));
+        if (kv_errstr()[0] != '\0' && rc != KV_ENOTFOUND) {
+            fputs(",\"message\":", ctx->out);
+            kvcli_json_str(ctx->out, kv_errstr(), strlen(kv_errstr()));
+        }
         if (outcome != NULL)
             fprintf(ctx->out, ",\"outcome\":\"%s\"", outcome);
         fprintf(ctx->out, "}\n");
         return code;
     }
+    /* The library's detail names the thing (the limit, the file, the
+     * argument); the code's words where it has none. */
+    const char *why = kv_errstr()[0] != '\0' ? kv_errstr() : kv_strerror(rc);
+    fflush(ctx->out);
     if (rc == KV_ENOTFOUND) {
         fprintf(ctx->err, "not found\n");
     } else if (outcome != NULL && strcmp(outcome, "unknown") == 0) {
         fprintf(ctx->err, "kvcli: %s: %s: outcome unknown (the write may or may not be applied)\n",
                 cmd, kv_errword(rc));
     } else {
-        fprintf(ctx->err, "kvcli: %s: %s: %s%s\n", cmd, kv_errword(rc), kv_strerror(rc),
+        fprintf(ctx->err, "kvcli: %s: %s: %s%s\n", cmd, kv_errword(rc), why,
                 outcome != NULL ? " (the write was not applied)" : "");
     }
     return code;
@@ -133,9 +148,22 @@ static size_t out__utf8_len(const unsigned char *p, size_t n) {
     return len;
 }
 
+bool kvcli_utf8_valid(const void *p, size_t n) {
+    assert(p != NULL || n == 0);
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n;) {
+        size_t len = b[i] < 0x80 ? 1 : out__utf8_len(b + i, n - i);
+        if (len == 0)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
 /* JSON strings are Unicode: valid UTF-8 passes through; a byte that is not
  * part of valid UTF-8 is written as \u00NN (the Latin-1 character of that
- * byte), so binary data still gives valid JSON. */
+ * byte), so any text still gives valid JSON. For keys and values, which
+ * must come back exactly, kvcli_json_bytes says base64 instead. */
 void kvcli_json_str(FILE *f, const void *p, size_t n) {
     assert(f != NULL && (p != NULL || n == 0));
     const unsigned char *b = p;
@@ -163,15 +191,59 @@ void kvcli_json_str(FILE *f, const void *p, size_t n) {
     fputc('"', f);
 }
 
+/* Standard base64 (RFC 4648 section 4, with padding) of p[0..n). */
+static void out__base64(FILE *f, const unsigned char *p, size_t n) {
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    assert(sizeof abc == 65);
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        fputc(abc[(v >> 18) & 63], f);
+        fputc(abc[(v >> 12) & 63], f);
+        fputc(i + 1 < n ? abc[(v >> 6) & 63] : '=', f);
+        fputc(i + 2 < n ? abc[v & 63] : '=', f);
+    }
+}
+
+void kvcli_json_bytes(FILE *f, const char *field, const void *p, size_t n) {
+    assert(f != NULL && field != NULL && (p != NULL || n == 0));
+    fprintf(f, "\"%s\":", field);
+    if (kvcli_utf8_valid(p, n)) {
+        kvcli_json_str(f, p, n);
+        return;
+    }
+    fputc('"', f);
+    out__base64(f, p, n);
+    fprintf(f, "\",\"%s_encoding\":\"base64\"", field);
+}
+
+/* Printed as itself: printable ASCII but the backslash, and valid UTF-8 of
+ * a printable character (not the C1 controls U+0080..U+009F, which a
+ * terminal may act on). Returns the sequence's length, or 0. */
+static size_t out__plain_len(const unsigned char *p, size_t n) {
+    if (p[0] < 0x80)
+        return p[0] >= 0x20 && p[0] < 0x7f && p[0] != '\\' ? 1 : 0;
+    size_t len = out__utf8_len(p, n);
+    if (len == 2 && p[0] == 0xc2 && p[1] < 0xa0)
+        return 0;
+    return len;
+}
+
 void kvcli_escape(FILE *f, const void *p, size_t n) {
     assert(f != NULL && (p != NULL || n == 0));
     const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        if (b[i] == '\\')
-            fputs("\\\\", f);
-        else if (b[i] >= 0x20 && b[i] < 0x7f)
-            fputc(b[i], f);
-        else
-            fprintf(f, "\\x%02x", b[i]);
+    for (size_t i = 0; i < n;) {
+        size_t len = out__plain_len(b + i, n - i);
+        if (len > 0) {
+            fwrite(b + i, 1, len, f);
+            i += len;
+        } else if (b[i] == '\\') {
+            fputs("\\\\", f), i++;
+        } else {
+            fprintf(f, "\\x%02x", b[i]), i++;
+        }
     }
 }

@@ -190,8 +190,9 @@ static void shell__complete_init(void) {
 /* Runs one line; false when it asks to leave. */
 static bool shell__line(shell *sh, char *line) {
     char *argv[KVCLI_ARGS_MAX];
+    size_t lens[KVCLI_ARGS_MAX];
     const char *why = NULL;
-    int argc = kvcli_split(line, argv, KVCLI_ARGS_MAX, &why);
+    int argc = kvcli_split(line, argv, lens, KVCLI_ARGS_MAX, &why);
     if (argc < 0) {
         (void)kvcli_usage_error(sh->ctx, NULL, "%s", why);
         return true;
@@ -200,7 +201,9 @@ static bool shell__line(shell *sh, char *line) {
         return true;
     if (strcmp(argv[0], "quit") == 0 || strcmp(argv[0], "exit") == 0)
         return false;
+    sh->ctx->argl = lens;
     (void)kvcli_run(sh->ctx, argc, argv);
+    sh->ctx->argl = NULL;
     return true;
 }
 

@@ -4,6 +4,25 @@
 #include "kvcli/kvcli.h"
 
 #include <assert.h>
+#include <ctype.h>
+
+/* The value of hex digit c (checked by the caller). */
+static unsigned split__hex(char c) {
+    assert(isxdigit((unsigned char)c));
+    return (unsigned)(isdigit((unsigned char)c) ? c - '0' : (c | 0x20) - 'a' + 10);
+}
+
+/* A backslash escape at s (s[0] == '\\'): writes its byte to *d, returns
+ * the characters it took (2 or 4). */
+static int split__escape(const char *s, char *d) {
+    assert(s[0] == '\\' && s[1] != '\0');
+    if (s[1] == 'x' && isxdigit((unsigned char)s[2]) && isxdigit((unsigned char)s[3])) {
+        *d = (char)(split__hex(s[2]) << 4 | split__hex(s[3]));
+        return 4;
+    }
+    *d = s[1];
+    return 2;
+}
 
 /* Copies one word starting at *src into *dst (dst never passes src, so the
  * split happens in place); stops at unquoted whitespace or the end. */
@@ -21,7 +40,7 @@ static int split__word(char **src, char **dst, const char **why) {
                 *why = "a backslash ends the line";
                 return -1;
             }
-            *d++ = *++s;
+            s += split__escape(s, d++) - 1;
         } else if (quote == '"') {
             if (*s == '"')
                 quote = 0;
@@ -44,8 +63,8 @@ static int split__word(char **src, char **dst, const char **why) {
     return 0;
 }
 
-int kvcli_split(char *line, char **argv, int max, const char **why) {
-    assert(line != NULL && argv != NULL && why != NULL);
+int kvcli_split(char *line, char **argv, size_t *lens, int max, const char **why) {
+    assert(line != NULL && argv != NULL && lens != NULL && why != NULL);
     assert(max > 0);
     char *s = line, *d = line;
     int n = 0;
@@ -65,6 +84,7 @@ int kvcli_split(char *line, char **argv, int max, const char **why) {
          * terminator goes on the NUL; either way the word ends here. */
         if (*s != '\0')
             s++;
+        lens[n - 1] = (size_t)(d - argv[n - 1]);
         *d++ = '\0';
     }
     assert(n <= max);

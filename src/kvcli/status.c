@@ -14,6 +14,12 @@
 
 #define STATUS_FIELDS_MAX 32
 
+/* A node whose applied index trails the leader's commit by more than this
+ * is "behind", not "ok": a rolling restart waits for it to catch up (a
+ * thousand entries is well under a second of replication, and far more
+ * than a healthy follower trails by under load). */
+#define STATUS_LAG_ENTRIES_MAX 1000u
+
 typedef struct node_row {
     char endpoint[256]; /* as given in the cluster list */
     char *line;         /* the node's status line (kv_free), NULL if it failed */
@@ -96,14 +102,18 @@ static bool row__unsafe(const node_row *r) {
     return u != NULL && (strcmp(u, "1") == 0 || strcmp(u, "true") == 0 || strcmp(u, "yes") == 0);
 }
 
-static const char *row__health(const node_row *r) {
+/* One word (no spaces: scripts split the table on them). Anything but "ok"
+ * makes status exit 3. */
+static const char *row__health(const node_row *r, bool behind) {
     if (r->line == NULL)
         return r->rc == KV_EUNAVAILABLE || r->rc == KV_ETIMEOUT || r->rc == KV_ECLOSED
                    ? "unreachable"
                    : kv_errword(r->rc);
     if (!row__has_leader(r))
-        return row__unsafe(r) ? "no leader,UNSAFE-NO-FSYNC" : "no leader";
-    return row__unsafe(r) ? "UNSAFE-NO-FSYNC" : "ok";
+        return row__unsafe(r) ? "no-leader,UNSAFE-NO-FSYNC" : "no-leader";
+    if (row__unsafe(r))
+        return "UNSAFE-NO-FSYNC";
+    return behind ? "behind" : "ok";
 }
 
 /* The leader's row: role=leader, the highest term if two claim it. */
@@ -134,13 +144,15 @@ static void row__cells(const node_row *r, const node_row *leader, char *lag, siz
     }
     if (r->line == NULL)
         cells[1] = r->endpoint;
-    uint64_t commit, applied;
+    uint64_t commit, applied, behind = 0;
     snprintf(lag, lag_cap, "-");
     if (leader != NULL && r->line != NULL && row__u64(leader, "commit", &commit) &&
-        row__u64(r, "applied", &applied))
-        snprintf(lag, lag_cap, "%" PRIu64, commit > applied ? commit - applied : 0);
+        row__u64(r, "applied", &applied)) {
+        behind = commit > applied ? commit - applied : 0;
+        snprintf(lag, lag_cap, "%" PRIu64, behind);
+    }
     cells[6] = lag;
-    cells[7] = row__health(r);
+    cells[7] = row__health(r, behind > STATUS_LAG_ENTRIES_MAX);
 }
 
 static void status__json(kvcli_ctx *ctx, const node_row *r, const char **cells) {
@@ -166,7 +178,8 @@ static void status__json(kvcli_ctx *ctx, const node_row *r, const char **cells) 
     fputs("}\n", ctx->out);
 }
 
-static void status__table(kvcli_ctx *ctx, const node_row *rows, int n) {
+/* Prints the table (or JSON rows); returns how many nodes are not "ok". */
+static int status__table(kvcli_ctx *ctx, const node_row *rows, int n) {
     assert(n > 0 && n <= (int)KV_NODES_MAX);
     static const char *head[STATUS_COLS] = {"NAME",    "ADDRESS", "ROLE",   "TERM",   "COMMIT",
                                             "APPLIED", "LAG",     "HEALTH", "VERSION"};
@@ -176,8 +189,10 @@ static void status__table(kvcli_ctx *ctx, const node_row *rows, int n) {
     int width[STATUS_COLS];
     for (int c = 0; c < STATUS_COLS; c++)
         width[c] = (int)strlen(head[c]);
+    int unhealthy = 0;
     for (int i = 0; i < n; i++) {
         row__cells(&rows[i], leader, lag[i], sizeof lag[i], cells[i]);
+        unhealthy += strcmp(cells[i][7], "ok") != 0;
         for (int c = 0; c < STATUS_COLS; c++)
             if ((int)strlen(cells[i][c]) > width[c])
                 width[c] = (int)strlen(cells[i][c]);
@@ -185,7 +200,7 @@ static void status__table(kvcli_ctx *ctx, const node_row *rows, int n) {
     if (ctx->json) {
         for (int i = 0; i < n; i++)
             status__json(ctx, &rows[i], cells[i]);
-        return;
+        return unhealthy;
     }
     for (int c = 0; c < STATUS_COLS; c++)
         fprintf(ctx->out, "%-*s%s", c + 1 < STATUS_COLS ? width[c] : 0, head[c],
@@ -199,6 +214,7 @@ static void status__table(kvcli_ctx *ctx, const node_row *rows, int n) {
         if (w != NULL)
             fprintf(ctx->out, "warning: %s: %s\n", cells[i][0], w);
     }
+    return unhealthy;
 }
 
 /* Splits the cluster list into rows; a usage error when it is malformed. */
@@ -252,8 +268,16 @@ int kvcli_cmd_status(kvcli_ctx *ctx, int argc, char **argv) {
         leader = leader || row__has_leader(&rows[i]);
     }
     assert(n > 0 && n <= (int)KV_NODES_MAX);
-    status__table(ctx, rows, n);
+    int unhealthy = status__table(ctx, rows, n);
     for (int i = 0; i < n; i++)
         kv_free(rows[i].line);
-    return leader ? KVCLI_EXIT_OK : KVCLI_EXIT_UNAVAILABLE;
+    /* 0 only when every node answers, knows the leader, keeps up and
+     * syncs its disk: a script's (and docs/deploy.md's) health check. */
+    assert(unhealthy > 0 || leader);
+    if (unhealthy > 0 && !ctx->json) {
+        fflush(ctx->out);
+        fprintf(ctx->err, "kvcli: status: %d of %d nodes not ok%s\n", unhealthy, n,
+                leader ? "" : "; no leader known");
+    }
+    return unhealthy == 0 ? KVCLI_EXIT_OK : KVCLI_EXIT_UNAVAILABLE;
 }

@@ -4,6 +4,7 @@
 #include "common/logging.h"
 #include "kv/errors.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,7 +107,10 @@ static const char *reason(int code) {
     }
 }
 
-static void answer(http_conn *c, int code, const char *ctype, const char *body, size_t len) {
+/* The answer; head_only (HEAD) sends the headers a GET would get, with
+ * the GET's Content-Length, and no body (RFC 9110 section 9.3.2). */
+static void answer(http_conn *c, int code, const char *ctype, const char *body, size_t len,
+                   bool head_only) {
     c->answered = 1;
     char head[256];
     int hl = snprintf(head, sizeof head,
@@ -119,6 +123,8 @@ static void answer(http_conn *c, int code, const char *ctype, const char *body, 
         return;
     }
     memcpy(c->out, head, (size_t)hl);
+    if (head_only)
+        len = 0;
     memcpy(c->out + hl, body, len);
     uv_buf_t b = uv_buf_init(c->out, (unsigned)((size_t)hl + len));
     c->wr.data = c;
@@ -131,19 +137,21 @@ static void handle(http_conn *c) {
     char method[8], path[512];
     if (sscanf(c->buf, "%7s %511s", method, path) != 2) {
         const char *m = "bad request line\n";
-        answer(c, 400, "text/plain", m, strlen(m));
+        answer(c, 400, "text/plain", m, strlen(m), false);
         return;
     }
-    if (strcmp(method, "GET") != 0) {
-        const char *m = "only GET\n";
-        answer(c, 405, "text/plain", m, strlen(m));
+    bool head = strcmp(method, "HEAD") == 0;
+    if (strcmp(method, "GET") != 0 && !head) {
+        const char *m = "only GET and HEAD\n";
+        answer(c, 405, "text/plain", m, strlen(m), false);
         return;
     }
+    path[strcspn(path, "?#")] = '\0'; /* /health?verbose is /health */
     char *body = NULL;
     size_t len = 0;
     const char *ctype = "text/plain";
     int code = c->srv->fn(c->srv->ctx, path, &body, &len, &ctype);
-    answer(c, code, ctype, body ? body : "", body ? len : 0);
+    answer(c, code, ctype, body ? body : "", body ? len : 0, head);
     free(body);
 }
 
@@ -169,7 +177,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     } else if (c->len >= HTTP_REQUEST_MAX) {
         uv_read_stop(s);
         const char *m = "request too large\n";
-        answer(c, 400, "text/plain", m, strlen(m));
+        answer(c, 400, "text/plain", m, strlen(m), false);
     }
 }
 

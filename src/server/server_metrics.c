@@ -1,4 +1,12 @@
-/* GET /metrics (Prometheus text format) and GET /health. */
+/* GET /metrics (Prometheus text format) and GET /health.
+ *
+ * /metrics: every family once. A figure another family already carries is
+ * not repeated: requests answered BUSY or TOOBIG are
+ * kv_responses_total{code=...}; the time in and the number of log fsyncs
+ * are the kv_wal_fsync_seconds histogram's _sum and _count;
+ * kv_faults_total counts connection-level faults (frames refused, output
+ * over its limit), not answers. `promtool check metrics` passes on it
+ * (tests/cluster/test_ops_metrics.sh). */
 #include "server/server_int.h"
 
 #include "kv/errors.h"
@@ -39,53 +47,8 @@ static void metric(out *o, const char *name, const char *type, const char *help,
     put(o, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
 }
 
-static void metrics(server *s, out *o) {
-    raft_role role = raft_state_role(s->r);
-    metric(o, "kv_term", "gauge", "Raft term", raft_term(s->r));
-    metric(o, "kv_role", "gauge", "0 follower, 1 pre-candidate, 2 candidate, 3 leader", role);
-    metric(o, "kv_has_leader", "gauge", "1 when a leader is known", s->leader_id != 0);
-    metric(o, "kv_commit_index", "gauge", "Raft commit index", raft_commit_index(s->r));
-    metric(o, "kv_applied_index", "gauge", "last entry applied to the state machine",
-           sm_applied_index(s->sm));
-    metric(o, "kv_last_index", "gauge", "last log index", raft_last_index(s->r));
-    metric(o, "kv_snapshot_index", "gauge", "newest snapshot's index", s->snap_index);
-    metric(o, "kv_leader_changes_total", "counter", "leaders seen", s->leader_changes);
-    metric(o, "kv_proposals_total", "counter", "writes proposed by this node as leader",
-           s->proposals);
-    metric(o, "kv_proposals_pending", "gauge", "writes waiting for commit", s->pending.count);
-    metric(o, "kv_proposals_pending_bytes", "gauge", "bytes of writes waiting", s->pending_bytes);
-    metric(o, "kv_applied_entries_total", "counter", "entries applied", s->applied_entries);
-    metric(o, "kv_snapshots_taken_total", "counter", "snapshots taken", s->snapshots_taken);
-    metric(o, "kv_snapshots_installed_total", "counter", "snapshots installed from the leader",
-           s->snapshots_installed);
-    metric(o, "kv_busy_total", "counter", "requests answered BUSY", s->busy_replies);
-    metric(o, "kv_toobig_total", "counter", "requests answered TOOBIG", s->toobig_replies);
-    wal_stats ws;
-    wal_get_stats(s->w, &ws);
-    metric(o, "kv_wal_syncs_total", "counter", "fdatasyncs of the log", ws.syncs);
-    metric(o, "kv_wal_slow_syncs_total", "counter", "log fdatasyncs over --slow-fsync-ms",
-           ws.slow_syncs);
-    put(o, "# HELP kv_wal_fsync_seconds log fdatasync latency\n"
-           "# TYPE kv_wal_fsync_seconds histogram\n");
-    uint64_t cum = 0;
-    for (size_t b = 0; b <= WAL_SYNC_BUCKETS; b++) {
-        cum += ws.sync_hist[b];
-        if (b < WAL_SYNC_BUCKETS)
-            put(o, "kv_wal_fsync_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-                (double)wal_sync_bucket_us[b] / 1e6, cum);
-        else
-            put(o, "kv_wal_fsync_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
-    }
-    put(o, "kv_wal_fsync_seconds_sum %.6f\nkv_wal_fsync_seconds_count %" PRIu64 "\n",
-        (double)ws.sync_ns_total / 1e9, ws.syncs);
-    metric(o, "kv_wal_records_total", "counter", "records written to the log", ws.records);
-    metric(o, "kv_wal_bytes_total", "counter", "bytes written to the log", ws.bytes);
-    put(o, "# HELP kv_wal_sync_seconds_total time in log fdatasyncs\n"
-           "# TYPE kv_wal_sync_seconds_total counter\nkv_wal_sync_seconds_total %.6f\n",
-        (double)ws.sync_ns_total / 1e9);
-    put(o, "# HELP kv_wal_sync_seconds_max slowest log fdatasync\n"
-           "# TYPE kv_wal_sync_seconds_max gauge\nkv_wal_sync_seconds_max %.6f\n",
-        (double)ws.sync_ns_max / 1e9);
+/* The apply path, the disk, requests and connections, and the build. */
+static void metrics_io(server *s, out *o, const wal_stats *ws) {
     net_stats ns;
     net_get_stats(s->net, &ns);
     put(o, "# HELP kv_apply_seconds_total time applying committed entries to RocksDB\n"
@@ -114,12 +77,14 @@ static void metrics(server *s, out *o) {
     metric(o, "kv_conns_open", "gauge", "connections open", ns.conns_open);
     metric(o, "kv_conns_refused_total", "counter", "connections over the limit", ns.conns_refused);
     metric(o, "kv_requests_total", "counter", "client requests received", ns.requests);
-    put(o, "# HELP kv_faults_total faults by code word\n# TYPE kv_faults_total counter\n");
+    put(o, "# HELP kv_faults_total connection-level faults by code word (frames refused, "
+           "output over its limit, slow fsyncs, quota alarms)\n"
+           "# TYPE kv_faults_total counter\n");
     put(o, "kv_faults_total{code=\"PROTOCOL\"} %" PRIu64 "\n", ns.frames_bad);
     put(o, "kv_faults_total{code=\"TOOBIG\"} %" PRIu64 "\n", ns.frames_toobig);
     put(o, "kv_faults_total{code=\"AUTH\"} %" PRIu64 "\n", ns.hello_refused);
     put(o, "kv_faults_total{code=\"BUSY\"} %" PRIu64 "\n", ns.output_overflows + ns.busy_inflight);
-    put(o, "kv_faults_total{code=\"SLOWDISK\"} %" PRIu64 "\n", ws.slow_syncs);
+    put(o, "kv_faults_total{code=\"SLOWDISK\"} %" PRIu64 "\n", ws->slow_syncs);
     put(o, "kv_faults_total{code=\"NOSPACE\"} %" PRIu64 "\n", s->nospace_alarms);
     metric(o, "kv_raft_messages_sent_total", "counter", "Raft messages sent", ns.raft_msgs_sent);
     metric(o, "kv_raft_messages_dropped_total", "counter", "Raft messages dropped (peer down)",
@@ -128,6 +93,83 @@ static void metrics(server *s, out *o) {
            ns.raft_msgs_received);
     metric(o, "kv_unsafe_no_fsync", "gauge", "1: started with --unsafe-no-fsync (NOT durable)",
            s->cfg.unsafe_no_fsync);
+    put(o, "# HELP kv_build_info the kvd build: always 1, the version in a label\n"
+           "# TYPE kv_build_info gauge\nkv_build_info{version=\"%s\"} 1\n",
+        KV_VERSION_STRING);
+}
+
+static void metrics(server *s, out *o) {
+    raft_role role = raft_state_role(s->r);
+    metric(o, "kv_term", "gauge", "Raft term", raft_term(s->r));
+    metric(o, "kv_role", "gauge", "0 follower, 1 pre-candidate, 2 candidate, 3 leader", role);
+    metric(o, "kv_has_leader", "gauge", "1 when a leader is known", s->leader_id != 0);
+    metric(o, "kv_commit_index", "gauge", "Raft commit index", raft_commit_index(s->r));
+    metric(o, "kv_applied_index", "gauge", "last entry applied to the state machine",
+           sm_applied_index(s->sm));
+    metric(o, "kv_last_index", "gauge", "last log index", raft_last_index(s->r));
+    metric(o, "kv_snapshot_index", "gauge", "newest snapshot's index", s->snap_index);
+    metric(o, "kv_leader_changes_total", "counter", "leaders seen", s->leader_changes);
+    metric(o, "kv_proposals_total", "counter", "writes proposed by this node as leader",
+           s->proposals);
+    metric(o, "kv_proposals_pending", "gauge", "writes waiting for commit", s->pending.count);
+    metric(o, "kv_proposals_pending_bytes", "gauge", "bytes of writes waiting", s->pending_bytes);
+    metric(o, "kv_applied_entries_total", "counter", "entries applied", s->applied_entries);
+    metric(o, "kv_snapshots_taken_total", "counter", "snapshots taken", s->snapshots_taken);
+    metric(o, "kv_snapshots_installed_total", "counter", "snapshots installed from the leader",
+           s->snapshots_installed);
+    wal_stats ws;
+    wal_get_stats(s->w, &ws);
+    metric(o, "kv_wal_slow_syncs_total", "counter", "log fdatasyncs over --slow-fsync-ms",
+           ws.slow_syncs);
+    put(o, "# HELP kv_wal_fsync_seconds log fdatasync latency\n"
+           "# TYPE kv_wal_fsync_seconds histogram\n");
+    uint64_t cum = 0;
+    for (size_t b = 0; b <= WAL_SYNC_BUCKETS; b++) {
+        cum += ws.sync_hist[b];
+        if (b < WAL_SYNC_BUCKETS)
+            put(o, "kv_wal_fsync_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                (double)wal_sync_bucket_us[b] / 1e6, cum);
+        else
+            put(o, "kv_wal_fsync_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+    }
+    put(o, "kv_wal_fsync_seconds_sum %.6f\nkv_wal_fsync_seconds_count %" PRIu64 "\n",
+        (double)ws.sync_ns_total / 1e9, ws.syncs);
+    metric(o, "kv_wal_records_total", "counter", "records written to the log", ws.records);
+    metric(o, "kv_wal_bytes_total", "counter", "bytes written to the log", ws.bytes);
+    put(o, "# HELP kv_wal_sync_seconds_max slowest log fdatasync\n"
+           "# TYPE kv_wal_sync_seconds_max gauge\nkv_wal_sync_seconds_max %.6f\n",
+        (double)ws.sync_ns_max / 1e9);
+    metrics_io(s, o, &ws);
+}
+
+/* GET /health: 200 when this node knows a leader, has applied close to
+ * the commit index and is under its quota; 503 otherwise, "health" saying
+ * why. "leader" is the leader's name (null when none is known): a
+ * follower says whom it follows, not that it leads. */
+static int health(server *s, out *o) {
+    uint64_t commit = raft_commit_index(s->r), applied = sm_applied_index(s->sm);
+    bool caught_up = applied + 1000 >= commit;
+    bool ok = s->leader_id != 0 && caught_up && !s->nospace;
+    raft_role role = raft_state_role(s->r);
+    const server_member *l = s->leader_id != 0 ? server_member_by_id(s, s->leader_id) : NULL;
+    put(o, "{\"health\":\"%s\",\"name\":\"%s\",\"role\":\"%s\",\"leader\":",
+        ok                 ? "ok"
+        : s->leader_id == 0 ? "no leader"
+        : s->nospace        ? "NOSPACE: over the disk quota"
+                            : "catching up",
+        s->cfg.name,
+        role == RAFT_LEADER                                         ? "leader"
+        : role == RAFT_CANDIDATE || role == RAFT_PRE_CANDIDATE ? "candidate"
+                                                                : "follower");
+    if (l != NULL)
+        put(o, "\"%s\"", l->name);
+    else if (s->leader_id != 0)
+        put(o, "\"%016" PRIx64 "\"", s->leader_id); /* known by id only, not yet by name */
+    else
+        put(o, "null");
+    put(o, ",\"applied\":%" PRIu64 ",\"commit\":%" PRIu64 "%s}\n", applied, commit,
+        s->cfg.unsafe_no_fsync ? ",\"warning\":\"unsafe-no-fsync\"" : "");
+    return ok ? 200 : 503;
 }
 
 int server_http(void *ctx, const char *path, char **body, size_t *len, const char **ctype) {
@@ -138,20 +180,8 @@ int server_http(void *ctx, const char *path, char **body, size_t *len, const cha
         *ctype = "text/plain; version=0.0.4";
         metrics(s, &o);
     } else if (strcmp(path, "/health") == 0) {
-        uint64_t commit = raft_commit_index(s->r), applied = sm_applied_index(s->sm);
-        bool caught_up = applied + 1000 >= commit;
-        bool ok = s->leader_id != 0 && caught_up && !s->nospace;
-        code = ok ? 200 : 503;
         *ctype = "application/json";
-        put(&o, "{\"health\":\"%s\",\"name\":\"%s\",\"leader\":%s,\"applied\":%" PRIu64
-                ",\"commit\":%" PRIu64 "%s}\n",
-            ok                 ? "ok"
-            : s->leader_id == 0 ? "no leader"
-            : s->nospace        ? "NOSPACE: over the disk quota"
-                                : "catching up",
-            s->cfg.name,
-            s->leader_id != 0 ? "true" : "false", applied, commit,
-            s->cfg.unsafe_no_fsync ? ",\"warning\":\"unsafe-no-fsync\"" : "");
+        code = health(s, &o);
     } else {
         code = 404;
         put(&o, "not found: try /metrics or /health\n");

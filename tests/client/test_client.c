@@ -40,6 +40,51 @@ START_TEST(test_bad_endpoints) {
 }
 END_TEST
 
+/* kv_errstr names what was wrong: the limit, the endpoint, the file; a
+ * later failure without detail leaves no stale one behind. */
+START_TEST(test_errstr) {
+    ck_assert_str_eq(kv_errstr(), "");
+    fake_server *f = start(&(fake_config){0});
+    kv_client *c = open_short(fake_addr(f), 300);
+    char *big = calloc(1, KV_VALUE_BYTES_MAX + 1);
+    ck_assert_ptr_nonnull(big);
+    ck_assert_int_eq(kv_put(c, "k", 1, big, KV_VALUE_BYTES_MAX + 1), KV_ETOOBIG);
+    ck_assert_str_eq(kv_errstr(), "value of 1048577 bytes is over KV_VALUE_BYTES_MAX (1048576)");
+    void *v = NULL;
+    size_t vlen = 0;
+    ck_assert_int_eq(kv_get(c, big, KV_KEY_BYTES_MAX + 1, &v, &vlen), KV_ETOOBIG);
+    ck_assert_str_eq(kv_errstr(), "key of 4097 bytes is over KV_KEY_BYTES_MAX (4096)");
+    ck_assert_int_eq(kv_del(c, "", 0), KV_EINVAL);
+    ck_assert_str_eq(kv_errstr(), "an empty key: a key is 1 to 4096 bytes");
+    ck_assert_int_eq(kv_member_add(c, "n4", "localhost:27004"), KV_EINVAL);
+    ck_assert_ptr_nonnull(strstr(kv_errstr(), "'localhost:27004': the host must be a numeric"));
+    ck_assert_int_eq(kv_member_add(c, "bad name", "127.0.0.1:1"), KV_EINVAL);
+    ck_assert_ptr_nonnull(strstr(kv_errstr(), "node name 'bad name'"));
+    kv_client_close(c);
+    fake_stop(f);
+    free(big);
+
+    kv_options *o = kv_options_new();
+    ck_assert_ptr_nonnull(o);
+    ck_assert_int_eq(kv_options_set_connect_timeout_ms(o, 86400001), KV_EINVAL);
+    ck_assert_int_eq(kv_options_set_timeout_ms(o, 300), 0);
+    ck_assert_str_eq(kv_errstr(), "");
+    ck_assert_int_eq(kv_options_set_token_file(o, "/nonexistent/token"), 0);
+    c = (kv_client *)1;
+    ck_assert_int_eq(kv_client_open_ex(&c, "127.0.0.1:1", o), KV_EMISSING);
+    ck_assert_ptr_null(c);
+    ck_assert_str_eq(kv_errstr(), "token file /nonexistent/token: No such file or directory");
+    ck_assert_int_eq(kv_options_set_token_file(o, NULL), 0);
+    ck_assert_int_eq(kv_client_open_ex(&c, "127.0.0.1:1,h:0", o), KV_EINVAL);
+    ck_assert_str_eq(kv_errstr(), "endpoint 'h:0' is not HOST:PORT (port 1 to 65535, IPv6 as "
+                                  "[ADDRESS]:PORT)");
+    ck_assert_int_eq(kv_client_open_ex(&c, "127.0.0.1:1", o), KV_EUNAVAILABLE);
+    ck_assert_str_eq(kv_errstr(), ""); /* no detail: none left over */
+    kv_options_free(o);
+    ck_assert_str_eq(kv_version(), KV_VERSION_STRING);
+}
+END_TEST
+
 START_TEST(test_nobody_listens) {
     struct kv_client_options o;
     kv_client_options_init(&o);
@@ -541,6 +586,7 @@ int main(void) {
     tcase_add_test(tc, test_bad_endpoints);
     tcase_add_test(tc, test_nobody_listens);
     tcase_add_test(tc, test_argument_limits);
+    tcase_add_test(tc, test_errstr);
     tcase_add_test(tc, test_calls);
     tcase_add_test(tc, test_node_status);
     tcase_add_test(tc, test_redirect);

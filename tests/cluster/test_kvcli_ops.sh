@@ -53,6 +53,35 @@ kv_expect 2 kv_cli snapshot verify "$KV_DIR/no-such-file"
 kv_expect_err "No such file"
 kv_expect 2 kv_cli check extra
 kv_expect 2 kv_cli --timeout zero get key7
+# One line saying what is wrong, one line of hint: not the whole usage.
+kv_expect 2 kv_cli frobnicate
+[ "$(wc -l <"$KV_ERR")" -eq 2 ] || kv_fail "unknown command: want 2 lines, got: $(cat "$KV_ERR")"
+kv_expect_err "kvcli help"
+kv_expect 2 kv_cli put onlykey
+[ "$(wc -l <"$KV_ERR")" -eq 2 ] || kv_fail "put onlykey: want 2 lines, got: $(cat "$KV_ERR")"
+kv_expect_err "^usage: kvcli put KEY VALUE"
+# help COMMAND and COMMAND --help: that command only.
+kv_expect 0 kv_cli help get
+[ "$(head -n 1 "$KV_OUT")" = "usage: kvcli get [--stale] KEY" ] && [ "$(wc -l <"$KV_OUT")" -eq 2 ] ||
+  kv_fail "help get printed: $(cat "$KV_OUT")"
+kv_expect 0 kv_cli cas --help
+kv_expect_out "$(printf 'usage: kvcli cas KEY EXPECTED NEW | --absent KEY NEW\n      set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent)')"
+kv_expect 2 kv_cli help frobnicate
+# Global flags anywhere on the line.
+kv_expect 0 kv_cli get key7 --json
+kv_expect_out '{"key":"key7","value":"value 7"}'
+kv_expect 0 "$KV_BIN/kvcli" get --timeout 5 key7 --cluster "$KV_ENDPOINTS"
+kv_expect_out "value 7"
+kv_expect 0 kv_cli put -- dash --json
+kv_expect 0 kv_cli get dash
+kv_expect_out "--json"
+# Messages that name the thing.
+kv_expect 2 kv_cli put "" v
+kv_expect_err "an empty key: a key is 1 to 4096 bytes"
+kv_expect 2 kv_cli member add n4 localhost:27004
+kv_expect_err "address 'localhost:27004': the host must be a numeric IP address"
+kv_expect 4 kv_cli --token-file "$KV_DIR/no-such-token" get key7
+kv_expect_err "MISSING: token file $KV_DIR/no-such-token: No such file"
 
 # ---- 3: unavailable (nothing listens; a short timeout) ----------------------
 dead() { "$KV_BIN/kvcli" --cluster "127.0.0.1:$DEAD_PORT" --timeout 1 "$@"; }
@@ -69,7 +98,7 @@ kv_expect 3 dead check
 # ---- 4: refused ------------------------------------------------------------
 kv_random_bytes $((VALUE_MAX + 1)) "$KV_DIR/big.val" big
 kv_expect 4 kv_cli put big - <"$KV_DIR/big.val"
-kv_expect_err TOOBIG
+kv_expect_err "TOOBIG: value of 1048577 bytes is over KV_VALUE_BYTES_MAX \(1048576\)"
 kv_expect 4 kv_cli member add n1 "127.0.0.1:$KV_SPARE_PORT"
 kv_expect_err EXIST
 
@@ -83,7 +112,7 @@ done
 [ "$(awk '$4 == "leader" { print $1 }' "$KV_OUT")" = "$KV_LEADER" ] ||
   kv_fail "member list does not mark $KV_LEADER as the leader: $(cat "$KV_OUT")"
 kv_expect 0 kv_cli --json member list
-[ "$(grep -c '^{"name":"n[123]","address":"127.0.0.1:[0-9]*","id":[0-9]*,"role":"\(voter\|leader\)","learner":false,"joining":false}$' "$KV_OUT")" -eq 3 ] ||
+[ "$(grep -c '^{"name":"n[123]","address":"127.0.0.1:[0-9]*","id":"[0-9]*","role":"\(voter\|leader\)","learner":false,"joining":false}$' "$KV_OUT")" -eq 3 ] ||
   kv_fail "member list --json: want 3 voter objects: $(cat "$KV_OUT")"
 
 # ---- transfer-leader -------------------------------------------------------
@@ -111,8 +140,21 @@ down=n$((${target#n} % 3 + 1)) # not the leader
 kv_stop "${down#n}"
 kv_expect 3 kv_cli --timeout 3 check
 kv_expect_err "^UNAVAILABLE $down "
+# The table, then the complaint, each on lines of their own (2>&1).
+kv_cli --timeout 3 check >"$KV_DIR/check.both" 2>&1 || true
+head -n 1 "$KV_DIR/check.both" | grep -Eq "^NAME +ADDRESS +HASH +RESULT$" ||
+  kv_fail "check 2>&1: the table does not come first: $(cat "$KV_DIR/check.both")"
+grep -Eq "^$down +127.0.0.1:[0-9]+ +- +UNAVAILABLE$" "$KV_DIR/check.both" &&
+  grep -Eq "^UNAVAILABLE $down 127" "$KV_DIR/check.both" ||
+  kv_fail "check 2>&1: row and complaint not on lines of their own: $(cat "$KV_DIR/check.both")"
+# status: exit 3 while a member is unreachable, naming it.
+kv_expect 3 kv_cli --timeout 2 status
+grep -Eq "^- +$(kv_addr "${down#n}") .* unreachable " "$KV_OUT" ||
+  kv_fail "status with $down down: $(cat "$KV_OUT")"
+kv_expect_err "1 of 3 nodes not ok"
 kv_start "${down#n}"
 kv_until 20 "check agrees again after $down restarted" kv_cli check
+kv_until 20 "status exits 0 once $down is back" kv_cli --timeout 2 status
 
 # ---- snapshot save / verify / restore ---------------------------------------
 snap=$KV_DIR/store.snap

@@ -4,7 +4,11 @@
 # `kv_NAME{labels} value`) with the Raft, apply, proposal and WAL fsync
 # figures; 100 writes move the leader's counters; GET /health is 200 with
 # JSON on every node of a healthy cluster, stays 200 on both nodes of a
-# majority, and turns 503 on a node left alone.
+# majority, and turns 503 on a node left alone. `promtool check metrics`
+# (Debian's prometheus package) passes on the real text; no family repeats
+# another; kv_build_info carries the version. /health names the leader (a
+# follower does not say "leader": true), answers HEAD, and ignores a query
+# string.
 # Usage: test_ops_metrics.sh BIN_DIR
 . "$(dirname "$0")/lib.sh"
 kv_setup ops_metrics 271 "${1:?usage: test_ops_metrics.sh BIN_DIR}"
@@ -18,12 +22,14 @@ for p in "${MPORT[1]}" "${MPORT[2]}" "${MPORT[3]}"; do
   fi
 done
 
-# ops_http I PATH: prints the HTTP status on the first line, then the body.
+# ops_http I PATH [METHOD]: prints the HTTP status on the first line, then
+# the body.
 ops_http() {
-  python3 - "http://127.0.0.1:${MPORT[$1]}$2" <<'EOF'
+  python3 - "http://127.0.0.1:${MPORT[$1]}$2" "${3:-GET}" <<'EOF'
 import sys, urllib.request, urllib.error
 try:
-    with urllib.request.urlopen(sys.argv[1], timeout=3) as r:
+    req = urllib.request.Request(sys.argv[1], method=sys.argv[2])
+    with urllib.request.urlopen(req, timeout=3) as r:
         code, ctype, body = r.status, r.headers.get("Content-Type", ""), r.read()
 except urllib.error.HTTPError as e:
     code, ctype, body = e.code, e.headers.get("Content-Type", ""), e.read()
@@ -95,7 +101,7 @@ for i in 1 2 3; do
   kv_until 10 "n$i serving /metrics" ops_http "$i" /metrics
   ops_metrics "$i"
   for name in kv_term kv_role kv_has_leader kv_commit_index kv_applied_index \
-    kv_proposals_total kv_wal_syncs_total kv_wal_fsync_seconds_count \
+    kv_proposals_total kv_wal_fsync_seconds_count 'kv_build_info{version="0.1.0"}' \
     kv_wal_fsync_seconds_sum 'kv_wal_fsync_seconds_bucket{le="+Inf"}' \
     kv_disk_used_bytes kv_disk_quota_bytes kv_nospace_alarm; do
     ops_metric "$i" "$name" >/dev/null
@@ -110,7 +116,6 @@ done
 
 applied0=$(ops_metric "$L" kv_applied_index)
 proposals0=$(ops_metric "$L" kv_proposals_total)
-syncs0=$(ops_metric "$L" kv_wal_syncs_total)
 fsyncs0=$(ops_metric "$L" kv_wal_fsync_seconds_count)
 for ((n = 0; n < WRITES; n++)); do
   printf 'put m%03d %d\n' "$n" "$RANDOM"
@@ -123,17 +128,14 @@ kv_expect 0 kv_cli --timeout 10 <"$KV_DIR/puts"
 ops_metrics "$L"
 applied1=$(ops_metric "$L" kv_applied_index)
 proposals1=$(ops_metric "$L" kv_proposals_total)
-syncs1=$(ops_metric "$L" kv_wal_syncs_total)
 fsyncs1=$(ops_metric "$L" kv_wal_fsync_seconds_count)
 inf1=$(ops_metric "$L" 'kv_wal_fsync_seconds_bucket{le="+Inf"}')
 commit1=$(ops_metric "$L" kv_commit_index)
-kv_log "leader n$L: applied $applied0 -> $applied1, proposals $proposals0 -> $proposals1, wal syncs $syncs0 -> $syncs1"
+kv_log "leader n$L: applied $applied0 -> $applied1, proposals $proposals0 -> $proposals1, wal fsyncs $fsyncs0 -> $fsyncs1"
 [ "$applied1" -ge $((applied0 + WRITES)) ] ||
   kv_fail "kv_applied_index on the leader went $applied0 -> $applied1 over $WRITES writes"
 [ "$proposals1" -ge $((proposals0 + WRITES)) ] ||
   kv_fail "kv_proposals_total on the leader went $proposals0 -> $proposals1 over $WRITES writes"
-[ "$syncs1" -gt "$syncs0" ] ||
-  kv_fail "kv_wal_syncs_total on the leader stayed at $syncs0 over $WRITES durable writes"
 [ "$fsyncs1" -gt "$fsyncs0" ] && [ "$inf1" = "$fsyncs1" ] ||
   kv_fail "kv_wal_fsync_seconds: count $fsyncs0 -> $fsyncs1 over $WRITES writes, +Inf bucket $inf1 (want it to grow, and +Inf = count)"
 [ "$commit1" -ge "$applied1" ] ||
@@ -148,6 +150,41 @@ for i in 1 2 3; do
   [ "$i" = "$L" ] && continue
   kv_until 10 "follower n$i's kv_applied_index reaching $((applied0 + WRITES))" follower_applied "$i"
 done
+
+# promtool's lint on the real text (after the writes: every family has
+# samples), and no family that repeats another.
+command -v promtool >/dev/null ||
+  kv_fail "no promtool (Debian's prometheus package; scripts/install-deps installs it)"
+tail -n +2 "$KV_DIR/m$L.raw" >"$KV_DIR/metrics.txt"
+promtool check metrics <"$KV_DIR/metrics.txt" >"$KV_DIR/promtool.out" 2>&1 ||
+  kv_fail "promtool check metrics on n$L's /metrics: $(cat "$KV_DIR/promtool.out")"
+for dup in kv_busy_total kv_toobig_total kv_wal_syncs_total kv_wal_sync_seconds_total; do
+  ! grep -q "^$dup" "$KV_DIR/metrics.txt" || kv_fail "/metrics repeats a figure as $dup"
+done
+[ -z "$(grep '^# TYPE ' "$KV_DIR/metrics.txt" | sort | uniq -d)" ] ||
+  kv_fail "/metrics declares a family twice: $(grep '^# TYPE ' "$KV_DIR/metrics.txt" | sort | uniq -d)"
+
+# /health: the leader's name on every node, its own role; HEAD and a query
+# string answer as GET does.
+for i in 1 2 3; do
+  kv_until 10 "n$i's /health answering 200 with JSON" ops_health_is "$i" 200
+  python3 - "$KV_DIR/h$i" "n$i" "n$L" <<'EOF' || kv_fail "n$i's /health: $(cat "$KV_DIR/h$i")"
+import json, sys
+j = json.loads(open(sys.argv[1]).read().partition("\n")[2])
+me, leader = sys.argv[2], sys.argv[3]
+want_role = "leader" if me == leader else "follower"
+if j.get("leader") != leader or j.get("role") != want_role:
+    sys.exit("want leader %r role %r, got %r" % (leader, want_role, j))
+EOF
+done
+f=$((L % 3 + 1))
+ops_http "$f" "/health?verbose=1" >"$KV_DIR/hq" || kv_fail "GET /health?verbose=1 failed"
+head -n 1 "$KV_DIR/hq" | grep -q "^200 application/json" || kv_fail "/health?verbose=1: $(cat "$KV_DIR/hq")"
+ops_http "$f" "/metrics?name=kv_term" >"$KV_DIR/mq" || kv_fail "GET /metrics?name=kv_term failed"
+head -n 1 "$KV_DIR/mq" | grep -q "^200 text/plain" || kv_fail "/metrics?name=kv_term: $(head -n 3 "$KV_DIR/mq")"
+ops_http "$f" /health HEAD >"$KV_DIR/hh" || kv_fail "HEAD /health failed"
+[ "$(head -n 1 "$KV_DIR/hh")" = "200 application/json" ] && [ "$(wc -c <"$KV_DIR/hh")" -eq 21 ] ||
+  kv_fail "HEAD /health: want 200 and no body, got: $(cat "$KV_DIR/hh")"
 
 # Health: 200 everywhere; with one follower down the other two still have
 # a majority and stay 200; the leader alone says 503.

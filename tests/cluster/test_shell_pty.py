@@ -5,7 +5,8 @@ at a terminal would (test_shell.sh runs it against a real cluster).
   test_shell_pty.py KVCLI ENDPOINTS LEADER HISTORY_FILE
 
 Session 1: the prompt names a node and its role; put and get (a value with
-a space, quoted); an unknown command, a missing key and an unterminated
+a space, quoted); bytes typed as \\xNN come back printed the same way
+(UTF-8 as itself) by get and scan; an unknown command, a missing key and an unterminated
 quote each show an error and the shell goes on; TAB completes a command
 name ("stat" -> status) and a sub-command ("member l" -> member list);
 after a write the prompt names the leader; quit exits 0.
@@ -129,6 +130,10 @@ if not m or m.group(1) != LEADER or m.group(2) != "leader":
 t.run("frobnicate now", r"unknown command 'frobnicate'", "the unknown-command error")
 t.run("get no-such-key", r"not found", "not found")
 t.run("put 'unterminated value", r"unterminated", "the quoting error")
+# One escaping rule: typed as \xNN, printed as \xNN (UTF-8 as itself).
+t.run(r'put esc\x01 "\x00\xff caf\xc3\xa9"', r"\nOK\n", "OK from a put of escaped bytes")
+t.run(r"get esc\x01", r"\n\\x00\\xff café\n", "the value in the escaped form")
+t.run("scan esc", r"\nesc\\x01\s+\\x00\\xff café\n", "scan's row in the same form")
 t.run("get greeting", r"\nhello world\n", "get after the errors")
 # TAB completion: a command name, then a sub-command.
 t.send("stat\t")
