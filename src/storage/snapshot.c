@@ -347,6 +347,36 @@ int snap_verify(kv_fs *fs, const char *path, kv_check_fn fn, void *arg) {
     return rv;
 }
 
+int snap_membership(kv_fs *fs, const char *path, Kv__Membership **out) {
+    assert(fs != NULL && path != NULL && out != NULL);
+    *out = NULL;
+    snap_manifest sm;
+    const char *why = NULL;
+    int rv = snap__manifest_read(fs, path, &sm, &why);
+    if (rv != 0) {
+        KV_LOGE(kv_errword(rv), "snapshot %s/" SNAP_MANIFEST_NAME ": %s", path,
+                why != NULL ? why : kv_strerror(rv));
+        return rv;
+    }
+    rv = KV_ENOTFOUND;
+    const Kv__Membership *m = sm.m->membership;
+    if (m != NULL) { /* a copy that outlives the manifest: pack, unpack */
+        size_t len = kv__membership__get_packed_size(m);
+        uint8_t *buf = malloc(len ? len : 1);
+        rv = buf == NULL ? KV_ENOMEM : 0;
+        if (rv == 0) {
+            size_t packed = kv__membership__pack(m, buf);
+            assert(packed == len);
+            *out = kv__membership__unpack(NULL, len, buf);
+            rv = *out == NULL ? KV_ENOMEM : 0;
+        }
+        free(buf);
+    }
+    snap__manifest_free(&sm);
+    assert((rv == 0) == (*out != NULL));
+    return rv;
+}
+
 /* ---- list, latest, check_all, gc ---------------------------------------- */
 
 int snap_list(kv_fs *fs, const char *snap_dir, snap_meta **out, size_t *count) {

@@ -70,6 +70,16 @@ int snap_list(kv_fs *fs, const char *snap_dir, snap_meta **out, size_t *count);
  * logged (CORRUPT/MISSING). KV_ENOTFOUND when there is none. */
 int snap_latest(kv_fs *fs, const char *snap_dir, snap_meta *out);
 
+/* The membership stored with the snapshot at path (its MANIFEST.kv): the
+ * one in effect at the snapshot's index, which Raft must restart from (the
+ * state machine's own may be later). *out is unpacked and owned by the
+ * caller: kv__membership__free_unpacked(*out, NULL). KV_ENOTFOUND when the
+ * snapshot holds none (no membership applied before its index);
+ * KV_ECORRUPT, KV_EVERSION or KV_EMISSING when the manifest does not
+ * check. The files are not verified (snap_verify does that). */
+struct Kv__Membership;
+int snap_membership(kv_fs *fs, const char *path, struct Kv__Membership **out);
+
 /* Keeps the newest keep (>= 1) snapshots by name, and the newest one that
  * verifies when none of those does; deletes the other older ones and every
  * tmp-* directory. Call it when no snap_create or snap_recv is in
