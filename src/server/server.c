@@ -97,6 +97,19 @@ _Noreturn void server_fatal(server *s, int exit_code, const char *word, const ch
     _exit(exit_code);
 }
 
+_Noreturn void server_fatal_sm(server *s, int rc, const char *fmt, ...) {
+    assert(rc != 0);
+    char msg[512], why[SM_ERROR_BYTES];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sm_last_error(s->sm, why, sizeof why);
+    bool corrupt = rc == KV_ECORRUPT || rc == KV_EMISSING || rc == KV_EVERSION;
+    server_fatal(s, corrupt ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc), "%s: %s%s%s%s", msg,
+                 kv_strerror(rc), why[0] ? " (" : "", why, why[0] ? ")" : "");
+}
+
 int server_exit_code(int rc) {
     switch (rc) {
     case 0:
@@ -202,9 +215,8 @@ static void apply_range(server *s, size_t lo, size_t hi) {
         return;
     int rc = sm_apply(s->sm, s->apply_entries + lo, hi - lo, s->apply_replies + lo);
     if (rc != 0)
-        server_fatal(s, rc == KV_ECORRUPT ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc),
-                     "applying entries %" PRIu64 "..%" PRIu64 " to the state machine: %s",
-                     s->apply_entries[lo].index, s->apply_entries[hi - 1].index, kv_strerror(rc));
+        server_fatal_sm(s, rc, "applying entries %" PRIu64 "..%" PRIu64 " to the state machine",
+                        s->apply_entries[lo].index, s->apply_entries[hi - 1].index);
 }
 
 static void apply_committed(server *s, const struct raft_ready *rd) {

@@ -87,10 +87,24 @@ static int snap_out_chunk(server *s, uint64_t k) {
     uint64_t x;
     int rc = snap_reader_read(o->reader, k, o->buf + STREAM_CHUNK_HEADER, KV_SNAPSHOT_CHUNK_BYTES,
                               &len, &x);
+    if (rc == KV_ECORRUPT) {
+        /* Our own snapshot no longer matches its manifest (bit rot; an SST
+         * may be shared with db/ through a hard link): starting over would
+         * send the same bad bytes forever and the follower would never
+         * catch up. Fail-stop, naming the file (snap_reader_read logged the
+         * offset too). */
+        snap_chunk ch;
+        char path[SERVER_PATH_BYTES];
+        snap_reader_chunk(o->reader, k, &ch);
+        snap_path(s, o->index, o->term, path, sizeof path);
+        server_fatal(s, KVD_EXIT_CORRUPT, "CORRUPT", "snapshot file %s/%s offset %" PRIu64
+                     " (chunk %" PRIu64 ") no longer matches its manifest", path,
+                     snap_reader_file_name(o->reader, ch.file), ch.offset, k);
+    }
     if (rc != 0) {
         KV_LOGE(kv_errword(rc), "snapshot %" PRIu64 ": chunk %" PRIu64 " unreadable: %s",
                 o->index, k, kv_strerror(rc));
-        return rc == KV_ECORRUPT ? KV_ESTALE : rc;
+        return rc;
     }
     kv_put_u32(o->buf, (uint32_t)k);
     kv_put_u32(o->buf + 4, (uint32_t)len);
@@ -203,8 +217,7 @@ void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
          * (the chunks were checked against the manifest as they came):
          * stop; the next start finishes what is durable, and raft asks
          * the leader again for the rest. */
-        server_fatal(s, rc == KV_ECORRUPT ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc),
-                     "installing snapshot %" PRIu64 ": %s", meta->index, kv_strerror(rc));
+        server_fatal_sm(s, rc, "installing snapshot %" PRIu64, meta->index);
     fclose(s->snap_in);
     s->snap_in = NULL;
     char path[SERVER_PATH_BYTES];
@@ -247,8 +260,7 @@ void server_snapshot_take(server *s) {
     uint64_t t0 = kv_now_ns();
     int rc = snap_create(s->sm, s->rfs, s->snap_dir, &sn);
     if (rc != 0)
-        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "taking a snapshot at %" PRIu64 ": %s",
-                     applied, kv_strerror(rc));
+        server_fatal_sm(s, rc, "taking a snapshot at %" PRIu64, applied);
     rc = raft_snapshot_done(s->r, sn.index, sn.term);
     if (rc != 0 && rc != KV_ESTALE)
         server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "raft refused snapshot %" PRIu64 ": %s",

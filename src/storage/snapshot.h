@@ -118,6 +118,10 @@ void snap_reader_manifest(const snap_reader *r, const uint8_t **buf, size_t *len
 
 uint64_t snap_reader_chunks_count(const snap_reader *r);
 
+/* The name of file number file (snap_chunk.file) in the manifest, borrowed
+ * from r; "?" past the end. */
+const char *snap_reader_file_name(const snap_reader *r, uint32_t file);
+
 /* Describes chunk k (< chunks count); KV_EINVAL past the end. */
 int snap_reader_chunk(const snap_reader *r, uint64_t k, snap_chunk *out);
 
