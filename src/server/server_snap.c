@@ -52,8 +52,14 @@ static int snap_out_open(server *s, uint64_t index, uint64_t term) {
     char path[SERVER_PATH_BYTES];
     snap_path(s, index, term, path, sizeof path);
     int rc = snap_reader_open(s->rfs, path, &o->reader);
+    if (rc == KV_ECORRUPT || rc == KV_EVERSION)
+        /* bit rot in our own manifest: raft would start over with this
+         * same newest snapshot forever (see snap_out_chunk) */
+        server_fatal(s, KVD_EXIT_CORRUPT, kv_errword(rc), "snapshot file %s/" SNAP_MANIFEST_NAME
+                     " no longer checks (%s); cannot send snapshot %" PRIu64, path,
+                     kv_strerror(rc), index);
     if (rc != 0)
-        return KV_ESTALE; /* deleted or unreadable: raft starts over with the newest */
+        return KV_ESTALE; /* deleted (snap_gc): raft starts over with the newest */
     const uint8_t *m;
     size_t mlen;
     snap_reader_manifest(o->reader, &m, &mlen);

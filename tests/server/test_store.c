@@ -46,7 +46,7 @@ static void put_range(sm *s, uint64_t lo, uint64_t hi, uint64_t term, const char
 /* A membership entry of voters 1..n at (index, term). */
 static void apply_members(sm *s, uint64_t index, uint64_t term, uint32_t n) {
     Kv__Member mem[8], *ptrs[8];
-    char names[8][8];
+    char names[8][16];
     ck_assert_uint_le(n, 8);
     for (uint32_t i = 0; i < n; i++) {
         kv__member__init(&mem[i]);
