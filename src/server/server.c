@@ -647,8 +647,9 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
     *nents = ss.entries_count;
     ss.entries = NULL;
     ss.entries_count = 0;
-    KV_LOGI("START", "node %s (id %016" PRIx64 ") cluster %s: log %" PRIu64 "..%" PRIu64
-            ", applied %" PRIu64 ", snapshot %" PRIu64 ", term %" PRIu64,
+    KV_LOGI("START",
+            "node %s (id %016" PRIx64 ") cluster %s: log %" PRIu64 "..%" PRIu64 ", applied %" PRIu64
+            ", snapshot %" PRIu64 ", term %" PRIu64,
             cfg->name, s->id, s->cluster_id, ss.first, ss.last, ss.applied,
             ss.has_snap ? ss.snap.index : 0, st.term);
     store_start_free(&ss);

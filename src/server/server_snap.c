@@ -55,9 +55,10 @@ static int snap_out_open(server *s, uint64_t index, uint64_t term) {
     if (rc == KV_ECORRUPT || rc == KV_EVERSION)
         /* bit rot in our own manifest: raft would start over with this
          * same newest snapshot forever (see snap_out_chunk) */
-        server_fatal(s, KVD_EXIT_CORRUPT, kv_errword(rc), "snapshot file %s/" SNAP_MANIFEST_NAME
-                     " no longer checks (%s); cannot send snapshot %" PRIu64, path,
-                     kv_strerror(rc), index);
+        server_fatal(s, KVD_EXIT_CORRUPT, kv_errword(rc),
+                     "snapshot file %s/" SNAP_MANIFEST_NAME
+                     " no longer checks (%s); cannot send snapshot %" PRIu64,
+                     path, kv_strerror(rc), index);
     if (rc != 0)
         return KV_ESTALE; /* deleted (snap_gc): raft starts over with the newest */
     const uint8_t *m;
@@ -103,9 +104,10 @@ static int snap_out_chunk(server *s, uint64_t k) {
         char path[SERVER_PATH_BYTES];
         snap_reader_chunk(o->reader, k, &ch);
         snap_path(s, o->index, o->term, path, sizeof path);
-        server_fatal(s, KVD_EXIT_CORRUPT, "CORRUPT", "snapshot file %s/%s offset %" PRIu64
-                     " (chunk %" PRIu64 ") no longer matches its manifest", path,
-                     snap_reader_file_name(o->reader, ch.file), ch.offset, k);
+        server_fatal(s, KVD_EXIT_CORRUPT, "CORRUPT",
+                     "snapshot file %s/%s offset %" PRIu64 " (chunk %" PRIu64
+                     ") no longer matches its manifest",
+                     path, snap_reader_file_name(o->reader, ch.file), ch.offset, k);
     }
     if (rc != 0) {
         KV_LOGE(kv_errword(rc), "snapshot %" PRIu64 ": chunk %" PRIu64 " unreadable: %s",
@@ -212,8 +214,8 @@ void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
     if (f != NULL && fflush(f) == 0 && fseeko(f, 0, SEEK_END) == 0)
         len = ftello(f);
     if (len < 0 || fseeko(f, 0, SEEK_SET) != 0)
-        server_fatal(s, KVD_EXIT_IO, "IO", "snapshot %" PRIu64 ": the received stream is "
-                     "unreadable", meta->index);
+        server_fatal(s, KVD_EXIT_IO, "IO",
+                     "snapshot %" PRIu64 ": the received stream is unreadable", meta->index);
     server_hash_abort(s); /* its view must not outlive the state machine */
     snap_meta sn;
     int rc = store_install(s->rfs, s->snap_dir, s->w, &s->sm, s->db_dir, f, (uint64_t)len,

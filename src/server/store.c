@@ -80,14 +80,17 @@ int store_reconcile(wal *w, sm **s, const char *db_dir, const snap_meta *sn, boo
     if (!install && !holds && applied > sn->index) {
         /* the state machine applied entries after S from a log that does
          * not hold S: they cannot have been committed after S */
-        KV_LOGE("CORRUPT", "the state machine applied %" PRIu64 " past snapshot %" PRIu64
-                " (term %" PRIu64 ") but the log does not hold that snapshot's entry",
+        KV_LOGE("CORRUPT",
+                "the state machine applied %" PRIu64 " past snapshot %" PRIu64 " (term %" PRIu64
+                ") but the log does not hold that snapshot's entry",
                 applied, sn->index, sn->term);
         return KV_ECORRUPT;
     }
     if (install || !holds) { /* Raft §7: otherwise discard the entire log */
-        KV_LOGW("RESET", "the log (%" PRIu64 "..%" PRIu64 ") %s; reset to snapshot %" PRIu64
-                " (term %" PRIu64 ")", wal_first_index(w), wal_last_index(w),
+        KV_LOGW("RESET",
+                "the log (%" PRIu64 "..%" PRIu64 ") %s; reset to snapshot %" PRIu64
+                " (term %" PRIu64 ")",
+                wal_first_index(w), wal_last_index(w),
                 install ? "is replaced by the snapshot installed"
                         : "does not hold the snapshot's last entry",
                 sn->index, sn->term);
@@ -99,8 +102,10 @@ int store_reconcile(wal *w, sm **s, const char *db_dir, const snap_meta *sn, boo
     assert(rc == 0 && t == sn->term);
     if (wal_last_index(w) > sn->index && (rc = wal_term_at(w, sn->index + 1, &t)) == 0 &&
         t < sn->term) {
-        KV_LOGE("CORRUPT", "log entry %" PRIu64 " has term %" PRIu64 ", below snapshot %" PRIu64
-                "'s term %" PRIu64, sn->index + 1, t, sn->index, sn->term);
+        KV_LOGE("CORRUPT",
+                "log entry %" PRIu64 " has term %" PRIu64 ", below snapshot %" PRIu64
+                "'s term %" PRIu64,
+                sn->index + 1, t, sn->index, sn->term);
         return KV_ECORRUPT;
     }
     return rc;
@@ -116,8 +121,9 @@ int store_install(kv_fs *rfs, const char *snap_dir, wal *w, sm **s, const char *
         return rc;
     }
     if (out->index != index || out->term != term) {
-        KV_LOGE("CORRUPT", "snapshot received for %" PRIu64 "/%" PRIu64 " describes %" PRIu64
-                "/%" PRIu64, index, term, out->index, out->term);
+        KV_LOGE("CORRUPT",
+                "snapshot received for %" PRIu64 "/%" PRIu64 " describes %" PRIu64 "/%" PRIu64,
+                index, term, out->index, out->term);
         return KV_ECORRUPT;
     }
     if (kv_crashpoint("install.received"))
@@ -164,26 +170,47 @@ static int store__snap_members(kv_fs *rfs, store_start *out) {
 static int store__log_covers(wal *w, const store_start *out) {
     uint64_t first = wal_first_index(w);
     if (out->has_snap && out->snap.index + 1 < first) {
-        KV_LOGE("MISSING", "the log starts at %" PRIu64 " but the newest valid snapshot ends at %"
-                PRIu64, first, out->snap.index);
+        KV_LOGE("MISSING",
+                "the log starts at %" PRIu64 " but the newest valid snapshot ends at %" PRIu64,
+                first, out->snap.index);
         return KV_ECORRUPT;
     }
     if (!out->has_snap && first > 1) {
-        KV_LOGE("MISSING", "the log starts at %" PRIu64 " and no valid snapshot covers the "
-                "entries before it", first);
+        KV_LOGE("MISSING",
+                "the log starts at %" PRIu64 " and no valid snapshot covers the entries before it",
+                first);
         return KV_ECORRUPT;
     }
     return 0;
 }
 
-int store_open(kv_fs *fs, kv_fs *rfs, const char *data_dir, const wal_options *wo, wal **w,
-               sm **s, store_start *out) {
+/* What a crash inside snap_restore leaves beside db_dir: the stage (the
+ * old db after the swap, or a half-copied new one) and, where the file
+ * system cannot exchange, the old db between the two renames. Nothing is
+ * restoring at start-up; S itself stays in snap/. */
+static int store__drop_stage(kv_fs *rfs, const char *db_dir) {
+    char stage[STORE_PATH_BYTES + 16];
+    int rc = 0;
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        snprintf(stage, sizeof stage, "%s.restore%s", db_dir, i == 0 ? "" : ".old");
+        if (rfs->ops->exists(rfs, stage) == 0) {
+            KV_LOGW("TORN", "removing %s, left by a snapshot restore that did not finish", stage);
+            rc = kv_fs_rmtree(rfs, stage);
+        }
+    }
+    return rc;
+}
+
+int store_open(kv_fs *fs, kv_fs *rfs, const char *data_dir, const wal_options *wo, wal **w, sm **s,
+               store_start *out) {
     assert(fs != NULL && rfs != NULL && data_dir != NULL && w != NULL && s != NULL);
     memset(out, 0, sizeof *out);
     char db_dir[STORE_PATH_BYTES], snap_dir[STORE_PATH_BYTES];
     int rc = kv_fs_join(db_dir, sizeof db_dir, data_dir, "db");
     if (rc == 0)
         rc = kv_fs_join(snap_dir, sizeof snap_dir, data_dir, "snap");
+    if (rc == 0)
+        rc = store__drop_stage(rfs, db_dir);
     if (rc == 0)
         rc = wal_open(fs, data_dir, wo, NULL, NULL, w);
     if (rc == 0)

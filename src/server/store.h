@@ -72,8 +72,8 @@ typedef struct store_start {
  * each logged naming the index; an error of wal_open, sm_open, snap_restore
  * or wal_reset as such. *out is filled on success; on failure it owns
  * nothing. */
-int store_open(kv_fs *fs, kv_fs *rfs, const char *data_dir, const wal_options *wo, wal **w,
-               sm **s, store_start *out);
+int store_open(kv_fs *fs, kv_fs *rfs, const char *data_dir, const wal_options *wo, wal **w, sm **s,
+               store_start *out);
 
 void store_start_free(store_start *st);
 

@@ -85,9 +85,10 @@ void sm_close(sm *s);
  * KV_EINVAL otherwise, and nothing is applied. replies[0..n) (caller
  * provided) get one reply per entry; their current values are owned by the
  * caller (sm_replies_free). KV_ECORRUPT (RocksDB reports corruption) or
- * KV_EIO when RocksDB refuses the write: the caller fail-stops; replies then hold nothing to free. KV_ENOMEM when memory
- * ran out (also while decoding a payload, which must not become a
- * "does not decode" reply on this node only): nothing is applied. */
+ * KV_EIO when RocksDB refuses the write: the caller fail-stops; replies
+ * then hold nothing to free. KV_ENOMEM when memory ran out (also while
+ * decoding a payload, which must not become a "does not decode" reply on
+ * this node only): nothing is applied. */
 int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies);
 
 /* The value of key: *val malloc'd, owned by the caller (free()), *vlen its

@@ -37,7 +37,7 @@ struct sm {
     _Atomic uint64_t durable_index;
     uint64_t sessions_count; /* apply thread only */
     pthread_mutex_t err_mu;  /* guards err: readers fail on other threads */
-    char err[SM_ERROR_BYTES];  /* the last RocksDB error text, "" when none */
+    char err[SM_ERROR_BYTES]; /* the last RocksDB error text, "" when none */
 };
 
 /* Options for opening a db of ours: paranoid checks, xxh3 block checksums.

@@ -22,11 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define OP_PUT KV__COMMAND__OP__PUT
-#define SNAP_INDEX 80u     /* the leader's snapshot S */
+#define SNAP_INDEX 80u /* the leader's snapshot S */
 #define SNAP_TERM 3u
-#define OLD_LAST 100u      /* the follower's old log: 1..10 term 1, 11..100 term 2 */
+#define OLD_LAST 100u /* the follower's old log: 1..10 term 1, 11..100 term 2 */
 #define OLD_APPLIED 50u
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -62,8 +63,8 @@ static void apply_members(sm *s, uint64_t index, uint64_t term, uint32_t n) {
     m.index = index;
     uint8_t buf[512];
     size_t len = kv__membership__pack(&m, buf);
-    sm_entry e = {.index = index, .term = term, .type = SM_ENTRY_MEMBERSHIP, .payload = buf,
-                  .len = len};
+    sm_entry e = {
+        .index = index, .term = term, .type = SM_ENTRY_MEMBERSHIP, .payload = buf, .len = len};
     sm_reply r;
     ck_assert_int_eq(sm_apply(s, &e, 1, &r), 0);
     sm_replies_free(&r, 1);
@@ -285,6 +286,9 @@ static void follower_restart_check(follower *fo, bool installed, const char *wha
     }
     for (size_t i = 0; i < ss.entries_count; i++)
         ck_assert_uint_ge(ss.entries[i].term, ss.has_snap ? ss.snap.term : 0);
+    char stage[4200];
+    snprintf(stage, sizeof stage, "%s.restore", fo->db);
+    ck_assert_msg(access(stage, F_OK) != 0, "%s: %s is left behind", what, stage);
     rc = raft_restarts(&ss, st.term, NULL);
     ck_assert_msg(rc == 0, "%s: raft_new refuses the restart state: %s", what, kv_strerror(rc));
     store_start_free(&ss);
@@ -324,8 +328,8 @@ START_TEST(test_install_crash_points) {
         fired = false;
         kv_crashpoint_set(crash_hook, NULL);
         snap_meta sn;
-        int rc = store_install(kv_fs_posix(), fo.snaps, fo.w, &fo.s, fo.db, stream, len,
-                               SNAP_INDEX, SNAP_TERM, &sn);
+        int rc = store_install(kv_fs_posix(), fo.snaps, fo.w, &fo.s, fo.db, stream, len, SNAP_INDEX,
+                               SNAP_TERM, &sn);
         ck_assert_msg(fired && rc == KV_EIO, "%s: did not crash there (%d)", armed, rc);
         fclose(stream);
         follower_crash(&fo);
@@ -349,11 +353,11 @@ START_TEST(test_install_dies_in_log_reset) {
         FILE *stream = snapshot_stream(src_snap, &len);
         fsf_die_at(fo.f, n);
         snap_meta sn;
-        int rc = store_install(kv_fs_posix(), fo.snaps, fo.w, &fo.s, fo.db, stream, len,
-                               SNAP_INDEX, SNAP_TERM, &sn);
+        int rc = store_install(kv_fs_posix(), fo.snaps, fo.w, &fo.s, fo.db, stream, len, SNAP_INDEX,
+                               SNAP_TERM, &sn);
         done = !fsf_dead(fo.f);
-        ck_assert_msg(done ? rc == 0 : rc != 0, "die at %llu: install %d",
-                      (unsigned long long)n, rc);
+        ck_assert_msg(done ? rc == 0 : rc != 0, "die at %llu: install %d", (unsigned long long)n,
+                      rc);
         fclose(stream);
         follower_crash(&fo);
         char what[64];

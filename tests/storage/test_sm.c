@@ -551,7 +551,7 @@ START_TEST(test_bitrot_running) {
     char sst[4096], why[SM_ERROR_BYTES];
     ck_assert(tu_find(db, ".sst", sst));
     const char *base = strrchr(sst, '/') + 1;
-    tu_flip(sst, 100); /* inside the first data block */
+    tu_flip(sst, 100);  /* inside the first data block */
     S = tu_open(db, 0); /* the data blocks are not read at open */
     sm_last_error(S, why, sizeof why);
     ck_assert_str_eq(why, "");
