@@ -232,8 +232,9 @@ static void follower_setup(follower *fo) {
 }
 
 /* The machine dies: nothing more is written; what the fake fs did not sync
- * is lost. */
-static void follower_crash(follower *fo) {
+ * is lost (FSF_CRASH_DROP), or a random prefix of it survives, torn
+ * (FSF_CRASH_TORN). */
+static void follower_crash_mode(follower *fo, enum fsf_crash_mode mode) {
     kv_crashpoint_set(NULL, NULL);
     sm_close(fo->s); /* flushed already, or a fresh restore: writes nothing new */
     wal_close(fo->w);
@@ -241,7 +242,11 @@ static void follower_crash(follower *fo) {
     fo->s = NULL;
     fo->w = NULL;
     fo->h = NULL;
-    fsf_crash(fo->f, FSF_CRASH_DROP);
+    fsf_crash(fo->f, mode);
+}
+
+static void follower_crash(follower *fo) {
+    follower_crash_mode(fo, FSF_CRASH_DROP);
 }
 
 static void follower_free(follower *fo) {
@@ -342,30 +347,42 @@ END_TEST
 
 /* The machine dies at the Nth mutating call of the fake fs during the
  * install (inside wal_reset: its new segment, its sync, the old segments'
- * removal), for N = 1, 2, ... until an install runs through. */
+ * removal), for N = 1, 2, ... until an install runs through; what was not
+ * synced is dropped, or survives torn (the fake's seed decides how). */
 START_TEST(test_install_dies_in_log_reset) {
     leader_setup();
-    bool done = false;
-    for (uint64_t n = 1; n < 200 && !done; n++) {
-        follower fo;
-        follower_setup(&fo);
-        uint64_t len;
-        FILE *stream = snapshot_stream(src_snap, &len);
-        fsf_die_at(fo.f, n);
-        snap_meta sn;
-        int rc = store_install(kv_fs_posix(), fo.snaps, fo.w, &fo.s, fo.db, stream, len, SNAP_INDEX,
-                               SNAP_TERM, &sn);
-        done = !fsf_dead(fo.f);
-        ck_assert_msg(done ? rc == 0 : rc != 0, "die at %llu: install %d", (unsigned long long)n,
-                      rc);
-        fclose(stream);
-        follower_crash(&fo);
-        char what[64];
-        snprintf(what, sizeof what, "die at fake fs call %llu", (unsigned long long)n);
-        follower_restart_check(&fo, true, what);
-        follower_free(&fo);
+    static const enum fsf_crash_mode modes[] = {FSF_CRASH_DROP, FSF_CRASH_TORN};
+    for (size_t m = 0; m < 2; m++) {
+        bool done = false;
+        uint64_t deaths = 0;
+        for (uint64_t n = 1; n < 200 && !done; n++) {
+            follower fo;
+            follower_setup(&fo);
+            uint64_t len;
+            FILE *stream = snapshot_stream(src_snap, &len);
+            fsf_die_at(fo.f, n);
+            snap_meta sn;
+            int rc = store_install(kv_fs_posix(), fo.snaps, fo.w, &fo.s, fo.db, stream, len,
+                                   SNAP_INDEX, SNAP_TERM, &sn);
+            done = !fsf_dead(fo.f);
+            deaths += !done;
+            ck_assert_msg(done ? rc == 0 : rc != 0, "die at %llu: install %d",
+                          (unsigned long long)n, rc);
+            fclose(stream);
+            follower_crash_mode(&fo, modes[m]);
+            char what[64];
+            snprintf(what, sizeof what, "die at fake fs call %llu (%s)", (unsigned long long)n,
+                     m == 0 ? "drop" : "torn");
+            follower_restart_check(&fo, true, what);
+            follower_free(&fo);
+        }
+        ck_assert(done);
+        /* the reset's segment write, its sync, the rename, the directory
+         * sync and the old segments' removal: several steps died in */
+        ck_assert_uint_ge(deaths, 3);
+        printf("test_install_dies_in_log_reset: %llu crash points (%s)\n",
+               (unsigned long long)deaths, m == 0 ? "drop" : "torn");
     }
-    ck_assert(done);
     leader_teardown();
 }
 END_TEST
