@@ -8,6 +8,7 @@
 #include "kv/errors.h"
 #include "kvd/check.h"
 #include "server/http.h"
+#include "server/store.h"
 #include "storage/clusterfile.h"
 #include "storage/datadir.h"
 
@@ -94,6 +95,19 @@ _Noreturn void server_fatal(server *s, int exit_code, const char *word, const ch
     kv_log(KV_LOG_ERROR, word, "%s; stopping (exit %d)", msg, exit_code);
     /* Let it crash: no clean-up that could block or write more. */
     _exit(exit_code);
+}
+
+_Noreturn void server_fatal_sm(server *s, int rc, const char *fmt, ...) {
+    assert(rc != 0);
+    char msg[512], why[SM_ERROR_BYTES];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sm_last_error(s->sm, why, sizeof why);
+    bool corrupt = rc == KV_ECORRUPT || rc == KV_EMISSING || rc == KV_EVERSION;
+    server_fatal(s, corrupt ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc), "%s: %s%s%s%s", msg,
+                 kv_strerror(rc), why[0] ? " (" : "", why, why[0] ? ")" : "");
 }
 
 int server_exit_code(int rc) {
@@ -201,9 +215,8 @@ static void apply_range(server *s, size_t lo, size_t hi) {
         return;
     int rc = sm_apply(s->sm, s->apply_entries + lo, hi - lo, s->apply_replies + lo);
     if (rc != 0)
-        server_fatal(s, rc == KV_ECORRUPT ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc),
-                     "applying entries %" PRIu64 "..%" PRIu64 " to the state machine: %s",
-                     s->apply_entries[lo].index, s->apply_entries[hi - 1].index, kv_strerror(rc));
+        server_fatal_sm(s, rc, "applying entries %" PRIu64 "..%" PRIu64 " to the state machine",
+                        s->apply_entries[lo].index, s->apply_entries[hi - 1].index);
 }
 
 static void apply_committed(server *s, const struct raft_ready *rd) {
@@ -563,6 +576,34 @@ int server_hs_load(server *s, hs_state *st) {
     return rc;
 }
 
+/* The address book at start-up: the state machine's (the membership as
+ * applied), else kvd init's founders, else the cluster joined (--join). */
+static int book_load(server *s, bool fresh, bool *bootstrap) {
+    cf_info cf;
+    int rc = cluster_identity(s, fresh, &cf, bootstrap);
+    if (rc != 0)
+        return rc;
+    Kv__Membership *mpb = server_members_stored(s);
+    if (mpb != NULL) {
+        server_members_from_pb(s, mpb);
+        kv__membership__free_unpacked(mpb, NULL);
+    } else if (cf.founders[0] != '\0' && s->cfg.join == NULL) {
+        if (server_members_parse(s, cf.founders) != 0)
+            return KV_ECORRUPT; /* kvd init checked them */
+        if (server_member_by_id(s, s->id) == NULL) {
+            fprintf(stderr, "kvd: --name %s is not one of the founders kvd init was given (%s)\n",
+                    s->cfg.name, cf.founders);
+            return KV_ECONFIG;
+        }
+    } else if (s->cfg.join != NULL) {
+        return join_fetch(s, fresh, cf.id);
+    } else {
+        refuse_empty(s, "of a membership");
+        return KV_ECONFIG;
+    }
+    return 0;
+}
+
 static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t *nents) {
     server_config *cfg = &s->cfg;
     if (cfg->join == NULL && dd_check_format(s->rfs, cfg->data_dir, NULL, NULL) == KV_EMISSING) {
@@ -579,81 +620,24 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
     if (cfg->wal_segment_bytes != 0)
         wo.segment_bytes = cfg->wal_segment_bytes;
     wo.slow_sync_ns = (uint64_t)cfg->slow_fsync_ms * 1000000u;
-    if ((rc = wal_open(s->fs, cfg->data_dir, &wo, NULL, NULL, &s->w)) != 0)
-        return rc;
-    hs_state st;
-    if ((rc = server_hs_load(s, &st)) != 0)
-        return rc;
     kv_fs_join(s->db_dir, sizeof s->db_dir, cfg->data_dir, "db");
     kv_fs_join(s->snap_dir, sizeof s->snap_dir, cfg->data_dir, "snap");
-    if ((rc = sm_open(s->db_dir, NULL, &s->sm)) != 0)
+    /* the log, the state machine and the newest snapshot, made to agree */
+    store_start ss;
+    if ((rc = store_open(s->fs, s->rfs, cfg->data_dir, &wo, &s->w, &s->sm, &ss)) != 0)
         return rc;
-    uint64_t first = wal_first_index(s->w), last = wal_last_index(s->w);
-    snap_meta sn;
-    bool has_snap = false;
-    rc = snap_latest(s->rfs, s->snap_dir, &sn);
-    if (rc == 0)
-        has_snap = true;
-    else if (rc != KV_ENOTFOUND)
+    hs_state st; /* after the log: checked against its highest term */
+    if ((rc = server_hs_load(s, &st)) != 0) {
+        store_start_free(&ss);
         return rc;
-    if (has_snap && sn.index + 1 < first) {
-        KV_LOGE("MISSING", "the log starts at %" PRIu64 " but the newest valid snapshot ends at %" PRIu64,
-                first, sn.index);
-        return KV_ECORRUPT;
     }
-    if (!has_snap && first > 1) {
-        KV_LOGE("MISSING", "the log starts at %" PRIu64 " and no valid snapshot covers the entries before it",
-                first);
-        return KV_ECORRUPT;
-    }
-    if (has_snap && sm_applied_index(s->sm) < sn.index) {
-        KV_LOGI("SNAPSHOT", "state machine at %" PRIu64 " is behind snapshot %" PRIu64 "; restoring it",
-                sm_applied_index(s->sm), sn.index);
-        if ((rc = snap_restore(&s->sm, s->db_dir, sn.path)) != 0)
-            return rc;
-    }
-    uint64_t applied = sm_applied_index(s->sm);
-    if (applied > last && has_snap && sn.index == applied) {
-        /* a crash between restoring a received snapshot and resetting the
-         * log (server_snapshot_install): finish the install */
-        KV_LOGW("TORN", "snapshot %" PRIu64 " was installed but the log not reset; resetting it",
-                sn.index);
-        if ((rc = wal_reset(s->w, sn.index, sn.term)) != 0)
-            return rc;
-        first = wal_first_index(s->w);
-        last = wal_last_index(s->w);
-    }
-    if (applied > last) {
-        KV_LOGE("CORRUPT", "the state machine applied %" PRIu64 " but the log ends at %" PRIu64,
-                applied, last);
-        return KV_ECORRUPT;
-    }
-
     /* membership and addresses: the data dir's, else kvd init's founders,
      * else the cluster joined */
-    bool fresh = last == 0 && !has_snap, bootstrap = false;
-    cf_info cf;
-    if ((rc = cluster_identity(s, fresh, &cf, &bootstrap)) != 0)
+    bool fresh = ss.last == 0 && !ss.has_snap, bootstrap = false;
+    if ((rc = book_load(s, fresh, &bootstrap)) != 0) {
+        store_start_free(&ss);
         return rc;
-    Kv__Membership *mpb = server_members_stored(s);
-    if (mpb != NULL) {
-        server_members_from_pb(s, mpb);
-    } else if (cf.founders[0] != '\0' && cfg->join == NULL) {
-        if ((rc = server_members_parse(s, cf.founders)) != 0)
-            return KV_ECORRUPT; /* kvd init checked them */
-        if (server_member_by_id(s, s->id) == NULL) {
-            fprintf(stderr, "kvd: --name %s is not one of the founders kvd init was given (%s)\n",
-                    cfg->name, cf.founders);
-            return KV_ECONFIG;
-        }
-    } else if (cfg->join != NULL) {
-        if ((rc = join_fetch(s, fresh, cf.id)) != 0)
-            return rc;
-    } else {
-        refuse_empty(s, "of a membership");
-        return KV_ECONFIG;
     }
-
     raft_config_init(rc_out, s->id);
     rc_out->election_ticks = cfg->election_ticks;
     rc_out->seed = s->id ^ (uint64_t)getpid() ^ kv_now_ns();
@@ -662,32 +646,32 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
     rc_out->hs.term = st.term;
     rc_out->hs.vote = st.vote;
     rc_out->hs.commit = st.commit;
-    rc_out->applied = applied;
-    if (has_snap) {
+    rc_out->applied = ss.applied;
+    if (ss.has_snap) {
         rc_out->has_snapshot = true;
-        rc_out->snapshot.index = sn.index;
-        rc_out->snapshot.term = sn.term;
-        if (mpb != NULL)
-            server_members_to_raft(mpb, &rc_out->snapshot.membership);
-        s->snap_index = sn.index;
-        s->snap_term = sn.term;
+        rc_out->snapshot.index = ss.snap.index;
+        rc_out->snapshot.term = ss.snap.term;
+        /* the membership at the snapshot's index, not the state machine's
+         * (later) one: raft replays the log's changes after it */
+        if (ss.snap_members != NULL)
+            server_members_to_raft(ss.snap_members, &rc_out->snapshot.membership);
+        s->snap_index = ss.snap.index;
+        s->snap_term = ss.snap.term;
     }
-    kv__membership__free_unpacked(mpb, NULL);
     if (bootstrap) {
         for (size_t i = 0; i < s->members_count; i++)
             rc_out->bootstrap.voters[rc_out->bootstrap.voters_count++] = s->members[i].id;
     }
-    uint64_t lo = has_snap ? sn.index + 1 : first;
-    *ents = NULL;
-    *nents = 0;
-    if (last >= lo) {
-        if ((rc = wal_read(s->w, lo, last + 1, UINT64_MAX, ents, nents)) != 0)
-            return rc;
-    }
-    KV_LOGI("START", "node %s (id %016" PRIx64 ") cluster %s: log %" PRIu64 "..%" PRIu64
-            ", applied %" PRIu64 ", snapshot %" PRIu64 ", term %" PRIu64,
-            cfg->name, s->id, s->cluster_id, first, last, applied, has_snap ? sn.index : 0,
-            st.term);
+    *ents = ss.entries; /* taken */
+    *nents = ss.entries_count;
+    ss.entries = NULL;
+    ss.entries_count = 0;
+    KV_LOGI("START",
+            "node %s (id %016" PRIx64 ") cluster %s: log %" PRIu64 "..%" PRIu64 ", applied %" PRIu64
+            ", snapshot %" PRIu64 ", term %" PRIu64,
+            cfg->name, s->id, s->cluster_id, ss.first, ss.last, ss.applied,
+            ss.has_snap ? ss.snap.index : 0, st.term);
+    store_start_free(&ss);
     return 0;
 }
 

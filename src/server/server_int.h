@@ -180,6 +180,12 @@ void ring_pop(server_ring *q);
 
 _Noreturn void server_fatal(server *s, int exit_code, const char *word, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* server_fatal for a failure rc of the state machine (or of a snapshot of
+ * it): exit 4 (CORRUPT) for corruption, else 5 (IO); the line ends with
+ * RocksDB's status text, which names the damaged file (pitfalls.md: name
+ * the file). */
+_Noreturn void server_fatal_sm(server *s, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* server_members.c: the address book (names, addresses, roles) */
 const server_member *server_member_by_id(const server *s, uint64_t id);
 const server_member *server_member_by_name(const server *s, const char *name);

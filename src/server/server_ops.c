@@ -170,10 +170,8 @@ static void hash_steps(server *s, uint32_t keys) {
     bool done = false;
     uint64_t h = 0;
     int rc = sm_view_hash_step(s->hash_view, keys, &done, &h);
-    if (rc != 0)
-        server_fatal(s, rc == KV_ECORRUPT ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc),
-                     "hashing the state machine at %" PRIu64 ": %s", s->hash_index,
-                     kv_strerror(rc));
+    if (rc != 0) /* a node that cannot hash never stays up silent (kvcli check) */
+        server_fatal_sm(s, rc, "hashing the state machine at %" PRIu64, s->hash_index);
     if (!done)
         return;
     sm_view_close(s->hash_view);
@@ -192,8 +190,7 @@ void server_hash_checkpoint(server *s, uint64_t index) {
     server_hash_abort(s);
     int rc = sm_view_open(s->sm, &s->hash_view);
     if (rc != 0)
-        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "opening a view of the state machine: %s",
-                     kv_strerror(rc));
+        server_fatal_sm(s, rc, "opening a view of the state machine at %" PRIu64, index);
     s->hash_index = index;
 }
 

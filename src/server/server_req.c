@@ -274,6 +274,8 @@ static void serve_read(server *s, net_conn *c, const Kv__Request *q) {
         void *val = NULL;
         size_t vlen = 0;
         r.code = sm_get(s->sm, q->key.data, q->key.len, &val, &vlen);
+        if (r.code == KV_ECORRUPT) /* never answer from a damaged store */
+            server_fatal_sm(s, r.code, "reading a key");
         r.value.data = val;
         r.value.len = vlen;
         net_reply(c, &r);
@@ -285,6 +287,8 @@ static void serve_read(server *s, net_conn *c, const Kv__Request *q) {
     uint32_t limit = q->limit == 0 || q->limit > KV_SCAN_KEYS_MAX ? KV_SCAN_KEYS_MAX : q->limit;
     r.code = sm_scan(s->sm, q->key.data, q->key.len, q->start_after.data, q->start_after.len, limit,
                      KV_SCAN_REPLY_BYTES_MAX, scan_cb, &a, &more);
+    if (r.code == KV_ECORRUPT)
+        server_fatal_sm(s, r.code, "scanning keys");
     a.ptrs = a.count ? malloc(a.count * sizeof(*a.ptrs)) : NULL;
     if (a.count && a.ptrs == NULL)
         r.code = KV_ENOMEM;

@@ -17,6 +17,7 @@
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "kvd/check.h"
+#include "server/store.h"
 #include "storage/snapfile.h"
 
 #include <assert.h>
@@ -51,8 +52,15 @@ static int snap_out_open(server *s, uint64_t index, uint64_t term) {
     char path[SERVER_PATH_BYTES];
     snap_path(s, index, term, path, sizeof path);
     int rc = snap_reader_open(s->rfs, path, &o->reader);
+    if (rc == KV_ECORRUPT || rc == KV_EVERSION)
+        /* bit rot in our own manifest: raft would start over with this
+         * same newest snapshot forever (see snap_out_chunk) */
+        server_fatal(s, KVD_EXIT_CORRUPT, kv_errword(rc),
+                     "snapshot file %s/" SNAP_MANIFEST_NAME
+                     " no longer checks (%s); cannot send snapshot %" PRIu64,
+                     path, kv_strerror(rc), index);
     if (rc != 0)
-        return KV_ESTALE; /* deleted or unreadable: raft starts over with the newest */
+        return KV_ESTALE; /* deleted (snap_gc): raft starts over with the newest */
     const uint8_t *m;
     size_t mlen;
     snap_reader_manifest(o->reader, &m, &mlen);
@@ -86,10 +94,25 @@ static int snap_out_chunk(server *s, uint64_t k) {
     uint64_t x;
     int rc = snap_reader_read(o->reader, k, o->buf + STREAM_CHUNK_HEADER, KV_SNAPSHOT_CHUNK_BYTES,
                               &len, &x);
+    if (rc == KV_ECORRUPT) {
+        /* Our own snapshot no longer matches its manifest (bit rot; an SST
+         * may be shared with db/ through a hard link): starting over would
+         * send the same bad bytes forever and the follower would never
+         * catch up. Fail-stop, naming the file (snap_reader_read logged the
+         * offset too). */
+        snap_chunk ch;
+        char path[SERVER_PATH_BYTES];
+        snap_reader_chunk(o->reader, k, &ch);
+        snap_path(s, o->index, o->term, path, sizeof path);
+        server_fatal(s, KVD_EXIT_CORRUPT, "CORRUPT",
+                     "snapshot file %s/%s offset %" PRIu64 " (chunk %" PRIu64
+                     ") no longer matches its manifest",
+                     path, snap_reader_file_name(o->reader, ch.file), ch.offset, k);
+    }
     if (rc != 0) {
         KV_LOGE(kv_errword(rc), "snapshot %" PRIu64 ": chunk %" PRIu64 " unreadable: %s",
                 o->index, k, kv_strerror(rc));
-        return rc == KV_ECORRUPT ? KV_ESTALE : rc;
+        return rc;
     }
     kv_put_u32(o->buf, (uint32_t)k);
     kv_put_u32(o->buf + 4, (uint32_t)len);
@@ -175,70 +198,39 @@ void server_snapshot_chunk(server *s, const raft_snapshot_chunk *ch) {
         server_fatal(s, KVD_EXIT_IO, "IO", "writing %s failed", path);
 }
 
-typedef struct recv_walk {
-    server *s;
-    snap_recv *r;
-} recv_walk;
-
-static int recv_manifest(void *arg, const uint8_t *m, size_t len) {
-    recv_walk *w = arg;
-    return snap_recv_begin(w->s->rfs, w->s->snap_dir, m, len, &w->r);
-}
-
-static int recv_chunk(void *arg, uint32_t k, const uint8_t *data, uint32_t len, uint64_t xxh3) {
-    recv_walk *w = arg;
-    return snap_recv_chunk(w->r, k, data, len, xxh3);
-}
-
 /* Feeds a snapshot stream (len bytes at f's position) to snap_recv; the
  * snapshot lands in snap_dir, checked chunk by chunk against its manifest. */
 int server_stream_install(server *s, FILE *f, uint64_t len, snap_meta *out) {
-    recv_walk w = {.s = s};
-    int rc = snapstream_walk(f, len, recv_manifest, recv_chunk, &w, NULL);
-    if (rc == 0)
-        rc = snap_recv_finish(w.r, out);
-    else
-        snap_recv_abort(w.r);
-    return rc;
+    return store_receive(s->rfs, s->snap_dir, f, len, out);
 }
 
-/* The received stream file into a snapshot. */
-static int stream_install(server *s, snap_meta *out) {
-    FILE *f = s->snap_in;
-    if (f == NULL || fflush(f) != 0 || fseeko(f, 0, SEEK_END) != 0)
-        return KV_EIO;
-    off_t len = ftello(f);
-    if (len < 0 || fseeko(f, 0, SEEK_SET) != 0)
-        return KV_EIO;
-    return server_stream_install(s, f, (uint64_t)len, out);
-}
-
+/* Raft's step 2 (raft.h): the snapshot received in chunks becomes the state
+ * machine, and the log is emptied, before raft_advance. The steps and their
+ * order are store_install's, the same rules as the start-up's (store.h), so
+ * a crash anywhere in here is finished by the next start. */
 void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
+    FILE *f = s->snap_in;
+    off_t len = -1;
+    if (f != NULL && fflush(f) == 0 && fseeko(f, 0, SEEK_END) == 0)
+        len = ftello(f);
+    if (len < 0 || fseeko(f, 0, SEEK_SET) != 0)
+        server_fatal(s, KVD_EXIT_IO, "IO",
+                     "snapshot %" PRIu64 ": the received stream is unreadable", meta->index);
+    server_hash_abort(s); /* its view must not outlive the state machine */
     snap_meta sn;
-    int rc = stream_install(s, &sn);
+    int rc = store_install(s->rfs, s->snap_dir, s->w, &s->sm, s->db_dir, f, (uint64_t)len,
+                           meta->index, meta->term, &sn);
     if (rc != 0)
         /* Raft acknowledged every chunk, so a bad stream is a local fault
          * (the chunks were checked against the manifest as they came):
-         * stop; on restart raft asks the leader again from offset 0. */
-        server_fatal(s, rc == KV_ECORRUPT ? KVD_EXIT_CORRUPT : KVD_EXIT_IO, kv_errword(rc),
-                     "snapshot %" PRIu64 " received but not installable: %s", meta->index,
-                     kv_strerror(rc));
-    if (sn.index != meta->index || sn.term != meta->term)
-        server_fatal(s, KVD_EXIT_CORRUPT, "CORRUPT",
-                     "snapshot received for %" PRIu64 "/%" PRIu64 " describes %" PRIu64 "/%" PRIu64,
-                     meta->index, meta->term, sn.index, sn.term);
+         * stop; the next start finishes what is durable, and raft asks
+         * the leader again for the rest. */
+        server_fatal_sm(s, rc, "installing snapshot %" PRIu64, meta->index);
     fclose(s->snap_in);
     s->snap_in = NULL;
     char path[SERVER_PATH_BYTES];
     stream_path(s, path, sizeof path);
     unlink(path);
-    server_hash_abort(s); /* its view must not outlive the state machine */
-    if ((rc = snap_restore(&s->sm, s->db_dir, sn.path)) != 0)
-        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "restoring snapshot %s: %s", sn.path,
-                     kv_strerror(rc));
-    if ((rc = wal_reset(s->w, meta->index, meta->term)) != 0)
-        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "resetting the log after snapshot %" PRIu64
-                     ": %s", meta->index, kv_strerror(rc));
     pthread_mutex_lock(&s->mu);
     s->durable_index = meta->index;
     s->durable_term = meta->term;
@@ -276,8 +268,7 @@ void server_snapshot_take(server *s) {
     uint64_t t0 = kv_now_ns();
     int rc = snap_create(s->sm, s->rfs, s->snap_dir, &sn);
     if (rc != 0)
-        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "taking a snapshot at %" PRIu64 ": %s",
-                     applied, kv_strerror(rc));
+        server_fatal_sm(s, rc, "taking a snapshot at %" PRIu64, applied);
     rc = raft_snapshot_done(s->r, sn.index, sn.term);
     if (rc != 0 && rc != KV_ESTALE)
         server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "raft refused snapshot %" PRIu64 ": %s",

@@ -42,6 +42,24 @@ int sm__rocks_err(const char *err) {
     return KV_EIO;
 }
 
+int sm__fail(sm *s, const char *err) {
+    assert(s != NULL && err != NULL);
+    pthread_mutex_lock(&s->err_mu);
+    snprintf(s->err, sizeof s->err, "%s", err);
+    pthread_mutex_unlock(&s->err_mu);
+    return sm__rocks_err(err);
+}
+
+void sm_last_error(sm *s, char *buf, size_t cap) {
+    assert(buf != NULL && cap > 0);
+    buf[0] = '\0';
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->err_mu);
+    snprintf(buf, cap, "%s", s->err);
+    pthread_mutex_unlock(&s->err_mu);
+}
+
 rocksdb_options_t *sm__options_new(rocksdb_block_based_table_options_t **table) {
     assert(table != NULL);
     rocksdb_options_t *o = rocksdb_options_create();
@@ -64,12 +82,13 @@ void sm__options_free(rocksdb_options_t *o, rocksdb_block_based_table_options_t 
         rocksdb_block_based_options_destroy(table);
 }
 
-int sm__meta_u64(rocksdb_t *db, const rocksdb_readoptions_t *ro, const char *name, uint64_t *out) {
+int sm__meta_u64(sm *rec, rocksdb_t *db, const rocksdb_readoptions_t *ro, const char *name,
+                 uint64_t *out) {
     assert(db != NULL && name[0] == SM_PREFIX_META);
     char *err = NULL;
     rocksdb_pinnableslice_t *v = rocksdb_get_pinned(db, ro, name, strlen(name), &err);
     if (err != NULL) {
-        int rv = sm__rocks_err(err);
+        int rv = rec != NULL ? sm__fail(rec, err) : sm__rocks_err(err);
         KV_LOGE(kv_errword(rv), "state machine: reading %s: %s", name, err);
         rocksdb_free(err);
         return rv;
@@ -91,13 +110,13 @@ int sm__meta_u64(rocksdb_t *db, const rocksdb_readoptions_t *ro, const char *nam
 /* Reads the meta keys into s; KV_EVERSION for a layout we do not know. */
 static int sm__load_meta(sm *s) {
     uint64_t format = 0, index = 0, term = 0, sessions = 0;
-    int rv = sm__meta_u64(s->db, s->ro, SM_META_FORMAT, &format);
+    int rv = sm__meta_u64(s, s->db, s->ro, SM_META_FORMAT, &format);
     if (rv == 0)
-        rv = sm__meta_u64(s->db, s->ro, SM_META_APPLIED_INDEX, &index);
+        rv = sm__meta_u64(s, s->db, s->ro, SM_META_APPLIED_INDEX, &index);
     if (rv == 0)
-        rv = sm__meta_u64(s->db, s->ro, SM_META_APPLIED_TERM, &term);
+        rv = sm__meta_u64(s, s->db, s->ro, SM_META_APPLIED_TERM, &term);
     if (rv == 0)
-        rv = sm__meta_u64(s->db, s->ro, SM_META_SESSIONS, &sessions);
+        rv = sm__meta_u64(s, s->db, s->ro, SM_META_SESSIONS, &sessions);
     if (rv != 0)
         return rv;
     if (format != 0 && format != SM_FORMAT) {
@@ -144,6 +163,7 @@ static void sm__free(sm *s) {
     if (s->wo != NULL)
         rocksdb_writeoptions_destroy(s->wo);
     sm__options_free(s->options, s->table);
+    pthread_mutex_destroy(&s->err_mu);
     free(s);
 }
 
@@ -162,8 +182,10 @@ int sm_open(const char *db_dir, const sm_options *opt, sm **out) {
         return KV_EINVAL;
     }
     snprintf(s->dir, sizeof s->dir, "%s", db_dir);
+    pthread_mutex_init(&s->err_mu, NULL);
     if (sm__dir_state(db_dir) == SM_DIR_NO_CURRENT) {
         KV_LOGE("CORRUPT", "state machine %s: files but no CURRENT: not starting afresh", db_dir);
+        pthread_mutex_destroy(&s->err_mu);
         free(s);
         return KV_ECORRUPT;
     }
@@ -218,9 +240,11 @@ int sm_flush(sm *s) {
     rocksdb_flush(s->db, fo, &err);
     rocksdb_flushoptions_destroy(fo);
     if (err != NULL) {
-        KV_LOGE("IO", "state machine %s: flush: %s", s->dir, err);
+        int rv = sm__fail(s, err);
+        rv = rv == KV_ECORRUPT || rv == KV_ENOSPACE ? rv : KV_EIO;
+        KV_LOGE(kv_errword(rv), "state machine %s: flush: %s", s->dir, err);
         rocksdb_free(err);
-        return KV_EIO;
+        return rv;
     }
     if (applied > s->durable_index)
         s->durable_index = applied;
@@ -276,7 +300,7 @@ int sm_get(sm *s, const void *key, size_t klen, void **val, size_t *vlen) {
     char *err = NULL;
     rocksdb_pinnableslice_t *v = rocksdb_get_pinned(s->db, s->ro, (char *)k, klen + 1, &err);
     if (err != NULL) {
-        int rv = sm__rocks_err(err);
+        int rv = sm__fail(s, err);
         KV_LOGE(kv_errword(rv), "state machine %s: get: %s", s->dir, err);
         rocksdb_free(err);
         return rv;
@@ -303,7 +327,7 @@ int sm_membership(sm *s, uint8_t **buf, size_t *len) {
     size_t n = 0;
     char *v = rocksdb_get(s->db, s->ro, SM_META_MEMBERSHIP, strlen(SM_META_MEMBERSHIP), &n, &err);
     if (err != NULL) {
-        int rv = sm__rocks_err(err);
+        int rv = sm__fail(s, err);
         rocksdb_free(err);
         return rv;
     }
@@ -326,10 +350,12 @@ typedef struct sm__iter {
     rocksdb_readoptions_t *ro;
     const rocksdb_snapshot_t *snap;
     rocksdb_t *db;
+    sm *s;
 } sm__iter;
 
 static void sm__iter_open(sm *s, sm__iter *it, const void *seek, size_t len) {
     assert(len <= KV_KEY_BYTES_MAX + 1);
+    it->s = s;
     it->db = s->db;
     it->snap = rocksdb_create_snapshot(s->db);
     it->ro = rocksdb_readoptions_create();
@@ -362,7 +388,7 @@ static int sm__iter_close(sm__iter *it) {
     rocksdb_iter_get_error(it->it, &err);
     int rv = 0;
     if (err != NULL) {
-        rv = sm__rocks_err(err);
+        rv = sm__fail(it->s, err);
         KV_LOGE(kv_errword(rv), "state machine: iterator: %s", err);
         rocksdb_free(err);
     }
@@ -430,7 +456,7 @@ int sm_view_open(sm *s, sm_view **out) {
         return rv;
     }
     sm__iter_open(s, &v->it, "", 0);
-    v->rv = sm__meta_u64(s->db, v->it.ro, SM_META_APPLIED_INDEX, &v->applied);
+    v->rv = sm__meta_u64(s, s->db, v->it.ro, SM_META_APPLIED_INDEX, &v->applied);
     *out = v;
     return 0;
 }
@@ -457,7 +483,7 @@ int sm_view_hash_step(sm_view *v, uint32_t keys_max, bool *done, uint64_t *hash)
     char *err = NULL;
     rocksdb_iter_get_error(v->it.it, &err);
     if (err != NULL) {
-        v->rv = sm__rocks_err(err);
+        v->rv = sm__fail(v->it.s, err);
         KV_LOGE(kv_errword(v->rv), "state machine: iterator: %s", err);
         rocksdb_free(err);
     }

@@ -84,10 +84,11 @@ void sm_close(sm *s);
  * than the applied index, the indexes contiguous, the terms not decreasing:
  * KV_EINVAL otherwise, and nothing is applied. replies[0..n) (caller
  * provided) get one reply per entry; their current values are owned by the
- * caller (sm_replies_free). KV_EIO when RocksDB refuses the write: the
- * caller fail-stops; replies then hold nothing to free. KV_ENOMEM when memory
- * ran out (also while decoding a payload, which must not become a
- * "does not decode" reply on this node only): nothing is applied. */
+ * caller (sm_replies_free). KV_ECORRUPT (RocksDB reports corruption) or
+ * KV_EIO when RocksDB refuses the write: the caller fail-stops; replies
+ * then hold nothing to free. KV_ENOMEM when memory ran out (also while
+ * decoding a payload, which must not become a "does not decode" reply on
+ * this node only): nothing is applied. */
 int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies);
 
 /* The value of key: *val malloc'd, owned by the caller (free()), *vlen its
@@ -132,12 +133,21 @@ int sm_view_hash_step(sm_view *v, uint32_t keys_max, bool *done, uint64_t *hash)
 void sm_view_close(sm_view *v);
 
 /* Flushes the memtable and waits; then sm_durable_index() == the applied
- * index at the call. KV_EIO on failure (the caller fail-stops). */
+ * index at the call. KV_ECORRUPT when RocksDB found corruption (a
+ * background compaction that read a damaged SST fails every later flush
+ * and write), KV_EIO on another failure; the caller fail-stops. */
 int sm_flush(sm *s);
 
 /* Compacts all of RocksDB now (deleted keys give their space back). Slow:
  * for the NOSPACE alarm. */
 void sm_compact(sm *s);
+/* RocksDB's status text of the last failure of a call on s, into buf
+ * (cap bytes, NUL-terminated; "" when none). For corruption RocksDB names
+ * the file: "Corruption: block checksum mismatch: ... in DIR/000013.sst
+ * offset 902 size 909". Any thread. */
+#define SM_ERROR_BYTES 512u /* room for a status text with a path */
+void sm_last_error(sm *s, char *buf, size_t cap);
+
 /* The highest log index whose entries may be deleted (see sm.c). */
 uint64_t sm_log_drop_bound(sm *s, uint64_t snapshot_index);
 

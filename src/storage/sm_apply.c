@@ -36,7 +36,7 @@ static int sm__bget(sm__batch *b, const void *k, size_t klen, char **v, size_t *
     *v =
         rocksdb_writebatch_wi_get_from_batch_and_db(b->wb, b->s->db, b->s->ro, k, klen, vlen, &err);
     if (err != NULL) {
-        int rv = sm__rocks_err(err);
+        int rv = sm__fail(b->s, err);
         KV_LOGE(kv_errword(rv), "state machine %s: read during apply: %s", b->s->dir, err);
         rocksdb_free(err);
         return rv;
@@ -432,7 +432,8 @@ int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
         char *err = NULL;
         rocksdb_write_writebatch_wi(s->db, s->wo, b.wb, &err);
         if (err != NULL) {
-            rv = sm__rocks_err(err) == KV_ENOSPACE ? KV_ENOSPACE : KV_EIO;
+            rv = sm__fail(s, err);
+            rv = rv == KV_ENOSPACE || rv == KV_ECORRUPT ? rv : KV_EIO;
             KV_LOGE(kv_errword(rv), "state machine %s: write batch: %s", s->dir, err);
             rocksdb_free(err);
         }

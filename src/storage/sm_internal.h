@@ -4,6 +4,7 @@
 
 #include "storage/sm.h"
 
+#include <pthread.h>
 #include <rocksdb/c.h>
 #include <stdatomic.h>
 
@@ -35,6 +36,8 @@ struct sm {
     _Atomic uint64_t applied_term;
     _Atomic uint64_t durable_index;
     uint64_t sessions_count; /* apply thread only */
+    pthread_mutex_t err_mu;  /* guards err: readers fail on other threads */
+    char err[SM_ERROR_BYTES]; /* the last RocksDB error text, "" when none */
 };
 
 /* Options for opening a db of ours: paranoid checks, xxh3 block checksums.
@@ -42,11 +45,16 @@ struct sm {
 rocksdb_options_t *sm__options_new(rocksdb_block_based_table_options_t **table);
 void sm__options_free(rocksdb_options_t *o, rocksdb_block_based_table_options_t *table);
 
-/* Reads a u64 meta key (8 bytes little-endian; 0 when absent). */
-int sm__meta_u64(rocksdb_t *db, const rocksdb_readoptions_t *ro, const char *name, uint64_t *out);
+/* Reads a u64 meta key (8 bytes little-endian; 0 when absent). A RocksDB
+ * error is kept in rec (sm__fail) when rec is not NULL. */
+int sm__meta_u64(sm *rec, rocksdb_t *db, const rocksdb_readoptions_t *ro, const char *name,
+                 uint64_t *out);
 
 /* Maps a RocksDB error text to a KV_E* code (frees nothing). */
 int sm__rocks_err(const char *err);
+
+/* sm__rocks_err, and keeps err for sm_last_error (frees nothing). */
+int sm__fail(sm *s, const char *err);
 
 /* Big-endian u64, so keys sort by number. */
 static inline void sm__put_be64(uint8_t *p, uint64_t v) {

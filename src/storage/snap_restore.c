@@ -2,6 +2,7 @@
 #include "storage/snap_internal.h"
 #include "storage/sm_internal.h"
 
+#include "common/crashpoint.h"
 #include "common/logging.h"
 #include "kv/errors.h"
 
@@ -119,6 +120,8 @@ int snap_restore(sm **s, const char *db_dir, const char *snap_path) {
         rv = snap__stage(fs, snap_path, &sm, stage);
     uint64_t index = sm.m->index;
     snap__manifest_free(&sm);
+    if (rv == 0 && kv_crashpoint("restore.staged"))
+        return KV_EIO; /* died: the stage is left as it is */
     if (rv != 0) {
         (void)kv_fs_rmtree(fs, stage);
         return rv; /* *s untouched */
@@ -127,6 +130,8 @@ int snap_restore(sm **s, const char *db_dir, const char *snap_path) {
     sm_close(*s);
     *s = NULL;
     rv = snap__swap(fs, stage, db_dir);
+    if (rv == 0 && kv_crashpoint("restore.swapped"))
+        return KV_EIO;
     if (rv == 0)
         rv = kv_fs_rmtree(fs, stage); /* the old db */
     if (rv == 0)

@@ -60,6 +60,11 @@ uint64_t snap_reader_chunks_count(const snap_reader *r) {
     return snap__chunks_count(&r->sm);
 }
 
+const char *snap_reader_file_name(const snap_reader *r, uint32_t file) {
+    assert(r != NULL && r->sm.m != NULL);
+    return file < r->sm.m->n_files ? r->sm.m->files[file]->name : "?";
+}
+
 int snap_reader_chunk(const snap_reader *r, uint64_t k, snap_chunk *out) {
     assert(r != NULL && out != NULL);
     if (k >= snap__chunks_count(&r->sm))

@@ -19,8 +19,8 @@
 /* Reads index, term and membership from the checkpoint at dir, so they are
  * exactly the state in it. *mem malloc'd (NULL when none), owned by the
  * caller. */
-static int snap__checkpoint_meta(const char *dir, uint64_t *index, uint64_t *term, uint8_t **mem,
-                                 size_t *mem_len) {
+static int snap__checkpoint_meta(sm *s, const char *dir, uint64_t *index, uint64_t *term,
+                                 uint8_t **mem, size_t *mem_len) {
     rocksdb_block_based_table_options_t *table = NULL;
     rocksdb_options_t *o = sm__options_new(&table);
     rocksdb_options_set_create_if_missing(o, 0);
@@ -32,18 +32,19 @@ static int snap__checkpoint_meta(const char *dir, uint64_t *index, uint64_t *ter
     *mem = NULL;
     *mem_len = 0;
     if (err != NULL) {
-        rv = sm__rocks_err(err);
+        rv = sm__fail(s, err);
         KV_LOGE(kv_errword(rv), "snapshot %s: open checkpoint: %s", dir, err);
         rocksdb_free(err);
     } else {
-        rv = sm__meta_u64(db, ro, SM_META_APPLIED_INDEX, index);
+        rv = sm__meta_u64(s, db, ro, SM_META_APPLIED_INDEX, index);
         if (rv == 0)
-            rv = sm__meta_u64(db, ro, SM_META_APPLIED_TERM, term);
+            rv = sm__meta_u64(s, db, ro, SM_META_APPLIED_TERM, term);
         char *v = NULL;
         if (rv == 0)
             v = rocksdb_get(db, ro, SM_META_MEMBERSHIP, strlen(SM_META_MEMBERSHIP), mem_len, &err);
         if (err != NULL) {
-            rv = sm__rocks_err(err);
+            rv = sm__fail(s, err);
+            KV_LOGE(kv_errword(rv), "snapshot %s: reading the membership: %s", dir, err);
             rocksdb_free(err);
         }
         if (v != NULL && (*mem = malloc(*mem_len ? *mem_len : 1)) != NULL)
@@ -237,15 +238,17 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
     if (cp != NULL)
         rocksdb_checkpoint_object_destroy(cp);
     if (err != NULL) {
-        KV_LOGE("IO", "snapshot: checkpoint into %s: %s", tmp, err);
+        rv = sm__fail(s, err);
+        rv = rv == KV_ECORRUPT || rv == KV_ENOSPACE ? rv : KV_EIO;
+        KV_LOGE(kv_errword(rv), "snapshot: checkpoint into %s: %s", tmp, err);
         rocksdb_free(err);
         (void)kv_fs_rmtree(fs, tmp);
-        return KV_EIO;
+        return rv;
     }
     uint64_t index = 0, term = 0;
     uint8_t *mem = NULL;
     size_t mem_len = 0;
-    rv = snap__checkpoint_meta(tmp, &index, &term, &mem, &mem_len);
+    rv = snap__checkpoint_meta(s, tmp, &index, &term, &mem, &mem_len);
     if (rv == 0 && index == 0)
         rv = KV_EINVAL; /* nothing applied: nothing to snapshot */
     assert(rv != 0 || index <= sm_applied_index(s));
@@ -344,6 +347,36 @@ int snap_verify(kv_fs *fs, const char *path, kv_check_fn fn, void *arg) {
     if (rv == 0 && missing)
         rv = KV_EMISSING;
     assert(rv == 0 || rv == KV_ECORRUPT || rv == KV_EMISSING);
+    return rv;
+}
+
+int snap_membership(kv_fs *fs, const char *path, Kv__Membership **out) {
+    assert(fs != NULL && path != NULL && out != NULL);
+    *out = NULL;
+    snap_manifest sm;
+    const char *why = NULL;
+    int rv = snap__manifest_read(fs, path, &sm, &why);
+    if (rv != 0) {
+        KV_LOGE(kv_errword(rv), "snapshot %s/" SNAP_MANIFEST_NAME ": %s", path,
+                why != NULL ? why : kv_strerror(rv));
+        return rv;
+    }
+    rv = KV_ENOTFOUND;
+    const Kv__Membership *m = sm.m->membership;
+    if (m != NULL) { /* a copy that outlives the manifest: pack, unpack */
+        size_t len = kv__membership__get_packed_size(m);
+        uint8_t *buf = malloc(len ? len : 1);
+        rv = buf == NULL ? KV_ENOMEM : 0;
+        if (rv == 0) {
+            size_t packed = kv__membership__pack(m, buf);
+            assert(packed == len);
+            *out = kv__membership__unpack(NULL, len, buf);
+            rv = *out == NULL ? KV_ENOMEM : 0;
+        }
+        free(buf);
+    }
+    snap__manifest_free(&sm);
+    assert((rv == 0) == (*out != NULL));
     return rv;
 }
 

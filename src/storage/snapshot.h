@@ -70,6 +70,16 @@ int snap_list(kv_fs *fs, const char *snap_dir, snap_meta **out, size_t *count);
  * logged (CORRUPT/MISSING). KV_ENOTFOUND when there is none. */
 int snap_latest(kv_fs *fs, const char *snap_dir, snap_meta *out);
 
+/* The membership stored with the snapshot at path (its MANIFEST.kv): the
+ * one in effect at the snapshot's index, which Raft must restart from (the
+ * state machine's own may be later). *out is unpacked and owned by the
+ * caller: kv__membership__free_unpacked(*out, NULL). KV_ENOTFOUND when the
+ * snapshot holds none (no membership applied before its index);
+ * KV_ECORRUPT, KV_EVERSION or KV_EMISSING when the manifest does not
+ * check. The files are not verified (snap_verify does that). */
+struct Kv__Membership;
+int snap_membership(kv_fs *fs, const char *path, struct Kv__Membership **out);
+
 /* Keeps the newest keep (>= 1) snapshots by name, and the newest one that
  * verifies when none of those does; deletes the other older ones and every
  * tmp-* directory. Call it when no snap_create or snap_recv is in
@@ -107,6 +117,10 @@ void snap_reader_close(snap_reader *r);
 void snap_reader_manifest(const snap_reader *r, const uint8_t **buf, size_t *len);
 
 uint64_t snap_reader_chunks_count(const snap_reader *r);
+
+/* The name of file number file (snap_chunk.file) in the manifest, borrowed
+ * from r; "?" past the end. */
+const char *snap_reader_file_name(const snap_reader *r, uint32_t file);
 
 /* Describes chunk k (< chunks count); KV_EINVAL past the end. */
 int snap_reader_chunk(const snap_reader *r, uint64_t k, snap_chunk *out);

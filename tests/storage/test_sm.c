@@ -534,6 +534,44 @@ START_TEST(test_check) {
 }
 END_TEST
 
+/* Bit rot in an SST of a running state machine: every call that reads it
+ * says CORRUPT (never IO: the node stops with exit 4, not 5), and
+ * sm_last_error gives RocksDB's text naming the .sst. A compaction that read
+ * the damaged file fails every later flush and snapshot with it too. */
+START_TEST(test_bitrot_running) {
+    char val[200];
+    memset(val, 'x', sizeof val - 1);
+    val[sizeof val - 1] = '\0';
+    for (uint64_t i = 1; i <= 200; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "key%04llu", (unsigned long long)i);
+        tu_apply(S, i, OP_PUT, 0, 0, k, val, NULL, NULL);
+    }
+    sm_close(S); /* flushes: an SST */
+    char sst[4096], why[SM_ERROR_BYTES];
+    ck_assert(tu_find(db, ".sst", sst));
+    const char *base = strrchr(sst, '/') + 1;
+    tu_flip(sst, 100);  /* inside the first data block */
+    S = tu_open(db, 0); /* the data blocks are not read at open */
+    sm_last_error(S, why, sizeof why);
+    ck_assert_str_eq(why, "");
+    uint64_t h;
+    ck_assert_int_eq(sm_hash(S, &h), KV_ECORRUPT);
+    sm_last_error(S, why, sizeof why);
+    ck_assert_msg(strstr(why, base) != NULL, "hash: '%s' does not name %s", why, base);
+
+    /* a compaction reads it: RocksDB stops writing, with Corruption */
+    for (uint64_t i = 201; i <= 210; i++)
+        tu_apply(S, i, OP_PUT, 0, 0, "more", "v", NULL, NULL);
+    sm_compact(S);
+    int rc = sm_flush(S);
+    ck_assert_msg(rc == KV_ECORRUPT, "flush after the compaction: %s, want CORRUPT",
+                  kv_errword(rc));
+    sm_last_error(S, why, sizeof why);
+    ck_assert_msg(strstr(why, base) != NULL, "flush: '%s' does not name %s", why, base);
+}
+END_TEST
+
 static Suite *sm_suite(void) {
     Suite *s = suite_create("sm");
     TCase *t = tcase_create("apply");
@@ -552,6 +590,7 @@ static Suite *sm_suite(void) {
     tcase_add_test(t, test_hash);
     tcase_add_test(t, test_drop_bound);
     tcase_add_test(t, test_check);
+    tcase_add_test(t, test_bitrot_running);
     suite_add_tcase(s, t);
     TCase *c = tcase_create("crash");
     tcase_add_checked_fixture(c, setup_nodb, teardown);
