@@ -11,6 +11,14 @@ enum kv_log_level { KV_LOG_DEBUG, KV_LOG_INFO, KV_LOG_WARN, KV_LOG_ERROR };
 /* Lines below this level are dropped (default INFO; KV_LOG=debug sets it). */
 void kv_log_set_level(enum kv_log_level level);
 
+/* For a long-running process (kvd): when stderr is the systemd journal
+ * ($JOURNAL_STREAM names it), every line starts with its syslog priority
+ * ("<3>" error, "<4>" warn, "<6>" info, "<7>" debug) and the journal adds
+ * the time; otherwise every line starts with the time, UTC, to the
+ * millisecond ("2026-12-05T21:34:05.123Z "). Without this call (tools,
+ * tests): neither. */
+void kv_log_daemon(void);
+
 /* Prefix for every line (the node name), copied; NULL clears it. */
 void kv_log_set_prefix(const char *prefix);
 

@@ -15,6 +15,7 @@
  * Exit codes are shared by every mode: 0 done, 2 usage or config error,
  * 3 data dir in use, 4 corrupt data, 5 fatal I/O error.
  */
+#include "common/logging.h"
 #include "kvd/check.h"
 #include "kvd/serve.h"
 
@@ -93,6 +94,7 @@ static int cmd_check(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    kv_log_daemon(); /* timestamps, or priorities under the journal */
     if (argc < 2) {
         usage(stderr);
         return KVD_EXIT_USAGE;

@@ -8,6 +8,7 @@
 #include "kv/errors.h"
 #include "kvd/check.h"
 #include "server/http.h"
+#include "server/notify.h"
 #include "server/store.h"
 #include "storage/clusterfile.h"
 #include "storage/datadir.h"
@@ -388,6 +389,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     if (s->stopping)
         return;
     KV_LOGI("STOP", "signal %d: shutting down", signum);
+    server_notify("STOPPING=1");
     s->stopping = true;
     server_fail_pending(s, KV_EUNAVAILABLE, "the node is shutting down");
     server_ops_close(s);
@@ -773,6 +775,9 @@ int server_run(const server_config *cfg) {
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     KV_LOGI("SERVE", "listening on %s%s", cfg->listen,
             cfg->unsafe_no_fsync ? " (UNSAFE: --unsafe-no-fsync)" : "");
+    char ready[256];
+    snprintf(ready, sizeof ready, "READY=1\nSTATUS=serving on %s", cfg->listen);
+    server_notify(ready); /* Type=notify: systemd counts the node started */
 
     uv_run(&s->loop, UV_RUN_DEFAULT);
 

@@ -31,11 +31,31 @@ typedef struct server_member {
 #define SERVER_BOOK_MAX (2u * KV_NODES_MAX)
 
 /* A write proposed by this node as leader, waiting for its entry to apply. */
+/* Request kinds whose latency is measured (kv_request_duration_seconds). */
+enum server_req_kind {
+    SERVER_REQ_PUT,
+    SERVER_REQ_DELETE,
+    SERVER_REQ_CAS,
+    SERVER_REQ_GET,
+    SERVER_REQ_SCAN,
+    SERVER_REQ_KINDS,
+    SERVER_REQ_NONE = SERVER_REQ_KINDS /* not measured: sessions, operator requests */
+};
+
+/* A latency histogram with the log's fsync buckets (wal_sync_bucket_us). */
+typedef struct server_hist {
+    uint64_t bucket[WAL_SYNC_BUCKETS + 1]; /* by upper bound; the last: slower */
+    uint64_t count;
+    uint64_t ns_sum;
+} server_hist;
+
 typedef struct server_pending {
     uint64_t index;
     uint64_t term;
     uint64_t req_id;
     uint64_t bytes;
+    uint64_t t0_ns;                /* when it was proposed (arrived) */
+    enum server_req_kind kind;
     net_conn *conn; /* referenced */
 } server_pending;
 
@@ -43,6 +63,7 @@ typedef struct server_pending {
 typedef struct server_read {
     uint64_t ctx;
     uint64_t index; /* once confirmed */
+    uint64_t t0_ns; /* when it arrived */
     bool confirmed;
     net_conn *conn; /* referenced */
     Kv__Request *req;
@@ -166,8 +187,7 @@ typedef struct server {
     uint64_t applied_entries;
     uint64_t snapshots_taken;
     uint64_t snapshots_installed;
-    uint64_t busy_replies;
-    uint64_t toobig_replies;
+    server_hist req_latency[SERVER_REQ_KINDS]; /* answered requests, by kind */
 } server;
 
 /* ring */
@@ -243,8 +263,12 @@ void server_reply_not_leader(server *s, net_conn *c, uint64_t id);
 /* Proposes cmd; on success the reply goes to (c, id) once applied (c NULL:
  * no reply). On failure the reply was sent; returns its code. */
 int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *cmd);
-/* Answers (c, req_id) when entry index applies. */
-void server_pending_push(server *s, net_conn *c, uint64_t req_id, uint64_t index, uint64_t bytes);
+/* Answers (c, req_id) when entry index applies; its latency counts under
+ * kind (SERVER_REQ_NONE: not measured). */
+void server_pending_push(server *s, net_conn *c, uint64_t req_id, uint64_t index, uint64_t bytes,
+                         enum server_req_kind kind);
+/* Counts one answered request of kind that arrived at t0_ns. */
+void server_req_done(server *s, enum server_req_kind kind, uint64_t t0_ns);
 /* Answers pending writes up to the applied entries (replies[i] for e[i]). */
 void server_writes_applied(server *s, const sm_entry *e, const sm_reply *replies, size_t n);
 /* Leadership lost: fail every pending write and read (outcome unknown). */

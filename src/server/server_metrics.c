@@ -11,6 +11,7 @@
 
 #include "kv/errors.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,6 +46,42 @@ __attribute__((format(printf, 2, 3))) static void put(out *o, const char *fmt, .
 
 static void metric(out *o, const char *name, const char *type, const char *help, uint64_t v) {
     put(o, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
+}
+
+static void histogram_head(out *o, const char *name, const char *help) {
+    put(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+}
+
+/* One histogram's series; labels is "" or 'key="value",' (with the comma). */
+static void histogram(out *o, const char *name, const char *labels, const server_hist *h) {
+    uint64_t cum = 0;
+    for (size_t b = 0; b <= WAL_SYNC_BUCKETS; b++) {
+        cum += h->bucket[b];
+        if (b < WAL_SYNC_BUCKETS)
+            put(o, "%s_bucket{%sle=\"%g\"} %" PRIu64 "\n", name, labels,
+                (double)wal_sync_bucket_us[b] / 1e6, cum);
+        else
+            put(o, "%s_bucket{%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, cum);
+    }
+    assert(cum == h->count);
+    size_t n = strlen(labels);
+    char sel[96] = "";
+    if (n > 0) /* the labels without the trailing comma, in braces */
+        snprintf(sel, sizeof sel, "{%.*s}", (int)(n - 1), labels);
+    put(o, "%s_sum%s %.6f\n%s_count%s %" PRIu64 "\n", name, sel, (double)h->ns_sum / 1e9, name,
+        sel, h->count);
+}
+
+/* Answered client requests by kind, from arrival to answer on this node. */
+static void request_latency(server *s, out *o) {
+    static const char *kinds[SERVER_REQ_KINDS] = {"put", "delete", "cas", "get", "scan"};
+    histogram_head(o, "kv_request_duration_seconds",
+                   "client requests from arrival to answer, by type (writes: on the leader)");
+    for (size_t k = 0; k < SERVER_REQ_KINDS; k++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "type=\"%s\",", kinds[k]);
+        histogram(o, "kv_request_duration_seconds", labels, &s->req_latency[k]);
+    }
 }
 
 /* The apply path, the disk, requests and connections, and the build. */
@@ -121,19 +158,11 @@ static void metrics(server *s, out *o) {
     wal_get_stats(s->w, &ws);
     metric(o, "kv_wal_slow_syncs_total", "counter", "log fdatasyncs over --slow-fsync-ms",
            ws.slow_syncs);
-    put(o, "# HELP kv_wal_fsync_seconds log fdatasync latency\n"
-           "# TYPE kv_wal_fsync_seconds histogram\n");
-    uint64_t cum = 0;
-    for (size_t b = 0; b <= WAL_SYNC_BUCKETS; b++) {
-        cum += ws.sync_hist[b];
-        if (b < WAL_SYNC_BUCKETS)
-            put(o, "kv_wal_fsync_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-                (double)wal_sync_bucket_us[b] / 1e6, cum);
-        else
-            put(o, "kv_wal_fsync_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
-    }
-    put(o, "kv_wal_fsync_seconds_sum %.6f\nkv_wal_fsync_seconds_count %" PRIu64 "\n",
-        (double)ws.sync_ns_total / 1e9, ws.syncs);
+    server_hist fsync = {.count = ws.syncs, .ns_sum = ws.sync_ns_total};
+    memcpy(fsync.bucket, ws.sync_hist, sizeof fsync.bucket);
+    histogram_head(o, "kv_wal_fsync_seconds", "log fdatasync latency");
+    histogram(o, "kv_wal_fsync_seconds", "", &fsync);
+    request_latency(s, o);
     metric(o, "kv_wal_records_total", "counter", "records written to the log", ws.records);
     metric(o, "kv_wal_bytes_total", "counter", "bytes written to the log", ws.bytes);
     put(o, "# HELP kv_wal_sync_seconds_max slowest log fdatasync\n"

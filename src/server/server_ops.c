@@ -54,7 +54,7 @@ static void member_add(server *s, net_conn *c, const Kv__Request *q) {
     }
     KV_LOGI("MEMBER", "adding %s at %s as a learner (entry %" PRIu64 ")", q->name, q->address,
             index);
-    server_pending_push(s, c, q->id, index, 0);
+    server_pending_push(s, c, q->id, index, 0, SERVER_REQ_NONE);
 }
 
 static void member_remove(server *s, net_conn *c, const Kv__Request *q) {
@@ -82,7 +82,7 @@ static void member_remove(server *s, net_conn *c, const Kv__Request *q) {
         return;
     }
     KV_LOGI("MEMBER", "removing %s (entry %" PRIu64 ")", q->name, index);
-    server_pending_push(s, c, q->id, index, 0);
+    server_pending_push(s, c, q->id, index, 0, SERVER_REQ_NONE);
 }
 
 static void transfer(server *s, net_conn *c, const Kv__Request *q) {

@@ -1,6 +1,7 @@
 /* Client requests: writes become proposals, reads wait for ReadIndex. */
 #include "server/server_int.h"
 
+#include "common/clock.h"
 #include "common/logging.h"
 #include "kv/errors.h"
 
@@ -73,7 +74,6 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
         rc = KV_EPROTO;
     if (rc != 0) {
         if (rc == KV_ETOOBIG)
-            s->toobig_replies++;
         server_reply_code(c, id, rc,
                           rc == KV_ETOOBIG ? "key over 4096 bytes or value over 1048576 bytes"
                                            : "a write needs a key");
@@ -118,7 +118,36 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
     server_propose_cmd(s, c, id, &cmd);
 }
 
-void server_pending_push(server *s, net_conn *c, uint64_t req_id, uint64_t index, uint64_t bytes) {
+void server_req_done(server *s, enum server_req_kind kind, uint64_t t0_ns) {
+    if (kind == SERVER_REQ_NONE)
+        return;
+    assert(kind < SERVER_REQ_KINDS);
+    uint64_t ns = kv_now_ns() - t0_ns;
+    server_hist *h = &s->req_latency[kind];
+    size_t b = 0;
+    while (b < WAL_SYNC_BUCKETS && ns > wal_sync_bucket_us[b] * 1000u)
+        b++;
+    h->bucket[b]++;
+    h->count++;
+    h->ns_sum += ns;
+}
+
+static enum server_req_kind write_kind(Kv__Command__Op op) {
+    switch (op) {
+    case KV__COMMAND__OP__PUT:
+        return SERVER_REQ_PUT;
+    case KV__COMMAND__OP__DELETE:
+        return SERVER_REQ_DELETE;
+    case KV__COMMAND__OP__CAS:
+    case KV__COMMAND__OP__CAS_ABSENT:
+        return SERVER_REQ_CAS;
+    default:
+        return SERVER_REQ_NONE;
+    }
+}
+
+void server_pending_push(server *s, net_conn *c, uint64_t req_id, uint64_t index, uint64_t bytes,
+                         enum server_req_kind kind) {
     server_pending *p = ring_push(&s->pending);
     if (p == NULL)
         server_fatal(s, 5, "NOMEM", "out of memory queueing a proposal");
@@ -126,6 +155,8 @@ void server_pending_push(server *s, net_conn *c, uint64_t req_id, uint64_t index
     p->term = raft_term(s->r);
     p->req_id = req_id;
     p->bytes = bytes;
+    p->t0_ns = kv_now_ns();
+    p->kind = kind;
     p->conn = c;
     net_conn_ref(c);
     s->pending_bytes += bytes;
@@ -135,7 +166,6 @@ void server_pending_push(server *s, net_conn *c, uint64_t req_id, uint64_t index
 int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *cmd) {
     size_t len = kv__command__get_packed_size(cmd);
     if (s->pending_bytes + len > KV_PENDING_PROPOSAL_BYTES_MAX) {
-        s->busy_replies++;
         server_reply_code(c, id, KV_EBUSY, "too many bytes of writes pending on the leader");
         return KV_EBUSY;
     }
@@ -157,14 +187,13 @@ int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *c
             return rc;
         }
         if (rc == KV_EBUSY)
-            s->busy_replies++;
-        server_reply_code(c, id, rc,
+            server_reply_code(c, id, rc,
                           rc == KV_EBUSY ? "the leader is busy (uncommitted bytes or transfer)"
                                          : kv_strerror(rc));
         return rc;
     }
     if (c != NULL)
-        server_pending_push(s, c, id, index, len);
+        server_pending_push(s, c, id, index, len, write_kind(cmd->op));
     return 0;
 }
 
@@ -209,6 +238,7 @@ void server_writes_applied(server *s, const sm_entry *e, const sm_reply *replies
             if (check_point)
                 server_hash_at(s, p->index, &resp.hash);
             net_reply(p->conn, &resp);
+            server_req_done(s, p->kind, p->t0_ns);
         }
         pending_done(s, p);
     }
@@ -308,7 +338,6 @@ static void serve_read(server *s, net_conn *c, const Kv__Request *q) {
 
 static void read_request(server *s, net_conn *c, Kv__Request *q) {
     if (q->key.len > KV_KEY_BYTES_MAX || q->start_after.len > KV_KEY_BYTES_MAX) {
-        s->toobig_replies++;
         server_reply_code(c, q->id, KV_ETOOBIG, "key over 4096 bytes");
         kv__request__free_unpacked(q, NULL);
         return;
@@ -318,8 +347,12 @@ static void read_request(server *s, net_conn *c, Kv__Request *q) {
         kv__request__free_unpacked(q, NULL);
         return;
     }
+    uint64_t t0 = kv_now_ns();
+    enum server_req_kind kind =
+        q->type == KV__REQUEST__TYPE__GET ? SERVER_REQ_GET : SERVER_REQ_SCAN;
     if (q->stale) {
         serve_read(s, c, q);
+        server_req_done(s, kind, t0);
         kv__request__free_unpacked(q, NULL);
         return;
     }
@@ -343,6 +376,7 @@ static void read_request(server *s, net_conn *c, Kv__Request *q) {
         server_fatal(s, 5, "NOMEM", "out of memory queueing a read");
     r->ctx = ctx;
     r->index = 0;
+    r->t0_ns = t0;
     r->confirmed = false;
     r->conn = c;
     r->req = q;
@@ -378,6 +412,9 @@ void server_reads_serve(server *s) {
     while ((r = ring_front(&s->reads)) != NULL && r->confirmed && r->index <= applied) {
         if (r->req != NULL) {
             serve_read(s, r->conn, r->req);
+            server_req_done(s, r->req->type == KV__REQUEST__TYPE__GET ? SERVER_REQ_GET
+                                                                      : SERVER_REQ_SCAN,
+                            r->t0_ns);
             kv__request__free_unpacked(r->req, NULL);
         }
         net_conn_unref(r->conn);

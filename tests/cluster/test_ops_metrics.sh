@@ -138,6 +138,15 @@ kv_log "leader n$L: applied $applied0 -> $applied1, proposals $proposals0 -> $pr
   kv_fail "kv_proposals_total on the leader went $proposals0 -> $proposals1 over $WRITES writes"
 [ "$fsyncs1" -gt "$fsyncs0" ] && [ "$inf1" = "$fsyncs1" ] ||
   kv_fail "kv_wal_fsync_seconds: count $fsyncs0 -> $fsyncs1 over $WRITES writes, +Inf bucket $inf1 (want it to grow, and +Inf = count)"
+# Request latency by type: the puts were answered by the leader.
+puts1=$(ops_metric "$L" 'kv_request_duration_seconds_count{type="put"}')
+pinf1=$(ops_metric "$L" 'kv_request_duration_seconds_bucket{type="put",le="+Inf"}')
+[ "$puts1" -ge "$WRITES" ] && [ "$pinf1" = "$puts1" ] ||
+  kv_fail "kv_request_duration_seconds{type=put}: count $puts1 after $WRITES puts, +Inf bucket $pinf1"
+kv_expect 0 kv_cli_node "$L" get m000
+ops_metrics "$L"
+[ "$(ops_metric "$L" 'kv_request_duration_seconds_count{type="get"}')" -ge 1 ] ||
+  kv_fail "a get on the leader n$L is not in kv_request_duration_seconds{type=get}"
 [ "$commit1" -ge "$applied1" ] ||
   kv_fail "kv_commit_index $commit1 is behind kv_applied_index $applied1 on the leader"
 
