@@ -343,7 +343,16 @@ int raft_campaign(raft *r);
 /* Processes one message addressed to this node. The caller keeps ownership
  * of m (raft copies what it keeps). Returns 0 (also for stale or unexpected
  * messages, which are ignored), KV_EINVAL (m->to is not this node),
- * KV_EPROTO (malformed: unknown type, non-contiguous entries), KV_ENOMEM. */
+ * KV_EPROTO, KV_ENOMEM. KV_EPROTO: a field no correct node sends (unknown
+ * type, from 0 or this node, term 0 or UINT64_MAX, entries not contiguous
+ * or with terms going down, a reject hint past the rejected index, a
+ * snapshot of term 0 or without a voter, a second leader in a known
+ * leader's term, a change to an entry committed or matched with this
+ * term's leader, an acknowledgement of entries or read rounds the leader
+ * never had, ...). Every field of m is checked against what this node
+ * knows before it is used: no assert is reachable from m's contents, and a
+ * refused message changes nothing. Refusals are counted
+ * (raft_msgs_refused). */
 int raft_step(raft *r, const raft_msg *m);
 
 /* Appends one NORMAL entry with a copy of data (leader only). *index_out (may
@@ -501,6 +510,8 @@ void raft_membership_get(const raft *r, raft_membership *out);
 bool raft_transferring(const raft *r);          /* leader with a transfer running */
 size_t raft_read_pending(const raft *r);        /* reads waiting for confirmation */
 uint64_t raft_uncommitted_bytes(const raft *r); /* leader: proposed, uncommitted */
+/* Messages raft_step() refused (KV_EINVAL, KV_EPROTO) since raft_new(). */
+uint64_t raft_msgs_refused(const raft *r);
 
 typedef enum raft_progress_state {
     RAFT_PROGRESS_PROBE = 0,     /* one append at a time until the log matches */

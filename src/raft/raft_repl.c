@@ -268,13 +268,15 @@ static void handle_reject(raft *r, raft_peer *p, const raft_msg *m) {
     p->want_send = true;
 }
 
-void raft_handle_append_resp(raft *r, raft_peer *p, const raft_msg *m) {
+/* Returns 0, or KV_EPROTO for an acknowledgement of entries this leader
+ * never had (its log only grows during its term). */
+int raft_handle_append_resp(raft *r, raft_peer *p, const raft_msg *m) {
     if (m->reject) {
-        handle_reject(r, p, m);
-        return;
+        handle_reject(r, p, m); /* fields checked by raft.c check_msg */
+        return 0;
     }
     if (m->index > raft_log_last(&r->log)) {
-        return; /* claims entries we never had: ignore */
+        return KV_EPROTO;
     }
     bool updated = m->index > p->match;
     if (updated) {
@@ -302,10 +304,16 @@ void raft_handle_append_resp(raft *r, raft_peer *p, const raft_msg *m) {
     if (r->role == RAFT_LEADER && r->transferee == p->id && p->match == raft_log_last(&r->log)) {
         raft_send_timeout_now(r, p->id); /* thesis §3.10: target caught up */
     }
+    return 0;
 }
 
-void raft_handle_heartbeat_resp(raft *r, raft_peer *p, const raft_msg *m) {
-    if (m->context > p->read_acked && m->context <= r->read_seq) {
+/* Returns 0, or KV_EPROTO for a round this leader never started (read_seq
+ * only grows during its term). */
+int raft_handle_heartbeat_resp(raft *r, raft_peer *p, const raft_msg *m) {
+    if (m->context > r->read_seq) {
+        return KV_EPROTO;
+    }
+    if (m->context > p->read_acked) {
         p->read_acked = m->context;
         raft_reads_release(r);
     }
@@ -322,6 +330,7 @@ void raft_handle_heartbeat_resp(raft *r, raft_peer *p, const raft_msg *m) {
         p->want_send = true;
         p->want_empty = true;
     }
+    return 0;
 }
 
 /* ---- follower ---- */
@@ -352,7 +361,9 @@ static void reject_append(raft *r, const raft_msg *m) {
 
 /* Paper §5.3 (AppendEntries receiver): accept when the log holds (index,
  * log_term); drop a conflicting suffix; append what is new. Entries <= commit
- * match any leader's (Leader Completeness, §5.4) and are skipped. */
+ * match any leader's (Leader Completeness, §5.4) and are skipped. Returns 0,
+ * KV_ENOMEM, or KV_EPROTO (nothing changed) for entries no real leader sends:
+ * terms going down, or a change to a committed or already matched entry. */
 int raft_handle_append(raft *r, const raft_msg *m) {
     const raft_entry *ents = m->entries;
     size_t n = m->entries_count;
@@ -375,11 +386,13 @@ int raft_handle_append(raft *r, const raft_msg *m) {
     }
     if (i < n) {
         if (ents[i].term < raft_log_term_at(&r->log, ents[i].index - 1)) {
-            return 0; /* terms going down: not a real leader's log */
+            return KV_EPROTO; /* terms going down: not a real leader's log */
         }
         if (ents[i].index <= last) {
-            if (ents[i].index <= r->commit) {
-                return 0; /* would overwrite a committed entry: not a real leader */
+            /* a committed entry never changes (§5.4), nor one that matched
+             * this term's leader: its log only grows during its term */
+            if (ents[i].index <= r->commit || ents[i].index <= r->leader_match) {
+                return KV_EPROTO;
             }
             raft_log_truncate(r, ents[i].index);
         }

@@ -1,7 +1,8 @@
 # Unit tests of the Raft core (Check), driven by hand through tc.c, a tiny
 # in-test cluster. Owned by the raft core's author.
 set(KV_RAFT_TC ${CMAKE_CURRENT_LIST_DIR}/unit/tc.c)
-foreach(t test_raft_election test_raft_repl test_raft_read test_raft_snap test_raft_conf)
+foreach(t test_raft_election test_raft_repl test_raft_read test_raft_snap test_raft_conf
+    test_raft_hostile)
   kv_unit_test(${t} SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/${t}.c ${KV_RAFT_TC} LIBS kvraft)
   target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)
 endforeach()
