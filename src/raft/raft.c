@@ -83,7 +83,7 @@ int raft_quorum(const raft *r) {
 
 static int config_check(const raft_config *c) {
     if (c->id == 0 || c->election_ticks == 0 || c->heartbeat_ticks == 0 ||
-        c->heartbeat_ticks >= c->election_ticks) {
+        c->heartbeat_ticks >= c->election_ticks || c->hs.term > RAFT_TERM_MAX) {
         return KV_EINVAL;
     }
     if (c->max_inflight_msgs == 0 || c->max_inflight_msgs > KV_RAFT_INFLIGHT_MSGS_MAX ||
@@ -296,6 +296,7 @@ static void tally(raft *r, uint64_t from, bool granted) {
  * could win at term+1 without changing its term; only then campaigns. */
 void raft_campaign_start(raft *r, bool pre, bool transfer) {
     assert(raft_is_voter(&r->conf, r->id));
+    assert(r->term < UINT64_MAX); /* callers stop at RAFT_TERM_MAX */
     uint64_t term = r->term + 1;
     if (pre) {
         r->role = RAFT_PRE_CANDIDATE;
@@ -325,7 +326,7 @@ void raft_campaign_start(raft *r, bool pre, bool transfer) {
 
 int raft_campaign(raft *r) {
     assert(r != NULL && !r->in_ready);
-    if (!raft_is_voter(&r->conf, r->id) || r->install_pending) {
+    if (!raft_is_voter(&r->conf, r->id) || r->install_pending || r->term >= RAFT_TERM_MAX) {
         return KV_EINVAL;
     }
     if (r->role != RAFT_LEADER) {
@@ -378,7 +379,7 @@ void raft_tick(raft *r) {
          * voters whose newer conf counts it (etcd-io/raft does the same) */
         r->election_elapsed += r->election_elapsed < UINT32_MAX;
         if (r->election_elapsed >= r->election_timeout && raft_is_voter(&r->conf, r->id) &&
-            !r->install_pending) {
+            !r->install_pending && r->term < RAFT_TERM_MAX) {
             reset_election_timeout(r);
             raft_campaign_start(r, r->cfg.pre_vote, false);
         }
@@ -521,9 +522,9 @@ static int check_msg(const raft *r, const raft_msg *m) {
     if (m->to != r->id) {
         return KV_EINVAL;
     }
-    /* a term of UINT64_MAX leaves no term to campaign in (term + 1) */
+    /* past RAFT_TERM_MAX, term + 1 could wrap */
     if (m->type < RAFT_MSG_APPEND || m->type > RAFT_MSG_TIMEOUT_NOW || m->from == 0 ||
-        m->from == r->id || m->term == 0 || m->term == UINT64_MAX) {
+        m->from == r->id || m->term == 0 || m->term > RAFT_TERM_MAX) {
         return KV_EPROTO;
     }
     if (!check_entries(r, m) || !check_snapshot(m) || !check_log_position(m)) {
@@ -594,7 +595,8 @@ static int step_not_leader(raft *r, const raft_msg *m) {
         if (claims_other_leader(r, m)) {
             return KV_EPROTO;
         }
-        if (r->role == RAFT_FOLLOWER && raft_is_voter(&r->conf, r->id)) {
+        if (r->role == RAFT_FOLLOWER && raft_is_voter(&r->conf, r->id) &&
+            r->term < RAFT_TERM_MAX) {
             raft_campaign_start(r, false, true); /* thesis §3.10 */
         }
         break;

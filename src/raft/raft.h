@@ -164,6 +164,11 @@
 
 #include "kv/limits.h"
 
+/* The largest term: a message of a larger one is refused (KV_EPROTO) and a
+ * node at it no longer campaigns, so term + 1 never wraps. Campaigns alone
+ * (one per election timeout) never get there. */
+#define RAFT_TERM_MAX (UINT64_MAX / 2)
+
 /* Snapshot chunks in flight to one follower (each <= KV_SNAPSHOT_CHUNK_BYTES). */
 #define RAFT_SNAPSHOT_CHUNKS_INFLIGHT 4u
 
@@ -344,7 +349,7 @@ int raft_campaign(raft *r);
  * of m (raft copies what it keeps). Returns 0 (also for stale or unexpected
  * messages, which are ignored), KV_EINVAL (m->to is not this node),
  * KV_EPROTO, KV_ENOMEM. KV_EPROTO: a field no correct node sends (unknown
- * type, from 0 or this node, term 0 or UINT64_MAX, entries not contiguous
+ * type, from 0 or this node, term 0 or past RAFT_TERM_MAX, entries not contiguous
  * or with terms going down, a reject hint past the rejected index, a
  * snapshot of term 0 or without a voter, a second leader in a known
  * leader's term, a change to an entry committed or matched with this

@@ -10,3 +10,10 @@ endforeach()
 # raft-perf: core throughput, a program with a fixed workload; not a test.
 add_executable(raft-perf ${CMAKE_CURRENT_LIST_DIR}/unit/raft_perf.c)
 target_link_libraries(raft-perf PRIVATE kvraft)
+
+# Seeded random and mutated messages into one node (hostile.c, shared with
+# the RaftBatch fuzz target in tests/fuzz).
+kv_unit_test(test_raft_hostile_random
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/unit/test_raft_hostile_random.c ${CMAKE_CURRENT_LIST_DIR}/unit/hostile.c
+  LIBS kvraft)
+target_include_directories(test_raft_hostile_random PRIVATE ${CMAKE_CURRENT_LIST_DIR}/unit)

@@ -87,7 +87,7 @@ START_TEST(test_snapshot_term_zero) {
 END_TEST
 
 /* A term of UINT64_MAX would leave no term to campaign in (term + 1 wraps
- * to 0): the node would be stuck for good. */
+ * to 0): the node would be stuck for good. Past RAFT_TERM_MAX: refused. */
 START_TEST(test_term_uint64_max) {
     tc c;
     follower_2(&c);
@@ -95,8 +95,16 @@ START_TEST(test_term_uint64_max) {
     uint64_t term = raft_term(r);
     raft_msg m = {.type = RAFT_MSG_HEARTBEAT, .from = 1, .to = 2, .term = UINT64_MAX};
     ck_assert_int_eq(raft_step(r, &m), KV_EPROTO);
+    m.term = RAFT_TERM_MAX + 1;
+    ck_assert_int_eq(raft_step(r, &m), KV_EPROTO);
     ck_assert_uint_eq(raft_term(r), term);
     ck_assert_uint_eq(raft_leader(r), 1);
+    /* at RAFT_TERM_MAX a node follows but never campaigns past it */
+    m.term = RAFT_TERM_MAX;
+    ck_assert_int_eq(raft_step(r, &m), 0);
+    ck_assert_int_eq(raft_campaign(r), KV_EINVAL);
+    tc_tick(&c, 2, 100);
+    ck_assert_uint_eq(raft_term(r), RAFT_TERM_MAX);
     tc_free(&c);
 }
 END_TEST
