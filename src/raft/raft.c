@@ -86,9 +86,12 @@ static int config_check(const raft_config *c) {
         c->heartbeat_ticks >= c->election_ticks || c->hs.term > RAFT_TERM_MAX) {
         return KV_EINVAL;
     }
+    /* past KV_RAFT_MSG_BYTES_MAX or KV_ENTRY_BYTES_MAX an APPEND could
+     * outgrow a frame (kv/limits.h) and never reach its follower */
     if (c->max_inflight_msgs == 0 || c->max_inflight_msgs > KV_RAFT_INFLIGHT_MSGS_MAX ||
-        c->max_msg_bytes == 0 || c->max_uncommitted_bytes == 0 || c->max_entry_bytes == 0 ||
-        c->max_read_pending == 0) {
+        c->max_msg_bytes == 0 || c->max_msg_bytes > KV_RAFT_MSG_BYTES_MAX ||
+        c->max_uncommitted_bytes == 0 || c->max_entry_bytes == 0 ||
+        c->max_entry_bytes > KV_ENTRY_BYTES_MAX || c->max_read_pending == 0) {
         return KV_EINVAL;
     }
     if (c->lease_read && !c->check_quorum) {

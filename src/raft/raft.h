@@ -297,9 +297,12 @@ typedef struct raft_config {
     bool check_quorum;              /* leader steps down without a quorum; default on */
     bool lease_read;                /* lease-based reads; default off; needs check_quorum */
     uint32_t max_inflight_msgs;     /* default and most KV_RAFT_INFLIGHT_MSGS_MAX */
-    uint64_t max_msg_bytes;         /* default KV_RAFT_MSG_BYTES_MAX */
+    uint64_t max_msg_bytes;         /* default and most KV_RAFT_MSG_BYTES_MAX: an APPEND's
+                                       entries, each counted as its payload plus
+                                       KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES (one entry
+                                       always goes); every APPEND fits in a frame */
     uint64_t max_uncommitted_bytes; /* default KV_RAFT_UNCOMMITTED_BYTES_MAX */
-    uint64_t max_entry_bytes;       /* default KV_ENTRY_BYTES_MAX */
+    uint64_t max_entry_bytes;       /* default and most KV_ENTRY_BYTES_MAX */
     uint32_t max_read_pending;      /* default KV_READ_INDEX_PENDING_MAX */
     raft_snapshot_read_fn snapshot_read; /* may be NULL: never sends snapshots */
     void *snapshot_ctx;
@@ -328,7 +331,8 @@ void raft_config_init(raft_config *cfg, uint64_t id);
 /* Creates a raft from cfg (copied; entries copied). Ownership: *out belongs to
  * the caller, release with raft_free(). Returns 0, KV_EINVAL (id 0, zero
  * limit, heartbeat_ticks >= election_ticks, lease_read without check_quorum,
- * entries not contiguous after the snapshot, bad membership), KV_ENOMEM.
+ * entries not contiguous after the snapshot, bad membership, a limit past
+ * its kv/limits.h maximum), KV_ENOMEM.
  * A restarted node starts as a follower of no one. */
 int raft_new(const raft_config *cfg, raft **out);
 void raft_free(raft *r);

@@ -87,9 +87,11 @@ static bool peer_paused(const raft_peer *p) {
     return p->state == RAFT_PROGRESS_SNAPSHOT || infl_full(&p->infl);
 }
 
-/* Sends one APPEND from p->next (at most max_msg_bytes of payload, at least
- * one entry). Its entries are attached at raft_ready(). Returns true when
- * another one may follow at once (pipelining in REPLICATE). */
+/* Sends one APPEND from p->next (entries of at most max_msg_bytes, each
+ * counted with its wire overhead, and at least one entry: every APPEND
+ * fits in a frame, kv/limits.h). Its entries are attached at raft_ready().
+ * Returns true when another one may follow at once (pipelining in
+ * REPLICATE). */
 static bool send_append(raft *r, raft_peer *p, bool send_if_empty) {
     assert(r->role == RAFT_LEADER && p->id != r->id);
     if (p->state == RAFT_PROGRESS_SNAPSHOT) {
@@ -108,7 +110,7 @@ static bool send_append(raft *r, raft_peer *p, bool send_if_empty) {
     size_t n = 0;
     uint64_t bytes = 0;
     while (prev + n < last) {
-        size_t len = raft_log_at(&r->log, prev + n + 1)->len;
+        uint64_t len = raft_log_at(&r->log, prev + n + 1)->len + KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES;
         if (n > 0 && bytes + len > r->cfg.max_msg_bytes) {
             break;
         }
