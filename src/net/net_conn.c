@@ -204,8 +204,7 @@ static bool token_equal(const char *a, const char *b) {
     return diff == 0;
 }
 
-/* 0 when hello is acceptable, else the code and reason. */
-static int hello_check(net *n, const Kv__Hello *hello, char *reason, size_t cap) {
+int net__hello_check(net *n, const Kv__Hello *hello, char *reason, size_t cap) {
     if (hello->version != KV_WIRE_VERSION) {
         snprintf(reason, cap, "wire version %u, this node speaks %u", hello->version,
                  KV_WIRE_VERSION);
@@ -252,7 +251,7 @@ static void conn_hello(net_conn *c, const uint8_t *p, size_t len) {
         return;
     }
     char reason[NET_REASON_BYTES_MAX] = "";
-    int code = hello_check(n, hello, reason, sizeof reason);
+    int code = net__hello_check(n, hello, reason, sizeof reason);
     Kv__HelloReply r = KV__HELLO_REPLY__INIT;
     r.code = code;
     r.reason = reason;

@@ -248,6 +248,12 @@ int hn_step(hn *h, const raft_msg *m) {
     return rc;
 }
 
+void hn_tick(hn *h) {
+    h->steps++;
+    raft_tick(h->r);
+    hn_ready(h);
+}
+
 void hn_local(hn *h, uint64_t *rng) {
     raft *r = h->r;
     h->steps++;

@@ -64,6 +64,8 @@ void hn_start(hn *h, hn_role role, uint64_t seed);
 void hn_free(hn *h);
 /* raft_step, then the Ready loop and the checks. Returns raft_step's code. */
 int hn_step(hn *h, const raft_msg *m);
+/* One tick, then the Ready loop and the checks. */
+void hn_tick(hn *h);
 /* One local input (tick, proposal, read, snapshot, compaction, transfer),
  * chosen by rng; then the Ready loop and the checks. */
 void hn_local(hn *h, uint64_t *rng);
