@@ -373,8 +373,10 @@ int raft_handle_append(raft *r, const raft_msg *m) {
     if (prev < r->commit) {
         size_t skip = (size_t)(r->commit - prev);
         skip = skip < n ? skip : n;
-        ents += skip;
-        n -= skip;
+        if (skip > 0) {
+            ents += skip; /* not NULL + 0 (UB) for an empty APPEND */
+            n -= skip;
+        }
         prev = r->commit;
     } else if (prev > raft_log_last(&r->log) || raft_log_term_at(&r->log, prev) != m->log_term) {
         reject_append(r, m);
