@@ -1,8 +1,9 @@
 /* Fuzz target: a client's Request as net hands it to the server
  * (kv__request__unpack: the server's own size checks are static to
- * src/server and run on the decoded message). Whatever decodes must encode
- * again and decode to the same encoding (protobuf-c round trip), and every
- * string and bytes field must be readable to its length. */
+ * src/server and run on the decoded message). Whatever decodes without
+ * unknown fields must encode again and decode to the same encoding
+ * (protobuf-c round trip), and every string and bytes field must be
+ * readable to its length. */
 #include "fuzz.h"
 
 #include "proto/kv.pb-c.h"
@@ -24,6 +25,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     volatile uint64_t sum = touch(&q->key) + touch(&q->value) + touch(&q->expected) +
                             touch(&q->start_after) + strlen(q->name) + strlen(q->address);
     (void)sum;
+    if (q->base.n_unknown_fields > 0) {
+        /* protobuf-c 1.4 keeps unknown fields, field number 0 included,
+         * and re-encodes them as it cannot decode (crash-53b4c8cf...):
+         * no round trip then. kv never re-encodes a received message. */
+        kv__request__free_unpacked(q, NULL);
+        return 0;
+    }
     size_t n = kv__request__get_packed_size(q);
     uint8_t *buf = malloc(n > 0 ? n : 1);
     FUZZ_CHECK(buf != NULL && kv__request__pack(q, buf) == n);

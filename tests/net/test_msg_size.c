@@ -66,11 +66,12 @@ static raft *leader(void) {
  * APPENDs to node 2 carry them all and each fits in a frame. Returns the
  * number of APPENDs. */
 static size_t propose_and_check(raft *r, size_t count, size_t len) {
-    static uint8_t byte = 'x';
+    static uint8_t bytes[KV_ENTRY_BYTES_MAX];
+    ck_assert_uint_le(len, sizeof bytes);
     raft_buf *bufs = calloc(count, sizeof *bufs);
     ck_assert_ptr_nonnull(bufs);
     for (size_t i = 0; i < count; i++)
-        bufs[i] = (raft_buf){.data = &byte, .len = len};
+        bufs[i] = (raft_buf){.data = bytes, .len = len};
     uint64_t first;
     ck_assert_int_eq(raft_propose_batch(r, bufs, count, &first), 0);
     free(bufs);
