@@ -497,9 +497,10 @@ static bool check_snapshot(const raft_msg *m) {
         return m->snap_len == 0 && (m->type != RAFT_MSG_SNAPSHOT_RESP || m->snap.term <= m->term);
     }
     return (m->snap_len == 0 || m->snap_data != NULL) && m->snap_len <= m->snap_total &&
-           m->snap_offset <= m->snap_total - m->snap_len && m->snap_len <= KV_SNAPSHOT_CHUNK_BYTES &&
-           m->snap.index >= 1 && m->snap.term >= 1 && m->snap.term <= m->term &&
-           raft_conf_valid(&m->snap.membership) && m->snap.membership.voters_count > 0;
+           m->snap_offset <= m->snap_total - m->snap_len &&
+           m->snap_len <= KV_SNAPSHOT_CHUNK_BYTES && m->snap.index >= 1 && m->snap.term >= 1 &&
+           m->snap.term <= m->term && raft_conf_valid(&m->snap.membership) &&
+           m->snap.membership.voters_count > 0;
 }
 
 /* (index, log_term) names an entry of the sender's log: index 0 has term 0,
@@ -569,8 +570,7 @@ static int step_leader(raft *r, const raft_msg *m) {
  * that knows the leader of its term refuses another node's claim to it,
  * and a TIMEOUT_NOW from anyone but that leader. */
 static bool claims_other_leader(const raft *r, const raft_msg *m) {
-    return r->role == RAFT_FOLLOWER && m->term == r->term && r->leader != 0 &&
-           r->leader != m->from;
+    return r->role == RAFT_FOLLOWER && m->term == r->term && r->leader != 0 && r->leader != m->from;
 }
 
 static int step_not_leader(raft *r, const raft_msg *m) {
@@ -598,8 +598,7 @@ static int step_not_leader(raft *r, const raft_msg *m) {
         if (claims_other_leader(r, m)) {
             return KV_EPROTO;
         }
-        if (r->role == RAFT_FOLLOWER && raft_is_voter(&r->conf, r->id) &&
-            r->term < RAFT_TERM_MAX) {
+        if (r->role == RAFT_FOLLOWER && raft_is_voter(&r->conf, r->id) && r->term < RAFT_TERM_MAX) {
             raft_campaign_start(r, false, true); /* thesis §3.10 */
         }
         break;

@@ -141,7 +141,7 @@ struct raft {
     bool rcv_active;
     raft_snapshot_meta rcv;
     uint64_t rcv_total;
-    uint64_t rcv_from; /* the sender of the transfer being received */
+    uint64_t rcv_from;   /* the sender of the transfer being received */
     uint64_t rcv_offset; /* stored by the app so far */
     raft_chunk_q rcv_q[RAFT_SNAPSHOT_CHUNKS_INFLIGHT];
     uint32_t rcv_q_count;
@@ -152,8 +152,8 @@ struct raft {
     raft_msg out_sink; /* filled instead of a message when out cannot grow */
     size_t out_count;
     size_t out_cap;
-    bool bcast_commit; /* tell followers the new commit index at raft_ready */
-    bool in_ready;     /* between raft_ready and raft_advance */
+    bool bcast_commit;     /* tell followers the new commit index at raft_ready */
+    bool in_ready;         /* between raft_ready and raft_advance */
     uint64_t msgs_refused; /* raft_step() refused: malformed or impossible */
     raft_hard_state prev_hs;
     raft_soft_state prev_ss;

@@ -44,8 +44,7 @@ static void hello_reply(const uint8_t *p, size_t len) {
         return;
     FUZZ_CHECK(r->reason != NULL && r->node_name != NULL && r->cluster_id != NULL);
     char line[512];
-    snprintf(line, sizeof line, "%.200s %s %s %d", r->reason, r->node_name, r->cluster_id,
-             r->code);
+    snprintf(line, sizeof line, "%.200s %s %s %d", r->reason, r->node_name, r->cluster_id, r->code);
     kv__hello_reply__free_unpacked(r, NULL);
 }
 

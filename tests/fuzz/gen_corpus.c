@@ -102,8 +102,10 @@ static void gen_requests(void) {
     static const struct {
         const char *name;
         int type;
-    } kinds[] = {{"put", KV__REQUEST__TYPE__PUT},         {"get", KV__REQUEST__TYPE__GET},
-                 {"cas", KV__REQUEST__TYPE__CAS},         {"scan", KV__REQUEST__TYPE__SCAN},
+    } kinds[] = {{"put", KV__REQUEST__TYPE__PUT},
+                 {"get", KV__REQUEST__TYPE__GET},
+                 {"cas", KV__REQUEST__TYPE__CAS},
+                 {"scan", KV__REQUEST__TYPE__SCAN},
                  {"member-add", KV__REQUEST__TYPE__MEMBER_ADD},
                  {"snapshot-read", KV__REQUEST__TYPE__SNAPSHOT_READ}};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
@@ -170,35 +172,63 @@ static void gen_raft(void) {
     raft_entry ents[2] = {{.index = 9, .term = 5, .data = "a", .len = 1},
                           {.index = 10, .term = 5, .type = RAFT_ENTRY_NOOP}};
     raft_msg hb = {.type = RAFT_MSG_HEARTBEAT, .from = 2, .to = 1, .term = 5, .commit = 8};
-    raft_msg app = {.type = RAFT_MSG_APPEND, .from = 2, .to = 1, .term = 5, .index = 8,
-                    .log_term = 5, .commit = 9, .entries = ents, .entries_count = 2};
-    raft_msg snap = {.type = RAFT_MSG_SNAPSHOT, .from = 2, .to = 1, .term = 5,
-                     .snap = {.index = 20, .term = 5, .membership = mb}, .snap_total = 8,
-                     .snap_data = "snapshot", .snap_len = 8, .snap_last = true};
+    raft_msg app = {.type = RAFT_MSG_APPEND,
+                    .from = 2,
+                    .to = 1,
+                    .term = 5,
+                    .index = 8,
+                    .log_term = 5,
+                    .commit = 9,
+                    .entries = ents,
+                    .entries_count = 2};
+    raft_msg snap = {.type = RAFT_MSG_SNAPSHOT,
+                     .from = 2,
+                     .to = 1,
+                     .term = 5,
+                     .snap = {.index = 20, .term = 5, .membership = mb},
+                     .snap_total = 8,
+                     .snap_data = "snapshot",
+                     .snap_len = 8,
+                     .snap_last = true};
     raft_msg follower[3] = {hb, app, snap};
     put_batch("raftbatch", "follower", 0, 1, follower, 3);
     put_batch("raftbatch", "follower-ticks", 0, 3, follower, 2);
     put_batch("frame", "raft", 0, 0, follower, 3);
-    raft_msg vote = {.type = RAFT_MSG_VOTE, .from = 3, .to = 1, .term = 7, .index = 9,
-                     .log_term = 5};
+    raft_msg vote = {
+        .type = RAFT_MSG_VOTE, .from = 3, .to = 1, .term = 7, .index = 9, .log_term = 5};
     raft_msg pre = {.type = RAFT_MSG_PREVOTE_RESP, .from = 2, .to = 1, .term = 6};
     raft_msg grant = {.type = RAFT_MSG_VOTE_RESP, .from = 3, .to = 1, .term = 6};
     raft_msg cand[3] = {pre, grant, vote};
     put_batch("raftbatch", "pre-candidate", 1, 1, cand, 3);
     put_batch("raftbatch", "candidate", 2, 1, cand + 1, 2);
     raft_msg ack = {.type = RAFT_MSG_APPEND_RESP, .from = 3, .to = 1, .term = 6, .index = 9};
-    raft_msg rej = {.type = RAFT_MSG_APPEND_RESP, .from = 3, .to = 1, .term = 6, .reject = true,
-                    .index = 9, .reject_hint = 4, .hint_term = 2};
+    raft_msg rej = {.type = RAFT_MSG_APPEND_RESP,
+                    .from = 3,
+                    .to = 1,
+                    .term = 6,
+                    .reject = true,
+                    .index = 9,
+                    .reject_hint = 4,
+                    .hint_term = 2};
     raft_msg hbr = {.type = RAFT_MSG_HEARTBEAT_RESP, .from = 2, .to = 1, .term = 6, .context = 1};
-    raft_msg sresp = {.type = RAFT_MSG_SNAPSHOT_RESP, .from = 3, .to = 1, .term = 6,
-                      .snap = {.index = 4, .term = 2}, .snap_offset = 32};
+    raft_msg sresp = {.type = RAFT_MSG_SNAPSHOT_RESP,
+                      .from = 3,
+                      .to = 1,
+                      .term = 6,
+                      .snap = {.index = 4, .term = 2},
+                      .snap_offset = 32};
     raft_msg leader[4] = {rej, ack, hbr, sresp};
     put_batch("raftbatch", "leader", 3, 1, leader, 4);
     put_batch("raftbatch", "leader-compacted", 4, 3, leader, 4);
     /* issue 10: a reject hint of UINT64_MAX with hint term 0 to the probe
      * of node 3 (previous index 8) tripped assert(next >= 1) */
-    raft_msg hint = {.type = RAFT_MSG_APPEND_RESP, .from = 3, .to = 1, .term = 6, .reject = true,
-                     .index = 8, .reject_hint = UINT64_MAX};
+    raft_msg hint = {.type = RAFT_MSG_APPEND_RESP,
+                     .from = 3,
+                     .to = 1,
+                     .term = 6,
+                     .reject = true,
+                     .index = 8,
+                     .reject_hint = UINT64_MAX};
     put_batch("raftbatch", "regress-reject-hint-max", 3, 1, &hint, 1);
     /* a snapshot of term 0 past the log tripped assert(commit <= last) */
     raft_msg snap0 = snap;
@@ -289,8 +319,11 @@ static void gen_wal(void) {
     uint8_t data[3][16] = {"first", "second", "third"};
     wal_entry e[3];
     for (int i = 0; i < 3; i++)
-        e[i] = (wal_entry){.index = (uint64_t)i + 1, .term = 1 + (uint64_t)i / 2, .type = 0,
-                           .len = 6, .data = data[i]};
+        e[i] = (wal_entry){.index = (uint64_t)i + 1,
+                           .term = 1 + (uint64_t)i / 2,
+                           .type = 0,
+                           .len = 6,
+                           .data = data[i]};
     if (wal_append_wait(w, e, 3) != 0)
         die("wal_append_wait");
     wal_close(w);

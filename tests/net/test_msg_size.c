@@ -125,7 +125,8 @@ END_TEST
 /* The bounds kv/limits.h gives for the wire's overhead hold for the
  * largest values every field can take. */
 START_TEST(test_overhead_bounds) {
-    raft_msg m = {.type = RAFT_MSG_TIMEOUT_NOW, .reject = true, .transfer = true, .snap_last = true};
+    raft_msg m = {
+        .type = RAFT_MSG_TIMEOUT_NOW, .reject = true, .transfer = true, .snap_last = true};
     m.from = m.to = m.term = m.log_term = m.index = m.commit = UINT64_MAX;
     m.reject_hint = m.hint_term = m.context = m.snap_offset = m.snap_total = UINT64_MAX;
     m.snap.index = m.snap.term = UINT64_MAX;

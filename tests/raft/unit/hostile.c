@@ -153,7 +153,8 @@ static int hn_new(hn *h, raft_config *cfg, uint8_t *conf, raft_entry *ents) {
     for (uint32_t i = 0; i < HN_LOG_ENTRIES; i++) {
         ents[i] = (raft_entry){.index = i + 1, .term = terms[i], .data = "e", .len = 1};
     }
-    ents[0] = (raft_entry){.index = 1, .term = 1, .type = RAFT_ENTRY_CONF, .data = conf, .len = len};
+    ents[0] =
+        (raft_entry){.index = 1, .term = 1, .type = RAFT_ENTRY_CONF, .data = conf, .len = len};
     cfg->hs = (raft_hard_state){.term = HN_TERM, .commit = 4};
     cfg->entries = ents;
     cfg->entries_count = HN_LOG_ENTRIES;
@@ -384,7 +385,9 @@ static void random_snapshot(const hn *h, uint64_t *rng, hn_msg *out) {
         m->snap.membership.voters[0] = hn_rand(rng) % 3;
     }
     m->snap_total = hn_rand(rng) % 4 == 0 ? near(h, rng) : hn_rand(rng) % (2 * HN_DATA_BYTES);
-    m->snap_offset = hn_rand(rng) % 2 ? 0 : hn_rand(rng) % 4 == 0 ? near(h, rng) : m->snap_total / 2;
+    m->snap_offset = hn_rand(rng) % 2        ? 0
+                     : hn_rand(rng) % 4 == 0 ? near(h, rng)
+                                             : m->snap_total / 2;
     m->snap_len = (size_t)(hn_rand(rng) % (HN_DATA_BYTES + 1));
     if (hn_rand(rng) % 2 && m->snap_total >= m->snap_offset &&
         m->snap_total - m->snap_offset < m->snap_len) {

@@ -21,10 +21,10 @@
 
 #include "raft.h"
 
-#define HN_TRACK 4096u       /* committed entries whose terms are remembered */
-#define HN_ENTRIES_MAX 4u    /* entries of one generated APPEND */
-#define HN_DATA_BYTES 64u    /* payload and chunk bytes of one generated message */
-#define HN_SENT_KEPT 16u     /* sent messages kept to answer */
+#define HN_TRACK 4096u    /* committed entries whose terms are remembered */
+#define HN_ENTRIES_MAX 4u /* entries of one generated APPEND */
+#define HN_DATA_BYTES 64u /* payload and chunk bytes of one generated message */
+#define HN_SENT_KEPT 16u  /* sent messages kept to answer */
 
 typedef enum hn_role {
     HN_FOLLOWER = 0,
@@ -46,7 +46,7 @@ typedef struct hn {
     uint64_t committed_terms[HN_TRACK + 1]; /* by index; 0: not seen committed */
     uint8_t snap[HN_DATA_BYTES];            /* the snapshot it serves as leader */
     uint64_t snap_index, snap_term;
-    uint64_t refused; /* raft_step answers other than 0 */
+    uint64_t refused;            /* raft_step answers other than 0 */
     raft_msg sent[HN_SENT_KEPT]; /* the last messages it sent (no pointers) */
     size_t sent_count;           /* ring position: sent_count % HN_SENT_KEPT */
 } hn;

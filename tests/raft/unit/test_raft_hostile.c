@@ -45,7 +45,6 @@ START_TEST(test_reject_hint_uint64_max) {
 }
 END_TEST
 
-
 /* Follower 2 of leader 1 (term 2), every node caught up. */
 static void follower_2(tc *c) {
     tc_start(c, 3, 3, NULL, NULL);
