@@ -198,12 +198,17 @@ START_TEST(test_impossible_fields) {
     m.entries_count = 1;
     ck_assert_int_eq(raft_step(r, &m), KV_EPROTO);
     /* a candidate whose last entry is of a term past the one it campaigns
-     * in: no such log, yet it would look most up to date */
+     * in: no such log, yet it would look most up to date and win the vote
+     * of a node that lost its leader (here: cut off, now pre-candidate) */
+    tc_isolate(&c, 2, true);
+    tc_tick(&c, 2, 40);
+    ck_assert_int_eq(raft_state_role(r), RAFT_PRE_CANDIDATE);
+    uint64_t vote = raft_vote(r);
     m = (raft_msg){.type = RAFT_MSG_VOTE, .from = 3, .to = 2, .term = term + 1};
     m.index = last;
     m.log_term = term + 5;
     ck_assert_int_eq(raft_step(r, &m), KV_EPROTO);
-    ck_assert_uint_eq(raft_vote(r), raft_vote(r)); /* unchanged below */
+    ck_assert_uint_eq(raft_vote(r), vote);
     ck_assert_uint_eq(raft_term(r), term);
     ck_assert_uint_eq(raft_msgs_refused(r), 5);
     ck_assert_uint_eq(raft_last_index(r), last);
