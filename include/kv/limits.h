@@ -78,9 +78,24 @@
  * for acknowledgements (flow control, as etcd-io/raft MaxInflightMsgs). */
 #define KV_RAFT_INFLIGHT_MSGS_MAX 256u
 
-/* Soft size of one AppendEntries message; a single larger entry still goes
- * alone, so the frame limit below must hold the largest entry. */
+/* Soft size of one AppendEntries message, its entries each counted as
+ * payload + KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES; a single larger entry still
+ * goes alone, so the frame limit below must hold the largest entry. */
 #define KV_RAFT_MSG_BYTES_MAX (1024u * 1024u)
+
+/* What the wire adds to one entry in a kv.RaftMessage beyond its payload:
+ * the entries field's tag and length (<= 6 bytes) and the entry's index,
+ * term, type and data tags, varints and length (<= 34 bytes). 64 bounds
+ * the 40 with room for a field added later. The core counts it for every
+ * entry of an APPEND against max_msg_bytes, so a batch of many empty or
+ * tiny entries is sized by what it costs on the wire, not by its payload. */
+#define KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES 64u
+
+/* What the wire adds to one kv.RaftMessage besides its entries and its
+ * snapshot chunk: its field and length in the kv.RaftBatch, 20 scalar
+ * fields (<= 11 bytes each), KV_NODES_MAX member ids (<= 10 bytes each) and
+ * the chunk's tag and length: about 330 bytes. 1 KiB bounds it. */
+#define KV_RAFT_MSG_WIRE_OVERHEAD_BYTES 1024u
 
 /* Bytes proposed on the leader and not yet committed. Past it a proposal is
  * refused with BUSY: a leader that cannot commit must not buffer forever. */
@@ -146,8 +161,14 @@ KV_STATIC_ASSERT(KV_WAL_QUEUE_BYTES_MAX >= KV_WAL_BATCH_BYTES_MAX,
                "the queue must hold a full batch");
 KV_STATIC_ASSERT(KV_CONN_OUTPUT_BYTES_MAX > KV_FRAME_BYTES_MAX,
                "output buffer must hold the largest reply");
-KV_STATIC_ASSERT(KV_SNAPSHOT_CHUNK_BYTES < KV_FRAME_BYTES_MAX,
-               "a snapshot chunk must fit in a frame");
+KV_STATIC_ASSERT(KV_SNAPSHOT_CHUNK_BYTES + KV_RAFT_MSG_WIRE_OVERHEAD_BYTES <= KV_FRAME_BYTES_MAX,
+                 "a snapshot chunk, encoded, must fit in a frame");
+KV_STATIC_ASSERT(KV_RAFT_MSG_BYTES_MAX + KV_RAFT_MSG_WIRE_OVERHEAD_BYTES <= KV_FRAME_BYTES_MAX,
+                 "an APPEND batch (entries counted with their wire overhead) must fit in a frame");
+KV_STATIC_ASSERT(KV_ENTRY_BYTES_MAX + KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES +
+                         KV_RAFT_MSG_WIRE_OVERHEAD_BYTES <=
+                     KV_FRAME_BYTES_MAX,
+                 "an APPEND of the largest entry alone must fit in a frame");
 KV_STATIC_ASSERT(KV_SCAN_REPLY_BYTES_MAX < KV_FRAME_BYTES_MAX, "a scan reply must fit in a frame");
 
 #endif /* KV_LIMITS_H */

@@ -21,10 +21,12 @@
  * A connection that sends nothing valid within 5 s of accepting is closed.
  *
  * Faults: a frame failing kv_frame_header_decode or kv_frame_payload_check,
- * a frame type not allowed on that connection (e.g. RAFT from a client), or
- * a body that does not unpack closes that connection, is logged once with
- * its code word and the remote address, and is counted (net_stats). The loop
- * keeps serving everyone else.
+ * a frame type not allowed on that connection (e.g. RAFT from a client), a
+ * body that does not unpack, or a Raft message whose `from` is not the node
+ * the connection's Hello named (a peer speaks only for itself; counted in
+ * raft_from_bad too, and no message of that frame is delivered) closes that
+ * connection, is logged once with its code word and the remote address, and
+ * is counted (net_stats frames_bad). The loop keeps serving everyone else.
  *
  * Limits (include/kv/limits.h): a frame over frame_max closes the
  * connection; conns_max connections at once (one more is accepted and
@@ -154,6 +156,7 @@ typedef struct net_stats {
     uint64_t raft_msgs_sent;
     uint64_t raft_msgs_dropped; /* peer unknown, down, or its queue full */
     uint64_t raft_msgs_received;
+    uint64_t raft_from_bad; /* a Raft message whose from is not the Hello's node */
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t replies_by_code[NET_REPLY_CODES]; /* answers sent, by -code */

@@ -204,8 +204,7 @@ static bool token_equal(const char *a, const char *b) {
     return diff == 0;
 }
 
-/* 0 when hello is acceptable, else the code and reason. */
-static int hello_check(net *n, const Kv__Hello *hello, char *reason, size_t cap) {
+int net__hello_check(net *n, const Kv__Hello *hello, char *reason, size_t cap) {
     if (hello->version != KV_WIRE_VERSION) {
         snprintf(reason, cap, "wire version %u, this node speaks %u", hello->version,
                  KV_WIRE_VERSION);
@@ -252,7 +251,7 @@ static void conn_hello(net_conn *c, const uint8_t *p, size_t len) {
         return;
     }
     char reason[NET_REASON_BYTES_MAX] = "";
-    int code = hello_check(n, hello, reason, sizeof reason);
+    int code = net__hello_check(n, hello, reason, sizeof reason);
     Kv__HelloReply r = KV__HELLO_REPLY__INIT;
     r.code = code;
     r.reason = reason;
@@ -301,11 +300,35 @@ static void conn_request(net_conn *c, const uint8_t *p, size_t len) {
     n->cfg.on_request(n->cfg.ctx, c, req);
 }
 
+/* True when every message of b is from the node the Hello named: a peer
+ * speaks only for itself (issue 10), so one that claims another node's id
+ * is cut off before any message of the frame reaches Raft. */
+static bool conn_raft_from_ok(net_conn *c, const Kv__RaftBatch *b) {
+    net *n = c->s.n;
+    const net_peer *peer = net__peer_by_name(n, c->peer_name);
+    for (size_t i = 0; i < b->n_msgs; i++) {
+        uint64_t from = b->msgs[i]->from;
+        if (peer == NULL || from != peer->id) {
+            n->stats.raft_from_bad++;
+            net__sock_bad(&c->s, KV_EPROTO,
+                          "Raft message from node %llu on the connection of peer %s (node %llu)",
+                          (unsigned long long)from, c->peer_name,
+                          peer != NULL ? (unsigned long long)peer->id : 0ull);
+            return false;
+        }
+    }
+    return true;
+}
+
 static void conn_raft(net_conn *c, const uint8_t *p, size_t len) {
     net *n = c->s.n;
     Kv__RaftBatch *b = kv__raft_batch__unpack(NULL, len, p);
     if (b == NULL) {
         net__sock_bad(&c->s, KV_EPROTO, "undecodable RaftBatch from peer %s", c->peer_name);
+        return;
+    }
+    if (!conn_raft_from_ok(c, b)) {
+        kv__raft_batch__free_unpacked(b, NULL);
         return;
     }
     for (size_t i = 0; i < b->n_msgs && !net__sock_done(&c->s); i++) {

@@ -179,6 +179,10 @@ void net__conn_on_frame(net_conn *c, const kv_frame_header *h, const uint8_t *pa
 void net__conn_close(net_conn *c);
 /* Closes every inbound connection from peer name (except keep). */
 void net__conns_close_peer(net *n, const char *name, const net_conn *keep);
+/* 0 when a received Hello is acceptable (net.h "Handshake checks"), else
+ * the code and, in reason[cap], why. Reads n's name, cluster id, token and
+ * peer list only (the Hello fuzz target calls it on a bare net). */
+int net__hello_check(net *n, const Kv__Hello *hello, char *reason, size_t cap);
 
 /* ---- net_peer.c ---- */
 void net__link_on_frame(net_link *l, const kv_frame_header *h, const uint8_t *payload);

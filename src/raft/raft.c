@@ -83,12 +83,15 @@ int raft_quorum(const raft *r) {
 
 static int config_check(const raft_config *c) {
     if (c->id == 0 || c->election_ticks == 0 || c->heartbeat_ticks == 0 ||
-        c->heartbeat_ticks >= c->election_ticks) {
+        c->heartbeat_ticks >= c->election_ticks || c->hs.term > RAFT_TERM_MAX) {
         return KV_EINVAL;
     }
+    /* past KV_RAFT_MSG_BYTES_MAX or KV_ENTRY_BYTES_MAX an APPEND could
+     * outgrow a frame (kv/limits.h) and never reach its follower */
     if (c->max_inflight_msgs == 0 || c->max_inflight_msgs > KV_RAFT_INFLIGHT_MSGS_MAX ||
-        c->max_msg_bytes == 0 || c->max_uncommitted_bytes == 0 || c->max_entry_bytes == 0 ||
-        c->max_read_pending == 0) {
+        c->max_msg_bytes == 0 || c->max_msg_bytes > KV_RAFT_MSG_BYTES_MAX ||
+        c->max_uncommitted_bytes == 0 || c->max_entry_bytes == 0 ||
+        c->max_entry_bytes > KV_ENTRY_BYTES_MAX || c->max_read_pending == 0) {
         return KV_EINVAL;
     }
     if (c->lease_read && !c->check_quorum) {
@@ -296,6 +299,7 @@ static void tally(raft *r, uint64_t from, bool granted) {
  * could win at term+1 without changing its term; only then campaigns. */
 void raft_campaign_start(raft *r, bool pre, bool transfer) {
     assert(raft_is_voter(&r->conf, r->id));
+    assert(r->term < UINT64_MAX); /* callers stop at RAFT_TERM_MAX */
     uint64_t term = r->term + 1;
     if (pre) {
         r->role = RAFT_PRE_CANDIDATE;
@@ -325,7 +329,7 @@ void raft_campaign_start(raft *r, bool pre, bool transfer) {
 
 int raft_campaign(raft *r) {
     assert(r != NULL && !r->in_ready);
-    if (!raft_is_voter(&r->conf, r->id) || r->install_pending) {
+    if (!raft_is_voter(&r->conf, r->id) || r->install_pending || r->term >= RAFT_TERM_MAX) {
         return KV_EINVAL;
     }
     if (r->role != RAFT_LEADER) {
@@ -378,7 +382,7 @@ void raft_tick(raft *r) {
          * voters whose newer conf counts it (etcd-io/raft does the same) */
         r->election_elapsed += r->election_elapsed < UINT32_MAX;
         if (r->election_elapsed >= r->election_timeout && raft_is_voter(&r->conf, r->id) &&
-            !r->install_pending) {
+            !r->install_pending && r->term < RAFT_TERM_MAX) {
             reset_election_timeout(r);
             raft_campaign_start(r, r->cfg.pre_vote, false);
         }
@@ -448,55 +452,125 @@ static void step_lower_term(raft *r, const raft_msg *m) {
     }
 }
 
+/* ---- received messages: every field checked before it is used ----
+ *
+ * A message is refused (KV_EPROTO, counted in msgs_refused, nothing
+ * changed) when a field is one no correct node can send. The checks here
+ * need nothing but the message; those that need the receiver's state sit
+ * where the field is used (raft_repl.c, raft_snap.c, step_not_leader).
+ * No assert is reachable from a received field (issue 10). */
+
+/* A CONF payload a leader could have made: decodable, at least one voter. */
+static bool conf_payload_ok(const raft_entry *e) {
+    raft_membership c;
+    raft_conf_op op;
+    uint64_t node;
+    return raft_conf_decode(e->data, e->len, &op, &node, &c) == 0 && c.voters_count > 0;
+}
+
+/* APPEND entries follow (index, log_term) without a gap, their terms never
+ * go down and never pass the sender's term (paper §5.3, Log Matching). */
+static bool check_entries(const raft *r, const raft_msg *m) {
+    if (m->entries_count > 0 && (m->entries == NULL || m->type != RAFT_MSG_APPEND)) {
+        return false;
+    }
+    if (m->index >= UINT64_MAX - m->entries_count) {
+        return false; /* the last index would wrap */
+    }
+    for (size_t i = 0; i < m->entries_count; i++) {
+        const raft_entry *e = &m->entries[i];
+        if (e->index != m->index + 1 + i || e->term > m->term || e->term < m->log_term ||
+            (i > 0 && e->term < m->entries[i - 1].term) || e->type > RAFT_ENTRY_CONF ||
+            e->len > r->cfg.max_entry_bytes || (e->len > 0 && e->data == NULL) ||
+            (e->type == RAFT_ENTRY_CONF && !conf_payload_ok(e))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A snapshot chunk: within its snapshot, of a snapshot of some committed
+ * entry (index >= 1, 1 <= term <= the sender's term) with a membership that
+ * has a voter (no change removes the last one). */
+static bool check_snapshot(const raft_msg *m) {
+    if (m->type != RAFT_MSG_SNAPSHOT) {
+        return m->snap_len == 0 && (m->type != RAFT_MSG_SNAPSHOT_RESP || m->snap.term <= m->term);
+    }
+    return (m->snap_len == 0 || m->snap_data != NULL) && m->snap_len <= m->snap_total &&
+           m->snap_offset <= m->snap_total - m->snap_len &&
+           m->snap_len <= KV_SNAPSHOT_CHUNK_BYTES && m->snap.index >= 1 && m->snap.term >= 1 &&
+           m->snap.term <= m->term && raft_conf_valid(&m->snap.membership) &&
+           m->snap.membership.voters_count > 0;
+}
+
+/* (index, log_term) names an entry of the sender's log: index 0 has term 0,
+ * every other entry a term >= 1, and none a term past the sender's. */
+static bool check_log_position(const raft_msg *m) {
+    switch (m->type) {
+    case RAFT_MSG_APPEND:
+    case RAFT_MSG_VOTE:
+    case RAFT_MSG_PREVOTE:
+        return m->log_term <= m->term && (m->index == 0) == (m->log_term == 0);
+    case RAFT_MSG_APPEND_RESP:
+        /* a rejection names the APPEND's previous entry (never index 0,
+         * which every log matches) and hints at an index at or below it,
+         * of a term the follower holds (<= its term) */
+        return !m->reject ||
+               (m->index >= 1 && m->reject_hint <= m->index && m->hint_term <= m->term);
+    default:
+        return true;
+    }
+}
+
 static int check_msg(const raft *r, const raft_msg *m) {
     if (m->to != r->id) {
         return KV_EINVAL;
     }
+    /* past RAFT_TERM_MAX, term + 1 could wrap */
     if (m->type < RAFT_MSG_APPEND || m->type > RAFT_MSG_TIMEOUT_NOW || m->from == 0 ||
-        m->term == 0 || (m->entries_count > 0 && m->entries == NULL)) {
+        m->from == r->id || m->term == 0 || m->term > RAFT_TERM_MAX) {
         return KV_EPROTO;
     }
-    if (m->type == RAFT_MSG_SNAPSHOT &&
-        ((m->snap_len > 0 && m->snap_data == NULL) || m->snap_len > m->snap_total ||
-         m->snap_offset > m->snap_total - m->snap_len || m->snap_len > KV_SNAPSHOT_CHUNK_BYTES ||
-         !raft_conf_valid(&m->snap.membership))) {
+    if (!check_entries(r, m) || !check_snapshot(m) || !check_log_position(m)) {
         return KV_EPROTO;
-    }
-    for (size_t i = 0; i < m->entries_count; i++) {
-        const raft_entry *e = &m->entries[i];
-        raft_membership c;
-        raft_conf_op op;
-        uint64_t node;
-        if (e->index != m->index + 1 + i || e->term > m->term || e->term < m->log_term ||
-            (i > 0 && e->term < m->entries[i - 1].term) || e->type > RAFT_ENTRY_CONF ||
-            e->len > r->cfg.max_entry_bytes || (e->len > 0 && e->data == NULL) ||
-            (e->type == RAFT_ENTRY_CONF && raft_conf_decode(e->data, e->len, &op, &node, &c))) {
-            return KV_EPROTO;
-        }
     }
     return 0;
 }
 
-static void step_leader(raft *r, const raft_msg *m) {
+static int step_leader(raft *r, const raft_msg *m) {
     assert(r->role == RAFT_LEADER && m->term >= r->term);
     raft_peer *p = raft_peer_get(r, m->from);
     if (p == NULL || p->id == r->id) {
-        return;
+        return 0; /* not a member (any more): a stale answer */
     }
+    /* a refused message changes nothing, its sender's liveness included */
+    bool was_active = p->recent_active;
     p->recent_active = true;
+    int rc = 0;
     switch (m->type) {
     case RAFT_MSG_APPEND_RESP:
-        raft_handle_append_resp(r, p, m);
+        rc = raft_handle_append_resp(r, p, m);
         break;
     case RAFT_MSG_HEARTBEAT_RESP:
-        raft_handle_heartbeat_resp(r, p, m);
+        rc = raft_handle_heartbeat_resp(r, p, m);
         break;
     case RAFT_MSG_SNAPSHOT_RESP:
-        raft_handle_snapshot_resp(r, p, m);
+        rc = raft_handle_snapshot_resp(r, p, m);
         break;
     default:
         break;
     }
+    if (rc != 0) {
+        p->recent_active = was_active;
+    }
+    return rc;
+}
+
+/* Election Safety (paper §5.2): at most one leader per term. A follower
+ * that knows the leader of its term refuses another node's claim to it,
+ * and a TIMEOUT_NOW from anyone but that leader. */
+static bool claims_other_leader(const raft *r, const raft_msg *m) {
+    return r->role == RAFT_FOLLOWER && m->term == r->term && r->leader != 0 && r->leader != m->from;
 }
 
 static int step_not_leader(raft *r, const raft_msg *m) {
@@ -505,6 +579,9 @@ static int step_not_leader(raft *r, const raft_msg *m) {
     case RAFT_MSG_APPEND:
     case RAFT_MSG_HEARTBEAT:
     case RAFT_MSG_SNAPSHOT:
+        if (claims_other_leader(r, m)) {
+            return KV_EPROTO;
+        }
         if (r->role != RAFT_FOLLOWER || r->leader != m->from) {
             raft_become_follower(r, m->term, m->from);
         }
@@ -518,7 +595,10 @@ static int step_not_leader(raft *r, const raft_msg *m) {
         }
         break;
     case RAFT_MSG_TIMEOUT_NOW:
-        if (r->role == RAFT_FOLLOWER && raft_is_voter(&r->conf, r->id)) {
+        if (claims_other_leader(r, m)) {
+            return KV_EPROTO;
+        }
+        if (r->role == RAFT_FOLLOWER && raft_is_voter(&r->conf, r->id) && r->term < RAFT_TERM_MAX) {
             raft_campaign_start(r, false, true); /* thesis §3.10 */
         }
         break;
@@ -543,6 +623,7 @@ int raft_step(raft *r, const raft_msg *m) {
     assert(!r->in_ready);
     int rc = check_msg(r, m);
     if (rc != 0) {
+        r->msgs_refused++;
         return rc;
     }
     if (m->term > r->term) {
@@ -556,9 +637,12 @@ int raft_step(raft *r, const raft_msg *m) {
     if (m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PREVOTE) {
         handle_vote(r, m);
     } else if (r->role == RAFT_LEADER) {
-        step_leader(r, m);
+        rc = step_leader(r, m);
     } else {
         rc = step_not_leader(r, m);
+    }
+    if (rc == KV_EPROTO) {
+        r->msgs_refused++;
     }
     raft_invariants(r);
     return rc;
@@ -617,4 +701,7 @@ bool raft_transferring(const raft *r) {
 }
 uint64_t raft_uncommitted_bytes(const raft *r) {
     return r->uncommitted_bytes;
+}
+uint64_t raft_msgs_refused(const raft *r) {
+    return r->msgs_refused;
 }

@@ -164,6 +164,11 @@
 
 #include "kv/limits.h"
 
+/* The largest term: a message of a larger one is refused (KV_EPROTO) and a
+ * node at it no longer campaigns, so term + 1 never wraps. Campaigns alone
+ * (one per election timeout) never get there. */
+#define RAFT_TERM_MAX (UINT64_MAX / 2)
+
 /* Snapshot chunks in flight to one follower (each <= KV_SNAPSHOT_CHUNK_BYTES). */
 #define RAFT_SNAPSHOT_CHUNKS_INFLIGHT 4u
 
@@ -292,9 +297,12 @@ typedef struct raft_config {
     bool check_quorum;              /* leader steps down without a quorum; default on */
     bool lease_read;                /* lease-based reads; default off; needs check_quorum */
     uint32_t max_inflight_msgs;     /* default and most KV_RAFT_INFLIGHT_MSGS_MAX */
-    uint64_t max_msg_bytes;         /* default KV_RAFT_MSG_BYTES_MAX */
+    uint64_t max_msg_bytes;         /* default and most KV_RAFT_MSG_BYTES_MAX: an APPEND's
+                                       entries, each counted as its payload plus
+                                       KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES (one entry
+                                       always goes); every APPEND fits in a frame */
     uint64_t max_uncommitted_bytes; /* default KV_RAFT_UNCOMMITTED_BYTES_MAX */
-    uint64_t max_entry_bytes;       /* default KV_ENTRY_BYTES_MAX */
+    uint64_t max_entry_bytes;       /* default and most KV_ENTRY_BYTES_MAX */
     uint32_t max_read_pending;      /* default KV_READ_INDEX_PENDING_MAX */
     raft_snapshot_read_fn snapshot_read; /* may be NULL: never sends snapshots */
     void *snapshot_ctx;
@@ -323,7 +331,8 @@ void raft_config_init(raft_config *cfg, uint64_t id);
 /* Creates a raft from cfg (copied; entries copied). Ownership: *out belongs to
  * the caller, release with raft_free(). Returns 0, KV_EINVAL (id 0, zero
  * limit, heartbeat_ticks >= election_ticks, lease_read without check_quorum,
- * entries not contiguous after the snapshot, bad membership), KV_ENOMEM.
+ * entries not contiguous after the snapshot, bad membership, a limit past
+ * its kv/limits.h maximum), KV_ENOMEM.
  * A restarted node starts as a follower of no one. */
 int raft_new(const raft_config *cfg, raft **out);
 void raft_free(raft *r);
@@ -343,7 +352,16 @@ int raft_campaign(raft *r);
 /* Processes one message addressed to this node. The caller keeps ownership
  * of m (raft copies what it keeps). Returns 0 (also for stale or unexpected
  * messages, which are ignored), KV_EINVAL (m->to is not this node),
- * KV_EPROTO (malformed: unknown type, non-contiguous entries), KV_ENOMEM. */
+ * KV_EPROTO, KV_ENOMEM. KV_EPROTO: a field no correct node sends (unknown
+ * type, from 0 or this node, term 0 or past RAFT_TERM_MAX, entries not contiguous
+ * or with terms going down, a reject hint past the rejected index, a
+ * snapshot of term 0 or without a voter, a second leader in a known
+ * leader's term, a change to an entry committed or matched with this
+ * term's leader, an acknowledgement of entries or read rounds the leader
+ * never had, ...). Every field of m is checked against what this node
+ * knows before it is used: no assert is reachable from m's contents, and a
+ * refused message changes nothing. Refusals are counted
+ * (raft_msgs_refused). */
 int raft_step(raft *r, const raft_msg *m);
 
 /* Appends one NORMAL entry with a copy of data (leader only). *index_out (may
@@ -501,6 +519,8 @@ void raft_membership_get(const raft *r, raft_membership *out);
 bool raft_transferring(const raft *r);          /* leader with a transfer running */
 size_t raft_read_pending(const raft *r);        /* reads waiting for confirmation */
 uint64_t raft_uncommitted_bytes(const raft *r); /* leader: proposed, uncommitted */
+/* Messages raft_step() refused (KV_EINVAL, KV_EPROTO) since raft_new(). */
+uint64_t raft_msgs_refused(const raft *r);
 
 typedef enum raft_progress_state {
     RAFT_PROGRESS_PROBE = 0,     /* one append at a time until the log matches */

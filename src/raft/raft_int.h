@@ -141,7 +141,7 @@ struct raft {
     bool rcv_active;
     raft_snapshot_meta rcv;
     uint64_t rcv_total;
-    uint64_t rcv_from; /* the sender of the transfer being received */
+    uint64_t rcv_from;   /* the sender of the transfer being received */
     uint64_t rcv_offset; /* stored by the app so far */
     raft_chunk_q rcv_q[RAFT_SNAPSHOT_CHUNKS_INFLIGHT];
     uint32_t rcv_q_count;
@@ -152,8 +152,9 @@ struct raft {
     raft_msg out_sink; /* filled instead of a message when out cannot grow */
     size_t out_count;
     size_t out_cap;
-    bool bcast_commit; /* tell followers the new commit index at raft_ready */
-    bool in_ready;     /* between raft_ready and raft_advance */
+    bool bcast_commit;     /* tell followers the new commit index at raft_ready */
+    bool in_ready;         /* between raft_ready and raft_advance */
+    uint64_t msgs_refused; /* raft_step() refused: malformed or impossible */
     raft_hard_state prev_hs;
     raft_soft_state prev_ss;
 };
@@ -196,9 +197,9 @@ void raft_flush_sends(raft *r);
 void raft_send_heartbeats(raft *r, uint64_t ctx);
 void raft_maybe_commit(raft *r);
 int raft_handle_append(raft *r, const raft_msg *m);
-void raft_handle_append_resp(raft *r, raft_peer *p, const raft_msg *m);
+int raft_handle_append_resp(raft *r, raft_peer *p, const raft_msg *m);
 void raft_handle_heartbeat(raft *r, const raft_msg *m);
-void raft_handle_heartbeat_resp(raft *r, raft_peer *p, const raft_msg *m);
+int raft_handle_heartbeat_resp(raft *r, raft_peer *p, const raft_msg *m);
 void raft_follower_ack(raft *r);
 void raft_send_timeout_now(raft *r, uint64_t to);
 
@@ -219,7 +220,7 @@ void raft_snap_send(raft *r, raft_peer *p);
 void raft_snap_start(raft *r, raft_peer *p);
 void raft_snap_tick(raft *r, raft_peer *p);
 void raft_handle_snapshot(raft *r, const raft_msg *m);
-void raft_handle_snapshot_resp(raft *r, raft_peer *p, const raft_msg *m);
+int raft_handle_snapshot_resp(raft *r, raft_peer *p, const raft_msg *m);
 void raft_snap_chunk_stored(raft *r, const raft_snapshot_chunk *c);
 void raft_snap_installed(raft *r);
 void raft_rcv_free(raft *r);

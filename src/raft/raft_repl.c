@@ -87,9 +87,11 @@ static bool peer_paused(const raft_peer *p) {
     return p->state == RAFT_PROGRESS_SNAPSHOT || infl_full(&p->infl);
 }
 
-/* Sends one APPEND from p->next (at most max_msg_bytes of payload, at least
- * one entry). Its entries are attached at raft_ready(). Returns true when
- * another one may follow at once (pipelining in REPLICATE). */
+/* Sends one APPEND from p->next (entries of at most max_msg_bytes, each
+ * counted with its wire overhead, and at least one entry: every APPEND
+ * fits in a frame, kv/limits.h). Its entries are attached at raft_ready().
+ * Returns true when another one may follow at once (pipelining in
+ * REPLICATE). */
 static bool send_append(raft *r, raft_peer *p, bool send_if_empty) {
     assert(r->role == RAFT_LEADER && p->id != r->id);
     if (p->state == RAFT_PROGRESS_SNAPSHOT) {
@@ -108,7 +110,7 @@ static bool send_append(raft *r, raft_peer *p, bool send_if_empty) {
     size_t n = 0;
     uint64_t bytes = 0;
     while (prev + n < last) {
-        size_t len = raft_log_at(&r->log, prev + n + 1)->len;
+        uint64_t len = raft_log_at(&r->log, prev + n + 1)->len + KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES;
         if (n > 0 && bytes + len > r->cfg.max_msg_bytes) {
             break;
         }
@@ -268,13 +270,15 @@ static void handle_reject(raft *r, raft_peer *p, const raft_msg *m) {
     p->want_send = true;
 }
 
-void raft_handle_append_resp(raft *r, raft_peer *p, const raft_msg *m) {
+/* Returns 0, or KV_EPROTO for an acknowledgement of entries this leader
+ * never had (its log only grows during its term). */
+int raft_handle_append_resp(raft *r, raft_peer *p, const raft_msg *m) {
     if (m->reject) {
-        handle_reject(r, p, m);
-        return;
+        handle_reject(r, p, m); /* fields checked by raft.c check_msg */
+        return 0;
     }
     if (m->index > raft_log_last(&r->log)) {
-        return; /* claims entries we never had: ignore */
+        return KV_EPROTO;
     }
     bool updated = m->index > p->match;
     if (updated) {
@@ -302,10 +306,16 @@ void raft_handle_append_resp(raft *r, raft_peer *p, const raft_msg *m) {
     if (r->role == RAFT_LEADER && r->transferee == p->id && p->match == raft_log_last(&r->log)) {
         raft_send_timeout_now(r, p->id); /* thesis §3.10: target caught up */
     }
+    return 0;
 }
 
-void raft_handle_heartbeat_resp(raft *r, raft_peer *p, const raft_msg *m) {
-    if (m->context > p->read_acked && m->context <= r->read_seq) {
+/* Returns 0, or KV_EPROTO for a round this leader never started (read_seq
+ * only grows during its term). */
+int raft_handle_heartbeat_resp(raft *r, raft_peer *p, const raft_msg *m) {
+    if (m->context > r->read_seq) {
+        return KV_EPROTO;
+    }
+    if (m->context > p->read_acked) {
         p->read_acked = m->context;
         raft_reads_release(r);
     }
@@ -322,6 +332,7 @@ void raft_handle_heartbeat_resp(raft *r, raft_peer *p, const raft_msg *m) {
         p->want_send = true;
         p->want_empty = true;
     }
+    return 0;
 }
 
 /* ---- follower ---- */
@@ -352,7 +363,9 @@ static void reject_append(raft *r, const raft_msg *m) {
 
 /* Paper §5.3 (AppendEntries receiver): accept when the log holds (index,
  * log_term); drop a conflicting suffix; append what is new. Entries <= commit
- * match any leader's (Leader Completeness, §5.4) and are skipped. */
+ * match any leader's (Leader Completeness, §5.4) and are skipped. Returns 0,
+ * KV_ENOMEM, or KV_EPROTO (nothing changed) for entries no real leader sends:
+ * terms going down, or a change to a committed or already matched entry. */
 int raft_handle_append(raft *r, const raft_msg *m) {
     const raft_entry *ents = m->entries;
     size_t n = m->entries_count;
@@ -360,8 +373,10 @@ int raft_handle_append(raft *r, const raft_msg *m) {
     if (prev < r->commit) {
         size_t skip = (size_t)(r->commit - prev);
         skip = skip < n ? skip : n;
-        ents += skip;
-        n -= skip;
+        if (skip > 0) {
+            ents += skip; /* not NULL + 0 (UB) for an empty APPEND */
+            n -= skip;
+        }
         prev = r->commit;
     } else if (prev > raft_log_last(&r->log) || raft_log_term_at(&r->log, prev) != m->log_term) {
         reject_append(r, m);
@@ -375,11 +390,13 @@ int raft_handle_append(raft *r, const raft_msg *m) {
     }
     if (i < n) {
         if (ents[i].term < raft_log_term_at(&r->log, ents[i].index - 1)) {
-            return 0; /* terms going down: not a real leader's log */
+            return KV_EPROTO; /* terms going down: not a real leader's log */
         }
         if (ents[i].index <= last) {
-            if (ents[i].index <= r->commit) {
-                return 0; /* would overwrite a committed entry: not a real leader */
+            /* a committed entry never changes (§5.4), nor one that matched
+             * this term's leader: its log only grows during its term */
+            if (ents[i].index <= r->commit || ents[i].index <= r->leader_match) {
+                return KV_EPROTO;
             }
             raft_log_truncate(r, ents[i].index);
         }

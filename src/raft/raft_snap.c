@@ -97,10 +97,16 @@ void raft_snap_tick(raft *r, raft_peer *p) {
     }
 }
 
-void raft_handle_snapshot_resp(raft *r, raft_peer *p, const raft_msg *m) {
+/* Returns 0, or KV_EPROTO for an offset past the snapshot's end (the
+ * follower expects at most its size). */
+int raft_handle_snapshot_resp(raft *r, raft_peer *p, const raft_msg *m) {
     if (p->state != RAFT_PROGRESS_SNAPSHOT || m->snap.index != p->snap_index ||
         m->snap.term != p->snap_term) {
-        return; /* about another transfer */
+        return 0; /* about another transfer */
+    }
+    if (!m->reject && !m->snap_last && p->snap_total != TOTAL_UNKNOWN &&
+        m->snap_offset > p->snap_total) {
+        return KV_EPROTO;
     }
     if (m->reject) {
         /* it does not need it: its log holds index (durable and committed,
@@ -112,7 +118,7 @@ void raft_handle_snapshot_resp(raft *r, raft_peer *p, const raft_msg *m) {
         snap_abort(r, p);
         p->probe_sent = p->next - 1 < r->log.snap_index;
         p->want_send = true;
-        return;
+        return 0;
     }
     if (m->snap_last) {
         /* installed: replicate from after it (thesis §5.3) */
@@ -123,7 +129,7 @@ void raft_handle_snapshot_resp(raft *r, raft_peer *p, const raft_msg *m) {
         p->probe_sent = false;
         p->want_send = true;
         raft_maybe_commit(r);
-        return;
+        return 0;
     }
     uint64_t off = m->snap_offset;
     if (off > p->snap_acked) {
@@ -137,6 +143,7 @@ void raft_handle_snapshot_resp(raft *r, raft_peer *p, const raft_msg *m) {
         p->snap_sent = off;
     }
     raft_snap_send(r, p);
+    return 0;
 }
 
 /* ---- follower ---- */

@@ -233,6 +233,50 @@ START_TEST(test_batching_into_one_message) {
 }
 END_TEST
 
+static void msg_limit_1000(raft_config *cfg, void *arg) {
+    (void)arg;
+    cfg->max_msg_bytes = 1000;
+}
+
+/* An APPEND holds entries up to max_msg_bytes, each counted as its payload
+ * plus KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES (what it costs in a frame): at the
+ * limit exactly 10 entries of 1000 / 10 bytes go together, one byte more
+ * each and only 9 do; empty entries count too. */
+START_TEST(test_msg_bytes_count_wire_overhead) {
+    const size_t at = 1000 / 10 - KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES;
+    const size_t lens[3] = {at, at + 1, 0};
+    const size_t per_msg[3] = {10, 9, 1000 / KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES};
+    for (int k = 0; k < 3; k++) {
+        tc c;
+        tc_start(&c, 3, 3, msg_limit_1000, NULL);
+        tc_elect(&c, 1);
+        tc_propose(&c, 1, 30, lens[k]);
+        tc_ready(&c, 1);
+        ck_assert_uint_gt(tc_queued(&c, RAFT_MSG_APPEND, 1, 2), 1);
+        int first = 0;
+        for (size_t i = 0; i < c.q_count; i++) {
+            if (c.q[i].type == RAFT_MSG_APPEND && c.q[i].to == 2 && c.q[i].index == 2) {
+                ck_assert_uint_eq(c.q[i].entries_count, per_msg[k]);
+                first++;
+            }
+        }
+        ck_assert_int_eq(first, 1);
+        tc_settle(&c);
+        ck_assert_uint_eq(c.n[2].applied_normal, 30);
+        tc_free(&c);
+    }
+    /* past KV_RAFT_MSG_BYTES_MAX an APPEND could outgrow a frame */
+    raft_config cfg;
+    raft_config_init(&cfg, 1);
+    raft *r;
+    cfg.max_msg_bytes = KV_RAFT_MSG_BYTES_MAX + 1;
+    ck_assert_int_eq(raft_new(&cfg, &r), KV_EINVAL);
+    cfg.max_msg_bytes = KV_RAFT_MSG_BYTES_MAX;
+    cfg.max_entry_bytes = KV_ENTRY_BYTES_MAX + 1;
+    ck_assert_int_eq(raft_new(&cfg, &r), KV_EINVAL);
+}
+END_TEST
+
 static void small_limits(raft_config *cfg, void *arg) {
     (void)arg;
     cfg->max_uncommitted_bytes = 1000;
@@ -375,6 +419,7 @@ Suite *repl_suite(void) {
     tcase_add_test(t, test_reject_hint_backtracks_by_term);
     tcase_add_test(t, test_inflight_limit);
     tcase_add_test(t, test_batching_into_one_message);
+    tcase_add_test(t, test_msg_bytes_count_wire_overhead);
     tcase_add_test(t, test_uncommitted_limit);
     tcase_add_test(t, test_lost_appends_recovered);
     tcase_add_test(t, test_msg_copy);

@@ -208,6 +208,7 @@ START_TEST(test_snapshot_refused_no_storm) {
                      .snap_len = 0};
     snap.snap.index = raft_commit_index(f) - 1;
     snap.snap.term = 1;
+    snap.snap.membership = (raft_membership){.voters_count = 3, .voters = {1, 2, 3}};
     tc_settle(&c);
     c.drop = NULL;
     ck_assert_int_eq(raft_step(f, &snap), 0);
