@@ -29,6 +29,13 @@
 #define NET_BUF_KEEP_BYTES (256u * 1024u)  /* output buffers above it are freed once empty */
 #define NET_BACKOFF_MIN_MS 50u
 #define NET_BACKOFF_MAX_MS 2000u
+/* A peer link whose sent bytes stay unacknowledged this long is dropped by
+ * the kernel (TCP_USER_TIMEOUT) and redialled with backoff. Without it a
+ * link kept through a partition sat in TCP's retransmission backoff, which
+ * doubles up to minutes: after the heal a follower caught up only ~20 s
+ * later (tests/jepsen-lite, partition-long). Above a few heartbeat rounds
+ * and an fsync stall, far below an operator's patience. */
+#define NET_PEER_USER_TIMEOUT_MS 3000u
 #define NET_ADDR_BYTES_MAX 128u   /* "host:port" strings, configured or printed */
 #define NET_REASON_BYTES_MAX 256u /* a HelloReply's reason */
 
@@ -155,6 +162,8 @@ void net__handle_closed(net *n);
 /* ---- net_sock.c ---- */
 void net__sock_init(net *n, net_sock *s, net_sock_kind kind);
 int net__sock_start_read(net_sock *s);
+/* Sets TCP_USER_TIMEOUT on s (connected); a failure is logged, not fatal. */
+void net__sock_user_timeout(net_sock *s, unsigned ms);
 /* Bytes queued for output (including a write in flight). */
 size_t net__sock_queued(const net_sock *s);
 /* Packs msg as a frame of type (frame_bytes = kv_frame_size(msg)) at the end

@@ -113,6 +113,7 @@ static void connect_cb(uv_connect_t *req, int status) {
         return;
     }
     uv_tcp_nodelay(&l->s.tcp, 1);
+    net__sock_user_timeout(&l->s, NET_PEER_USER_TIMEOUT_MS);
     int rc = net__sock_start_read(&l->s);
     if (rc != 0) {
         kv_log(KV_LOG_DEBUG, "IO", "read from peer %s: %s", p->name, uv_strerror(rc));

@@ -6,6 +6,8 @@
 #include "kv/errors.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -320,6 +322,15 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
         s->rbuf = NULL;
         s->rcap = 0;
     }
+}
+
+void net__sock_user_timeout(net_sock *s, unsigned ms) {
+    uv_os_fd_t fd;
+    int rc = uv_fileno((const uv_handle_t *)&s->tcp, &fd);
+    if (rc == 0 && setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms) != 0)
+        rc = -errno;
+    if (rc != 0)
+        KV_LOGW("IO", "TCP_USER_TIMEOUT on the link to %s: %s", s->addr, uv_strerror(rc));
 }
 
 int net__sock_start_read(net_sock *s) {
