@@ -371,11 +371,23 @@ static void on_tick(uv_timer_t *h) {
         server_ops_tick(s);
 }
 
+/* A refused message is counted by the core (kv_raft_msgs_refused_total);
+ * it is logged at most once a second, so a misbehaving peer cannot flood
+ * the log. */
 static void on_raft(void *ctx, const char *from, const raft_msg *m) {
     server *s = ctx;
     int rc = raft_step(s->r, m);
-    if (rc != 0 && rc != KV_EINVAL)
-        KV_LOGW(kv_errword(rc), "message from %s refused: %s", from, kv_strerror(rc));
+    if (rc == 0 || rc == KV_EINVAL)
+        return;
+    uint64_t now = kv_now_ns();
+    if (now - s->refused_logged_ns < 1000000000ull) {
+        s->refused_quiet++;
+        return;
+    }
+    KV_LOGW(kv_errword(rc), "message type %d from %s refused: %s (%llu more since the last line)",
+            (int)m->type, from, kv_strerror(rc), (unsigned long long)s->refused_quiet);
+    s->refused_logged_ns = now;
+    s->refused_quiet = 0;
 }
 
 static void close_walk(uv_handle_t *h, void *arg) {

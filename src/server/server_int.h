@@ -188,6 +188,8 @@ typedef struct server {
     uint64_t snapshots_taken;
     uint64_t snapshots_installed;
     server_hist req_latency[SERVER_REQ_KINDS]; /* answered requests, by kind */
+    uint64_t refused_logged_ns; /* when a refused Raft message was last logged */
+    uint64_t refused_quiet;     /* refused since, not logged */
 } server;
 
 /* ring */

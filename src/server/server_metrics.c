@@ -146,6 +146,8 @@ static void metrics(server *s, out *o) {
     metric(o, "kv_last_index", "gauge", "last log index", raft_last_index(s->r));
     metric(o, "kv_snapshot_index", "gauge", "newest snapshot's index", s->snap_index);
     metric(o, "kv_leader_changes_total", "counter", "leaders seen", s->leader_changes);
+    metric(o, "kv_raft_msgs_refused_total", "counter",
+           "Raft messages refused: fields no correct node sends", raft_msgs_refused(s->r));
     metric(o, "kv_proposals_total", "counter", "writes proposed by this node as leader",
            s->proposals);
     metric(o, "kv_proposals_pending", "gauge", "writes waiting for commit", s->pending.count);
