@@ -1,0 +1,145 @@
+/*
+ * kv-jepsen: the nemesis (see jepsen.h). Each event is drawn from the
+ * seeded rng among the enabled kinds; it faults, waits, heals, and leaves
+ * every node it touched running again (the watch for unexpected exits then
+ * covers it again).
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "jepsen.h"
+
+const char *const nemesis_names[NEM_COUNT] = {
+    [NEM_KILL] = "kill",           [NEM_KILL_MAJORITY] = "kill-majority",
+    [NEM_KILL_ALL] = "kill-all",   [NEM_PAUSE] = "pause",
+    [NEM_PAUSE_MAJORITY] = "pause-majority", [NEM_PAUSE_ALL] = "pause-all",
+    [NEM_RESTART] = "restart",
+};
+int nemesis_counts[NEM_COUNT];
+
+int nemesis_parse(const char *list, uint32_t *out) {
+    char buf[512];
+    if (strlen(list) >= sizeof buf)
+        return -1;
+    strcpy(buf, list);
+    *out = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t != NULL;
+         t = strtok_r(NULL, ",", &save)) {
+        if (strcmp(t, "all") == 0) {
+            *out |= (1u << NEM_COUNT) - 1;
+            continue;
+        }
+        int k = 0;
+        while (k < NEM_COUNT && strcmp(t, nemesis_names[k]) != 0)
+            k++;
+        if (k == NEM_COUNT) {
+            fprintf(stderr, "kv-jepsen: unknown nemesis '%s'\n", t);
+            return -1;
+        }
+        *out |= 1u << k;
+    }
+    return *out != 0 ? 0 : -1;
+}
+
+/* Picks `count` distinct nodes into set[] (a bitmask), the leader first when
+ * with_leader and one is found. */
+static uint32_t pick_nodes(rng *r, int count, bool with_leader) {
+    uint32_t set = 0;
+    int leader = with_leader ? find_leader() : -1;
+    int got = 0;
+    if (leader >= 0) {
+        set |= 1u << leader;
+        got++;
+    }
+    while (got < count) {
+        int i = (int)rng_range(r, 0, (uint64_t)opt.nodes - 1);
+        if (!(set & (1u << i))) {
+            set |= 1u << i;
+            got++;
+        }
+    }
+    return set;
+}
+
+static void set_str(uint32_t set, char *out, size_t n) {
+    size_t len = 0;
+    out[0] = 0;
+    for (int i = 0; i < opt.nodes && len + 5 < n; i++)
+        if (set & (1u << i))
+            len += (size_t)snprintf(out + len, n - len, "%sn%d", len ? "," : "", i + 1);
+}
+
+/* kill -9 of the nodes in set, down for a while, restarted. */
+static int nem_kill(rng *r, uint32_t set) {
+    char s[64];
+    set_str(set, s, sizeof s);
+    uint64_t down = rng_range(r, 500, 1500);
+    logf_("nemesis: kill -9 %s, restart in %" PRIu64 " ms", s, down);
+    for (int i = 0; i < opt.nodes; i++)
+        if (set & (1u << i))
+            node_kill9(i);
+    nodes_sleep(down);
+    for (int i = 0; i < opt.nodes; i++)
+        if ((set & (1u << i)) && node_start(i) != 0)
+            return -1;
+    return 0;
+}
+
+static int nem_pause(rng *r, uint32_t set) {
+    char s[64];
+    set_str(set, s, sizeof s);
+    uint64_t pause = rng_range(r, 1000, 3000);
+    logf_("nemesis: SIGSTOP %s for %" PRIu64 " ms", s, pause);
+    for (int i = 0; i < opt.nodes; i++)
+        if (set & (1u << i))
+            node_pause(i);
+    nodes_sleep(pause);
+    for (int i = 0; i < opt.nodes; i++)
+        if (set & (1u << i))
+            node_resume(i);
+    logf_("nemesis: SIGCONT %s", s);
+    return 0;
+}
+
+static int nem_restart(rng *r) {
+    logf_("nemesis: restart all nodes in turn");
+    for (int i = 0; i < opt.nodes; i++) {
+        int st = node_stop(i);
+        if (st != 0) {
+            logf_("nemesis: n%d stopped with status 0x%x (SIGTERM should exit 0)", i + 1,
+                  (unsigned)st);
+            atomic_fetch_add(&unexpected_exits, 1);
+        }
+        if (node_start(i) != 0)
+            return -1;
+        nodes_sleep(rng_range(r, 300, 700));
+    }
+    return 0;
+}
+
+int nemesis_step(rng *r) {
+    int enabled[NEM_COUNT], n = 0;
+    for (int k = 0; k < NEM_COUNT; k++)
+        if (opt.nemeses & (1u << k))
+            enabled[n++] = k;
+    int action = enabled[rng_range(r, 0, (uint64_t)n - 1)];
+    int majority = opt.nodes / 2 + 1;
+    nemesis_counts[action]++;
+    switch (action) {
+    case NEM_KILL:
+        return nem_kill(r, pick_nodes(r, 1, false));
+    case NEM_KILL_MAJORITY:
+        return nem_kill(r, pick_nodes(r, majority, false));
+    case NEM_KILL_ALL:
+        return nem_kill(r, pick_nodes(r, opt.nodes, false));
+    case NEM_PAUSE:
+        return nem_pause(r, pick_nodes(r, 1, true));
+    case NEM_PAUSE_MAJORITY:
+        return nem_pause(r, pick_nodes(r, majority, true));
+    case NEM_PAUSE_ALL:
+        return nem_pause(r, pick_nodes(r, opt.nodes, false));
+    case NEM_RESTART:
+        return nem_restart(r);
+    }
+    return -1;
+}
