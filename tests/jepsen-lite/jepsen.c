@@ -65,6 +65,8 @@ static void usage(FILE *f) {
                "  --workload W     register, set or both (default both)\n"
                "  --control C      stale-read: gets read one node without ReadIndex;\n"
                "                   no-fsync: kvd --unsafe-no-fsync. Both must be caught.\n"
+               "  --lossyfs PROG   mount lossyfs under each data dir: enables the crash\n"
+               "                   nemeses (unsynced writes lost)\n"
                "  --port-base P    nodes listen on P+1..P+nodes (default 29000)\n"
                "  --snapshot-entries N  kvd's snapshot threshold (default 200)\n");
 }
@@ -117,6 +119,8 @@ static int parse_opt(const char *a, const char *v) {
         opt.bin = v;
     else if (strcmp(a, "--dir") == 0)
         opt.dir = v;
+    else if (strcmp(a, "--lossyfs") == 0)
+        opt.lossyfs = v;
     else if (strcmp(a, "--seconds") == 0 || strcmp(a, "--time") == 0)
         rc = parse_long(a, v, 1, 86400, &x), opt.seconds = (int)x;
     else if (strcmp(a, "--nodes") == 0)
@@ -134,8 +138,25 @@ static int parse_opt(const char *a, const char *v) {
     return rc;
 }
 
+/* The crash nemeses need lossyfs; the no-fsync control needs crashes (a
+ * kill -9 alone loses nothing the kernel's page cache holds). */
+static int nemesis_defaults(bool given) {
+    if (!given && opt.control == CONTROL_NO_FSYNC)
+        opt.nemeses = NEM_CRASH_MASK;
+    if (opt.lossyfs == NULL && (opt.nemeses & NEM_CRASH_MASK) != 0) {
+        if (given || opt.control == CONTROL_NO_FSYNC) {
+            fprintf(stderr, "kv-jepsen: the crash nemeses and --control no-fsync need "
+                            "--lossyfs PROGRAM (root, /dev/fuse, libfuse3)\n");
+            return -1;
+        }
+        opt.nemeses &= ~NEM_CRASH_MASK;
+    }
+    return 0;
+}
+
 /* 0, 1 (--help: done) or -1 (bad arguments, usage printed). */
 static int parse_args(int argc, char **argv, bool *seed_given) {
+    bool nemesis_given = false;
     opt.nemeses = (1u << NEM_COUNT) - 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -149,6 +170,7 @@ static int parse_args(int argc, char **argv, bool *seed_given) {
             continue;
         }
         *seed_given |= strcmp(a, "--seed") == 0;
+        nemesis_given |= strcmp(a, "--nemesis") == 0;
         if (i + 1 >= argc || parse_opt(a, argv[i + 1]) != 0) {
             fprintf(stderr, "kv-jepsen: bad or incomplete option '%s'\n", a);
             usage(stderr);
@@ -160,7 +182,7 @@ static int parse_args(int argc, char **argv, bool *seed_given) {
         usage(stderr);
         return -1;
     }
-    return 0;
+    return nemesis_defaults(nemesis_given);
 }
 
 static void make_replay(void) {
@@ -177,6 +199,10 @@ static void make_replay(void) {
              "--workload %s --clients %d --keys %d --port-base %d --snapshot-entries %d%s",
              argv0, opt.bin, opt.dir, opt.seed, opt.seconds, opt.nodes, nem, wl[opt.workload],
              opt.clients, opt.keys, opt.port_base, opt.snapshot_entries, ctl[opt.control]);
+    if (opt.lossyfs != NULL) {
+        size_t n = strlen(replay);
+        snprintf(replay + n, sizeof replay - n, " --lossyfs %s", opt.lossyfs);
+    }
 }
 
 /* Run dir, endpoints, the founders' --cluster. 0 or -1. */
@@ -251,11 +277,14 @@ static int clients_start(void) {
  * harness error. */
 static int nemesis_run(void) {
     rng nem = {opt.seed ^ 0x6e656d65736973ull};
+    /* --time, or longer until every enabled kind fired (at most 3 times). */
     uint64_t end = now_ns() + (uint64_t)opt.seconds * 1000000000u;
+    uint64_t end_max = now_ns() + 3ull * (uint64_t)opt.seconds * 1000000000u;
     int events = 0;
-    while (now_ns() < end) {
-        nodes_sleep(rng_range(&nem, 500, 1500));
-        if (now_ns() >= end)
+    for (;;) {
+        nodes_sleep(rng_range(&nem, 300, 1000));
+        uint64_t now = now_ns();
+        if (now >= end_max || (now >= end && nemesis_all_fired()))
             break;
         if (nemesis_step(&nem) != 0)
             return -1;
@@ -379,6 +408,18 @@ static void finish(int rc) {
         printf("kv-jepsen: replay: %s\n", replay);
 }
 
+/* Whatever way the run ends: no kvd, no lossyfs, no mount left. */
+static void cleanup(void) {
+    atomic_store(&stop_clients, true);
+    nodes_kill_all();
+    fs_unmount_all();
+}
+
+static void on_signal(int sig) {
+    (void)sig;
+    exit(130); /* runs cleanup() */
+}
+
 static void seed_default(bool seed_given) {
     if (seed_given)
         return;
@@ -401,6 +442,9 @@ int main(int argc, char **argv) {
     make_replay();
     printf("kv-jepsen: replay: %s\n", replay);
     signal(SIGPIPE, SIG_IGN);
+    atexit(cleanup);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
     if (setup_run() != 0)
         return 3;
     if (cluster_up() != 0 || clients_start() != 0) {
@@ -421,6 +465,7 @@ int main(int argc, char **argv) {
                v.elements, v.lost, v.phantom, v.diverged ? ", NODES DIVERGE" : "");
     }
     nodes_shut_down();
+    fs_unmount_all();
     int rc = events < 0 ? 3 : judge(&v, events);
     finish(rc);
     return rc;

@@ -49,6 +49,7 @@ typedef struct jl_opts {
     int control;
     uint32_t nemeses; /* bit set of NEM_* */
     int snapshot_entries;
+    const char *lossyfs; /* the lossyfs program, or NULL: no crash nemeses */
     bool keep;
 } jl_opts;
 
@@ -99,6 +100,17 @@ void nodes_sleep(uint64_t ms);
 int find_leader(void);
 /* 0 when every node answers kv_node_status within ms; logs the others. */
 int nodes_check_up(uint64_t ms);
+
+/* ---- lossy.c: one lossyfs per node (with --lossyfs) ------------------------ */
+
+/* RUN/nI/data under lossyfs, else RUN/nI. */
+void node_data_dir(int i, char *out, size_t n);
+int fs_mount(int i);     /* mounts RUN/nI; 0 once it answers */
+int fs_sync_root(int i); /* fsync of RUN/nI (the harness's mkdir of data) */
+/* Drops every unsynced change of node i's file system; its kvd must be
+ * dead (killed and reaped). 0 or -1. */
+int fs_crash(int i);
+void fs_unmount_all(void); /* stops every lossyfs, lazily unmounts */
 
 /* ---- workload.c ---------------------------------------------------------- */
 
@@ -157,15 +169,22 @@ enum {
     NEM_PAUSE_MAJORITY, /* SIGSTOP of a majority */
     NEM_PAUSE_ALL,      /* SIGSTOP of every node */
     NEM_RESTART,        /* rolling SIGTERM restart */
+    NEM_CRASH,          /* kill -9 of one node, unsynced writes dropped */
+    NEM_CRASH_MAJORITY, /* the same, a majority at once */
+    NEM_CRASH_ALL,      /* the same, every node at once (power loss) */
     NEM_COUNT
 };
 
 extern const char *const nemesis_names[NEM_COUNT];
 extern int nemesis_counts[NEM_COUNT];
+#define NEM_CRASH_MASK ((1u << NEM_CRASH) | (1u << NEM_CRASH_MAJORITY) | (1u << NEM_CRASH_ALL))
 
 /* Parses "kill,pause,..." or "all" into a bit set; -1 on an unknown name. */
 int nemesis_parse(const char *list, uint32_t *out);
-/* One nemesis event drawn from r among opt.nemeses; 0 or -1 (harness). */
+/* Whether every enabled kind has fired at least once. */
+bool nemesis_all_fired(void);
+/* One nemesis event drawn from r among opt.nemeses, the kinds that have not
+ * fired yet first; 0 or -1 (harness). */
 int nemesis_step(rng *r);
 
 #endif /* KV_TESTS_JEPSEN_H */

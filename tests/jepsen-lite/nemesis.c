@@ -13,7 +13,8 @@ const char *const nemesis_names[NEM_COUNT] = {
     [NEM_KILL] = "kill",           [NEM_KILL_MAJORITY] = "kill-majority",
     [NEM_KILL_ALL] = "kill-all",   [NEM_PAUSE] = "pause",
     [NEM_PAUSE_MAJORITY] = "pause-majority", [NEM_PAUSE_ALL] = "pause-all",
-    [NEM_RESTART] = "restart",
+    [NEM_RESTART] = "restart", [NEM_CRASH] = "crash",
+    [NEM_CRASH_MAJORITY] = "crash-majority", [NEM_CRASH_ALL] = "crash-all",
 };
 int nemesis_counts[NEM_COUNT];
 
@@ -69,15 +70,22 @@ static void set_str(uint32_t set, char *out, size_t n) {
             len += (size_t)snprintf(out + len, n - len, "%sn%d", len ? "," : "", i + 1);
 }
 
-/* kill -9 of the nodes in set, down for a while, restarted. */
-static int nem_kill(rng *r, uint32_t set) {
+/* kill -9 of the nodes in set (crash: then their file systems drop what
+ * was not synced), down for a while, restarted. */
+static int nem_kill(rng *r, uint32_t set, bool crash) {
     char s[64];
     set_str(set, s, sizeof s);
     uint64_t down = rng_range(r, 500, 1500);
-    logf_("nemesis: kill -9 %s, restart in %" PRIu64 " ms", s, down);
+    logf_("nemesis: %s %s, restart in %" PRIu64 " ms",
+          crash ? "crash (kill -9, unsynced writes lost)" : "kill -9", s, down);
     for (int i = 0; i < opt.nodes; i++)
         if (set & (1u << i))
             node_kill9(i);
+    for (int i = 0; crash && i < opt.nodes; i++)
+        if ((set & (1u << i)) && fs_crash(i) != 0) {
+            logf_("nemesis: the crash of n%d's file system failed", i + 1);
+            return -1;
+        }
     nodes_sleep(down);
     for (int i = 0; i < opt.nodes; i++)
         if ((set & (1u << i)) && node_start(i) != 0)
@@ -117,21 +125,30 @@ static int nem_restart(rng *r) {
     return 0;
 }
 
+bool nemesis_all_fired(void) {
+    for (int k = 0; k < NEM_COUNT; k++)
+        if ((opt.nemeses & (1u << k)) && nemesis_counts[k] == 0)
+            return false;
+    return true;
+}
+
 int nemesis_step(rng *r) {
+    /* Every enabled kind once (in a seeded order), then any. */
+    bool all = nemesis_all_fired();
     int enabled[NEM_COUNT], n = 0;
     for (int k = 0; k < NEM_COUNT; k++)
-        if (opt.nemeses & (1u << k))
+        if ((opt.nemeses & (1u << k)) && (all || nemesis_counts[k] == 0))
             enabled[n++] = k;
     int action = enabled[rng_range(r, 0, (uint64_t)n - 1)];
     int majority = opt.nodes / 2 + 1;
     nemesis_counts[action]++;
     switch (action) {
     case NEM_KILL:
-        return nem_kill(r, pick_nodes(r, 1, false));
+        return nem_kill(r, pick_nodes(r, 1, false), false);
     case NEM_KILL_MAJORITY:
-        return nem_kill(r, pick_nodes(r, majority, false));
+        return nem_kill(r, pick_nodes(r, majority, false), false);
     case NEM_KILL_ALL:
-        return nem_kill(r, pick_nodes(r, opt.nodes, false));
+        return nem_kill(r, pick_nodes(r, opt.nodes, false), false);
     case NEM_PAUSE:
         return nem_pause(r, pick_nodes(r, 1, true));
     case NEM_PAUSE_MAJORITY:
@@ -140,6 +157,12 @@ int nemesis_step(rng *r) {
         return nem_pause(r, pick_nodes(r, opt.nodes, false));
     case NEM_RESTART:
         return nem_restart(r);
+    case NEM_CRASH:
+        return nem_kill(r, pick_nodes(r, 1, true), true);
+    case NEM_CRASH_MAJORITY:
+        return nem_kill(r, pick_nodes(r, majority, true), true);
+    case NEM_CRASH_ALL:
+        return nem_kill(r, pick_nodes(r, opt.nodes, false), true);
     }
     return -1;
 }

@@ -66,7 +66,7 @@ static void node_exec(const char *kvd, const char *name, const char *data, const
 int node_start(int i) {
     char name[16], data[4200], listen_[64], logp[4200], kvd[4200];
     snprintf(name, sizeof name, "n%d", i + 1);
-    snprintf(data, sizeof data, "%s/n%d", run_dir, i + 1);
+    node_data_dir(i, data, sizeof data);
     snprintf(listen_, sizeof listen_, "127.0.0.1:%d", node_port(i));
     snprintf(logp, sizeof logp, "%s/n%d.log", run_dir, i + 1);
     snprintf(kvd, sizeof kvd, "%s/kvd", opt.bin);
@@ -75,7 +75,13 @@ int node_start(int i) {
         fprintf(stderr, "kv-jepsen: %s: %s\n", logp, strerror(errno));
         return -1;
     }
-    if (nodes[i].starts == 0 && node_init(fd, kvd, name, data, listen_) != 0) {
+    if (nodes[i].starts == 0 && opt.lossyfs != NULL && fs_mount(i) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (nodes[i].starts == 0 &&
+        (node_init(fd, kvd, name, data, listen_) != 0 ||
+         (opt.lossyfs != NULL && fs_sync_root(i) != 0))) {
         close(fd);
         return -1;
     }
