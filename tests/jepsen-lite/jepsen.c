@@ -67,6 +67,8 @@ static void usage(FILE *f) {
                "                   no-fsync: kvd --unsafe-no-fsync. Both must be caught.\n"
                "  --lossyfs PROG   mount lossyfs under each data dir: enables the crash\n"
                "                   nemeses (unsynced writes lost)\n"
+               "  --netns SCRIPT   nodes in network namespaces (tests/jepsen-lite/netns.sh):\n"
+               "                   enables the partition nemeses\n"
                "  --port-base P    nodes listen on P+1..P+nodes (default 29000)\n"
                "  --snapshot-entries N  kvd's snapshot threshold (default 200)\n");
 }
@@ -121,6 +123,8 @@ static int parse_opt(const char *a, const char *v) {
         opt.dir = v;
     else if (strcmp(a, "--lossyfs") == 0)
         opt.lossyfs = v;
+    else if (strcmp(a, "--netns") == 0)
+        opt.netns = v;
     else if (strcmp(a, "--seconds") == 0 || strcmp(a, "--time") == 0)
         rc = parse_long(a, v, 1, 86400, &x), opt.seconds = (int)x;
     else if (strcmp(a, "--nodes") == 0)
@@ -151,7 +155,15 @@ static int nemesis_defaults(bool given) {
         }
         opt.nemeses &= ~NEM_CRASH_MASK;
     }
-    return 0;
+    if (opt.netns == NULL && (opt.nemeses & NEM_NET_MASK) != 0) {
+        if (given) {
+            fprintf(stderr, "kv-jepsen: the partition nemeses need --netns netns.sh (root, "
+                            "ip, nft)\n");
+            return -1;
+        }
+        opt.nemeses &= ~NEM_NET_MASK;
+    }
+    return opt.nemeses != 0 ? 0 : -1;
 }
 
 /* 0, 1 (--help: done) or -1 (bad arguments, usage printed). */
@@ -199,10 +211,11 @@ static void make_replay(void) {
              "--workload %s --clients %d --keys %d --port-base %d --snapshot-entries %d%s",
              argv0, opt.bin, opt.dir, opt.seed, opt.seconds, opt.nodes, nem, wl[opt.workload],
              opt.clients, opt.keys, opt.port_base, opt.snapshot_entries, ctl[opt.control]);
-    if (opt.lossyfs != NULL) {
-        size_t n = strlen(replay);
-        snprintf(replay + n, sizeof replay - n, " --lossyfs %s", opt.lossyfs);
-    }
+    size_t n = strlen(replay);
+    if (opt.lossyfs != NULL)
+        n += (size_t)snprintf(replay + n, sizeof replay - n, " --lossyfs %s", opt.lossyfs);
+    if (opt.netns != NULL)
+        snprintf(replay + n, sizeof replay - n, " --netns %s", opt.netns);
 }
 
 /* Run dir, endpoints, the founders' --cluster. 0 or -1. */
@@ -216,10 +229,11 @@ static int setup_run(void) {
     printf("kv-jepsen: run dir %s (node logs nI.log)\n", run_dir);
     size_t el = 0, cl = 0;
     for (int i = 0; i < opt.nodes; i++) {
-        el += (size_t)snprintf(endpoints + el, sizeof endpoints - el, "%s127.0.0.1:%d",
-                               i ? "," : "", node_port(i));
-        cl += (size_t)snprintf(cluster_arg + cl, sizeof cluster_arg - cl, "%sn%d=127.0.0.1:%d",
-                               i ? "," : "", i + 1, node_port(i));
+        char a[64];
+        node_addr(i, a, sizeof a);
+        el += (size_t)snprintf(endpoints + el, sizeof endpoints - el, "%s%s", i ? "," : "", a);
+        cl += (size_t)snprintf(cluster_arg + cl, sizeof cluster_arg - cl, "%sn%d=%s",
+                               i ? "," : "", i + 1, a);
     }
     return 0;
 }
@@ -413,6 +427,7 @@ static void cleanup(void) {
     atomic_store(&stop_clients, true);
     nodes_kill_all();
     fs_unmount_all();
+    net_down();
 }
 
 static void on_signal(int sig) {
@@ -445,6 +460,9 @@ int main(int argc, char **argv) {
     atexit(cleanup);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    int nrc = net_up();
+    if (nrc != 0)
+        return nrc == 77 ? 77 : 3;
     if (setup_run() != 0)
         return 3;
     if (cluster_up() != 0 || clients_start() != 0) {
@@ -466,6 +484,7 @@ int main(int argc, char **argv) {
     }
     nodes_shut_down();
     fs_unmount_all();
+    net_down();
     int rc = events < 0 ? 3 : judge(&v, events);
     finish(rc);
     return rc;

@@ -50,6 +50,7 @@ typedef struct jl_opts {
     uint32_t nemeses; /* bit set of NEM_* */
     int snapshot_entries;
     const char *lossyfs; /* the lossyfs program, or NULL: no crash nemeses */
+    const char *netns;   /* netns.sh, or NULL: loopback, no partitions */
     bool keep;
 } jl_opts;
 
@@ -112,6 +113,19 @@ int fs_sync_root(int i); /* fsync of RUN/nI (the harness's mkdir of data) */
 int fs_crash(int i);
 void fs_unmount_all(void); /* stops every lossyfs, lazily unmounts */
 
+/* ---- net.c: namespaces and partitions (with --netns) ---------------------- */
+
+void node_host(int i, char *out, size_t n); /* 10.77.0.<i+1> or 127.0.0.1 */
+void node_addr(int i, char *out, size_t n); /* host:port */
+/* Makes the namespaces and moves this process into the clients' one. 0, 77
+ * (no root, ip or nft) or -1. */
+int net_up(void);
+void net_enter_node(int i); /* in a node's child before exec */
+/* Node i drops every packet from the nodes in srcs (0: none). 0 or -1. */
+int net_drop(int i, uint32_t srcs);
+int net_heal(void);
+void net_down(void);
+
 /* ---- workload.c ---------------------------------------------------------- */
 
 enum { K_GET, K_PUT, K_CAS, K_ADD, K_COUNT };
@@ -172,11 +186,18 @@ enum {
     NEM_CRASH,          /* kill -9 of one node, unsynced writes dropped */
     NEM_CRASH_MAJORITY, /* the same, a majority at once */
     NEM_CRASH_ALL,      /* the same, every node at once (power loss) */
+    NEM_PART_LEADER,    /* the leader cut off from every other node */
+    NEM_PART_MAJORITY,  /* a majority and a minority, cut apart */
+    NEM_PART_BRIDGE,    /* two sides cut apart; one node sees both */
+    NEM_PART_ONEWAY,    /* the leader hears nobody, or nobody hears it */
     NEM_COUNT
 };
 
 extern const char *const nemesis_names[NEM_COUNT];
 extern int nemesis_counts[NEM_COUNT];
+#define NEM_NET_MASK                                                                         \
+    ((1u << NEM_PART_LEADER) | (1u << NEM_PART_MAJORITY) | (1u << NEM_PART_BRIDGE) |           \
+     (1u << NEM_PART_ONEWAY))
 #define NEM_CRASH_MASK ((1u << NEM_CRASH) | (1u << NEM_CRASH_MAJORITY) | (1u << NEM_CRASH_ALL))
 
 /* Parses "kill,pause,..." or "all" into a bit set; -1 on an unknown name. */

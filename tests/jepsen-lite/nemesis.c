@@ -15,6 +15,8 @@ const char *const nemesis_names[NEM_COUNT] = {
     [NEM_PAUSE_MAJORITY] = "pause-majority", [NEM_PAUSE_ALL] = "pause-all",
     [NEM_RESTART] = "restart", [NEM_CRASH] = "crash",
     [NEM_CRASH_MAJORITY] = "crash-majority", [NEM_CRASH_ALL] = "crash-all",
+    [NEM_PART_LEADER] = "partition-leader", [NEM_PART_MAJORITY] = "partition-majority",
+    [NEM_PART_BRIDGE] = "partition-bridge", [NEM_PART_ONEWAY] = "partition-oneway",
 };
 int nemesis_counts[NEM_COUNT];
 
@@ -125,6 +127,74 @@ static int nem_restart(rng *r) {
     return 0;
 }
 
+/* Cuts a from b both ways in the drop matrix. */
+static void cut(uint32_t *drop, int a, int b) {
+    drop[a] |= 1u << b;
+    drop[b] |= 1u << a;
+}
+
+/* The drop matrix of one partition kind (see net.c); *what describes it. */
+static void partition_shape(rng *r, int kind, uint32_t *drop, char *what, size_t n) {
+    int leader = find_leader();
+    int pick = (int)rng_range(r, 0, (uint64_t)opt.nodes - 1);
+    int l = leader >= 0 ? leader : pick;
+    uint32_t side = 0;
+    char s[64];
+    if (kind == NEM_PART_LEADER) {
+        for (int j = 0; j < opt.nodes; j++)
+            if (j != l)
+                cut(drop, l, j);
+        snprintf(what, n, "leader n%d isolated", l + 1);
+    } else if (kind == NEM_PART_MAJORITY || kind == NEM_PART_BRIDGE) {
+        int bridge = kind == NEM_PART_BRIDGE ? pick : -1;
+        int want = (opt.nodes - (bridge >= 0 ? 1 : 0)) / 2; /* the smaller side */
+        side = want >= 1 && bridge != l && rng_range(r, 0, 1) == 0 ? 1u << l : 0;
+        for (int got = side ? 1 : 0; got < want;) {
+            int x = (int)rng_range(r, 0, (uint64_t)opt.nodes - 1);
+            if (x != bridge && !(side & (1u << x))) {
+                side |= 1u << x;
+                got++;
+            }
+        }
+        for (int a = 0; a < opt.nodes; a++)
+            for (int b = 0; b < opt.nodes; b++)
+                if ((side & (1u << a)) && !(side & (1u << b)) && b != bridge)
+                    cut(drop, a, b);
+        set_str(side, s, sizeof s);
+        if (bridge >= 0)
+            snprintf(what, n, "bridge: {%s} | n%d | the rest", s, bridge + 1);
+        else
+            snprintf(what, n, "{%s} cut from the majority", s);
+    } else {
+        bool deaf = rng_range(r, 0, 1) == 0;
+        for (int j = 0; j < opt.nodes; j++)
+            if (j != l) {
+                if (deaf)
+                    drop[l] |= 1u << j;
+                else
+                    drop[j] |= 1u << l;
+            }
+        snprintf(what, n, deaf ? "one way: leader n%d hears nobody" : "one way: nobody hears leader n%d",
+                 l + 1);
+    }
+}
+
+static int nem_partition(rng *r, int kind) {
+    uint32_t drop[NODES_MAX] = {0};
+    char what[128];
+    partition_shape(r, kind, drop, what, sizeof what);
+    uint64_t ms = rng_range(r, 1500, 4000);
+    logf_("nemesis: partition %s for %" PRIu64 " ms", what, ms);
+    for (int i = 0; i < opt.nodes; i++)
+        if (drop[i] != 0 && net_drop(i, drop[i]) != 0)
+            return -1;
+    nodes_sleep(ms);
+    if (net_heal() != 0)
+        return -1;
+    logf_("nemesis: partition healed");
+    return 0;
+}
+
 bool nemesis_all_fired(void) {
     for (int k = 0; k < NEM_COUNT; k++)
         if ((opt.nemeses & (1u << k)) && nemesis_counts[k] == 0)
@@ -163,6 +233,11 @@ int nemesis_step(rng *r) {
         return nem_kill(r, pick_nodes(r, majority, true), true);
     case NEM_CRASH_ALL:
         return nem_kill(r, pick_nodes(r, opt.nodes, false), true);
+    case NEM_PART_LEADER:
+    case NEM_PART_MAJORITY:
+    case NEM_PART_BRIDGE:
+    case NEM_PART_ONEWAY:
+        return nem_partition(r, action);
     }
     return -1;
 }

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -36,6 +37,7 @@ static int node_init(int fd, const char *kvd, const char *name, const char *data
     if (pid == 0) {
         dup2(fd, 1);
         dup2(fd, 2);
+        net_enter_node(atoi(name + 1) - 1);
         execl(kvd, kvd, "init", "--name", name, "--data-dir", data, "--listen", listen_,
               "--cluster", cluster_arg, "--cluster-token", token, (char *)NULL);
         _exit(127);
@@ -67,7 +69,7 @@ int node_start(int i) {
     char name[16], data[4200], listen_[64], logp[4200], kvd[4200];
     snprintf(name, sizeof name, "n%d", i + 1);
     node_data_dir(i, data, sizeof data);
-    snprintf(listen_, sizeof listen_, "127.0.0.1:%d", node_port(i));
+    node_addr(i, listen_, sizeof listen_);
     snprintf(logp, sizeof logp, "%s/n%d.log", run_dir, i + 1);
     snprintf(kvd, sizeof kvd, "%s/kvd", opt.bin);
     int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -105,6 +107,7 @@ int node_start(int i) {
         int nul = open("/dev/null", O_RDONLY);
         if (nul >= 0)
             dup2(nul, 0);
+        net_enter_node(i);
         node_exec(kvd, name, data, listen_);
     }
     close(fd);
@@ -217,7 +220,7 @@ static char *node_status(int i, int timeout_ms) {
     o.timeout_ms = timeout_ms;
     o.connect_timeout_ms = 200;
     char ep[64];
-    snprintf(ep, sizeof ep, "127.0.0.1:%d", node_port(i));
+    node_addr(i, ep, sizeof ep);
     kv_client *c;
     if (kv_client_open(&c, ep, &o) != 0)
         return NULL;

@@ -238,7 +238,7 @@ void *client_main(void *arg) {
         return NULL;
     if (opt.control == CONTROL_STALE_READ && !cx->set_client) {
         char ep[64];
-        snprintf(ep, sizeof ep, "127.0.0.1:%d", node_port(cx->id % opt.nodes));
+        node_addr(cx->id % opt.nodes, ep, sizeof ep);
         if (open_client(&reader, ep) != 0) {
             kv_client_close(c);
             return NULL;

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# kv-jepsen's network: every node in a network namespace of its own, the
+# clients in one more, all on one bridge in a namespace of its own; the root
+# namespace is never touched. Partitions are nftables rules in a node's own
+# namespace that drop what it receives from chosen nodes (one way; both ways
+# is a rule on each side), so the kernel's own TCP sees the loss.
+#   netns.sh up PREFIX NODES     PREFIXbr (bridge), PREFIXc 10.77.0.100,
+#                                PREFIXn1.. 10.77.0.1..
+#   netns.sh drop PREFIX I [J..] node I drops all it receives from nodes J..
+#                                (none: heal node I)
+#   netns.sh down PREFIX         removes every namespace of PREFIX
+#   netns.sh sweep               removes namespaces of dead kv-jepsen runs
+#                                (kvj<pid>*) left by a SIGKILLed run
+# Needs root, ip (iproute2) and nft (nftables). Exit 77 when missing.
+set -euo pipefail
+need() {
+  if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null || ! command -v nft >/dev/null; then
+    echo "SKIP: network namespaces need root, ip and nft" >&2
+    exit 77
+  fi
+}
+cmd=$1
+shift
+case $cmd in
+  up)
+    need
+    p=$1 n=$2
+    trap '"$0" down "$p"' ERR
+    ip netns add "${p}br"
+    ip -n "${p}br" link set lo up
+    ip -n "${p}br" link add br0 type bridge
+    ip -n "${p}br" link set br0 up
+    for x in c $(seq "$n"); do
+      if [ "$x" = c ]; then ns=${p}c addr=10.77.0.100; else ns=${p}n$x addr=10.77.0.$x; fi
+      ip netns add "$ns"
+      ip -n "${p}br" link add "v$x" type veth peer name eth0 netns "$ns"
+      ip -n "${p}br" link set "v$x" master br0 up
+      ip -n "$ns" addr add "$addr/24" dev eth0
+      ip -n "$ns" link set eth0 up
+      ip -n "$ns" link set lo up
+    done
+    ;;
+  drop)
+    p=$1 i=$2
+    shift 2
+    rules="add table inet kvj
+delete table inet kvj"
+    if [ $# -gt 0 ]; then
+      srcs=$(printf '10.77.0.%s, ' "$@")
+      rules="$rules
+table inet kvj {
+  chain input { type filter hook input priority 0; policy accept; ip saddr { ${srcs%, } } drop; }
+}"
+    fi
+    printf '%s\n' "$rules" | ip netns exec "${p}n$i" nft -f -
+    ;;
+  down)
+    p=$1
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${p}" || true); do
+      ip netns del "$ns" 2>/dev/null || true
+    done
+    ;;
+  sweep)
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^kvj[0-9]*[a-z]' || true); do
+      pid=${ns#kvj}
+      pid=${pid%%[a-z]*}
+      [ -d "/proc/$pid" ] || ip netns del "$ns" 2>/dev/null || true
+    done
+    ;;
+  *)
+    echo "usage: netns.sh up|drop|down|sweep ..." >&2
+    exit 2
+    ;;
+esac
