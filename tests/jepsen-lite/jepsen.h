@@ -79,6 +79,7 @@ typedef struct node {
     pid_t pid;      /* 0: not running */
     int starts;
     bool paused;    /* SIGSTOPped by the nemesis */
+    bool joined;    /* re-added as a new member: starts with --join */
 } node;
 
 extern node nodes[NODES_MAX];
@@ -87,6 +88,10 @@ extern atomic_int unexpected_exits;
 
 int node_port(int i);
 int node_start(int i);
+/* Starts node i as a new member: kvd --join through a running member. */
+int node_start_join(int i);
+/* Removes node i's data dir (it must be stopped). 0 or -1. */
+int node_wipe(int i);
 void node_kill9(int i);
 void node_pause(int i);
 void node_resume(int i);
@@ -190,6 +195,8 @@ enum {
     NEM_PART_MAJORITY,  /* a majority and a minority, cut apart */
     NEM_PART_BRIDGE,    /* two sides cut apart; one node sees both */
     NEM_PART_ONEWAY,    /* the leader hears nobody, or nobody hears it */
+    NEM_MEMBER,         /* remove a follower, wipe it, add it back (members.c) */
+    NEM_TRANSFER,       /* transfer leadership to a follower */
     NEM_COUNT
 };
 
@@ -202,6 +209,10 @@ extern int nemesis_counts[NEM_COUNT];
 
 /* Parses "kill,pause,..." or "all" into a bit set; -1 on an unknown name. */
 int nemesis_parse(const char *list, uint32_t *out);
+/* members.c: NEM_MEMBER or NEM_TRANSFER. 0 (an event that could not run is
+ * logged and skipped) or -1 (harness). */
+int nemesis_members(rng *r, int kind);
+
 /* Whether every enabled kind has fired at least once. */
 bool nemesis_all_fired(void);
 /* One nemesis event drawn from r among opt.nemeses, the kinds that have not

@@ -17,6 +17,7 @@ const char *const nemesis_names[NEM_COUNT] = {
     [NEM_CRASH_MAJORITY] = "crash-majority", [NEM_CRASH_ALL] = "crash-all",
     [NEM_PART_LEADER] = "partition-leader", [NEM_PART_MAJORITY] = "partition-majority",
     [NEM_PART_BRIDGE] = "partition-bridge", [NEM_PART_ONEWAY] = "partition-oneway",
+    [NEM_MEMBER] = "member", [NEM_TRANSFER] = "transfer",
 };
 int nemesis_counts[NEM_COUNT];
 
@@ -238,6 +239,9 @@ int nemesis_step(rng *r) {
     case NEM_PART_BRIDGE:
     case NEM_PART_ONEWAY:
         return nem_partition(r, action);
+    case NEM_MEMBER:
+    case NEM_TRANSFER:
+        return nemesis_members(r, action);
     }
     return -1;
 }

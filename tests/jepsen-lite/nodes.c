@@ -50,13 +50,21 @@ static int node_init(int fd, const char *kvd, const char *name, const char *data
     return 0;
 }
 
-static void node_exec(const char *kvd, const char *name, const char *data, const char *listen_) {
-    char snap[16];
+static void node_exec(int i, const char *kvd, const char *name, const char *data,
+                      const char *listen_) {
+    char snap[16], via[64];
     snprintf(snap, sizeof snap, "%d", opt.snapshot_entries);
-    const char *argv[16] = {kvd,           "--name",   name, "--data-dir",         data,
-                            "--listen",    listen_,    "--cluster", cluster_arg, "--snapshot-entries",
+    const char *argv[16] = {kvd,      "--name", name,      "--data-dir",         data,
+                            "--listen", listen_, "--cluster", cluster_arg, "--snapshot-entries",
                             snap};
     int argc = 11;
+    if (nodes[i].joined) { /* a new member: through any other member */
+        node_addr((i + 1) % opt.nodes, via, sizeof via);
+        argv[5] = "--join";
+        argv[6] = via;
+        argv[7] = "--listen";
+        argv[8] = listen_;
+    }
     if (opt.control == CONTROL_NO_FSYNC)
         argv[argc++] = "--unsafe-no-fsync";
     argv[argc] = NULL;
@@ -108,12 +116,25 @@ int node_start(int i) {
         if (nul >= 0)
             dup2(nul, 0);
         net_enter_node(i);
-        node_exec(kvd, name, data, listen_);
+        node_exec(i, kvd, name, data, listen_);
     }
     close(fd);
     nodes[i].pid = pid;
     nodes[i].paused = false;
     return 0;
+}
+
+int node_start_join(int i) {
+    nodes[i].joined = true;
+    return node_start(i);
+}
+
+int node_wipe(int i) {
+    char data[4200];
+    if (nodes[i].pid > 0)
+        return -1;
+    node_data_dir(i, data, sizeof data);
+    return rm_rf(data);
 }
 
 /* Waits for node i to exit, up to ms; returns its wait status, -1 (not our
