@@ -483,9 +483,11 @@ int main(int argc, char **argv) {
                v.elements, v.lost, v.phantom, v.diverged ? ", NODES DIVERGE" : "");
     }
     nodes_shut_down();
+    int rc = events < 0 ? 3 : judge(&v, events);
+    if (rc != 0 || opt.keep)
+        fs_save_all(); /* lossyfs forgets everything when it stops */
     fs_unmount_all();
     net_down();
-    int rc = events < 0 ? 3 : judge(&v, events);
     finish(rc);
     return rc;
 }

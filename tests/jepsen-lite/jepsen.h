@@ -95,6 +95,9 @@ int node_wipe(int i);
 void node_kill9(int i);
 void node_pause(int i);
 void node_resume(int i);
+/* Waits up to ms for node i to exit: its wait status, -1 (not a child) or
+ * -2 (still running). */
+int node_wait(int i, uint64_t ms);
 int node_stop(int i); /* SIGTERM, then SIGKILL after 10 s; the wait status */
 void nodes_kill_all(void);
 /* Reaps any node that exited on its own: counted in unexpected_exits and
@@ -117,6 +120,8 @@ int fs_sync_root(int i); /* fsync of RUN/nI (the harness's mkdir of data) */
  * dead (killed and reaped). 0 or -1. */
 int fs_crash(int i);
 void fs_unmount_all(void); /* stops every lossyfs, lazily unmounts */
+/* Copies every node's data dir out of lossyfs (RUN/nI-data-saved). */
+void fs_save_all(void);
 
 /* ---- net.c: namespaces and partitions (with --netns) ---------------------- */
 
@@ -197,6 +202,7 @@ enum {
     NEM_PART_ONEWAY,    /* the leader hears nobody, or nobody hears it */
     NEM_MEMBER,         /* remove a follower, wipe it, add it back (members.c) */
     NEM_TRANSFER,       /* transfer leadership to a follower */
+    NEM_CORRUPT,        /* a flipped byte in a follower's synced log or snapshot */
     NEM_COUNT
 };
 
@@ -212,6 +218,12 @@ int nemesis_parse(const char *list, uint32_t *out);
 /* members.c: NEM_MEMBER or NEM_TRANSFER. 0 (an event that could not run is
  * logged and skipped) or -1 (harness). */
 int nemesis_members(rng *r, int kind);
+/* Replaces stopped-or-running node i: member remove, wipe, member add,
+ * kvd --join, until it is a voter; one that does not come back counts as an
+ * unexpected exit. 0 or -1 (harness). */
+int member_replace(int i);
+/* diskfault.c: NEM_CORRUPT. */
+int nemesis_corrupt(rng *r);
 
 /* Whether every enabled kind has fired at least once. */
 bool nemesis_all_fired(void);

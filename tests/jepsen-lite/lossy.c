@@ -120,3 +120,21 @@ void fs_unmount_all(void) {
             waitpid(p, &st, 0);
     }
 }
+
+void fs_save_all(void) {
+    for (int i = 0; i < opt.nodes; i++) {
+        if (fs_pid[i] <= 0)
+            continue;
+        char from[4200], to[4200];
+        node_data_dir(i, from, sizeof from);
+        snprintf(to, sizeof to, "%s/n%d-data-saved", run_dir, i + 1);
+        pid_t p = fork();
+        if (p == 0) {
+            execlp("cp", "cp", "-a", from, to, (char *)NULL);
+            _exit(127);
+        }
+        int st;
+        if (p > 0 && waitpid(p, &st, 0) == p && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+            printf("kv-jepsen: n%d's data dir (on lossyfs) saved to %s\n", i + 1, to);
+    }
+}

@@ -45,6 +45,10 @@ static int member_role(kv_client *c, const char *name) {
 /* A random follower that is running, or -1. */
 static int pick_follower(rng *r) {
     int leader = find_leader();
+    for (int t = 0; leader < 0 && t < 20; t++) {
+        nodes_sleep(250);
+        leader = find_leader();
+    }
     int start = (int)rng_range(r, 0, (uint64_t)opt.nodes - 1);
     for (int k = 0; k < opt.nodes; k++) {
         int i = (start + k) % opt.nodes;
@@ -92,33 +96,40 @@ static int member_readd(kv_client *c, int i, const char *name) {
     return -1;
 }
 
-static int nem_member(rng *r) {
-    int i = pick_follower(r);
-    kv_client *c = op_client();
-    if (i < 0 || c == NULL) {
-        logf_("nemesis: member: no leader or no client; skipped");
-        if (c != NULL)
-            kv_client_close(c);
-        return 0;
-    }
+int member_replace(int i) {
     char name[16];
     snprintf(name, sizeof name, "n%d", i + 1);
-    logf_("nemesis: member remove %s, wipe, add back with --join", name);
+    kv_client *c = op_client();
+    if (c == NULL)
+        return -1;
     int rc;
     OP_RETRY(rc, kv_member_remove(c, name));
     if (rc != 0 && member_role(c, name) != 0) {
-        logf_("nemesis: member remove %s failed: %s; skipped", name, kv_errword(rc));
+        logf_("nemesis: member remove %s failed: %s", name, kv_errword(rc));
         kv_client_close(c);
-        return 0;
+        return -1;
     }
     int st = node_stop(i);
     if (st != 0)
         logf_("nemesis: removed %s stopped with status 0x%x", name, (unsigned)st);
     int out = node_wipe(i) == 0 ? member_readd(c, i, name) : -1;
     kv_client_close(c);
-    if (out != 0)
+    if (out != 0) {
+        logf_("nemesis: %s could not be replaced", name);
         atomic_fetch_add(&unexpected_exits, 1); /* a member that did not come back */
+    }
     return 0;
+}
+
+static int nem_member(rng *r) {
+    int i = pick_follower(r);
+    if (i < 0) {
+        logf_("nemesis: member: no leader found; skipped");
+        nemesis_counts[NEM_MEMBER]--; /* did not happen: try again later */
+        return 0;
+    }
+    logf_("nemesis: member remove n%d, wipe, add back with --join", i + 1);
+    return member_replace(i);
 }
 
 static int nem_transfer(rng *r) {

@@ -17,7 +17,7 @@ const char *const nemesis_names[NEM_COUNT] = {
     [NEM_CRASH_MAJORITY] = "crash-majority", [NEM_CRASH_ALL] = "crash-all",
     [NEM_PART_LEADER] = "partition-leader", [NEM_PART_MAJORITY] = "partition-majority",
     [NEM_PART_BRIDGE] = "partition-bridge", [NEM_PART_ONEWAY] = "partition-oneway",
-    [NEM_MEMBER] = "member", [NEM_TRANSFER] = "transfer",
+    [NEM_MEMBER] = "member", [NEM_TRANSFER] = "transfer", [NEM_CORRUPT] = "corrupt",
 };
 int nemesis_counts[NEM_COUNT];
 
@@ -242,6 +242,8 @@ int nemesis_step(rng *r) {
     case NEM_MEMBER:
     case NEM_TRANSFER:
         return nemesis_members(r, action);
+    case NEM_CORRUPT:
+        return nemesis_corrupt(r);
     }
     return -1;
 }

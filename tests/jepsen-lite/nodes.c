@@ -137,9 +137,7 @@ int node_wipe(int i) {
     return rm_rf(data);
 }
 
-/* Waits for node i to exit, up to ms; returns its wait status, -1 (not our
- * child) or -2 (still running). */
-static int node_wait(int i, uint64_t ms) {
+int node_wait(int i, uint64_t ms) {
     uint64_t deadline = now_ns() + ms * 1000000u;
     for (;;) {
         int st;
