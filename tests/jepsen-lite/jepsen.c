@@ -37,7 +37,7 @@ jl_opts opt = {.seconds = 10,
                .keys = 3,
                .port_base = 29000,
                .workload = WL_BOTH,
-               .snapshot_entries = 200};
+               .snapshot_entries = 100};
 char run_dir[4096];
 char endpoints[512];
 char cluster_arg[512];
@@ -70,7 +70,8 @@ static void usage(FILE *f) {
                "  --netns SCRIPT   nodes in network namespaces (tests/jepsen-lite/netns.sh):\n"
                "                   enables the partition nemeses\n"
                "  --port-base P    nodes listen on P+1..P+nodes (default 29000)\n"
-               "  --snapshot-entries N  kvd's snapshot threshold (default 200)\n");
+               "  --snapshot-entries N  kvd's snapshot threshold (default 100: tiny,\n"
+               "                   so snapshots are taken and sent all the time)\n");
 }
 
 static int parse_long(const char *name, const char *s, long lo, long hi, long *out) {
