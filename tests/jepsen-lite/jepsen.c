@@ -310,6 +310,9 @@ static int nemesis_run(void) {
         if (nodes[i].pid <= 0 && node_start(i) != 0)
             return -1;
     }
+    events = 0; /* every fault thrown, the overlapping ones too */
+    for (int k = 0; k < NEM_COUNT; k++)
+        events += nemesis_counts[k];
     logf_("nemesis done: %d events; healed, settling 2 s", events);
     return events;
 }

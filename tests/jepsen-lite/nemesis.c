@@ -180,16 +180,40 @@ static void partition_shape(rng *r, int kind, uint32_t *drop, char *what, size_t
     }
 }
 
+static int nemesis_one(rng *r, int action);
+
+/* Kinds that may run inside a partition: process faults and crashes. */
+#define NEM_OVERLAP_MASK                                                                           \
+    ((1u << NEM_KILL) | (1u << NEM_KILL_MAJORITY) | (1u << NEM_PAUSE) | (1u << NEM_CRASH) |      \
+     (1u << NEM_CRASH_MAJORITY) | (1u << NEM_CRASH_ALL) | (1u << NEM_TRANSFER))
+
+/* One enabled kind of NEM_OVERLAP_MASK, drawn from r, or -1. */
+static int overlap_kind(rng *r) {
+    int kinds[NEM_COUNT], n = 0;
+    for (int k = 0; k < NEM_COUNT; k++)
+        if ((opt.nemeses & NEM_OVERLAP_MASK & (1u << k)) != 0)
+            kinds[n++] = k;
+    return n == 0 ? -1 : kinds[rng_range(r, 0, (uint64_t)n - 1)];
+}
+
 static int nem_partition(rng *r, int kind) {
     uint32_t drop[NODES_MAX] = {0};
     char what[128];
     partition_shape(r, kind, drop, what, sizeof what);
     uint64_t ms = rng_range(r, 1500, 4000);
-    logf_("nemesis: partition %s for %" PRIu64 " ms", what, ms);
+    /* Half the partitions overlap another fault, thrown while they last. */
+    int other = rng_range(r, 0, 1) == 0 ? overlap_kind(r) : -1;
+    logf_("nemesis: partition %s for %" PRIu64 " ms%s%s", what, ms, other >= 0 ? ", with " : "",
+          other >= 0 ? nemesis_names[other] : "");
     for (int i = 0; i < opt.nodes; i++)
         if (drop[i] != 0 && net_drop(i, drop[i]) != 0)
             return -1;
-    nodes_sleep(ms);
+    uint64_t t0 = now_ns();
+    nodes_sleep(ms / 3);
+    if (other >= 0 && nemesis_one(r, other) != 0)
+        return -1;
+    uint64_t spent = (now_ns() - t0) / 1000000u;
+    nodes_sleep(spent < ms ? ms - spent : 0);
     if (net_heal() != 0)
         return -1;
     logf_("nemesis: partition healed");
@@ -211,6 +235,10 @@ int nemesis_step(rng *r) {
         if ((opt.nemeses & (1u << k)) && (all || nemesis_counts[k] == 0))
             enabled[n++] = k;
     int action = enabled[rng_range(r, 0, (uint64_t)n - 1)];
+    return nemesis_one(r, action);
+}
+
+static int nemesis_one(rng *r, int action) {
     int majority = opt.nodes / 2 + 1;
     nemesis_counts[action]++;
     switch (action) {

@@ -257,6 +257,21 @@ static void ref_check(const ref *r, uint64_t seed, int step) {
     }
 }
 
+static void ref_write(ref_node *n, const char *path, uint64_t *s) {
+    int off = (int)(rng_next(s) % (R_BYTES / 2)), len = 1 + (int)(rng_next(s) % 64);
+    uint8_t b[64];
+    lfs_node *h;
+    for (int i = 0; i < len; i++)
+        b[i] = (uint8_t)rng_next(s);
+    ck_assert_int_eq(lfs_open(FS, path, false, false, 0, &h), 0);
+    ck_assert_int_eq(lfs_write(FS, h, b, (size_t)len, (uint64_t)off), len);
+    lfs_release(FS, h);
+    if (off > n->cur_size)
+        memset(n->cur + n->cur_size, 0, (size_t)(off - n->cur_size));
+    memcpy(n->cur + off, b, (size_t)len);
+    n->cur_size = off + len > n->cur_size ? off + len : n->cur_size;
+}
+
 static void ref_step(ref *r, uint64_t *s) {
     int f = (int)(rng_next(s) % R_FILES), g = (int)(rng_next(s) % R_FILES);
     char path[16], other[16];
@@ -276,19 +291,8 @@ static void ref_step(ref *r, uint64_t *s) {
         break;
     case 1:
     case 2: /* write */
-        if (n != NULL) {
-            int off = (int)(rng_next(s) % (R_BYTES / 2)), len = 1 + (int)(rng_next(s) % 64);
-            uint8_t b[64];
-            for (int i = 0; i < len; i++)
-                b[i] = (uint8_t)rng_next(s);
-            ck_assert_int_eq(lfs_open(FS, path, false, false, 0, &h), 0);
-            ck_assert_int_eq(lfs_write(FS, h, b, (size_t)len, (uint64_t)off), len);
-            lfs_release(FS, h);
-            if (off > n->cur_size)
-                memset(n->cur + n->cur_size, 0, (size_t)(off - n->cur_size));
-            memcpy(n->cur + off, b, (size_t)len);
-            n->cur_size = off + len > n->cur_size ? off + len : n->cur_size;
-        }
+        if (n != NULL)
+            ref_write(n, path, s);
         break;
     case 3: /* truncate */
         if (n != NULL) {
