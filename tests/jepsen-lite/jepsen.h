@@ -136,6 +136,14 @@ int net_drop(int i, uint32_t srcs);
 int net_heal(void);
 void net_down(void);
 
+/* ---- proxy.c: the frame-aware proxy on peer links (the wire nemesis) ------ */
+
+int proxy_port(int a, int b); /* where the proxy of a's link to b listens */
+int proxy_start(void);        /* every pair's listener; in the clients' namespace */
+/* Faults for every pair from now on (all 0: none). */
+void proxy_faults(int delay_ms, int jitter_ms, int dup_pct, int reorder_pct, int cut_pct);
+void proxy_counts(uint64_t *frames, uint64_t *faults);
+
 /* ---- workload.c ---------------------------------------------------------- */
 
 enum { K_GET, K_PUT, K_CAS, K_ADD, K_COUNT };
@@ -203,6 +211,7 @@ enum {
     NEM_MEMBER,         /* remove a follower, wipe it, add it back (members.c) */
     NEM_TRANSFER,       /* transfer leadership to a follower */
     NEM_CORRUPT,        /* a flipped byte in a follower's synced log or snapshot */
+    NEM_WIRE,           /* peer frames delayed, duplicated, reordered, cut (proxy.c) */
     NEM_COUNT
 };
 
@@ -210,7 +219,7 @@ extern const char *const nemesis_names[NEM_COUNT];
 extern int nemesis_counts[NEM_COUNT];
 #define NEM_NET_MASK                                                                         \
     ((1u << NEM_PART_LEADER) | (1u << NEM_PART_MAJORITY) | (1u << NEM_PART_BRIDGE) |           \
-     (1u << NEM_PART_ONEWAY))
+     (1u << NEM_PART_ONEWAY) | (1u << NEM_WIRE))
 #define NEM_CRASH_MASK ((1u << NEM_CRASH) | (1u << NEM_CRASH_MAJORITY) | (1u << NEM_CRASH_ALL))
 
 /* Parses "kill,pause,..." or "all" into a bit set; -1 on an unknown name. */

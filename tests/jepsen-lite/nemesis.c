@@ -18,6 +18,7 @@ const char *const nemesis_names[NEM_COUNT] = {
     [NEM_PART_LEADER] = "partition-leader", [NEM_PART_MAJORITY] = "partition-majority",
     [NEM_PART_BRIDGE] = "partition-bridge", [NEM_PART_ONEWAY] = "partition-oneway",
     [NEM_MEMBER] = "member", [NEM_TRANSFER] = "transfer", [NEM_CORRUPT] = "corrupt",
+    [NEM_WIRE] = "wire",
 };
 int nemesis_counts[NEM_COUNT];
 
@@ -220,6 +221,24 @@ static int nem_partition(rng *r, int kind) {
     return 0;
 }
 
+/* Frame faults on every peer link for a while (proxy.c). */
+static int nem_wire(rng *r) {
+    int delay = (int)rng_range(r, 0, 40), jitter = (int)rng_range(r, 0, 40);
+    int dup = (int)rng_range(r, 0, 20), reorder = (int)rng_range(r, 0, 20);
+    int cut = (int)rng_range(r, 0, 3);
+    uint64_t ms = rng_range(r, 2000, 4000), f0, x0, f1, x1;
+    proxy_counts(&f0, &x0);
+    logf_("nemesis: wire: peer frames delayed %d+-%d ms, %d%% duplicated, %d%% reordered, "
+          "%d%% cut, for %" PRIu64 " ms",
+          delay, jitter, dup, reorder, cut, ms);
+    proxy_faults(delay, jitter, dup, reorder, cut);
+    nodes_sleep(ms);
+    proxy_faults(0, 0, 0, 0, 0);
+    proxy_counts(&f1, &x1);
+    logf_("nemesis: wire healed (%" PRIu64 " frames, %" PRIu64 " faulted)", f1 - f0, x1 - x0);
+    return 0;
+}
+
 bool nemesis_all_fired(void) {
     for (int k = 0; k < NEM_COUNT; k++)
         if ((opt.nemeses & (1u << k)) && nemesis_counts[k] == 0)
@@ -272,6 +291,8 @@ static int nemesis_one(rng *r, int action) {
         return nemesis_members(r, action);
     case NEM_CORRUPT:
         return nemesis_corrupt(r);
+    case NEM_WIRE:
+        return nem_wire(r);
     }
     return -1;
 }

@@ -64,6 +64,32 @@ static int enter_ns(const char *name) {
     return rc;
 }
 
+/* Every peer link through its proxy (proxy.c): DNAT in each node's
+ * namespace. 0 or -1. */
+static int net_proxy_up(void) {
+    if (proxy_start() != 0)
+        return -1;
+    for (int i = 0; i < opt.nodes; i++) {
+        char node[16], maps[NODES_MAX][64];
+        const char *args[NODES_MAX + 4] = {"nat", prefix, node};
+        int argc = 3;
+        snprintf(node, sizeof node, "%d", i + 1);
+        for (int j = 0; j < opt.nodes; j++) {
+            if (j == i)
+                continue;
+            char host[32];
+            node_host(j, host, sizeof host);
+            snprintf(maps[j], sizeof maps[j], "%s:%d:%d", host, node_port(j), proxy_port(i, j));
+            args[argc++] = maps[j];
+        }
+        args[argc] = NULL;
+        if (netns_sh(args) != 0)
+            return -1;
+    }
+    logf_("network: every peer link goes through its frame-aware proxy");
+    return 0;
+}
+
 int net_up(void) {
     if (opt.netns == NULL)
         return 0;
@@ -85,7 +111,7 @@ int net_up(void) {
     }
     logf_("network: namespaces %s*, nodes 10.77.0.1-%d, clients 10.77.0.100", prefix,
           opt.nodes);
-    return 0;
+    return (opt.nemeses & (1u << NEM_WIRE)) != 0 ? net_proxy_up() : 0;
 }
 
 void net_enter_node(int i) {

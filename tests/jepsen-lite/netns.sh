@@ -4,8 +4,11 @@
 # namespace is never touched. Partitions are nftables rules in a node's own
 # namespace that drop what it receives from chosen nodes (one way; both ways
 # is a rule on each side), so the kernel's own TCP sees the loss.
-#   netns.sh up PREFIX NODES     PREFIXbr (bridge), PREFIXc 10.77.0.100,
-#                                PREFIXn1.. 10.77.0.1..
+#   netns.sh up PREFIX NODES     PREFIXbr (bridge), PREFIXc 10.77.0.100 (and
+#                                10.77.1.1.. for the proxies), PREFIXn1..
+#                                10.77.0.1.., all in 10.77.0.0/16
+#   netns.sh nat PREFIX I IP:PORT:PROXYPORT..   node I's connections to
+#                                IP:PORT go to 10.77.0.100:PROXYPORT (proxy.c)
 #   netns.sh drop PREFIX I [J..] node I drops all it receives from nodes J..
 #                                (none: heal node I)
 #   netns.sh down PREFIX         removes every namespace of PREFIX
@@ -35,10 +38,26 @@ case $cmd in
       ip netns add "$ns"
       ip -n "${p}br" link add "v$x" type veth peer name eth0 netns "$ns"
       ip -n "${p}br" link set "v$x" master br0 up
-      ip -n "$ns" addr add "$addr/24" dev eth0
+      ip -n "$ns" addr add "$addr/16" dev eth0
+      [ "$x" = c ] || ip -n "${p}c" addr add "10.77.1.$x/16" dev eth0
       ip -n "$ns" link set eth0 up
       ip -n "$ns" link set lo up
     done
+    ;;
+  nat)
+    p=$1 i=$2
+    shift 2
+    rules="add table ip kvjnat
+delete table ip kvjnat
+table ip kvjnat {
+  chain out {
+    type nat hook output priority -100; policy accept;"
+    for m in "$@"; do
+      IFS=: read -r ip port pport <<<"$m"
+      rules="$rules
+    ip daddr $ip tcp dport $port dnat to 10.77.0.100:$pport"
+    done
+    printf '%s\n  }\n}\n' "$rules" | ip netns exec "${p}n$i" nft -f -
     ;;
   drop)
     p=$1 i=$2
@@ -46,7 +65,7 @@ case $cmd in
     rules="add table inet kvj
 delete table inet kvj"
     if [ $# -gt 0 ]; then
-      srcs=$(printf '10.77.0.%s, ' "$@")
+      srcs=$(printf '10.77.0.%s, 10.77.1.%s, ' $(for j in "$@"; do echo "$j $j"; done))
       rules="$rules
 table inet kvj {
   chain input { type filter hook input priority 0; policy accept; ip saddr { ${srcs%, } } drop; }
