@@ -116,9 +116,10 @@ int nodes_check_up(uint64_t ms);
 void node_data_dir(int i, char *out, size_t n);
 int fs_mount(int i);     /* mounts RUN/nI; 0 once it answers */
 int fs_sync_root(int i); /* fsync of RUN/nI (the harness's mkdir of data) */
-/* Drops every unsynced change of node i's file system; its kvd must be
- * dead (killed and reaped). 0 or -1. */
-int fs_crash(int i);
+/* Power loss on node i's file system: every unsynced change dropped, or
+ * (torn) a seeded prefix of each file's kept, the last maybe torn; its kvd
+ * must be dead (killed and reaped). 0 or -1. */
+int fs_crash(int i, bool torn, uint64_t seed);
 void fs_unmount_all(void); /* stops every lossyfs, lazily unmounts */
 /* Copies every node's data dir out of lossyfs (RUN/nI-data-saved). */
 void fs_save_all(void);

@@ -11,6 +11,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -81,16 +82,18 @@ int fs_sync_root(int i) {
     return rc;
 }
 
-int fs_crash(int i) {
+int fs_crash(int i, bool torn, uint64_t seed) {
     assert(nodes[i].pid == 0); /* a crash hits a dead kvd */
-    char ctl[4300];
+    char ctl[4300], cmd[64];
     fs_path(i, "/.lossyfs-crash", ctl, sizeof ctl);
+    int len = torn ? snprintf(cmd, sizeof cmd, "torn %" PRIu64, seed)
+                   : snprintf(cmd, sizeof cmd, "drop");
     int fd = open(ctl, O_WRONLY);
     if (fd < 0)
         return -1;
-    ssize_t w = write(fd, "crash", 5);
+    ssize_t w = write(fd, cmd, (size_t)len);
     close(fd);
-    return w == 5 ? 0 : -1;
+    return w == len ? 0 : -1;
 }
 
 void fs_unmount_all(void) {

@@ -80,13 +80,18 @@ static int nem_kill(rng *r, uint32_t set, bool crash) {
     char s[64];
     set_str(set, s, sizeof s);
     uint64_t down = rng_range(r, 500, 1500);
+    bool torn = rng_range(r, 0, 1) == 0;
+    uint64_t seed = rng_next(r);
     logf_("nemesis: %s %s, restart in %" PRIu64 " ms",
-          crash ? "crash (kill -9, unsynced writes lost)" : "kill -9", s, down);
+          !crash ? "kill -9"
+          : torn ? "crash (kill -9, unsynced writes torn: a prefix kept)"
+                 : "crash (kill -9, unsynced writes lost)",
+          s, down);
     for (int i = 0; i < opt.nodes; i++)
         if (set & (1u << i))
             node_kill9(i);
     for (int i = 0; crash && i < opt.nodes; i++)
-        if ((set & (1u << i)) && fs_crash(i) != 0) {
+        if ((set & (1u << i)) && fs_crash(i, torn, seed + (uint64_t)i) != 0) {
             logf_("nemesis: the crash of n%d's file system failed", i + 1);
             return -1;
         }

@@ -27,6 +27,14 @@ typedef struct lfs_ent {
     lfs_node *node;
 } lfs_ent;
 
+/* One unsynced change to a file, kept in order for a torn crash: a write
+ * (data != NULL) or a change of size. */
+typedef struct lfs_op {
+    uint64_t off, len; /* write: bytes [off, off+len); size change: len = new size */
+    uint8_t *data;
+    struct lfs_op *next;
+} lfs_op;
+
 typedef struct lfs_ents {
     lfs_ent *v;
     size_t n, cap;
@@ -43,6 +51,7 @@ struct lfs_node {
     uint8_t *data, *ddata;
     uint64_t size, dsize, cap, dcap;
     uint64_t dirty_lo, dirty_hi; /* empty when lo >= hi */
+    lfs_op *ops, **ops_tail;     /* unsynced changes, oldest first */
     /* directories */
     lfs_ents cur, dur;
     lfs_node *prev, *next; /* every live node */
@@ -64,6 +73,7 @@ static lfs_node *node_new(lfs *fs, bool dir, mode_t mode) {
     n->dir = dir;
     n->mode = (mode & 07777) | (dir ? S_IFDIR : S_IFREG);
     n->ino = ++fs->next_ino;
+    n->ops_tail = &n->ops;
     clock_gettime(CLOCK_REALTIME, &n->mtime);
     n->next = fs->all;
     if (fs->all != NULL)
@@ -74,6 +84,34 @@ static lfs_node *node_new(lfs *fs, bool dir, mode_t mode) {
 }
 
 static void node_unref(lfs *fs, lfs_node *n);
+
+static void ops_clear(lfs_node *n) {
+    while (n->ops != NULL) {
+        lfs_op *o = n->ops;
+        n->ops = o->next;
+        free(o->data);
+        free(o);
+    }
+    n->ops_tail = &n->ops;
+}
+
+/* Records an unsynced change (data: a write's bytes, NULL: a size change). */
+static int ops_add(lfs_node *n, uint64_t off, uint64_t len, const void *data) {
+    lfs_op *o = calloc(1, sizeof *o);
+    if (o == NULL || (data != NULL && (o->data = malloc(len ? len : 1)) == NULL)) {
+        free(o);
+        return -ENOMEM;
+    }
+    o->off = off;
+    o->len = len;
+    if (data != NULL)
+        memcpy(o->data, data, len);
+    if (n->ops_tail == NULL)
+        n->ops_tail = &n->ops;
+    *n->ops_tail = o;
+    n->ops_tail = &o->next;
+    return 0;
+}
 
 static void ents_clear(lfs *fs, lfs_ents *e) {
     for (size_t i = 0; i < e->n; i++) {
@@ -98,6 +136,7 @@ static void node_unref(lfs *fs, lfs_node *n) {
     fs->st.nodes--;
     ents_clear(fs, &n->cur);
     ents_clear(fs, &n->dur);
+    ops_clear(n);
     free(n->data);
     free(n->ddata);
     free(n);
@@ -233,6 +272,7 @@ void lfs_free(lfs *fs) {
             free(n->dur.v[i].name);
         free(n->cur.v);
         free(n->dur.v);
+        ops_clear(n);
         free(n->data);
         free(n->ddata);
         free(n);
@@ -450,6 +490,8 @@ static void dirty(lfs_node *n, uint64_t lo, uint64_t hi) {
 /* Sets the current size; growth is zero-filled and dirty (invariant D). */
 static int resize(lfs *fs, lfs_node *n, uint64_t size) {
     int rc = reserve(fs, &n->data, &n->cap, size);
+    if (rc == 0)
+        rc = ops_add(n, 0, size, NULL);
     if (rc != 0)
         return rc;
     if (size > n->size) {
@@ -482,6 +524,8 @@ ssize_t lfs_write(lfs *fs, lfs_node *h, const void *buf, size_t n, uint64_t off)
         if (rc != 0)
             return rc;
     }
+    if (ops_add(h, off, n, buf) != 0)
+        return -ENOMEM;
     memcpy(h->data + off, buf, n);
     dirty(h, off, off + n);
     clock_gettime(CLOCK_REALTIME, &h->mtime);
@@ -511,6 +555,7 @@ int lfs_fsync(lfs *fs, lfs_node *h) {
         memcpy(h->ddata + h->dirty_lo, h->data + h->dirty_lo, hi - h->dirty_lo);
     h->dsize = h->size;
     h->dirty_lo = h->dirty_hi = 0;
+    ops_clear(h);
     assert(h->dsize == h->size);
     return 0;
 }
@@ -541,8 +586,49 @@ int lfs_readdir(lfs *fs, const char *path, void (*fn)(void *arg, const char *nam
 
 /* ---- power loss ----------------------------------------------------------- */
 
-/* One node back to its durable state. */
-static void crash_node(lfs *fs, lfs_node *n) {
+static uint64_t lfs__rng(uint64_t *s) { /* splitmix64 */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A torn crash of one file: from its durable copy, a random prefix of its
+ * unsynced changes in order; the last write kept may be cut short and the
+ * rest of its bytes garbage (a torn sector). */
+static void crash_torn_file(lfs *fs, lfs_node *n, uint64_t *seed) {
+    size_t count = 0;
+    for (lfs_op *o = n->ops; o != NULL; o = o->next)
+        count++;
+    size_t keep = (size_t)(lfs__rng(seed) % (count + 1));
+    size_t i = 0;
+    for (lfs_op *o = n->ops; o != NULL && i < keep; o = o->next, i++) {
+        if (o->data == NULL) {
+            if (reserve(fs, &n->data, &n->cap, o->len) != 0)
+                abort();
+            if (o->len > n->size)
+                memset(n->data + n->size, 0, o->len - n->size);
+            n->size = o->len;
+            continue;
+        }
+        uint64_t whole = o->len;
+        if (i + 1 == keep && lfs__rng(seed) % 2 == 0)
+            whole = lfs__rng(seed) % (o->len + 1); /* torn: the rest is garbage */
+        if (reserve(fs, &n->data, &n->cap, o->off + o->len) != 0)
+            abort();
+        if (o->off + o->len > n->size) {
+            memset(n->data + n->size, 0, o->off + o->len - n->size);
+            n->size = o->off + o->len;
+        }
+        memcpy(n->data + o->off, o->data, whole);
+        for (uint64_t b = whole; b < o->len; b++)
+            n->data[o->off + b] = (uint8_t)lfs__rng(seed);
+    }
+}
+
+/* One node back to its durable state (a torn crash: plus a prefix of its
+ * changes); what survives is on the disk now, so it becomes durable. */
+static void crash_node(lfs *fs, lfs_node *n, bool torn, uint64_t *seed) {
     if (n->dir) {
         for (size_t i = 0; i < n->cur.n; i++)
             n->cur.v[i].node->links--;
@@ -560,9 +646,17 @@ static void crash_node(lfs *fs, lfs_node *n) {
         memcpy(n->data, n->ddata, n->dsize);
     n->size = n->dsize;
     n->dirty_lo = n->dirty_hi = 0;
+    if (torn && n->ops != NULL) {
+        crash_torn_file(fs, n, seed);
+        n->dirty_lo = 0;
+        n->dirty_hi = n->size;
+        lfs_fsync(fs, n); /* what survived is on the disk */
+        fs->st.fsyncs--;
+    }
+    ops_clear(n);
 }
 
-void lfs_crash(lfs *fs) {
+void lfs_crash_mode(lfs *fs, bool torn, uint64_t seed) {
     /* Pin every node while entries change, so none is freed under us. */
     size_t count = 0;
     for (lfs_node *n = fs->all; n != NULL; n = n->next)
@@ -576,11 +670,15 @@ void lfs_crash(lfs *fs) {
         n->refs++;
     }
     for (i = 0; i < count; i++)
-        crash_node(fs, all[i]);
+        crash_node(fs, all[i], torn, &seed);
     for (i = 0; i < count; i++)
         node_unref(fs, all[i]);
     free(all);
     fs->st.crashes++;
+}
+
+void lfs_crash(lfs *fs) {
+    lfs_crash_mode(fs, false, 0);
 }
 
 lfs_stats lfs_get_stats(const lfs *fs) {

@@ -74,8 +74,14 @@ int lfs_fsyncdir(lfs *fs, const char *path);
 int lfs_readdir(lfs *fs, const char *path, void (*fn)(void *arg, const char *name, bool dir),
                 void *arg);
 
-/* Power loss: see the model above. */
+/* Power loss: see the model above (FSF_CRASH_DROP). */
 void lfs_crash(lfs *fs);
+/* torn: as fs_fake's FSF_CRASH_TORN, each file keeps, in order, a random
+ * prefix (the seed decides) of its writes and size changes since its last
+ * fsync, the last write kept possibly cut short with garbage after the cut;
+ * directories still return to their durable entries. Either way what
+ * survives is what the disk holds now: it is durable from then on. */
+void lfs_crash_mode(lfs *fs, bool torn, uint64_t seed);
 
 typedef struct lfs_stats {
     uint64_t crashes, fsyncs, fsyncdirs, writes;

@@ -4,7 +4,9 @@
  * follows src/storage/fs_fake.h). kv-jepsen mounts one under each node's
  * data dir; a crash is kill -9 of kvd, then a write to the control file
  *
- *   MOUNT/.lossyfs-crash     (any bytes: drop everything not synced)
+ *   MOUNT/.lossyfs-crash     "drop": drop everything not synced;
+ *                            "torn SEED": keep a seeded prefix of each
+ *                            file's unsynced writes (lfs.h)
  *
  * which answers only once the drop is done, so the next kvd start sees the
  * disk as a power loss would have left it.
@@ -114,7 +116,13 @@ static int lo_write(const char *path, const char *buf, size_t n, off_t off,
                     struct fuse_file_info *fi) {
     (void)path;
     if (fi->fh == CTL_FH) {
-        lfs_crash(FS);
+        /* "torn SEED": fs_fake's torn crash; anything else: drop. */
+        char cmd[64];
+        size_t k = n < sizeof cmd - 1 ? n : sizeof cmd - 1;
+        memcpy(cmd, buf, k);
+        cmd[k] = 0;
+        bool torn = strncmp(cmd, "torn ", 5) == 0;
+        lfs_crash_mode(FS, torn, torn ? strtoull(cmd + 5, NULL, 10) : 0);
         lfs_stats s = lfs_get_stats(FS);
         fprintf(stderr,
                 "lossyfs: crash %" PRIu64 ": unsynced changes dropped (%" PRIu64
