@@ -12,7 +12,8 @@
  *
  * Exit: 0 pass; 1 a violation (not linearizable: the checker's smallest
  * window is printed; lost or phantom set elements; nodes that diverge; a
- * node that exited unasked or did not come back); 2 checker budget exceeded
+ * node that exited unasked or did not come back; no final read once
+ * healed); 2 checker budget exceeded
  * (UNKNOWN); 3 the harness failed (bad arguments, no cluster).
  *
  * The seed fixes the nemesis schedule and the clients' choices; thread
@@ -227,7 +228,8 @@ static int setup_run(void) {
         fprintf(stderr, "kv-jepsen: mkdtemp %s: %s\n", run_dir, strerror(errno));
         return -1;
     }
-    printf("kv-jepsen: run dir %s (node logs nI.log)\n", run_dir);
+    printf("kv-jepsen: run dir %s (node logs nI.log); history file %s.history\n", run_dir,
+           run_dir);
     size_t el = 0, cl = 0;
     for (int i = 0; i < opt.nodes; i++) {
         char a[64];
@@ -373,12 +375,11 @@ typedef struct verdict {
 } verdict;
 
 static int verdict_rc(const verdict *v) {
+    /* A cluster that cannot serve the final read once healed fails too. */
     if (v->linz == LINZ_FAIL || v->lost || v->phantom || v->diverged || v->fatal || v->down ||
-        atomic_load(&unexpected_exits) > 0)
+        v->final_failed || atomic_load(&unexpected_exits) > 0)
         return 1;
-    if (v->linz == LINZ_UNKNOWN)
-        return 2;
-    return v->final_failed ? 3 : 0;
+    return v->linz == LINZ_UNKNOWN ? 2 : 0;
 }
 
 /* After the run: checks, history file, summary line. Returns the exit code. */
