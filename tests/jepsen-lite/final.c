@@ -146,33 +146,63 @@ static const char *op_type(const linz_op *op) {
     return op->kind == LINZ_CAS && !op->ok ? "fail" : "ok";
 }
 
-int history_write(const char *path) {
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        return -1;
-    fprintf(f, "# kv-jepsen history, seed %" PRIu64 ": type client op key args result [invoke,"
-               "complete] in ns since the start; info = outcome unknown\n",
-            opt.seed);
-    for (int i = 0; i < opt.clients; i++) {
-        const client_ctx *cx = &clients[i];
-        for (size_t j = 0; j < cx->h.ops_count; j++) {
-            char buf[200];
-            linz_op op = cx->h.ops[j];
-            op.invoke -= t0_ns;
-            op.complete = op.complete == LINZ_TIME_INF ? op.complete : op.complete - t0_ns;
-            fprintf(f, "%s %s\n", op_type(&cx->h.ops[j]), linz_op_format(&op, buf, sizeof buf));
-        }
-        for (uint32_t n = 0; cx->set_client && n < cx->adds_count; n++) {
-            const set_add *a = &cx->adds[n];
-            const char *type = a->outcome == 1 ? "ok" : a->outcome == 0 ? "info" : "fail";
-            if (a->outcome == 0)
-                fprintf(f, "%s c%d ADD js%d-%" PRIu32 " ? [%" PRIu64 ",inf)\n", type, i, i, n,
-                        a->invoke - t0_ns);
-            else
-                fprintf(f, "%s c%d ADD js%d-%" PRIu32 " %s [%" PRIu64 ",%" PRIu64 "]\n", type, i,
-                        i, n, a->outcome == 1 ? "ok" : "refused", a->invoke - t0_ns,
-                        a->complete - t0_ns);
-        }
+typedef struct hline {
+    uint64_t invoke;
+    char text[200];
+} hline;
+
+static int hline_cmp(const void *a, const void *b) {
+    const hline *x = a, *y = b;
+    return x->invoke < y->invoke ? -1 : x->invoke > y->invoke;
+}
+
+/* One line per op of client i into lines (count updated). */
+static void history_client(int i, hline *lines, size_t *count) {
+    const client_ctx *cx = &clients[i];
+    for (size_t j = 0; j < cx->h.ops_count; j++) {
+        char buf[180];
+        linz_op op = cx->h.ops[j];
+        op.invoke -= t0_ns;
+        op.complete = op.complete == LINZ_TIME_INF ? op.complete : op.complete - t0_ns;
+        hline *l = &lines[(*count)++];
+        l->invoke = op.invoke;
+        snprintf(l->text, sizeof l->text, "%s %s", op_type(&cx->h.ops[j]),
+                 linz_op_format(&op, buf, sizeof buf));
     }
+    for (uint32_t n = 0; cx->set_client && n < cx->adds_count; n++) {
+        const set_add *a = &cx->adds[n];
+        hline *l = &lines[(*count)++];
+        l->invoke = a->invoke - t0_ns;
+        if (a->outcome == 0)
+            snprintf(l->text, sizeof l->text, "info c%d ADD js%d-%" PRIu32 " ? [%" PRIu64 ",inf)",
+                     i, i, n, l->invoke);
+        else
+            snprintf(l->text, sizeof l->text,
+                     "%s c%d ADD js%d-%" PRIu32 " %s [%" PRIu64 ",%" PRIu64 "]",
+                     a->outcome == 1 ? "ok" : "fail", i, i, n,
+                     a->outcome == 1 ? "ok" : "refused", l->invoke, a->complete - t0_ns);
+    }
+}
+
+int history_write(const char *path) {
+    size_t total = 0, count = 0;
+    for (int i = 0; i < opt.clients; i++)
+        total += clients[i].h.ops_count + clients[i].adds_count;
+    hline *lines = malloc((total + 1) * sizeof *lines);
+    FILE *f = lines != NULL ? fopen(path, "w") : NULL;
+    if (f == NULL) {
+        free(lines);
+        return -1;
+    }
+    for (int i = 0; i < opt.clients; i++)
+        history_client(i, lines, &count);
+    qsort(lines, count, sizeof *lines, hline_cmp);
+    fprintf(f, "# kv-jepsen history, seed %" PRIu64 ", by invocation: type client op key args "
+               "result [invoke,complete] in ns since the start; info = outcome unknown, fail = "
+               "no effect\n",
+            opt.seed);
+    for (size_t k = 0; k < count; k++)
+        fprintf(f, "%s\n", lines[k].text);
+    free(lines);
     return fclose(f) == 0 ? 0 : -1;
 }
