@@ -179,8 +179,8 @@ static void history_client(int i, hline *lines, size_t *count) {
         else
             snprintf(l->text, sizeof l->text,
                      "%s c%d ADD js%d-%" PRIu32 " %s [%" PRIu64 ",%" PRIu64 "]",
-                     a->outcome == 1 ? "ok" : "fail", i, i, n,
-                     a->outcome == 1 ? "ok" : "refused", l->invoke, a->complete - t0_ns);
+                     a->outcome == 1 ? "ok" : "fail", i, i, n, a->outcome == 1 ? "ok" : "refused",
+                     l->invoke, a->complete - t0_ns);
     }
 }
 
@@ -197,9 +197,10 @@ int history_write(const char *path) {
     for (int i = 0; i < opt.clients; i++)
         history_client(i, lines, &count);
     qsort(lines, count, sizeof *lines, hline_cmp);
-    fprintf(f, "# kv-jepsen history, seed %" PRIu64 ", by invocation: type client op key args "
-               "result [invoke,complete] in ns since the start; info = outcome unknown, fail = "
-               "no effect\n",
+    fprintf(f,
+            "# kv-jepsen history, seed %" PRIu64 ", by invocation: type client op key args "
+            "result [invoke,complete] in ns since the start; info = outcome unknown, fail = "
+            "no effect\n",
             opt.seed);
     for (size_t k = 0; k < count; k++)
         fprintf(f, "%s\n", lines[k].text);

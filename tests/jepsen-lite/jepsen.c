@@ -49,17 +49,16 @@ static char replay[2048];
 #define KEY_OPS_TARGET 2400u
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: kv-jepsen --bin DIR --dir TMP [--seed S] [--time N] [--nodes 3|5]\n"
-            "                 [--nemesis LIST] [--workload register|set|both]\n"
-            "                 [--control no-fsync|stale-read] [--clients C] [--keys K]\n"
-            "                 [--port-base P] [--snapshot-entries N] [--keep]\n"
-            "  --bin DIR        where kvd lives\n"
-            "  --dir TMP        a run directory is made under it (removed on success\n"
-            "                   unless --keep); the history file is written beside it\n"
-            "  --seed S         nemesis and client choices (default: from the time)\n"
-            "  --time N         nemesis seconds (default 10; --seconds is the same)\n"
-            "  --nemesis LIST   comma-separated, or all (default):");
+    fprintf(f, "usage: kv-jepsen --bin DIR --dir TMP [--seed S] [--time N] [--nodes 3|5]\n"
+               "                 [--nemesis LIST] [--workload register|set|both]\n"
+               "                 [--control no-fsync|stale-read] [--clients C] [--keys K]\n"
+               "                 [--port-base P] [--snapshot-entries N] [--keep]\n"
+               "  --bin DIR        where kvd lives\n"
+               "  --dir TMP        a run directory is made under it (removed on success\n"
+               "                   unless --keep); the history file is written beside it\n"
+               "  --seed S         nemesis and client choices (default: from the time)\n"
+               "  --time N         nemesis seconds (default 10; --seconds is the same)\n"
+               "  --nemesis LIST   comma-separated, or all (default):");
     for (int k = 0; k < NEM_COUNT; k++)
         fprintf(f, " %s", nemesis_names[k]);
     fprintf(f, "\n"
@@ -228,15 +227,14 @@ static int setup_run(void) {
         fprintf(stderr, "kv-jepsen: mkdtemp %s: %s\n", run_dir, strerror(errno));
         return -1;
     }
-    printf("kv-jepsen: run dir %s (node logs nI.log); history file %s.history\n", run_dir,
-           run_dir);
+    printf("kv-jepsen: run dir %s (node logs nI.log); history file %s.history\n", run_dir, run_dir);
     size_t el = 0, cl = 0;
     for (int i = 0; i < opt.nodes; i++) {
         char a[64];
         node_addr(i, a, sizeof a);
         el += (size_t)snprintf(endpoints + el, sizeof endpoints - el, "%s%s", i ? "," : "", a);
-        cl += (size_t)snprintf(cluster_arg + cl, sizeof cluster_arg - cl, "%sn%d=%s",
-                               i ? "," : "", i + 1, a);
+        cl += (size_t)snprintf(cluster_arg + cl, sizeof cluster_arg - cl, "%sn%d=%s", i ? "," : "",
+                               i + 1, a);
     }
     return 0;
 }
@@ -262,8 +260,8 @@ static int cluster_up(void) {
         nodes_sleep(100);
     }
     if (rc != 0) {
-        fprintf(stderr, "kv-jepsen: no leader within 30 s (last: %s); logs in %s\n",
-                kv_errword(rc), run_dir);
+        fprintf(stderr, "kv-jepsen: no leader within 30 s (last: %s); logs in %s\n", kv_errword(rc),
+                run_dir);
         return -1;
     }
     logf_("cluster up: %s", endpoints);
@@ -410,7 +408,10 @@ static int judge(verdict *v, int events) {
     printf("ops=%" PRIu64 " ok=%" PRIu64 " fail=%" PRIu64 " info=%" PRIu64
            " nemesis_events=%d linearizable=%s lost=%" PRIu64 "\n",
            t.ok + t.fail + t.info, t.ok, t.fail, t.info, events,
-           v->linz == LINZ_OK ? "true" : v->linz == LINZ_FAIL ? "false" : "unknown", v->lost);
+           v->linz == LINZ_OK     ? "true"
+           : v->linz == LINZ_FAIL ? "false"
+                                  : "unknown",
+           v->lost);
     return rc;
 }
 
@@ -421,8 +422,12 @@ static void finish(int rc) {
     else
         printf("kv-jepsen: kept %s\n", run_dir);
     printf("kv-jepsen: %s (seed %" PRIu64 ", %.1f s)%s\n",
-           rc == 0 ? "PASS" : rc == 1 ? "FAIL" : rc == 2 ? "UNKNOWN" : "ERROR", opt.seed,
-           (double)(now_ns() - t0_ns) / 1e9, control ? " [control run: FAIL expected]" : "");
+           rc == 0   ? "PASS"
+           : rc == 1 ? "FAIL"
+           : rc == 2 ? "UNKNOWN"
+                     : "ERROR",
+           opt.seed, (double)(now_ns() - t0_ns) / 1e9,
+           control ? " [control run: FAIL expected]" : "");
     if (rc != 0)
         printf("kv-jepsen: replay: %s\n", replay);
 }

@@ -76,10 +76,10 @@ int rm_rf(const char *path);
 /* ---- nodes.c ------------------------------------------------------------- */
 
 typedef struct node {
-    pid_t pid;      /* 0: not running */
+    pid_t pid; /* 0: not running */
     int starts;
-    bool paused;    /* SIGSTOPped by the nemesis */
-    bool joined;    /* re-added as a new member: starts with --join */
+    bool paused; /* SIGSTOPped by the nemesis */
+    bool joined; /* re-added as a new member: starts with --join */
 } node;
 
 extern node nodes[NODES_MAX];
@@ -218,8 +218,8 @@ enum {
 
 extern const char *const nemesis_names[NEM_COUNT];
 extern int nemesis_counts[NEM_COUNT];
-#define NEM_NET_MASK                                                                         \
-    ((1u << NEM_PART_LEADER) | (1u << NEM_PART_MAJORITY) | (1u << NEM_PART_BRIDGE) |           \
+#define NEM_NET_MASK                                                                               \
+    ((1u << NEM_PART_LEADER) | (1u << NEM_PART_MAJORITY) | (1u << NEM_PART_BRIDGE) |               \
      (1u << NEM_PART_ONEWAY) | (1u << NEM_WIRE))
 #define NEM_CRASH_MASK ((1u << NEM_CRASH) | (1u << NEM_CRASH_MAJORITY) | (1u << NEM_CRASH_ALL))
 

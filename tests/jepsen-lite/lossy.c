@@ -86,8 +86,8 @@ int fs_crash(int i, bool torn, uint64_t seed) {
     assert(nodes[i].pid == 0); /* a crash hits a dead kvd */
     char ctl[4300], cmd[64];
     fs_path(i, "/.lossyfs-crash", ctl, sizeof ctl);
-    int len = torn ? snprintf(cmd, sizeof cmd, "torn %" PRIu64, seed)
-                   : snprintf(cmd, sizeof cmd, "drop");
+    int len =
+        torn ? snprintf(cmd, sizeof cmd, "torn %" PRIu64, seed) : snprintf(cmd, sizeof cmd, "drop");
     int fd = open(ctl, O_WRONLY);
     if (fd < 0)
         return -1;

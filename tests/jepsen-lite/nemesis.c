@@ -10,14 +10,23 @@
 #include "jepsen.h"
 
 const char *const nemesis_names[NEM_COUNT] = {
-    [NEM_KILL] = "kill",           [NEM_KILL_MAJORITY] = "kill-majority",
-    [NEM_KILL_ALL] = "kill-all",   [NEM_PAUSE] = "pause",
-    [NEM_PAUSE_MAJORITY] = "pause-majority", [NEM_PAUSE_ALL] = "pause-all",
-    [NEM_RESTART] = "restart", [NEM_CRASH] = "crash",
-    [NEM_CRASH_MAJORITY] = "crash-majority", [NEM_CRASH_ALL] = "crash-all",
-    [NEM_PART_LEADER] = "partition-leader", [NEM_PART_MAJORITY] = "partition-majority",
-    [NEM_PART_BRIDGE] = "partition-bridge", [NEM_PART_ONEWAY] = "partition-oneway",
-    [NEM_MEMBER] = "member", [NEM_TRANSFER] = "transfer", [NEM_CORRUPT] = "corrupt",
+    [NEM_KILL] = "kill",
+    [NEM_KILL_MAJORITY] = "kill-majority",
+    [NEM_KILL_ALL] = "kill-all",
+    [NEM_PAUSE] = "pause",
+    [NEM_PAUSE_MAJORITY] = "pause-majority",
+    [NEM_PAUSE_ALL] = "pause-all",
+    [NEM_RESTART] = "restart",
+    [NEM_CRASH] = "crash",
+    [NEM_CRASH_MAJORITY] = "crash-majority",
+    [NEM_CRASH_ALL] = "crash-all",
+    [NEM_PART_LEADER] = "partition-leader",
+    [NEM_PART_MAJORITY] = "partition-majority",
+    [NEM_PART_BRIDGE] = "partition-bridge",
+    [NEM_PART_ONEWAY] = "partition-oneway",
+    [NEM_MEMBER] = "member",
+    [NEM_TRANSFER] = "transfer",
+    [NEM_CORRUPT] = "corrupt",
     [NEM_WIRE] = "wire",
 };
 int nemesis_counts[NEM_COUNT];
@@ -181,7 +190,8 @@ static void partition_shape(rng *r, int kind, uint32_t *drop, char *what, size_t
                 else
                     drop[j] |= 1u << l;
             }
-        snprintf(what, n, deaf ? "one way: leader n%d hears nobody" : "one way: nobody hears leader n%d",
+        snprintf(what, n,
+                 deaf ? "one way: leader n%d hears nobody" : "one way: nobody hears leader n%d",
                  l + 1);
     }
 }
@@ -190,7 +200,7 @@ static int nemesis_one(rng *r, int action);
 
 /* Kinds that may run inside a partition: process faults and crashes. */
 #define NEM_OVERLAP_MASK                                                                           \
-    ((1u << NEM_KILL) | (1u << NEM_KILL_MAJORITY) | (1u << NEM_PAUSE) | (1u << NEM_CRASH) |      \
+    ((1u << NEM_KILL) | (1u << NEM_KILL_MAJORITY) | (1u << NEM_PAUSE) | (1u << NEM_CRASH) |        \
      (1u << NEM_CRASH_MAJORITY) | (1u << NEM_CRASH_ALL) | (1u << NEM_TRANSFER))
 
 /* One enabled kind of NEM_OVERLAP_MASK, drawn from r, or -1. */

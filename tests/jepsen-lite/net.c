@@ -109,8 +109,7 @@ int net_up(void) {
         fprintf(stderr, "kv-jepsen: setns %s: %s\n", cns, strerror(errno));
         return -1;
     }
-    logf_("network: namespaces %s*, nodes 10.77.0.1-%d, clients 10.77.0.100", prefix,
-          opt.nodes);
+    logf_("network: namespaces %s*, nodes 10.77.0.1-%d, clients 10.77.0.100", prefix, opt.nodes);
     return (opt.nemeses & (1u << NEM_WIRE)) != 0 ? net_proxy_up() : 0;
 }
 

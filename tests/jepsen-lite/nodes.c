@@ -54,8 +54,8 @@ static void node_exec(int i, const char *kvd, const char *name, const char *data
                       const char *listen_) {
     char snap[16], via[64];
     snprintf(snap, sizeof snap, "%d", opt.snapshot_entries);
-    const char *argv[16] = {kvd,      "--name", name,      "--data-dir",         data,
-                            "--listen", listen_, "--cluster", cluster_arg, "--snapshot-entries",
+    const char *argv[16] = {kvd,        "--name", name,        "--data-dir", data,
+                            "--listen", listen_,  "--cluster", cluster_arg,  "--snapshot-entries",
                             snap};
     int argc = 11;
     if (nodes[i].joined) { /* a new member: through any other member */
@@ -89,9 +89,8 @@ int node_start(int i) {
         close(fd);
         return -1;
     }
-    if (nodes[i].starts == 0 &&
-        (node_init(fd, kvd, name, data, listen_) != 0 ||
-         (opt.lossyfs != NULL && fs_sync_root(i) != 0))) {
+    if (nodes[i].starts == 0 && (node_init(fd, kvd, name, data, listen_) != 0 ||
+                                 (opt.lossyfs != NULL && fs_sync_root(i) != 0))) {
         close(fd);
         return -1;
     }
@@ -211,8 +210,8 @@ void nodes_reap(void) {
             nodes[i].pid = 0;
             atomic_fetch_add(&unexpected_exits, 1);
             if (WIFEXITED(st))
-                logf_("n%d: EXITED UNEXPECTEDLY with code %d (see n%d.log)", i + 1,
-                      WEXITSTATUS(st), i + 1);
+                logf_("n%d: EXITED UNEXPECTEDLY with code %d (see n%d.log)", i + 1, WEXITSTATUS(st),
+                      i + 1);
             else
                 logf_("n%d: EXITED UNEXPECTEDLY on signal %d (see n%d.log)", i + 1,
                       WIFSIGNALED(st) ? WTERMSIG(st) : -1, i + 1);

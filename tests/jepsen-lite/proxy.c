@@ -74,8 +74,8 @@ static ssize_t read_frame(int fd, uint8_t **buf, size_t *cap) {
     uint8_t h[FRAME_HEADER_BYTES];
     if (read_full(fd, h, sizeof h) != 0)
         return -1;
-    uint32_t len = (uint32_t)h[8] | (uint32_t)h[9] << 8 | (uint32_t)h[10] << 16 |
-                   (uint32_t)h[11] << 24;
+    uint32_t len =
+        (uint32_t)h[8] | (uint32_t)h[9] << 8 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 24;
     if (len > FRAME_PAYLOAD_MAX)
         return -1;
     size_t total = FRAME_HEADER_BYTES + len;
@@ -211,7 +211,8 @@ static void *accept_main(void *arg) {
                 close(s);
             continue;
         }
-        *p = (pipe_ctx){c, s, true, opt.seed ^ ((uint64_t)pc->a << 40) ^ ((uint64_t)pc->b << 32) ^ ++seq};
+        *p = (pipe_ctx){c, s, true,
+                        opt.seed ^ ((uint64_t)pc->a << 40) ^ ((uint64_t)pc->b << 32) ^ ++seq};
         int one = 1;
         setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (pthread_create(&th, NULL, conn_main, p) != 0) {
@@ -228,8 +229,7 @@ static int listen_on(int a, int b) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)proxy_port(a, b))};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)proxy_port(a, b))};
     inet_pton(AF_INET, "10.77.0.100", &sa.sin_addr);
     if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 16) != 0) {
         if (fd >= 0)

@@ -161,8 +161,8 @@ static void do_cas(client_ctx *cx, kv_client *c, int k, const char *key, int64_t
     size_t idx;
     atomic_store(&last_written[k], val);
     uint64_t t1 = now_ns();
-    int rc = kv_cas(c, key, strlen(key), expect.present ? ebuf : NULL, (size_t)elen, vbuf,
-                    (size_t)vlen);
+    int rc =
+        kv_cas(c, key, strlen(key), expect.present ? ebuf : NULL, (size_t)elen, vbuf, (size_t)vlen);
     uint64_t t2 = now_ns();
     if (definitely_failed(rc)) {
         note_err(cx, rc);

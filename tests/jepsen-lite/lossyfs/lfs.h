@@ -85,8 +85,8 @@ void lfs_crash_mode(lfs *fs, bool torn, uint64_t seed);
 
 typedef struct lfs_stats {
     uint64_t crashes, fsyncs, fsyncdirs, writes;
-    uint64_t nodes;       /* live nodes */
-    uint64_t bytes;       /* current + durable bytes held */
+    uint64_t nodes;         /* live nodes */
+    uint64_t bytes;         /* current + durable bytes held */
     uint64_t dropped_bytes; /* unsynced bytes thrown away by crashes */
 } lfs_stats;
 lfs_stats lfs_get_stats(const lfs *fs);

@@ -260,8 +260,14 @@ int main(int argc, char **argv) {
     FS = lfs_new();
     if (FS == NULL)
         return 1;
-    char *fargv[] = {argv[0], argv[1], "-f", "-s", "-o", "fsname=lossyfs,auto_unmount",
-                     argc > 2 ? argv[2] : NULL, NULL};
+    char *fargv[] = {argv[0],
+                     argv[1],
+                     "-f",
+                     "-s",
+                     "-o",
+                     "fsname=lossyfs,auto_unmount",
+                     argc > 2 ? argv[2] : NULL,
+                     NULL};
     int fargc = argc > 2 ? 7 : 6;
     int rc = fuse_main(fargc, fargv, &ops, NULL);
     lfs_free(FS);
