@@ -517,6 +517,8 @@ ssize_t lfs_read(lfs *fs, lfs_node *h, void *buf, size_t n, uint64_t off) {
 ssize_t lfs_write(lfs *fs, lfs_node *h, const void *buf, size_t n, uint64_t off) {
     if (h->dir)
         return -EISDIR;
+    if (n == 0)
+        return 0; /* changes nothing, not even the size */
     if (off + n > LFS_FILE_BYTES_MAX)
         return -EFBIG;
     if (off + n > h->size) {
@@ -620,7 +622,8 @@ static void crash_torn_file(lfs *fs, lfs_node *n, uint64_t *seed) {
             memset(n->data + n->size, 0, o->off + o->len - n->size);
             n->size = o->off + o->len;
         }
-        memcpy(n->data + o->off, o->data, whole);
+        if (whole > 0)
+            memcpy(n->data + o->off, o->data, whole);
         for (uint64_t b = whole; b < o->len; b++)
             n->data[o->off + b] = (uint8_t)lfs__rng(seed);
     }
