@@ -587,7 +587,7 @@ END_TEST
 START_TEST(test_random_small_agrees_with_reference) {
     uint64_t base = seed_base();
     int verdicts[2] = {0, 0};
-    for (uint64_t i = 0; i < 20000; i++) {
+    for (uint64_t i = 0; i < 10000; i++) {
         linz_history_free(&H);
         gen_small(base + i);
         linz_result r;
@@ -604,8 +604,8 @@ START_TEST(test_random_small_agrees_with_reference) {
         verdicts[want == LINZ_OK ? 0 : 1]++;
     }
     /* Both verdicts must be common, or the comparison proves little. */
-    ck_assert_int_ge(verdicts[0], 4000);
-    ck_assert_int_ge(verdicts[1], 4000);
+    ck_assert_int_ge(verdicts[0], 2000);
+    ck_assert_int_ge(verdicts[1], 2000);
 }
 END_TEST
 
