@@ -58,7 +58,8 @@ static void usage(FILE *f) {
                "                   unless --keep); the history file is written beside it\n"
                "  --seed S         nemesis and client choices (default: from the time)\n"
                "  --time N         nemesis seconds (default 10; --seconds is the same)\n"
-               "  --nemesis LIST   comma-separated, or all (default):");
+               "  --nemesis LIST   comma-separated, or all (the default: every one but\n"
+            "                   partition-long, which must be named):");
     for (int k = 0; k < NEM_COUNT; k++)
         fprintf(f, " %s", nemesis_names[k]);
     fprintf(f, "\n"
@@ -170,7 +171,7 @@ static int nemesis_defaults(bool given) {
 /* 0, 1 (--help: done) or -1 (bad arguments, usage printed). */
 static int parse_args(int argc, char **argv, bool *seed_given) {
     bool nemesis_given = false;
-    opt.nemeses = (1u << NEM_COUNT) - 1;
+    opt.nemeses = NEM_DEFAULT_MASK;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -375,7 +376,8 @@ typedef struct verdict {
 static int verdict_rc(const verdict *v) {
     /* A cluster that cannot serve the final read once healed fails too. */
     if (v->linz == LINZ_FAIL || v->lost || v->phantom || v->diverged || v->fatal || v->down ||
-        v->final_failed || atomic_load(&unexpected_exits) > 0)
+        v->final_failed || atomic_load(&unexpected_exits) > 0 ||
+        atomic_load(&liveness_failures) > 0)
         return 1;
     return v->linz == LINZ_UNKNOWN ? 2 : 0;
 }

@@ -105,6 +105,11 @@ void nodes_kill_all(void);
 void nodes_reap(void);
 /* Sleeps ms, reaping every 50 ms. */
 void nodes_sleep(uint64_t ms);
+/* Node i's commit and applied indexes (kv_node_status); 0 or -1. */
+int node_indexes(int i, uint64_t *commit, uint64_t *applied);
+/* Faults of liveness the nemesis saw (a node that did not catch up in time
+ * after a heal): each fails the run. */
+extern atomic_int liveness_failures;
 /* The leader's index from kv_node_status, -1 if none answers as leader. */
 int find_leader(void);
 /* 0 when every node answers kv_node_status within ms; logs the others. */
@@ -213,14 +218,18 @@ enum {
     NEM_TRANSFER,       /* transfer leadership to a follower */
     NEM_CORRUPT,        /* a flipped byte in a follower's synced log or snapshot */
     NEM_WIRE,           /* peer frames delayed, duplicated, reordered, cut (proxy.c) */
+    NEM_PART_LONG,      /* a follower cut off for 30 s, then it must catch up in 10 s */
     NEM_COUNT
 };
 
 extern const char *const nemesis_names[NEM_COUNT];
 extern int nemesis_counts[NEM_COUNT];
+/* "all" and the default: every kind but partition-long, which fails on a
+ * known kv bug until it is fixed (README, Testing) and takes 30 s. */
+#define NEM_DEFAULT_MASK (((1u << NEM_COUNT) - 1) & ~(1u << NEM_PART_LONG))
 #define NEM_NET_MASK                                                                               \
     ((1u << NEM_PART_LEADER) | (1u << NEM_PART_MAJORITY) | (1u << NEM_PART_BRIDGE) |               \
-     (1u << NEM_PART_ONEWAY) | (1u << NEM_WIRE))
+     (1u << NEM_PART_ONEWAY) | (1u << NEM_WIRE) | (1u << NEM_PART_LONG))
 #define NEM_CRASH_MASK ((1u << NEM_CRASH) | (1u << NEM_CRASH_MAJORITY) | (1u << NEM_CRASH_ALL))
 
 /* Parses "kill,pause,..." or "all" into a bit set; -1 on an unknown name. */

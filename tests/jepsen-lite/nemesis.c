@@ -28,7 +28,9 @@ const char *const nemesis_names[NEM_COUNT] = {
     [NEM_TRANSFER] = "transfer",
     [NEM_CORRUPT] = "corrupt",
     [NEM_WIRE] = "wire",
+    [NEM_PART_LONG] = "partition-long",
 };
+atomic_int liveness_failures;
 int nemesis_counts[NEM_COUNT];
 
 int nemesis_parse(const char *list, uint32_t *out) {
@@ -40,7 +42,7 @@ int nemesis_parse(const char *list, uint32_t *out) {
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t != NULL;
          t = strtok_r(NULL, ",", &save)) {
         if (strcmp(t, "all") == 0) {
-            *out |= (1u << NEM_COUNT) - 1;
+            *out |= NEM_DEFAULT_MASK;
             continue;
         }
         int k = 0;
@@ -236,6 +238,61 @@ static int nem_partition(rng *r, int kind) {
     return 0;
 }
 
+/* How long a node cut off for PART_LONG_MS may take, once healed, to apply
+ * what the leader had committed at the heal: a few election timeouts (kvd's
+ * default is 500 ms) and a snapshot; minutes mean its links stayed dead. */
+#define PART_LONG_MS 30000u
+#define CATCH_UP_MS_MAX 10000u
+
+/* Milliseconds until node f applied commit (polling), or UINT64_MAX past
+ * 6 * CATCH_UP_MS_MAX. */
+static uint64_t catch_up_ms(int f, uint64_t commit) {
+    uint64_t t0 = now_ns(), c, a;
+    while (now_ns() - t0 < 6ull * CATCH_UP_MS_MAX * 1000000u) {
+        if (node_indexes(f, &c, &a) == 0 && a >= commit)
+            return (now_ns() - t0) / 1000000u;
+        nodes_sleep(100);
+    }
+    return UINT64_MAX;
+}
+
+/* A follower cut off from every other node for 30 s, while writes go on;
+ * healed, it must catch up within CATCH_UP_MS_MAX. */
+static int nem_partition_long(rng *r) {
+    int leader = find_leader();
+    int f = (int)rng_range(r, 0, (uint64_t)opt.nodes - 1);
+    if (leader < 0 || f == leader)
+        f = (leader + 1 + (int)rng_range(r, 0, (uint64_t)opt.nodes - 2)) % opt.nodes;
+    uint32_t drop[NODES_MAX] = {0};
+    for (int j = 0; j < opt.nodes; j++)
+        if (j != f)
+            cut(drop, f, j);
+    logf_("nemesis: partition-long: n%d cut off for %u ms", f + 1, PART_LONG_MS);
+    for (int i = 0; i < opt.nodes; i++)
+        if (drop[i] != 0 && net_drop(i, drop[i]) != 0)
+            return -1;
+    nodes_sleep(PART_LONG_MS);
+    if (net_heal() != 0)
+        return -1;
+    uint64_t commit = 0, applied, ms;
+    int l = find_leader();
+    if (l < 0 || node_indexes(l, &commit, &applied) != 0) {
+        logf_("nemesis: partition-long healed; no leader answered");
+        return 0;
+    }
+    ms = catch_up_ms(f, commit);
+    if (ms > CATCH_UP_MS_MAX) {
+        logf_("nemesis: n%d DID NOT CATCH UP within %u ms of the heal (leader n%d's commit %" PRIu64
+              "; %s)",
+              f + 1, CATCH_UP_MS_MAX, l + 1, commit, ms == UINT64_MAX ? "not in 60 s" : "late");
+        atomic_fetch_add(&liveness_failures, 1);
+    }
+    if (ms != UINT64_MAX)
+        logf_("nemesis: partition-long healed: n%d applied %" PRIu64 " after %" PRIu64 " ms", f + 1,
+              commit, ms);
+    return 0;
+}
+
 /* Frame faults on every peer link for a while (proxy.c). */
 static int nem_wire(rng *r) {
     int delay = (int)rng_range(r, 0, 40), jitter = (int)rng_range(r, 0, 40);
@@ -308,6 +365,8 @@ static int nemesis_one(rng *r, int action) {
         return nemesis_corrupt(r);
     case NEM_WIRE:
         return nem_wire(r);
+    case NEM_PART_LONG:
+        return nem_partition_long(r);
     }
     return -1;
 }

@@ -249,6 +249,22 @@ static char *node_status(int i, int timeout_ms) {
     return line;
 }
 
+/* The number after key= in a status line, or 0. */
+static uint64_t status_u64(const char *line, const char *key) {
+    const char *p = strstr(line, key);
+    return p != NULL ? strtoull(p + strlen(key), NULL, 10) : 0;
+}
+
+int node_indexes(int i, uint64_t *commit, uint64_t *applied) {
+    char *line = node_status(i, 500);
+    if (line == NULL)
+        return -1;
+    *commit = status_u64(line, " commit=");
+    *applied = status_u64(line, " applied=");
+    kv_free(line);
+    return 0;
+}
+
 int find_leader(void) {
     int found = -1;
     for (int i = 0; i < opt.nodes && found < 0; i++) {
