@@ -51,6 +51,7 @@ typedef struct jl_opts {
     int snapshot_entries;
     const char *lossyfs; /* the lossyfs program, or NULL: no crash nemeses */
     const char *netns;   /* netns.sh, or NULL: loopback, no partitions */
+    bool heal_reset;     /* peer TCP connections destroyed at every heal */
     bool keep;
 } jl_opts;
 

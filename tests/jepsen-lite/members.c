@@ -58,11 +58,11 @@ static int pick_follower(rng *r) {
     return -1;
 }
 
-/* Retries an operator call for up to 10 s while it answers BUSY, NOTLEADER,
+/* Retries an operator call (8 tries, 250 ms apart) while it answers BUSY, NOTLEADER,
  * UNAVAILABLE or TIMEOUT. */
 #define OP_RETRY(rc, call)                                                                         \
     do {                                                                                           \
-        for (int t_ = 0; t_ < 40; t_++) {                                                          \
+        for (int t_ = 0; t_ < 8; t_++) {                                                           \
             rc = (call);                                                                           \
             if (rc != KV_EBUSY && rc != KV_ENOTLEADER && rc != KV_EUNAVAILABLE &&                  \
                 rc != KV_ETIMEOUT)                                                                 \

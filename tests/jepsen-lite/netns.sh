@@ -11,6 +11,10 @@
 #                                IP:PORT go to 10.77.0.100:PROXYPORT (proxy.c)
 #   netns.sh drop PREFIX I [J..] node I drops all it receives from nodes J..
 #                                (none: heal node I)
+#   netns.sh reset PREFIX NODES  destroys every peer TCP connection (ss -K) in
+#                                the nodes' namespaces and the proxies' in
+#                                this one, so links start over with no
+#                                retransmission backoff (--heal-reset)
 #   netns.sh down PREFIX         removes every namespace of PREFIX
 #   netns.sh sweep               removes namespaces of dead kv-jepsen runs
 #                                (kvj<pid>*) left by a SIGKILLed run
@@ -72,6 +76,16 @@ table inet kvj {
 }"
     fi
     printf '%s\n' "$rules" | ip netns exec "${p}n$i" nft -f -
+    ;;
+  reset)
+    p=$1 n=$2
+    # Peers are 10.77.0.1-7 (and 10.77.1.x through a proxy); a node's link
+    # through its proxy goes to 10.77.0.100:30000-30099. Clients' sockets stay.
+    peers='( dst 10.77.0.0/29 or dst 10.77.1.0/24 or ( dst 10.77.0.100 and dport >= :30000 and dport < :30100 ) )'
+    for x in $(seq "$n"); do
+      ip netns exec "${p}n$x" ss -K -t "$peers" >/dev/null 2>&1 || true
+    done
+    ss -K -t 'src 10.77.1.0/24' >/dev/null 2>&1 || true
     ;;
   down)
     p=$1
