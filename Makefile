@@ -7,7 +7,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps build asan test test-release test-asan test-asan-cluster demo soak format clean
+.PHONY: all deps build asan test test-release test-asan test-asan-cluster demo soak jepsen format clean
 
 all: build
 
@@ -49,6 +49,15 @@ demo: build
 soak: build
 	$(BUILD)/bin/raft-sim --seeds 100000 --nodes 3
 	$(BUILD)/bin/raft-sim --seeds 50000 --nodes 5
+
+# kv under faults for an hour (JEPSEN_MINUTES): tests/jepsen-lite/run over
+# random seeds, 3 and 5 nodes, every nemesis; stops at the first failure
+# with its replay command. Needs root (namespaces, FUSE) for the partition
+# and crash nemeses; runs without them otherwise. See README "Testing".
+jepsen: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(CMAKE_TYPE) >/dev/null
+	cmake --build $(BUILD) -j$(JOBS) --target kvd kvcli kv-jepsen lossyfs
+	KV_BUILD=$(BUILD) tests/jepsen-lite/soak.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -404,11 +404,16 @@ static void linz__note_stuck(linz__key *k, uint32_t stuck, size_t depth) {
  * linearized (pushed and lifted), 0 when not, 2 when the configuration must
  * be abandoned (see below), or a negative code.
  *
- * An op of known outcome that is legal now and leaves the state unchanged
- * (a read of the current value, a failed CAS) is
+ * A read of the current value or a failed CAS (known outcome, legal now) is
  * "forced": linearizing it now loses nothing, because every op that had to
- * precede it is already linearized (the walk reached its call event) and it
- * constrains no later op. So if the configuration after it fails, the one
+ * precede it is already linearized (the walk reached its call event), it
+ * changes no state and it constrains no later op: any order that places it
+ * later stays legal with it moved here.
+ * Only those two kinds: a write (or a CAS that swaps) of the value the
+ * register already holds also leaves the state unchanged here, but it may be
+ * needed later, to bring the value back after another write (values repeat);
+ * using it up now can turn a linearizable history into FAIL
+ * (test_write_of_current_value_may_come_later). So if the configuration after it fails, the one
  * before it fails too: backtracking pops a forced frame without trying
  * alternatives, and a forced op whose successor configuration was already
  * explored (memo hit) abandons the current configuration at once. This is
@@ -418,13 +423,16 @@ static int linz__try(linz__key *k, linz__event *e, linz_value *state, size_t *de
     if (!linz__step(linz__kop(k, e->op), *state, &next)) {
         return 0;
     }
+    const linz_op *op = linz__kop(k, e->op);
     bool unchanged = linz__val_eq(next, *state);
-    if (unchanged && linz__kop(k, e->op)->complete == LINZ_TIME_INF) {
+    bool unknown = op->complete == LINZ_TIME_INF;
+    if (unchanged && unknown) {
         /* An op of unknown outcome without effect here equals never taking
          * effect; keep it pending: later it may match and take effect. */
         return 0;
     }
-    bool forced = unchanged;
+    bool forced = !unknown && (op->kind == LINZ_READ || (op->kind == LINZ_CAS && !op->ok));
+    assert(!forced || unchanged);
     linz__bit(k->lin, e->op, true);
     int rc = linz__memo_insert(&k->memo, k->lin, next);
     if (rc <= 0) {
