@@ -15,13 +15,12 @@ while [ "$(date +%s)" -lt "$end" ]; do
   seed=$(od -An -N6 -tu8 /dev/urandom | tr -d ' ')
   runs=$((runs + 1))
   echo "=== soak run $runs: --nodes $nodes --seed $seed --time $per"
-  # --heal-reset: until the known kv bug (README, Testing) is fixed.
-  out=$("$here/run" --nodes "$nodes" --seed "$seed" --time "$per" --heal-reset 2>&1)
+  out=$("$here/run" --nodes "$nodes" --seed "$seed" --time "$per" 2>&1)
   rc=$?
   printf '%s\n' "$out" | tail -1
   if [ "$rc" -ne 0 ]; then
     printf '%s\n' "$out" | tail -60
-    echo "soak: run $runs FAILED (exit $rc): tests/jepsen-lite/run --nodes $nodes --seed $seed --time $per --heal-reset" >&2
+    echo "soak: run $runs FAILED (exit $rc): tests/jepsen-lite/run --nodes $nodes --seed $seed --time $per" >&2
     exit 1
   fi
   nodes=$((nodes == 3 ? 5 : 3))
