@@ -457,15 +457,29 @@ static int join_fetch(server *s, bool fresh, const char *stored_id) {
     kv_client_options_init(&o);
     o.token = s->cfg.token;
     o.timeout_ms = 10000;
-    kv_client *c;
-    int rc = kv_client_open(&c, s->cfg.join, &o);
+    kv_client *c = NULL;
     char *line = NULL;
     kv_member *ms = NULL;
     size_t n = 0;
-    if (rc == 0)
-        rc = kv_node_status(c, NULL, &line);
-    if (rc == 0)
-        rc = kv_member_list(c, &ms, &n);
+    int rc = KV_EUNAVAILABLE;
+    /* a cluster between leaders (an election, a partition healing) is
+     * waited for, up to SERVER_JOIN_WAIT_MS, not a reason to exit */
+    for (uint64_t t0 = kv_now_ns(); rc == KV_EUNAVAILABLE || rc == KV_ETIMEOUT;) {
+        if (c != NULL)
+            kv_client_close(c);
+        kv_free(line);
+        line = NULL;
+        c = NULL;
+        rc = kv_client_open(&c, s->cfg.join, &o);
+        if (rc == 0)
+            rc = kv_node_status(c, NULL, &line);
+        if (rc == 0)
+            rc = kv_member_list(c, &ms, &n);
+        if ((rc != KV_EUNAVAILABLE && rc != KV_ETIMEOUT) ||
+            kv_now_ns() - t0 > SERVER_JOIN_WAIT_MS * 1000000ull)
+            break;
+        KV_LOGW(kv_errword(rc), "--join %s: %s; trying again", s->cfg.join, kv_strerror(rc));
+    }
     if (rc != 0) {
         fprintf(stderr, "kvd: --join %s: cannot learn the cluster from it: %s (%s)\n",
                 s->cfg.join, kv_strerror(rc), kv_errword(rc));

@@ -30,6 +30,9 @@
 #define SERVER_SNAPSHOT_ENTRIES_DEFAULT 10000u
 #define SERVER_SNAPSHOT_BYTES_DEFAULT (64ull << 20)
 #define SERVER_QUOTA_BYTES_DEFAULT (8ull << 30)
+/* kvd --join waits this long for a cluster without a leader (an election,
+ * a healing partition) before it gives up with exit 5. */
+#define SERVER_JOIN_WAIT_MS 60000u
 
 typedef struct server_config {
     const char *name;        /* this node's name (--name) */

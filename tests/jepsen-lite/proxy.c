@@ -39,6 +39,7 @@ typedef struct pipe_ctx {
     int from, to;
     bool faulted; /* the A -> B direction */
     uint64_t seed;
+    int a, b; /* the pair */
 } pipe_ctx;
 
 static int read_full(int fd, void *buf, size_t n) {
@@ -168,8 +169,14 @@ static int dial(int a, int b) {
     node_host(b, ip, sizeof ip);
     inet_pton(AF_INET, ip, &dst.sin_addr);
     dst.sin_port = htons((uint16_t)node_port(b));
-    int one = 1;
+    /* as kvd's own peer links (src/net: TCP_USER_TIMEOUT), or the proxy
+     * would hide a dead link from A by acknowledging what B never gets; a
+     * connect gives up after two SYN retries, not the default two minutes */
+    int one = 1, syncnt = 2;
+    unsigned user_timeout_ms = 3000;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+    setsockopt(fd, IPPROTO_TCP, TCP_SYNCNT, &syncnt, sizeof syncnt);
     if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0 ||
         connect(fd, (struct sockaddr *)&dst, sizeof dst) != 0) {
         close(fd);
@@ -178,9 +185,18 @@ static int dial(int a, int b) {
     return fd;
 }
 
-/* Runs one proxied connection: two pipes; closes both ends when done. */
+/* Runs one proxied connection: dials B (here, not in the accept thread, so
+ * a dial stalled by a partition never holds up the pair's next
+ * connection), then two pipes; closes both ends when done. */
 static void *conn_main(void *arg) {
-    pipe_ctx *up = arg, down = {up->to, up->from, false, 0};
+    pipe_ctx *up = arg;
+    up->to = dial(up->a, up->b);
+    if (up->to < 0) {
+        close(up->from);
+        free(up);
+        return NULL;
+    }
+    pipe_ctx down = {up->to, up->from, false, 0, up->a, up->b};
     pthread_t th;
     if (pthread_create(&th, NULL, pipe_main, &down) == 0) {
         pipe_main(up);
@@ -202,22 +218,19 @@ static void *accept_main(void *arg) {
                 continue;
             return NULL; /* closed: proxy_stop */
         }
-        int s = dial(pc->a, pc->b);
-        pipe_ctx *p = s >= 0 ? malloc(sizeof *p) : NULL;
+        pipe_ctx *p = malloc(sizeof *p);
         pthread_t th;
         if (p == NULL) {
             close(c);
-            if (s >= 0)
-                close(s);
             continue;
         }
-        *p = (pipe_ctx){c, s, true,
-                        opt.seed ^ ((uint64_t)pc->a << 40) ^ ((uint64_t)pc->b << 32) ^ ++seq};
+        *p = (pipe_ctx){c, -1, true,
+                        opt.seed ^ ((uint64_t)pc->a << 40) ^ ((uint64_t)pc->b << 32) ^ ++seq,
+                        pc->a, pc->b};
         int one = 1;
         setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (pthread_create(&th, NULL, conn_main, p) != 0) {
             close(c);
-            close(s);
             free(p);
             continue;
         }
