@@ -210,17 +210,23 @@ int hs_save(hs *h, const hs_state *st) {
     hs__encode(b, h->counter + 1, st);
     kv_fs *fs = h->fs;
     kv_file *f = NULL;
-    int rv = fs->ops->open(fs, h->path[slot], KV_FS_CREATE, &f);
-    if (rv == 0)
-        rv = fs->ops->pwrite(f, b, sizeof b, 0);
-    if (rv == 0 && h->bad[slot])
-        rv = fs->ops->truncate(f, sizeof b);
-    if (rv == 0)
-        rv = fs->ops->sync(f);
-    if (f != NULL)
-        fs->ops->close(f);
-    if (rv == 0 && !h->exists[slot])
-        rv = fs->ops->sync_dir(fs, h->dir);
+    int rv = 0;
+    if (!h->exists[slot]) {
+        /* a new slot appears whole or not at all (temporary file, sync,
+         * rename, directory sync): a crash in the first save must not leave
+         * a torn slot beside no other, which no rule could call torn */
+        rv = kv_fs_write_atomic(fs, h->path[slot], b, sizeof b);
+    } else {
+        rv = fs->ops->open(fs, h->path[slot], KV_FS_WRITE, &f);
+        if (rv == 0)
+            rv = fs->ops->pwrite(f, b, sizeof b, 0);
+        if (rv == 0 && h->bad[slot])
+            rv = fs->ops->truncate(f, sizeof b);
+        if (rv == 0)
+            rv = fs->ops->sync(f);
+        if (f != NULL)
+            fs->ops->close(f);
+    }
     if (rv != 0) {
         KV_LOGE("IO", "cannot save hard state to %s: %s", h->path[slot], kv_strerror(rv));
         h->failed = rv == KV_EPERM ? rv : KV_EIO;

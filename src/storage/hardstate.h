@@ -7,9 +7,11 @@
  * zero u32, counter u64, term u64, vote u64, commit u64, xxh3 of the
  * preceding 48 bytes u64. The valid slot with the highest counter wins.
  *
- * A slot failing its checks while the other slot is valid is what a crash
- * during hs_save leaves (the slot being written is torn) -- or a flipped bit
- * in a slot that was synced. The log tells the two apart (pitfalls.md,
+ * A slot that does not exist yet is created whole (temporary file, sync,
+ * rename, directory sync), so the first saves never leave a torn slot
+ * beside none. A slot failing its checks while the other slot is valid is
+ * what a crash during hs_save leaves (the slot being written is torn) -- or
+ * a flipped bit in a slot that was synced. The log tells the two apart (pitfalls.md,
  * "falling back to an older copy of the vote"): term and vote are synced
  * before any entry of their term is appended, so a log holding a term above
  * the valid slot's proves that a newer slot was synced, and the bad slot is
@@ -18,8 +20,11 @@
  *   1. one slot bad, the other valid with term >= log_term: TORN, not
  *      corruption (hs_check returns 0, hs_load uses the valid slot, the
  *      next hs_save overwrites the bad one); a node restarts after a crash
- *      without an operator. Its cost: a flip in the newest slot rolls
- *      term/vote/commit back by one save, as an unacknowledged save would.
+ *      without an operator. Its cost: a flip in the newest slot, synced
+ *      but with no entry of its term in the log yet, rolls term/vote/commit
+ *      back by one save, and that save's vote may already have been sent:
+ *      after such bit rot the node can vote a second time in that term.
+ *      The log cannot prove that slot synced; nothing cheaper can either.
  *   2. one slot bad, the other valid with term < log_term: CORRUPT, the bad
  *      slot named (KV_ECORRUPT).
  *   3. both slots bad: CORRUPT, each named (KV_ECORRUPT).

@@ -65,6 +65,13 @@
  *      reached the disk): neither torn nor corrupt. The limit of rules 3-4:
  *      a synced last batch that the medium turns into garbage or zeros is
  *      indistinguishable from a batch in flight (TORN, or the end).
+ *      Assumed of the disk (SQLite's "powersafe overwrite"): a power loss
+ *      while a sector is written never damages the bytes of that sector
+ *      that were rewritten unchanged. A batch starts right after the last
+ *      one, so the sector they share is rewritten with the synced batch's
+ *      tail as it was; a disk that garbles that tail would make the synced
+ *      batch look torn. Aligning batches to sectors would drop the
+ *      assumption at the cost of up to a sector of padding per batch.
  *   5. Indexes are consecutive within and across segments (a segment's
  *      first index continues its predecessor's last) and terms never
  *      decrease: a segment's base term equals the term of the entry before

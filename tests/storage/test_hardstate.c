@@ -92,6 +92,15 @@ START_TEST(test_crash_loop_drop) {
 }
 END_TEST
 
+/* Any subset of the unsynced pages and directory entries back after the
+ * crash: the first save of a fresh data dir used to leave an empty
+ * hardstate.0 under its name (the entry durable, its data not), which the
+ * load called CORRUPT (KV_SEED=2, N=2) and kvd refused to start on. */
+START_TEST(test_crash_loop_pages) {
+    hs_crash_loop(FSF_CRASH_PAGES);
+}
+END_TEST
+
 START_TEST(test_crash_loop_torn) {
     hs_crash_loop(FSF_CRASH_TORN);
 }
@@ -283,6 +292,7 @@ int main(void) {
     tcase_add_test(tc, test_fresh_save_load);
     tcase_add_test(tc, test_crash_loop_drop);
     tcase_add_test(tc, test_crash_loop_torn);
+    tcase_add_test(tc, test_crash_loop_pages);
     tcase_add_test(tc, test_flip_sweep);
     tcase_add_test(tc, test_flip_in_synced_slot_is_corrupt);
     tcase_add_test(tc, test_save_overwrites_bad_slot);
