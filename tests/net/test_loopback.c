@@ -12,6 +12,7 @@
 #include "kv/limits.h"
 #include "net/frame.h"
 
+#include "net_test_loop.h"
 #include "net_test_util.h"
 
 #include <arpa/inet.h>
@@ -160,23 +161,6 @@ static void run_job(fixture *f, job *j, void (*fn)(job *)) {
     uv_close((uv_handle_t *)&j->done, NULL);
     uv_run(&f->loop, UV_RUN_NOWAIT);
     ck_assert_msg(j->fail[0] == '\0', "client: %s", j->fail);
-}
-
-static void wake_cb(uv_timer_t *t) {
-    (void)t;
-}
-
-/* Runs the loop until pred(arg) or timeout_ms. */
-static bool run_until(uv_loop_t *loop, bool (*pred)(void *), void *arg, uint64_t timeout_ms) {
-    uv_timer_t t;
-    uv_timer_init(loop, &t);
-    uv_timer_start(&t, wake_cb, 5, 5);
-    uint64_t deadline = uv_now(loop) + timeout_ms;
-    while (!pred(arg) && uv_now(loop) < deadline)
-        uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return pred(arg);
 }
 
 /* ---- the client's blocking socket ---- */
@@ -641,7 +625,7 @@ START_TEST(test_peers_exchange_raft) {
     ck_assert_int_eq(net_peer_add(a.n, 5, "b", "127.0.0.1:1"), KV_EINVAL); /* b is 2 */
     ck_assert_int_eq(net_peer_add(a.n, 5, "e", "nohost"), KV_EINVAL);
     wait_arg w = {.a = &a, .b = &b};
-    ck_assert(run_until(&loop, both_connected, &w, 10000));
+    ck_assert(nt_run_until(&loop, both_connected, &w, 10000));
 
     static uint8_t chunk[200000], data[3][900000];
     nt_fill(&seed, chunk, sizeof chunk);
@@ -679,7 +663,7 @@ START_TEST(test_peers_exchange_raft) {
     };
     net_send_raft(a.n, msgs, 4);
     w.count = 2;
-    ck_assert(run_until(&loop, b_got, &w, 10000));
+    ck_assert(nt_run_until(&loop, b_got, &w, 10000));
     ck_assert(nt_msg_eq(&b.got[0], &msgs[0]) && nt_msg_eq(&b.got[1], &msgs[1]));
     ck_assert_str_eq(b.got_from[0], "a");
     net_stats sa, sb;
@@ -706,7 +690,7 @@ START_TEST(test_peers_exchange_raft) {
     }
     net_send_raft(a.n, appends, 3);
     w.count = 3;
-    ck_assert(run_until(&loop, b_got, &w, 10000));
+    ck_assert(nt_run_until(&loop, b_got, &w, 10000));
     for (int i = 0; i < 3; i++)
         ck_assert(nt_msg_eq(&b.got[i], &appends[i]));
     node_forget(&b);
@@ -719,27 +703,27 @@ START_TEST(test_peers_exchange_raft) {
     /* b goes away: a's link goes down, sends are dropped; b comes back on
      * the same port and the links come back up by themselves. */
     net_close(b.n);
-    ck_assert(run_until(&loop, a_lost_b, &w, 10000));
+    ck_assert(nt_run_until(&loop, a_lost_b, &w, 10000));
     net_get_stats(a.n, &sa);
     net_send_raft(a.n, msgs, 1);
     net_stats sa2;
     net_get_stats(a.n, &sa2);
     ck_assert_uint_eq(sa2.raft_msgs_dropped, sa.raft_msgs_dropped + 1);
-    run_until(&loop, never, NULL, 300); /* a backs off a few times */
+    nt_run_until(&loop, never, NULL, 300); /* a backs off a few times */
     node_open(&b, &loop, 2, "b", 21005, "c1");
     ck_assert_int_eq(net_peer_add(b.n, 1, "a", "127.0.0.1:21004"), 0);
-    ck_assert(run_until(&loop, both_connected, &w, 10000));
+    ck_assert(nt_run_until(&loop, both_connected, &w, 10000));
     raft_msg back = {.type = RAFT_MSG_VOTE_RESP, .from = 1, .to = 2, .term = 4, .reject = true};
     net_send_raft(a.n, &back, 1);
     w.count = 1;
-    ck_assert(run_until(&loop, b_got, &w, 10000));
+    ck_assert(nt_run_until(&loop, b_got, &w, 10000));
     ck_assert(nt_msg_eq(&b.got[0], &back));
     node_forget(&b);
 
     /* A removed peer's link closes and its Hellos are refused. */
     net_peer_remove(b.n, 1);
-    ck_assert(run_until(&loop, a_lost_b, &w, 10000));
-    run_until(&loop, never, NULL, 300);
+    ck_assert(nt_run_until(&loop, a_lost_b, &w, 10000));
+    nt_run_until(&loop, never, NULL, 300);
     ck_assert(!net_peer_connected(a.n, 2));
 
     net_close(a.n);
@@ -832,14 +816,14 @@ START_TEST(test_reply_after_close) {
     f.hold = true;
     job j = {.port = 21008};
     run_job(&f, &j, job_ask_and_leave);
-    ck_assert(run_until(&f.loop, held_and_closed, &f, 10000));
+    ck_assert(nt_run_until(&f.loop, held_and_closed, &f, 10000));
     Kv__Response r = KV__RESPONSE__INIT;
     r.id = 1;
     ck_assert(net_conn_closed(f.held_conn[0]));
     ck_assert_int_eq(net_reply(f.held_conn[0], &r), KV_ECLOSED);
     /* One held past net_close itself. */
     run_job(&f, &j, job_ask_and_stay);
-    ck_assert(run_until(&f.loop, held_two, &f, 10000));
+    ck_assert(nt_run_until(&f.loop, held_two, &f, 10000));
     ck_assert_str_eq(net_conn_peer_addr(f.held_conn[1]), net_conn_peer_addr(f.held_conn[1]));
     ck_assert_ptr_nonnull(strstr(net_conn_peer_addr(f.held_conn[1]), "127.0.0.1:"));
     net_close(f.n);

@@ -7,6 +7,7 @@
 
 #include "kv/errors.h"
 #include "kv/limits.h"
+#include "net_test_loop.h"
 
 #include <check.h>
 #include <stdlib.h>
@@ -26,40 +27,6 @@ static size_t wire_bytes(const raft_msg *m) {
     for (size_t x = sz; x >= 0x80; x >>= 7)
         v++;
     return 1 + v + sz;
-}
-
-/* Node 1 leads voters {1, 2}; node 2 acknowledged everything (REPLICATE). */
-static raft *leader(void) {
-    raft_config cfg;
-    raft_config_init(&cfg, 1);
-    cfg.pre_vote = false;
-    cfg.bootstrap.voters_count = 2;
-    cfg.bootstrap.voters[0] = 1;
-    cfg.bootstrap.voters[1] = 2;
-    raft *r;
-    ck_assert_int_eq(raft_new(&cfg, &r), 0);
-    ck_assert_int_eq(raft_campaign(r), 0);
-    struct raft_ready rd;
-    for (int i = 0; i < 3; i++) {
-        if (i == 1) {
-            raft_msg v = {.type = RAFT_MSG_VOTE_RESP, .from = 2, .to = 1, .term = raft_term(r)};
-            ck_assert_int_eq(raft_step(r, &v), 0);
-        } else if (i == 2) {
-            raft_msg a = {.type = RAFT_MSG_APPEND_RESP, .from = 2, .to = 1, .term = raft_term(r)};
-            a.index = raft_last_index(r);
-            ck_assert_int_eq(raft_step(r, &a), 0);
-        }
-        while (raft_has_ready(r)) {
-            ck_assert_int_eq(raft_ready(r, &rd), 0);
-            uint64_t last = rd.entries_count ? rd.entries[rd.entries_count - 1].index : 0;
-            uint64_t term = rd.entries_count ? rd.entries[rd.entries_count - 1].term : 0;
-            raft_advance(r, &rd);
-            if (last != 0)
-                raft_persisted(r, last, term);
-        }
-    }
-    ck_assert_int_eq(raft_state_role(r), RAFT_LEADER);
-    return r;
 }
 
 /* Proposes count entries of len bytes, then checks that the next Ready's
@@ -96,7 +63,7 @@ static size_t propose_and_check(raft *r, size_t count, size_t len) {
 /* Entries with no payload once cost nothing against max_msg_bytes: one
  * APPEND took them all, megabytes over the frame limit. */
 START_TEST(test_many_empty_entries_fit) {
-    raft *r = leader();
+    raft *r = nt_leader();
     ck_assert_uint_gt(propose_and_check(r, 400000, 0), 1);
     raft_free(r);
 }
@@ -105,7 +72,7 @@ END_TEST
 /* 1-byte entries up to max_msg_bytes of payload were ~13 times that once
  * encoded. */
 START_TEST(test_many_small_entries_fit) {
-    raft *r = leader();
+    raft *r = nt_leader();
     ck_assert_uint_gt(propose_and_check(r, 300000, 1), 1);
     raft_free(r);
 }
@@ -114,7 +81,7 @@ END_TEST
 /* The largest entry goes alone and fits; one byte more is refused at the
  * proposal. */
 START_TEST(test_largest_entry_fits) {
-    raft *r = leader();
+    raft *r = nt_leader();
     ck_assert_uint_eq(propose_and_check(r, 1, KV_ENTRY_BYTES_MAX), 1);
     static uint8_t big[KV_ENTRY_BYTES_MAX + 1];
     ck_assert_int_eq(raft_propose(r, big, sizeof big, NULL), KV_ETOOBIG);

@@ -11,6 +11,7 @@
 
 #include "kv/errors.h"
 #include "kv/limits.h"
+#include "net_test_loop.h"
 
 #include <check.h>
 #include <stdlib.h>
@@ -61,22 +62,6 @@ typedef struct wait_arg {
     uint64_t msgs;
 } wait_arg;
 
-static void wake_cb(uv_timer_t *t) {
-    (void)t;
-}
-
-static bool run_until(uv_loop_t *loop, bool (*pred)(void *), void *arg, uint64_t timeout_ms) {
-    uv_timer_t t;
-    uv_timer_init(loop, &t);
-    uv_timer_start(&t, wake_cb, 5, 5);
-    uint64_t deadline = uv_now(loop) + timeout_ms;
-    while (!pred(arg) && uv_now(loop) < deadline)
-        uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return pred(arg);
-}
-
 static bool connected(void *arg) {
     wait_arg *w = arg;
     return net_peer_connected(w->a->n, w->b->id);
@@ -108,12 +93,12 @@ START_TEST(test_from_must_match_hello) {
     ck_assert_int_eq(net_peer_add(b.n, 1, "a", "127.0.0.1:21090"), 0);
     ck_assert_int_eq(net_peer_add(b.n, 3, "c", "127.0.0.1:21099"), 0); /* known, never up */
     wait_arg w = {.a = &a, .b = &b};
-    ck_assert(run_until(&loop, connected, &w, 10000));
+    ck_assert(nt_run_until(&loop, connected, &w, 10000));
 
     raft_msg ok = {.type = RAFT_MSG_HEARTBEAT, .from = 1, .to = 2, .term = 3};
     net_send_raft(a.n, &ok, 1);
     w.msgs = 1;
-    ck_assert(run_until(&loop, b_got, &w, 10000));
+    ck_assert(nt_run_until(&loop, b_got, &w, 10000));
     ck_assert_uint_eq(b.last_from, 1);
 
     /* a speaks for node 3 (another known peer): b closes the connection; the
@@ -121,17 +106,17 @@ START_TEST(test_from_must_match_hello) {
     raft_msg two[2] = {ok, ok};
     two[1].from = 3;
     net_send_raft(a.n, two, 2);
-    ck_assert(run_until(&loop, a_lost_b, &w, 10000));
+    ck_assert(nt_run_until(&loop, a_lost_b, &w, 10000));
     ck_assert_uint_eq(b.msgs, 1);
     ck_assert_uint_eq(stats(&b).raft_from_bad, 1);
     ck_assert_uint_ge(stats(&b).frames_bad, 1);
     ck_assert_uint_eq(stats(&b).raft_msgs_received, 1);
 
     /* the link comes back; correct messages flow again */
-    ck_assert(run_until(&loop, connected, &w, 10000));
+    ck_assert(nt_run_until(&loop, connected, &w, 10000));
     net_send_raft(a.n, &ok, 1);
     w.msgs = 2;
-    ck_assert(run_until(&loop, b_got, &w, 10000));
+    ck_assert(nt_run_until(&loop, b_got, &w, 10000));
     ck_assert_uint_eq(stats(&b).raft_from_bad, 1);
 
     net_close(a.n);
@@ -139,31 +124,6 @@ START_TEST(test_from_must_match_hello) {
     ck_assert_int_eq(uv_loop_close(&loop), 0);
 }
 END_TEST
-
-/* Node 1 leads voters {1, 2}; node 2 acknowledged everything. */
-static raft *leader(void) {
-    raft_config cfg;
-    raft_config_init(&cfg, 1);
-    cfg.pre_vote = false;
-    cfg.bootstrap.voters_count = 2;
-    cfg.bootstrap.voters[0] = 1;
-    cfg.bootstrap.voters[1] = 2;
-    raft *r;
-    ck_assert_int_eq(raft_new(&cfg, &r), 0);
-    ck_assert_int_eq(raft_campaign(r), 0);
-    raft_msg v = {.type = RAFT_MSG_VOTE_RESP, .from = 2, .to = 1, .term = raft_term(r)};
-    ck_assert_int_eq(raft_step(r, &v), 0);
-    ck_assert_int_eq(raft_state_role(r), RAFT_LEADER);
-    struct raft_ready rd;
-    while (raft_has_ready(r)) {
-        ck_assert_int_eq(raft_ready(r, &rd), 0);
-        raft_advance(r, &rd);
-    }
-    raft_msg a = {.type = RAFT_MSG_APPEND_RESP, .from = 2, .to = 1, .term = raft_term(r)};
-    a.index = raft_last_index(r);
-    ck_assert_int_eq(raft_step(r, &a), 0);
-    return r;
-}
 
 /* One Ready's APPENDs of 300,000 one-byte entries (the frame limit many
  * times over) reach the follower whole: nothing dropped as TOOBIG. */
@@ -176,9 +136,9 @@ START_TEST(test_big_ready_crosses_net) {
     ck_assert_int_eq(net_peer_add(a.n, 2, "b", "127.0.0.1:21093"), 0);
     ck_assert_int_eq(net_peer_add(b.n, 1, "a", "127.0.0.1:21092"), 0);
     wait_arg w = {.a = &a, .b = &b};
-    ck_assert(run_until(&loop, connected, &w, 10000));
+    ck_assert(nt_run_until(&loop, connected, &w, 10000));
 
-    raft *r = leader();
+    raft *r = nt_leader();
     const size_t count = 300000;
     raft_buf *bufs = calloc(count, sizeof *bufs);
     for (size_t i = 0; i < count; i++)
@@ -194,7 +154,7 @@ START_TEST(test_big_ready_crosses_net) {
     net_send_raft(a.n, rd.msgs, rd.msgs_count);
     w.msgs = rd.msgs_count;
     raft_advance(r, &rd);
-    ck_assert(run_until(&loop, b_got, &w, 30000));
+    ck_assert(nt_run_until(&loop, b_got, &w, 30000));
     ck_assert_uint_eq(b.entries, count);
     ck_assert_uint_eq(stats(&a).raft_msgs_dropped, 0);
     ck_assert_uint_eq(stats(&b).frames_toobig + stats(&b).frames_bad, 0);
