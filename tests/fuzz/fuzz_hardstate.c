@@ -5,7 +5,7 @@
  * succeeds, a save and a reload must give back what was saved.
  * Input: a flags byte (bit 0: slot 0 exists; bit 1: slot 1 exists; bits
  * 2-7: the log's highest term, hardstate.h's rules), a length byte L, then slot 0's L bytes and slot 1's bytes (the rest). */
-#include "fuzz.h"
+#include "fuzz_fs.h"
 
 #include "common/logging.h"
 #include "kv/errors.h"
@@ -13,14 +13,6 @@
 #include "storage/hardstate.h"
 
 #include <string.h>
-
-static void put_file(kv_fs *fs, const char *path, const uint8_t *p, size_t len) {
-    kv_file *f;
-    FUZZ_CHECK(fs->ops->open(fs, path, KV_FS_CREATE | KV_FS_WRITE, &f) == 0);
-    FUZZ_CHECK(len == 0 || fs->ops->pwrite(f, p, len, 0) == 0);
-    FUZZ_CHECK(fs->ops->sync(f) == 0);
-    fs->ops->close(f);
-}
 
 static void save_and_reload(kv_fs *fs, hs *h, const hs_state *st) {
     hs_state next = {.term = st->term + 1, .vote = 7, .commit = st->commit};
@@ -45,9 +37,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kv_fs *fs = fsf_fs(ff);
     FUZZ_CHECK(fs->ops->mkdir(fs, "/d") == 0);
     if (flags & 1)
-        put_file(fs, "/d/hardstate.0", data + 2, l0);
+        fuzz_put_file(fs, "/d/hardstate.0", data + 2, l0);
     if (flags & 2)
-        put_file(fs, "/d/hardstate.1", data + 2 + l0, size - 2 - l0);
+        fuzz_put_file(fs, "/d/hardstate.1", data + 2 + l0, size - 2 - l0);
     FUZZ_CHECK(fs->ops->sync_dir(fs, "/d") == 0);
     uint64_t log_term = flags >> 2;
     int crc = hs_check(fs, "/d", log_term, NULL, NULL);

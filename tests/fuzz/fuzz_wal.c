@@ -6,7 +6,7 @@
  * (sequences 1 and 2), split at the middle; bit 1: also wal_open and
  * wal_close the log when the check passed (the index rebuild, torn-tail
  * truncation). */
-#include "fuzz.h"
+#include "fuzz_fs.h"
 
 #include "common/logging.h"
 #include "kv/errors.h"
@@ -15,14 +15,6 @@
 #include "storage/wal.h"
 
 #include <string.h>
-
-static void put_file(kv_fs *fs, const char *path, const uint8_t *p, size_t len) {
-    kv_file *f;
-    FUZZ_CHECK(fs->ops->open(fs, path, KV_FS_CREATE | KV_FS_WRITE, &f) == 0);
-    FUZZ_CHECK(len == 0 || fs->ops->pwrite(f, p, len, 0) == 0);
-    FUZZ_CHECK(fs->ops->sync(f) == 0);
-    fs->ops->close(f);
-}
 
 static void problems(void *arg, const kv_check_problem *p) {
     (void)p;
@@ -43,9 +35,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kv_fs *fs = fsf_fs(ff);
     FUZZ_CHECK(dd_init(fs, "/d") == 0); /* DIR/FORMAT and DIR/wal/ */
     size_t first = (flags & 1) ? size / 2 : size;
-    put_file(fs, "/d/wal/0000000000000001.wal", data, first);
+    fuzz_put_file(fs, "/d/wal/0000000000000001.wal", data, first);
     if (flags & 1)
-        put_file(fs, "/d/wal/0000000000000002.wal", data + first, size - first);
+        fuzz_put_file(fs, "/d/wal/0000000000000002.wal", data + first, size - first);
     FUZZ_CHECK(fs->ops->sync_dir(fs, "/d/wal") == 0);
     int count = 0;
     uint64_t last_term = 0;
