@@ -553,8 +553,9 @@ int server_cluster_save(server *s, const char *founders) {
 /* The cluster this data dir belongs to (DIR/CLUSTER), and whether this
  * start bootstraps it: only a fresh data dir made by kvd init does. A
  * fresh one without CLUSTER joins (--join) or is refused; one that has
- * entries but no CLUSTER is damaged. Sets *founders (kvd init's members)
- * when this start bootstraps. */
+ * entries but no CLUSTER is damaged. *cf gets the file (zeroed when there
+ * is none); *bootstrap is true when this start bootstraps from its
+ * founders. */
 static int cluster_identity(server *s, bool fresh, cf_info *cf, bool *bootstrap) {
     memset(cf, 0, sizeof *cf);
     *bootstrap = false;
