@@ -374,6 +374,8 @@ int node_run(node *n) {
         if (rc != 0)
             return rc;
         n->in_ready = true;
+        if (n->io.ready_begin != NULL)
+            n->io.ready_begin(n->io.ctx, &rd);
         rc = ready_steps(n, &rd);
         n->in_ready = false;
         if (rc != 0)

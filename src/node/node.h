@@ -101,6 +101,10 @@ typedef struct node_io {
     void (*read_done)(void *ctx, const node_tag *t, uint64_t read_index, int code);
     /* Step 7: raft's soft state changed (may be NULL). */
     void (*role_changed)(void *ctx, const raft_soft_state *ss);
+    /* Called first in each Ready, before step 1, to trace it or check it
+     * (the simulator's invariants); may be NULL. Only raft's const
+     * accessors may be called on node_raft() from here. */
+    void (*ready_begin)(void *ctx, const struct raft_ready *rd);
     /* The clock, for node_tag.t0_ns only (may be NULL: 0). */
     uint64_t (*now_ns)(void *ctx);
 } node_io;
