@@ -6,7 +6,6 @@
 #include "common/logging.h"
 #include "kv/client.h"
 #include "kv/errors.h"
-#include "kvd/check.h"
 #include "server/http.h"
 #include "server/notify.h"
 #include "server/store.h"

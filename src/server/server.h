@@ -13,8 +13,8 @@
  *   replies go out only after an entry is committed and applied.
  *
  * Fail-stop: a failed fsync or write, or corruption found while running,
- * ends the process with the matching exit code (kvd_exit) after one log line
- * with the code word; systemd restarts it.
+ * ends the process with the matching exit code (enum kvd_exit) after one log
+ * line with the code word; systemd restarts it.
  */
 #ifndef KV_SERVER_SERVER_H
 #define KV_SERVER_SERVER_H
@@ -23,6 +23,25 @@
 #include <stdint.h>
 
 #define KV_VERSION_STRING "0.1.0"
+
+/* kvd's exit codes, the same in every mode (kvd, init, restore, recover,
+ * check). The numbers never change: deploy/kvd@.service
+ * (RestartPreventExitStatus), docs/deploy.md and the tests depend on them.
+ * They are named after the binary that exits with them; the server is
+ * where they are decided (server_exit_code, and the fail-stop paths). */
+enum kvd_exit {
+    KVD_EXIT_OK = 0,      /* done, or a clean stop (SIGTERM) */
+    KVD_EXIT_USAGE = 2,   /* a bad flag, config value or cluster description */
+    KVD_EXIT_LOCKED = 3,  /* another kvd holds the data dir */
+    KVD_EXIT_CORRUPT = 4, /* corrupt data (kvd check names the file and offset) */
+    KVD_EXIT_IO = 5,      /* a fatal I/O error (a failed write or fsync, ...) */
+};
+
+/* The exit code that a KV_E* error rc (0: none) ends kvd with: corruption
+ * (KV_ECORRUPT, KV_EMISSING, KV_EVERSION) KVD_EXIT_CORRUPT, KV_ELOCKED
+ * KVD_EXIT_LOCKED, a bad configuration (KV_EINVAL, KV_ECONFIG)
+ * KVD_EXIT_USAGE, anything else KVD_EXIT_IO. */
+int server_exit_code(int rc);
 
 /* Defaults of the flags. */
 #define SERVER_TICK_MS_DEFAULT 50u

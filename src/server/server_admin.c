@@ -4,7 +4,6 @@
 #include "common/checksum.h"
 #include "common/logging.h"
 #include "kv/errors.h"
-#include "kvd/check.h"
 #include "storage/clusterfile.h"
 #include "storage/datadir.h"
 #include "storage/snapfile.h"

@@ -203,7 +203,7 @@ void ring_pop(server_ring *q);
 _Noreturn void server_fatal(server *s, int exit_code, const char *word, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* server_fatal for a failure rc of the state machine (or of a snapshot of
- * it): exit 4 (CORRUPT) for corruption, else 5 (IO); the line ends with
+ * it): KVD_EXIT_CORRUPT for corruption, else KVD_EXIT_IO; the line ends with
  * RocksDB's status text, which names the damaged file (pitfalls.md: name
  * the file). */
 _Noreturn void server_fatal_sm(server *s, int rc, const char *fmt, ...)
@@ -233,7 +233,6 @@ Kv__Membership *server_members_stored(server *s);
 void server_peers_sync(server *s);
 
 /* server.c */
-int server_exit_code(int rc); /* a KV_E* code as the kvd_exit it ends with */
 int server_lock_data_dir(server *s);
 /* The hard state into s->h and *st, checked against the highest term of the
  * log s->w (hardstate.h: a damaged slot that was synced is corruption). */

@@ -16,7 +16,6 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "kv/errors.h"
-#include "kvd/check.h"
 #include "server/store.h"
 #include "storage/snapfile.h"
 
