@@ -84,27 +84,6 @@ void server_config_default(server_config *cfg);
  * does), KVD_EXIT_IO. Faults found while serving exit the process directly. */
 int server_run(const server_config *cfg);
 
-/* kvd init: makes cfg->data_dir the data dir of a founding member
- * cfg->name of a new cluster cfg->cluster, with a new cluster id (derived
- * from cfg->cluster_token and the members, or cfg->cluster_id adopted, or
- * random and printed). Run once per founder; kvd then bootstraps on its
- * first start. A data dir that kvd init did not make is never bootstrapped
- * (a replaced disk must rejoin with --join). Returns a kvd_exit code. */
-int server_init(const server_config *cfg);
-
-/* kvd restore: prepares the empty data dir cfg->data_dir from the snapshot
- * file `from` for node cfg->name of the new cluster cfg->cluster (all its
- * founding nodes are restored from the same file): the state machine holds
- * exactly the snapshot's data, the log continues after it with the new
- * membership. Returns a kvd_exit code; what was wrong goes to stderr. */
-int server_restore(const server_config *cfg, const char *from);
-
-/* kvd recover: turns the data dir of a surviving node into a one-node
- * cluster of itself (after a majority was lost for good): the next log
- * entry makes it the only voter. Entries it holds that were not committed
- * become committed. Returns a kvd_exit code. */
-int server_recover(const server_config *cfg);
-
 /* Node ids are derived from names: nonzero, the same on every node. */
 uint64_t server_node_id(const char *name);
 
