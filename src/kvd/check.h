@@ -2,16 +2,9 @@
 #ifndef KV_KVD_CHECK_H
 #define KV_KVD_CHECK_H
 
-#include <stdio.h>
+#include "server/server.h" /* enum kvd_exit */
 
-/* Exit codes shared by every kvd mode (docs/operations). */
-enum kvd_exit {
-    KVD_EXIT_OK = 0,
-    KVD_EXIT_USAGE = 2,
-    KVD_EXIT_LOCKED = 3,
-    KVD_EXIT_CORRUPT = 4,
-    KVD_EXIT_IO = 5,
-};
+#include <stdio.h>
 
 /* Verifies every log record, both hard-state slots, every snapshot manifest
  * and the RocksDB state of the data dir `dir`, printing one line per problem

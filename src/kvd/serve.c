@@ -29,6 +29,7 @@
  */
 #include "kvd/serve.h"
 
+#include "kvd/admin.h"
 #include "kvd/check.h"
 #include "kv/limits.h"
 #include "server/server.h"
@@ -864,11 +865,11 @@ static int run(const kvd_parse *p) {
     const server_config *cfg = &p->set.cfg;
     switch (p->mode) {
     case KVD_MODE_INIT:
-        return server_init(cfg);
+        return kvd_init(cfg);
     case KVD_MODE_RESTORE:
-        return server_restore(cfg, p->set.from);
+        return kvd_restore(cfg, p->set.from);
     case KVD_MODE_RECOVER:
-        return server_recover(cfg);
+        return kvd_recover(cfg);
     case KVD_MODE_SERVE:
         break;
     }

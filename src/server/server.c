@@ -6,7 +6,6 @@
 #include "common/logging.h"
 #include "kv/client.h"
 #include "kv/errors.h"
-#include "kvd/check.h"
 #include "server/http.h"
 #include "server/notify.h"
 #include "server/store.h"
@@ -15,12 +14,10 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 void server_config_default(server_config *cfg) {
@@ -411,30 +408,22 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 /* ---- start-up ----------------------------------------------------------------- */
 
-int server_lock_data_dir(server *s) {
-    char path[SERVER_PATH_BYTES];
-    kv_fs_join(path, sizeof path, s->cfg.data_dir, "LOCK");
-    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (s->lock_fd < 0) {
-        KV_LOGE("IO", "cannot open %s: %s", path, strerror(errno));
-        return KV_EIO;
-    }
-    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        char pid[32] = "";
-        ssize_t n = pread(s->lock_fd, pid, sizeof pid - 1, 0);
-        pid[n > 0 ? n : 0] = 0;
-        if (n > 0)
-            pid[strcspn(pid, "\n")] = 0;
-        KV_LOGE("LOCKED", "data dir %s is in use by another kvd (pid %s); exiting",
-                s->cfg.data_dir, n > 0 ? pid : "?");
-        return KV_ELOCKED;
-    }
-    char buf[32];
-    int len = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
-    if (ftruncate(s->lock_fd, 0) != 0 || pwrite(s->lock_fd, buf, (size_t)len, 0) != len)
-        KV_LOGW("IO", "cannot write the pid into %s", path);
-    return 0;
-}
+/* What start-up hands the loop: the data dir locked; the log, the state
+ * machine and the newest snapshot opened and made to agree (store.h); the
+ * hard state checked against the log; Raft's configuration and the durable
+ * entries it restarts from. The address book and the cluster id, which the
+ * network needs as well, go into the server (s->members, s->cluster_id).
+ * Filled by server_start_up, also partly when it fails: start_adopt moves
+ * every handle into the server, which closes them. */
+typedef struct server_start {
+    int lock_fd; /* -1: not locked */
+    wal *w;
+    hs *h;
+    sm *sm;
+    raft_config raft;   /* without its entries: start_raft adds them */
+    wal_entry *entries; /* owned (wal_entries_free) */
+    size_t entries_count;
+} server_start;
 
 /* What a node whose data dir holds nothing must be told (pitfalls.md, "a
  * member whose disk was replaced comes back as itself"). */
@@ -450,44 +439,60 @@ static void refuse_empty(const server *s, const char *why) {
             s->cfg.data_dir, why, s->cfg.name, s->cfg.name);
 }
 
-/* --join ADDR: the cluster id and the members (with this node announced
- * by member add, or not yet: then it waits for the leader) from a member. */
-static int join_fetch(server *s, bool fresh, const char *stored_id) {
+/* Asks the member at --join for its status line (*line) and its members
+ * (*ms, *n). A cluster between leaders (an election, a partition healing)
+ * is waited for, up to SERVER_JOIN_WAIT_MS, not a reason to exit. On 0 the
+ * caller owns *line and *ms (kv_free); on failure nothing is owned, the
+ * reason is on stderr, and the error is KV_ECONFIG (another cluster, a
+ * wrong token) or KV_EIO. */
+static int join_ask(const server *s, char **line, kv_member **ms, size_t *n) {
     struct kv_client_options o;
     kv_client_options_init(&o);
     o.token = s->cfg.token;
     o.timeout_ms = 10000;
     kv_client *c = NULL;
-    char *line = NULL;
-    kv_member *ms = NULL;
-    size_t n = 0;
+    *line = NULL;
+    *ms = NULL;
+    *n = 0;
     int rc = KV_EUNAVAILABLE;
-    /* a cluster between leaders (an election, a partition healing) is
-     * waited for, up to SERVER_JOIN_WAIT_MS, not a reason to exit */
     for (uint64_t t0 = kv_now_ns(); rc == KV_EUNAVAILABLE || rc == KV_ETIMEOUT;) {
         if (c != NULL)
             kv_client_close(c);
-        kv_free(line);
-        line = NULL;
+        kv_free(*line);
+        *line = NULL;
         c = NULL;
         rc = kv_client_open(&c, s->cfg.join, &o);
         if (rc == 0)
-            rc = kv_node_status(c, NULL, &line);
+            rc = kv_node_status(c, NULL, line);
         if (rc == 0)
-            rc = kv_member_list(c, &ms, &n);
+            rc = kv_member_list(c, ms, n);
         if ((rc != KV_EUNAVAILABLE && rc != KV_ETIMEOUT) ||
             kv_now_ns() - t0 > SERVER_JOIN_WAIT_MS * 1000000ull)
             break;
         KV_LOGW(kv_errword(rc), "--join %s: %s; trying again", s->cfg.join, kv_strerror(rc));
     }
+    if (c != NULL)
+        kv_client_close(c);
     if (rc != 0) {
         fprintf(stderr, "kvd: --join %s: cannot learn the cluster from it: %s (%s)\n",
                 s->cfg.join, kv_strerror(rc), kv_errword(rc));
-        if (c != NULL)
-            kv_client_close(c);
-        kv_free(line);
+        kv_free(*line);
+        *line = NULL;
         return rc == KV_EAUTH || rc == KV_ECONFIG || rc == KV_EVERSION ? KV_ECONFIG : KV_EIO;
     }
+    assert(*line != NULL);
+    return 0;
+}
+
+/* --join ADDR: the cluster id and the members (with this node announced
+ * by member add, or not yet: then it waits for the leader) from a member. */
+static int join_fetch(server *s, bool fresh, const char *stored_id) {
+    char *line;
+    kv_member *ms;
+    size_t n;
+    int rc = join_ask(s, &line, &ms, &n);
+    if (rc != 0)
+        return rc;
     const char *cl = strstr(line, "cluster=");
     if (cl != NULL) {
         cl += strlen("cluster=");
@@ -514,7 +519,6 @@ static int join_fetch(server *s, bool fresh, const char *stored_id) {
                  !ms[i].joining;
     kv_free(ms);
     kv_free(line);
-    kv_client_close(c);
     if (s->cluster_id[0] == 0)
         return KV_ECONFIG;
     if (stored_id[0] != 0 && strcmp(stored_id, s->cluster_id) != 0) {
@@ -533,21 +537,8 @@ static int join_fetch(server *s, bool fresh, const char *stored_id) {
     KV_LOGI("JOIN", "joining cluster %s through %s (%zu members known)%s", s->cluster_id,
             s->cfg.join, n,
             announced ? "" : "; not announced yet: run kvcli member add NAME HOST:PORT");
-    return stored_id[0] == 0 ? server_cluster_save(s, NULL) : 0;
-}
-
-int server_cluster_save(server *s, const char *founders) {
-    cf_info c = {0};
-    size_t len = strlen(s->cluster_id);
-    if (len >= sizeof c.id)
-        return KV_EINVAL;
-    memcpy(c.id, s->cluster_id, len + 1);
-    snprintf(c.founders, sizeof c.founders, "%s", founders ? founders : "");
-    int rc = cf_write(s->rfs, s->cfg.data_dir, &c);
-    if (rc != 0)
-        KV_LOGE(kv_errword(rc), "cannot write %s/" CF_FILE ": %s", s->cfg.data_dir,
-                kv_strerror(rc));
-    return rc;
+    return stored_id[0] == 0 ? startup_cluster_save(s->rfs, s->cfg.data_dir, s->cluster_id, NULL)
+                             : 0;
 }
 
 /* The cluster this data dir belongs to (DIR/CLUSTER), and whether this
@@ -588,31 +579,14 @@ static int cluster_identity(server *s, bool fresh, cf_info *cf, bool *bootstrap)
     return 0; /* written once --join has learned the id */
 }
 
-static void report_problem(void *arg, const kv_check_problem *p) {
-    (void)arg;
-    if (p->offset == KV_CHECK_NO_OFFSET)
-        KV_LOGE(p->word, "%s: %s", p->file, p->detail);
-    else
-        KV_LOGE(p->word, "%s offset %llu: %s", p->file, (unsigned long long)p->offset, p->detail);
-}
-
-int server_hs_load(server *s, hs_state *st) {
-    assert(s->w != NULL && s->h == NULL);
-    uint64_t term = 0;
-    int rc = wal_term_at(s->w, wal_last_index(s->w), &term);
-    if (rc == 0)
-        rc = hs_load(s->fs, s->cfg.data_dir, term, report_problem, NULL, &s->h, st);
-    return rc;
-}
-
 /* The address book at start-up: the state machine's (the membership as
  * applied), else kvd init's founders, else the cluster joined (--join). */
-static int book_load(server *s, bool fresh, bool *bootstrap) {
+static int book_load(server *s, sm *db, bool fresh, bool *bootstrap) {
     cf_info cf;
     int rc = cluster_identity(s, fresh, &cf, bootstrap);
     if (rc != 0)
         return rc;
-    Kv__Membership *mpb = server_members_stored(s);
+    Kv__Membership *mpb = server_members_stored(db);
     if (mpb != NULL) {
         server_members_from_pb(s, mpb);
         kv__membership__free_unpacked(mpb, NULL);
@@ -633,8 +607,10 @@ static int book_load(server *s, bool fresh, bool *bootstrap) {
     return 0;
 }
 
-static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t *nents) {
-    server_config *cfg = &s->cfg;
+/* Step 1: the data dir exists (made by kvd init, or now for --join) and is
+ * this process's alone. */
+static int start_lock(server *s, server_start *st) {
+    const server_config *cfg = &s->cfg;
     if (cfg->join == NULL && dd_check_format(s->rfs, cfg->data_dir, NULL, NULL) == KV_EMISSING) {
         refuse_empty(s, "and was not made by kvd init"); /* and nothing is created */
         return KV_ECONFIG;
@@ -642,72 +618,117 @@ static int open_storage(server *s, raft_config *rc_out, wal_entry **ents, size_t
     int rc = dd_init(s->rfs, cfg->data_dir);
     if (rc != 0)
         return rc;
-    if ((rc = server_lock_data_dir(s)) != 0)
-        return rc;
+    return startup_lock(cfg->data_dir, &st->lock_fd);
+}
+
+/* Step 2: the log, the state machine and the newest snapshot, made to
+ * agree (store.h); then the hard state, checked against the log's highest
+ * term. On 0 the caller owns *ss (store_start_free). */
+static int start_store(server *s, server_start *st, store_start *ss, hs_state *hst) {
+    const server_config *cfg = &s->cfg;
     wal_options wo;
     wal_options_default(&wo);
     if (cfg->wal_segment_bytes != 0)
         wo.segment_bytes = cfg->wal_segment_bytes;
     wo.slow_sync_ns = (uint64_t)cfg->slow_fsync_ms * 1000000u;
-    kv_fs_join(s->db_dir, sizeof s->db_dir, cfg->data_dir, "db");
-    kv_fs_join(s->snap_dir, sizeof s->snap_dir, cfg->data_dir, "snap");
-    /* the log, the state machine and the newest snapshot, made to agree */
-    store_start ss;
-    if ((rc = store_open(s->fs, s->rfs, cfg->data_dir, &wo, &s->w, &s->sm, &ss)) != 0)
+    int rc = store_open(s->fs, s->rfs, cfg->data_dir, &wo, &st->w, &st->sm, ss);
+    if (rc != 0)
         return rc;
-    hs_state st; /* after the log: checked against its highest term */
-    if ((rc = server_hs_load(s, &st)) != 0) {
-        store_start_free(&ss);
-        return rc;
-    }
-    /* membership and addresses: the data dir's, else kvd init's founders,
-     * else the cluster joined */
-    bool fresh = ss.last == 0 && !ss.has_snap, bootstrap = false;
-    if ((rc = book_load(s, fresh, &bootstrap)) != 0) {
-        store_start_free(&ss);
-        return rc;
-    }
-    raft_config_init(rc_out, s->id);
-    rc_out->election_ticks = cfg->election_ticks;
-    rc_out->seed = s->id ^ (uint64_t)getpid() ^ kv_now_ns();
-    rc_out->snapshot_read = server_snapshot_read;
-    rc_out->snapshot_ctx = s;
-    rc_out->hs.term = st.term;
-    rc_out->hs.vote = st.vote;
-    rc_out->hs.commit = st.commit;
-    rc_out->applied = ss.applied;
-    if (ss.has_snap) {
-        rc_out->has_snapshot = true;
-        rc_out->snapshot.index = ss.snap.index;
-        rc_out->snapshot.term = ss.snap.term;
+    if ((rc = startup_hs_load(s->fs, cfg->data_dir, st->w, &st->h, hst)) != 0)
+        store_start_free(ss);
+    return rc;
+}
+
+/* Step 4: Raft's configuration from the hard state, the snapshot and,
+ * when this start bootstraps, the founders in the book. */
+static void start_raft_config(server *s, const store_start *ss, const hs_state *hst,
+                              bool bootstrap, raft_config *rcfg) {
+    raft_config_init(rcfg, s->id);
+    rcfg->election_ticks = s->cfg.election_ticks;
+    rcfg->seed = s->id ^ (uint64_t)getpid() ^ kv_now_ns();
+    rcfg->snapshot_read = server_snapshot_read;
+    rcfg->snapshot_ctx = s;
+    rcfg->hs.term = hst->term;
+    rcfg->hs.vote = hst->vote;
+    rcfg->hs.commit = hst->commit;
+    rcfg->applied = ss->applied;
+    if (ss->has_snap) {
+        rcfg->has_snapshot = true;
+        rcfg->snapshot.index = ss->snap.index;
+        rcfg->snapshot.term = ss->snap.term;
         /* the membership at the snapshot's index, not the state machine's
          * (later) one: raft replays the log's changes after it */
-        if (ss.snap_members != NULL)
-            server_members_to_raft(ss.snap_members, &rc_out->snapshot.membership);
-        s->snap_index = ss.snap.index;
-        s->snap_term = ss.snap.term;
+        if (ss->snap_members != NULL)
+            server_members_to_raft(ss->snap_members, &rcfg->snapshot.membership);
     }
     if (bootstrap) {
         for (size_t i = 0; i < s->members_count; i++)
-            rc_out->bootstrap.voters[rc_out->bootstrap.voters_count++] = s->members[i].id;
+            rcfg->bootstrap.voters[rcfg->bootstrap.voters_count++] = s->members[i].id;
     }
-    *ents = ss.entries; /* taken */
-    *nents = ss.entries_count;
+    assert(rcfg->bootstrap.voters_count <= KV_NODES_MAX);
+}
+
+/* Start-up as one step: lock the data dir, open the storage, learn the
+ * cluster id and the members (the data dir's, kvd init's founders, or the
+ * cluster joined), and configure Raft. Fills *st; on failure what was
+ * opened is in *st too (start_adopt, then start_abandon, closes it). */
+static int server_start_up(server *s, server_start *st) {
+    memset(st, 0, sizeof *st);
+    st->lock_fd = -1;
+    int rc = start_lock(s, st);
+    store_start ss;
+    hs_state hst;
+    if (rc != 0 || (rc = start_store(s, st, &ss, &hst)) != 0)
+        return rc;
+    /* Step 3: membership and addresses */
+    bool fresh = ss.last == 0 && !ss.has_snap, bootstrap = false;
+    if ((rc = book_load(s, st->sm, fresh, &bootstrap)) != 0) {
+        store_start_free(&ss);
+        return rc;
+    }
+    start_raft_config(s, &ss, &hst, bootstrap, &st->raft);
+    st->entries = ss.entries; /* taken */
+    st->entries_count = ss.entries_count;
     ss.entries = NULL;
     ss.entries_count = 0;
     KV_LOGI("START",
             "node %s (id %016" PRIx64 ") cluster %s: log %" PRIu64 "..%" PRIu64 ", applied %" PRIu64
             ", snapshot %" PRIu64 ", term %" PRIu64,
-            cfg->name, s->id, s->cluster_id, ss.first, ss.last, ss.applied,
-            ss.has_snap ? ss.snap.index : 0, st.term);
+            s->cfg.name, s->id, s->cluster_id, ss.first, ss.last, ss.applied,
+            ss.has_snap ? ss.snap.index : 0, hst.term);
     store_start_free(&ss);
     return 0;
 }
 
-static int start_raft(server *s, raft_config *rcfg, wal_entry *we, size_t n) {
+/* The loop's owner takes what start-up opened (also after a failure, to
+ * close it). */
+static void start_adopt(server *s, server_start *st) {
+    assert(s->w == NULL && s->sm == NULL && s->h == NULL && s->lock_fd < 0);
+    s->lock_fd = st->lock_fd;
+    s->w = st->w;
+    s->h = st->h;
+    s->sm = st->sm;
+    if (st->raft.has_snapshot) {
+        s->snap_index = st->raft.snapshot.index;
+        s->snap_term = st->raft.snapshot.term;
+    }
+    st->lock_fd = -1;
+    st->w = NULL;
+    st->h = NULL;
+    st->sm = NULL;
+}
+
+/* Raft from st's configuration and entries (freed here, also on failure). */
+static int start_raft(server *s, server_start *st) {
+    size_t n = st->entries_count;
+    wal_entry *we = st->entries;
+    st->entries = NULL;
+    st->entries_count = 0;
     raft_entry *re = n ? calloc(n, sizeof(*re)) : NULL;
-    if (n && re == NULL)
+    if (n && re == NULL) {
+        wal_entries_free(we, n);
         return KV_ENOMEM;
+    }
     for (size_t i = 0; i < n; i++) {
         re[i].index = we[i].index;
         re[i].term = we[i].term;
@@ -715,56 +736,56 @@ static int start_raft(server *s, raft_config *rcfg, wal_entry *we, size_t n) {
         re[i].data = we[i].data;
         re[i].len = we[i].len;
     }
-    rcfg->entries = re;
-    rcfg->entries_count = n;
-    int rc = raft_new(rcfg, &s->r);
+    st->raft.entries = re;
+    st->raft.entries_count = n;
+    int rc = raft_new(&st->raft, &s->r);
     free(re);
+    st->raft.entries = NULL;
     wal_entries_free(we, n);
     if (rc != 0)
         KV_LOGE(kv_errword(rc), "the persisted raft state does not restart: %s", kv_strerror(rc));
     return rc;
 }
 
-int server_run(const server_config *cfg) {
+static server *server_new(const server_config *cfg) {
     server *s = calloc(1, sizeof(*s));
     if (s == NULL)
-        return KVD_EXIT_IO;
+        return NULL;
     s->cfg = *cfg;
     s->id = server_node_id(cfg->name);
     s->lock_fd = -1;
     s->rfs = kv_fs_posix();
     s->fs = cfg->unsafe_no_fsync ? kv_fs_posix_unsafe_nosync() : s->rfs;
+    kv_fs_join(s->db_dir, sizeof s->db_dir, cfg->data_dir, "db");
+    kv_fs_join(s->snap_dir, sizeof s->snap_dir, cfg->data_dir, "snap");
     pthread_mutex_init(&s->mu, NULL);
     ring_init(&s->pending, sizeof(server_pending));
     ring_init(&s->reads, sizeof(server_read));
     s->snap_out.cached_chunk = UINT64_MAX;
-    kv_log_set_prefix(cfg->name);
-    if (cfg->unsafe_no_fsync)
-        KV_LOGW("UNSAFE", "--unsafe-no-fsync: nothing is synced; a crash loses acknowledged "
-                          "writes. For tests only.");
+    return s;
+}
 
-    raft_config rcfg;
-    wal_entry *we = NULL;
-    size_t n = 0;
-    int rc = open_storage(s, &rcfg, &we, &n);
-    if (rc == 0)
-        rc = start_raft(s, &rcfg, we, n);
-    if (rc != 0) {
-        int code = server_exit_code(rc);
-        /* closed anyway, so the sanitizer builds see no leak on this path */
-        if (s->w != NULL)
-            wal_close(s->w);
-        sm_close(s->sm);
-        if (s->h != NULL)
-            hs_close(s->h);
-        raft_free(s->r);
-        if (s->lock_fd >= 0)
-            close(s->lock_fd);
-        free(s);
-        return code;
-    }
+/* A start that failed: closes what it opened, so the sanitizer builds see
+ * no leak on this path. */
+static int start_abandon(server *s, int rc) {
+    int code = server_exit_code(rc);
+    if (s->w != NULL)
+        wal_close(s->w);
+    sm_close(s->sm);
+    if (s->h != NULL)
+        hs_close(s->h);
+    raft_free(s->r);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    free(s);
+    return code;
+}
 
-    uv_loop_init(&s->loop);
+/* ---- serving ------------------------------------------------------------------ */
+
+/* The network and /metrics. Returns a kvd_exit code. */
+static int serve_open(server *s) {
+    const server_config *cfg = &s->cfg;
     net_config nc;
     net_config_default(&nc);
     nc.loop = &s->loop;
@@ -775,22 +796,21 @@ int server_run(const server_config *cfg) {
     nc.ctx = s;
     nc.on_request = server_on_request;
     nc.on_raft = on_raft;
-    int exit_code = KVD_EXIT_OK;
-    if ((rc = net_open(&nc, &s->net)) != 0) {
+    int rc = net_open(&nc, &s->net);
+    if (rc != 0) {
         fprintf(stderr, "kvd: cannot listen on %s: %s\n", cfg->listen, kv_strerror(rc));
-        exit_code = rc == KV_EINVAL ? KVD_EXIT_USAGE : KVD_EXIT_IO;
+        return rc == KV_EINVAL ? KVD_EXIT_USAGE : KVD_EXIT_IO;
     }
-    if (exit_code == 0) {
-        server_peers_sync(s);
-        if (cfg->metrics != NULL &&
-            (rc = http_open(&s->loop, cfg->metrics, server_http, s, &s->http)) != 0)
-            exit_code = rc == KV_EINVAL ? KVD_EXIT_USAGE : KVD_EXIT_IO;
-    }
+    server_peers_sync(s);
+    if (cfg->metrics != NULL &&
+        (rc = http_open(&s->loop, cfg->metrics, server_http, s, &s->http)) != 0)
+        return rc == KV_EINVAL ? KVD_EXIT_USAGE : KVD_EXIT_IO;
+    return KVD_EXIT_OK;
+}
 
-    s->tick.data = s->prepare.data = s->wal_async.data = s->sigterm.data = s->sigint.data = s;
-    uv_async_init(&s->loop, &s->wal_async, on_wal_async);
-    if (exit_code != 0)
-        goto stop;
+/* The loop's handles, then the loop until SIGTERM or SIGINT stops it. */
+static void serve(server *s) {
+    const server_config *cfg = &s->cfg;
     uv_timer_init(&s->loop, &s->tick);
     uv_timer_start(&s->tick, on_tick, cfg->tick_ms, cfg->tick_ms);
     uv_prepare_init(&s->loop, &s->prepare);
@@ -807,9 +827,11 @@ int server_run(const server_config *cfg) {
     server_notify(ready); /* Type=notify: systemd counts the node started */
 
     uv_run(&s->loop, UV_RUN_DEFAULT);
+}
 
-stop:
-    /* SIGTERM: the log first (everything queued is synced), then the rest. */
+/* SIGTERM: the log first (everything queued is synced), then the rest.
+ * Frees s; returns exit_code. */
+static int server_stop(server *s, int exit_code) {
     http_close(s->http);
     if (s->net != NULL)
         net_close(s->net);
@@ -834,4 +856,29 @@ stop:
     if (exit_code == KVD_EXIT_OK)
         KV_LOGI("STOP", "clean shutdown");
     return exit_code;
+}
+
+int server_run(const server_config *cfg) {
+    server *s = server_new(cfg);
+    if (s == NULL)
+        return KVD_EXIT_IO;
+    kv_log_set_prefix(cfg->name);
+    if (cfg->unsafe_no_fsync)
+        KV_LOGW("UNSAFE", "--unsafe-no-fsync: nothing is synced; a crash loses acknowledged "
+                          "writes. For tests only.");
+    server_start st;
+    int rc = server_start_up(s, &st);
+    start_adopt(s, &st); /* also what a failed start opened, to close it */
+    if (rc == 0)
+        rc = start_raft(s, &st);
+    if (rc != 0)
+        return start_abandon(s, rc);
+
+    uv_loop_init(&s->loop);
+    int exit_code = serve_open(s);
+    s->tick.data = s->prepare.data = s->wal_async.data = s->sigterm.data = s->sigint.data = s;
+    uv_async_init(&s->loop, &s->wal_async, on_wal_async);
+    if (exit_code == KVD_EXIT_OK)
+        serve(s);
+    return server_stop(s, exit_code);
 }

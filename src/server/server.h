@@ -13,8 +13,8 @@
  *   replies go out only after an entry is committed and applied.
  *
  * Fail-stop: a failed fsync or write, or corruption found while running,
- * ends the process with the matching exit code (kvd_exit) after one log line
- * with the code word; systemd restarts it.
+ * ends the process with the matching exit code (enum kvd_exit) after one log
+ * line with the code word; systemd restarts it.
  */
 #ifndef KV_SERVER_SERVER_H
 #define KV_SERVER_SERVER_H
@@ -23,6 +23,25 @@
 #include <stdint.h>
 
 #define KV_VERSION_STRING "0.1.0"
+
+/* kvd's exit codes, the same in every mode (kvd, init, restore, recover,
+ * check). The numbers never change: deploy/kvd@.service
+ * (RestartPreventExitStatus), docs/deploy.md and the tests depend on them.
+ * They are named after the binary that exits with them; the server is
+ * where they are decided (server_exit_code, and the fail-stop paths). */
+enum kvd_exit {
+    KVD_EXIT_OK = 0,      /* done, or a clean stop (SIGTERM) */
+    KVD_EXIT_USAGE = 2,   /* a bad flag, config value or cluster description */
+    KVD_EXIT_LOCKED = 3,  /* another kvd holds the data dir */
+    KVD_EXIT_CORRUPT = 4, /* corrupt data (kvd check names the file and offset) */
+    KVD_EXIT_IO = 5,      /* a fatal I/O error (a failed write or fsync, ...) */
+};
+
+/* The exit code that a KV_E* error rc (0: none) ends kvd with: corruption
+ * (KV_ECORRUPT, KV_EMISSING, KV_EVERSION) KVD_EXIT_CORRUPT, KV_ELOCKED
+ * KVD_EXIT_LOCKED, a bad configuration (KV_EINVAL, KV_ECONFIG)
+ * KVD_EXIT_USAGE, anything else KVD_EXIT_IO. */
+int server_exit_code(int rc);
 
 /* Defaults of the flags. */
 #define SERVER_TICK_MS_DEFAULT 50u
@@ -64,27 +83,6 @@ void server_config_default(server_config *cfg);
  * dir), KVD_EXIT_CORRUPT (the caller then prints the problems as kvd check
  * does), KVD_EXIT_IO. Faults found while serving exit the process directly. */
 int server_run(const server_config *cfg);
-
-/* kvd init: makes cfg->data_dir the data dir of a founding member
- * cfg->name of a new cluster cfg->cluster, with a new cluster id (derived
- * from cfg->cluster_token and the members, or cfg->cluster_id adopted, or
- * random and printed). Run once per founder; kvd then bootstraps on its
- * first start. A data dir that kvd init did not make is never bootstrapped
- * (a replaced disk must rejoin with --join). Returns a kvd_exit code. */
-int server_init(const server_config *cfg);
-
-/* kvd restore: prepares the empty data dir cfg->data_dir from the snapshot
- * file `from` for node cfg->name of the new cluster cfg->cluster (all its
- * founding nodes are restored from the same file): the state machine holds
- * exactly the snapshot's data, the log continues after it with the new
- * membership. Returns a kvd_exit code; what was wrong goes to stderr. */
-int server_restore(const server_config *cfg, const char *from);
-
-/* kvd recover: turns the data dir of a surviving node into a one-node
- * cluster of itself (after a majority was lost for good): the next log
- * entry makes it the only voter. Entries it holds that were not committed
- * become committed. Returns a kvd_exit code. */
-int server_recover(const server_config *cfg);
 
 /* Node ids are derived from names: nonzero, the same on every node. */
 uint64_t server_node_id(const char *name);

@@ -5,6 +5,7 @@
 #include "net/net.h"
 #include "raft/raft.h"
 #include "server/server.h"
+#include "server/startup.h"
 #include "storage/fs.h"
 #include "storage/hardstate.h"
 #include "storage/sm.h"
@@ -14,21 +15,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <uv.h>
-
-#define SERVER_ADDR_BYTES 128u
-#define SERVER_PATH_BYTES 4096u
-
-/* One entry of the address book: the members as applied (voters and
- * learners) and the nodes a member add announced (joining). */
-typedef struct server_member {
-    uint64_t id;
-    char name[KV_NODE_NAME_BYTES_MAX + 1];
-    char addr[SERVER_ADDR_BYTES];
-    bool learner;
-    bool joining;
-} server_member;
-
-#define SERVER_BOOK_MAX (2u * KV_NODES_MAX)
 
 /* A write proposed by this node as leader, waiting for its entry to apply. */
 /* Request kinds whose latency is measured (kv_request_duration_seconds). */
@@ -203,7 +189,7 @@ void ring_pop(server_ring *q);
 _Noreturn void server_fatal(server *s, int exit_code, const char *word, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* server_fatal for a failure rc of the state machine (or of a snapshot of
- * it): exit 4 (CORRUPT) for corruption, else 5 (IO); the line ends with
+ * it): KVD_EXIT_CORRUPT for corruption, else KVD_EXIT_IO; the line ends with
  * RocksDB's status text, which names the damaged file (pitfalls.md: name
  * the file). */
 _Noreturn void server_fatal_sm(server *s, int rc, const char *fmt, ...)
@@ -212,7 +198,7 @@ _Noreturn void server_fatal_sm(server *s, int rc, const char *fmt, ...)
 const server_member *server_member_by_id(const server *s, uint64_t id);
 const server_member *server_member_by_name(const server *s, const char *name);
 bool server_name_valid(const char *name);
-int server_members_parse(server *s, const char *spec); /* --cluster */
+int server_members_parse(server *s, const char *spec); /* --cluster (server_book_parse) */
 /* Remembers m's name and address outside the book (never stored). */
 void server_members_know(server *s, const server_member *m);
 void server_members_from_pb(server *s, const Kv__Membership *m);
@@ -226,20 +212,11 @@ void server_members_conf(server *s, const raft_membership *rm);
 bool server_is_member(const server *s, uint64_t id);
 /* Voters and learners of m (not joining ones). */
 void server_members_to_raft(const Kv__Membership *m, raft_membership *out);
-/* The membership stored in the state machine (unpacked; free with
+/* The membership stored in the state machine db (unpacked; free with
  * kv__membership__free_unpacked), or NULL when none was applied yet. */
-Kv__Membership *server_members_stored(server *s);
+Kv__Membership *server_members_stored(sm *db);
 /* net's peers := the book minus this node. */
 void server_peers_sync(server *s);
-
-/* server.c */
-int server_exit_code(int rc); /* a KV_E* code as the kvd_exit it ends with */
-int server_lock_data_dir(server *s);
-/* The hard state into s->h and *st, checked against the highest term of the
- * log s->w (hardstate.h: a damaged slot that was synced is corruption). */
-int server_hs_load(server *s, hs_state *st);
-/* Writes s->cluster_id (and founders, for kvd init) into DIR/CLUSTER. */
-int server_cluster_save(server *s, const char *founders);
 
 /* server_ops.c: operator requests (members, transfer, snapshots, check) */
 void server_ops_request(server *s, net_conn *c, Kv__Request *q); /* frees q */

@@ -12,13 +12,14 @@
 #include "common/logging.h"
 #include "kv/errors.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
-static server_member *book_find(const server *s, uint64_t id) {
-    for (size_t i = 0; i < s->members_count; i++)
-        if (s->members[i].id == id)
-            return (server_member *)&s->members[i];
+static server_member *book_find(const server_member *book, size_t count, uint64_t id) {
+    for (size_t i = 0; i < count; i++)
+        if (book[i].id == id)
+            return (server_member *)&book[i];
     return NULL;
 }
 
@@ -32,7 +33,7 @@ static const server_member *known_find(const server *s, uint64_t id) {
 /* The book first; then what this node learned outside the log (--cluster,
  * --join), which is never stored with the membership. */
 const server_member *server_member_by_id(const server *s, uint64_t id) {
-    const server_member *m = book_find(s, id);
+    const server_member *m = book_find(s->members, s->members_count, id);
     return m != NULL ? m : known_find(s, id);
 }
 
@@ -55,19 +56,21 @@ bool server_name_valid(const char *name) {
     return n > 0 && n <= KV_NODE_NAME_BYTES_MAX && strpbrk(name, ",= \t\n") == NULL;
 }
 
-static server_member *book_put(server *s, const char *name, size_t nlen, const char *addr,
-                               size_t alen) {
+/* Sets the name's entry of book[0..*count) (added when new); NULL when
+ * the name or address does not fit or the book is full. */
+static server_member *book_put(server_member *book, size_t *count, const char *name, size_t nlen,
+                               const char *addr, size_t alen) {
     if (nlen == 0 || nlen > KV_NODE_NAME_BYTES_MAX || alen >= SERVER_ADDR_BYTES)
         return NULL;
     char nm[KV_NODE_NAME_BYTES_MAX + 1];
     memcpy(nm, name, nlen);
     nm[nlen] = 0;
     uint64_t id = server_node_id(nm);
-    server_member *m = book_find(s, id);
+    server_member *m = book_find(book, *count, id);
     if (m == NULL) {
-        if (s->members_count == SERVER_BOOK_MAX)
+        if (*count == SERVER_BOOK_MAX)
             return NULL;
-        m = &s->members[s->members_count++];
+        m = &book[(*count)++];
         memset(m, 0, sizeof(*m));
     }
     memcpy(m->name, nm, nlen + 1);
@@ -77,17 +80,17 @@ static server_member *book_put(server *s, const char *name, size_t nlen, const c
     return m;
 }
 
-int server_members_parse(server *s, const char *spec) {
-    s->members_count = 0;
+int server_book_parse(const char *spec, server_member book[SERVER_BOOK_MAX], size_t *count) {
+    *count = 0;
     const char *p = spec;
     while (*p) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
         const char *eq = memchr(p, '=', len);
         size_t nlen = eq ? (size_t)(eq - p) : 0;
-        size_t before = s->members_count;
+        size_t before = *count;
         if (eq == NULL || len - nlen - 1 == 0 ||
-            book_put(s, p, nlen, eq + 1, len - nlen - 1) == NULL || s->members_count == before) {
+            book_put(book, count, p, nlen, eq + 1, len - nlen - 1) == NULL || *count == before) {
             fprintf(stderr,
                     "kvd: --cluster: bad member '%.*s' (want NAME=HOST:PORT, names unique)\n",
                     (int)len, p);
@@ -95,14 +98,20 @@ int server_members_parse(server *s, const char *spec) {
         }
         p = end ? end + 1 : p + len;
     }
-    return s->members_count > 0 && s->members_count <= KV_NODES_MAX ? 0 : KV_EINVAL;
+    assert(*count <= SERVER_BOOK_MAX);
+    return *count > 0 && *count <= KV_NODES_MAX ? 0 : KV_EINVAL;
+}
+
+int server_members_parse(server *s, const char *spec) {
+    return server_book_parse(spec, s->members, &s->members_count);
 }
 
 void server_members_from_pb(server *s, const Kv__Membership *m) {
     s->members_count = 0;
     for (size_t i = 0; i < m->n_members; i++) {
         const Kv__Member *x = m->members[i];
-        server_member *b = book_put(s, x->name, strlen(x->name), x->address, strlen(x->address));
+        server_member *b = book_put(s->members, &s->members_count, x->name, strlen(x->name),
+                                    x->address, strlen(x->address));
         if (b == NULL) {
             KV_LOGW("CONFIG", "membership: skipping member '%s' at '%s'", x->name, x->address);
             continue;
@@ -113,21 +122,23 @@ void server_members_from_pb(server *s, const Kv__Membership *m) {
     }
 }
 
-int server_members_encode(const server *s, uint64_t index, uint8_t **buf, size_t *len) {
+int server_book_encode(const server_member *book, size_t count, uint64_t index, uint8_t **buf,
+                       size_t *len) {
+    assert(count <= SERVER_BOOK_MAX);
     Kv__Member mem[SERVER_BOOK_MAX];
     Kv__Member *ptrs[SERVER_BOOK_MAX];
-    for (size_t i = 0; i < s->members_count; i++) {
+    for (size_t i = 0; i < count; i++) {
         kv__member__init(&mem[i]);
-        mem[i].id = s->members[i].id;
-        mem[i].name = (char *)s->members[i].name;
-        mem[i].address = (char *)s->members[i].addr;
-        mem[i].learner = s->members[i].learner;
-        mem[i].joining = s->members[i].joining;
+        mem[i].id = book[i].id;
+        mem[i].name = (char *)book[i].name;
+        mem[i].address = (char *)book[i].addr;
+        mem[i].learner = book[i].learner;
+        mem[i].joining = book[i].joining;
         ptrs[i] = &mem[i];
     }
     Kv__Membership m = KV__MEMBERSHIP__INIT;
     m.members = ptrs;
-    m.n_members = s->members_count;
+    m.n_members = count;
     m.index = index;
     *len = kv__membership__get_packed_size(&m);
     *buf = malloc(*len ? *len : 1);
@@ -135,6 +146,10 @@ int server_members_encode(const server *s, uint64_t index, uint8_t **buf, size_t
         return KV_ENOMEM;
     kv__membership__pack(&m, *buf);
     return 0;
+}
+
+int server_members_encode(const server *s, uint64_t index, uint8_t **buf, size_t *len) {
+    return server_book_encode(s->members, s->members_count, index, buf, len);
 }
 
 static void book_del(server *s, size_t i) {
@@ -150,7 +165,8 @@ void server_members_joining(server *s, const char *name, const char *addr) {
             book_del(s, (size_t)(cur - s->members));
         return;
     }
-    server_member *m = book_put(s, name, strlen(name), addr, strlen(addr));
+    server_member *m = book_put(s->members, &s->members_count, name, strlen(name), addr,
+                                strlen(addr));
     if (m != NULL) {
         m->joining = true;
         m->learner = false;
@@ -166,7 +182,7 @@ void server_members_conf(server *s, const raft_membership *rm) {
         uint32_t cnt = pass == 0 ? rm->voters_count : rm->learners_count;
         const uint64_t *ids = pass == 0 ? rm->voters : rm->learners;
         for (uint32_t j = 0; j < cnt; j++) {
-            server_member *m = book_find(s, ids[j]);
+            server_member *m = book_find(s->members, s->members_count, ids[j]);
             if (m == NULL) {
                 if (s->members_count == SERVER_BOOK_MAX)
                     continue;
@@ -252,16 +268,16 @@ void server_peers_sync(server *s) {
         }
     }
     for (size_t i = 0; i < s->known_count; i++)
-        if (book_find(s, s->known[i].id) == NULL)
+        if (book_find(s->members, s->members_count, s->known[i].id) == NULL)
             peer_declare(s, &s->known[i]);
     for (size_t i = 0; i < s->members_count; i++)
         peer_declare(s, &s->members[i]);
 }
 
-Kv__Membership *server_members_stored(server *s) {
+Kv__Membership *server_members_stored(sm *db) {
     uint8_t *buf;
     size_t len;
-    if (sm_membership(s->sm, &buf, &len) != 0)
+    if (sm_membership(db, &buf, &len) != 0)
         return NULL;
     Kv__Membership *m = kv__membership__unpack(NULL, len, buf);
     free(buf);

@@ -4,7 +4,6 @@
 
 #include "common/logging.h"
 #include "kv/errors.h"
-#include "kvd/check.h"
 #include "server/http.h"
 
 #include <inttypes.h>

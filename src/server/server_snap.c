@@ -16,7 +16,6 @@
 #include "common/clock.h"
 #include "common/logging.h"
 #include "kv/errors.h"
-#include "kvd/check.h"
 #include "server/store.h"
 #include "storage/snapfile.h"
 
@@ -235,7 +234,7 @@ void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
     s->durable_index = meta->index;
     s->durable_term = meta->term;
     pthread_mutex_unlock(&s->mu);
-    Kv__Membership *m = server_members_stored(s);
+    Kv__Membership *m = server_members_stored(s->sm);
     if (m != NULL) {
         server_members_from_pb(s, m);
         kv__membership__free_unpacked(m, NULL);
