@@ -106,8 +106,6 @@ int main(int argc, char **argv) {
         return kvd_serve(argc - 1, argv + 1, KVD_MODE_INIT);
     if (strcmp(cmd, "restore") == 0)
         return kvd_serve(argc - 1, argv + 1, KVD_MODE_RESTORE);
-    if (strcmp(cmd, "init") == 0)
-        return kvd_serve(argc - 1, argv + 1, KVD_MODE_INIT);
     if (strcmp(cmd, "recover") == 0)
         return kvd_serve(argc - 1, argv + 1, KVD_MODE_RECOVER);
     if (strcmp(cmd, "check") == 0)
