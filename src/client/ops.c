@@ -14,7 +14,7 @@
  *                    target leads.
  *   snapshot save    SNAPSHOT_READ pieces from the leader on a connection
  *                    of its own (every piece from one node), into the file
- *                    format of src/storage/snapfile.h
+ *                    format of src/snapfile/snapfile.h
  *   check            CHECK_POINT at the leader, then HASH at that index on
  *                    every member at once, each on its own connection
  *
@@ -26,7 +26,7 @@
 #include "common/checksum.h"
 #include "common/clock.h"
 #include "net/frame.h"
-#include "storage/snapfile.h"
+#include "snapfile/snapfile.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
