@@ -235,7 +235,7 @@ int kv_transfer_leader(kv_client *c, const char *name);
 /* Streams a consistent snapshot of the whole store from the leader into the
  * file path (written as path.tmp, synced, renamed: a file at path is
  * complete). *index (may be NULL) gets the log index it covers. The file is
- * checksummed end to end (src/storage/snapfile.h; `kvcli snapshot verify`
+ * checksummed end to end (src/snapfile/snapfile.h; `kvcli snapshot verify`
  * checks one offline). */
 int kv_snapshot_save(kv_client *c, const char *path, uint64_t *index);
 typedef struct kv_check_node {

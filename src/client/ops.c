@@ -14,7 +14,7 @@
  *                    target leads.
  *   snapshot save    SNAPSHOT_READ pieces from the leader on a connection
  *                    of its own (every piece from one node), into the file
- *                    format of src/storage/snapfile.h
+ *                    format of src/snapfile/snapfile.h
  *   check            CHECK_POINT at the leader, then HASH at that index on
  *                    every member at once, each on its own connection
  *
@@ -26,7 +26,7 @@
 #include "common/checksum.h"
 #include "common/clock.h"
 #include "net/frame.h"
-#include "storage/snapfile.h"
+#include "snapfile/snapfile.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -501,6 +501,97 @@ int kv_snapshot_save(kv_client *c, const char *path, uint64_t *index) {
 
 /* ---- check ------------------------------------------------------------------------ */
 
+/* Connects to node on k and sends it HASH at index with request id id.
+ * 0 when sent (k open); otherwise the node's status (a refusal, KV_ENOMEM
+ * or KV_EUNAVAILABLE) and k closed. */
+static int hash__ask(kv_client *c, kvc_conn *k, const kv_check_node *node, uint64_t id,
+                     uint64_t index, uint64_t deadline) {
+    assert(k->fd < 0);
+    kvc_endpoint ep;
+    Kv__Request q = KV__REQUEST__INIT;
+    q.type = KV__REQUEST__TYPE__HASH;
+    q.index = index;
+    q.id = id;
+    int rc = kvc_endpoint_parse(node->address, strlen(node->address), &ep);
+    if (rc == 0)
+        rc = kvc_side_open(c, k, &ep, deadline);
+    if (rc == 0)
+        rc = kvc_conn_queue(k, KV_FRAME_REQUEST, &q.base);
+    if (rc == 0 && kvc_conn_send_all(k, deadline) != 0)
+        rc = KV_EUNAVAILABLE;
+    if (rc != 0) {
+        kvc_conn_close(k);
+        return is_refusal(rc) || rc == KV_ENOMEM ? rc : KV_EUNAVAILABLE;
+    }
+    assert(k->fd >= 0);
+    return 0;
+}
+
+/* Reads what arrived on k, node's connection, and takes the answer to
+ * request id into node's status and hash; replies to anything else are
+ * dropped. True when k is done with (answered, or gone before answering:
+ * status KV_EUNAVAILABLE), and then closed. */
+static bool hash__read(kv_client *c, kvc_conn *k, kv_check_node *node, uint64_t id) {
+    assert(k->fd >= 0);
+    int rc = kvc_conn_fill(k);
+    bool done = false;
+    while (!done) {
+        uint8_t type;
+        const uint8_t *pl;
+        uint32_t len;
+        int fr = kvc_conn_frame(k, &type, &pl, &len);
+        if (fr == 0)
+            break;
+        if (fr < 0 || type != KV_FRAME_RESPONSE) {
+            rc = KV_ECLOSED;
+            break;
+        }
+        Kv__Response *r = kv__response__unpack(&c->arena.alloc, len, pl);
+        kvc_conn_consume(k, len);
+        if (r != NULL && r->id == id) {
+            node->status = r->code;
+            node->hash = r->code == 0 ? r->hash : 0;
+            done = true;
+        }
+        kvc_arena_reset(&c->arena);
+        if (r == NULL) {
+            rc = KV_ECLOSED;
+            break;
+        }
+    }
+    if (!done && rc < 0)
+        node->status = KV_EUNAVAILABLE; /* it went before answering */
+    if (done || rc < 0)
+        kvc_conn_close(k);
+    return done || rc < 0;
+}
+
+/* Polls the open connections of k[0..n) until every one of the waiting
+ * has answered or gone, or the deadline; a node still silent then keeps
+ * the status KV_ETIMEOUT. */
+static void hash__wait(kv_client *c, kvc_conn *k, const uint64_t *ids, kv_check_node *nodes,
+                       size_t n, size_t waiting, uint64_t deadline) {
+    assert(waiting <= n);
+    while (waiting > 0) {
+        uint64_t now = kv_now_ns();
+        if (now >= deadline)
+            break;
+        struct pollfd p[KVC_ENDPOINTS_MAX];
+        size_t map[KVC_ENDPOINTS_MAX], np = 0;
+        for (size_t i = 0; i < n && np < KVC_ENDPOINTS_MAX; i++)
+            if (k[i].fd >= 0) {
+                map[np] = i;
+                p[np++] = (struct pollfd){.fd = k[i].fd, .events = POLLIN};
+            }
+        assert(np > 0 && np <= waiting); /* every open connection is waited for */
+        if (poll(p, np, kvc_wait_ms(deadline, now)) <= 0)
+            continue;
+        for (size_t j = 0; j < np; j++)
+            if (p[j].revents != 0 && hash__read(c, &k[map[j]], &nodes[map[j]], ids[map[j]]))
+                waiting--;
+    }
+}
+
 /* HASH at index on every node at once, each on its own connection; fills
  * status and hash. */
 static void ask_hashes(kv_client *c, kv_check_node *nodes, size_t n, uint64_t index,
@@ -517,79 +608,12 @@ static void ask_hashes(kv_client *c, kv_check_node *nodes, size_t n, uint64_t in
     size_t waiting = 0;
     for (size_t i = 0; i < n; i++) {
         kvc_conn_init(&k[i]);
-        kvc_endpoint ep;
-        Kv__Request q = KV__REQUEST__INIT;
-        q.type = KV__REQUEST__TYPE__HASH;
-        q.index = index;
-        q.id = ids[i] = kvc_side_id(c);
-        int rc = kvc_endpoint_parse(nodes[i].address, strlen(nodes[i].address), &ep);
-        if (rc == 0)
-            rc = kvc_side_open(c, &k[i], &ep, deadline);
-        if (rc == 0)
-            rc = kvc_conn_queue(&k[i], KV_FRAME_REQUEST, &q.base);
-        if (rc == 0 && kvc_conn_send_all(&k[i], deadline) != 0)
-            rc = KV_EUNAVAILABLE;
-        if (rc != 0) {
-            nodes[i].status = is_refusal(rc) || rc == KV_ENOMEM ? rc : KV_EUNAVAILABLE;
-            kvc_conn_close(&k[i]);
-            continue;
-        }
-        nodes[i].status = KV_ETIMEOUT; /* until it answers */
-        waiting++;
+        ids[i] = kvc_side_id(c);
+        int rc = hash__ask(c, &k[i], &nodes[i], ids[i], index, deadline);
+        nodes[i].status = rc == 0 ? KV_ETIMEOUT : rc; /* KV_ETIMEOUT until it answers */
+        waiting += rc == 0;
     }
-    while (waiting > 0) {
-        uint64_t now = kv_now_ns();
-        if (now >= deadline)
-            break;
-        struct pollfd p[KVC_ENDPOINTS_MAX];
-        size_t map[KVC_ENDPOINTS_MAX], np = 0;
-        for (size_t i = 0; i < n && np < KVC_ENDPOINTS_MAX; i++)
-            if (k[i].fd >= 0) {
-                map[np] = i;
-                p[np++] = (struct pollfd){.fd = k[i].fd, .events = POLLIN};
-            }
-        if (poll(p, np, kvc_wait_ms(deadline, now)) <= 0)
-            continue;
-        for (size_t j = 0; j < np; j++) {
-            if (p[j].revents == 0)
-                continue;
-            size_t i = map[j];
-            int rc = kvc_conn_fill(&k[i]);
-            bool done = false;
-            for (;;) {
-                uint8_t type;
-                const uint8_t *pl;
-                uint32_t len;
-                int fr = kvc_conn_frame(&k[i], &type, &pl, &len);
-                if (fr == 0)
-                    break;
-                if (fr < 0 || type != KV_FRAME_RESPONSE) {
-                    rc = KV_ECLOSED;
-                    break;
-                }
-                Kv__Response *r = kv__response__unpack(&c->arena.alloc, len, pl);
-                kvc_conn_consume(&k[i], len);
-                if (r != NULL && r->id == ids[i]) {
-                    nodes[i].status = r->code;
-                    nodes[i].hash = r->code == 0 ? r->hash : 0;
-                    done = true;
-                }
-                kvc_arena_reset(&c->arena);
-                if (r == NULL) {
-                    rc = KV_ECLOSED;
-                    break;
-                }
-                if (done)
-                    break;
-            }
-            if (!done && rc < 0)
-                nodes[i].status = KV_EUNAVAILABLE; /* it went before answering */
-            if (done || rc < 0) {
-                kvc_conn_close(&k[i]);
-                waiting--;
-            }
-        }
-    }
+    hash__wait(c, k, ids, nodes, n, waiting, deadline);
     for (size_t i = 0; i < n; i++)
         kvc_conn_free(&k[i]);
     free(k);

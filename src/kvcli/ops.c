@@ -14,19 +14,19 @@
  */
 #include "kvcli/kvcli.h"
 
-#include "storage/snapfile.h"
-#include "storage/snapshot.h"
+#include "snapfile/snapfile.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 
 /* The one line snap_file_verify writes: the path (up to a path's limit)
  * and what is wrong. */
-#define OPS_DETAIL_BYTES_MAX (SNAP_PATH_BYTES_MAX + 256u)
+#define OPS_DETAIL_BYTES_MAX (PATH_MAX + 256u)
 
 /* Commands here take no flags: anything that looks like one is a usage
  * error (a name starting with "--" is no node name). */

@@ -119,7 +119,7 @@ int snap_restore(sm **s, const char *db_dir, const char *snap_path) {
     if (rv == 0)
         rv = snap__stage(fs, snap_path, &sm, stage);
     uint64_t index = sm.m->index;
-    snap__manifest_free(&sm);
+    snap_manifest_free(&sm);
     if (rv == 0 && kv_crashpoint("restore.staged"))
         return KV_EIO; /* died: the stage is left as it is */
     if (rv != 0) {

@@ -45,7 +45,7 @@ int snap_reader_open(kv_fs *fs, const char *path, snap_reader **out) {
 void snap_reader_close(snap_reader *r) {
     if (r == NULL)
         return;
-    snap__manifest_free(&r->sm);
+    snap_manifest_free(&r->sm);
     free(r);
 }
 
@@ -57,7 +57,7 @@ void snap_reader_manifest(const snap_reader *r, const uint8_t **buf, size_t *len
 
 uint64_t snap_reader_chunks_count(const snap_reader *r) {
     assert(r != NULL);
-    return snap__chunks_count(&r->sm);
+    return snap_manifest_chunks_count(&r->sm);
 }
 
 const char *snap_reader_file_name(const snap_reader *r, uint32_t file) {
@@ -67,9 +67,9 @@ const char *snap_reader_file_name(const snap_reader *r, uint32_t file) {
 
 int snap_reader_chunk(const snap_reader *r, uint64_t k, snap_chunk *out) {
     assert(r != NULL && out != NULL);
-    if (k >= snap__chunks_count(&r->sm))
+    if (k >= snap_manifest_chunks_count(&r->sm))
         return KV_EINVAL;
-    snap__chunk_locate(&r->sm, k, out);
+    snap_manifest_chunk_locate(&r->sm, k, out);
     return 0;
 }
 
@@ -142,13 +142,13 @@ int snap_recv_begin(kv_fs *fs, const char *snap_dir, const uint8_t *manifest, si
         return KV_ENOMEM;
     r->fs = fs;
     const char *why = NULL;
-    int rv = snap__manifest_decode(manifest, len, &r->sm, &why);
+    int rv = snap_manifest_decode(manifest, len, &r->sm, &why);
     if (rv != 0) {
         KV_LOGE(kv_errword(rv), "snapshot receive: manifest refused: %s", why ? why : "");
         free(r);
         return rv;
     }
-    uint64_t chunks = snap__chunks_count(&r->sm);
+    uint64_t chunks = snap_manifest_chunks_count(&r->sm);
     r->have = calloc(chunks ? chunks : 1, 1);
     r->missing_count = chunks;
     int n = snprintf(r->tmp, sizeof r->tmp, "%s/tmp-recv-%016" PRIx64 "-%016" PRIx64, snap_dir,
@@ -172,10 +172,10 @@ int snap_recv_begin(kv_fs *fs, const char *snap_dir, const uint8_t *manifest, si
 
 int snap_recv_chunk(snap_recv *r, uint64_t k, const void *data, size_t len, uint64_t xxh3) {
     assert(r != NULL && (data != NULL || len == 0));
-    if (k >= snap__chunks_count(&r->sm))
+    if (k >= snap_manifest_chunks_count(&r->sm))
         return KV_EINVAL;
     snap_chunk c;
-    snap__chunk_locate(&r->sm, k, &c);
+    snap_manifest_chunk_locate(&r->sm, k, &c);
     if (len != c.len || xxh3 != c.xxh3 || kv_xxh3(data, len) != c.xxh3) {
         KV_LOGW("CORRUPT", "snapshot receive %s: chunk %" PRIu64 " refused: checksum or length",
                 r->tmp, k);
@@ -202,13 +202,13 @@ int snap_recv_chunk(snap_recv *r, uint64_t k, const void *data, size_t len, uint
     }
     r->have[k] = 1;
     r->missing_count--;
-    assert(r->missing_count < snap__chunks_count(&r->sm));
+    assert(r->missing_count < snap_manifest_chunks_count(&r->sm));
     return 0;
 }
 
 void snap_recv_missing(const snap_recv *r, uint64_t *chunks, size_t cap, uint64_t *missing_count) {
     assert(r != NULL && missing_count != NULL && (chunks != NULL || cap == 0));
-    uint64_t total = snap__chunks_count(&r->sm);
+    uint64_t total = snap_manifest_chunks_count(&r->sm);
     size_t n = 0;
     for (uint64_t k = 0; k < total && n < cap; k++)
         if (!r->have[k])
@@ -283,7 +283,7 @@ int snap_recv_finish(snap_recv *r, snap_meta *out) {
         return r->failed;
     }
     KV_LOGI("SNAPSHOT", "snapshot %s received and installed", out->path);
-    snap__manifest_free(&r->sm);
+    snap_manifest_free(&r->sm);
     free(r->have);
     free(r);
     return 0;
@@ -294,7 +294,7 @@ void snap_recv_abort(snap_recv *r) {
         return;
     if (r->tmp[0] != '\0')
         (void)kv_fs_rmtree(r->fs, r->tmp);
-    snap__manifest_free(&r->sm);
+    snap_manifest_free(&r->sm);
     free(r->have);
     free(r);
 }

@@ -178,11 +178,11 @@ static int snap__write_manifest(kv_fs *fs, const char *dir, uint64_t index, uint
     free(list);
     int rv = snap__manifest_files(fs, dir, &m, have_prev ? prev.m : NULL);
     if (prev.m != NULL)
-        snap__manifest_free(&prev);
+        snap_manifest_free(&prev);
     uint8_t *buf = NULL;
     size_t len = 0;
     if (rv == 0)
-        rv = snap__manifest_encode(&m, &buf, &len);
+        rv = snap_manifest_encode(&m, &buf, &len);
     char path[SNAP_PATH_BYTES_MAX];
     if (rv == 0)
         rv = kv_fs_join(path, SNAP_PATH_BYTES_MAX, dir, SNAP_MANIFEST_NAME);
@@ -343,7 +343,7 @@ int snap_verify(kv_fs *fs, const char *path, kv_check_fn fn, void *arg) {
         if (frv != 0 && frv != KV_EMISSING)
             rv = KV_ECORRUPT;
     }
-    snap__manifest_free(&sm);
+    snap_manifest_free(&sm);
     if (rv == 0 && missing)
         rv = KV_EMISSING;
     assert(rv == 0 || rv == KV_ECORRUPT || rv == KV_EMISSING);
@@ -375,7 +375,7 @@ int snap_membership(kv_fs *fs, const char *path, Kv__Membership **out) {
         }
         free(buf);
     }
-    snap__manifest_free(&sm);
+    snap_manifest_free(&sm);
     assert((rv == 0) == (*out != NULL));
     return rv;
 }

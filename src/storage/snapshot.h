@@ -6,11 +6,9 @@
  *   SNAP_DIR/tmp-...                         in progress; ignored, removed by snap_gc
  *
  * MANIFEST.kv is a kv.SnapshotManifest (index, term, membership, every file
- * with its size, xxh3 and the xxh3 of each chunk) in its own framing:
- *   u32 magic "KVSM" | u32 version | u32 body length | u32 zero |
- *   u64 xxh3 of the 16 bytes before it and the body | body
- * (little-endian). A snapshot is valid only when the manifest's framing and
- * every file it lists check.
+ * with its size, xxh3 and the xxh3 of each chunk) in its own framing, whose
+ * format is src/snapfile/snapfile.h. A snapshot is valid only when the
+ * manifest's framing and every file it lists check.
  *
  * Files are made durable before a snapshot gets its final name: every file
  * and the directory are synced, then the directory is renamed into place and
@@ -28,6 +26,7 @@
 #ifndef KV_STORAGE_SNAPSHOT_H
 #define KV_STORAGE_SNAPSHOT_H
 
+#include "snapfile/snapfile.h"
 #include "storage/check.h"
 #include "storage/fs.h"
 #include "storage/sm.h"
@@ -35,7 +34,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SNAP_MANIFEST_NAME "MANIFEST.kv"
 #define SNAP_PATH_BYTES_MAX 4096u
 
 typedef struct snap_meta {
@@ -101,13 +99,6 @@ int snap_restore(sm **s, const char *db_dir, const char *snap_path);
 
 typedef struct snap_reader snap_reader;
 
-typedef struct snap_chunk {
-    uint32_t file;   /* index into the manifest's file list */
-    uint64_t offset; /* byte offset in that file */
-    uint32_t len;    /* <= KV_SNAPSHOT_CHUNK_BYTES */
-    uint64_t xxh3;   /* of the chunk's bytes */
-} snap_chunk;
-
 /* Opens the snapshot at path for sending (checks the manifest's framing).
  * *out is owned by the caller: snap_reader_close(). */
 int snap_reader_open(kv_fs *fs, const char *path, snap_reader **out);
@@ -162,15 +153,5 @@ int snap_recv_finish(snap_recv *r, snap_meta *out);
 
 /* Drops what was received and frees r; r may be NULL. */
 void snap_recv_abort(snap_recv *r);
-
-/* ---- snapshot files (snapfile.h) ------------------------------------------ */
-
-struct snapfile_info;
-/* Checks a snapshot file offline: its header, the xxh3 of the whole stream
- * (trailer), the manifest and every chunk against it, each chunk exactly
- * once. 0 when good (*info filled; may be NULL); otherwise KV_ECORRUPT,
- * KV_EVERSION or KV_EMISSING, and detail (cap bytes) holds one line
- * "CORRUPT FILE offset N: what". */
-int snap_file_verify(const char *path, struct snapfile_info *info, char *detail, size_t cap);
 
 #endif /* KV_STORAGE_SNAPSHOT_H */

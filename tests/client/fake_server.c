@@ -352,7 +352,7 @@ static uint64_t mix(uint64_t *x) {
 }
 
 /* The stream of generation gen of this node: u32 manifest length, the
- * manifest, chunk records (src/storage/snapfile.h). */
+ * manifest, chunk records (src/snapfile/snapfile.h). */
 static uint8_t *make_stream(const fake_server *f, uint32_t gen, uint64_t *len) {
     uint32_t want = f->cfg.snap_bytes ? f->cfg.snap_bytes : FAKE_SNAP_BYTES_DEFAULT;
     uint8_t *b = malloc(want + FAKE_SNAP_CHUNK + 256);

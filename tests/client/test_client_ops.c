@@ -8,7 +8,7 @@
 #include "common/checksum.h"
 #include "common/clock.h"
 #include "proto/kv.pb-c.h"
-#include "storage/snapfile.h"
+#include "snapfile/snapfile.h"
 
 #include <check.h>
 #include <stdint.h>

@@ -14,23 +14,21 @@
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "kv/limits.h"
+#include "snapfile/snapfile.h"
 #include "storage/fs_fake.h"
-#include "storage/snapfile.h"
 #include "storage/snapshot.h"
 
 #include <string.h>
 
-#define MANIFEST_HEADER_BYTES 24u /* storage/snap_internal.h SNAP_HEADER_BYTES */
-
 static void fix_manifest(uint8_t *m, size_t len) {
-    if (len < MANIFEST_HEADER_BYTES)
+    if (len < SNAP_HEADER_BYTES)
         return;
-    kv_put_u32(m + 8, (uint32_t)(len - MANIFEST_HEADER_BYTES));
+    kv_put_u32(m + 8, (uint32_t)(len - SNAP_HEADER_BYTES));
     kv_xxh3_state h;
     if (kv_xxh3_init(&h) != 0)
         return;
     kv_xxh3_update(&h, m, 16);
-    kv_xxh3_update(&h, m + MANIFEST_HEADER_BYTES, len - MANIFEST_HEADER_BYTES);
+    kv_xxh3_update(&h, m + SNAP_HEADER_BYTES, len - SNAP_HEADER_BYTES);
     kv_put_u64(m + 16, kv_xxh3_digest(&h));
     kv_xxh3_free(&h);
 }

@@ -264,8 +264,8 @@ static void gen_snapchunk(void) {
     m.chunk_bytes = 64;
     uint8_t *man;
     size_t mlen;
-    if (snap__manifest_encode(&m, &man, &mlen) != 0)
-        die("snap__manifest_encode");
+    if (snap_manifest_encode(&m, &man, &mlen) != 0)
+        die("snap_manifest_encode");
     uint8_t s[4096];
     size_t off = 0;
     s[off++] = 0; /* flags */

@@ -165,8 +165,8 @@ START_TEST(test_shared_tables_reuse_hashes) {
                 shared++;
             }
     ck_assert_int_ge(shared, 1);
-    snap__manifest_free(&ma);
-    snap__manifest_free(&mb);
+    snap_manifest_free(&ma);
+    snap_manifest_free(&mb);
     sm_close(S);
     S = NULL;
     char sst[4096];
@@ -411,7 +411,7 @@ START_TEST(test_manifest_size_overflow) {
     mf.n_files = 1;
     uint8_t *buf = NULL;
     size_t len = 0;
-    ck_assert_int_eq(snap__manifest_encode(&mf, &buf, &len), 0);
+    ck_assert_int_eq(snap_manifest_encode(&mf, &buf, &len), 0);
     snap_recv *rc = NULL;
     char recv_dir[4096];
     snprintf(recv_dir, sizeof recv_dir, "%s/recv", dir);

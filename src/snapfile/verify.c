@@ -1,12 +1,12 @@
 /* snap_file_verify: the offline check of a snapshot file (snapfile.h). */
-#include "storage/snap_internal.h"
-#include "storage/snapfile.h"
+#include "snapfile/snapfile.h"
 
 #include "common/checksum.h"
 #include "kv/errors.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,11 +19,11 @@ typedef struct verify_state {
 
 static int on_manifest(void *arg, const uint8_t *m, size_t len) {
     verify_state *v = arg;
-    int rc = snap__manifest_decode(m, len, &v->mf, &v->why);
+    int rc = snap_manifest_decode(m, len, &v->mf, &v->why);
     if (rc != 0)
         return rc;
     v->have_manifest = true;
-    uint64_t n = snap__chunks_count(&v->mf);
+    uint64_t n = snap_manifest_chunks_count(&v->mf);
     v->seen = calloc(n ? n : 1, 1);
     if (v->seen == NULL) {
         v->why = "out of memory";
@@ -34,7 +34,7 @@ static int on_manifest(void *arg, const uint8_t *m, size_t len) {
 
 static int on_chunk(void *arg, uint32_t k, const uint8_t *data, uint32_t len, uint64_t xxh3) {
     verify_state *v = arg;
-    if (k >= snap__chunks_count(&v->mf)) {
+    if (k >= snap_manifest_chunks_count(&v->mf)) {
         v->why = "chunk number past the manifest's last";
         return KV_ECORRUPT;
     }
@@ -43,7 +43,7 @@ static int on_chunk(void *arg, uint32_t k, const uint8_t *data, uint32_t len, ui
         return KV_ECORRUPT;
     }
     snap_chunk ch;
-    snap__chunk_locate(&v->mf, k, &ch);
+    snap_manifest_chunk_locate(&v->mf, k, &ch);
     if (ch.len != len || ch.xxh3 != xxh3 || kv_xxh3(data, len) != xxh3) {
         v->why = "chunk does not match the manifest (checksum or length)";
         return KV_ECORRUPT;
@@ -115,7 +115,7 @@ int snap_file_verify(const char *path, snapfile_info *info, char *detail, size_t
         fseeko(f, SNAPFILE_HEADER_BYTES, SEEK_SET);
         rc = snapstream_walk(f, info->stream_len, on_manifest, on_chunk, &v, &bad);
         if (v.have_manifest)
-            snap__manifest_free(&v.mf);
+            snap_manifest_free(&v.mf);
         free(v.seen);
         fclose(f);
         return fail(detail, cap, KV_ECORRUPT, path, SNAPFILE_HEADER_BYTES + bad,
@@ -128,7 +128,7 @@ int snap_file_verify(const char *path, snapfile_info *info, char *detail, size_t
     rc = snapstream_walk(f, info->stream_len, on_manifest, on_chunk, &v, &bad);
     uint64_t missing = 0;
     if (rc == 0)
-        for (uint64_t k = 0; k < snap__chunks_count(&v.mf); k++)
+        for (uint64_t k = 0; k < snap_manifest_chunks_count(&v.mf); k++)
             missing += v.seen[k] == 0;
     if (rc == 0 && (v.mf.m->index != info->index || v.mf.m->term != info->term)) {
         rc = KV_ECORRUPT;
@@ -136,7 +136,7 @@ int snap_file_verify(const char *path, snapfile_info *info, char *detail, size_t
     }
     fclose(f);
     if (v.have_manifest)
-        snap__manifest_free(&v.mf);
+        snap_manifest_free(&v.mf);
     free(v.seen);
     if (rc != 0)
         return fail(detail, cap, rc, path, SNAPFILE_HEADER_BYTES + bad, "%s",

@@ -1,5 +1,5 @@
 /* Snapshot streams and files: see snapfile.h. */
-#include "storage/snapfile.h"
+#include "snapfile/snapfile.h"
 
 #include "common/checksum.h"
 #include "kv/errors.h"
