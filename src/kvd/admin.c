@@ -9,7 +9,7 @@
 #include "server/store.h"
 #include "storage/clusterfile.h"
 #include "storage/datadir.h"
-#include "storage/snapfile.h"
+#include "snapfile/snapfile.h"
 
 #include <assert.h>
 #include <ctype.h>

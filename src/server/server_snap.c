@@ -17,7 +17,7 @@
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "server/store.h"
-#include "storage/snapfile.h"
+#include "snapfile/snapfile.h"
 
 #include <assert.h>
 #include <inttypes.h>

@@ -5,7 +5,7 @@
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "proto/kv.pb-c.h"
-#include "storage/snapfile.h"
+#include "snapfile/snapfile.h"
 
 #include <assert.h>
 #include <inttypes.h>
