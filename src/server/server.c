@@ -1,4 +1,5 @@
-/* One kv node: start-up, the loop and the Raft Ready cycle. See server.h. */
+/* One kv node: start-up and the libuv loop. See server.h. The Ready cycle
+ * is src/node's (node.h); its I/O, kvd's half of node_io, is server_io.c. */
 #include "server/server_int.h"
 
 #include "common/checksum.h"
@@ -34,51 +35,6 @@ void server_config_default(server_config *cfg) {
 uint64_t server_node_id(const char *name) {
     uint64_t id = kv_xxh3(name, strlen(name));
     return id == 0 ? 1 : id;
-}
-
-/* ---- ring ----------------------------------------------------------------- */
-
-void ring_init(server_ring *q, size_t item_size) {
-    memset(q, 0, sizeof(*q));
-    q->item_size = item_size;
-}
-
-void ring_free(server_ring *q) {
-    free(q->items);
-    q->items = NULL;
-    q->count = q->cap = q->head = 0;
-}
-
-void *ring_at(server_ring *q, size_t i) {
-    assert(i < q->count);
-    return (char *)q->items + ((q->head + i) % q->cap) * q->item_size;
-}
-
-void *ring_front(server_ring *q) {
-    return q->count == 0 ? NULL : ring_at(q, 0);
-}
-
-void *ring_push(server_ring *q) {
-    if (q->count == q->cap) {
-        size_t ncap = q->cap ? q->cap * 2 : 64;
-        char *n = malloc(ncap * q->item_size);
-        if (n == NULL)
-            return NULL;
-        for (size_t i = 0; i < q->count; i++)
-            memcpy(n + i * q->item_size, ring_at(q, i), q->item_size);
-        free(q->items);
-        q->items = n;
-        q->head = 0;
-        q->cap = ncap;
-    }
-    q->count++;
-    return ring_at(q, q->count - 1);
-}
-
-void ring_pop(server_ring *q) {
-    assert(q->count > 0);
-    q->head = (q->head + 1) % q->cap;
-    q->count--;
 }
 
 /* ---- faults ---------------------------------------------------------------- */
@@ -126,244 +82,22 @@ int server_exit_code(int rc) {
     }
 }
 
-/* ---- the log's threads -> the loop ------------------------------------------ */
+/* ---- the loop ------------------------------------------------------------------ */
 
-typedef struct wal_done_arg {
-    server *s;
-    uint64_t index, term;
-} wal_done_arg;
-
-static void on_wal_done(void *arg, int status) {
-    wal_done_arg *a = arg;
-    server *s = a->s;
-    pthread_mutex_lock(&s->mu);
-    if (status != 0 && s->wal_error == 0)
-        s->wal_error = status;
-    if (status == 0) { /* callbacks run in queue order: the latest append wins,
-                          even one that replaced a longer suffix */
-        s->durable_index = a->index;
-        s->durable_term = a->term;
-    }
-    pthread_mutex_unlock(&s->mu);
-    free(a);
-    uv_async_send(&s->wal_async);
-}
-
-static void on_wal_async(uv_async_t *h) {
-    server *s = h->data;
-    pthread_mutex_lock(&s->mu);
-    int err = s->wal_error;
-    uint64_t idx = s->durable_index, term = s->durable_term;
-    pthread_mutex_unlock(&s->mu);
-    if (err != 0)
-        server_fatal(s, KVD_EXIT_IO, kv_errword(err), "the log failed to write or sync: %s",
-                     kv_strerror(err));
-    if (idx > 0)
-        raft_persisted(s->r, idx, term);
-}
-
-static void log_append(server *s, const raft_entry *e, size_t n) {
-    wal_entry stack[64];
-    wal_entry *we = n <= 64 ? stack : malloc(n * sizeof(*we));
-    wal_done_arg *a = malloc(sizeof(*a));
-    if (we == NULL || a == NULL)
-        server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory appending %zu entries", n);
-    for (size_t i = 0; i < n; i++) {
-        we[i].index = e[i].index;
-        we[i].term = e[i].term;
-        we[i].type = (uint8_t)e[i].type;
-        we[i].len = (uint32_t)e[i].len;
-        we[i].data = e[i].data;
-    }
-    a->s = s;
-    a->index = e[n - 1].index;
-    a->term = e[n - 1].term;
-    bool warned = false;
-    int rc;
-    /* The log's queue is bounded; when it is full the loop waits for it to
-     * drain (raft bounds what it hands out, so the wait is short). */
-    while ((rc = wal_append(s->w, we, n, on_wal_done, a)) == KV_EBUSY) {
-        if (!warned)
-            KV_LOGW("BUSY", "the log's queue is full; waiting for it to drain");
-        warned = true;
-        usleep(1000);
-    }
-    if (we != stack)
-        free(we);
-    if (rc != 0)
-        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "appending entries %" PRIu64 "..%" PRIu64
-                     " to the log failed: %s", e[0].index, e[n - 1].index, kv_strerror(rc));
-}
-
-/* ---- apply ------------------------------------------------------------------- */
-
-/* A NORMAL entry written by a leader for the nodes themselves (MEMBER or
- * HASH; kv.proto): protobuf-c packs field 1 (op) first, so the first two
- * bytes tell, without unpacking every client command. */
-static Kv__Command *node_command(const raft_entry *e) {
-    const uint8_t *d = e->data;
-    if (e->type != RAFT_ENTRY_NORMAL || e->len < 2 || d[0] != 0x08 ||
-        (d[1] != KV__COMMAND__OP__MEMBER && d[1] != KV__COMMAND__OP__HASH))
-        return NULL;
-    return kv__command__unpack(NULL, e->len, d);
-}
-
-static void apply_range(server *s, size_t lo, size_t hi) {
-    if (hi == lo)
-        return;
-    int rc = sm_apply(s->sm, s->apply_entries + lo, hi - lo, s->apply_replies + lo);
-    if (rc != 0)
-        server_fatal_sm(s, rc, "applying entries %" PRIu64 "..%" PRIu64 " to the state machine",
-                        s->apply_entries[lo].index, s->apply_entries[hi - 1].index);
-}
-
-static void apply_committed(server *s, const struct raft_ready *rd) {
-    size_t n = rd->committed_count;
-    if (n > s->apply_cap) {
-        free(s->apply_entries);
-        free(s->apply_replies);
-        free(s->apply_bufs);
-        s->apply_entries = malloc(n * sizeof(sm_entry));
-        s->apply_replies = calloc(n, sizeof(sm_reply));
-        s->apply_bufs = calloc(n, sizeof(uint8_t *));
-        if (s->apply_entries == NULL || s->apply_replies == NULL || s->apply_bufs == NULL)
-            server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory applying %zu entries", n);
-        s->apply_cap = n;
-    }
-    uint64_t t0 = kv_now_ns();
-    bool book_changed = false;
-    size_t seg = 0; /* applied up to here */
-    for (size_t i = 0; i < n; i++) {
-        const raft_entry *e = &rd->committed[i];
-        sm_entry *x = &s->apply_entries[i];
-        x->index = e->index;
-        x->term = e->term;
-        x->type = SM_ENTRY_COMMAND;
-        x->payload = e->data;
-        x->len = e->len;
-        s->apply_bufs[i] = NULL;
-        s->bytes_since_snap += e->len;
-        bool hash_here = false, store_book = false;
-        if (e->type == RAFT_ENTRY_NOOP) {
-            x->type = SM_ENTRY_NOOP;
-        } else if (e->type == RAFT_ENTRY_CONF) {
-            raft_conf_op op;
-            uint64_t node;
-            raft_membership rm;
-            int rc = raft_conf_decode(e->data, e->len, &op, &node, &rm);
-            if (rc != 0)
-                server_fatal(s, KVD_EXIT_CORRUPT, kv_errword(rc),
-                             "membership entry %" PRIu64 " does not decode", e->index);
-            server_members_conf(s, &rm);
-            book_changed = store_book = true;
-        } else {
-            Kv__Command *c = node_command(e);
-            if (c != NULL && c->op == KV__COMMAND__OP__MEMBER) {
-                char name[KV_NODE_NAME_BYTES_MAX + 1] = "", addr[SERVER_ADDR_BYTES] = "";
-                if (c->key.len < sizeof name && c->value.len < sizeof addr) {
-                    memcpy(name, c->key.data, c->key.len);
-                    memcpy(addr, c->value.data, c->value.len);
-                    server_members_joining(s, name, addr);
-                    book_changed = store_book = true;
-                }
-                x->type = SM_ENTRY_NOOP;
-            } else if (c != NULL && c->op == KV__COMMAND__OP__HASH) {
-                x->type = SM_ENTRY_NOOP;
-                hash_here = true;
-            }
-            kv__command__free_unpacked(c, NULL);
-        }
-        if (store_book) {
-            /* the book after this entry, stored with it */
-            if (server_members_encode(s, e->index, &s->apply_bufs[i], &x->len) != 0)
-                server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory applying a membership");
-            x->type = SM_ENTRY_MEMBERSHIP;
-            x->payload = s->apply_bufs[i];
-        }
-        if (hash_here) {
-            /* the hash at exactly this entry: apply up to it first */
-            apply_range(s, seg, i + 1);
-            seg = i + 1;
-            server_hash_checkpoint(s, e->index);
-        }
-    }
-    apply_range(s, seg, n);
-    s->apply_ns_total += kv_now_ns() - t0;
-    s->apply_batches++;
-    s->applied_entries += n;
-    server_writes_applied(s, s->apply_entries, s->apply_replies, n);
-    sm_replies_free(s->apply_replies, n);
-    for (size_t i = 0; i < n; i++) {
-        free(s->apply_bufs[i]);
-        s->apply_bufs[i] = NULL;
-    }
-    if (book_changed)
-        server_peers_sync(s);
-    server_hash_waiters_serve(s);
-}
-
-/* ---- the Ready cycle ---------------------------------------------------------- */
-
-static void role_changed(server *s, const raft_soft_state *ss) {
-    bool leader = ss->role == RAFT_LEADER;
-    if (ss->leader != s->leader_id) {
-        const server_member *m = server_member_by_id(s, ss->leader);
-        if (ss->leader != 0) {
-            s->leader_changes++;
-            KV_LOGI("LEADER", "leader is now %s (term %" PRIu64 ")", m ? m->name : "?",
-                    raft_term(s->r));
-        }
-        s->leader_id = ss->leader;
-    }
-    if (s->is_leader && !leader)
-        server_fail_pending(s, KV_ENOTLEADER, "leadership lost; outcome unknown, retry");
-    s->is_leader = leader;
-}
-
-static void handle_ready(server *s) {
-    struct raft_ready rd;
-    while (raft_has_ready(s->r)) {
-        int rc = raft_ready(s->r, &rd);
-        if (rc != 0)
-            server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "raft_ready: %s", kv_strerror(rc));
-        if (rd.hs_must_sync) {
-            hs_state st = {.term = rd.hs.term, .vote = rd.hs.vote, .commit = rd.hs.commit};
-            rc = hs_save(s->h, &st);
-            if (rc != 0)
-                server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "saving term and vote: %s",
-                             kv_strerror(rc));
-        }
-        if (rd.has_snapshot)
-            server_snapshot_install(s, &rd.snapshot);
-        if (rd.has_chunk)
-            server_snapshot_chunk(s, &rd.chunk);
-        if (rd.msgs_count > 0)
-            net_send_raft(s->net, rd.msgs, rd.msgs_count);
-        if (rd.entries_count > 0)
-            log_append(s, rd.entries, rd.entries_count);
-        if (rd.committed_count > 0)
-            apply_committed(s, &rd);
-        /* after apply: what this Ready committed is answered as applied, not
-         * as "outcome unknown" (a leader removing itself steps down in the
-         * Ready that commits its removal) */
-        if (rd.ss_changed)
-            role_changed(s, &rd.ss);
-        if (rd.reads_count > 0)
-            server_reads_confirmed(s, rd.reads, rd.reads_count);
-        raft_advance(s->r, &rd);
-        server_reads_serve(s);
-    }
-    server_snapshot_maybe_take(s);
-}
-
+/* Once per loop turn: every Ready raft has (src/node), then the snapshot
+ * and check point work that follows applying. */
 static void on_prepare(uv_prepare_t *h) {
-    handle_ready(h->data);
-    server_hash_step(h->data);
+    server *s = h->data;
+    int rc = node_run(s->node);
+    if (rc != 0) /* the node_io callbacks are fail-stop: only raft_ready is left */
+        server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "raft_ready: %s", kv_strerror(rc));
+    server_snapshot_maybe_take(s);
+    server_hash_step(s);
 }
 
 static void on_tick(uv_timer_t *h) {
     server *s = h->data;
-    raft_tick(s->r);
+    node_tick(s->node);
     if (++s->ticks % 5 == 0)
         server_ops_tick(s);
 }
@@ -373,7 +107,7 @@ static void on_tick(uv_timer_t *h) {
  * the log. */
 static void on_raft(void *ctx, const char *from, const raft_msg *m) {
     server *s = ctx;
-    int rc = raft_step(s->r, m);
+    int rc = node_step(s->node, m);
     if (rc == 0 || rc == KV_EINVAL)
         return;
     uint64_t now = kv_now_ns();
@@ -400,7 +134,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     KV_LOGI("STOP", "signal %d: shutting down", signum);
     server_notify("STOPPING=1");
     s->stopping = true;
-    server_fail_pending(s, KV_EUNAVAILABLE, "the node is shutting down");
+    node_fail_all(s->node, KV_EUNAVAILABLE);
     server_ops_close(s);
     net_stop_listening(s->net);
     uv_stop(&s->loop);
@@ -738,7 +472,12 @@ static int start_raft(server *s, server_start *st) {
     }
     st->raft.entries = re;
     st->raft.entries_count = n;
-    int rc = raft_new(&st->raft, &s->r);
+    node_io io;
+    node_limits lim;
+    server_io_init(s, &io, &lim);
+    int rc = node_new(&st->raft, &io, &lim, &s->node);
+    if (rc == 0)
+        s->r = node_raft(s->node); /* borrowed */
     free(re);
     st->raft.entries = NULL;
     wal_entries_free(we, n);
@@ -759,8 +498,6 @@ static server *server_new(const server_config *cfg) {
     kv_fs_join(s->db_dir, sizeof s->db_dir, cfg->data_dir, "db");
     kv_fs_join(s->snap_dir, sizeof s->snap_dir, cfg->data_dir, "snap");
     pthread_mutex_init(&s->mu, NULL);
-    ring_init(&s->pending, sizeof(server_pending));
-    ring_init(&s->reads, sizeof(server_read));
     s->snap_out.cached_chunk = UINT64_MAX;
     return s;
 }
@@ -774,7 +511,7 @@ static int start_abandon(server *s, int rc) {
     sm_close(s->sm);
     if (s->h != NULL)
         hs_close(s->h);
-    raft_free(s->r);
+    node_free(s->node);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
     free(s);
@@ -832,6 +569,8 @@ static void serve(server *s) {
 /* SIGTERM: the log first (everything queued is synced), then the rest.
  * Frees s; returns exit_code. */
 static int server_stop(server *s, int exit_code) {
+    if (s->node != NULL) /* what arrived after the signal */
+        node_fail_all(s->node, KV_EUNAVAILABLE);
     http_close(s->http);
     if (s->net != NULL)
         net_close(s->net);
@@ -844,9 +583,7 @@ static int server_stop(server *s, int exit_code) {
         fclose(s->snap_in);
     sm_close(s->sm);
     hs_close(s->h);
-    raft_free(s->r);
-    ring_free(&s->pending);
-    ring_free(&s->reads);
+    node_free(s->node);
     free(s->apply_entries);
     free(s->apply_replies);
     free(s->apply_bufs);
@@ -877,7 +614,7 @@ int server_run(const server_config *cfg) {
     uv_loop_init(&s->loop);
     int exit_code = serve_open(s);
     s->tick.data = s->prepare.data = s->wal_async.data = s->sigterm.data = s->sigint.data = s;
-    uv_async_init(&s->loop, &s->wal_async, on_wal_async);
+    uv_async_init(&s->loop, &s->wal_async, server_on_wal_async);
     if (exit_code == KVD_EXIT_OK)
         serve(s);
     return server_stop(s, exit_code);

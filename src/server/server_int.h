@@ -3,6 +3,7 @@
 #define KV_SERVER_SERVER_INT_H
 
 #include "net/net.h"
+#include "node/node.h"
 #include "raft/raft.h"
 #include "server/server.h"
 #include "server/startup.h"
@@ -16,7 +17,6 @@
 #include <stdio.h>
 #include <uv.h>
 
-/* A write proposed by this node as leader, waiting for its entry to apply. */
 /* Request kinds whose latency is measured (kv_request_duration_seconds). */
 enum server_req_kind {
     SERVER_REQ_PUT,
@@ -35,26 +35,6 @@ typedef struct server_hist {
     uint64_t ns_sum;
 } server_hist;
 
-typedef struct server_pending {
-    uint64_t index;
-    uint64_t term;
-    uint64_t req_id;
-    uint64_t bytes;
-    uint64_t t0_ns;                /* when it was proposed (arrived) */
-    enum server_req_kind kind;
-    net_conn *conn; /* referenced */
-} server_pending;
-
-/* A linearizable read waiting for its ReadIndex round, then for apply. */
-typedef struct server_read {
-    uint64_t ctx;
-    uint64_t index; /* once confirmed */
-    uint64_t t0_ns; /* when it arrived */
-    bool confirmed;
-    net_conn *conn; /* referenced */
-    Kv__Request *req;
-} server_read;
-
 /* The state machine's hash at a check point (kvcli check). */
 typedef struct server_hash {
     uint64_t index;
@@ -69,13 +49,6 @@ typedef struct server_hash_wait {
     uint64_t index;
 } server_hash_wait;
 #define SERVER_HASH_WAITERS_MAX 64u
-
-/* A deque of fixed-size items (a ring that doubles). */
-typedef struct server_ring {
-    void *items;
-    size_t item_size;
-    size_t head, count, cap;
-} server_ring;
 
 /* The snapshot stream being served to followers (raft's snapshot_read). */
 typedef struct server_snap_out {
@@ -110,7 +83,8 @@ typedef struct server {
 
     net *net;
     struct http_server *http;
-    raft *r;
+    node *node; /* the Ready loop and the write and read queues (node.h) */
+    raft *r;    /* node_raft(node), borrowed */
     wal *w;
     hs *h;
     sm *sm;
@@ -127,11 +101,6 @@ typedef struct server {
     uint64_t durable_index, durable_term;
     int wal_error;
 
-    server_ring pending; /* server_pending, by index */
-    uint64_t pending_bytes;
-    server_ring reads; /* server_read, by ctx */
-    uint64_t next_read_ctx;
-    bool is_leader;
     uint64_t leader_id;
 
     uint64_t snap_index; /* the newest snapshot taken or installed */
@@ -146,6 +115,9 @@ typedef struct server {
     sm_reply *apply_replies;
     uint8_t **apply_bufs; /* membership payloads made while applying */
     size_t apply_cap;
+    size_t apply_count;      /* of the apply being answered (io_apply..io_apply_end) */
+    bool applying;           /* between io_apply and io_apply_end */
+    bool apply_book_changed; /* a CONF or MEMBER entry in it */
     uint64_t apply_ns_total;
     uint64_t apply_batches;
 
@@ -177,14 +149,6 @@ typedef struct server {
     uint64_t refused_logged_ns; /* when a refused Raft message was last logged */
     uint64_t refused_quiet;     /* refused since, not logged */
 } server;
-
-/* ring */
-void ring_init(server_ring *q, size_t item_size);
-void ring_free(server_ring *q);
-void *ring_push(server_ring *q); /* NULL when out of memory */
-void *ring_front(server_ring *q);
-void *ring_at(server_ring *q, size_t i);
-void ring_pop(server_ring *q);
 
 _Noreturn void server_fatal(server *s, int exit_code, const char *word, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -242,20 +206,18 @@ void server_reply_not_leader(server *s, net_conn *c, uint64_t id);
 /* Proposes cmd; on success the reply goes to (c, id) once applied (c NULL:
  * no reply). On failure the reply was sent; returns its code. */
 int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *cmd);
-/* Answers (c, req_id) when entry index applies; its latency counts under
- * kind (SERVER_REQ_NONE: not measured). */
-void server_pending_push(server *s, net_conn *c, uint64_t req_id, uint64_t index, uint64_t bytes,
-                         enum server_req_kind kind);
+/* Answers (c, req_id) when the entry at index (a CONF entry proposed on
+ * s->r in this term) applies; not measured (SERVER_REQ_NONE). */
+void server_wait_index(server *s, net_conn *c, uint64_t req_id, uint64_t index);
 /* Counts one answered request of kind that arrived at t0_ns. */
 void server_req_done(server *s, enum server_req_kind kind, uint64_t t0_ns);
-/* Answers pending writes up to the applied entries (replies[i] for e[i]). */
-void server_writes_applied(server *s, const sm_entry *e, const sm_reply *replies, size_t n);
-/* Leadership lost: fail every pending write and read (outcome unknown). */
-void server_fail_pending(server *s, int code, const char *detail);
-/* rd.reads came in: confirm them. */
-void server_reads_confirmed(server *s, const raft_read_state *rs, size_t n);
-/* The applied index moved: serve the confirmed reads it covers. */
-void server_reads_serve(server *s);
+/* Answers the GET or SCAN q on c from the state machine as it is now. */
+void server_serve_read(server *s, net_conn *c, const Kv__Request *q);
+
+/* server_io.c: kvd's half of node_io (fail-stop: every callback returns 0) */
+void server_io_init(server *s, node_io *io, node_limits *lim);
+/* The log's completion thread reported (s->wal_async): node_log_durable. */
+void server_on_wal_async(uv_async_t *h);
 
 /* server_metrics.c: GET /metrics and /health (an http_handler) */
 int server_http(void *ctx, const char *path, char **body, size_t *len, const char **ctype);

@@ -150,8 +150,10 @@ static void metrics(server *s, out *o) {
            "Raft messages refused: fields no correct node sends", raft_msgs_refused(s->r));
     metric(o, "kv_proposals_total", "counter", "writes proposed by this node as leader",
            s->proposals);
-    metric(o, "kv_proposals_pending", "gauge", "writes waiting for commit", s->pending.count);
-    metric(o, "kv_proposals_pending_bytes", "gauge", "bytes of writes waiting", s->pending_bytes);
+    metric(o, "kv_proposals_pending", "gauge", "writes waiting for commit",
+           node_writes_waiting(s->node));
+    metric(o, "kv_proposals_pending_bytes", "gauge", "bytes of writes waiting",
+           node_pending_bytes(s->node));
     metric(o, "kv_applied_entries_total", "counter", "entries applied", s->applied_entries);
     metric(o, "kv_snapshots_taken_total", "counter", "snapshots taken", s->snapshots_taken);
     metric(o, "kv_snapshots_installed_total", "counter", "snapshots installed from the leader",

@@ -53,7 +53,7 @@ static void member_add(server *s, net_conn *c, const Kv__Request *q) {
     }
     KV_LOGI("MEMBER", "adding %s at %s as a learner (entry %" PRIu64 ")", q->name, q->address,
             index);
-    server_pending_push(s, c, q->id, index, 0, SERVER_REQ_NONE);
+    server_wait_index(s, c, q->id, index);
 }
 
 static void member_remove(server *s, net_conn *c, const Kv__Request *q) {
@@ -81,7 +81,7 @@ static void member_remove(server *s, net_conn *c, const Kv__Request *q) {
         return;
     }
     KV_LOGI("MEMBER", "removing %s (entry %" PRIu64 ")", q->name, index);
-    server_pending_push(s, c, q->id, index, 0, SERVER_REQ_NONE);
+    server_wait_index(s, c, q->id, index);
 }
 
 static void transfer(server *s, net_conn *c, const Kv__Request *q) {
@@ -134,7 +134,7 @@ static void snapshot_read(server *s, net_conn *c, const Kv__Request *q) {
 }
 
 static void check_point(server *s, net_conn *c, const Kv__Request *q) {
-    if (!s->is_leader) {
+    if (!node_is_leader(s->node)) {
         server_reply_not_leader(s, c, q->id);
         return;
     }
@@ -265,7 +265,7 @@ void server_ops_close(server *s) {
 /* Leader: a learner that has caught up becomes a voter (pitfalls.md: manual
  * promotion races, etcd#15107). */
 void server_ops_tick(server *s) {
-    if (!s->is_leader)
+    if (!node_is_leader(s->node))
         return;
     raft_membership rm;
     raft_membership_get(s->r, &rm);
@@ -287,7 +287,7 @@ void server_ops_request(server *s, net_conn *c, Kv__Request *q) {
     bool leader_only = q->type == KV__REQUEST__TYPE__MEMBER_ADD ||
                        q->type == KV__REQUEST__TYPE__MEMBER_REMOVE ||
                        q->type == KV__REQUEST__TYPE__TRANSFER_LEADER;
-    if (leader_only && !s->is_leader) {
+    if (leader_only && !node_is_leader(s->node)) {
         server_reply_not_leader(s, c, q->id);
         done(q);
         return;

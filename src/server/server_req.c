@@ -1,4 +1,5 @@
-/* Client requests: writes become proposals, reads wait for ReadIndex. */
+/* Client requests: writes become proposals (node_propose), linearizable
+ * reads wait for ReadIndex (node_read); both are answered by server_io.c. */
 #include "server/server_int.h"
 
 #include "common/clock.h"
@@ -31,16 +32,6 @@ void server_reply_code(net_conn *c, uint64_t id, int code, const char *detail) {
     r.id = id;
     r.code = code;
     r.detail = (char *)(detail ? detail : "");
-    net_reply(c, &r);
-}
-
-/* A proposed write whose outcome this node will not learn. */
-static void reply_unknown(net_conn *c, uint64_t id, int code, const char *detail) {
-    Kv__Response r = KV__RESPONSE__INIT;
-    r.id = id;
-    r.code = code;
-    r.detail = (char *)detail;
-    r.outcome_unknown = true;
     net_reply(c, &r);
 }
 
@@ -79,7 +70,7 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
                                            : "a write needs a key");
         return;
     }
-    if (!s->is_leader) {
+    if (!node_is_leader(s->node)) {
         server_reply_not_leader(s, c, id);
         return;
     }
@@ -146,26 +137,10 @@ static enum server_req_kind write_kind(Kv__Command__Op op) {
     }
 }
 
-void server_pending_push(server *s, net_conn *c, uint64_t req_id, uint64_t index, uint64_t bytes,
-                         enum server_req_kind kind) {
-    server_pending *p = ring_push(&s->pending);
-    if (p == NULL)
-        server_fatal(s, 5, "NOMEM", "out of memory queueing a proposal");
-    p->index = index;
-    p->term = raft_term(s->r);
-    p->req_id = req_id;
-    p->bytes = bytes;
-    p->t0_ns = kv_now_ns();
-    p->kind = kind;
-    p->conn = c;
-    net_conn_ref(c);
-    s->pending_bytes += bytes;
-    s->proposals++;
-}
-
 int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *cmd) {
     size_t len = kv__command__get_packed_size(cmd);
-    if (s->pending_bytes + len > KV_PENDING_PROPOSAL_BYTES_MAX) {
+    /* node_propose's own check, made first for the detail text */
+    if (node_pending_bytes(s->node) + len > KV_PENDING_PROPOSAL_BYTES_MAX) {
         server_reply_code(c, id, KV_EBUSY, "too many bytes of writes pending on the leader");
         return KV_EBUSY;
     }
@@ -179,8 +154,13 @@ int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *c
         s->scratch_cap = len;
     }
     kv__command__pack(cmd, s->scratch);
-    uint64_t index;
-    int rc = raft_propose(s->r, s->scratch, len, &index);
+    int rc;
+    if (c == NULL) { /* nobody waits for it: not the node's to answer */
+        rc = raft_propose(s->r, s->scratch, len, NULL);
+    } else {
+        node_tag tag = {.owner = c, .id = id, .kind = write_kind(cmd->op)};
+        rc = node_propose(s->node, s->scratch, len, &tag, NULL);
+    }
     if (rc != 0) {
         if (rc == KV_ENOTLEADER) {
             server_reply_not_leader(s, c, id);
@@ -192,74 +172,20 @@ int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *c
                                          : kv_strerror(rc));
         return rc;
     }
-    if (c != NULL)
-        server_pending_push(s, c, id, index, len, write_kind(cmd->op));
+    if (c != NULL) { /* answered by server_io.c, which unrefs it */
+        net_conn_ref(c);
+        s->proposals++;
+    }
     return 0;
 }
 
-static void pending_done(server *s, server_pending *p) {
-    s->pending_bytes -= p->bytes;
-    net_conn_unref(p->conn);
-    ring_pop(&s->pending);
-}
-
-void server_writes_applied(server *s, const sm_entry *e, const sm_reply *replies, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        server_pending *p;
-        while ((p = ring_front(&s->pending)) != NULL && p->index < e[i].index) {
-            /* an index skipped: replaced by another leader's entry */
-            reply_unknown(p->conn, p->req_id, KV_ENOTLEADER,
-                          "leadership changed; outcome unknown, retry");
-            pending_done(s, p);
-        }
-        if (p == NULL || p->index != e[i].index)
-            continue;
-        /* a check point (a HASH entry, applied as a no-op) may wait for its
-         * hash; writes never look */
-        bool check_point = e[i].type == SM_ENTRY_NOOP;
-        uint64_t h;
-        if (p->term == e[i].term && check_point && server_hash_at(s, p->index, &h) == KV_EBUSY) {
-            /* a check point whose hash is still being computed */
-            server_hash_wait_add(s, p->conn, p->req_id, p->index);
-        } else if (p->term != e[i].term) {
-            reply_unknown(p->conn, p->req_id, KV_ENOTLEADER,
-                          "leadership changed; outcome unknown, retry");
-        } else {
-            const sm_reply *r = &replies[i];
-            Kv__Response resp = KV__RESPONSE__INIT;
-            resp.id = p->req_id;
-            resp.code = r->code;
-            resp.detail = (char *)(r->detail ? r->detail : "");
-            resp.index = r->index;
-            resp.client_id = r->client_id;
-            resp.current_present = r->current_present;
-            resp.current.data = r->current;
-            resp.current.len = r->current_len;
-            if (check_point)
-                server_hash_at(s, p->index, &resp.hash);
-            net_reply(p->conn, &resp);
-            server_req_done(s, p->kind, p->t0_ns);
-        }
-        pending_done(s, p);
-    }
-}
-
-void server_fail_pending(server *s, int code, const char *detail) {
-    server_pending *p;
-    while ((p = ring_front(&s->pending)) != NULL) {
-        reply_unknown(p->conn, p->req_id, code, detail);
-        pending_done(s, p);
-    }
-    server_read *r;
-    while ((r = ring_front(&s->reads)) != NULL) {
-        if (r->req != NULL) { /* NULL: already answered */
-            server_reply_code(r->conn, r->req->id, code,
-                              "leadership lost before the read was confirmed; retry");
-            kv__request__free_unpacked(r->req, NULL);
-        }
-        net_conn_unref(r->conn);
-        ring_pop(&s->reads);
-    }
+void server_wait_index(server *s, net_conn *c, uint64_t req_id, uint64_t index) {
+    assert(c != NULL && index > 0);
+    node_tag tag = {.owner = c, .id = req_id, .kind = SERVER_REQ_NONE};
+    if (node_wait_index(s->node, index, 0, &tag) != 0)
+        server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory queueing a proposal");
+    net_conn_ref(c);
+    s->proposals++;
 }
 
 /* ---- reads ------------------------------------------------------------------ */
@@ -295,7 +221,7 @@ static int scan_cb(void *arg, const void *key, size_t klen, const void *val, siz
     return 0;
 }
 
-static void serve_read(server *s, net_conn *c, const Kv__Request *q) {
+void server_serve_read(server *s, net_conn *c, const Kv__Request *q) {
     Kv__Response r = KV__RESPONSE__INIT;
     r.id = q->id;
     r.index = sm_applied_index(s->sm);
@@ -351,18 +277,13 @@ static void read_request(server *s, net_conn *c, Kv__Request *q) {
     enum server_req_kind kind =
         q->type == KV__REQUEST__TYPE__GET ? SERVER_REQ_GET : SERVER_REQ_SCAN;
     if (q->stale) {
-        serve_read(s, c, q);
+        server_serve_read(s, c, q);
         server_req_done(s, kind, t0);
         kv__request__free_unpacked(q, NULL);
         return;
     }
-    if (!s->is_leader) {
-        server_reply_not_leader(s, c, q->id);
-        kv__request__free_unpacked(q, NULL);
-        return;
-    }
-    uint64_t ctx = ++s->next_read_ctx;
-    int rc = raft_read_index(s->r, ctx);
+    node_tag tag = {.owner = c, .data = q, .id = q->id, .kind = kind, .t0_ns = t0};
+    int rc = node_read(s->node, &tag);
     if (rc != 0) {
         if (rc == KV_ENOTLEADER)
             server_reply_not_leader(s, c, q->id);
@@ -371,55 +292,7 @@ static void read_request(server *s, net_conn *c, Kv__Request *q) {
         kv__request__free_unpacked(q, NULL);
         return;
     }
-    server_read *r = ring_push(&s->reads);
-    if (r == NULL)
-        server_fatal(s, 5, "NOMEM", "out of memory queueing a read");
-    r->ctx = ctx;
-    r->index = 0;
-    r->t0_ns = t0;
-    r->confirmed = false;
-    r->conn = c;
-    r->req = q;
-    net_conn_ref(c);
-}
-
-void server_reads_confirmed(server *s, const raft_read_state *rs, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        for (size_t j = 0; j < s->reads.count; j++) {
-            server_read *r = ring_at(&s->reads, j);
-            if (r->ctx != rs[i].ctx)
-                continue;
-            if (rs[i].status != 0) {
-                /* keep the order simple: mark it answered with index 0 */
-                server_reply_code(r->conn, r->req->id, KV_ENOTLEADER,
-                                  "leadership lost before the read was confirmed; retry");
-                r->confirmed = true;
-                r->index = 0;
-                kv__request__free_unpacked(r->req, NULL);
-                r->req = NULL;
-            } else {
-                r->confirmed = true;
-                r->index = rs[i].index;
-            }
-            break;
-        }
-    }
-}
-
-void server_reads_serve(server *s) {
-    uint64_t applied = sm_applied_index(s->sm);
-    server_read *r;
-    while ((r = ring_front(&s->reads)) != NULL && r->confirmed && r->index <= applied) {
-        if (r->req != NULL) {
-            serve_read(s, r->conn, r->req);
-            server_req_done(s, r->req->type == KV__REQUEST__TYPE__GET ? SERVER_REQ_GET
-                                                                      : SERVER_REQ_SCAN,
-                            r->t0_ns);
-            kv__request__free_unpacked(r->req, NULL);
-        }
-        net_conn_unref(r->conn);
-        ring_pop(&s->reads);
-    }
+    net_conn_ref(c); /* and q, kept in the tag: io_read_done (server_io.c) frees both */
 }
 
 /* ---- status ------------------------------------------------------------------ */
