@@ -179,9 +179,13 @@ static int sc__start(sc_cluster *c, sc_node *n) {
     const node_limits lim = {.pending_bytes_max = SC_PENDING_BYTES_MAX, .reads_max = SC_READS_MAX};
     int rc = node_new(&cfg, &io, &lim, &n->node);
     free(ents);
-    n->up = rc == 0;
-    assert(n->up == (n->node != NULL) || rc != 0);
-    return rc;
+    if (rc != 0) {
+        n->node = NULL;
+        return rc;
+    }
+    assert(n->node != NULL && node_applied(n->node) == n->applied);
+    n->up = true;
+    return 0;
 }
 
 int sc_bootstrap(sc_cluster *c, uint32_t count) {
@@ -581,6 +585,10 @@ static void sc__io_write_done(void *ctx, const node_write *w, size_t pos, int co
     }
     rec->answered = true;
     rec->code = code;
+    if (c->trace) {
+        printf("  answer %" PRIu64 ": write '%s' (%" PRIu64 "/%" PRIu64 ") %s\n", n->id, rec->name,
+               w->index, w->term, code == 0 ? "done" : kv_errword(code));
+    }
 }
 
 /* A read's answer: "ok" only once applied covers its read index, which
@@ -603,6 +611,10 @@ static void sc__io_read_done(void *ctx, const node_tag *t, uint64_t read_index, 
     rd->answered = true;
     rd->status = code;
     rd->index = code == 0 ? read_index : 0;
+    if (c->trace) {
+        printf("  answer %" PRIu64 ": read %" PRIu64 " %s at %" PRIu64 "\n", n->id, rd->ctx,
+               code == 0 ? "ok" : kv_errword(code), rd->index);
+    }
 }
 
 static void sc__trace_ready(const sc_node *n, const struct raft_ready *rd) {
