@@ -8,12 +8,15 @@
  *     once (node_log_durable from inside log_append, which the node must
  *     hold until raft_advance); in manual-sync mode only fk_sync() makes it
  *     durable;
+ *   - a snapshot (durable): the applied entries 1..index, taken by
+ *     fk_snapshot, read by raft for a lagging follower, which stores its
+ *     chunks (volatile) and installs it as both log and state machine;
  *   - a volatile state machine: the entries applied, in order;
  *   - an outbox: every message sent goes into one network queue (copied),
  *     delivered by hand (fk_deliver_all) or dropped on a cut link;
- *   - a countdown fault: the Nth call of one callback (hs_save, send,
- *     log_append, apply) returns FK_EFAULT; node_run must return it and the
- *     node is then crashed (fail-stop, as kvd exits);
+ *   - a countdown fault: the Nth call of one callback (hs_save,
+ *     snap_install, snap_chunk, send, log_append, apply) returns FK_EFAULT; node_run must return it
+ * and the node is then crashed (fail-stop, as kvd exits);
  *   - a crash that loses what was not durable (the log after the durable
  *     point, the state machine, the messages on their way to it) and a
  *     restart from what is left (node_new from the disk).
@@ -45,7 +48,15 @@
 #define FK_EFAULT KV_EIO                          /* what an injected fault returns */
 #define FK_FAULT_NTH_MAX 400u                     /* calls of one callback in one run */
 
-typedef enum fk_call { FK_NONE, FK_HS_SAVE, FK_SEND, FK_LOG_APPEND, FK_APPLY } fk_call;
+typedef enum fk_call {
+    FK_NONE,
+    FK_HS_SAVE,
+    FK_SNAP_INSTALL,
+    FK_SNAP_CHUNK,
+    FK_SEND,
+    FK_LOG_APPEND,
+    FK_APPLY
+} fk_call;
 
 typedef struct fk_entry {
     uint64_t index, term;
@@ -80,9 +91,18 @@ typedef struct fk_node {
     fk_entry log[FK_LOG_MAX]; /* log[i].index == i + 1 */
     uint64_t last, durable;
     bool manual_sync;
+    bool has_snap; /* the snapshot: the entries 1..snap.index, as applied */
+    raft_snapshot_meta snap;
+    uint8_t *snap_data;
+    size_t snap_len;
+    /* the snapshot being received (volatile) */
+    uint8_t *recv;
+    size_t recv_len;
+    uint64_t recv_index, recv_term;
     /* state machine (volatile) */
     fk_entry sm[FK_LOG_MAX]; /* sm[i]: the entry applied at index i + 1 */
     uint64_t applied;
+    raft_membership membership;
     uint64_t answered_index; /* last write answered by this incarnation */
     /* one fault: the fail_nth-th call of fail_call fails */
     fk_call fail_call;
@@ -138,18 +158,57 @@ static int fk_hs_save(void *ctx, const raft_hard_state *hs) {
     return 0;
 }
 
+/* The snapshot is the applied entries 1..index, so installing it makes
+ * both the log and the state machine those entries; durable on return. */
 static int fk_snap_install(void *ctx, const raft_snapshot_meta *meta) {
-    (void)ctx;
-    (void)meta;
-    ck_abort_msg("no snapshots in these tests");
-    return KV_EINVAL;
+    fk_node *n = fk_io(ctx);
+    if (fk_fault(n, FK_SNAP_INSTALL))
+        return FK_EFAULT;
+    ck_assert_uint_eq(n->recv_index, meta->index);
+    ck_assert_uint_eq(n->recv_len, meta->index * sizeof(fk_entry));
+    ck_assert_uint_lt(meta->index, FK_LOG_MAX);
+    memcpy(n->log, n->recv, n->recv_len);
+    memcpy(n->sm, n->recv, n->recv_len);
+    n->last = n->durable = n->applied = meta->index;
+    n->membership = meta->membership;
+    free(n->snap_data);
+    n->snap_data = n->recv;
+    n->snap_len = n->recv_len;
+    n->snap = *meta;
+    n->has_snap = true;
+    n->recv = NULL;
+    n->recv_len = 0;
+    return 0;
 }
 
 static int fk_snap_chunk(void *ctx, const raft_snapshot_chunk *ch) {
-    (void)ctx;
-    (void)ch;
-    ck_abort_msg("no snapshots in these tests");
-    return KV_EINVAL;
+    fk_node *n = fk_io(ctx);
+    if (fk_fault(n, FK_SNAP_CHUNK))
+        return FK_EFAULT;
+    if (ch->offset == 0 || ch->index != n->recv_index || ch->term != n->recv_term) {
+        n->recv_len = 0;
+        n->recv_index = ch->index;
+        n->recv_term = ch->term;
+    }
+    ck_assert_uint_eq(ch->offset, n->recv_len);
+    n->recv = realloc(n->recv, n->recv_len + ch->len + 1);
+    ck_assert_ptr_nonnull(n->recv);
+    memcpy(n->recv + n->recv_len, ch->data, ch->len);
+    n->recv_len += ch->len;
+    return 0;
+}
+
+static int fk_snapshot_read(void *ctx, uint64_t index, uint64_t term, uint64_t offset, void *buf,
+                            size_t len, size_t *got, uint64_t *total_size) {
+    const fk_node *n = ctx;
+    if (!n->has_snap || n->snap.index != index || n->snap.term != term)
+        return KV_ESTALE;
+    ck_assert_uint_le(offset, n->snap_len);
+    size_t avail = n->snap_len - (size_t)offset;
+    *got = avail < len ? avail : len;
+    memcpy(buf, n->snap_data + offset, *got);
+    *total_size = n->snap_len;
+    return 0;
 }
 
 /* A message may carry only a term and a vote the disk holds (PreVote's are
@@ -213,9 +272,10 @@ static int fk_log_append(void *ctx, const raft_entry *e, size_t count) {
 
 static int fk_apply(void *ctx, const raft_entry *e, size_t count, const raft_membership *m) {
     fk_node *n = fk_io(ctx);
-    (void)m;
     if (fk_fault(n, FK_APPLY))
         return FK_EFAULT;
+    if (m != NULL)
+        n->membership = *m;
     for (size_t i = 0; i < count; i++) {
         ck_assert_uint_eq(e[i].index, n->applied + 1);
         ck_assert_msg(e[i].index <= n->durable, "node %lu applies %lu, durable %lu",
@@ -303,25 +363,33 @@ static void fk_start(fk_cluster *c, fk_node *n) {
     cfg.seed = n->id * 1000 + n->restarts;
     cfg.pre_vote = c->pre_vote;
     cfg.check_quorum = c->check_quorum;
+    cfg.snapshot_read = fk_snapshot_read;
+    cfg.snapshot_ctx = n;
     cfg.hs = n->hs;
     if (cfg.hs.commit > n->durable)
         cfg.hs.commit = n->durable;
+    uint64_t after = n->has_snap ? n->snap.index : 0;
     raft_entry *ents = calloc(n->durable + 1, sizeof(*ents));
     ck_assert_ptr_nonnull(ents);
-    for (uint64_t i = 0; i < n->durable; i++)
-        ents[i] = (raft_entry){.index = n->log[i].index,
-                               .term = n->log[i].term,
-                               .type = n->log[i].type,
-                               .data = n->log[i].data,
-                               .len = n->log[i].len};
+    for (uint64_t i = after; i < n->durable; i++)
+        ents[i - after] = (raft_entry){.index = n->log[i].index,
+                                       .term = n->log[i].term,
+                                       .type = n->log[i].type,
+                                       .data = n->log[i].data,
+                                       .len = n->log[i].len};
     cfg.entries = ents;
-    cfg.entries_count = n->durable;
-    cfg.applied = 0; /* the state machine is volatile: applied again */
+    cfg.entries_count = n->durable - after;
     for (uint32_t i = 1; i <= c->count; i++)
         cfg.bootstrap.voters[cfg.bootstrap.voters_count++] = i;
+    cfg.has_snapshot = n->has_snap;
+    cfg.snapshot = n->snap;
+    /* the state machine is volatile: the snapshot, then the log applied again */
+    cfg.applied = after;
+    memcpy(n->sm, n->log, after * sizeof(fk_entry));
+    n->membership = n->has_snap ? n->snap.membership : cfg.bootstrap;
     node_io io = fk_io_vtable;
     io.ctx = n;
-    n->applied = 0;
+    n->applied = after;
     n->answered_index = 0;
     n->faulted = false;
     ck_assert_int_eq(node_new(&cfg, &io, &c->lim, &n->nd), 0);
@@ -355,6 +423,9 @@ static void fk_crash(fk_cluster *c, uint64_t id) {
     n->nd = NULL;
     n->last = n->durable;
     n->applied = 0;
+    free(n->recv);
+    n->recv = NULL;
+    n->recv_len = 0;
     size_t kept = 0;
     for (size_t i = 0; i < c->net_count; i++) {
         if (c->net[i].to == id)
@@ -377,6 +448,8 @@ static void fk_free(fk_cluster *c) {
             fk_crash(c, id);
     for (size_t i = 0; i < c->net_count; i++)
         raft_msg_free(&c->net[i]);
+    for (uint32_t id = 1; id <= c->count; id++)
+        free(c->n[id].snap_data);
     free(c);
 }
 
@@ -519,6 +592,26 @@ static void fk_check_acked(const fk_cluster *c) {
                           "node %u lost acknowledged write %s", id, w->data);
         }
     }
+}
+
+/* Node id snapshots its state machine at its applied index and compacts its
+ * log up to it: a follower that lacks those entries gets the snapshot. */
+static void fk_snapshot(fk_cluster *c, uint64_t id) {
+    fk_node *n = &c->n[id];
+    raft *r = node_raft(n->nd);
+    uint64_t term;
+    ck_assert_int_eq(raft_log_term(r, n->applied, &term), 0);
+    ck_assert_int_eq(raft_snapshot_done(r, n->applied, term), 0);
+    free(n->snap_data);
+    n->snap_len = n->applied * sizeof(fk_entry);
+    n->snap_data = malloc(n->snap_len);
+    ck_assert_ptr_nonnull(n->snap_data);
+    memcpy(n->snap_data, n->sm, n->snap_len);
+    n->snap = (raft_snapshot_meta){.index = n->applied, .term = term, .membership = n->membership};
+    n->has_snap = true;
+    ck_assert_int_eq(raft_compact(r, n->applied), 0);
+    ck_assert_uint_eq(raft_first_index(r), n->applied + 1);
+    fk_run(c, id);
 }
 
 /* ---- the tests ------------------------------------------------------------------- */
@@ -746,10 +839,9 @@ END_TEST
  * failing its nth call of one callback, crashed and restarted from its disk.
  * Returns whether the fault fired. */
 static const char *fk_call_name(fk_call call) {
-    return call == FK_HS_SAVE      ? "hs_save"
-           : call == FK_SEND       ? "send"
-           : call == FK_LOG_APPEND ? "log_append"
-                                   : "apply";
+    static const char *names[] = {"none", "hs_save",    "snap_install", "snap_chunk",
+                                  "send", "log_append", "apply"};
+    return names[call];
 }
 
 static bool fk_crash_run(fk_call call, uint64_t victim, uint32_t nth) {
@@ -798,9 +890,46 @@ static bool fk_crash_run(fk_call call, uint64_t victim, uint32_t nth) {
     return fired;
 }
 
+/* A snapshot sent to follower 3 (cut off while the leader compacted), with
+ * node 3 failing its nth call of snap_chunk or snap_install. */
+static bool fk_snap_crash_run(fk_call call, uint32_t nth) {
+    fk_cluster *c = fk_new(3, true, true);
+    fk_elect(c, 1);
+    fk_isolate(c, 3, true);
+    for (uint32_t k = 0; k < 4; k++) {
+        char data[16];
+        snprintf(data, sizeof(data), "s%u", k);
+        ck_assert_int_eq(fk_propose(c, 1, data), 0);
+        fk_tick_all(c, 1);
+    }
+    fk_snapshot(c, 1);
+    uint64_t snap_index = c->n[1].snap.index;
+    c->n[3].fail_call = call;
+    c->n[3].fail_nth = nth;
+    fk_isolate(c, 3, false);
+    for (uint32_t t = 0; t < 300 && (c->n[3].nd == NULL || c->n[3].applied < snap_index); t++) {
+        fk_restart_down(c);
+        fk_tick_all(c, 1);
+    }
+    ck_assert_ptr_nonnull(c->n[3].nd);
+    ck_assert_uint_ge(c->n[3].applied, snap_index);
+    ck_assert(c->n[3].has_snap);
+    bool fired = c->faults_fired > 0;
+    ck_assert_int_eq(fk_propose(c, fk_leader(c), "final"), 0);
+    fk_tick_all(c, 3);
+    const fk_write *last = &c->writes[c->writes_count - 1];
+    ck_assert(last->answered && last->code == 0);
+    for (uint32_t id = 1; id <= 3; id++)
+        ck_assert_uint_ge(c->n[id].applied, c->acked_max);
+    fk_check_acked(c);
+    fk_free(c);
+    return fired;
+}
+
 /* A crash at every point of a Ready: each callback in turn fails at its
- * 1st, 2nd, ... call, on the leader and on a follower, until the workload
- * no longer reaches that call. */
+ * 1st, 2nd, ... call, until the workload no longer reaches that call:
+ * hs_save, send, log_append, apply on the first leader (1) and on a
+ * follower (2); snap_chunk, snap_install on a follower catching up. */
 START_TEST(test_crash_at_every_point) {
     const fk_call calls[] = {FK_HS_SAVE, FK_SEND, FK_LOG_APPEND, FK_APPLY};
     uint32_t runs = 0;
@@ -816,6 +945,18 @@ START_TEST(test_crash_at_every_point) {
             printf("test_crash_at_every_point: %s of node %lu failed at calls 1..%u\n",
                    fk_call_name(calls[i]), (unsigned long)victim, nth - 1);
         }
+    }
+    const fk_call snap_calls[] = {FK_SNAP_CHUNK, FK_SNAP_INSTALL};
+    for (size_t i = 0; i < 2; i++) {
+        uint32_t nth = 1;
+        while (fk_snap_crash_run(snap_calls[i], nth)) {
+            nth++;
+            runs++;
+            ck_assert_uint_lt(nth, FK_FAULT_NTH_MAX);
+        }
+        ck_assert_uint_gt(nth, 1);
+        printf("test_crash_at_every_point: %s of node 3 failed at calls 1..%u\n",
+               fk_call_name(snap_calls[i]), nth - 1);
     }
     ck_assert_uint_gt(runs, 0);
 }
