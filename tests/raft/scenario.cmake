@@ -9,13 +9,13 @@ target_link_libraries(kvlinz PUBLIC kvcommon)
 kv_unit_test(test_linz SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_linz.c LIBS kvlinz)
 
 # raft-scenario: the script interpreter; one ctest per script in testdata/.
-if(TARGET kvraft)
+if(TARGET kvraft AND TARGET kvnode)
   add_executable(raft-scenario
     ${CMAKE_CURRENT_SOURCE_DIR}/scenario/main.c
     ${CMAKE_CURRENT_SOURCE_DIR}/scenario/script.c
     ${CMAKE_CURRENT_SOURCE_DIR}/scenario/expect.c
     ${CMAKE_CURRENT_SOURCE_DIR}/scenario/harness.c)
-  target_link_libraries(raft-scenario PRIVATE kvraft kvcommon)
+  target_link_libraries(raft-scenario PRIVATE kvnode kvraft kvcommon)
   file(GLOB KV_RAFT_SCENARIOS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/testdata/*.txt)
   foreach(script ${KV_RAFT_SCENARIOS})
     get_filename_component(name ${script} NAME_WE)

@@ -29,13 +29,13 @@ static int sc__exp_leader(sc_run *run, int argc, char **argv, int rc_want) {
     if (sc_parse_up_node(run, argv[1], &id) < 0) {
         return -1;
     }
-    raft_role role = raft_state_role(run->c.nodes[id].r);
+    raft_role role = raft_state_role(sc_raft(&run->c, id));
     if (role != RAFT_LEADER) {
         return sc_fail(run,
                        "expected node %" PRIu64 " leader, found %s (leader known: %" PRIu64
                        ", term %" PRIu64 ")",
-                       id, sc_role_name(role), raft_leader(run->c.nodes[id].r),
-                       raft_term(run->c.nodes[id].r));
+                       id, sc_role_name(role), raft_leader(sc_raft(&run->c, id)),
+                       raft_term(sc_raft(&run->c, id)));
     }
     return 0;
 }
@@ -47,7 +47,7 @@ static int sc__exp_known_leader(sc_run *run, int argc, char **argv, int rc_want)
     if (sc__node_num(run, argv, &id, &leader) < 0) {
         return -1;
     }
-    return sc__eq(run, "known leader", raft_leader(run->c.nodes[id].r), leader);
+    return sc__eq(run, "known leader", raft_leader(sc_raft(&run->c, id)), leader);
 }
 
 static int sc__exp_role(sc_run *run, int argc, char **argv, int rc_want) {
@@ -57,10 +57,10 @@ static int sc__exp_role(sc_run *run, int argc, char **argv, int rc_want) {
     if (sc_parse_up_node(run, argv[1], &id) < 0) {
         return -1;
     }
-    const char *found = sc_role_name(raft_state_role(run->c.nodes[id].r));
+    const char *found = sc_role_name(raft_state_role(sc_raft(&run->c, id)));
     if (strcmp(found, argv[2]) != 0) {
         return sc_fail(run, "expected node %" PRIu64 " %s, found %s (term %" PRIu64 ")", id,
-                       argv[2], found, raft_term(run->c.nodes[id].r));
+                       argv[2], found, raft_term(sc_raft(&run->c, id)));
     }
     return 0;
 }
@@ -76,15 +76,15 @@ static int sc__exp_number(sc_run *run, int argc, char **argv, int rc_want) {
     const sc_node *n = &run->c.nodes[id];
     const char *what = argv[0] + strlen("expect-");
     if (strcmp(what, "term") == 0) {
-        found = raft_term(n->r);
+        found = raft_term(sc_raft(&run->c, id));
     } else if (strcmp(what, "vote") == 0) {
-        found = raft_vote(n->r);
+        found = raft_vote(sc_raft(&run->c, id));
     } else if (strcmp(what, "commit") == 0) {
-        found = raft_commit_index(n->r);
+        found = raft_commit_index(sc_raft(&run->c, id));
     } else if (strcmp(what, "applied") == 0) {
         found = n->applied;
     } else if (strcmp(what, "last") == 0) {
-        found = raft_last_index(n->r);
+        found = raft_last_index(sc_raft(&run->c, id));
     } else {
         found = n->durable_index;
     }
@@ -132,17 +132,10 @@ static int sc__exp_entry(sc_run *run, int argc, char **argv, int rc_want) {
     return 0;
 }
 
-static const sc_read *sc__find_read(const sc_node *n, uint64_t ctx) {
-    for (size_t i = 0; i < n->reads_count; i++) {
-        if (n->reads[i].ctx == ctx) {
-            return &n->reads[i];
-        }
-    }
-    return NULL;
-}
-
 static void sc__read_str(const sc_read *rd, char *buf, size_t n) {
     if (rd == NULL) {
+        snprintf(buf, n, "never asked");
+    } else if (!rd->answered) {
         snprintf(buf, n, "pending (no answer)");
     } else if (rd->status == 0) {
         snprintf(buf, n, "ok at index %" PRIu64, rd->index);
@@ -159,16 +152,17 @@ static int sc__exp_read(sc_run *run, int argc, char **argv, int rc_want) {
         (argc > 4 && sc_parse_u64(run, argv[4], &index) < 0)) {
         return -1;
     }
-    const sc_read *rd = sc__find_read(&run->c.nodes[id], ctx);
+    const sc_read *rd = sc_read_find(&run->c, id, ctx);
     char found[64];
     sc__read_str(rd, found, sizeof(found));
     bool ok;
     if (strcmp(argv[3], "ok") == 0) {
-        ok = rd != NULL && rd->status == 0 && (argc <= 4 || rd->index == index);
+        ok = rd != NULL && rd->answered && rd->status == 0 && (argc <= 4 || rd->index == index);
     } else if (strcmp(argv[3], "pending") == 0) {
-        ok = rd == NULL;
+        ok = rd != NULL && !rd->answered;
     } else {
-        ok = rd != NULL && rd->status != 0 && strcmp(kv_errword(rd->status), argv[3]) == 0;
+        ok = rd != NULL && rd->answered && rd->status != 0 &&
+             strcmp(kv_errword(rd->status), argv[3]) == 0;
     }
     if (!ok) {
         return sc_fail(run, "expected read %" PRIu64 " %s%s%s, found %s", ctx, argv[3],
@@ -186,11 +180,44 @@ static int sc__exp_read_fails(sc_run *run, int argc, char **argv, int rc_want) {
     if (sc_parse_node(run, argv[1], &id) < 0 || sc_parse_u64(run, argv[2], &ctx) < 0) {
         return -1;
     }
-    const sc_read *rd = sc__find_read(&run->c.nodes[id], ctx);
-    if (rd != NULL && rd->status == 0) {
+    const sc_read *rd = sc_read_find(&run->c, id, ctx);
+    if (rd != NULL && rd->answered && rd->status == 0) {
         return sc_fail(run,
                        "expected read %" PRIu64 " to fail, found it confirmed at index %" PRIu64,
                        ctx, rd->index);
+    }
+    return 0;
+}
+
+/* expect-write name ok [index] | pending | WORD: the answer to the last
+ * write proposed with that name (WORD: NOTLEADER, CLOSED: outcome unknown). */
+static int sc__exp_write(sc_run *run, int argc, char **argv, int rc_want) {
+    uint64_t index = 0;
+    (void)rc_want;
+    if (argc > 3 && sc_parse_u64(run, argv[3], &index) < 0) {
+        return -1;
+    }
+    const sc_write *w = sc_write_find(&run->c, argv[1]);
+    if (w == NULL) {
+        return sc_fail(run, "no write named '%s' was accepted", argv[1]);
+    }
+    bool ok;
+    if (strcmp(argv[2], "ok") == 0) {
+        ok = w->answered && w->code == 0 && (argc <= 3 || w->index == index);
+    } else if (strcmp(argv[2], "pending") == 0) {
+        ok = !w->answered;
+    } else {
+        ok = w->answered && w->code != 0 && strcmp(kv_errword(w->code), argv[2]) == 0;
+    }
+    if (!ok) {
+        return sc_fail(run,
+                       "expected write '%s' (%" PRIu64 "/%" PRIu64 " at node %" PRIu64
+                       ") %s%s%s, found %s",
+                       w->name, w->index, w->term, w->node, argv[2], argc > 3 ? " at index " : "",
+                       argc > 3 ? argv[3] : "",
+                       !w->answered   ? "pending"
+                       : w->code == 0 ? "ok"
+                                      : kv_errword(w->code));
     }
     return 0;
 }
@@ -217,7 +244,7 @@ static int sc__exp_membership(sc_run *run, int argc, char **argv, int rc_want) {
         return -1;
     }
     raft_membership m;
-    raft_membership_get(run->c.nodes[id].r, &m);
+    raft_membership_get(sc_raft(&run->c, id), &m);
     qsort(m.voters, m.voters_count, sizeof(uint64_t), sc__cmp_u64);
     qsort(m.learners, m.learners_count, sizeof(uint64_t), sc__cmp_u64);
     char voters[128], learners[128];
@@ -287,7 +314,7 @@ static int sc__exp_progress(sc_run *run, int argc, char **argv, int rc_want) {
         return -1;
     }
     raft_progress_info p;
-    int rc = raft_progress(run->c.nodes[id].r, peer, &p);
+    int rc = raft_progress(sc_raft(&run->c, id), peer, &p);
     if (rc < 0) {
         return sc_fail(run, "raft_progress: %s", kv_errword(rc));
     }
@@ -307,7 +334,7 @@ static int sc__exp_caught_up(sc_run *run, int argc, char **argv, int rc_want) {
     if (sc__node_num(run, argv, &id, &peer) < 0) {
         return -1;
     }
-    bool found = raft_learner_caught_up(run->c.nodes[id].r, peer);
+    bool found = raft_learner_caught_up(sc_raft(&run->c, id), peer);
     if (found != (strcmp(argv[3], "yes") == 0)) {
         return sc_fail(run, "expected caught-up %s, found %s", argv[3], found ? "yes" : "no");
     }
@@ -340,6 +367,7 @@ const sc_cmd sc_expect_cmds[] = {
     {"expect-entry", 3, 4, false, sc__exp_entry, "expect-entry N index term [data|noop|conf]"},
     {"expect-read", 3, 4, false, sc__exp_read, "expect-read N ctx ok [index]|pending|NOTLEADER"},
     {"expect-read-fails", 2, 2, false, sc__exp_read_fails, "expect-read-fails N ctx"},
+    {"expect-write", 2, 3, false, sc__exp_write, "expect-write name ok [index]|pending|WORD"},
     {"expect-membership", 2, 3, false, sc__exp_membership,
      "expect-membership N voters=1,2 [learners=3]"},
     {"expect-msgs", 2, 3, false, sc__exp_msgs, "expect-msgs from->to count [TYPE]"},

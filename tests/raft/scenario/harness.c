@@ -1,6 +1,7 @@
 /*
- * The scenario harness: nodes, their in-memory disks, the Ready loop and the
- * per-link message queues. See harness.h.
+ * The scenario harness: nodes, their in-memory disks, the fake half of
+ * node_io they give src/node, and the per-link message queues. See
+ * harness.h.
  */
 #include "harness.h"
 
@@ -83,10 +84,14 @@ static void sc__queue_clear(sc_queue *q) {
     q->count = 0;
 }
 
+/* The node stops: what it was still waiting on is answered CLOSED (the
+ * client's connection closes with it, outcome unknown), then it is freed. */
 static void sc__node_volatile_free(sc_node *n) {
-    if (n->r != NULL) {
-        raft_free(n->r);
-        n->r = NULL;
+    if (n->node != NULL) {
+        node_fail_all(n->node, KV_ECLOSED);
+        assert(node_writes_waiting(n->node) == 0 && node_reads_waiting(n->node) == 0);
+        node_free(n->node);
+        n->node = NULL;
     }
     free(n->recv_data);
     n->recv_data = NULL;
@@ -95,7 +100,6 @@ static void sc__node_volatile_free(sc_node *n) {
     n->recv_index = 0;
     sc__sm_reset(n, NULL);
     n->applied = 0;
-    n->reads_count = 0;
 }
 
 void sc_free(sc_cluster *c) {
@@ -129,8 +133,13 @@ static int sc__snapshot_read(void *ctx, uint64_t index, uint64_t term, uint64_t 
     return 0;
 }
 
-/* Builds node id's raft from its disk (empty for a new node). */
+static const node_io sc__io;
+
+/* Builds node id's node (and its raft) from its disk (empty for a new
+ * node). */
 static int sc__start(sc_cluster *c, sc_node *n) {
+    assert(n->node == NULL && !n->up);
+    n->cluster = c;
     raft_config cfg = c->base;
     cfg.id = n->id;
     cfg.seed = n->id;
@@ -165,10 +174,18 @@ static int sc__start(sc_cluster *c, sc_node *n) {
     sc__sm_reset(n, n->has_snap ? n->snap_data : NULL);
     n->applied = after;
     n->membership = n->has_snap ? n->snap.membership : cfg.bootstrap;
-    int rc = raft_new(&cfg, &n->r);
+    node_io io = sc__io;
+    io.ctx = n;
+    const node_limits lim = {.pending_bytes_max = SC_PENDING_BYTES_MAX, .reads_max = SC_READS_MAX};
+    int rc = node_new(&cfg, &io, &lim, &n->node);
     free(ents);
-    n->up = rc == 0;
-    return rc;
+    if (rc != 0) {
+        n->node = NULL;
+        return rc;
+    }
+    assert(n->node != NULL && node_applied(n->node) == n->applied);
+    n->up = true;
+    return 0;
 }
 
 int sc_bootstrap(sc_cluster *c, uint32_t count) {
@@ -207,7 +224,6 @@ void sc_crash(sc_cluster *c, uint64_t id) {
     sc__node_volatile_free(n);
     n->up = false;
     sc__log_truncate(n, n->durable_index);
-    n->hs_written = n->hs_durable;
     for (uint64_t from = 1; from <= SC_NODES_MAX; from++) {
         sc__queue_clear(&c->links[from][id]);
     }
@@ -219,7 +235,6 @@ void sc_wipe(sc_cluster *c, uint64_t id) {
     sc__log_truncate(n, 0);
     n->log_first = 1;
     n->durable_index = 0;
-    memset(&n->hs_written, 0, sizeof(n->hs_written));
     memset(&n->hs_durable, 0, sizeof(n->hs_durable));
     free(n->snap_data);
     n->snap_data = NULL;
@@ -303,7 +318,7 @@ int sc_deliver(sc_cluster *c, uint64_t from, uint64_t to, size_t max, size_t *de
                 printf("  recv ");
                 sc_print_msg(&m);
             }
-            rc = raft_step(dst->r, &m);
+            rc = node_step(dst->node, &m);
             (*delivered)++;
         }
         raft_msg_free(&m);
@@ -341,13 +356,14 @@ int sc_deliver_all(sc_cluster *c) {
     return KV_EBUSY;
 }
 
-/* ---- the Ready loop -------------------------------------------------------------- */
+/* ---- the fake half of node_io: disk, state machine, answers --------------------- */
 
 static void sc__check_leader(sc_cluster *c, const sc_node *n) {
-    if (raft_state_role(n->r) != RAFT_LEADER) {
+    const raft *r = node_raft(n->node);
+    if (raft_state_role(r) != RAFT_LEADER) {
         return;
     }
-    uint64_t term = raft_term(n->r);
+    uint64_t term = raft_term(r);
     if (term >= SC_TERMS_MAX) {
         return;
     }
@@ -382,6 +398,9 @@ static void sc__install(sc_cluster *c, sc_node *n, const raft_snapshot_meta *met
     sc__sm_reset(n, n->snap_data);
     n->applied = meta->index;
     n->membership = meta->membership;
+    if (n->applied > c->applied_max) {
+        c->applied_max = n->applied;
+    }
 }
 
 /* Step 3: store one chunk of the snapshot being received. */
@@ -459,36 +478,142 @@ static void sc__check_committed(sc_cluster *c, sc_node *n, const raft_entry *e) 
     *t = e->term;
 }
 
-/* Step 6: apply committed entries to the state machine. */
-static void sc__apply(sc_cluster *c, sc_node *n, const struct raft_ready *rd) {
-    for (size_t i = 0; i < rd->committed_count; i++) {
-        const raft_entry *e = &rd->committed[i];
-        sc__check_committed(c, n, e);
-        if (e->type == RAFT_ENTRY_NORMAL) {
-            sc__sm_append(n, e->len > 0 ? e->data : "", e->len);
+/* The node behind a callback's ctx: one that exists and is running. */
+static sc_node *sc__io_node(void *ctx) {
+    sc_node *n = ctx;
+    assert(n != NULL && n->exists && n->node != NULL && n->cluster != NULL);
+    assert(n->cluster->nodes[n->id].node == n->node);
+    return n;
+}
+
+/* Step 1: term and vote, durable on return. */
+static int sc__io_hs_save(void *ctx, const raft_hard_state *hs) {
+    sc_node *n = sc__io_node(ctx);
+    assert(hs->term >= n->hs_durable.term);
+    n->hs_durable = *hs;
+    assert(n->hs_durable.term == hs->term && n->hs_durable.vote == hs->vote);
+    return 0;
+}
+
+/* Step 2: durable on return (the disk and the state machine change
+ * together). */
+static int sc__io_snap_install(void *ctx, const raft_snapshot_meta *meta) {
+    sc_node *n = sc__io_node(ctx);
+    sc__install(n->cluster, n, meta);
+    assert(n->applied == meta->index || n->cluster->violation[0] != '\0');
+    return 0;
+}
+
+static int sc__io_snap_chunk(void *ctx, const raft_snapshot_chunk *ch) {
+    sc_node *n = sc__io_node(ctx);
+    sc__store_chunk(n->cluster, n, ch);
+    return 0;
+}
+
+/* Step 4: copies into the per-link queues. */
+static int sc__io_send(void *ctx, const raft_msg *msgs, size_t count) {
+    sc_node *n = sc__io_node(ctx);
+    assert(count > 0);
+    for (size_t i = 0; i < count; i++) {
+        assert(msgs[i].from == n->id);
+        if (n->cluster->trace) {
+            printf("  send ");
+            sc_print_msg(&msgs[i]);
         }
-        n->applied = e->index;
+        sc__enqueue(n->cluster, &msgs[i]);
     }
-    if (rd->membership_changed) {
-        n->membership = rd->membership;
+    return 0;
+}
+
+/* Step 5: written now; durable now (node_log_durable from inside the Ready:
+ * the node holds it until raft_advance) unless the node is in manual-sync
+ * mode, where only sc_persist() makes it durable. */
+static int sc__io_log_append(void *ctx, const raft_entry *e, size_t count) {
+    sc_node *n = sc__io_node(ctx);
+    assert(count > 0);
+    sc__append(n->cluster, n, e, count);
+    if (!n->manual_sync && n->log_count > 0) {
+        const sc_entry *last = &n->log[n->log_count - 1];
+        assert(last->index == e[count - 1].index && last->term == e[count - 1].term);
+        n->durable_index = last->index;
+        node_log_durable(n->node, last->index, last->term);
+    }
+    return 0;
+}
+
+/* Step 6: the state machine. */
+static int sc__io_apply(void *ctx, const raft_entry *e, size_t count,
+                        const raft_membership *membership) {
+    sc_node *n = sc__io_node(ctx);
+    sc_cluster *c = n->cluster;
+    assert(count > 0);
+    for (size_t i = 0; i < count; i++) {
+        sc__check_committed(c, n, &e[i]);
+        if (e[i].type == RAFT_ENTRY_NORMAL) {
+            sc__sm_append(n, e[i].len > 0 ? e[i].data : "", e[i].len);
+        }
+        n->applied = e[i].index;
+    }
+    if (membership != NULL) {
+        n->membership = *membership;
+    }
+    if (n->applied > c->applied_max) {
+        c->applied_max = n->applied;
+    }
+    return 0;
+}
+
+/* A write's answer: "done" only for its own entry, applied here. */
+static void sc__io_write_done(void *ctx, const node_write *w, size_t pos, int code) {
+    sc_node *n = sc__io_node(ctx);
+    sc_cluster *c = n->cluster;
+    (void)pos;
+    assert(w->tag.owner == n && w->tag.id < c->writes_count);
+    sc_write *rec = &c->writes[w->tag.id];
+    assert(rec->node == n->id && rec->index == w->index);
+    if (rec->answered) {
+        sc__violation(c, "write '%s' answered twice", rec->name);
+        return;
+    }
+    bool applied_here = w->index <= n->applied && w->index < c->committed_cap &&
+                        c->committed_terms[w->index] == w->term;
+    if (code == 0 && !applied_here) {
+        sc__violation(c,
+                      "write '%s' (%" PRIu64 "/%" PRIu64 ") answered done, node %" PRIu64
+                      " applied %" PRIu64,
+                      rec->name, w->index, w->term, n->id, n->applied);
+    }
+    rec->answered = true;
+    rec->code = code;
+    if (c->trace) {
+        printf("  answer %" PRIu64 ": write '%s' (%" PRIu64 "/%" PRIu64 ") %s\n", n->id, rec->name,
+               w->index, w->term, code == 0 ? "done" : kv_errword(code));
     }
 }
 
-/* Step 7: remember read answers. */
-static void sc__reads(sc_node *n, const struct raft_ready *rd) {
-    for (size_t i = 0; i < rd->reads_count; i++) {
-        const raft_read_state *rs = &rd->reads[i];
-        sc_read *slot = NULL;
-        for (size_t j = 0; j < n->reads_count && slot == NULL; j++) {
-            slot = n->reads[j].ctx == rs->ctx ? &n->reads[j] : NULL;
-        }
-        if (slot == NULL && n->reads_count < SC_READS_MAX) {
-            slot = &n->reads[n->reads_count++];
-        }
-        if (slot != NULL) {
-            *slot = (sc_read){
-                .ctx = rs->ctx, .index = rs->index, .status = rs->status, .answered = true};
-        }
+/* A read's answer: "ok" only once applied covers its read index, which
+ * covers everything applied anywhere before the read was asked. */
+static void sc__io_read_done(void *ctx, const node_tag *t, uint64_t read_index, int code) {
+    sc_node *n = sc__io_node(ctx);
+    sc_cluster *c = n->cluster;
+    assert(t->owner == n && t->id < n->reads_count);
+    sc_read *rd = &n->reads[t->id];
+    if (rd->answered) {
+        sc__violation(c, "node %" PRIu64 ": read %" PRIu64 " answered twice", n->id, rd->ctx);
+        return;
+    }
+    if (code == 0 && (read_index > n->applied || read_index < rd->floor)) {
+        sc__violation(c,
+                      "node %" PRIu64 ": read %" PRIu64 " served at %" PRIu64 " (applied %" PRIu64
+                      ", applied anywhere when asked %" PRIu64 ")",
+                      n->id, rd->ctx, read_index, n->applied, rd->floor);
+    }
+    rd->answered = true;
+    rd->status = code;
+    rd->index = code == 0 ? read_index : 0;
+    if (c->trace) {
+        printf("  answer %" PRIu64 ": read %" PRIu64 " %s at %" PRIu64 "\n", n->id, rd->ctx,
+               code == 0 ? "ok" : kv_errword(code), rd->index);
     }
 }
 
@@ -523,54 +648,48 @@ static void sc__trace_ready(const sc_node *n, const struct raft_ready *rd) {
     printf(" msgs=%zu\n", rd->msgs_count);
 }
 
-/* Handles one Ready in the order raft.h documents. */
-static void sc__handle_ready(sc_cluster *c, sc_node *n, struct raft_ready *rd) {
-    if (c->trace) {
+/* Called first in each Ready: the trace, and the one-leader-per-term check
+ * (raft's state is already the Ready's). */
+static void sc__io_ready_begin(void *ctx, const struct raft_ready *rd) {
+    sc_node *n = sc__io_node(ctx);
+    if (n->cluster->trace) {
         sc__trace_ready(n, rd);
     }
-    if (rd->hs_changed) {
-        n->hs_written = rd->hs;
-        if (rd->hs_must_sync) {
-            n->hs_durable = rd->hs; /* step 1: before any message leaves */
-        }
-    }
-    if (rd->has_snapshot) {
-        sc__install(c, n, &rd->snapshot);
-    }
-    if (rd->has_chunk) {
-        sc__store_chunk(c, n, &rd->chunk);
-    }
-    for (size_t i = 0; i < rd->msgs_count; i++) {
-        if (c->trace) {
-            printf("  send ");
-            sc_print_msg(&rd->msgs[i]);
-        }
-        sc__enqueue(c, &rd->msgs[i]);
-    }
-    sc__append(c, n, rd->entries, rd->entries_count);
-    sc__apply(c, n, rd);
-    sc__reads(n, rd);
+    sc__check_leader(n->cluster, n);
+}
+
+static const node_io sc__io = {
+    .hs_save = sc__io_hs_save,
+    .snap_install = sc__io_snap_install,
+    .snap_chunk = sc__io_snap_chunk,
+    .send = sc__io_send,
+    .log_append = sc__io_log_append,
+    .apply = sc__io_apply,
+    .write_done = sc__io_write_done,
+    .read_done = sc__io_read_done,
+    .ready_begin = sc__io_ready_begin,
+};
+
+/* ---- driving the nodes ---------------------------------------------------------------- */
+
+raft *sc_raft(const sc_cluster *c, uint64_t id) {
+    assert(sc_node_valid(c, id) && c->nodes[id].up);
+    return node_raft(c->nodes[id].node);
 }
 
 int sc_process(sc_cluster *c, uint64_t id) {
     assert(sc_node_valid(c, id));
     sc_node *n = &c->nodes[id];
-    for (uint32_t loops = 0; n->up && raft_has_ready(n->r); loops++) {
-        assert(loops < 1000 && "raft keeps reporting ready");
-        struct raft_ready rd;
-        int rc = raft_ready(n->r, &rd);
-        if (rc < 0) {
-            return rc;
-        }
-        sc__handle_ready(c, n, &rd);
-        raft_advance(n->r, &rd);
-        sc__check_leader(c, n);
-        if (!n->manual_sync) {
-            rc = sc_persist(c, id);
-            if (rc < 0) {
-                return rc;
-            }
-        }
+    if (!n->up) {
+        return 0;
+    }
+    int rc = node_run(n->node);
+    if (rc != 0) {
+        return rc;
+    }
+    if (node_applied(n->node) != n->applied) {
+        sc__violation(c, "node %" PRIu64 ": node applied %" PRIu64 ", state machine %" PRIu64, id,
+                      node_applied(n->node), n->applied);
     }
     return 0;
 }
@@ -578,15 +697,14 @@ int sc_process(sc_cluster *c, uint64_t id) {
 int sc_persist(sc_cluster *c, uint64_t id) {
     assert(sc_node_valid(c, id));
     sc_node *n = &c->nodes[id];
-    n->hs_durable = n->hs_written;
+    assert(n->up);
     if (n->log_count == 0 || sc__log_last(n) == n->durable_index) {
         return 0;
     }
     const sc_entry *last = &n->log[n->log_count - 1];
+    assert(last->index > n->durable_index);
     n->durable_index = last->index;
-    if (n->up) {
-        raft_persisted(n->r, last->index, last->term);
-    }
+    node_log_durable(n->node, last->index, last->term); /* outside a Ready: at once */
     return 0;
 }
 
@@ -595,19 +713,79 @@ int sc_tick(sc_cluster *c, uint64_t id) {
     if (!c->nodes[id].up) {
         return 0;
     }
-    raft_tick(c->nodes[id].r);
+    node_tick(c->nodes[id].node);
     return sc_process(c, id);
+}
+
+int sc_propose(sc_cluster *c, uint64_t id, const char *name, const void *data, size_t len) {
+    assert(sc_node_valid(c, id) && c->nodes[id].up);
+    if (c->writes_count == SC_WRITES_MAX) {
+        return KV_ENOSPACE;
+    }
+    sc_node *n = &c->nodes[id];
+    sc_write *w = &c->writes[c->writes_count];
+    *w = (sc_write){.node = id};
+    snprintf(w->name, sizeof(w->name), "%s", name);
+    const node_tag tag = {.owner = n, .id = c->writes_count};
+    int rc = node_propose(n->node, data, len, &tag, &w->index);
+    if (rc != 0) {
+        return rc;
+    }
+    w->term = raft_term(node_raft(n->node));
+    c->writes_count++;
+    return sc_process(c, id);
+}
+
+const sc_write *sc_write_find(const sc_cluster *c, const char *name) {
+    for (size_t i = c->writes_count; i > 0; i--) {
+        if (strcmp(c->writes[i - 1].name, name) == 0) {
+            return &c->writes[i - 1];
+        }
+    }
+    return NULL;
+}
+
+int sc_read_ask(sc_cluster *c, uint64_t id, uint64_t ctx) {
+    assert(sc_node_valid(c, id) && c->nodes[id].up);
+    sc_node *n = &c->nodes[id];
+    if (sc_read_find(c, id, ctx) != NULL) {
+        return KV_EEXIST;
+    }
+    if (n->reads_count == SC_READS_MAX) {
+        return KV_ENOSPACE;
+    }
+    sc_read *rd = &n->reads[n->reads_count];
+    *rd = (sc_read){.ctx = ctx, .floor = c->applied_max};
+    const node_tag tag = {.owner = n, .id = n->reads_count};
+    int rc = node_read(n->node, &tag);
+    if (rc != 0) {
+        return rc;
+    }
+    n->reads_count++;
+    return sc_process(c, id);
+}
+
+const sc_read *sc_read_find(const sc_cluster *c, uint64_t id, uint64_t ctx) {
+    assert(sc_node_valid(c, id));
+    const sc_node *n = &c->nodes[id];
+    for (size_t i = 0; i < n->reads_count; i++) {
+        if (n->reads[i].ctx == ctx) {
+            return &n->reads[i];
+        }
+    }
+    return NULL;
 }
 
 int sc_snapshot(sc_cluster *c, uint64_t id, size_t pad_bytes) {
     assert(sc_node_valid(c, id));
     sc_node *n = &c->nodes[id];
     uint64_t term;
-    int rc = raft_log_term(n->r, n->applied, &term);
+    raft *r = node_raft(n->node);
+    int rc = raft_log_term(r, n->applied, &term);
     if (rc < 0) {
         return rc;
     }
-    rc = raft_snapshot_done(n->r, n->applied, term);
+    rc = raft_snapshot_done(r, n->applied, term);
     if (rc < 0) {
         return rc;
     }
@@ -628,11 +806,11 @@ int sc_snapshot(sc_cluster *c, uint64_t id, size_t pad_bytes) {
 int sc_compact(sc_cluster *c, uint64_t id, uint64_t index) {
     assert(sc_node_valid(c, id));
     sc_node *n = &c->nodes[id];
-    int rc = raft_compact(n->r, index);
+    int rc = raft_compact(node_raft(n->node), index);
     if (rc < 0) {
         return rc;
     }
-    uint64_t upto = raft_first_index(n->r) - 1; /* what raft actually dropped */
+    uint64_t upto = raft_first_index(node_raft(n->node)) - 1; /* what raft actually dropped */
     size_t drop = 0;
     while (drop < n->log_count && n->log[drop].index <= upto) {
         free(n->log[drop++].data);
@@ -647,10 +825,10 @@ uint64_t sc_leader(const sc_cluster *c) {
     uint64_t best = 0, best_term = 0;
     for (uint64_t id = 1; id <= SC_NODES_MAX; id++) {
         const sc_node *n = &c->nodes[id];
-        if (n->exists && n->up && raft_state_role(n->r) == RAFT_LEADER &&
-            raft_term(n->r) >= best_term) {
+        if (n->exists && n->up && raft_state_role(node_raft(n->node)) == RAFT_LEADER &&
+            raft_term(node_raft(n->node)) >= best_term) {
             best = id;
-            best_term = raft_term(n->r);
+            best_term = raft_term(node_raft(n->node));
         }
     }
     return best;
@@ -746,6 +924,7 @@ void sc_print_status(const sc_cluster *c, uint64_t id) {
     }
     printf("node %" PRIu64 ": %s term=%" PRIu64 " leader=%" PRIu64 " commit=%" PRIu64
            " applied=%" PRIu64 " last=%" PRIu64 " sm=[%s]\n",
-           id, sc_role_name(raft_state_role(n->r)), raft_term(n->r), raft_leader(n->r),
-           raft_commit_index(n->r), n->applied, raft_last_index(n->r), n->sm != NULL ? n->sm : "");
+           id, sc_role_name(raft_state_role(node_raft(n->node))), raft_term(node_raft(n->node)),
+           raft_leader(node_raft(n->node)), raft_commit_index(node_raft(n->node)), n->applied,
+           raft_last_index(node_raft(n->node)), n->sm != NULL ? n->sm : "");
 }
