@@ -23,7 +23,9 @@
 # (VmHWM, reset through /proc/PID/clear_refs just before the row).
 #
 # Output: a table (markdown) on stdout with both systems and the ratios;
-# bench/results/DATE.csv with every figure; bench/results/DATE.png
+# bench/results/DATE.csv with every figure (one row per workload and system,
+# one per failover round with failover_ms and round; the anchor gives no
+# p999 for etcd's put and get); bench/results/DATE.png
 # (gnuplot: throughput and p99 against clients, puts, both systems). gnuplot
 # is installed on first use (scripts/install-deps --bench). --quick: fewer
 # requests per row and 3 failover rounds, a few minutes in all; --no-etcd:
@@ -78,7 +80,7 @@ cleanup() {
 trap cleanup EXIT
 
 declare -A row # "SYSTEM WORKLOAD CLIENTS" -> the kvbench-style line
-echo "system,workload,clients,depth,requests,ops_per_s,p50_us,p99_us,p999_us,errors,failover_ms,hwm_n1_kib,hwm_n2_kib,hwm_n3_kib" >"$csv"
+echo "system,workload,clients,depth,requests,ops_per_s,p50_us,p99_us,p999_us,errors,failover_ms,round,hwm_n1_kib,hwm_n2_kib,hwm_n3_kib" >"$csv"
 
 # field LINE NAME: the value of NAME= in a key=value line (empty if absent)
 field() { sed -n "s/.*\<$2=\([^ ]*\).*/\1/p" <<<"$1"; }
@@ -88,7 +90,7 @@ record() {
   local sys=$1 line=$2 op clients
   op=$(field "$line" op) clients=$(field "$line" clients)
   row["$sys $op $clients $(field "$line" depth)"]=$line
-  echo "$sys,$op,$clients,$(field "$line" depth),$(field "$line" requests),$(field "$line" ops_per_s),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" p999_us),$(field "$line" errors),,${3:-},${4:-},${5:-}" >>"$csv"
+  echo "$sys,$op,$clients,$(field "$line" depth),$(field "$line" requests),$(field "$line" ops_per_s),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" p999_us),$(field "$line" errors),,,${3:-},${4:-},${5:-}" >>"$csv"
 }
 
 # record_anchor LINE: the anchor's "op= clients= ops= secs= qps= p50=Xms p99=Yms" as a kvbench line
@@ -134,7 +136,7 @@ failover_round() {
   kill -TERM "$wpid" 2>/dev/null || true
   wait "$wpid" 2>/dev/null || true
   fo["$sys $r"]=${ms:-timeout}
-  echo "$sys,failover,1,1,$r,,,,,,${ms:-},,," >>"$csv"
+  echo "$sys,failover,1,1,1,,,,,,${ms:-},$r,,," >>"$csv"
   echo "# $sys failover round $r: ${ms:-no put acknowledged within 30 s} ms ($(grep -c ' [A-Za-z]' "$out" || true) failed attempts)" >&2
   restart_killed "$sys"
   local after
@@ -292,11 +294,13 @@ if [ $etcd = 1 ] && [ -x "$anchor" ]; then
     -val 256 -keys 1000 -read-ratio 0.9 2>>"$dir/etcdextra.err") || true
   [ -n "$line" ] && { echo "# etcd $line" >&2; record etcd "$line"; }
   for r in $(seq "$rounds"); do
-    # -timeout 500ms: clientv3 leaves a put sent to the dead member waiting
-    # for its whole deadline (at 5 s every round took 5 s, the client's wait,
-    # not etcd's); half of etcd's 1 s election timeout wastes little
+    # -timeout 100ms: clientv3 leaves a put sent to the dead member waiting
+    # for its whole deadline and keeps the dead endpoint in its rotation (at
+    # 5 s every round took 5 s; at 500 ms every round was 3 attempts, 1.53 s:
+    # the client's quantum, not etcd's). 100 ms is a tenth of etcd's 1 s
+    # election timeout and 25 times an idle put.
     failover_round etcd "$r" build/etcdextra/etcdextra -op writer -endpoints "$etcd_eps" -val 256 \
-      -seconds 60 -timeout 500ms
+      -seconds 60 -timeout 100ms
   done
   for i in 1 2 3; do kill -TERM "${etcd_pid[$i]}" 2>/dev/null || true; wait "${etcd_pid[$i]}" 2>/dev/null || true; done
 elif [ $etcd = 1 ]; then
