@@ -451,7 +451,6 @@ typedef enum bench_op { BENCH_PUT, BENCH_GET, BENCH_MIXED } bench_op;
 /* One asynchronous request: when it was queued, for its latency. */
 typedef struct bench_req {
     bench_client *cl;
-    uint64_t no; /* request number: index in latency_us */
     uint64_t t0_ns;
 } bench_req;
 
@@ -502,8 +501,7 @@ static int bench_key(char *buf, bool preloaded, uint64_t n) {
                     preloaded ? "kvbench/get/%08" PRIu64 : "kvbench/%010" PRIu64, n);
 }
 
-static void bench_record(cluster_bench *b, uint64_t no, uint64_t t0_ns, int status) {
-    (void)no;
+static void bench_record(cluster_bench *b, uint64_t t0_ns, int status) {
     hist_add(&b->lat, (kv_now_ns() - t0_ns) / 1000);
     if (status != 0) {
         __atomic_fetch_add(&b->errors, 1, __ATOMIC_RELAXED);
@@ -517,7 +515,7 @@ static void bench_done(void *arg, int status, const void *value, size_t len) {
     (void)value;
     (void)len;
     bench_req *r = arg;
-    bench_record(r->cl->b, r->no, r->t0_ns, status);
+    bench_record(r->cl->b, r->t0_ns, status);
     r->cl->done++;
 }
 
@@ -553,7 +551,7 @@ static void bench_sync(bench_client *cl) {
         } else {
             rc = kv_put(cl->c, key, (size_t)klen, cl->value, b->size);
         }
-        bench_record(b, cl->first + i, t0, rc);
+        bench_record(b, t0, rc);
     }
 }
 
@@ -576,7 +574,7 @@ static void bench_async(bench_client *cl) {
                 break;
             next++;
             if (rc != 0) {
-                bench_record(b, r->no, r->t0_ns, rc);
+                bench_record(b, r->t0_ns, rc);
                 cl->done++;
             }
         }
@@ -687,7 +685,7 @@ static int run_cluster(cluster_bench *b) {
             cls[i].reqs = calloc(n + 1, sizeof *cls[i].reqs);
             assert(cls[i].reqs != NULL);
             for (uint64_t k = 0; k < n; k++)
-                cls[i].reqs[k] = (bench_req){.cl = &cls[i], .no = first + k};
+                cls[i].reqs[k] = (bench_req){.cl = &cls[i]};
         }
         first += n;
         if (pthread_create(&cls[i].tid, NULL, bench_client_run, &cls[i]) != 0)
