@@ -7,7 +7,7 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_TYPE ?= RelWithDebInfo
 
-.PHONY: all deps build asan test test-release test-asan test-asan-cluster demo soak jepsen format clean
+.PHONY: all deps build asan test test-release test-asan test-asan-cluster demo soak jepsen bench bench-quick format clean
 
 all: build
 
@@ -58,6 +58,14 @@ jepsen: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(CMAKE_TYPE) >/dev/null
 	cmake --build $(BUILD) -j$(JOBS) --target kvd kvcli kv-jepsen lossyfs
 	KV_BUILD=$(BUILD) tests/jepsen-lite/soak.sh
+
+# kv beside etcd in one run (bench/compare.sh; docs/benchmarks.md): a table,
+# bench/results/DATE.csv and DATE.png. bench-quick takes a few minutes.
+bench: build
+	bench/compare.sh
+
+bench-quick: build
+	bench/compare.sh --quick
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -20,17 +20,35 @@
  *   kvbench put --cluster HOST:PORT,... [--clients C] [--requests N]
  *               [--size BYTES] [--async DEPTH] [--timeout-ms T] [--token-file F]
  *   kvbench get --cluster HOST:PORT,... [same flags] [--keys K]
+ *   kvbench mixed --cluster HOST:PORT,... [same flags] [--keys K] [--read-ratio R]
+ *   any of the three with --json: the same fields as one JSON object
  *
  * put: C clients (threads, each with its own kv_client and connection) write
  * N values of BYTES bytes (fixed-seed random) to N distinct keys, each
  * client one synchronous kv_put at a time; with --async DEPTH each client
  * keeps DEPTH puts in flight on its connection instead (use fewer clients).
  * get: writes K keys first, then reads N of them (fixed-seed random) the
- * same way. A request's latency runs from the call (or the queueing) to its
- * answer; every request counts, failed ones too:
- *   op=put clients=C depth=D requests=N size=B secs=S ops_per_s=R p50_us=X p99_us=Y errors=E
+ * same way. mixed: writes K keys first, then each request is, with
+ * probability R (default 0.9), a linearizable get of a random one of them,
+ * else a put of BYTES bytes to a random one. A request's latency runs from
+ * the call (or the queueing) to its answer; every request counts, failed
+ * ones too. Percentiles come from a log-linear histogram (hist.h: at most
+ * 0.8% above the true value, bounded memory):
+ *   op=put clients=C depth=D requests=N size=B secs=S ops_per_s=R p50_us=X p99_us=Y
+ *   p999_us=Z errors=E          (one line; mixed adds read_ratio=R keys=K)
  * errors: requests whose status was not 0; the first one's code word goes
  * to stderr. Only built with libkvclient (the kvd components).
+ *
+ *   kvbench writer --cluster HOST:PORT,... [--size BYTES] [--seconds S]
+ *                  [--timeout-ms T] [--token-file F]
+ *
+ * writer: one client putting BYTES-byte values in a loop for S seconds
+ * (default 60), each put retried by the library within T ms and then again
+ * by the loop until it is acknowledged; prints one line per acknowledged
+ * put, flushed at once: "SEND_NS ACK_NS" (CLOCK_REALTIME nanoseconds of the
+ * first attempt and of the acknowledgement), and one line per failed call:
+ * "SEND_NS FAIL_NS WORD". bench/compare.sh measures failover with it: from
+ * kill -9 of the leader to the acknowledgement of the first put sent after.
  *
  * Exit status: 0 done, 1 failed (put/get: or some request failed; the line
  * is printed anyway), 2 bad usage (the flag is named).
@@ -40,6 +58,7 @@
 #include "kv/client.h"
 #endif
 #include "kv/errors.h"
+#include "hist.h"
 #include "kv/limits.h"
 #include "storage/datadir.h"
 #include "storage/fs.h"
@@ -47,6 +66,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <math.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
@@ -77,7 +97,14 @@ static void usage(FILE *out) {
                  "      keys (default 64 clients, 10000 requests, 256 bytes); --async: each\n"
                  "      client keeps DEPTH puts in flight on its connection\n"
                  "  get --cluster HOST:PORT,... [same flags] [--keys K]\n"
-                 "      writes K keys (default 1000), then N gets of random ones\n");
+                 "      writes K keys (default 1000), then N gets of random ones\n"
+                 "  mixed --cluster HOST:PORT,... [same flags] [--keys K] [--read-ratio R]\n"
+                 "      writes K keys, then N requests over them: a fraction R (default 0.9)\n"
+                 "      linearizable gets, the rest puts\n"
+                 "      put, get, mixed: --json prints the result as one JSON object\n"
+                 "  writer --cluster HOST:PORT,... [--size BYTES] [--seconds S]\n"
+                 "      one client putting in a loop for S seconds (default 60), retrying\n"
+                 "      until acknowledged; a line \"SEND_NS ACK_NS\" per acknowledgement\n");
 }
 
 static int bad_flag(const char *sub, const char *flag, const char *why) {
@@ -419,10 +446,11 @@ static int cmd_wal(int argc, char **argv) {
 typedef struct cluster_bench cluster_bench;
 typedef struct bench_client bench_client;
 
+typedef enum bench_op { BENCH_PUT, BENCH_GET, BENCH_MIXED } bench_op;
+
 /* One asynchronous request: when it was queued, for its latency. */
 typedef struct bench_req {
     bench_client *cl;
-    uint64_t no; /* request number: index in latency_us */
     uint64_t t0_ns;
 } bench_req;
 
@@ -439,11 +467,14 @@ struct bench_client {
 };
 
 struct cluster_bench {
-    bool get;
+    bench_op op;
+    const char *name; /* op as typed: put, get, mixed */
     const char *cluster;
     struct kv_client_options opts;
     uint64_t clients, requests, size, depth, keys, timeout_ms;
-    uint32_t *latency_us; /* by request number */
+    double read_ratio; /* mixed: the fraction of gets, in [0, 1] */
+    bool json;
+    hist lat; /* microseconds, every request, failed ones too */
     pthread_barrier_t start;
     uint64_t errors;
     int first_error;
@@ -464,14 +495,14 @@ static void bench_fill(uint64_t *rng, uint8_t *buf, uint64_t len) {
     }
 }
 
-static int bench_key(char *buf, bool get, uint64_t n) {
-    return snprintf(buf, BENCH_KEY_BYTES, get ? "kvbench/get/%08" PRIu64 : "kvbench/%010" PRIu64,
-                    n);
+/* preloaded: one of the K keys that get and mixed read (and mixed writes) */
+static int bench_key(char *buf, bool preloaded, uint64_t n) {
+    return snprintf(buf, BENCH_KEY_BYTES,
+                    preloaded ? "kvbench/get/%08" PRIu64 : "kvbench/%010" PRIu64, n);
 }
 
-static void bench_record(cluster_bench *b, uint64_t no, uint64_t t0_ns, int status) {
-    uint64_t us = (kv_now_ns() - t0_ns) / 1000;
-    b->latency_us[no] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+static void bench_record(cluster_bench *b, uint64_t t0_ns, int status) {
+    hist_add(&b->lat, (kv_now_ns() - t0_ns) / 1000);
     if (status != 0) {
         __atomic_fetch_add(&b->errors, 1, __ATOMIC_RELAXED);
         int none = 0;
@@ -484,27 +515,35 @@ static void bench_done(void *arg, int status, const void *value, size_t len) {
     (void)value;
     (void)len;
     bench_req *r = arg;
-    bench_record(r->cl->b, r->no, r->t0_ns, status);
+    bench_record(r->cl->b, r->t0_ns, status);
     r->cl->done++;
 }
 
-/* The key of request i of cl (get: a random one of the preloaded keys). */
-static int bench_next_key(bench_client *cl, uint64_t i, char *key) {
+/* The key of request i of cl (get, mixed: a random one of the preloaded
+ * keys), and whether it is a get (mixed: with probability read_ratio). */
+static int bench_next_key(bench_client *cl, uint64_t i, char *key, bool *get) {
     cluster_bench *b = cl->b;
-    uint64_t n = b->get ? bench_rand(&cl->rng) % b->keys : cl->first + i;
-    return bench_key(key, b->get, n);
+    assert(b->read_ratio >= 0 && b->read_ratio <= 1);
+    if (b->op == BENCH_PUT) {
+        *get = false;
+        return bench_key(key, false, cl->first + i);
+    }
+    /* 53 random bits: a uniform double in [0, 1) */
+    *get = b->op == BENCH_GET || (double)(bench_rand(&cl->rng) >> 11) * 0x1.0p-53 < b->read_ratio;
+    return bench_key(key, true, bench_rand(&cl->rng) % b->keys);
 }
 
 static void bench_sync(bench_client *cl) {
     cluster_bench *b = cl->b;
     char key[BENCH_KEY_BYTES];
     for (uint64_t i = 0; i < cl->count; i++) {
-        int klen = bench_next_key(cl, i, key);
-        if (!b->get)
+        bool get;
+        int klen = bench_next_key(cl, i, key, &get);
+        if (!get)
             bench_fill(&cl->rng, cl->value, b->size);
         uint64_t t0 = kv_now_ns();
         int rc;
-        if (b->get) {
+        if (get) {
             void *v = NULL;
             size_t vlen = 0;
             rc = kv_get(cl->c, key, (size_t)klen, &v, &vlen);
@@ -512,7 +551,7 @@ static void bench_sync(bench_client *cl) {
         } else {
             rc = kv_put(cl->c, key, (size_t)klen, cl->value, b->size);
         }
-        bench_record(b, cl->first + i, t0, rc);
+        bench_record(b, t0, rc);
     }
 }
 
@@ -523,18 +562,19 @@ static void bench_async(bench_client *cl) {
     while (cl->done < cl->count) {
         while (next < cl->count && kv_client_inflight(cl->c) < b->depth) {
             bench_req *r = &cl->reqs[next];
-            int klen = bench_next_key(cl, next, key);
-            if (!b->get)
+            bool get;
+            int klen = bench_next_key(cl, next, key, &get);
+            if (!get)
                 bench_fill(&cl->rng, cl->value, b->size);
             r->t0_ns = kv_now_ns();
             int rc =
-                b->get ? kv_get_async(cl->c, key, (size_t)klen, bench_done, r)
-                       : kv_put_async(cl->c, key, (size_t)klen, cl->value, b->size, bench_done, r);
+                get ? kv_get_async(cl->c, key, (size_t)klen, bench_done, r)
+                    : kv_put_async(cl->c, key, (size_t)klen, cl->value, b->size, bench_done, r);
             if (rc == KV_EBUSY)
                 break;
             next++;
             if (rc != 0) {
-                bench_record(b, r->no, r->t0_ns, rc);
+                bench_record(b, r->t0_ns, rc);
                 cl->done++;
             }
         }
@@ -599,9 +639,31 @@ static int bench_preload(cluster_bench *b) {
     return rc < 0 ? rc : st.first_error;
 }
 
+static void bench_print(const cluster_bench *b, double secs) {
+    uint64_t p50 = hist_percentile(&b->lat, 0.50), p99 = hist_percentile(&b->lat, 0.99),
+             p999 = hist_percentile(&b->lat, 0.999);
+    assert(b->lat.count == b->requests);
+    assert(p50 <= p99 && p99 <= p999);
+    const char *fmt = b->json ? "{\"op\":\"%s\",\"clients\":%" PRIu64 ",\"depth\":%" PRIu64
+                                ",\"requests\":%" PRIu64 ",\"size\":%" PRIu64
+                                ",\"secs\":%.3f,\"ops_per_s\":%.0f,\"p50_us\":%" PRIu64
+                                ",\"p99_us\":%" PRIu64 ",\"p999_us\":%" PRIu64
+                                ",\"errors\":%" PRIu64
+                              : "op=%s clients=%" PRIu64 " depth=%" PRIu64 " requests=%" PRIu64
+                                " size=%" PRIu64 " secs=%.3f ops_per_s=%.0f p50_us=%" PRIu64
+                                " p99_us=%" PRIu64 " p999_us=%" PRIu64 " errors=%" PRIu64;
+    printf(fmt, b->name, b->clients, b->depth ? b->depth : 1, b->requests, b->size, secs,
+           b->requests / secs, p50, p99, p999, b->errors);
+    if (b->op == BENCH_MIXED)
+        printf(b->json ? ",\"read_ratio\":%.3f,\"keys\":%" PRIu64
+                       : " read_ratio=%.3f keys=%" PRIu64,
+               b->read_ratio, b->keys);
+    printf(b->json ? "}\n" : "\n");
+}
+
 static int run_cluster(cluster_bench *b) {
-    const char *op = b->get ? "get" : "put";
-    if (b->get) {
+    const char *op = b->name;
+    if (b->op != BENCH_PUT) {
         int rc = bench_preload(b);
         if (rc != 0) {
             fprintf(stderr, "kvbench %s: writing the keys: %s\n", op, kv_errword(rc));
@@ -623,7 +685,7 @@ static int run_cluster(cluster_bench *b) {
             cls[i].reqs = calloc(n + 1, sizeof *cls[i].reqs);
             assert(cls[i].reqs != NULL);
             for (uint64_t k = 0; k < n; k++)
-                cls[i].reqs[k] = (bench_req){.cl = &cls[i], .no = first + k};
+                cls[i].reqs[k] = (bench_req){.cl = &cls[i]};
         }
         first += n;
         if (pthread_create(&cls[i].tid, NULL, bench_client_run, &cls[i]) != 0)
@@ -648,70 +710,187 @@ static int run_cluster(cluster_bench *b) {
         fprintf(stderr, "kvbench %s: connecting to %s: %s\n", op, b->cluster, kv_errword(open_rc));
         return 1;
     }
-    qsort(b->latency_us, b->requests, sizeof *b->latency_us, cmp_u32);
-    uint32_t p50 = b->latency_us[(b->requests - 1) * 50 / 100];
-    uint32_t p99 = b->latency_us[(b->requests - 1) * 99 / 100];
-    printf("op=%s clients=%" PRIu64 " depth=%" PRIu64 " requests=%" PRIu64 " size=%" PRIu64
-           " secs=%.3f ops_per_s=%.0f p50_us=%" PRIu32 " p99_us=%" PRIu32 " errors=%" PRIu64 "\n",
-           op, b->clients, b->depth ? b->depth : 1, b->requests, b->size, secs, b->requests / secs,
-           p50, p99, b->errors);
+    bench_print(b, secs);
     if (b->errors > 0)
         fprintf(stderr, "kvbench %s: %" PRIu64 " requests failed, the first with %s\n", op,
                 b->errors, kv_errword(b->first_error));
     return b->errors > 0 ? 1 : 0;
 }
 
+/* Parses a decimal fraction in [0, 1]; false when it is not one. */
+static bool parse_ratio(const char *s, double *out) {
+    char *end = NULL;
+    errno = 0;
+    if (s == NULL || *s == '\0')
+        return false;
+    double v = strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(v) || v < 0 || v > 1)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* The flags every cluster subcommand takes; returns 1 when flag was one of
+ * them (*used: how many arguments it took), 0 when it was not, or 2 (bad
+ * usage, printed). */
+static int cluster_flag(cluster_bench *b, const char *flag, const char *val, int *used) {
+    uint64_t *num = strcmp(flag, "--clients") == 0      ? &b->clients
+                    : strcmp(flag, "--requests") == 0   ? &b->requests
+                    : strcmp(flag, "--size") == 0       ? &b->size
+                    : strcmp(flag, "--async") == 0      ? &b->depth
+                    : strcmp(flag, "--keys") == 0       ? &b->keys
+                    : strcmp(flag, "--timeout-ms") == 0 ? &b->timeout_ms
+                                                        : NULL;
+    bool str = strcmp(flag, "--cluster") == 0 || strcmp(flag, "--token-file") == 0;
+    bool ratio = strcmp(flag, "--read-ratio") == 0;
+    *used = 1;
+    if (strcmp(flag, "--json") == 0) {
+        b->json = true;
+        return 1;
+    }
+    if (num == NULL && !str && !ratio)
+        return 0;
+    if (val == NULL)
+        return bad_flag(b->name, flag, "needs a value");
+    *used = 2;
+    if (str) {
+        if (flag[2] == 'c')
+            b->cluster = val;
+        else
+            b->opts.token_file = val;
+        return 1;
+    }
+    if (ratio) {
+        if (b->op != BENCH_MIXED)
+            return bad_flag(b->name, flag, "only for mixed");
+        return parse_ratio(val, &b->read_ratio)
+                   ? 1
+                   : bad_flag(b->name, flag, "not a fraction in [0, 1] (e.g. 0.9)");
+    }
+    uint64_t hi = num == &b->size         ? KV_VALUE_BYTES_MAX
+                  : num == &b->clients    ? BENCH_CLIENTS_MAX
+                  : num == &b->depth      ? KV_CONN_INFLIGHT_REQUESTS_MAX
+                  : num == &b->keys       ? BENCH_KEYS_MAX
+                  : num == &b->timeout_ms ? 3600000u
+                                          : BENCH_RECORDS_MAX;
+    uint64_t lo = num == &b->size || num == &b->depth ? 0 : 1;
+    if (!parse_u64(val, lo, hi, num))
+        return bad_flag(b->name, flag, "not a number in range");
+    return 1;
+}
+
 static int cmd_cluster(const char *op, int argc, char **argv) {
-    cluster_bench b = {
-        .get = strcmp(op, "get") == 0, .clients = 64, .requests = 10000, .size = 256, .keys = 1000};
-    kv_client_options_init(&b.opts);
-    b.timeout_ms = b.opts.timeout_ms;
-    for (int i = 0; i < argc; i++) {
-        const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(flag, "--help") == 0) {
+    cluster_bench *b = calloc(1, sizeof *b); /* the histogram: 26 KiB */
+    assert(b != NULL);
+    *b = (cluster_bench){.op = strcmp(op, "put") == 0   ? BENCH_PUT
+                               : strcmp(op, "get") == 0 ? BENCH_GET
+                                                        : BENCH_MIXED,
+                         .name = op,
+                         .clients = 64,
+                         .requests = 10000,
+                         .size = 256,
+                         .keys = 1000,
+                         .read_ratio = 0.9};
+    kv_client_options_init(&b->opts);
+    b->timeout_ms = b->opts.timeout_ms;
+    int rv = 0;
+    for (int i = 0; i < argc && rv == 0; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
             usage(stdout);
+            free(b);
             return 0;
         }
-        uint64_t *num = strcmp(flag, "--clients") == 0      ? &b.clients
-                        : strcmp(flag, "--requests") == 0   ? &b.requests
-                        : strcmp(flag, "--size") == 0       ? &b.size
-                        : strcmp(flag, "--async") == 0      ? &b.depth
-                        : strcmp(flag, "--keys") == 0       ? &b.keys
-                        : strcmp(flag, "--timeout-ms") == 0 ? &b.timeout_ms
+        int used = 1;
+        int r = cluster_flag(b, argv[i], i + 1 < argc ? argv[i + 1] : NULL, &used);
+        if (r == 0)
+            rv = bad_flag(op, argv[i], "unknown flag");
+        else if (r == 2)
+            rv = 2;
+        i += used - 1;
+    }
+    if (rv == 0 && b->cluster == NULL)
+        rv = bad_flag(op, "--cluster", "required");
+    if (rv == 0 && b->clients > b->requests)
+        rv = bad_flag(op, "--clients", "more clients than requests");
+    if (rv == 0) {
+        b->opts.timeout_ms = (uint32_t)b->timeout_ms;
+        rv = run_cluster(b);
+    }
+    free(b);
+    return rv;
+}
+
+/* writer: one synchronous client putting in a loop (see the top comment). */
+static uint64_t bench_realtime_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int run_writer(const char *cluster, struct kv_client_options *opts, uint64_t size,
+                      uint64_t seconds) {
+    kv_client *c = NULL;
+    int rc = kv_client_open(&c, cluster, opts);
+    if (rc != 0) {
+        fprintf(stderr, "kvbench writer: connecting to %s: %s\n", cluster, kv_errword(rc));
+        return 1;
+    }
+    uint8_t *value = malloc(size + 8);
+    assert(value != NULL);
+    uint64_t rng = 0x9E3779B97F4A7C15ull, end_ns = kv_now_ns() + seconds * 1000000000ull;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a line is read while the writer runs */
+    for (uint64_t n = 0; kv_now_ns() < end_ns; n++) {
+        char key[BENCH_KEY_BYTES];
+        int klen = snprintf(key, sizeof key, "kvbench/writer/%08" PRIu64, n % 1000);
+        bench_fill(&rng, value, size);
+        uint64_t send_ns = bench_realtime_ns();
+        do {
+            rc = kv_put(c, key, (size_t)klen, value, size);
+            if (rc != 0)
+                printf("%" PRIu64 " %" PRIu64 " %s\n", send_ns, bench_realtime_ns(),
+                       kv_errword(rc));
+        } while (rc != 0 && kv_now_ns() < end_ns);
+        if (rc == 0)
+            printf("%" PRIu64 " %" PRIu64 "\n", send_ns, bench_realtime_ns());
+    }
+    free(value);
+    kv_client_close(c);
+    return 0;
+}
+
+static int cmd_writer(int argc, char **argv) {
+    const char *cluster = NULL;
+    uint64_t size = 256, seconds = 60, timeout_ms;
+    struct kv_client_options opts;
+    kv_client_options_init(&opts);
+    timeout_ms = opts.timeout_ms;
+    for (int i = 0; i < argc; i++) {
+        const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        uint64_t *num = strcmp(flag, "--size") == 0         ? &size
+                        : strcmp(flag, "--seconds") == 0    ? &seconds
+                        : strcmp(flag, "--timeout-ms") == 0 ? &timeout_ms
                                                             : NULL;
         bool str = strcmp(flag, "--cluster") == 0 || strcmp(flag, "--token-file") == 0;
         if (num == NULL && !str)
-            return bad_flag(op, flag, "unknown flag");
+            return bad_flag("writer", flag, "unknown flag");
         if (val == NULL)
-            return bad_flag(op, flag, "needs a value");
+            return bad_flag("writer", flag, "needs a value");
         i++;
         if (str) {
             if (flag[2] == 'c')
-                b.cluster = val;
+                cluster = val;
             else
-                b.opts.token_file = val;
+                opts.token_file = val;
             continue;
         }
-        uint64_t hi = num == &b.size         ? KV_VALUE_BYTES_MAX
-                      : num == &b.clients    ? BENCH_CLIENTS_MAX
-                      : num == &b.depth      ? KV_CONN_INFLIGHT_REQUESTS_MAX
-                      : num == &b.keys       ? BENCH_KEYS_MAX
-                      : num == &b.timeout_ms ? 3600000u
-                                             : BENCH_RECORDS_MAX;
-        uint64_t lo = num == &b.size || num == &b.depth ? 0 : 1;
-        if (!parse_u64(val, lo, hi, num))
-            return bad_flag(op, flag, "not a number in range");
+        uint64_t hi = num == &size ? KV_VALUE_BYTES_MAX : 3600000u;
+        if (!parse_u64(val, num == &size ? 0 : 1, hi, num))
+            return bad_flag("writer", flag, "not a number in range");
     }
-    if (b.cluster == NULL)
-        return bad_flag(op, "--cluster", "required");
-    if (b.clients > b.requests)
-        return bad_flag(op, "--clients", "more clients than requests");
-    b.opts.timeout_ms = (uint32_t)b.timeout_ms;
-    b.latency_us = calloc(b.requests, sizeof *b.latency_us);
-    assert(b.latency_us != NULL);
-    int rv = run_cluster(&b);
-    free(b.latency_us);
-    return rv;
+    if (cluster == NULL)
+        return bad_flag("writer", "--cluster", "required");
+    opts.timeout_ms = (uint32_t)timeout_ms;
+    return run_writer(cluster, &opts, size, seconds);
 }
 #endif /* KVBENCH_CLUSTER */
 
@@ -723,8 +902,10 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "wal") == 0)
         return cmd_wal(argc - 2, argv + 2);
 #ifdef KVBENCH_CLUSTER
-    if (strcmp(argv[1], "put") == 0 || strcmp(argv[1], "get") == 0)
+    if (strcmp(argv[1], "put") == 0 || strcmp(argv[1], "get") == 0 || strcmp(argv[1], "mixed") == 0)
         return cmd_cluster(argv[1], argc - 2, argv + 2);
+    if (strcmp(argv[1], "writer") == 0)
+        return cmd_writer(argc - 2, argv + 2);
 #endif
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
