@@ -1,5 +1,5 @@
 /*
- * kvbench: benchmarks as programs (style.md rule 12). Each subcommand prints
+ * kvbench: benchmarks as programs (docs/rules.md "Code" rule 12). Each subcommand prints
  * exactly one machine-readable line of results on stdout.
  *
  *   kvbench wal --data-dir DIR [--records N] [--size BYTES] [--writers W]

@@ -2,7 +2,7 @@
  * Every limit in kv, with the reason for its value (SQLite's sqliteLimit.h,
  * Redis's proto-max-bulk-len). docs/limits.md is the user's copy of this file.
  *
- * Rules (style.md rule 5, pitfalls.md "write path accepts what the read path
+ * Rules (docs/rules.md "Code" rule 5, docs/rules.md "write path accepts what the read path
  * later rejects"): the check on the way in and the decoder on the way out use
  * the same constant from this header; no limit means "unlimited" when 0;
  * where limits relate, a KV_STATIC_ASSERT (_Static_assert) says how.
@@ -154,13 +154,13 @@
 
 KV_STATIC_ASSERT(KV_FRAME_BYTES_MAX > KV_ENTRY_BYTES_MAX, "a frame must carry the largest entry");
 KV_STATIC_ASSERT(KV_WAL_SEGMENT_BYTES_DEFAULT >= KV_WAL_SEGMENT_BYTES_MIN,
-               "a segment must hold the largest record");
+                 "a segment must hold the largest record");
 KV_STATIC_ASSERT(KV_WAL_BATCH_BYTES_MAX >= KV_WAL_RECORD_BYTES_MAX,
-               "a batch must hold the largest record");
+                 "a batch must hold the largest record");
 KV_STATIC_ASSERT(KV_WAL_QUEUE_BYTES_MAX >= KV_WAL_BATCH_BYTES_MAX,
-               "the queue must hold a full batch");
+                 "the queue must hold a full batch");
 KV_STATIC_ASSERT(KV_CONN_OUTPUT_BYTES_MAX > KV_FRAME_BYTES_MAX,
-               "output buffer must hold the largest reply");
+                 "output buffer must hold the largest reply");
 KV_STATIC_ASSERT(KV_SNAPSHOT_CHUNK_BYTES + KV_RAFT_MSG_WIRE_OVERHEAD_BYTES <= KV_FRAME_BYTES_MAX,
                  "a snapshot chunk, encoded, must fit in a frame");
 KV_STATIC_ASSERT(KV_RAFT_MSG_BYTES_MAX + KV_RAFT_MSG_WIRE_OVERHEAD_BYTES <= KV_FRAME_BYTES_MAX,

@@ -7,7 +7,7 @@
  * and stays "on the wire" until its answer. When the connection goes (the
  * node closed it, a redirect, a node without a leader), everything on the
  * wire goes back to the queue in session order and is sent again, with the
- * same (client id, seq), to the next node: exactly once (pitfalls.md,
+ * same (client id, seq), to the next node: exactly once (docs/rules.md,
  * "A retried write applied twice").
  *
  * Outcomes. A write whose frame the kernel took and whose answer never came

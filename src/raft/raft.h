@@ -28,7 +28,7 @@
  * until raft_advance()). The steps, in this order:
  *
  *   1. rd.hs_must_sync: rd.hs (term or vote changed) is made DURABLE before
- *      any message of this Ready (or of any later Ready) is sent (pitfalls.md
+ *      any message of this Ready (or of any later Ready) is sent (docs/rules.md
  *      "two leaders in one term": a vote reply or a message of a new term
  *      never leaves before term+vote are on disk). When only rd.hs.commit
  *      changed (hs_changed && !hs_must_sync), rd.hs may be written lazily,
@@ -73,7 +73,7 @@
  * DURABILITY RULES in one place. Term and vote: durable before messages
  * (step 1). Own log entries: reported with raft_persisted(); the leader
  * counts itself toward a commit only up to its reported durable index
- * (pitfalls.md "commit counted before the leader's own write was durable");
+ * (docs/rules.md "commit counted before the leader's own write was durable");
  * a follower acknowledges an append only up to its reported durable index.
  * Snapshots: installed durably before raft_advance() (step 2).
  *
@@ -117,13 +117,13 @@
  * KV_SNAPSHOT_CHUNK_BYTES that raft reads through cfg.snapshot_read (the
  * app's callback; raft does no I/O). At most RAFT_SNAPSHOT_CHUNKS_INFLIGHT
  * chunks per follower are in flight, so heartbeats and appends to others are
- * never held up (pitfalls.md etcd#13913). The follower acknowledges the next
+ * never held up (docs/rules.md etcd#13913). The follower acknowledges the next
  * offset it expects; the leader resends from there after a lost chunk (no
  * ack within election_ticks ticks) or a reconnect. A transfer continues
  * only with the node that began it: from another sender (a new leader) it
  * starts over at offset 0, because two nodes' snapshots of one (index, term)
- * hold the same state in different bytes. A snapshot being sent pins no log entries (it replaces them),
- * but the APP must keep the snapshot's data readable while it is sent:
+ * hold the same state in different bytes. A snapshot being sent pins no log entries (it replaces
+ * them), but the APP must keep the snapshot's data readable while it is sent:
  * raft_snapshot_sending() gives the oldest snapshot index being sent. If the
  * callback fails (e.g. KV_ESTALE: the snapshot was deleted), raft drops that
  * transfer and later starts over with the newest snapshot. A follower that
@@ -133,7 +133,7 @@
  * records its commit index, confirms with one heartbeat round that it is
  * still leader, and hands (ctx, index) back in a Ready. All reads requested
  * between two raft_ready() calls share one heartbeat round. A new leader
- * holds reads until the no-op of its term is committed (pitfalls.md "stale
+ * holds reads until the no-op of its term is committed (docs/rules.md "stale
  * reads after an election"). With cfg.lease_read (needs check_quorum; off by
  * default; assumes the nodes' tick rates do not drift) the leader answers
  * without a round of its own while it holds a lease: a quorum of voters

@@ -5,7 +5,7 @@
  *
  * A read (ctx) is released as (ctx, index) when
  *  1. an entry of the leader's term is committed (its no-op: the leader then
- *     knows the commit index, thesis §6.4 step 1; pitfalls.md "stale reads
+ *     knows the commit index, thesis §6.4 step 1; docs/rules.md "stale reads
  *     after an election"), index being the commit index when the read came
  *     (or when that no-op committed, if later), and
  *  2. a quorum of voters acknowledged a heartbeat round started after the

@@ -209,7 +209,7 @@ static int cmp_desc(const void *a, const void *b) {
 /* Paper §5.3/§5.4.2: the largest index durable on a quorum of voters is
  * committed, but only if its entry is of the current term (earlier terms'
  * entries commit indirectly). The leader counts itself only up to its own
- * durable index (pitfalls.md). */
+ * durable index (docs/rules.md). */
 void raft_maybe_commit(raft *r) {
     if (r->role != RAFT_LEADER) {
         return;

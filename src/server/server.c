@@ -159,8 +159,8 @@ typedef struct server_start {
     size_t entries_count;
 } server_start;
 
-/* What a node whose data dir holds nothing must be told (pitfalls.md, "a
- * member whose disk was replaced comes back as itself"). */
+/* What a node whose data dir holds nothing must be told (docs/rules.md "a
+ * replaced disk never votes"). */
 static void refuse_empty(const server *s, const char *why) {
     fprintf(stderr,
             "kvd: %s holds no data %s.\n"
@@ -208,8 +208,8 @@ static int join_ask(const server *s, char **line, kv_member **ms, size_t *n) {
     if (c != NULL)
         kv_client_close(c);
     if (rc != 0) {
-        fprintf(stderr, "kvd: --join %s: cannot learn the cluster from it: %s (%s)\n",
-                s->cfg.join, kv_strerror(rc), kv_errword(rc));
+        fprintf(stderr, "kvd: --join %s: cannot learn the cluster from it: %s (%s)\n", s->cfg.join,
+                kv_strerror(rc), kv_errword(rc));
         kv_free(*line);
         *line = NULL;
         return rc == KV_EAUTH || rc == KV_ECONFIG || rc == KV_EVERSION ? KV_ECONFIG : KV_EIO;
@@ -375,8 +375,8 @@ static int start_store(server *s, server_start *st, store_start *ss, hs_state *h
 
 /* Step 4: Raft's configuration from the hard state, the snapshot and,
  * when this start bootstraps, the founders in the book. */
-static void start_raft_config(server *s, const store_start *ss, const hs_state *hst,
-                              bool bootstrap, raft_config *rcfg) {
+static void start_raft_config(server *s, const store_start *ss, const hs_state *hst, bool bootstrap,
+                              raft_config *rcfg) {
     raft_config_init(rcfg, s->id);
     rcfg->election_ticks = s->cfg.election_ticks;
     rcfg->seed = s->id ^ (uint64_t)getpid() ^ kv_now_ns();

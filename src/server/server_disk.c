@@ -1,5 +1,5 @@
 /*
- * The disk quota (pitfalls.md "space quota as a dead end", etcd#11309).
+ * The disk quota (docs/rules.md "a space quota that clears itself", etcd#11309).
  *
  * Every second the node measures its data dir (allocated blocks, each hard
  * link counted once: snapshots share RocksDB's files). Over the quota it
@@ -47,13 +47,15 @@ static void on_disk_timer(uv_timer_t *t) {
     if (over && !s->nospace) {
         s->nospace = true;
         s->nospace_alarms++;
-        KV_LOGW("NOSPACE", "data dir uses %" PRIu64 " bytes, over the quota of %" PRIu64
-                           ": writes are refused until space is freed (reads and deletes go on)",
+        KV_LOGW("NOSPACE",
+                "data dir uses %" PRIu64 " bytes, over the quota of %" PRIu64
+                ": writes are refused until space is freed (reads and deletes go on)",
                 s->disk_used, s->cfg.quota_bytes);
     } else if (!over && s->nospace) {
         s->nospace = false;
-        KV_LOGI("NOSPACE", "data dir uses %" PRIu64 " bytes, under the quota of %" PRIu64
-                           ": the alarm is cleared, writes are accepted again",
+        KV_LOGI("NOSPACE",
+                "data dir uses %" PRIu64 " bytes, under the quota of %" PRIu64
+                ": the alarm is cleared, writes are accepted again",
                 s->disk_used, s->cfg.quota_bytes);
     }
     uint64_t applied = sm_applied_index(s->sm);

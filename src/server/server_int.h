@@ -66,8 +66,8 @@ typedef struct server {
     server_config cfg;
     uint64_t id;
     char cluster_id[40];
-    kv_fs *fs;   /* the log and hard state (no-sync with --unsafe-no-fsync) */
-    kv_fs *rfs;  /* the real one, for snapshots */
+    kv_fs *fs;  /* the log and hard state (no-sync with --unsafe-no-fsync) */
+    kv_fs *rfs; /* the real one, for snapshots */
     int lock_fd;
     char snap_dir[SERVER_PATH_BYTES];
     char db_dir[SERVER_PATH_BYTES];
@@ -103,7 +103,7 @@ typedef struct server {
 
     uint64_t leader_id;
 
-    uint64_t snap_index; /* the newest snapshot taken or installed */
+    uint64_t snap_index;       /* the newest snapshot taken or installed */
     uint64_t bytes_since_snap; /* entry bytes applied since it */
     uint64_t snap_term;
     server_snap_out snap_out;
@@ -131,7 +131,7 @@ typedef struct server {
 
     /* the disk quota (server_disk.c) */
     uint64_t disk_used;
-    bool nospace; /* alarm: writes are refused with NOSPACE */
+    bool nospace;          /* alarm: writes are refused with NOSPACE */
     uint64_t compacted_at; /* applied index of the last compaction in alarm */
     uint64_t compacted_ms; /* loop time of that compaction */
     uint64_t nospace_alarms;
@@ -146,15 +146,15 @@ typedef struct server {
     uint64_t snapshots_taken;
     uint64_t snapshots_installed;
     server_hist req_latency[SERVER_REQ_KINDS]; /* answered requests, by kind */
-    uint64_t refused_logged_ns; /* when a refused Raft message was last logged */
-    uint64_t refused_quiet;     /* refused since, not logged */
+    uint64_t refused_logged_ns;                /* when a refused Raft message was last logged */
+    uint64_t refused_quiet;                    /* refused since, not logged */
 } server;
 
 _Noreturn void server_fatal(server *s, int exit_code, const char *word, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* server_fatal for a failure rc of the state machine (or of a snapshot of
  * it): KVD_EXIT_CORRUPT for corruption, else KVD_EXIT_IO; the line ends with
- * RocksDB's status text, which names the damaged file (pitfalls.md: name
+ * RocksDB's status text, which names the damaged file (docs/rules.md: name
  * the file). */
 _Noreturn void server_fatal_sm(server *s, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -165,8 +165,8 @@ void server_members_joining(server *s, const char *name, const char *addr) {
             book_del(s, (size_t)(cur - s->members));
         return;
     }
-    server_member *m = book_put(s->members, &s->members_count, name, strlen(name), addr,
-                                strlen(addr));
+    server_member *m =
+        book_put(s->members, &s->members_count, name, strlen(name), addr, strlen(addr));
     if (m != NULL) {
         m->joining = true;
         m->learner = false;
@@ -255,7 +255,7 @@ static void peer_declare(server *s, const server_member *m) {
 void server_peers_sync(server *s) {
     if (s->net == NULL)
         return;
-    /* forget peers nobody names any more (pitfalls: never the leader or a
+    /* forget peers nobody names any more (docs/rules.md: never the leader or a
      * member of the log's latest membership, which a node replaying old
      * entries has not applied yet) */
     for (size_t i = 0; i < s->peers_count;) {

@@ -75,7 +75,7 @@ static void member_remove(server *s, net_conn *c, const Kv__Request *q) {
     int rc = raft_propose_conf(s->r, RAFT_CONF_REMOVE, id, &index);
     if (rc != 0) {
         server_reply_code(c, q->id, rc,
-                          rc == KV_EBUSY ? "another membership change is in progress; retry"
+                          rc == KV_EBUSY    ? "another membership change is in progress; retry"
                           : rc == KV_EINVAL ? "cannot remove the last voter"
                                             : kv_strerror(rc));
         return;
@@ -118,8 +118,8 @@ static void snapshot_read(server *s, net_conn *c, const Kv__Request *q) {
     }
     size_t got = 0;
     uint64_t total = 0;
-    int rc = server_snapshot_read(s, index, term, q->offset, buf, KV_SNAPSHOT_CHUNK_BYTES, &got,
-                                  &total);
+    int rc =
+        server_snapshot_read(s, index, term, q->offset, buf, KV_SNAPSHOT_CHUNK_BYTES, &got, &total);
     Kv__Response r = KV__RESPONSE__INIT;
     r.id = q->id;
     r.code = rc;
@@ -262,7 +262,7 @@ void server_ops_close(server *s) {
     }
 }
 
-/* Leader: a learner that has caught up becomes a voter (pitfalls.md: manual
+/* Leader: a learner that has caught up becomes a voter (docs/rules.md: manual
  * promotion races, etcd#15107). */
 void server_ops_tick(server *s) {
     if (!node_is_leader(s->node))

@@ -109,8 +109,8 @@ static int snap_out_chunk(server *s, uint64_t k) {
                      path, snap_reader_file_name(o->reader, ch.file), ch.offset, k);
     }
     if (rc != 0) {
-        KV_LOGE(kv_errword(rc), "snapshot %" PRIu64 ": chunk %" PRIu64 " unreadable: %s",
-                o->index, k, kv_strerror(rc));
+        KV_LOGE(kv_errword(rc), "snapshot %" PRIu64 ": chunk %" PRIu64 " unreadable: %s", o->index,
+                k, kv_strerror(rc));
         return rc;
     }
     kv_put_u32(o->buf, (uint32_t)k);
@@ -288,7 +288,7 @@ void server_snapshot_take(server *s) {
     if (drop > 0 && (rc = wal_drop_prefix(s->w, drop)) != 0)
         server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "dropping log entries up to %" PRIu64 ": %s",
                      drop, kv_strerror(rc));
-    /* A snapshot being sent stays (pitfalls.md etcd#4055): skip the clean-up
+    /* A snapshot being sent stays (docs/rules.md etcd#4055): skip the clean-up
      * while an older one is in flight. */
     uint64_t sending = raft_snapshot_sending(s->r);
     if (sending == 0 || sending >= sn.index) {
@@ -296,7 +296,8 @@ void server_snapshot_take(server *s) {
             server_snap_out_close(s);
         snap_gc(s->rfs, s->snap_dir, s->cfg.snapshots_keep);
     }
-    KV_LOGI("SNAPSHOT", "took snapshot %" PRIu64 " (term %" PRIu64 ") in %" PRIu64
-            " ms; log kept from %" PRIu64, sn.index, sn.term, (kv_now_ns() - t0) / 1000000,
-            wal_first_index(s->w));
+    KV_LOGI("SNAPSHOT",
+            "took snapshot %" PRIu64 " (term %" PRIu64 ") in %" PRIu64
+            " ms; log kept from %" PRIu64,
+            sn.index, sn.term, (kv_now_ns() - t0) / 1000000, wal_first_index(s->w));
 }

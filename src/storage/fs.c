@@ -92,7 +92,7 @@ static int posix_pwrite(kv_file *f, const void *buf, size_t len, uint64_t off) {
 }
 
 static int posix_sync(kv_file *f) {
-    /* Never retried on failure (pitfalls.md, fsyncgate): the caller stops. */
+    /* Never retried on failure (docs/rules.md, fsyncgate): the caller stops. */
     return fdatasync(f->fd) == 0 ? 0 : KV_EIO;
 }
 

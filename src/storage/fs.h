@@ -5,12 +5,12 @@
  *
  * Contract, for every call: 0 on success or a negative KV_E* code.
  *  - A write or sync error is KV_EIO; the caller fail-stops. A sync is never
- *    retried (pitfalls.md, "fsyncgate"): after a failed sync the file's
+ *    retried (docs/rules.md, "fsync errors are final (fsyncgate)"): after a failed sync the file's
  *    contents are unknown.
  *  - Durability: data written with pwrite is durable only after sync() of
  *    that file returned 0. A file created, renamed or unlinked is durable in
  *    its directory only after sync_dir() of that directory returned 0
- *    (pitfalls.md, etcd#14098).
+ *    (docs/rules.md, etcd#14098).
  *  - Paths are ordinary C strings; the fake half treats them as keys.
  */
 #ifndef KV_STORAGE_FS_H

@@ -7,13 +7,13 @@
  *    since the last sync are kept in order in an "unsynced" list.
  *  - Each directory has a durable copy of its entries, taken by
  *    sync_dir(). Files created, renamed or unlinked since then revert at a
- *    crash (pitfalls.md, etcd#14098).
+ *    crash (docs/rules.md, etcd#14098).
  *  - fsf_crash(FSF_CRASH_DROP): every file returns to its durable copy.
  *    fsf_crash(FSF_CRASH_TORN): each file keeps, in order, a random prefix of
  *    its unsynced writes; the last one kept may be cut short and its tail
  *    filled with garbage (a torn sector). The seed decides.
  *    fsf_crash(FSF_CRASH_PAGES): what a disk does with the pages written
- *    since the last fdatasync (pitfalls.md "Power loss reorders unsynced
+ *    since the last fdatasync (docs/rules.md "power loss keeps some unsynced pages and not others"
  *    pages"): each page (fsf_set_page_bytes, 4 KiB by default) that the
  *    unsynced writes and truncations made different from the durable copy
  *    comes back new or old, independently, and at most one comes back torn

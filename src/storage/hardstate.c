@@ -97,8 +97,8 @@ static int hs__paths(const char *dir, char path[2][HS_PATH_BYTES_MAX]) {
 
 /* Reads both slots, reports by the rules of hardstate.h, and picks the
  * newest valid one (*newest, -1 when none). */
-static int hs__scan(kv_fs *fs, char path[2][HS_PATH_BYTES_MAX], uint64_t log_term,
-                    kv_check_fn fn, void *arg, hs_slot slot[2], int *newest) {
+static int hs__scan(kv_fs *fs, char path[2][HS_PATH_BYTES_MAX], uint64_t log_term, kv_check_fn fn,
+                    void *arg, hs_slot slot[2], int *newest) {
     for (int i = 0; i < 2; i++)
         hs__read_slot(fs, path[i], &slot[i]);
     for (int i = 0; i < 2; i++)
@@ -147,7 +147,7 @@ int hs_check(kv_fs *fs, const char *dir, uint64_t log_term, kv_check_fn fn, void
  * died between hs_save's pwrite and its fdatasync leaves the new term/vote
  * in the page cache only: loading it and then acting on it (a vote in that
  * term) before it is durable is how two leaders get elected in one term
- * after a power loss (pitfalls.md, "two leaders in one term"). */
+ * after a power loss (docs/rules.md, "two leaders in one term"). */
 static int hs__sync_loaded(hs *h) {
     kv_fs *fs = h->fs;
     kv_file *f = NULL;

@@ -11,7 +11,7 @@
  * rename, directory sync), so the first saves never leave a torn slot
  * beside none. A slot failing its checks while the other slot is valid is
  * what a crash during hs_save leaves (the slot being written is torn) -- or
- * a flipped bit in a slot that was synced. The log tells the two apart (pitfalls.md,
+ * a flipped bit in a slot that was synced. The log tells the two apart (docs/rules.md,
  * "falling back to an older copy of the vote"): term and vote are synced
  * before any entry of their term is appended, so a log holding a term above
  * the valid slot's proves that a newer slot was synced, and the bad slot is
@@ -63,7 +63,7 @@ int hs_load(kv_fs *fs, const char *dir, uint64_t log_term, kv_check_fn fn, void 
 /* Writes st to the slot not holding the newest valid copy, fdatasyncs it
  * (and the directory when the file is new), and returns only then. KV_EIO
  * on failure, never retried: every later hs_save also returns KV_EIO
- * (fail-stop, pitfalls.md "fsyncgate"). */
+ * (fail-stop, docs/rules.md "fsync errors are final (fsyncgate)"). */
 int hs_save(hs *h, const hs_state *st);
 
 /* The state last loaded or saved. */

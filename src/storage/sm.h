@@ -2,7 +2,7 @@
  * The state machine: committed Raft entries applied to RocksDB.
  *
  * One column family; keys carry a one-byte prefix so that one memtable flush
- * is atomic for everything (pitfalls.md, etcd#13967):
+ * is atomic for everything (docs/rules.md, etcd#13967):
  *   'd' + user key                   user data
  *   'm' + name                       meta: applied index and term, membership,
  *                                    session count, format

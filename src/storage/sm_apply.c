@@ -2,7 +2,7 @@
  *
  * Every entry of a call, the new applied index/term and every session change
  * go into ONE WriteBatchWithIndex, written with the RocksDB WAL off
- * (pitfalls.md, etcd#13967). Reads during the apply go through the batch
+ * (docs/rules.md, etcd#13967). Reads during the apply go through the batch
  * first, so an entry sees the effects of the earlier entries of the same
  * call (PUT then CAS on one key).
  *

@@ -1,7 +1,7 @@
 /* Shipping snapshots by chunks (snapshot.h): the sender's reader and the
  * receiver. A chunk is checked against the manifest on both sides; the
  * receiver installs a snapshot only when every chunk is in and the whole
- * manifest checks (design.md, "snapshot chunk with a bad checksum"). */
+ * manifest checks (docs/rules.md "a snapshot in flight pins the log"). */
 #include "storage/snap_internal.h"
 
 #include "common/checksum.h"
@@ -258,7 +258,8 @@ int snap_recv_finish(snap_recv *r, snap_meta *out) {
     if (rv != 0) {
         /* Never synced again: after a failed fsync the pages may be gone
          * from the disk while the page cache (and so a verify) looks fine
-         * (pitfalls.md, "fsyncgate"). The caller aborts and starts over. */
+         * (docs/rules.md, "fsync errors are final (fsyncgate)"). The caller aborts and starts over.
+         */
         r->failed = rv == KV_EPERM || rv == KV_ENOSPACE ? rv : KV_EIO;
         return r->failed;
     }

@@ -147,7 +147,7 @@ void snap_recv_missing(const snap_recv *r, uint64_t *chunks, size_t cap, uint64_
  * syncs snap_dir; then frees r. KV_EMISSING while chunks are missing (see
  * snap_recv_missing) and KV_ECORRUPT when the result does not verify: r
  * stays valid and nothing is installed. A failed write, sync or rename is
- * final (never retried, pitfalls.md "fsyncgate"): this and every later
+ * final (never retried, docs/rules.md "fsync errors are final (fsyncgate)"): this and every later
  * call on r return that error; the caller aborts r and starts over. */
 int snap_recv_finish(snap_recv *r, snap_meta *out);
 

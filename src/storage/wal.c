@@ -40,7 +40,7 @@ static int wal__options_ok(const wal_options *o) {
  * directory sync) leaves records and names in the page cache that the scan
  * reads as the log; this run acknowledges them (Raft reports them as
  * persisted), so they must be durable before it relies on them
- * (pitfalls.md, etcd#14098). Only the last segment can hold unsynced
+ * (docs/rules.md, etcd#14098). Only the last segment can hold unsynced
  * records: a segment is synced before the next one is created. */
 static int wal__repair(wal *w) {
     wal_scan *s = &w->log;

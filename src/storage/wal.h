@@ -39,14 +39,12 @@
  *            short by the end of the file.
  *   torn     a damaged batch that may be the one in flight at a crash: the
  *            pages written since the last fdatasync reach the disk in any
- *            order and any subset (pitfalls.md "Disks that lie"), so that
- *            batch can be any mix of its new bytes, zeros and garbage. It
- *            was never acknowledged: it is cut off (wal_open) and reported
- *            TORN; the node starts.
- *   corrupt  damage in synced data, or a batch that is whole (its checksums
- *            hold) and still wrong: a bad sequence, index or term. Reported
- *            CORRUPT with file, offset and the index expected there; nothing
- *            is truncated and the log does not open (KV_ECORRUPT).
+ *            order and any subset (docs/rules.md "power loss keeps some unsynced pages and not
+ * others"), so that batch can be any mix of its new bytes, zeros and garbage. It was never
+ * acknowledged: it is cut off (wal_open) and reported TORN; the node starts. corrupt  damage in
+ * synced data, or a batch that is whole (its checksums hold) and still wrong: a bad sequence, index
+ * or term. Reported CORRUPT with file, offset and the index expected there; nothing is truncated
+ * and the log does not open (KV_ECORRUPT).
  *
  * RULES (the writer keeps them; the scan relies on them)
  *
@@ -100,7 +98,7 @@
  *      durable first; the older segments may then go in any order.
  *      The only cut in place is wal_open's, of a torn batch: it is synced
  *      before anything is written over it.
- *   8. A write or sync error is final (pitfalls.md, "fsyncgate"): every
+ *   8. A write or sync error is final (docs/rules.md, "fsync errors are final (fsyncgate)"): every
  *      pending and later append fails with KV_EIO.
  *
  * Threads: the log runs two threads. The storage thread writes batches and
@@ -263,7 +261,7 @@ typedef struct wal_stats {
     uint64_t sync_ns_max;   /* the slowest (a slow disk shows here first) */
     uint64_t batches;
     uint64_t records;
-    uint64_t bytes; /* record bytes written (headers included) */
+    uint64_t bytes;                           /* record bytes written (headers included) */
     uint64_t sync_hist[WAL_SYNC_BUCKETS + 1]; /* fdatasyncs by latency bucket */
     uint64_t slow_syncs;                      /* over wal_options.slow_sync_ns */
 } wal_stats;

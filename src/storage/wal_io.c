@@ -2,8 +2,8 @@
  * The WAL's storage thread: takes batches off the queue, writes them, does
  * one fdatasync per batch (group commit), then runs the callbacks. Every
  * change to the files happens here, so the on-disk order is queue order.
- * A write or sync error is final (pitfalls.md, "fsyncgate"): the log fails
- * every pending and later append with KV_EIO and never retries.
+ * A write or sync error is final (docs/rules.md, "fsync errors are final (fsyncgate)"): the log
+ * fails every pending and later append with KV_EIO and never retries.
  */
 #include "storage/wal_internal.h"
 
@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-const uint64_t wal_sync_bucket_us[WAL_SYNC_BUCKETS] = {100,   250,   500,    1000,   2500,  5000,
-                                                        10000, 25000, 50000, 100000, 250000, 1000000};
+const uint64_t wal_sync_bucket_us[WAL_SYNC_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
 
 static wal_seg *wal__active(wal *w) {
     assert(w->log.segs_n > 0);
@@ -42,7 +42,7 @@ static int wal__sync(wal *w, wal_seg *sg) {
         bool slow = w->opt.slow_sync_ns != 0 && ns > w->opt.slow_sync_ns;
         w->stats.slow_syncs += slow;
         pthread_mutex_unlock(&w->mu);
-        /* pitfalls.md "slow disk turns into an outage": seen and counted */
+        /* docs/rules.md "slow disk turns into an outage": seen and counted */
         if (slow)
             KV_LOGW("SLOWDISK", "WAL %s: fdatasync took %.1f ms (threshold %.1f ms)", sg->path,
                     (double)ns / 1e6, (double)w->opt.slow_sync_ns / 1e6);
@@ -64,7 +64,7 @@ static int wal__segs_push(wal *w, wal_seg *sg) {
 }
 
 /* A new segment: written as .tmp, synced, renamed, directory synced, so a
- * segment under its final name always has a whole header (pitfalls.md,
+ * segment under its final name always has a whole header (docs/rules.md,
  * etcd#14098) and records in it are acknowledged only after both syncs. */
 int wal__seg_create(wal *w, uint64_t seq, uint64_t first, uint64_t base_term, uint32_t flags) {
     kv_fs *fs = w->fs;
@@ -496,7 +496,7 @@ static void wal__complete(wal *w, wal_item *b, int rv) {
 }
 
 /* The storage thread: one batch at a time, written and synced in queue
- * order; a failure is final (fail-stop, pitfalls.md "fsyncgate"). */
+ * order; a failure is final (fail-stop, docs/rules.md "fsync errors are final (fsyncgate)"). */
 void *wal__thread(void *arg) {
     wal *w = arg;
     pthread_mutex_lock(&w->qmu);

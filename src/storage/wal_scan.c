@@ -1,8 +1,8 @@
 /*
  * The WAL's on-disk format and the scan shared by wal_open and wal_check:
  * torn batch versus corruption, by the definitions and rules at the top of
- * wal.h (pitfalls.md "Zero-filled or torn tail called corruption" and
- * "Power loss reorders unsynced pages").
+ * wal.h (docs/rules.md "torn tail or corruption" and
+ * "power loss keeps some unsynced pages and not others" pages").
  */
 #include "storage/wal_internal.h"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A member whose disk was replaced comes back with no memory (issue 10.1,
-# pitfalls.md "a member whose disk was replaced comes back as itself").
+# docs/rules.md "a replaced disk never votes").
 #
 # n3 is down; W is acknowledged by n1 and n2. n2's disk is replaced (an
 # empty data dir) and n1 is down for maintenance. n2 restarts with the same

@@ -40,7 +40,7 @@ START_TEST(test_ok_and_unknown) {
     ck_assert_str_eq(kv_errword(-9999), "UNKNOWN");
     ck_assert_str_eq(kv_strerror(12345), "unknown error");
     ck_assert_int_eq(kv_errcode("NO-SUCH-WORD"), 0);
-    ck_assert_str_eq(kv_errword(KV_ETIMEOUT), "TIMEOUT"); /* "outcome unknown", style.md */
+    ck_assert_str_eq(kv_errword(KV_ETIMEOUT), "TIMEOUT"); /* "outcome unknown": docs/rules.md */
     ck_assert_ptr_nonnull(strstr(kv_strerror(KV_ETIMEOUT), "unknown"));
 }
 END_TEST

@@ -11,7 +11,7 @@
  * Where the log's records end comes from `kvd check` before the flip (a
  * TORN line names the end) and from the segment's zeros (it is preallocated). The byte is in the
  * first half of that, so valid records follow it: damage with valid records
- * after it is corruption, never a torn tail (pitfalls.md).
+ * after it is corruption, never a torn tail (docs/rules.md).
  */
 #include <dirent.h>
 #include <fcntl.h>

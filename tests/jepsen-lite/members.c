@@ -4,7 +4,7 @@
  *   member    remove a follower (kv_member_remove), stop it, wipe its data
  *             dir, add it back as a new member (kv_member_add: a learner),
  *             start it with --join, wait until it is a voter again. A
- *             replaced disk never comes back as itself (pitfalls.md).
+ *             replaced disk never comes back as itself (docs/rules.md).
  *   transfer  hand leadership to a random follower (kv_transfer_leader).
  *
  * Operator calls that fail with BUSY or NOTLEADER are retried for a while;

@@ -358,7 +358,7 @@ START_TEST(test_queue_full_busy) {
 }
 END_TEST
 
-/* pitfalls.md, etcd#14025: the append check and the decoder share
+/* docs/rules.md, etcd#14025: the append check and the decoder share
  * KV_ENTRY_BYTES_MAX; an entry at the limit is written, reopened, read. */
 START_TEST(test_entry_size_limit) {
     fsf *f = tu_fake_datadir(tu_seed());

@@ -2,7 +2,7 @@
  * raft-perf: throughput of the Raft core alone. Three in-memory nodes,
  * messages handed straight from one node's Ready to the others' raft_step,
  * every write "durable" at once, batched proposals of 256-byte entries.
- * Prints one machine-readable line; not a test (style.md rule 12).
+ * Prints one machine-readable line; not a test (docs/rules.md "Code" rule 12).
  *
  *   raft-perf [entries] [batch]     defaults: 2000000 256
  */

@@ -68,7 +68,7 @@ START_TEST(test_election_with_all_ticking) {
 END_TEST
 
 /* The vote is in the hard state of the Ready that carries the reply, and
- * that Ready asks for a sync (pitfalls.md "two leaders in one term"). */
+ * that Ready asks for a sync (docs/rules.md "two leaders in one term"). */
 START_TEST(test_vote_reply_needs_sync) {
     tc c;
     tc_start(&c, 3, 3, NULL, NULL);

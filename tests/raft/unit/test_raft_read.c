@@ -15,7 +15,7 @@ static bool drop_appends(tc *c, const raft_msg *m, void *arg) {
 }
 
 /* A new leader serves no read until the no-op of its term is committed
- * (pitfalls.md "stale reads after an election"). */
+ * (docs/rules.md "stale reads after an election"). */
 START_TEST(test_no_read_before_noop_commits) {
     tc c;
     tc_start(&c, 3, 3, NULL, NULL);
