@@ -39,6 +39,7 @@
 #ifdef KVBENCH_CLUSTER
 #include "kv/client.h"
 #endif
+#include "bench/sm_bench.h"
 #include "kv/errors.h"
 #include "kv/limits.h"
 #include "storage/datadir.h"
@@ -77,7 +78,9 @@ static void usage(FILE *out) {
                  "      keys (default 64 clients, 10000 requests, 256 bytes); --async: each\n"
                  "      client keeps DEPTH puts in flight on its connection\n"
                  "  get --cluster HOST:PORT,... [same flags] [--keys K]\n"
-                 "      writes K keys (default 1000), then N gets of random ones\n");
+                 "      writes K keys (default 1000), then N gets of random ones\n"
+                 "  sm --data-dir DIR [--entries N] [--size BYTES] [--clients C] [--batch K]\n"
+                 "      applies N session PUTs to a fresh state machine, K per call (sm_bench.c)\n");
 }
 
 static int bad_flag(const char *sub, const char *flag, const char *why) {
@@ -722,6 +725,8 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "wal") == 0)
         return cmd_wal(argc - 2, argv + 2);
+    if (strcmp(argv[1], "sm") == 0) /* the state machine alone: sm_bench.c */
+        return kvbench_sm(argc - 2, argv + 2);
 #ifdef KVBENCH_CLUSTER
     if (strcmp(argv[1], "put") == 0 || strcmp(argv[1], "get") == 0)
         return cmd_cluster(argv[1], argc - 2, argv + 2);
