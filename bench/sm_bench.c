@@ -68,8 +68,8 @@ static uint64_t smb_rand(uint64_t *x) { /* xorshift64*: a fixed seed */
 }
 
 /* An encoded kv.Command: malloc'd, owned by the caller. */
-static uint8_t *smb_cmd(int op, uint64_t client, uint64_t seq, const char *key,
-                        const uint8_t *val, size_t vlen, size_t *len) {
+static uint8_t *smb_cmd(int op, uint64_t client, uint64_t seq, const char *key, const uint8_t *val,
+                        size_t vlen, size_t *len) {
     Kv__Command c;
     kv__command__init(&c);
     c.op = op;
