@@ -9,6 +9,8 @@
 #include "kv/errors.h"
 #include "kv/limits.h"
 #include "proto/kv.pb-c.h"
+#include "storage/fs.h"
+#include "storage/snapshot.h"
 #include "test_sm_util.h"
 
 #include <check.h>
@@ -414,6 +416,35 @@ START_TEST(test_sessions_v1_refused) {
 }
 END_TEST
 
+/* A state machine restored from a snapshot (snap_restore closes and reopens
+ * it) holds the source's sessions in the same order: the same next
+ * eviction, the same stored replies. */
+START_TEST(test_sessions_snapshot_restore) {
+    sm *a = tu_open(a_dir, 3), *b = tu_open(b_dir, 3);
+    sessions_used(a);
+    ck_assert_int_eq(tu_apply(b, 1, OP_REG, 0, 0, NULL, NULL, NULL, NULL), 0); /* other state */
+    char snaps[2048];
+    snprintf(snaps, sizeof snaps, "%s/snap", dir);
+    snap_meta m;
+    ck_assert_int_eq(snap_create(a, kv_fs_posix(), snaps, &m), 0);
+    ck_assert_int_eq(snap_restore(&b, b_dir, m.path), 0);
+    ck_assert_uint_eq(sm_applied_index(b), 8);
+    same_state(a, b);
+    sm *both[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        sm_reply r;
+        ck_assert_int_eq(tu_apply(both[k], 9, OP_CAS, 3, 1, "a", "2", "zz", &r), KV_ECOMPARE);
+        ck_assert_uint_eq(r.index, 6);
+        sm_replies_free(&r, 1);
+        ck_assert_int_eq(tu_apply(both[k], 10, OP_REG, 0, 0, NULL, NULL, NULL, NULL), 0);
+        ck_assert_int_eq(tu_apply(both[k], 11, OP_PUT, 4, 2, "d", "1", NULL, NULL), KV_ESTALE);
+    }
+    same_state(a, b);
+    sm_close(a);
+    sm_close(b);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("sm_sessions");
     TCase *t = tcase_create("sessions");
@@ -423,6 +454,7 @@ int main(void) {
     tcase_add_test(t, test_sessions_at_limit);
     tcase_add_test(t, test_sessions_migrate_v1);
     tcase_add_test(t, test_sessions_v1_refused);
+    tcase_add_test(t, test_sessions_snapshot_restore);
     suite_add_tcase(s, t);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
