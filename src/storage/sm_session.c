@@ -33,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Static_assert(sizeof(sm__session) <= 64, "KV_SESSIONS_MAX's comment counts 64 bytes a session");
+
 #define SM__NIL UINT32_MAX
 #define SM__LOAD_CAP_MIN 64u
 
