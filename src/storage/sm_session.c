@@ -239,10 +239,11 @@ int sm__sessions_load(sm *s) {
     }
     /* The eviction order: by last use, ties (none today: one entry touches
      * one session) by id, so it is the same on every node. */
-    qsort(l.v, l.n, sizeof *l.v, sm__loaded_cmp);
+    if (l.n > 0) /* qsort wants an array, even of none */
+        qsort(l.v, l.n, sizeof *l.v, sm__loaded_cmp);
     /* More records than sessions_max (a node restarted with a smaller
-     * option): all are kept; the next REGISTERs evict down to the limit, as
-     * the on-disk order did. */
+     * option): all are kept; the next REGISTER evicts down to the limit, as
+     * format 1 did. */
     uint32_t cap = l.n > s->opt.sessions_max ? (uint32_t)l.n : s->opt.sessions_max;
     sm__sessions t;
     rv = sm__sessions_init(&t, cap);

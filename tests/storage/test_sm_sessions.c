@@ -445,6 +445,27 @@ START_TEST(test_sessions_snapshot_restore) {
 }
 END_TEST
 
+/* Reopened with a smaller sessions_max than it holds: every session is
+ * kept until the next REGISTER, which evicts the oldest down to the limit. */
+START_TEST(test_sessions_fewer_after_reopen) {
+    sm *a = tu_open(a_dir, 8);
+    for (uint64_t i = 1; i <= 5; i++)
+        ck_assert_int_eq(tu_apply(a, i, OP_REG, 0, 0, NULL, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(tu_apply(a, 6, OP_PUT, 1, 1, "k", "v", NULL, NULL), 0); /* 1 used last */
+    sm_close(a);
+    a = tu_open(a_dir, 3);
+    ck_assert_uint_eq(a->sessions.count, 5);
+    ck_assert_int_eq(tu_apply(a, 7, OP_PUT, 2, 1, "k", "v", NULL, NULL), 0); /* 2 too */
+    ck_assert_int_eq(tu_apply(a, 8, OP_REG, 0, 0, NULL, NULL, NULL, NULL), 0);
+    ck_assert_uint_eq(a->sessions.count, 3); /* 3, 4, 5 went */
+    int want[] = {0, 0, 0, KV_ESTALE, KV_ESTALE, KV_ESTALE}; /* by id */
+    for (uint64_t id = 1; id <= 5; id++)
+        ck_assert_int_eq(tu_apply(a, 8 + id, OP_PUT, id, 2, "k", "w", NULL, NULL), want[id]);
+    ck_assert_int_eq(tu_apply(a, 14, OP_PUT, 8, 1, "k", "w", NULL, NULL), 0);
+    sm_close(a);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("sm_sessions");
     TCase *t = tcase_create("sessions");
@@ -455,6 +476,7 @@ int main(void) {
     tcase_add_test(t, test_sessions_migrate_v1);
     tcase_add_test(t, test_sessions_v1_refused);
     tcase_add_test(t, test_sessions_snapshot_restore);
+    tcase_add_test(t, test_sessions_fewer_after_reopen);
     suite_add_tcase(s, t);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
