@@ -177,7 +177,9 @@ static int sm__load_one(sm *s, sm__loaded *l, const char *k, size_t klen, const 
                         size_t vlen) {
     uint64_t id = klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0;
     Kv__Session *pb = klen == 9 ? kv__session__unpack(NULL, vlen, (const uint8_t *)v) : NULL;
-    if (pb == NULL || pb->client_id != id || id == 0 || pb->last_index == 0 ||
+    /* id <= last_index <= applied: a session is registered at its id and
+     * used at or after it, never after what was applied. */
+    if (pb == NULL || pb->client_id != id || id == 0 || pb->last_index < id ||
         pb->last_index > s->applied_index) {
         KV_LOGE("CORRUPT",
                 "state machine %s: session record %llu (key of %zu bytes) does not "
