@@ -57,6 +57,7 @@
 #ifdef KVBENCH_CLUSTER
 #include "kv/client.h"
 #endif
+#include "bench/sm_bench.h"
 #include "kv/errors.h"
 #include "hist.h"
 #include "kv/limits.h"
@@ -104,7 +105,9 @@ static void usage(FILE *out) {
                  "      put, get, mixed: --json prints the result as one JSON object\n"
                  "  writer --cluster HOST:PORT,... [--size BYTES] [--seconds S]\n"
                  "      one client putting in a loop for S seconds (default 60), retrying\n"
-                 "      until acknowledged; a line \"SEND_NS ACK_NS\" per acknowledgement\n");
+                 "      until acknowledged; a line \"SEND_NS ACK_NS\" per acknowledgement\n"
+                 "  sm --data-dir DIR [--entries N] [--size BYTES] [--clients C] [--batch K]\n"
+                 "      applies N session PUTs to a fresh state machine, K per call (sm_bench.c)\n");
 }
 
 static int bad_flag(const char *sub, const char *flag, const char *why) {
@@ -901,6 +904,8 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "wal") == 0)
         return cmd_wal(argc - 2, argv + 2);
+    if (strcmp(argv[1], "sm") == 0) /* the state machine alone: sm_bench.c */
+        return kvbench_sm(argc - 2, argv + 2);
 #ifdef KVBENCH_CLUSTER
     if (strcmp(argv[1], "put") == 0 || strcmp(argv[1], "get") == 0 || strcmp(argv[1], "mixed") == 0)
         return cmd_cluster(argv[1], argc - 2, argv + 2);

@@ -107,29 +107,90 @@ int sm__meta_u64(sm *rec, rocksdb_t *db, const rocksdb_readoptions_t *ro, const 
     return rv;
 }
 
-/* Reads the meta keys into s; KV_EVERSION for a layout we do not know. */
-static int sm__load_meta(sm *s) {
-    uint64_t format = 0, index = 0, term = 0, sessions = 0;
-    int rv = sm__meta_u64(s, s->db, s->ro, SM_META_FORMAT, &format);
+/* Reads the meta keys into s; *format the stored layout (0: a new db).
+ * KV_EVERSION for a layout we do not know. */
+static int sm__load_meta(sm *s, uint64_t *format) {
+    uint64_t index = 0, term = 0;
+    int rv = sm__meta_u64(s, s->db, s->ro, SM_META_FORMAT, format);
     if (rv == 0)
         rv = sm__meta_u64(s, s->db, s->ro, SM_META_APPLIED_INDEX, &index);
     if (rv == 0)
         rv = sm__meta_u64(s, s->db, s->ro, SM_META_APPLIED_TERM, &term);
-    if (rv == 0)
-        rv = sm__meta_u64(s, s->db, s->ro, SM_META_SESSIONS, &sessions);
     if (rv != 0)
         return rv;
-    if (format != 0 && format != SM_FORMAT) {
-        KV_LOGE("VERSION", "state machine %s: format %llu, this build knows %u", s->dir,
-                (unsigned long long)format, SM_FORMAT);
+    if (*format != 0 && *format != SM_FORMAT_V1 && *format != SM_FORMAT) {
+        KV_LOGE("VERSION", "state machine %s: format %llu, this build knows %u and %u", s->dir,
+                (unsigned long long)*format, SM_FORMAT_V1, SM_FORMAT);
         return KV_EVERSION;
     }
     assert(index != 0 || term == 0);
     s->applied_index = index;
     s->applied_term = term;
     s->durable_index = index; /* what is in RocksDB after open is durable */
-    s->sessions_count = sessions;
     return 0;
+}
+
+/* Format 1 -> 2 (sm_internal.h): deletes the 't' order keys and the session
+ * count, checks the count against the 's' records, and stores format 2, in
+ * one batch. Like every write here it goes to the memtable only: a crash
+ * before the next flush leaves format 1, migrated again at the next open.
+ * A new db (format 0) just gets the format. */
+static int sm__migrate(sm *s, uint64_t format) {
+    assert(format != SM_FORMAT);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    uint64_t count_v1 = 0, order_v1 = 0;
+    int rv = sm__meta_u64(s, s->db, s->ro, SM_META_SESSIONS_V1, &count_v1);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
+    char first = SM_PREFIX_LRU_V1;
+    for (rocksdb_iter_seek(it, &first, 1); rv == 0 && rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen = 0;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen < 1 || k[0] != SM_PREFIX_LRU_V1)
+            break;
+        rocksdb_writebatch_delete(wb, k, klen);
+        order_v1++;
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    if (err == NULL && rv == 0 && (order_v1 != count_v1 || order_v1 != s->sessions.count)) {
+        KV_LOGE("CORRUPT",
+                "state machine %s: format 1 counts %llu sessions, %llu in the order, "
+                "%u records",
+                s->dir, (unsigned long long)count_v1, (unsigned long long)order_v1,
+                s->sessions.count);
+        rv = KV_ECORRUPT;
+    }
+    uint8_t v[8];
+    kv_put_u64(v, SM_FORMAT);
+    rocksdb_writebatch_delete(wb, SM_META_SESSIONS_V1, strlen(SM_META_SESSIONS_V1));
+    rocksdb_writebatch_put(wb, SM_META_FORMAT, strlen(SM_META_FORMAT), (char *)v, sizeof v);
+    if (err == NULL && rv == 0)
+        rocksdb_write(s->db, s->wo, wb, &err);
+    rocksdb_writebatch_destroy(wb);
+    if (err != NULL) {
+        rv = sm__fail(s, err);
+        KV_LOGE(kv_errword(rv), "state machine %s: migrating format %llu: %s", s->dir,
+                (unsigned long long)format, err);
+        rocksdb_free(err);
+    }
+    if (rv == 0 && format != 0)
+        KV_LOGI("MIGRATED", "state machine %s: format %llu -> %u (%llu sessions)", s->dir,
+                (unsigned long long)format, SM_FORMAT, (unsigned long long)order_v1);
+    return rv;
+}
+
+/* The meta keys, the sessions in memory, and the format brought to this
+ * build's. */
+static int sm__load(sm *s) {
+    uint64_t format = 0;
+    int rv = sm__load_meta(s, &format);
+    if (rv == 0)
+        rv = sm__sessions_load(s);
+    if (rv == 0 && format != SM_FORMAT)
+        rv = sm__migrate(s, format);
+    return rv;
 }
 
 enum sm__dir_state { SM_DIR_NONE, SM_DIR_DB, SM_DIR_NO_CURRENT };
@@ -158,6 +219,7 @@ static enum sm__dir_state sm__dir_state(const char *db_dir) {
 static void sm__free(sm *s) {
     if (s->db != NULL)
         rocksdb_close(s->db);
+    sm__sessions_free(&s->sessions);
     if (s->ro != NULL)
         rocksdb_readoptions_destroy(s->ro);
     if (s->wo != NULL)
@@ -204,7 +266,7 @@ int sm_open(const char *db_dir, const sm_options *opt, sm **out) {
         sm__free(s);
         return rv;
     }
-    int rv = sm__load_meta(s);
+    int rv = sm__load(s);
     if (rv != 0) {
         sm__free(s);
         return rv;

@@ -5,9 +5,15 @@
  * is atomic for everything (docs/rules.md, etcd#13967):
  *   'd' + user key                   user data
  *   'm' + name                       meta: applied index and term, membership,
- *                                    session count, format
- *   's' + be64(client id)            a client session (kv.Session)
- *   't' + be64(last index) + be64(id) sessions in least-recently-used order
+ *                                    format (2; sm_open migrates format 1)
+ *   's' + be64(client id)            a client session (kv.Session, with the
+ *                                    log index of its last use)
+ *
+ * Sessions: the table and its eviction order (least recently used by log
+ * index, ties by client id) live in memory, rebuilt from the 's' records at
+ * sm_open, so also after snap_restore, which reopens. A session command
+ * costs one put of its record in the batch and no read (a retry of a failed
+ * CAS reads its stored value back); an eviction one delete.
  *
  * Durability: sm_apply writes with the RocksDB WAL disabled, because the Raft
  * log is the durability point. After a crash RocksDB holds a consistent older
@@ -71,7 +77,8 @@ void sm_replies_free(sm_reply *replies, size_t n);
 
 /* Opens (creating when missing) the RocksDB state machine at db_dir. opt may
  * be NULL for the defaults; it is copied. On success *out is owned by the
- * caller and released with sm_close(). KV_EVERSION for an unknown format,
+ * caller and released with sm_close(). A format 1 db is migrated in place
+ * (its 't' order keys deleted). KV_EVERSION for an unknown format,
  * KV_ECORRUPT when RocksDB reports corruption, KV_EIO otherwise. */
 int sm_open(const char *db_dir, const sm_options *opt, sm **out);
 

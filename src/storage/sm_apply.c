@@ -2,9 +2,14 @@
  *
  * Every entry of a call, the new applied index/term and every session change
  * go into ONE WriteBatchWithIndex, written with the RocksDB WAL off
- * (docs/rules.md, etcd#13967). Reads during the apply go through the batch
- * first, so an entry sees the effects of the earlier entries of the same
- * call (PUT then CAS on one key).
+ * (docs/rules.md "applied index saved apart from the data"). Reads during
+ * the apply go through the batch first, so an entry sees the effects of the
+ * earlier entries of the same call (PUT then CAS on one key).
+ *
+ * Sessions are found in memory (sm_session.c), changed there as the entries
+ * are applied, and each change is one put (or, for an eviction, one delete)
+ * of the session's record in the same batch. When the call fails nothing
+ * is written and the table is rebuilt from RocksDB (sm__apply_undo).
  *
  * Everything here is a function of the entries and the state before them,
  * never of clocks or node-local settings other than sessions_max, so every
@@ -25,7 +30,6 @@
 typedef struct sm__batch {
     sm *s;
     rocksdb_writebatch_wi_t *wb;
-    uint64_t sessions_count;
 } sm__batch;
 
 /* Reads key through the batch and the db. 0 with *v malloc'd (rocksdb_free)
@@ -65,133 +69,112 @@ static int sm__reply_current(sm_reply *r, const void *v, size_t len) {
     return 0;
 }
 
-/* pb borrows r's current value. */
-static void sm__reply_to_pb(const sm_reply *r, Kv__Reply *pb) {
-    kv__reply__init(pb);
-    pb->code = r->code;
-    pb->index = r->index;
-    pb->client_id = r->client_id;
-    pb->current_present = r->current_present;
-    pb->current.data = r->current;
-    pb->current.len = r->current_len;
-}
-
 /* ---- sessions ----------------------------------------------------------- */
+
+/* Sessions live in memory (sm_session.c); the batch gets one put of the
+ * session's record per command, or one delete per eviction, and nothing is
+ * read back. */
 
 static void sm__session_key(uint8_t k[9], uint64_t id) {
     k[0] = SM_PREFIX_SESSION;
     sm__put_be64(k + 1, id);
 }
 
-static void sm__lru_key(uint8_t k[17], uint64_t last_index, uint64_t id) {
-    k[0] = SM_PREFIX_LRU;
-    sm__put_be64(k + 1, last_index);
-    sm__put_be64(k + 9, id);
+/* Writes the record of a session (the batch's one write for it). */
+static int sm__session_write(sm__batch *b, const Kv__Session *ss) {
+    assert(ss->client_id != 0 && ss->last_index != 0);
+    uint8_t small[256];
+    size_t len = kv__session__get_packed_size(ss);
+    uint8_t *buf = len <= sizeof small ? small : malloc(len);
+    if (buf == NULL)
+        return KV_ENOMEM;
+    size_t packed = kv__session__pack(ss, buf);
+    assert(packed == len);
+    uint8_t k[9];
+    sm__session_key(k, ss->client_id);
+    rocksdb_writebatch_wi_put(b->wb, (char *)k, sizeof k, (char *)buf, len);
+    if (buf != small)
+        free(buf);
+    return 0;
 }
 
-/* The session of id: *out unpacked (kv__session__free_unpacked), NULL when
- * there is none. KV_ECORRUPT when the stored record does not decode. */
-static int sm__session_get(sm__batch *b, uint64_t id, Kv__Session **out) {
+/* The record of x as kv.Session, its reply in *pb (borrowing r's current
+ * value when r is not NULL). */
+static void sm__session_to_pb(const sm__session *x, const sm_reply *r, Kv__Session *ss,
+                              Kv__Reply *pb) {
+    kv__session__init(ss);
+    ss->client_id = x->id;
+    ss->last_seq = x->last_seq;
+    ss->last_index = x->last_index;
+    ss->reply = NULL;
+    if (!x->has_reply)
+        return;
+    kv__reply__init(pb);
+    pb->code = x->reply_code;
+    pb->index = x->reply_index;
+    pb->client_id = x->reply_client_id;
+    if (r != NULL) {
+        pb->current_present = r->current_present;
+        pb->current.data = r->current;
+        pb->current.len = r->current_len;
+    }
+    ss->reply = pb;
+}
+
+/* The stored record of id (read through the batch): only for a duplicate
+ * whose reply carries a current value, which memory does not hold. *out
+ * unpacked (kv__session__free_unpacked). KV_ECORRUPT when it is missing or
+ * does not decode: memory says it is there. */
+static int sm__session_read(sm__batch *b, uint64_t id, Kv__Session **out) {
     uint8_t k[9];
     sm__session_key(k, id);
     char *v = NULL;
     size_t len = 0;
     *out = NULL;
     int rv = sm__bget(b, k, sizeof k, &v, &len);
-    if (rv == KV_ENOTFOUND)
-        return 0;
-    if (rv != 0)
+    if (rv != 0 && rv != KV_ENOTFOUND)
         return rv;
-    *out = kv__session__unpack(NULL, len, (const uint8_t *)v);
+    if (rv == 0)
+        *out = kv__session__unpack(NULL, len, (const uint8_t *)v);
     rocksdb_free(v);
-    if (*out == NULL) {
-        KV_LOGE("CORRUPT", "state machine %s: session %llu does not decode", b->s->dir,
-                (unsigned long long)id);
+    if (*out == NULL || (*out)->client_id != id || (*out)->reply == NULL ||
+        !(*out)->reply->current_present) {
+        KV_LOGE("CORRUPT", "state machine %s: session %llu is missing or does not decode",
+                b->s->dir, (unsigned long long)id);
+        if (*out != NULL)
+            kv__session__free_unpacked(*out, NULL);
+        *out = NULL;
         return KV_ECORRUPT;
     }
-    assert((*out)->client_id == id);
     return 0;
 }
 
-/* Stores a session (and its place in the LRU order, moved from old_index). */
-static int sm__session_put(sm__batch *b, const Kv__Session *ss, uint64_t old_index) {
-    assert(ss->client_id != 0 && ss->last_index >= old_index);
-    size_t len = kv__session__get_packed_size(ss);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL)
-        return KV_ENOMEM;
-    size_t packed = kv__session__pack(ss, buf);
-    assert(packed == len);
-    uint8_t k[17];
-    sm__session_key(k, ss->client_id);
-    rocksdb_writebatch_wi_put(b->wb, (char *)k, 9, (char *)buf, len);
-    free(buf);
-    if (old_index != 0) {
-        sm__lru_key(k, old_index, ss->client_id);
-        rocksdb_writebatch_wi_delete(b->wb, (char *)k, sizeof k);
-    }
-    sm__lru_key(k, ss->last_index, ss->client_id);
-    rocksdb_writebatch_wi_put(b->wb, (char *)k, sizeof k, "", 0);
-    return 0;
-}
-
-/* Evicts the session used least recently, by log index: the first 't' key. */
-static int sm__session_evict(sm__batch *b) {
-    assert(b->sessions_count > 0);
-    rocksdb_iterator_t *base = rocksdb_create_iterator(b->s->db, b->s->ro);
-    /* takes over base */
-    rocksdb_iterator_t *it = rocksdb_writebatch_wi_create_iterator_with_base(b->wb, base);
-    char first = SM_PREFIX_LRU;
-    rocksdb_iter_seek(it, &first, 1);
-    int rv = KV_ECORRUPT; /* the count says there is one */
-    size_t klen = 0;
-    const char *k = rocksdb_iter_valid(it) ? rocksdb_iter_key(it, &klen) : NULL;
-    if (k != NULL && klen == 17 && k[0] == SM_PREFIX_LRU) {
-        uint8_t lk[17]; /* k may point into the batch, which the deletes grow */
-        memcpy(lk, k, sizeof lk);
-        uint64_t id = sm__get_be64(lk + 9);
-        uint8_t sk[9];
-        sm__session_key(sk, id);
-        rocksdb_writebatch_wi_delete(b->wb, (char *)sk, sizeof sk);
-        rocksdb_writebatch_wi_delete(b->wb, (char *)lk, sizeof lk);
-        b->sessions_count--;
-        rv = 0;
-    }
-    char *err = NULL;
-    rocksdb_iter_get_error(it, &err);
-    if (err != NULL) {
-        rv = sm__rocks_err(err);
-        rocksdb_free(err);
-    }
-    rocksdb_iter_destroy(it);
-    if (rv == KV_ECORRUPT)
-        KV_LOGE("CORRUPT", "state machine %s: session count and LRU order disagree", b->s->dir);
-    return rv;
+/* Evicts the session used least recently (by log index, ties by id). */
+static void sm__session_evict(sm__batch *b) {
+    uint64_t id = sm__sessions_evict(&b->s->sessions);
+    uint8_t k[9];
+    sm__session_key(k, id);
+    rocksdb_writebatch_wi_delete(b->wb, (char *)k, sizeof k);
 }
 
 /* REGISTER: a new session whose id is the entry's index. */
 static int sm__register(sm__batch *b, const sm_entry *e, sm_reply *r) {
-    assert(e->index != 0);
-    int rv = 0;
-    while (rv == 0 && b->sessions_count >= b->s->opt.sessions_max)
-        rv = sm__session_evict(b);
-    if (rv != 0)
-        return rv;
+    sm__sessions *t = &b->s->sessions;
+    assert(e->index != 0 && sm__sessions_find(t, e->index) == NULL);
+    while (t->count >= b->s->opt.sessions_max)
+        sm__session_evict(b);
     r->code = 0;
     r->client_id = e->index;
-    Kv__Reply pb;
-    sm__reply_to_pb(r, &pb);
+    sm__session *x = sm__sessions_insert(t, e->index, e->index);
+    x->has_reply = true;
+    x->reply_code = r->code;
+    x->reply_index = r->index;
+    x->reply_client_id = r->client_id;
     Kv__Session ss;
-    kv__session__init(&ss);
-    ss.client_id = e->index;
-    ss.last_seq = 0;
-    ss.last_index = e->index;
-    ss.reply = &pb;
-    rv = sm__session_put(b, &ss, 0);
-    if (rv == 0)
-        b->sessions_count++;
-    assert(b->sessions_count <= b->s->opt.sessions_max || rv != 0);
-    return rv;
+    Kv__Reply pb;
+    sm__session_to_pb(x, NULL, &ss, &pb);
+    assert(t->count <= b->s->opt.sessions_max);
+    return sm__session_write(b, &ss);
 }
 
 /* ---- operations --------------------------------------------------------- */
@@ -272,45 +255,62 @@ static int sm__op(sm__batch *b, const Kv__Command *c, sm_reply *r) {
     return 0;
 }
 
+/* A duplicate of the last command: its stored reply, read from RocksDB when
+ * it carries a current value (a COMPARE). The record is written again with
+ * the new last_index. */
+static int sm__session_dup(sm__batch *b, const sm_entry *e, sm__session *x, sm_reply *r) {
+    r->code = x->reply_code;
+    r->index = x->reply_index;
+    r->client_id = x->reply_client_id;
+    r->detail = "duplicate";
+    sm__sessions_touch(&b->s->sessions, x, e->index);
+    Kv__Session ss, *old = NULL;
+    Kv__Reply pb;
+    int rv = 0;
+    if (x->reply_current) {
+        rv = sm__session_read(b, x->id, &old);
+        if (rv == 0)
+            rv = sm__reply_current(r, old->reply->current.data, old->reply->current.len);
+    }
+    if (rv == 0) {
+        sm__session_to_pb(x, x->reply_current ? r : NULL, &ss, &pb);
+        rv = sm__session_write(b, &ss);
+    }
+    if (old != NULL)
+        kv__session__free_unpacked(old, NULL);
+    return rv;
+}
+
 /* A command in a session: exactly once by (client id, seq). */
 static int sm__session_op(sm__batch *b, const sm_entry *e, const Kv__Command *c, sm_reply *r) {
-    Kv__Session *ss = NULL;
-    int rv = sm__session_get(b, c->client_id, &ss);
-    if (rv != 0)
-        return rv;
-    if (ss == NULL) {
+    sm__session *x = sm__sessions_find(&b->s->sessions, c->client_id);
+    if (x == NULL) {
         r->code = KV_ESTALE;
         r->detail = "session expired";
         return 0;
     }
-    Kv__Session next = *ss;
-    Kv__Reply pb;
-    if (c->seq == 0 || c->seq < ss->last_seq) {
+    if (c->seq == 0 || c->seq < x->last_seq) {
         r->code = c->seq == 0 ? KV_EINVAL : KV_ESTALE;
         r->detail = c->seq == 0 ? "seq 0 in a session" : "seq superseded by a newer one";
-        kv__session__free_unpacked(ss, NULL);
         return 0;
     }
-    if (c->seq == ss->last_seq && ss->reply != NULL) {
-        const Kv__Reply *old = ss->reply; /* duplicate: the stored reply */
-        r->code = old->code;
-        r->index = old->index;
-        r->client_id = old->client_id;
-        r->detail = "duplicate";
-        if (old->current_present)
-            rv = sm__reply_current(r, old->current.data, old->current.len);
-        next.reply = ss->reply;
-    } else {
-        rv = sm__op(b, c, r);
-        sm__reply_to_pb(r, &pb);
-        next.reply = &pb;
-        next.last_seq = c->seq;
-    }
-    next.last_index = e->index; /* used now: last in the eviction order */
-    if (rv == 0)
-        rv = sm__session_put(b, &next, ss->last_index);
-    kv__session__free_unpacked(ss, NULL);
-    return rv;
+    if (c->seq == x->last_seq && x->has_reply)
+        return sm__session_dup(b, e, x, r);
+    int rv = sm__op(b, c, r);
+    if (rv != 0)
+        return rv;
+    /* used now: last in the eviction order, with this reply */
+    sm__sessions_touch(&b->s->sessions, x, e->index);
+    x->last_seq = c->seq;
+    x->has_reply = true;
+    x->reply_code = r->code;
+    x->reply_index = r->index;
+    x->reply_client_id = r->client_id;
+    x->reply_current = r->current_present;
+    Kv__Session ss;
+    Kv__Reply pb;
+    sm__session_to_pb(x, r, &ss, &pb);
+    return sm__session_write(b, &ss);
 }
 
 /* protobuf-c's unpack returns NULL both for bad input and for a failed
@@ -410,25 +410,39 @@ static int sm__apply_one(sm__batch *b, const sm_entry *e, sm_reply *r) {
     return 0;
 }
 
+/* A failed apply wrote nothing to RocksDB, but the session table in memory
+ * may hold some of its entries' changes: it is rebuilt from RocksDB, which
+ * holds the state before the call. When even that fails, every later apply
+ * fails with the same code (the caller fail-stops on the first anyway). */
+static void sm__apply_undo(sm *s, int why) {
+    int rv = sm__sessions_load(s);
+    if (rv != 0) {
+        KV_LOGE(kv_errword(rv), "state machine %s: sessions not rebuilt after a failed apply (%s)",
+                s->dir, kv_errword(why));
+        s->broken = rv;
+    }
+}
+
 int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
     assert(s != NULL && (n == 0 || (e != NULL && replies != NULL)));
     if (n == 0)
         return 0;
+    if (s->broken != 0)
+        return s->broken;
     int rv = sm__apply_check(s, e, n);
     if (rv != 0)
         return rv;
-    sm__batch b = {
-        .s = s, .wb = rocksdb_writebatch_wi_create(0, 1), .sessions_count = s->sessions_count};
+    sm__batch b = {.s = s, .wb = rocksdb_writebatch_wi_create(0, 1)};
     memset(replies, 0, n * sizeof *replies);
     for (size_t i = 0; i < n && rv == 0; i++) {
         replies[i].index = e[i].index;
         rv = sm__apply_one(&b, &e[i], &replies[i]);
     }
     if (rv == 0) {
+        /* The format is written at open (sm_open); the session count and
+         * order are not stored (format 2): the records are enough. */
         sm__bput_u64(&b, SM_META_APPLIED_INDEX, e[n - 1].index);
         sm__bput_u64(&b, SM_META_APPLIED_TERM, e[n - 1].term);
-        sm__bput_u64(&b, SM_META_SESSIONS, b.sessions_count);
-        sm__bput_u64(&b, SM_META_FORMAT, SM_FORMAT);
         char *err = NULL;
         rocksdb_write_writebatch_wi(s->db, s->wo, b.wb, &err);
         if (err != NULL) {
@@ -440,12 +454,12 @@ int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
     }
     rocksdb_writebatch_wi_destroy(b.wb);
     if (rv != 0) {
+        sm__apply_undo(s, rv);
         sm_replies_free(replies, n);
         return rv;
     }
-    s->sessions_count = b.sessions_count;
     s->applied_term = e[n - 1].term;
     s->applied_index = e[n - 1].index;
-    assert(s->sessions_count <= s->opt.sessions_max);
+    assert(s->sessions.count <= s->sessions.cap);
     return 0;
 }

@@ -11,18 +11,74 @@
 #define SM_PREFIX_DATA 'd'
 #define SM_PREFIX_META 'm'
 #define SM_PREFIX_SESSION 's'
-#define SM_PREFIX_LRU 't'
+/* Format 1 only: 't' + be64(last index) + be64(id), the sessions in eviction
+ * order. Format 2 rebuilds that order in memory from the 's' records, and
+ * sm_open deletes these keys when it migrates a format 1 db. */
+#define SM_PREFIX_LRU_V1 't'
 
 #define SM_META_APPLIED_INDEX "mapplied_index"
 #define SM_META_APPLIED_TERM "mapplied_term"
 #define SM_META_MEMBERSHIP "mmembership"
-#define SM_META_SESSIONS "msessions_count"
+#define SM_META_SESSIONS_V1 "msessions_count" /* format 1 only */
 #define SM_META_FORMAT "mformat"
 
-/* Version of the key layout above; stored under SM_META_FORMAT. */
-#define SM_FORMAT 1u
+/* Version of the key layout above; stored under SM_META_FORMAT.
+ *   1: sessions with their eviction order in 't' keys and a count in
+ *      msessions_count (four writes and a read per session command).
+ *   2: the 's' records only; the order and the count live in memory,
+ *      rebuilt at open. sm_open migrates a format 1 db in place. */
+#define SM_FORMAT 2u
+#define SM_FORMAT_V1 1u
 
 #define SM_PATH_BYTES_MAX 4096u
+
+/* ---- sessions (sm_session.c) ----------------------------------------------
+ * One client session in memory: everything of its 's' record but the current
+ * value of a COMPARE reply, which stays in RocksDB only. */
+typedef struct sm__session {
+    uint64_t id;              /* client id: the index of its REGISTER; 0: free slot */
+    uint64_t last_seq;        /* seq of the last command applied (0: none) */
+    uint64_t last_index;      /* log index of its last use: the eviction order */
+    uint64_t reply_index;     /* the reply to last_seq ... */
+    uint64_t reply_client_id; /* ... */
+    int32_t reply_code;       /* ... */
+    bool has_reply;           /* the record holds a reply */
+    bool reply_current;       /* the reply carries a current value (in RocksDB) */
+    uint32_t prev, next;      /* eviction list (next: free list for free slots) */
+    uint32_t hnext;           /* hash chain */
+} sm__session;
+
+/* Sessions by client id (hash table over a pool of cap slots) and in
+ * eviction order (a list from head, least recently used, to tail). */
+typedef struct sm__sessions {
+    sm__session *pool;
+    uint32_t *buckets; /* 1 << bucket_bits chains of slot numbers */
+    uint32_t bucket_bits;
+    uint32_t cap, count;
+    uint32_t head, tail, free;
+} sm__sessions;
+
+/* Rebuilds s->sessions from the 's' records of s->db, in (last_index, id)
+ * order. 0, KV_ECORRUPT (a record that does not decode), KV_ENOMEM, or a
+ * RocksDB error; on an error s->sessions is left as it was. */
+int sm__sessions_load(sm *s);
+void sm__sessions_free(sm__sessions *t);
+/* NULL when id has no session. */
+sm__session *sm__sessions_find(sm__sessions *t, uint64_t id);
+/* Adds session id, used at last_index (the tail of the order); the table
+ * must have room (count < cap). Returns the slot, owned by the table. */
+sm__session *sm__sessions_insert(sm__sessions *t, uint64_t id, uint64_t last_index);
+/* x used at index: moved to the tail. */
+void sm__sessions_touch(sm__sessions *t, sm__session *x, uint64_t index);
+/* Removes the least recently used session; returns its id. */
+uint64_t sm__sessions_evict(sm__sessions *t);
+/* Copies the reply fields and last_seq of a record into x. */
+struct Kv__Session;
+void sm__session_from_pb(sm__session *x, const struct Kv__Session *pb);
+/* A hash of the table in eviction order (ids, seqs, indexes, replies): two
+ * state machines that will evict alike and answer duplicates alike have the
+ * same digest. For tests. */
+uint64_t sm__sessions_digest(sm *s);
 
 struct sm {
     rocksdb_t *db;
@@ -35,8 +91,10 @@ struct sm {
     _Atomic uint64_t applied_index;
     _Atomic uint64_t applied_term;
     _Atomic uint64_t durable_index;
-    uint64_t sessions_count; /* apply thread only */
-    pthread_mutex_t err_mu;  /* guards err: readers fail on other threads */
+    sm__sessions sessions;    /* apply thread only */
+    int broken;               /* apply thread: a failed apply whose sessions
+                                 could not be reloaded; every later apply fails */
+    pthread_mutex_t err_mu;   /* guards err: readers fail on other threads */
     char err[SM_ERROR_BYTES]; /* the last RocksDB error text, "" when none */
 };
 
