@@ -4,7 +4,9 @@
  * (the platter). Writes go to vol at once and join a list of pending
  * operations; sim_disk_sync_to() replays them onto dur in order when the
  * simulated fsync completes; a crash throws the list away and vol becomes a
- * copy of dur. Snapshots (own or installed) are written synchronously.
+ * copy of dur. Snapshots (own or installed) and the hard state (term, vote,
+ * commit: its own small file in kvd) are written synchronously; the hard
+ * state goes through the pending list only under --control unsafe-disk.
  */
 #include "sim.h"
 
@@ -146,6 +148,11 @@ static sim_dop *op_new(sim_disk *d, enum sim_op_kind kind) {
     op->id = d->write_id_next++;
     op->kind = kind;
     return op;
+}
+
+void sim_disk_save_hs(sim_disk *d, const raft_hard_state *hs) {
+    d->vol.hs = *hs;
+    d->dur.hs = *hs;
 }
 
 uint64_t sim_disk_write_hs(sim_disk *d, const raft_hard_state *hs) {
