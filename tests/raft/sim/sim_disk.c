@@ -229,7 +229,8 @@ void sim_disk_sync_to(sim_disk *d, uint64_t id) {
         free(op->ents);
         op->ents = NULL;
     }
-    memmove(d->ops, d->ops + done, (d->ops_count - done) * sizeof(sim_dop));
+    if (done > 0) /* d->ops is NULL until the first write */
+        memmove(d->ops, d->ops + done, (d->ops_count - done) * sizeof(sim_dop));
     d->ops_count -= done;
     if (id > d->durable_id)
         d->durable_id = id;
