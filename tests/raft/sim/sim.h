@@ -172,7 +172,7 @@ typedef struct sim_net {
 /* What io.apply did with one committed entry, kept until apply_end for the
  * answers (io.write_done names the entry by its position). */
 typedef struct sim_applied {
-    uint64_t index;
+    uint64_t index, term;
     bool cmd; /* a client command (c, r valid) */
     sim_cmd c;
     sim_reply r;

@@ -302,6 +302,7 @@ static int io_apply(void *ctx, const raft_entry *e, size_t count, const raft_mem
         sim_applied *a = &n->applied_batch[i];
         memset(a, 0, sizeof(*a));
         a->index = e[i].index;
+        a->term = e[i].term;
         if (e[i].type == RAFT_ENTRY_NORMAL)
             a->cmd = apply_normal(w, n, &e[i], &a->c, &a->r);
         else if (e[i].type == RAFT_ENTRY_CONF)
@@ -342,12 +343,13 @@ static void io_write_done(void *ctx, const node_write *wr, size_t pos, int code)
      * applied at its index, in the term it was proposed in. */
     assert(pos < n->applied_batch_count);
     const sim_applied *a = &n->applied_batch[pos];
-    if (a->index != wr->index || wr->index > n->applied || !a->cmd || a->c.client != c->id ||
-        a->c.seq != wr->tag.id) {
+    if (a->index != wr->index || a->term != wr->term || wr->index > n->applied || !a->cmd ||
+        a->c.client != c->id || a->c.seq != wr->tag.id) {
         sim_fail(w, "write-answer",
-                 "n%" PRIu64 " answers c%u#%" PRIu64 " (idx=%" PRIu64 ") with entry %" PRIu64
-                 " (c%u#%" PRIu64 "), applied %" PRIu64,
-                 n->id, c->id, wr->tag.id, wr->index, a->index, a->c.client, a->c.seq, n->applied);
+                 "n%" PRIu64 " answers c%u#%" PRIu64 " (%" PRIu64 ",%" PRIu64
+                 ") with entry (%" PRIu64 ",%" PRIu64 ") (c%u#%" PRIu64 "), applied %" PRIu64,
+                 n->id, c->id, wr->tag.id, wr->index, wr->term, a->index, a->term, a->c.client,
+                 a->c.seq, n->applied);
         return;
     }
     sim_check_ack(w, wr->index, wr->term);
