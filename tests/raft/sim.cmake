@@ -1,12 +1,13 @@
 # Owned by R2: raft-sim, the randomized deterministic simulator of src/raft
-# (tests/raft/sim/). Every run prints its seed; a failure prints a one-line
-# replay command.
-if(TARGET kvraft)
+# and src/node (tests/raft/sim/): each simulated node runs kvd's Ready loop
+# (kvnode) over the simulator's half of node_io. Every run prints its seed; a
+# failure prints a one-line replay command.
+if(TARGET kvraft AND TARGET kvnode)
   add_executable(raft-sim
     ${CMAKE_CURRENT_SOURCE_DIR}/sim/sim_main.c
     ${CMAKE_CURRENT_SOURCE_DIR}/sim/sim_run.c
     ${CMAKE_CURRENT_SOURCE_DIR}/sim/sim_node.c
-    ${CMAKE_CURRENT_SOURCE_DIR}/sim/sim_ready.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/sim/sim_io.c
     ${CMAKE_CURRENT_SOURCE_DIR}/sim/sim_disk.c
     ${CMAKE_CURRENT_SOURCE_DIR}/sim/sim_net.c
     ${CMAKE_CURRENT_SOURCE_DIR}/sim/sim_client.c
@@ -18,7 +19,7 @@ if(TARGET kvraft)
     ${CMAKE_CURRENT_SOURCE_DIR}/sim/sim_rand.c
     ${CMAKE_CURRENT_SOURCE_DIR}/sim/sim_bench.c)
   target_include_directories(raft-sim PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/sim)
-  target_link_libraries(raft-sim PRIVATE kvraft kvcommon)
+  target_link_libraries(raft-sim PRIVATE kvnode kvraft kvcommon)
   # The linearizability checker (kvlinz) is defined in scenario.cmake, which
   # tests/raft/CMakeLists.txt includes after this file: link it by name.
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/scenario.cmake AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/linz.c)

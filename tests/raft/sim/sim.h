@@ -7,16 +7,24 @@
  * queue in virtual time and one PRNG. No threads, no clock: the same seed
  * gives the same trace byte for byte.
  *
+ * Each node is src/node (node.h) driving the core: kvd's own Ready loop, with
+ * the write and read queues and their durability asserts. The simulator is
+ * the world behind its node_io vtable.
+ *
  * Files: sim_run.c (world, event loop, heal and liveness), sim_node.c (node
- * life and the Ready loop), sim_disk.c (volatile/durable storage), sim_net.c
- * (messages and partitions), sim_client.c (clients and history),
- * sim_nemesis.c (faults, membership, transfers), sim_check.c (invariants),
- * sim_bench.c (--bench), sim_main.c (CLI).
+ * life: start, crash, restart, stop; running src/node; own snapshots),
+ * sim_io.c (the fake half of node_io: hard state, log writes and their
+ * fsyncs, messages, snapshot chunks and installs, apply, answers),
+ * sim_disk.c (volatile/durable storage), sim_net.c (messages and
+ * partitions), sim_client.c (clients and history), sim_nemesis.c (faults,
+ * membership, transfers), sim_check.c (invariants), sim_bench.c (--bench:
+ * the bare core, without src/node), sim_main.c (CLI).
  */
 #ifndef KV_SIM_H
 #define KV_SIM_H
 
-#include "raft.h"
+#include "node/node.h"
+#include "raft/raft.h"
 #include "sim_hist.h"
 #include "sim_queue.h"
 #include "sim_rand.h"
@@ -30,7 +38,8 @@
 
 enum sim_control {
     SIM_CTRL_NONE = 0,
-    SIM_CTRL_UNSAFE_DISK, /* report writes durable before they are; lose them on crash */
+    SIM_CTRL_UNSAFE_DISK, /* log writes reported durable at once, hard state left volatile:
+                             both lost at a crash */
     SIM_CTRL_STALE_READS, /* a leader answers reads from its state, no ReadIndex */
 };
 
@@ -115,6 +124,8 @@ typedef struct sim_store {
     sim_log log;
 } sim_store;
 
+/* SIM_DOP_HS only under --control unsafe-disk: the hard state is otherwise
+ * durable on return (sim_disk_save_hs). */
 enum sim_op_kind { SIM_DOP_HS = 1, SIM_DOP_ENTRIES };
 
 /* One write not yet synced. */
@@ -145,8 +156,7 @@ typedef struct sim_disk {
 typedef struct sim_packet {
     uint32_t from_slot;
     uint64_t to_id;
-    uint64_t barrier; /* outbox: leaves once the sender's write this id is durable */
-    raft_msg m;       /* owned copy */
+    raft_msg m; /* owned copy */
 } sim_packet;
 
 typedef struct sim_net {
@@ -159,20 +169,29 @@ typedef struct sim_net {
 
 /* ---- nodes ------------------------------------------------------------------ */
 
+/* What io.apply did with one committed entry, kept until apply_end for the
+ * answers (io.write_done names the entry by its position). */
+typedef struct sim_applied {
+    uint64_t index, term;
+    bool cmd; /* a client command (c, r valid) */
+    sim_cmd c;
+    sim_reply r;
+} sim_applied;
+
+typedef struct sim_world sim_world;
+
 typedef struct sim_node {
-    bool used; /* the slot holds a node (up or down) */
+    sim_world *w; /* node_io's ctx is the sim_node: the way back */
+    bool used;    /* the slot holds a node (up or down) */
     bool up;
     bool founding;
     uint32_t slot;
     uint64_t id;
     uint32_t incarnation; /* bumped at each crash: stale events are ignored */
-    raft *r;
+    node *nd;             /* src/node and the core in it (node_raft); NULL while down */
     uint64_t tick_period;
     uint64_t created_time;
     sim_disk disk;
-    uint64_t barrier; /* latest hard-state write that must be durable before sends */
-    sim_packet **outbox;
-    size_t outbox_count, outbox_cap;
     sim_sm sm;
     uint64_t applied, applied_term;
     raft_membership applied_conf;
@@ -181,7 +200,12 @@ typedef struct sim_node {
     uint64_t snap_threshold;
     uint64_t fsync_max; /* this disk's fsync latency bound */
     uint64_t snap_pad;  /* filler bytes after the state in shipped snapshots */
-    uint64_t persisted_reported, persisted_term;
+    uint64_t persisted_reported, persisted_term; /* last node_log_durable */
+    sim_applied *applied_batch;                  /* the last io.apply's entries */
+    size_t applied_batch_count, applied_batch_cap;
+    uint32_t readys;           /* in this sim_node_ready: bounded */
+    bool commit_after_install; /* ready_begin left the commit check to snap_install */
+    uint64_t commit_to_check;
     bool member_seen; /* was in a committed membership: gone from it = removed */
     raft_role role;
     uint64_t term;
@@ -192,9 +216,8 @@ typedef struct sim_node {
 enum sim_cstate {
     SIM_C_IDLE = 0,   /* next op at its event */
     SIM_C_SUBMIT,     /* looking for a leader to take the op */
-    SIM_C_WAIT_APPLY, /* proposed on node slot; waits for its apply there */
-    SIM_C_WAIT_READ,  /* read_index asked on node slot; waits for the Ready */
-    SIM_C_WAIT_SERVE, /* read index known; waits for applied >= read_index */
+    SIM_C_WAIT_APPLY, /* node_propose on node slot; waits for write_done */
+    SIM_C_WAIT_READ,  /* node_read on node slot; waits for read_done */
 };
 
 typedef struct sim_client {
@@ -203,9 +226,7 @@ typedef struct sim_client {
     sim_cmd cmd;
     bool recorded; /* in the history (proposed or asked at least once) */
     size_t hist_idx;
-    uint32_t slot;       /* the node it waits on */
-    uint64_t prop_index; /* WAIT_APPLY: the index its proposal got */
-    uint64_t read_index;
+    uint32_t slot; /* the node it waits on */
     uint64_t deadline;
     uint32_t tries;   /* proposals or reads asked of a leader */
     uint32_t submits; /* refusals in a row */
@@ -245,7 +266,7 @@ typedef struct sim_checker {
 
 /* ---- the world --------------------------------------------------------------- */
 
-typedef struct sim_world {
+struct sim_world {
     sim_opts o;
     uint64_t seed;
     sim_rand rnd;
@@ -272,7 +293,7 @@ typedef struct sim_world {
     uint32_t probe_slot; /* the node that applied the probe's write */
     uint64_t probe_seq;
     uint64_t value_next; /* unique register values */
-} sim_world;
+};
 
 /* Trace line (only with --trace): "t=<now> <text>". */
 void sim_trace(sim_world *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -294,20 +315,34 @@ void sim_node_stop(sim_world *w, uint32_t slot); /* removed: frees the slot */
 void sim_node_tick(sim_world *w, uint32_t slot);
 void sim_node_step(sim_world *w, uint32_t slot, const raft_msg *m);
 void sim_node_fsync_done(sim_world *w, uint32_t slot, uint64_t write_id);
-void sim_node_ready(sim_world *w, uint32_t slot);      /* runs the Ready loop */
+void sim_node_ready(sim_world *w, uint32_t slot);      /* node_run, then maybe a snapshot */
 int sim_node_slot_of(const sim_world *w, uint64_t id); /* -1: none */
 uint32_t sim_node_ev_a(const sim_node *n);             /* slot + incarnation for events */
 sim_node *sim_node_ev(sim_world *w, uint32_t a);       /* NULL when stale */
 
-/* sim_ready.c */
-void sim_node_fsync_schedule(sim_world *w, sim_node *n, uint64_t write_id);
-void sim_node_report_persisted(sim_world *w, sim_node *n);
+void sim_node_keep_snap(sim_node *n, const sim_snap *s);
+/* The core inside the node (a const accessor's argument, or what src/node
+ * does not wrap: conf changes, transfers, snapshots, compaction). */
+static inline raft *sim_raft(const sim_node *n) {
+    return node_raft(n->nd);
+}
+
+/* sim_io.c */
+void sim_io_init(sim_node *n, node_io *io);
+/* The disk's log holds what the fsync up to write_id made durable: tell
+ * the node (not under --control unsafe-disk, which told it at the write). */
+void sim_io_fsync_done(sim_node *n, uint64_t write_id);
+
+/* sim_run.c */
 bool sim_is_member(const raft_membership *m, uint64_t id);
-void sim_node_keep_snap(sim_node *n, const sim_snap *s); /* sim_node.c */
 
 /* sim_disk.c */
 void sim_disk_init(sim_disk *d);
 void sim_disk_free(sim_disk *d);
+/* Term and vote durable on return (kvd's hard-state file, fsynced apart from
+ * the log's pending writes). */
+void sim_disk_save_hs(sim_disk *d, const raft_hard_state *hs);
+/* --control unsafe-disk: volatile until the fsync of the returned write id. */
 uint64_t sim_disk_write_hs(sim_disk *d, const raft_hard_state *hs);
 /* Appends (after truncating from ents[0].index); fills hash and chain of the
  * volatile copies. Returns the write id, 0 when nothing was written. */
@@ -325,8 +360,7 @@ uint64_t sim_ent_hash(uint64_t term, uint32_t type, const void *data, size_t len
 
 /* sim_net.c */
 void sim_net_init(sim_world *w);
-void sim_net_send(sim_world *w, uint32_t from_slot, const raft_msg *m, uint64_t barrier);
-void sim_net_flush_outbox(sim_world *w, uint32_t slot);
+void sim_net_send(sim_world *w, uint32_t from_slot, const raft_msg *m);
 void sim_net_deliver(sim_world *w, sim_packet *p);
 void sim_net_packet_free(sim_packet *p);
 void sim_net_heal(sim_world *w);
@@ -335,11 +369,14 @@ const char *sim_msg_name(uint32_t type);
 /* sim_client.c */
 void sim_clients_init(sim_world *w);
 void sim_client_event(sim_world *w, uint32_t c, uint64_t epoch);
-void sim_clients_on_apply(sim_world *w, uint32_t slot, const sim_cmd *cmd, const sim_reply *r,
-                          const raft_entry *e);
-void sim_clients_on_read_state(sim_world *w, uint32_t slot, const raft_read_state *rs);
-void sim_clients_on_applied(sim_world *w, uint32_t slot); /* serve reads that can be */
-void sim_clients_on_crash(sim_world *w, uint32_t slot);
+/* src/node's answers (io.write_done, io.read_done) to the client in t.
+ * A write's r: its entry's result (code 0), NULL otherwise (outcome
+ * unknown). A read with code 0 is served from node slot's state machine
+ * now. leader_hint: where to retry (0: anywhere). */
+void sim_client_write_done(sim_world *w, uint32_t slot, const node_tag *t, const sim_reply *r,
+                           int code, uint64_t leader_hint);
+void sim_client_read_done(sim_world *w, uint32_t slot, const node_tag *t, int code,
+                          uint64_t leader_hint);
 void sim_clients_finish(sim_world *w); /* end of run: open ops become unknown */
 void sim_probe_start(sim_world *w);    /* one write that must commit */
 

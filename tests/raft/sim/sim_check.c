@@ -181,7 +181,7 @@ void sim_check_commit(sim_world *w, sim_node *n, uint64_t commit) {
                  sim_log_last(l));
         return;
     }
-    uint64_t term = raft_term(n->r);
+    uint64_t term = raft_term(sim_raft(n));
     for (uint64_t i = commit; i > floor; i--) {
         const sim_ent *e = sim_log_get(l, i);
         assert(e != NULL);
@@ -291,8 +291,8 @@ void sim_check_roles(sim_world *w) {
         sim_node *n = &w->nodes[s];
         if (!n->used || !n->up)
             continue;
-        raft_role role = raft_state_role(n->r);
-        uint64_t term = raft_term(n->r);
+        raft_role role = raft_state_role(sim_raft(n));
+        uint64_t term = raft_term(sim_raft(n));
         bool new_leader = role == RAFT_LEADER && (n->role != RAFT_LEADER || n->term != term);
         n->role = role;
         n->term = term;
@@ -307,7 +307,7 @@ void sim_check_roles(sim_world *w) {
         if (*l == 0) {
             w->st.elections++;
             SIM_TRACE(w, "elect n%" PRIu64 " term=%" PRIu64 " last=%" PRIu64, n->id, term,
-                      raft_last_index(n->r));
+                      raft_last_index(sim_raft(n)));
         }
         *l = n->id;
         check_completeness(w, n, term);

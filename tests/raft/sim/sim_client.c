@@ -1,17 +1,26 @@
 /*
- * Simulated clients. Each has one register operation in flight: a WRITE or
- * CAS goes to the node it believes leads as a proposal carrying (client,
- * seq); a READ goes through ReadIndex (raft_read_index, then wait until
- * applied >= the read index and read the local state machine). A client
- * retries on NOTLEADER, a crash or a timeout with the same (client, seq) (the
- * state machine dedups) and after SIM_CLIENT_TRIES_MAX attempts gives up:
- * the operation stays open-ended ("unknown") in the history.
+ * Simulated clients. Each has one register operation in flight, handed to
+ * the node it believes leads as kvd would: a WRITE or CAS through
+ * node_propose carrying (client, seq), a READ through node_read (ReadIndex).
+ * The node's tag names the client (owner), the op's seq (id) and its kind;
+ * src/node answers through io.write_done / io.read_done (sim_io.c):
+ *   - code 0: the write's entry applied, with the state machine's result;
+ *     the read may be served now from that node's state machine;
+ *   - otherwise (NOTLEADER: leadership lost, CLOSED: the node crashed) the
+ *     outcome is unknown: the write may or may not take effect.
+ * A client retries an unknown outcome, a refusal or a timeout with the same
+ * (client, seq) (the state machine dedups, so a write takes effect at most
+ * once, whichever attempt commits), and after SIM_CLIENT_TRIES_MAX attempts
+ * gives up: the operation stays open-ended ("unknown") in the history. An
+ * answer "applied" for an op still open ends it whichever attempt it is for
+ * and wherever the client waits now: it is what happened.
  *
- * An operation enters the history when it is first proposed (or first asked
- * of a leader): a refusal before that had no effect (linz.h recording rules).
+ * An operation enters the history when it is first accepted by a node
+ * (node_propose or node_read returned 0): a refusal before that had no
+ * effect (linz.h recording rules).
  *
- * Callbacks from the Ready loop (on_apply, on_read_state) never call into
- * raft: they only change client state and schedule client events.
+ * The answer callbacks run inside src/node's Ready loop and never call into
+ * it: they only change client state and schedule client events.
  *
  * The liveness probe is client SIM_CLIENTS (id SIM_PROBE_CLIENT): one write
  * after the faults heal, retried until it commits or the run's bound passes.
@@ -87,7 +96,8 @@ static void give_up(sim_world *w, sim_client *c, const char *why) {
     finish_op(w, c);
 }
 
-static void complete(sim_world *w, sim_client *c, enum sim_outcome out, uint64_t value) {
+static void complete(sim_world *w, sim_client *c, uint32_t slot, enum sim_outcome out,
+                     uint64_t value) {
     assert(c->recorded);
     sim_hist_complete(&w->hist, c->hist_idx, out, value, w->now);
     SIM_TRACE(w, "client c%u#%" PRIu64 " %s k%u -> %s %" PRIu64, c->id, c->cmd.seq,
@@ -97,7 +107,7 @@ static void complete(sim_world *w, sim_client *c, enum sim_outcome out, uint64_t
               c->cmd.key, out == SIM_OUT_OK ? "ok" : "cmpfail", value);
     if (c->id == SIM_PROBE_CLIENT) {
         w->probe_done = true;
-        w->probe_slot = c->slot;
+        w->probe_slot = slot;
     }
     finish_op(w, c);
 }
@@ -111,7 +121,7 @@ static void record(sim_world *w, sim_client *c) {
 
 /* Refused before anything was asked of a leader: look elsewhere. */
 static void refused(sim_world *w, sim_client *c, const sim_node *n) {
-    int hint = n->used && n->up ? sim_node_slot_of(w, raft_leader(n->r)) : -1;
+    int hint = n->used && n->up ? sim_node_slot_of(w, node_leader(n->nd)) : -1;
     c->guess = hint >= 0 && (uint32_t)hint != n->slot ? (uint32_t)hint
                                                       : (uint32_t)sim_rand_below(&w->rnd, w->slots);
     if (++c->submits > SIM_CLIENT_SUBMITS_MAX && c->id != SIM_PROBE_CLIENT) {
@@ -132,19 +142,23 @@ static void wait_on(sim_world *w, sim_client *c, sim_node *n, enum sim_cstate st
     client_at(w, c, c->deadline);
 }
 
-static uint64_t read_ctx(const sim_client *c) {
-    return ((uint64_t)c->id + 1) << 40 | c->cmd.seq;
+static node_tag tag_of(sim_client *c) {
+    return (node_tag){.owner = c, .id = c->cmd.seq, .kind = c->cmd.op};
 }
 
 static void submit_read(sim_world *w, sim_client *c, sim_node *n) {
-    if (w->o.control == SIM_CTRL_STALE_READS && raft_state_role(n->r) == RAFT_LEADER) {
-        /* The control's bug: a leader answers from its own state at once. */
+    if (w->o.control == SIM_CTRL_STALE_READS && raft_state_role(sim_raft(n)) == RAFT_LEADER) {
+        /* The control's bug: a leader answers from its own state at once,
+         * bypassing node_read (no ReadIndex round). */
         record(w, c);
-        complete(w, c, SIM_OUT_OK, n->sm.values[c->cmd.key]);
+        complete(w, c, n->slot, SIM_OUT_OK, n->sm.values[c->cmd.key]);
         return;
     }
-    int rc = raft_read_index(n->r, read_ctx(c));
+    node_tag t = tag_of(c);
+    int rc = node_read(n->nd, &t);
     if (rc != 0) {
+        SIM_TRACE(w, "client c%u#%" PRIu64 " read refused by n%" PRIu64 ": %s", c->id, c->cmd.seq,
+                  n->id, kv_errword(rc));
         refused(w, c, n);
         return;
     }
@@ -158,7 +172,8 @@ static void submit_write(sim_world *w, sim_client *c, sim_node *n) {
     uint8_t buf[SIM_CMD_BYTES];
     sim_cmd_encode(&c->cmd, buf, sizeof(buf));
     uint64_t index = 0;
-    int rc = raft_propose(n->r, buf, sizeof(buf), &index);
+    node_tag t = tag_of(c);
+    int rc = node_propose(n->nd, buf, sizeof(buf), &t, &index);
     if (rc != 0) {
         SIM_TRACE(w, "client c%u#%" PRIu64 " refused by n%" PRIu64 ": %s", c->id, c->cmd.seq, n->id,
                   kv_errword(rc));
@@ -170,7 +185,6 @@ static void submit_write(sim_world *w, sim_client *c, sim_node *n) {
               " idx=%" PRIu64,
               c->id, c->cmd.seq, c->cmd.op == SIM_OP_WRITE ? "write" : "cas", c->cmd.key,
               c->cmd.arg1, c->cmd.arg2, n->id, index);
-    c->prop_index = index;
     wait_on(w, c, n, SIM_C_WAIT_APPLY);
     sim_node_ready(w, n->slot);
 }
@@ -211,7 +225,6 @@ void sim_client_event(sim_world *w, uint32_t ci, uint64_t epoch) {
         break;
     case SIM_C_WAIT_APPLY:
     case SIM_C_WAIT_READ:
-    case SIM_C_WAIT_SERVE:
         SIM_TRACE(w, "client c%u#%" PRIu64 " timeout at n%" PRIu64, c->id, c->cmd.seq,
                   w->nodes[c->slot].id);
         c->state = SIM_C_SUBMIT;
@@ -229,52 +242,39 @@ static void retry_soon(sim_world *w, sim_client *c, uint64_t leader_hint) {
     client_at(w, c, w->now + 1);
 }
 
-void sim_clients_on_apply(sim_world *w, uint32_t slot, const sim_cmd *cmd, const sim_reply *r,
-                          const raft_entry *e) {
-    for (uint32_t i = 0; i <= SIM_CLIENTS; i++) {
-        sim_client *c = &w->clients[i];
-        if (c->state != SIM_C_WAIT_APPLY || c->slot != slot)
-            continue;
-        if (cmd->client == c->id && cmd->seq == c->cmd.seq) {
-            sim_check_ack(w, e->index, e->term);
-            complete(w, c, r->ok ? SIM_OUT_OK : SIM_OUT_FAIL, r->value);
-        } else if (e->index == c->prop_index) {
-            retry_soon(w, c, 0); /* its entry was replaced: proposal lost */
-        }
-    }
+/* The client t names, when the answer is about its open op (else NULL:
+ * the op was answered already or given up, and stays as recorded). */
+static sim_client *answered(sim_world *w, const node_tag *t) {
+    sim_client *c = t->owner;
+    assert(c >= w->clients && c <= &w->clients[SIM_CLIENTS]);
+    if (c->state == SIM_C_IDLE || c->cmd.seq != t->id)
+        return NULL;
+    assert(c->recorded && t->kind == (uint32_t)c->cmd.op);
+    return c;
 }
 
-void sim_clients_on_read_state(sim_world *w, uint32_t slot, const raft_read_state *rs) {
-    for (uint32_t i = 0; i <= SIM_CLIENTS; i++) {
-        sim_client *c = &w->clients[i];
-        if (c->state != SIM_C_WAIT_READ || c->slot != slot || read_ctx(c) != rs->ctx)
-            continue;
-        if (rs->status == 0) {
-            c->state = SIM_C_WAIT_SERVE;
-            c->read_index = rs->index;
-        } else {
-            retry_soon(w, c, raft_leader(w->nodes[slot].r));
-        }
-    }
+void sim_client_write_done(sim_world *w, uint32_t slot, const node_tag *t, const sim_reply *r,
+                           int code, uint64_t leader_hint) {
+    sim_client *c = answered(w, t);
+    if (c == NULL)
+        return;
+    assert(c->cmd.op != SIM_OP_READ && (code == 0) == (r != NULL));
+    if (code == 0)
+        complete(w, c, slot, r->ok ? SIM_OUT_OK : SIM_OUT_FAIL, r->value);
+    else if (c->state == SIM_C_WAIT_APPLY && c->slot == slot)
+        retry_soon(w, c, leader_hint); /* unknown: the same (client, seq) again */
 }
 
-void sim_clients_on_applied(sim_world *w, uint32_t slot) {
-    const sim_node *n = &w->nodes[slot];
-    for (uint32_t i = 0; i <= SIM_CLIENTS; i++) {
-        sim_client *c = &w->clients[i];
-        if (c->state == SIM_C_WAIT_SERVE && c->slot == slot && n->applied >= c->read_index)
-            complete(w, c, SIM_OUT_OK, n->sm.values[c->cmd.key]);
-    }
-}
-
-void sim_clients_on_crash(sim_world *w, uint32_t slot) {
-    for (uint32_t i = 0; i <= SIM_CLIENTS; i++) {
-        sim_client *c = &w->clients[i];
-        bool waiting = c->state == SIM_C_WAIT_APPLY || c->state == SIM_C_WAIT_READ ||
-                       c->state == SIM_C_WAIT_SERVE;
-        if (waiting && c->slot == slot)
-            retry_soon(w, c, 0);
-    }
+void sim_client_read_done(sim_world *w, uint32_t slot, const node_tag *t, int code,
+                          uint64_t leader_hint) {
+    sim_client *c = answered(w, t);
+    if (c == NULL)
+        return;
+    assert(c->cmd.op == SIM_OP_READ);
+    if (code == 0)
+        complete(w, c, slot, SIM_OUT_OK, w->nodes[slot].sm.values[c->cmd.key]);
+    else if (c->state == SIM_C_WAIT_READ && c->slot == slot)
+        retry_soon(w, c, leader_hint);
 }
 
 void sim_clients_finish(sim_world *w) {

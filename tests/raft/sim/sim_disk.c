@@ -4,7 +4,9 @@
  * (the platter). Writes go to vol at once and join a list of pending
  * operations; sim_disk_sync_to() replays them onto dur in order when the
  * simulated fsync completes; a crash throws the list away and vol becomes a
- * copy of dur. Snapshots (own or installed) are written synchronously.
+ * copy of dur. Snapshots (own or installed) and the hard state (term, vote,
+ * commit: its own small file in kvd) are written synchronously; the hard
+ * state goes through the pending list only under --control unsafe-disk.
  */
 #include "sim.h"
 
@@ -148,6 +150,11 @@ static sim_dop *op_new(sim_disk *d, enum sim_op_kind kind) {
     return op;
 }
 
+void sim_disk_save_hs(sim_disk *d, const raft_hard_state *hs) {
+    d->vol.hs = *hs;
+    d->dur.hs = *hs;
+}
+
 uint64_t sim_disk_write_hs(sim_disk *d, const raft_hard_state *hs) {
     sim_dop *op = op_new(d, SIM_DOP_HS);
     op->hs = *hs;
@@ -222,7 +229,8 @@ void sim_disk_sync_to(sim_disk *d, uint64_t id) {
         free(op->ents);
         op->ents = NULL;
     }
-    memmove(d->ops, d->ops + done, (d->ops_count - done) * sizeof(sim_dop));
+    if (done > 0) /* d->ops is NULL until the first write */
+        memmove(d->ops, d->ops + done, (d->ops_count - done) * sizeof(sim_dop));
     d->ops_count -= done;
     if (id > d->durable_id)
         d->durable_id = id;

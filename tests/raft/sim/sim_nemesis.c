@@ -19,9 +19,12 @@ int sim_leader_slot(const sim_world *w) {
     uint64_t term = 0;
     for (uint32_t s = 0; s < w->slots; s++) {
         const sim_node *n = &w->nodes[s];
-        if (n->used && n->up && raft_state_role(n->r) == RAFT_LEADER && raft_term(n->r) >= term) {
+        if (!n->used || !n->up)
+            continue;
+        const raft *r = sim_raft(n);
+        if (raft_state_role(r) == RAFT_LEADER && raft_term(r) >= term) {
             best = (int)s;
-            term = raft_term(n->r);
+            term = raft_term(r);
         }
     }
     return best;
@@ -133,11 +136,11 @@ static void transfer(sim_world *w) {
         return;
     sim_node *n = &w->nodes[l];
     raft_membership m;
-    raft_membership_get(n->r, &m);
+    raft_membership_get(sim_raft(n), &m);
     uint64_t to = m.voters[sim_rand_below(&w->rnd, m.voters_count)];
     if (to == n->id && m.voters_count > 1)
         return;
-    int rc = raft_transfer_leader(n->r, to);
+    int rc = raft_transfer_leader(sim_raft(n), to);
     SIM_TRACE(w, "transfer n%" PRIu64 " -> n%" PRIu64 ": %s", n->id, to, kv_errword(rc));
     sim_node_ready(w, (uint32_t)l);
 }
@@ -152,7 +155,7 @@ static int free_slot(const sim_world *w) {
 static int propose_conf(sim_world *w, sim_node *l, raft_conf_op op, uint64_t id) {
     static const char *names[] = {"?", "add-learner", "promote", "remove"};
     uint64_t index = 0;
-    int rc = raft_propose_conf(l->r, op, id, &index);
+    int rc = raft_propose_conf(sim_raft(l), op, id, &index);
     SIM_TRACE(w, "conf n%" PRIu64 " proposes %s n%" PRIu64 ": %s idx=%" PRIu64, l->id, names[op],
               id, kv_errword(rc), index);
     return rc;
@@ -166,9 +169,9 @@ static void membership(sim_world *w) {
         return;
     sim_node *l = &w->nodes[ls];
     raft_membership m;
-    raft_membership_get(l->r, &m);
+    raft_membership_get(sim_raft(l), &m);
     for (uint32_t i = 0; i < m.learners_count; i++) {
-        if (raft_learner_caught_up(l->r, m.learners[i])) {
+        if (raft_learner_caught_up(sim_raft(l), m.learners[i])) {
             propose_conf(w, l, RAFT_CONF_PROMOTE, m.learners[i]);
             sim_node_ready(w, (uint32_t)ls);
             return;

@@ -2,11 +2,9 @@
  * The fake network. A message sent is deep-copied (raft_msg_copy) into a
  * packet, which is dropped, delayed (random delays reorder), sometimes
  * duplicated, and lost when the link is cut at send or at delivery time.
- * Partitions are a matrix of one-way cuts between slots.
- *
- * Hard-state barrier (raft.h step 1): a packet produced after a term or vote
- * change waits in its sender's outbox until that write is durable; a crash
- * loses the outbox.
+ * Partitions are a matrix of one-way cuts between slots. A message goes on
+ * the wire when src/node sends it: src/node has made term and vote durable
+ * before (node.h step 1, asserted there).
  */
 #include "sim.h"
 
@@ -103,34 +101,10 @@ static void wire(sim_world *w, sim_packet *p) {
     sim_queue_push(&w->q, w->now + delay(w), SIM_EV_DELIVER, 0, 0, p);
 }
 
-void sim_net_send(sim_world *w, uint32_t from_slot, const raft_msg *m, uint64_t barrier) {
-    sim_node *n = &w->nodes[from_slot];
+void sim_net_send(sim_world *w, uint32_t from_slot, const raft_msg *m) {
+    const sim_node *n = &w->nodes[from_slot];
     assert(n->used && n->up && m->from == n->id);
-    sim_packet *p = packet_copy(from_slot, m);
-    p->barrier = barrier;
-    if (barrier <= n->disk.durable_id && n->outbox_count == 0) {
-        wire(w, p);
-        return;
-    }
-    if (n->outbox_count == n->outbox_cap) {
-        size_t cap = n->outbox_cap ? 2 * n->outbox_cap : 64;
-        sim_packet **ob = realloc(n->outbox, cap * sizeof(*ob));
-        assert(ob != NULL);
-        n->outbox = ob;
-        n->outbox_cap = cap;
-    }
-    n->outbox[n->outbox_count++] = p;
-    trace_msg(w, "hold", p);
-}
-
-void sim_net_flush_outbox(sim_world *w, uint32_t slot) {
-    sim_node *n = &w->nodes[slot];
-    size_t i = 0;
-    while (i < n->outbox_count && n->outbox[i]->barrier <= n->disk.durable_id)
-        wire(w, n->outbox[i++]);
-    if (i > 0)
-        memmove(n->outbox, n->outbox + i, (n->outbox_count - i) * sizeof(*n->outbox));
-    n->outbox_count -= i;
+    wire(w, packet_copy(from_slot, m));
 }
 
 void sim_net_deliver(sim_world *w, sim_packet *p) {

@@ -1,12 +1,15 @@
 /*
- * One simulated node: its life (start, crash, restart, stop) and the Ready
- * loop that drives the real raft core, following raft.h's order exactly:
- * hard state (barrier for sends) -> install snapshot (synchronous) -> store
- * chunk -> send -> write entries -> apply -> reads -> advance.
+ * One simulated node: its life (start, crash, restart, stop), and src/node
+ * run on it. A node is a `node *` (node.h: kvd's Ready loop with its write
+ * and read queues) made at every start and restart from what the disk holds
+ * durably, with the simulator's half of node_io (sim_io.c). Between Readys
+ * the node snapshots its state machine every few applied entries and
+ * compacts the core's log.
  */
 #include "sim.h"
 
 #include "kv/errors.h"
+#include "kv/limits.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -74,7 +77,7 @@ static int snapshot_read(void *ctx, uint64_t index, uint64_t term, uint64_t offs
 void sim_node_keep_snap(sim_node *n, const sim_snap *s) {
     if (n->snaps_count == SIM_SNAPS_KEEP) {
         /* Drop the oldest one not being sent; raft copes with KV_ESTALE. */
-        uint64_t sending = raft_snapshot_sending(n->r);
+        uint64_t sending = raft_snapshot_sending(sim_raft(n));
         uint32_t drop = 0;
         if (n->snaps[0].meta.index == sending)
             drop = 1;
@@ -91,8 +94,8 @@ static void bootstrap_conf(const sim_world *w, raft_membership *m) {
         m->voters[m->voters_count++] = i + 1;
 }
 
-/* Builds the raft from the durable disk (empty for a new node). */
-static void make_raft(sim_world *w, sim_node *n) {
+/* Builds the node from the durable disk (empty for a new node). */
+static void make_node(sim_world *w, sim_node *n) {
     const sim_store *d = &n->disk.dur;
     raft_config cfg;
     raft_config_init(&cfg, n->id);
@@ -120,11 +123,16 @@ static void make_raft(sim_world *w, sim_node *n) {
     cfg.applied = d->has_snap ? d->snap.meta.index : 0;
     if (n->founding)
         bootstrap_conf(w, &cfg.bootstrap);
-    int rc = raft_new(&cfg, &n->r);
+    /* kvd's limits; the few simulated clients never reach them */
+    const node_limits lim = {.pending_bytes_max = KV_PENDING_PROPOSAL_BYTES_MAX,
+                             .reads_max = KV_READ_INDEX_PENDING_MAX};
+    node_io io;
+    sim_io_init(n, &io);
+    int rc = node_new(&cfg, &io, &lim, &n->nd);
     free(ents);
     if (rc != 0) {
-        sim_fail(w, "restart", "raft_new of n%" PRIu64 " failed: %d", n->id, rc);
-        n->r = NULL;
+        sim_fail(w, "restart", "node_new of n%" PRIu64 " failed: %s", n->id, kv_errword(rc));
+        n->nd = NULL;
     }
 }
 
@@ -154,12 +162,12 @@ static void schedule_tick(sim_world *w, sim_node *n) {
 
 static void bring_up(sim_world *w, sim_node *n) {
     load_state(w, n);
-    make_raft(w, n);
-    if (n->r == NULL)
+    make_node(w, n);
+    if (n->nd == NULL)
         return;
     n->up = true;
     n->role = RAFT_FOLLOWER;
-    n->term = raft_term(n->r);
+    n->term = raft_term(sim_raft(n));
     n->persisted_reported = 0;
     /* First tick at a random phase, so restarted nodes do not tick in step. */
     sim_queue_push(&w->q, w->now + sim_rand_range(&w->rnd, 1, n->tick_period), SIM_EV_TICK,
@@ -172,6 +180,7 @@ void sim_node_start(sim_world *w, uint32_t slot, uint64_t id, bool founding) {
     assert(!n->used && slot < w->slots);
     uint32_t inc = n->incarnation + 1;
     memset(n, 0, sizeof(*n));
+    n->w = w;
     n->used = true;
     n->founding = founding;
     n->member_seen = founding;
@@ -189,14 +198,14 @@ void sim_node_start(sim_world *w, uint32_t slot, uint64_t id, bool founding) {
     bring_up(w, n);
 }
 
-/* Everything volatile is lost: raft, outbox, unsynced writes. */
-static void tear_down(sim_world *w, sim_node *n) {
-    sim_clients_on_crash(w, n->slot);
-    raft_free(n->r);
-    n->r = NULL;
-    for (size_t i = 0; i < n->outbox_count; i++)
-        sim_net_packet_free(n->outbox[i]);
-    n->outbox_count = 0;
+/* Everything volatile is lost: the node, unsynced writes. Its clients hear
+ * "connection closed" (outcome unknown) for what it had accepted. */
+static void tear_down(sim_node *n) {
+    node_fail_all(n->nd, KV_ECLOSED);
+    assert(node_writes_waiting(n->nd) == 0 && node_reads_waiting(n->nd) == 0);
+    node_free(n->nd);
+    n->nd = NULL;
+    n->applied_batch_count = 0; /* a Ready stopped in apply never reached apply_end */
     sim_disk_crash(&n->disk);
     n->up = false;
     n->incarnation++;
@@ -211,7 +220,7 @@ void sim_node_crash(sim_world *w, uint32_t slot) {
               ", lost %zu writes)",
               n->id, n->disk.dur.hs.term, n->disk.dur.hs.vote, sim_log_last(&n->disk.dur.log),
               n->disk.ops_count);
-    tear_down(w, n);
+    tear_down(n);
 }
 
 void sim_node_restart(sim_world *w, uint32_t slot) {
@@ -229,25 +238,72 @@ void sim_node_stop(sim_world *w, uint32_t slot) {
     assert(n->used);
     SIM_TRACE(w, "stop n%" PRIu64 " (removed)", n->id);
     if (n->up)
-        tear_down(w, n);
+        tear_down(n);
     sim_disk_free(&n->disk);
-    free(n->outbox);
+    free(n->applied_batch);
     uint32_t inc = n->incarnation;
     memset(n, 0, sizeof(*n));
     n->incarnation = inc;
 }
 
+/* A snapshot every few applied entries, so that they happen all the time
+ * (between Readys: raft_snapshot_done and raft_compact are not const). */
+static void maybe_snapshot(sim_world *w, sim_node *n) {
+    uint64_t last = n->disk.vol.has_snap ? n->disk.vol.snap.meta.index : 0;
+    if (n->applied < last + n->snap_threshold)
+        return;
+    assert(n->applied == node_applied(n->nd));
+    raft *r = sim_raft(n);
+    sim_snap s = {
+        .meta = {.index = n->applied, .term = n->applied_term, .membership = n->applied_conf}};
+    sim_sm_encode(&n->sm, s.data);
+    sim_check_snapshot(w, n, &s, "taken");
+    sim_disk_snapshot(&n->disk, &s);
+    int rc = raft_snapshot_done(r, s.meta.index, s.meta.term);
+    if (rc != 0) {
+        sim_fail(w, "snapshot", "n%" PRIu64 " raft_snapshot_done(%" PRIu64 ",%" PRIu64 ") = %s",
+                 n->id, s.meta.index, s.meta.term, kv_errword(rc));
+        return;
+    }
+    sim_node_keep_snap(n, &s);
+    /* Compact all of it, or only below what followers still need. */
+    uint64_t upto = s.meta.index, floor = raft_compact_floor(r);
+    if (floor < upto && sim_rand_chance(&w->rnd, 500))
+        upto = floor;
+    rc = raft_compact(r, upto);
+    assert(rc == 0);
+    w->st.snapshots++;
+    SIM_TRACE(w, "snapshot n%" PRIu64 " idx=%" PRIu64 " term=%" PRIu64 " compact=%" PRIu64, n->id,
+              s.meta.index, s.meta.term, upto);
+}
+
+void sim_node_ready(sim_world *w, uint32_t slot) {
+    sim_node *n = &w->nodes[slot];
+    if (!n->up || w->failed)
+        return;
+    n->readys = 0;
+    do {
+        int rc = node_run(n->nd);
+        if (rc != 0 || w->failed) {
+            if (!w->failed)
+                sim_fail(w, "node", "n%" PRIu64 " node_run = %d", n->id, rc);
+            return;
+        }
+        maybe_snapshot(w, n);
+    } while (!w->failed && raft_has_ready(sim_raft(n)));
+}
+
 void sim_node_tick(sim_world *w, uint32_t slot) {
     sim_node *n = &w->nodes[slot];
     SIM_TRACE(w, "tick n%" PRIu64, n->id);
-    raft_tick(n->r);
+    node_tick(n->nd);
     schedule_tick(w, n);
     sim_node_ready(w, slot);
 }
 
 void sim_node_step(sim_world *w, uint32_t slot, const raft_msg *m) {
     sim_node *n = &w->nodes[slot];
-    int rc = raft_step(n->r, m);
+    int rc = node_step(n->nd, m);
     if (rc != 0)
         sim_fail(w, "step", "n%" PRIu64 " raft_step(%s from n%" PRIu64 ") = %s", n->id,
                  sim_msg_name(m->type), m->from, kv_errword(rc));
@@ -255,12 +311,6 @@ void sim_node_step(sim_world *w, uint32_t slot, const raft_msg *m) {
 }
 
 void sim_node_fsync_done(sim_world *w, uint32_t slot, uint64_t write_id) {
-    sim_node *n = &w->nodes[slot];
-    if (write_id <= n->disk.durable_id)
-        return;
-    sim_disk_sync_to(&n->disk, write_id);
-    SIM_TRACE(w, "fsync n%" PRIu64 " upto=%" PRIu64, n->id, write_id);
-    sim_node_report_persisted(w, n);
-    sim_net_flush_outbox(w, slot);
+    sim_io_fsync_done(&w->nodes[slot], write_id);
     sim_node_ready(w, slot);
 }

@@ -52,6 +52,16 @@ void sim_fail(sim_world *w, const char *invariant, const char *fmt, ...) {
     SIM_TRACE(w, "VIOLATION %s", w->why);
 }
 
+bool sim_is_member(const raft_membership *m, uint64_t id) {
+    for (uint32_t i = 0; i < m->voters_count; i++)
+        if (m->voters[i] == id)
+            return true;
+    for (uint32_t i = 0; i < m->learners_count; i++)
+        if (m->learners[i] == id)
+            return true;
+    return false;
+}
+
 /* A node gone from the newest committed membership is stopped. */
 static void reconcile_membership(sim_world *w) {
     for (uint32_t s = 0; s < w->slots; s++) {
