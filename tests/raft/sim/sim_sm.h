@@ -5,7 +5,7 @@
  *
  * Exactly once: a command whose (client, seq) is not newer than the
  * client's session is a duplicate; it changes nothing and gets the stored
- * reply (pitfalls.md "a retried write applied twice").
+ * reply (docs/rules.md "a retried write applied twice").
  */
 #ifndef KV_SIM_SM_H
 #define KV_SIM_SM_H
