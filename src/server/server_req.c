@@ -64,7 +64,6 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
     if (rc == 0 && q->type != KV__REQUEST__TYPE__REGISTER && q->key.len == 0)
         rc = KV_EPROTO;
     if (rc != 0) {
-        if (rc == KV_ETOOBIG)
         server_reply_code(c, id, rc,
                           rc == KV_ETOOBIG ? "key over 4096 bytes or value over 1048576 bytes"
                                            : "a write needs a key");
@@ -166,8 +165,7 @@ int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *c
             server_reply_not_leader(s, c, id);
             return rc;
         }
-        if (rc == KV_EBUSY)
-            server_reply_code(c, id, rc,
+        server_reply_code(c, id, rc,
                           rc == KV_EBUSY ? "the leader is busy (uncommitted bytes or transfer)"
                                          : kv_strerror(rc));
         return rc;
