@@ -63,6 +63,41 @@ static int fail(char *detail, size_t cap, int rc, const char *path, uint64_t off
     return rc;
 }
 
+/* Hashes the stream_len bytes after the header and reads the trailer.
+ * Returns 0 (*sum, *trailer set), KV_ENOMEM, or KV_ECORRUPT with *at the
+ * offset where the file is short or has bytes after the trailer, and *why. */
+static int stream_sum(FILE *f, const snapfile_info *info, uint64_t *sum, uint64_t *trailer,
+                      uint64_t *at, const char **why) {
+    kv_xxh3_state h;
+    uint8_t *buf = malloc(1 << 16);
+    if (buf == NULL || kv_xxh3_init(&h) != 0) {
+        free(buf);
+        return KV_ENOMEM;
+    }
+    uint64_t left = info->stream_len;
+    while (left > 0) {
+        size_t want = left < (1u << 16) ? (size_t)left : (1u << 16);
+        size_t got = fread(buf, 1, want, f);
+        if (got == 0)
+            break;
+        kv_xxh3_update(&h, buf, got);
+        left -= got;
+    }
+    uint8_t tr[8];
+    bool short_file = left > 0 || fread(tr, 1, 8, f) != 8;
+    bool extra = !short_file && fgetc(f) != EOF;
+    *sum = kv_xxh3_digest(&h);
+    kv_xxh3_free(&h);
+    free(buf);
+    *at = SNAPFILE_HEADER_BYTES + info->stream_len - left;
+    if (short_file || extra) {
+        *why = short_file ? "file ends early (truncated)" : "bytes after the trailer";
+        return KV_ECORRUPT;
+    }
+    *trailer = kv_get_u64(tr);
+    return 0;
+}
+
 int snap_file_verify(const char *path, snapfile_info *info, char *detail, size_t cap) {
     snapfile_info dummy;
     if (info == NULL)
@@ -82,33 +117,19 @@ int snap_file_verify(const char *path, snapfile_info *info, char *detail, size_t
                                       : "not a kv snapshot file (header magic or checksum)");
     }
     /* the whole stream against the trailer first */
-    kv_xxh3_state h;
-    if (kv_xxh3_init(&h) != 0) {
+    uint64_t sum = 0, trailer = 0, at = 0;
+    const char *why = "";
+    rc = stream_sum(f, info, &sum, &trailer, &at, &why);
+    if (rc == KV_ENOMEM) {
         fclose(f);
-        return KV_ENOMEM;
+        snprintf(detail, cap, "NOMEM %s: out of memory verifying it", path);
+        return rc;
     }
-    uint8_t *buf = malloc(1 << 16);
-    uint64_t left = info->stream_len;
-    while (buf != NULL && left > 0) {
-        size_t want = left < (1u << 16) ? (size_t)left : (1u << 16);
-        size_t got = fread(buf, 1, want, f);
-        if (got == 0)
-            break;
-        kv_xxh3_update(&h, buf, got);
-        left -= got;
-    }
-    uint8_t tr[8];
-    bool short_file = left > 0 || fread(tr, 1, 8, f) != 8;
-    bool extra = !short_file && fgetc(f) != EOF;
-    uint64_t sum = kv_xxh3_digest(&h);
-    kv_xxh3_free(&h);
-    free(buf);
-    if (short_file || extra) {
+    if (rc != 0) {
         fclose(f);
-        return fail(detail, cap, KV_ECORRUPT, path, SNAPFILE_HEADER_BYTES + info->stream_len - left,
-                    short_file ? "file ends early (truncated)" : "bytes after the trailer");
+        return fail(detail, cap, rc, path, at, "%s", why);
     }
-    if (sum != kv_get_u64(tr)) {
+    if (sum != trailer) {
         /* locate the damage: walk the records, which carry their own sums */
         verify_state v = {0};
         uint64_t bad = 0;
