@@ -8,7 +8,7 @@
 # (Debian's prometheus package) passes on the real text; no family repeats
 # another; kv_build_info carries the version. /health names the leader (a
 # follower does not say "leader": true), answers HEAD, and ignores a query
-# string.
+# string. An idle connection to the metrics port is closed.
 # Usage: test_ops_metrics.sh BIN_DIR
 . "$(dirname "$0")/lib.sh"
 kv_setup ops_metrics 271 "${1:?usage: test_ops_metrics.sh BIN_DIR}"
@@ -194,6 +194,12 @@ head -n 1 "$KV_DIR/mq" | grep -q "^200 text/plain" || kv_fail "/metrics?name=kv_
 ops_http "$f" /health HEAD >"$KV_DIR/hh" || kv_fail "HEAD /health failed"
 [ "$(head -n 1 "$KV_DIR/hh")" = "200 application/json" ] && [ "$(wc -c <"$KV_DIR/hh")" -eq 21 ] ||
   kv_fail "HEAD /health: want 200 and no body, got: $(cat "$KV_DIR/hh")"
+
+# A monitoring connection that says nothing is closed (within 2 s: 4 with
+# slack), so idle connections cannot pile up on the metrics port.
+python3 "$(dirname "$0")/probe.py" 127.0.0.1 "${MPORT[$f]}" idle 0 4 >"$KV_DIR/idle" 2>&1 ||
+  kv_fail "an idle connection to n$f's metrics port: $(cat "$KV_DIR/idle") (want it closed)"
+kv_log "idle metrics connection: $(cat "$KV_DIR/idle")"
 
 # Health: 200 everywhere; with one follower down the other two still have
 # a majority and stay 200; the leader alone says 503.
