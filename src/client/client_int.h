@@ -55,6 +55,12 @@
  * during an election must not spin). */
 #define KVC_REDIRECTS_FREE 3u
 
+/* A connection that received an answer less than this long ago is used as
+ * it is; one idle for longer is first checked for a close by the node (a
+ * peek), so that a request is not sent into a connection already closed
+ * (a write sent there would have an unknown outcome). */
+#define KVC_ALIVE_TRUST_MS 1u
+
 /* Output queued on one connection before the loop waits for it to drain. */
 #define KVC_WBUF_BYTES_SOFT (4u * 1024u * 1024u)
 #define KVC_RBUF_BYTES_MIN (64u * 1024u)
@@ -87,6 +93,8 @@ typedef struct kvc_conn {
     size_t wcap, wstart, wlen; /* bytes to send at wbuf[wstart, wstart + wlen) */
     uint64_t out_total;        /* bytes ever queued on this connection */
     uint64_t sent_total;       /* of which the kernel took */
+    uint64_t rx_ns;            /* bytes last received after the handshake; 0: none */
+    bool drained;              /* the last kvc_conn_fill took less than it had room for */
 } kvc_conn;
 
 typedef struct kvc_slot kvc_slot;
@@ -215,7 +223,8 @@ int kvc_conn_open(kv_client *c, kvc_conn *k, const kvc_endpoint *ep, uint64_t de
 int kvc_conn_queue(kvc_conn *k, uint8_t type, const ProtobufCMessage *msg);
 /* Sends what the kernel takes now; 0 or KV_ECLOSED. */
 int kvc_conn_flush(kvc_conn *k);
-/* Reads what is there; >0 bytes, 0 nothing yet, KV_ECLOSED. */
+/* Reads what is there; >0 bytes, 0 nothing yet, KV_ECLOSED. k->drained:
+ * it read less than it had room for (nothing more was there then). */
 int kvc_conn_fill(kvc_conn *k);
 /* The next whole frame's payload: 1 (*type, *payload, *len set), 0 more
  * bytes needed, or KV_EPROTO/KV_ECORRUPT/KV_ETOOBIG/KV_EVERSION/KV_ENOMEM
@@ -226,8 +235,9 @@ void kvc_conn_consume(kvc_conn *k, uint32_t len);
  * KV_ETIMEOUT. */
 int kvc_conn_wait_frame(kvc_conn *k, uint64_t deadline_ns, uint8_t *type, const uint8_t **payload,
                         uint32_t *len);
-/* False when the node closed the connection (a peek, no wait). */
-bool kvc_conn_alive(const kvc_conn *k);
+/* True unless the node closed the connection: without a system call when
+ * an answer came less than KVC_ALIVE_TRUST_MS before now, else a peek. */
+bool kvc_conn_alive_at(const kvc_conn *k, uint64_t now_ns);
 /* Sends all output until deadline: 0, KV_ECLOSED, KV_ETIMEOUT. */
 int kvc_conn_send_all(kvc_conn *k, uint64_t deadline_ns);
 /* poll() for ms (-1 would block forever: callers never pass it). */

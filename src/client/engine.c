@@ -446,6 +446,9 @@ static int parse(kv_client *c, uint64_t gen) {
     }
 }
 
+/* Reads until the socket has no more (a read that took less than it had
+ * room for says so: no read that only returns EAGAIN after a whole
+ * answer). */
 static int read_all(kv_client *c) {
     uint64_t gen = c->conn_gen;
     for (int round = 0; round < READS_PER_PASS; round++) {
@@ -459,7 +462,7 @@ static int read_all(kv_client *c) {
             return prc;
         if (rc < 0)
             return rc;
-        if (c->conn_gen != gen)
+        if (c->conn_gen != gen || c->conn.drained)
             return 0;
     }
     return 0;
@@ -602,7 +605,7 @@ int kvc_loop(kv_client *c, uint64_t until_ns, const kvc_result *wait) {
             }
             continue;
         }
-        if (c->wire_count == 0 && c->qhead != KVC_NONE && !kvc_conn_alive(&c->conn)) {
+        if (c->wire_count == 0 && c->qhead != KVC_NONE && !kvc_conn_alive_at(&c->conn, now)) {
             kvc_drop(c);
             c->reconnect_ns = now;
             continue;
