@@ -15,7 +15,8 @@
 # Workloads, 256-byte values: put at 1, 16, 64, 256 and 1,024 clients
 # (synchronous, one request in flight each), get (linearizable) at 64, mixed
 # 90% gets / 10% puts at 64 over 1,000 keys, kv's put with 8 connections x 64
-# in flight, and N failover rounds (default 10; --quick 3): kill -9 of the
+# in flight, kv's put and get with 64 threads sharing one kv_client
+# (kvbench --shared 64, the CSV's depth "1s64"), and N failover rounds (default 10; --quick 3): kill -9 of the
 # leader, then the time until the first put sent after the kill is
 # acknowledged to a client that keeps retrying (kvbench writer, etcdextra
 # -op writer); the node is restarted and the cluster healthy again before the
@@ -87,10 +88,11 @@ field() { sed -n "s/.*\<$2=\([^ ]*\).*/\1/p" <<<"$1"; }
 
 # record SYSTEM LINE [HWM1 HWM2 HWM3]: a result line of kvbench (or etcdextra) into row and the CSV
 record() {
-  local sys=$1 line=$2 op clients
-  op=$(field "$line" op) clients=$(field "$line" clients)
-  row["$sys $op $clients $(field "$line" depth)"]=$line
-  echo "$sys,$op,$clients,$(field "$line" depth),$(field "$line" requests),$(field "$line" ops_per_s),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" p999_us),$(field "$line" errors),,,${3:-},${4:-},${5:-}" >>"$csv"
+  local sys=$1 line=$2 op clients depth
+  op=$(field "$line" op) clients=$(field "$line" clients) depth=$(field "$line" depth)
+  depth+=$(field "$line" shared | sed 's/^./s&/') # threads sharing a client: "1s64"
+  row["$sys $op $clients $depth"]=$line
+  echo "$sys,$op,$clients,$depth,$(field "$line" requests),$(field "$line" ops_per_s),$(field "$line" p50_us),$(field "$line" p99_us),$(field "$line" p999_us),$(field "$line" errors),,,${3:-},${4:-},${5:-}" >>"$csv"
 }
 
 # record_anchor LINE: the anchor's "op= clients= ops= secs= qps= p50=Xms p99=Yms" as a kvbench line
@@ -231,6 +233,7 @@ kv_wait_healthy
 for args in "put --clients 1 --requests $n_put1" "put --clients 16 --requests $n_put16" \
   "put --clients 64 --requests $n_put" "put --clients 256 --requests $n_put" \
   "put --clients 8 --async 64 --requests $n_async" "get --clients 64 --requests $n_read" \
+  "put --clients 64 --shared 64 --requests $n_put" "get --clients 64 --shared 64 --requests $n_read" \
   "mixed --clients 64 --requests $n_read --read-ratio 0.9 --keys 1000"; do
   # shellcheck disable=SC2086 # the words of one row
   kv_row $args
@@ -311,8 +314,8 @@ fi
 ms() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else if (u < 1000) printf "%.2f ms", u / 1000; else printf "%.1f ms", u / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2fx", a / b }'; }
 num() { awk -v n="$1" 'BEGIN { if (n == "") print "-"; else { s = sprintf("%.0f", n); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]$/, ",&", s); print s } }'; }
-figure() { # figure TITLE OP CLIENTS DEPTH
-  local k=${row["kv $2 $3 $4"]:-} e=${row["etcd $2 $3 $4"]:-} kerr
+figure() { # figure TITLE OP CLIENTS DEPTH [ETCD_DEPTH]
+  local k=${row["kv $2 $3 $4"]:-} e=${row["etcd $2 $3 ${5:-$4}"]:-} kerr
   kerr=$(field "$k" errors)
   printf '| %s | %s | %s / %s / %s | %s | %s | %s / %s | %s | %s |\n' "$1" \
     "$(num "$(field "$k" ops_per_s)")" "$(ms "$(field "$k" p50_us)")" "$(ms "$(field "$k" p99_us)")" \
@@ -332,6 +335,8 @@ echo "|---|---|---|---|---|---|---|---|"
 for c in 1 16 64 256 1024; do figure "put, $c client$([ $c = 1 ] || echo s)" put $c 1; done
 figure "put, 8 connections x 64 in flight" put 8 64
 figure "get (linearizable), 64 clients" get 64 1
+figure "put, 64 threads sharing one kv_client (etcd: its 64-client row)" put 64 1s64 1
+figure "get, 64 threads sharing one kv_client (etcd: its 64-client row)" get 64 1s64 1
 figure "mixed 90% get / 10% put, 64 clients" mixed 64 1
 read -r kmed kmax <<<"$(fo_stats kv)"
 read -r emed emax <<<"$(fo_stats etcd)"

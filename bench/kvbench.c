@@ -18,7 +18,8 @@
  *   records=N secs=S records_per_s=R fsyncs=F p50_us=X p99_us=Y fsyncs_per_s_raw=Z
  *
  *   kvbench put --cluster HOST:PORT,... [--clients C] [--requests N]
- *               [--size BYTES] [--async DEPTH] [--timeout-ms T] [--token-file F]
+ *               [--size BYTES] [--async DEPTH | --shared S] [--timeout-ms T]
+ *               [--token-file F]
  *   kvbench get --cluster HOST:PORT,... [same flags] [--keys K]
  *   kvbench mixed --cluster HOST:PORT,... [same flags] [--keys K] [--read-ratio R]
  *   any of the three with --json: the same fields as one JSON object
@@ -26,7 +27,10 @@
  * put: C clients (threads, each with its own kv_client and connection) write
  * N values of BYTES bytes (fixed-seed random) to N distinct keys, each
  * client one synchronous kv_put at a time; with --async DEPTH each client
- * keeps DEPTH puts in flight on its connection instead (use fewer clients).
+ * keeps DEPTH puts in flight on its connection instead (use fewer clients);
+ * with --shared S the C threads share kv_clients S at a time (C/S clients,
+ * each with one connection carrying the synchronous calls of S threads: the
+ * line then ends with shared=S).
  * get: writes K keys first, then reads N of them (fixed-seed random) the
  * same way. mixed: writes K keys first, then each request is, with
  * probability R (default 0.9), a linearizable get of a random one of them,
@@ -93,10 +97,11 @@ static void usage(FILE *out) {
                  "      append, or with --coalesce a thread appends its ready writers'\n"
                  "      records in one call\n"
                  "  put --cluster HOST:PORT,... [--clients C] [--requests N] [--size BYTES]\n"
-                 "      [--async DEPTH] [--timeout-ms T] [--token-file F]\n"
+                 "      [--async DEPTH | --shared S] [--timeout-ms T] [--token-file F]\n"
                  "      C clients each doing synchronous puts of BYTES-byte values to distinct\n"
                  "      keys (default 64 clients, 10000 requests, 256 bytes); --async: each\n"
-                 "      client keeps DEPTH puts in flight on its connection\n"
+                 "      client keeps DEPTH puts in flight on its connection; --shared: the C\n"
+                 "      threads share one kv_client (and connection) per S threads\n"
                  "  get --cluster HOST:PORT,... [same flags] [--keys K]\n"
                  "      writes K keys (default 1000), then N gets of random ones\n"
                  "  mixed --cluster HOST:PORT,... [same flags] [--keys K] [--read-ratio R]\n"
@@ -460,7 +465,7 @@ typedef struct bench_req {
 struct bench_client {
     cluster_bench *b;
     pthread_t tid;
-    kv_client *c;
+    kv_client *c;          /* --shared: one of b->shared_clients */
     uint64_t first, count; /* its request numbers */
     uint64_t rng;
     uint8_t *value;
@@ -475,6 +480,9 @@ struct cluster_bench {
     const char *cluster;
     struct kv_client_options opts;
     uint64_t clients, requests, size, depth, keys, timeout_ms;
+    uint64_t shared;            /* threads per kv_client; 0: each its own */
+    kv_client **shared_clients; /* --shared: ceil(clients / shared), opened first */
+    int shared_open_rc;
     double read_ratio; /* mixed: the fraction of gets, in [0, 1] */
     bool json;
     hist lat; /* microseconds, every request, failed ones too */
@@ -591,7 +599,10 @@ static void bench_async(bench_client *cl) {
 
 static void *bench_client_run(void *arg) {
     bench_client *cl = arg;
-    cl->open_rc = kv_client_open(&cl->c, cl->b->cluster, &cl->b->opts);
+    if (cl->b->shared == 0)
+        cl->open_rc = kv_client_open(&cl->c, cl->b->cluster, &cl->b->opts);
+    else
+        cl->open_rc = cl->c != NULL ? 0 : cl->b->shared_open_rc;
     pthread_barrier_wait(&cl->b->start); /* the clock starts once all are connected */
     if (cl->open_rc != 0)
         return NULL;
@@ -657,6 +668,8 @@ static void bench_print(const cluster_bench *b, double secs) {
                                 " p99_us=%" PRIu64 " p999_us=%" PRIu64 " errors=%" PRIu64;
     printf(fmt, b->name, b->clients, b->depth ? b->depth : 1, b->requests, b->size, secs,
            b->requests / secs, p50, p99, p999, b->errors);
+    if (b->shared > 0)
+        printf(b->json ? ",\"shared\":%" PRIu64 : " shared=%" PRIu64, b->shared);
     if (b->op == BENCH_MIXED)
         printf(b->json ? ",\"read_ratio\":%.3f,\"keys\":%" PRIu64
                        : " read_ratio=%.3f keys=%" PRIu64,
@@ -675,6 +688,13 @@ static int run_cluster(cluster_bench *b) {
     }
     bench_client *cls = calloc(b->clients, sizeof *cls);
     assert(cls != NULL);
+    uint64_t groups = b->shared ? (b->clients + b->shared - 1) / b->shared : 0;
+    if (groups > 0) {
+        b->shared_clients = calloc(groups, sizeof *b->shared_clients);
+        assert(b->shared_clients != NULL);
+        for (uint64_t g = 0; g < groups && b->shared_open_rc == 0; g++)
+            b->shared_open_rc = kv_client_open(&b->shared_clients[g], b->cluster, &b->opts);
+    }
     pthread_barrier_init(&b->start, NULL, (unsigned)b->clients + 1);
     for (uint64_t i = 0, first = 0; i < b->clients; i++) {
         uint64_t n = b->requests / b->clients + (i < b->requests % b->clients);
@@ -682,6 +702,7 @@ static int run_cluster(cluster_bench *b) {
                                 .first = first,
                                 .count = n,
                                 .rng = 0x9E3779B97F4A7C15ull * (i + 2),
+                                .c = groups ? b->shared_clients[i / b->shared] : NULL,
                                 .value = malloc(b->size + 8)};
         assert(cls[i].value != NULL);
         if (b->depth > 0) {
@@ -703,10 +724,14 @@ static int run_cluster(cluster_bench *b) {
     }
     double secs = (double)(kv_now_ns() - t0) / 1e9;
     for (uint64_t i = 0; i < b->clients; i++) {
-        kv_client_close(cls[i].c);
+        if (groups == 0)
+            kv_client_close(cls[i].c);
         free(cls[i].value);
         free(cls[i].reqs);
     }
+    for (uint64_t g = 0; g < groups; g++)
+        kv_client_close(b->shared_clients[g]);
+    free(b->shared_clients);
     free(cls);
     pthread_barrier_destroy(&b->start);
     if (open_rc != 0) {
@@ -743,6 +768,7 @@ static int cluster_flag(cluster_bench *b, const char *flag, const char *val, int
                     : strcmp(flag, "--async") == 0      ? &b->depth
                     : strcmp(flag, "--keys") == 0       ? &b->keys
                     : strcmp(flag, "--timeout-ms") == 0 ? &b->timeout_ms
+                    : strcmp(flag, "--shared") == 0     ? &b->shared
                                                         : NULL;
     bool str = strcmp(flag, "--cluster") == 0 || strcmp(flag, "--token-file") == 0;
     bool ratio = strcmp(flag, "--read-ratio") == 0;
@@ -772,6 +798,7 @@ static int cluster_flag(cluster_bench *b, const char *flag, const char *val, int
     }
     uint64_t hi = num == &b->size         ? KV_VALUE_BYTES_MAX
                   : num == &b->clients    ? BENCH_CLIENTS_MAX
+                  : num == &b->shared     ? BENCH_CLIENTS_MAX
                   : num == &b->depth      ? KV_CONN_INFLIGHT_REQUESTS_MAX
                   : num == &b->keys       ? BENCH_KEYS_MAX
                   : num == &b->timeout_ms ? 3600000u
@@ -815,6 +842,8 @@ static int cmd_cluster(const char *op, int argc, char **argv) {
         rv = bad_flag(op, "--cluster", "required");
     if (rv == 0 && b->clients > b->requests)
         rv = bad_flag(op, "--clients", "more clients than requests");
+    if (rv == 0 && b->shared > 0 && b->depth > 0)
+        rv = bad_flag(op, "--shared", "not with --async (one form at a time on a client)");
     if (rv == 0) {
         b->opts.timeout_ms = (uint32_t)b->timeout_ms;
         rv = run_cluster(b);

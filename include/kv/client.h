@@ -34,17 +34,43 @@
  *
  * RETRIES AND EXACTLY ONCE. The client finds the leader, follows NOTLEADER
  * redirects and reconnects on its own, within opts.timeout_ms per call.
- * Writes are made in a session (registered through the log on the first
- * write): each carries (client id, sequence number) and a retry reuses the
- * number, so a write is applied at most once even when it is sent twice.
+ * Writes are made in sessions (each registered through the log): each
+ * carries (client id, sequence number) and a retry reuses the number, so a
+ * write is applied at most once even when it is sent twice. A session keeps
+ * only the reply to its last write, so a client gives each write in flight
+ * a session of its own: it registers a new one when all of its sessions
+ * have a write in flight, up to 64; past 64 writes in flight at once,
+ * writes share sessions (see the asynchronous form's note on leader
+ * changes).
  *
  * READS are linearizable (the leader confirms its leadership with a quorum
  * before answering) unless the _stale form is used, which any node answers
  * from what it has applied (possibly behind).
  *
- * THREADS. A kv_client is NOT thread-safe: use each one from one thread at a
- * time (one client per thread is the intended use; clients are independent).
- * kv_free and kv_strerror may be called from any thread.
+ * THREADS. A kv_client may be shared by any number of threads. The data
+ * calls (kv_put, kv_get, kv_get_stale, kv_del, kv_cas, kv_cas_ex, kv_scan)
+ * run at the same time from many threads on the client's one connection:
+ * each call's request is sent at once by its own thread, with the others'
+ * in flight, and the thread sleeps until its answer. One of the waiting
+ * threads reads the connection for all and wakes the others (the library
+ * starts no thread); a lone thread's call costs a send, a poll and a recv.
+ * Each call keeps its own timeout. On a leader change or a lost connection,
+ * every request in flight is resent, in the order first sent, with its own
+ * (client id, seq), to the next leader: a write applied before the change
+ * gets its stored reply (0, or what it answered then), never a second
+ * application; a write whose outcome cannot be learned before its call's
+ * deadline returns KV_ETIMEOUT, never a "failed" code; a request never
+ * accepted by a leader returns KV_EUNAVAILABLE (or KV_EBUSY). At most
+ * max_inflight (1024) calls at once; one more returns KV_EBUSY at once.
+ * The asynchronous form and the operator calls (kv_node_status,
+ * kv_member_*, kv_transfer_leader, kv_snapshot_save, kv_check) need the
+ * client to themselves: called while another thread's call runs they return
+ * KV_EBUSY, and while one of them runs (or asynchronous requests wait)
+ * other threads' calls return KV_EBUSY; nothing is sent. kv_client_endpoint
+ * answers with a copy of the calling thread's. kv_client_close: once no
+ * other thread uses the client. kv_errstr is per thread: it tells about the
+ * calling thread's last call. kv_free and kv_strerror may be called from
+ * any thread.
  */
 #ifndef KV_CLIENT_H
 #define KV_CLIENT_H
@@ -163,7 +189,8 @@ void kv_pairs_free(kv_pair *pairs, size_t count);
 void kv_free(void *p);
 
 /* The endpoint currently talked to ("host:port"), or NULL; and whether it
- * is the leader as far as the client knows. Valid until the next call. */
+ * is the leader as far as the client knows. A copy for the calling thread,
+ * valid until its next call of this function. */
 const char *kv_client_endpoint(const kv_client *c, bool *is_leader);
 
 /* ---- asynchronous form: many requests in flight on one connection ------- */
@@ -174,8 +201,11 @@ typedef void (*kv_done_fn)(void *arg, int status, const void *value, size_t valu
 
 /* Queue a put / get; returns 0 (cb will be called exactly once from
  * kv_client_poll), KV_EBUSY when max_inflight requests already wait (poll
- * first), KV_ETOOBIG, KV_EINVAL. Data is copied. Writes are sequenced in
- * the client's session in the order queued. */
+ * first) or another thread's synchronous call runs, KV_ETOOBIG, KV_EINVAL.
+ * Data is copied. Writes go on the wire in the order queued, each numbered
+ * in one of the client's sessions (one with no write in flight while there
+ * are fewer than 64 in flight). The asynchronous form is for one thread at
+ * a time (callbacks run in the thread that polls). */
 int kv_put_async(kv_client *c, const void *key, size_t key_len, const void *value,
                  size_t value_len, kv_done_fn cb, void *arg);
 int kv_get_async(kv_client *c, const void *key, size_t key_len, kv_done_fn cb, void *arg);
@@ -193,9 +223,11 @@ void kv_client_set_max_inflight(kv_client *c, uint32_t n);
  * KV_EBUSY: poll them to completion first. A callback may queue more
  * requests; kv_client_poll or a synchronous call from a callback returns
  * KV_EINVAL. kv_client_close drops what is still queued or in flight
- * without calling the callbacks. After a leader change, a pipelined write
- * resent behind a newer one of the same session that was already applied
- * completes with KV_ETIMEOUT (the session keeps only its last reply). */
+ * without calling the callbacks. After a leader change, a write that shared
+ * its session with a newer one (more than 64 writes in flight, or while the
+ * client registers its sessions) and was resent behind it after the newer
+ * one was applied completes with KV_ETIMEOUT (the session keeps only its
+ * last reply): it may have been applied. */
 
 /* ---- operators ---------------------------------------------------------- */
 

@@ -1,7 +1,8 @@
 /*
  * libkvclient: the public API (include/kv/client.h) on the engine
  * (engine.c). A synchronous call queues one request and runs the engine's
- * loop until it completes; the asynchronous form queues many and lets
+ * loop until it completes, or, when another thread runs the loop, waits for
+ * it to (share.c); the asynchronous form queues many and lets
  * kv_client_poll run the loop.
  *
  * Only the functions of client.h and errors.h leave the shared library
@@ -75,9 +76,12 @@ int kv_client_open(kv_client **out, const char *endpoints, const struct kv_clien
     c->busy_ms = KVC_BUSY_MS_MIN;
     c->cur_ep = -1;
     c->min_deadline_ns = UINT64_MAX;
+    c->wake_fd = -1;
     kvc_conn_init(&c->conn);
     kvc_arena_init(&c->arena);
-    int rc = kvc_endpoints_parse(endpoints, c->eps, &c->eps_count);
+    int rc = kvc_share_init(c);
+    if (rc == 0)
+        rc = kvc_endpoints_parse(endpoints, c->eps, &c->eps_count);
     if (rc == 0 && o.token != NULL) {
         c->token = strdup(o.token);
         rc = c->token ? 0 : KV_ENOMEM;
@@ -114,16 +118,30 @@ void kv_client_close(kv_client *c) {
     kvc_conn_free(&c->conn);
     kvc_arena_free(&c->arena);
     kvc_slots_free(c);
+    kvc_share_free(c);
     free(c->token);
     free(c->cluster_id);
     free(c);
 }
 
-const char *kv_client_endpoint(const kv_client *c, bool *is_leader) {
-    bool connected = c != NULL && c->conn.fd >= 0;
+/* A copy per thread: another thread's call may move the client meanwhile. */
+static _Thread_local char kvc__endpoint[KVC_ADDR_BYTES];
+
+const char *kv_client_endpoint(const kv_client *cc, bool *is_leader) {
+    kv_client *c = (kv_client *)cc; /* the mutex */
+    if (c == NULL) {
+        if (is_leader != NULL)
+            *is_leader = false;
+        return NULL;
+    }
+    kvc_lock(c);
+    bool connected = c->conn.fd >= 0 && !c->connecting;
     if (is_leader != NULL)
         *is_leader = connected && c->is_leader;
-    return connected ? c->cur_text : NULL;
+    if (connected)
+        snprintf(kvc__endpoint, sizeof kvc__endpoint, "%s", c->cur_text);
+    kvc_unlock(c);
+    return connected ? kvc__endpoint : NULL;
 }
 
 void kv_free(void *p) {
@@ -281,25 +299,29 @@ static int copy_result(const kvc_slot *s, int status, const Kv__Response *r, kvc
     return status;
 }
 
+/* Runs on the thread that runs the loop, maybe not the caller's. */
 static void sync_done(kv_client *c, kvc_slot *s, int status, const Kv__Response *r) {
     kvc_result *res = s->arg;
     if (r != NULL)
         snprintf(res->endpoint, sizeof res->endpoint, "%s", c->cur_text);
+    if (status < 0 && r != NULL && r->detail != NULL)
+        snprintf(res->detail, sizeof res->detail, "%s", r->detail);
     res->status = copy_result(s, status, r, res);
-    res->done = true;
+    kvc_share_complete(c, res); /* the last access to res */
 }
 
+/* On 0 the client's mutex is held until kvc_sync_run. */
 kvc_slot *kvc_sync_begin(kv_client *c, Kv__Request__Type type, kvc_result *res, int *rc) {
-    if (c == NULL || c->in_loop) {
-        *rc = KV_EINVAL; /* a callback must not call back in */
+    if (c == NULL) {
+        *rc = KV_EINVAL;
         return NULL;
     }
-    if (c->user_inflight > 0) {
-        *rc = KV_EBUSY; /* asynchronous requests pending: kv_client_poll first */
+    *rc = kvc_share_begin(c);
+    if (*rc != 0)
         return NULL;
-    }
     kvc_slot *s = kvc_slot_alloc(c);
     if (s == NULL) {
+        kvc_share_abort(c);
         *rc = KV_ENOMEM;
         return NULL;
     }
@@ -324,8 +346,10 @@ int kvc_sync_run(kv_client *c, kvc_slot *s, kvc_result *res, uint64_t deadline_n
     if (deadline_ns == 0)
         deadline_ns = kv_now_ns() + (uint64_t)c->timeout_ms * NS_PER_MS;
     start_until(c, s, deadline_ns);
-    (void)kvc_loop(c, UINT64_MAX, res);
+    kvc_share_run(c, res); /* returns without the mutex */
     assert(res->done);
+    if (res->status < 0 && res->detail[0] != '\0')
+        (void)kvc_errstr_set(res->status, "%s", res->detail); /* the node's words */
     return res->status;
 }
 
@@ -504,10 +528,11 @@ static int own_copy(kvc_slot *s, const void *a, size_t alen, const void *b, size
     return 0;
 }
 
-static int async_start(kv_client *c, Kv__Request__Type type, const void *key, size_t key_len,
+static int async_queue(kv_client *c, Kv__Request__Type type, const void *key, size_t key_len,
                        const void *value, size_t value_len, kv_done_fn cb, void *arg) {
-    if (c == NULL || cb == NULL)
-        return KV_EINVAL;
+    if (!kvc_in_callback(c) &&
+        (c->calls > 0 || (c->exclusive && !pthread_equal(c->exclusive_tid, pthread_self()))))
+        return KV_EBUSY; /* other threads' calls run: one form at a time */
     if (c->user_inflight >= c->max_inflight)
         return KV_EBUSY;
     kvc_slot *s = kvc_slot_alloc(c);
@@ -524,6 +549,16 @@ static int async_start(kv_client *c, Kv__Request__Type type, const void *key, si
     c->user_inflight++;
     start(c, s);
     return 0;
+}
+
+static int async_start(kv_client *c, Kv__Request__Type type, const void *key, size_t key_len,
+                       const void *value, size_t value_len, kv_done_fn cb, void *arg) {
+    if (c == NULL || cb == NULL)
+        return KV_EINVAL;
+    kvc_lock(c);
+    int rc = async_queue(c, type, key, key_len, value, value_len, cb, arg);
+    kvc_unlock(c);
+    return rc;
 }
 
 int kv_put_async(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len,
@@ -544,23 +579,34 @@ int kv_get_async(kv_client *c, const void *key, size_t key_len, kv_done_fn cb, v
 }
 
 int kv_client_poll(kv_client *c, int timeout_ms) {
-    if (c == NULL || c->in_loop)
+    if (c == NULL)
         return KV_EINVAL;
     uint64_t now = kv_now_ns();
     uint64_t until = now + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * NS_PER_MS;
-    return kvc_loop(c, until, NULL);
+    kvc_lock(c);
+    int n = kvc_share_poll(c, until);
+    kvc_unlock(c);
+    return n;
 }
 
-size_t kv_client_inflight(const kv_client *c) {
-    return c ? c->user_inflight : 0;
+size_t kv_client_inflight(const kv_client *cc) {
+    kv_client *c = (kv_client *)cc; /* the mutex */
+    if (c == NULL)
+        return 0;
+    kvc_lock(c);
+    size_t n = c->user_inflight;
+    kvc_unlock(c);
+    return n;
 }
 
 void kv_client_set_max_inflight(kv_client *c, uint32_t n) {
     if (c == NULL)
         return;
+    kvc_lock(c);
     c->max_inflight = n == 0                              ? 1
                       : n > KV_CONN_INFLIGHT_REQUESTS_MAX ? KV_CONN_INFLIGHT_REQUESTS_MAX
                                                           : n;
+    kvc_unlock(c);
 }
 
 /* ---- operators ------------------------------------------------------------- */
@@ -587,10 +633,21 @@ static int status_at(kv_client *c, const kvc_endpoint *ep, char **line) {
     return rc;
 }
 
+static int node_status(kv_client *c, const char *endpoint, char **line);
+
 int kv_node_status(kv_client *c, const char *endpoint, char **line) {
     kvc_errstr_clear();
-    if (c == NULL || line == NULL || c->in_loop)
+    if (c == NULL || line == NULL)
         return KV_EINVAL;
+    int rc = kvc_exclusive_begin(c);
+    if (rc != 0)
+        return rc;
+    rc = node_status(c, endpoint, line);
+    kvc_exclusive_end(c);
+    return rc;
+}
+
+static int node_status(kv_client *c, const char *endpoint, char **line) {
     *line = NULL;
     if (endpoint != NULL) {
         kvc_endpoint ep;

@@ -6,6 +6,10 @@
  *   engine.c  requests ("slots"), the send queue, the loop that connects,
  *             sends, reads and decides what every answer means (leader
  *             finding, retries, sessions, deadlines)
+ *   session.c the client's sessions: a write takes one with no other write
+ *             in flight (registering more, up to KVC_SESSIONS_MAX)
+ *   share.c   threads sharing one client: the mutex, who runs the loop,
+ *             the others' waits, requests sent by the calling thread
  *   client.c  the public API (include/kv/client.h) on top of the engine
  *   ops.c     membership and operations (member list/add/remove,
  *             transfer-leader, snapshot save, check): the engine, and
@@ -22,6 +26,8 @@
 #include "kv/client.h"
 #include "proto/kv.pb-c.h"
 
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,9 +43,17 @@
 /* The token's first line. */
 #define KVC_TOKEN_BYTES_MAX 4096u
 
+/* Sessions one client keeps (session.c). A write goes in a session with
+ * no other write in flight, so that a retry finds its own reply stored (a
+ * session keeps only its last); past this many writes in flight they share.
+ * 64: the clients of the benchmarks (etcd's too); 1,024 such clients fill a
+ * cluster's KV_SESSIONS_MAX. */
+#define KVC_SESSIONS_MAX 64u
+
 /* Requests one client holds: the user's (KV_CONN_INFLIGHT_REQUESTS_MAX, the
- * node's limit per connection), one synchronous call, one REGISTER. */
-#define KVC_SLOTS_MAX (KV_CONN_INFLIGHT_REQUESTS_MAX + 2u)
+ * node's limit per connection: asynchronous ones, or synchronous calls of
+ * many threads), one operator call's own, a REGISTER per session. */
+#define KVC_SLOTS_MAX (KV_CONN_INFLIGHT_REQUESTS_MAX + 1u + KVC_SESSIONS_MAX)
 #define KVC_SLOTS_PAGE 64u
 #define KVC_SLOT_PAGES ((KVC_SLOTS_MAX + KVC_SLOTS_PAGE - 1) / KVC_SLOTS_PAGE)
 #define KVC_NONE UINT16_MAX
@@ -54,6 +68,12 @@
 /* Redirects followed in a row without pausing (two nodes naming each other
  * during an election must not spin). */
 #define KVC_REDIRECTS_FREE 3u
+
+/* A connection that received an answer less than this long ago is used as
+ * it is; one idle for longer is first checked for a close by the node (a
+ * peek), so that a request is not sent into a connection already closed
+ * (a write sent there would have an unknown outcome). */
+#define KVC_ALIVE_TRUST_MS 1u
 
 /* Output queued on one connection before the loop waits for it to drain. */
 #define KVC_WBUF_BYTES_SOFT (4u * 1024u * 1024u)
@@ -87,10 +107,27 @@ typedef struct kvc_conn {
     size_t wcap, wstart, wlen; /* bytes to send at wbuf[wstart, wstart + wlen) */
     uint64_t out_total;        /* bytes ever queued on this connection */
     uint64_t sent_total;       /* of which the kernel took */
+    uint64_t rx_ns;            /* bytes last received after the handshake; 0: none */
+    bool drained;              /* the last kvc_conn_fill took less than it had room for */
 } kvc_conn;
 
 typedef struct kvc_slot kvc_slot;
 typedef struct kvc_result kvc_result;
+
+/* A session of the client (session.c). */
+typedef struct kvc_session {
+    uint64_t id;     /* the client id REGISTER gave */
+    uint64_t seq;    /* the last number given in it */
+    uint32_t writes; /* numbered in it and not complete */
+} kvc_session;
+
+/* A thread waiting in a synchronous call while another runs the loop
+ * (share.c); on its stack. */
+typedef struct kvc_waiter {
+    sem_t sem; /* posted once per link: its request is done, or it runs the loop */
+    bool linked;
+    struct kvc_waiter *prev, *next;
+} kvc_waiter;
 /* Internal completion: the slot is still valid, r may be NULL. */
 typedef void (*kvc_done_fn)(kv_client *c, kvc_slot *s, int status, const Kv__Response *r);
 
@@ -101,6 +138,7 @@ struct kvc_slot {
     uint64_t seq;         /* writes: number in session (0: not given yet) */
     uint64_t session;     /* writes: the session seq belongs to */
     uint64_t frame_end;   /* on the wire: conn.out_total after its frame; 0: not */
+    uint64_t order;       /* writes: when numbered (the client's count): resend order */
     Kv__Request__Type type;
     bool stale;                 /* reads answered by any node */
     bool has_expected;          /* CAS: expected given (may be empty) */
@@ -146,6 +184,8 @@ struct kvc_result {
     size_t members_count;
     bool has_membership;
     uint64_t hash; /* CHECK_POINT */
+    char detail[256];   /* the node's words on a failure (kv_errstr of the caller) */
+    kvc_waiter *waiter; /* the calling thread's, while it waits (share.c) */
 };
 
 /* The thread's error detail (kv_errstr, api.c): cleared at the start of
@@ -177,9 +217,10 @@ struct kv_client {
     kvc_arena arena;
 
     uint64_t next_id;
-    uint64_t client_id; /* the session; 0: none yet */
-    uint64_t seq;       /* the last number given in it */
-    kvc_slot *reg;      /* the REGISTER in progress, or NULL */
+    kvc_session sessions[KVC_SESSIONS_MAX]; /* session.c */
+    uint32_t sessions_count;
+    uint32_t registering; /* REGISTERs in flight */
+    uint64_t order;       /* writes numbered so far */
 
     kvc_slot *pages[KVC_SLOT_PAGES];
     uint16_t free_list[KVC_SLOTS_MAX];
@@ -197,6 +238,20 @@ struct kv_client {
     uint64_t send_pause_ns; /* no sending before (after BUSY) */
     uint32_t busy_ms;
     bool in_loop; /* the loop runs: callbacks must not re-enter */
+
+    /* threads (share.c): mu guards everything above and below */
+    pthread_mutex_t mu; /* recursive: a callback of the loop may queue more */
+    bool mu_ok;
+    int lock_depth;
+    int wake_fd;     /* eventfd the runner polls beside the socket; -1: none */
+    bool has_runner; /* a thread runs the loop */
+    bool polling;    /* ... and waits in poll() without the mutex */
+    bool connecting; /* ... and connects without the mutex */
+    kvc_waiter *waiters_head, *waiters_tail;
+    uint32_t calls; /* synchronous calls in progress */
+    bool exclusive; /* an operator call (or the async form) has the client */
+    uint32_t exclusive_depth;
+    pthread_t exclusive_tid;
 };
 
 /* ---- conn.c ---- */
@@ -215,7 +270,8 @@ int kvc_conn_open(kv_client *c, kvc_conn *k, const kvc_endpoint *ep, uint64_t de
 int kvc_conn_queue(kvc_conn *k, uint8_t type, const ProtobufCMessage *msg);
 /* Sends what the kernel takes now; 0 or KV_ECLOSED. */
 int kvc_conn_flush(kvc_conn *k);
-/* Reads what is there; >0 bytes, 0 nothing yet, KV_ECLOSED. */
+/* Reads what is there; >0 bytes, 0 nothing yet, KV_ECLOSED. k->drained:
+ * it read less than it had room for (nothing more was there then). */
 int kvc_conn_fill(kvc_conn *k);
 /* The next whole frame's payload: 1 (*type, *payload, *len set), 0 more
  * bytes needed, or KV_EPROTO/KV_ECORRUPT/KV_ETOOBIG/KV_EVERSION/KV_ENOMEM
@@ -226,8 +282,9 @@ void kvc_conn_consume(kvc_conn *k, uint32_t len);
  * KV_ETIMEOUT. */
 int kvc_conn_wait_frame(kvc_conn *k, uint64_t deadline_ns, uint8_t *type, const uint8_t **payload,
                         uint32_t *len);
-/* False when the node closed the connection (a peek, no wait). */
-bool kvc_conn_alive(const kvc_conn *k);
+/* True unless the node closed the connection: without a system call when
+ * an answer came less than KVC_ALIVE_TRUST_MS before now, else a peek. */
+bool kvc_conn_alive_at(const kvc_conn *k, uint64_t now_ns);
 /* Sends all output until deadline: 0, KV_ECLOSED, KV_ETIMEOUT. */
 int kvc_conn_send_all(kvc_conn *k, uint64_t deadline_ns);
 /* poll() for ms (-1 would block forever: callers never pass it). */
@@ -255,6 +312,52 @@ bool kvc_is_write(Kv__Request__Type t);
 /* Writes and membership changes: sent and unanswered, the outcome is
  * unknown (TIMEOUT, never a "failed" code). */
 bool kvc_is_change(Kv__Request__Type t);
+/* Packs what is queued and sends what the kernel takes (a thread other than
+ * the runner, while the runner polls): 0 or KV_ECLOSED. */
+int kvc_send_queued(kv_client *c);
+
+/* ---- session.c ---- */
+/* The session for a write: one with no write in flight, else the least
+ * busy (NULL: none yet). *want_register: start a REGISTER (for this write
+ * when none exists, else for the next). */
+kvc_session *kvc_session_pick(kv_client *c, bool *want_register);
+/* Numbers s (a write) in x. */
+void kvc_session_number(kv_client *c, kvc_session *x, kvc_slot *s);
+/* s (numbered or not) no longer holds its number: complete, or to be
+ * numbered again (BUSY: never stored). */
+void kvc_session_release(kv_client *c, kvc_slot *s);
+/* A session REGISTER made; one the cluster expired. */
+void kvc_session_add(kv_client *c, uint64_t id);
+void kvc_session_drop(kv_client *c, uint64_t id);
+
+/* ---- share.c ---- */
+int kvc_share_init(kv_client *c); /* 0 or KV_ENOMEM */
+void kvc_share_free(kv_client *c);
+void kvc_lock(kv_client *c);
+void kvc_unlock(kv_client *c);
+/* The calling thread runs c's loop (so it is in a callback of it). */
+bool kvc_in_callback(const kv_client *c);
+/* The runner lets go of the mutex to block (polling: in poll() on the
+ * connection, where other threads may send) and takes it back. */
+void kvc_io_release(kv_client *c, bool polling);
+void kvc_io_reacquire(kv_client *c);
+void kvc_wake_drain(kv_client *c);
+/* A synchronous call: begin takes the mutex (0) or says why not (EINVAL
+ * from a callback, BUSY beside the other forms or past max_inflight);
+ * abort gives it back unused; run (the request queued) runs the loop or
+ * waits until the request is done and returns without the mutex; complete
+ * is the request's end, from the loop (res filled in: the last access). */
+int kvc_share_begin(kv_client *c);
+void kvc_share_abort(kv_client *c);
+void kvc_share_run(kv_client *c, kvc_result *res);
+void kvc_share_complete(kv_client *c, kvc_result *res);
+/* Operator calls: the client alone (KV_EBUSY while other threads' calls
+ * run; theirs are refused meanwhile). Nests on one thread. */
+int kvc_exclusive_begin(kv_client *c);
+void kvc_exclusive_end(kv_client *c);
+/* kv_client_poll's loop (mutex held): KV_EINVAL from a callback, KV_EBUSY
+ * beside other threads' calls, else the number completed. */
+int kvc_share_poll(kv_client *c, uint64_t until_ns);
 
 /* ---- conn.c: one request on a connection of its own ---- */
 /* Opens k to ep (connect_timeout_ms, within deadline) with the handshake. */

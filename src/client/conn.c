@@ -174,6 +174,8 @@ void kvc_conn_close(kvc_conn *k) {
     k->rstart = k->rlen = 0;
     k->wstart = k->wlen = 0;
     k->out_total = k->sent_total = 0;
+    k->rx_ns = 0;
+    k->drained = false;
 }
 
 void kvc_conn_free(kvc_conn *k) {
@@ -284,6 +286,7 @@ int kvc_conn_open(kv_client *c, kvc_conn *k, const kvc_endpoint *ep, uint64_t de
     int rc = handshake(c, k, deadline_ns);
     if (rc != 0)
         kvc_conn_close(k);
+    k->rx_ns = 0; /* a fresh connection is checked before its first use */
     assert(rc != 0 || (k->fd >= 0 && k->wlen == 0));
     return rc;
 }
@@ -335,7 +338,9 @@ int kvc_conn_flush(kvc_conn *k) {
     return 0;
 }
 
-bool kvc_conn_alive(const kvc_conn *k) {
+bool kvc_conn_alive_at(const kvc_conn *k, uint64_t now_ns) {
+    if (k->rx_ns != 0 && now_ns - k->rx_ns < KVC_ALIVE_TRUST_MS * NS_PER_MS)
+        return true; /* it just answered: the common case costs no system call */
     uint8_t b;
     ssize_t n = recv(k->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
@@ -378,8 +383,10 @@ int kvc_conn_fill(kvc_conn *k) {
     for (;;) {
         size_t room = k->rcap - k->rstart - k->rlen;
         ssize_t n = recv(k->fd, k->rbuf + k->rstart + k->rlen, room, 0);
+        k->drained = n >= 0 && (size_t)n < room;
         if (n > 0) {
             k->rlen += (size_t)n;
+            k->rx_ns = kv_now_ns();
             return n > INT_MAX ? INT_MAX : (int)n;
         }
         if (n < 0 && errno == EINTR)

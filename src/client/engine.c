@@ -6,9 +6,10 @@
  * its turn comes (writes get their session number then, in queue order),
  * and stays "on the wire" until its answer. When the connection goes (the
  * node closed it, a redirect, a node without a leader), everything on the
- * wire goes back to the queue in session order and is sent again, with the
- * same (client id, seq), to the next node: exactly once (docs/rules.md,
- * "A retried write applied twice").
+ * wire goes back to the queue in the order first numbered (so in each
+ * session's order) and is sent again, with the same (client id, seq), to
+ * the next node: exactly once (docs/rules.md, "A retried write applied
+ * twice"). Sessions: session.c; several threads at once: share.c.
  *
  * Outcomes. A write whose frame the kernel took and whose answer never came
  * may have been applied: it is marked unknown, and if nothing better is
@@ -167,10 +168,12 @@ static void requeue(kv_client *c, kvc_slot *s) {
 /* ---- completion ------------------------------------------------------------ */
 
 static void finish(kv_client *c, kvc_slot *s, int status, const Kv__Response *r) {
-    if (status < 0 && r != NULL && r->detail != NULL && r->detail[0] != '\0')
-        (void)kvc_errstr_set(status, "%s", r->detail); /* the node's words */
+    if (s->user && status < 0 && r != NULL && r->detail != NULL && r->detail[0] != '\0')
+        (void)kvc_errstr_set(status, "%s", r->detail); /* the node's words (a synchronous
+                                                        * call's go to its own thread) */
     queue_remove(c, s);
     unwire(c, s);
+    kvc_session_release(c, s);
     if (!s->user) {
         s->done(c, s, status, r);
         slot_free(c, s);
@@ -236,7 +239,7 @@ static int cmp_resend(const void *a, const void *b) {
     bool rx = x->type == KV__REQUEST__TYPE__REGISTER, ry = y->type == KV__REQUEST__TYPE__REGISTER;
     if (rx != ry)
         return rx ? -1 : 1; /* the writes behind it wait for their session */
-    uint64_t sx = x->seq ? x->seq : UINT64_MAX, sy = y->seq ? y->seq : UINT64_MAX;
+    uint64_t sx = x->order ? x->order : UINT64_MAX, sy = y->order ? y->order : UINT64_MAX;
     if (sx != sy)
         return sx < sy ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
@@ -383,7 +386,7 @@ static void on_response(kv_client *c, const Kv__Response *r) {
     case KV_EBUSY:
         s->busy = true;
         if (write && !s->unknown)
-            s->seq = 0; /* nothing was stored: it may take a new number */
+            kvc_session_release(c, s); /* nothing was stored: it may take a new number */
         requeue(c, s);
         c->send_pause_ns = now + (uint64_t)c->busy_ms * NS_PER_MS;
         pause_grow(&c->busy_ms, KVC_BUSY_MS_MAX);
@@ -400,9 +403,8 @@ static void on_response(kv_client *c, const Kv__Response *r) {
         if (write && !s->unknown && r->detail != NULL && strstr(r->detail, "expired") != NULL) {
             /* The session was evicted and this write never applied in it:
              * a new session, a new number. */
-            if (s->session == c->client_id)
-                c->client_id = 0;
-            s->seq = s->session = 0;
+            kvc_session_drop(c, s->session);
+            kvc_session_release(c, s);
             requeue(c, s);
             return;
         }
@@ -446,6 +448,9 @@ static int parse(kv_client *c, uint64_t gen) {
     }
 }
 
+/* Reads until the socket has no more (a read that took less than it had
+ * room for says so: no read that only returns EAGAIN after a whole
+ * answer). */
 static int read_all(kv_client *c) {
     uint64_t gen = c->conn_gen;
     for (int round = 0; round < READS_PER_PASS; round++) {
@@ -459,25 +464,32 @@ static int read_all(kv_client *c) {
             return prc;
         if (rc < 0)
             return rc;
-        if (c->conn_gen != gen)
+        if (c->conn_gen != gen || c->conn.drained)
             return 0;
     }
     return 0;
 }
 
+/* Waits for the connection (and the eventfd other threads wake the runner
+ * with), without the mutex (share.c). */
 static int poll_io(kv_client *c, int wait_ms) {
-    struct pollfd p = {.fd = c->conn.fd, .events = POLLIN | (c->conn.wlen ? POLLOUT : 0)};
-    int n = poll(&p, 1, wait_ms);
+    struct pollfd p[2] = {{.fd = c->conn.fd, .events = POLLIN | (c->conn.wlen ? POLLOUT : 0)},
+                          {.fd = c->wake_fd, .events = POLLIN}};
+    kvc_io_release(c, true);
+    int n = poll(p, c->wake_fd >= 0 ? 2 : 1, wait_ms);
+    kvc_io_reacquire(c);
     if (n <= 0)
         return 0; /* timeout, or EINTR: the loop looks again */
-    if (p.revents & POLLNVAL)
+    if (p[1].revents & POLLIN)
+        kvc_wake_drain(c);
+    if (p[0].revents & POLLNVAL)
         return KV_ECLOSED;
-    if (p.revents & POLLOUT) {
-        int rc = kvc_conn_flush(&c->conn);
+    if ((p[0].revents & POLLOUT) || c->conn.wlen > 0) {
+        int rc = kvc_conn_flush(&c->conn); /* other threads may have queued more */
         if (rc != 0)
             return rc;
     }
-    if (p.revents & (POLLIN | POLLHUP | POLLERR))
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
         return read_all(c);
     return 0;
 }
@@ -485,25 +497,26 @@ static int poll_io(kv_client *c, int wait_ms) {
 /* ---- sending ------------------------------------------------------------- */
 
 static void register_done(kv_client *c, kvc_slot *s, int status, const Kv__Response *r) {
-    if (c->reg == s)
-        c->reg = NULL;
-    if (status == 0 && r != NULL && r->client_id != 0) {
-        c->client_id = r->client_id; /* a new session numbers from 1 */
-        c->seq = 0;
-    }
+    (void)s;
+    assert(c->registering > 0);
+    c->registering--;
+    if (status == 0 && r != NULL && r->client_id != 0)
+        kvc_session_add(c, r->client_id); /* a new session numbers from 1 */
 }
 
-/* REGISTER goes first: the writes behind it wait for their session. */
-static void start_register(kv_client *c) {
+/* REGISTER goes first: a write behind it may wait for its session. False
+ * when no slot was free (the writes wait, then time out). */
+static bool start_register(kv_client *c) {
     kvc_slot *s = kvc_slot_alloc(c);
     if (s == NULL)
-        return; /* out of memory: the writes wait, then time out */
+        return false;
     s->type = KV__REQUEST__TYPE__REGISTER;
     s->done = register_done;
     s->deadline_ns = kv_now_ns() + (uint64_t)c->timeout_ms * NS_PER_MS;
     c->min_deadline_ns = MIN(c->min_deadline_ns, s->deadline_ns);
-    c->reg = s;
+    c->registering++;
     queue_push_front(c, s);
+    return true;
 }
 
 static int pack(kv_client *c, const kvc_slot *s) {
@@ -523,24 +536,24 @@ static int pack(kv_client *c, const kvc_slot *s) {
     return kvc_conn_queue(&c->conn, KV_FRAME_REQUEST, &q.base);
 }
 
-/* Packs queued requests into the output, in order, numbering writes in the
- * session (registering one first when there is none). */
+/* Packs queued requests into the output, in order, numbering writes in
+ * sessions (session.c: registering more as writes in flight grow; the
+ * first write waits for the first session). */
 static void fill(kv_client *c, uint64_t now) {
     if (c->drop_pending || now < c->send_pause_ns)
         return;
     while (c->qhead != KVC_NONE && c->conn.wlen < KVC_WBUF_BYTES_SOFT) {
         kvc_slot *s = kvc_slot_at(c, c->qhead);
         if (kvc_is_write(s->type) && s->seq == 0) {
-            if (c->client_id == 0) {
-                if (c->reg != NULL)
-                    break; /* writes wait for the session */
-                start_register(c);
-                if (c->reg == NULL)
-                    break;
-                continue;
-            }
-            s->seq = ++c->seq;
-            s->session = c->client_id;
+            bool reg;
+            kvc_session *x = kvc_session_pick(c, &reg);
+            reg = reg && start_register(c); /* at the head of the queue now */
+            if (x != NULL)
+                kvc_session_number(c, x, s);
+            if (reg)
+                continue; /* the REGISTER goes first, s after it */
+            if (x == NULL)
+                break; /* writes wait for the first session */
         }
         int rc = pack(c, s);
         if (rc != 0) {
@@ -553,6 +566,11 @@ static void fill(kv_client *c, uint64_t now) {
         s->frame_end = c->conn.out_total;
         c->wire_count++;
     }
+}
+
+int kvc_send_queued(kv_client *c) {
+    fill(c, kv_now_ns());
+    return kvc_conn_flush(&c->conn);
 }
 
 /* The earliest deadline of all requests, freshly computed. */
@@ -568,8 +586,11 @@ static uint64_t earliest_deadline(const kv_client *c) {
 
 /* ---- the loop -------------------------------------------------------------- */
 
-static void sleep_until(uint64_t until_ns, uint64_t now) {
+/* A pause, without the mutex (share.c). */
+static void sleep_until(kv_client *c, uint64_t until_ns, uint64_t now) {
+    kvc_io_release(c, false);
     (void)poll(NULL, 0, kvc_wait_ms(until_ns, now));
+    kvc_io_reacquire(c);
 }
 
 int kvc_loop(kv_client *c, uint64_t until_ns, const kvc_result *wait) {
@@ -590,10 +611,15 @@ int kvc_loop(kv_client *c, uint64_t until_ns, const kvc_result *wait) {
         uint64_t wake = MIN(until_ns, c->min_deadline_ns);
         if (c->conn.fd < 0) {
             if (now < c->reconnect_ns) {
-                sleep_until(MIN(wake, c->reconnect_ns), now);
+                sleep_until(c, MIN(wake, c->reconnect_ns), now);
                 continue;
             }
-            int rc = kvc_connect_any(c, earliest_deadline(c));
+            uint64_t deadline = earliest_deadline(c);
+            c->connecting = true; /* without the mutex: nobody else touches conn */
+            kvc_io_release(c, false);
+            int rc = kvc_connect_any(c, deadline);
+            kvc_io_reacquire(c);
+            c->connecting = false;
             if (is_refusal(rc) || rc == KV_ENOMEM) {
                 fail_all(c, rc);
             } else if (rc != 0) {
@@ -602,7 +628,7 @@ int kvc_loop(kv_client *c, uint64_t until_ns, const kvc_result *wait) {
             }
             continue;
         }
-        if (c->wire_count == 0 && c->qhead != KVC_NONE && !kvc_conn_alive(&c->conn)) {
+        if (c->wire_count == 0 && c->qhead != KVC_NONE && !kvc_conn_alive_at(&c->conn, now)) {
             kvc_drop(c);
             c->reconnect_ns = now;
             continue;

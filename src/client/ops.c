@@ -170,7 +170,7 @@ static int leader_status(kv_client *c, uint64_t deadline, kvc_result *res) {
     }
 }
 
-int kv_member_list(kv_client *c, kv_member **members, size_t *count) {
+static int member_list_alone(kv_client *c, kv_member **members, size_t *count) {
     kvc_errstr_clear();
     if (members == NULL || count == NULL)
         return KV_EINVAL;
@@ -201,7 +201,7 @@ static int run_change(kv_client *c, Kv__Request__Type type, const char *name, co
     return kvc_sync_run(c, s, res, deadline);
 }
 
-int kv_member_add(kv_client *c, const char *name, const char *address) {
+static int member_add_alone(kv_client *c, const char *name, const char *address) {
     if (c == NULL || !name_ok(name) || !address_ok(address))
         return KV_EINVAL;
     uint64_t deadline = deadline_of(c);
@@ -224,7 +224,7 @@ int kv_member_add(kv_client *c, const char *name, const char *address) {
     return rc;
 }
 
-int kv_member_remove(kv_client *c, const char *name) {
+static int member_remove_alone(kv_client *c, const char *name) {
     if (c == NULL || !name_ok(name))
         return KV_EINVAL;
     kvc_result res;
@@ -234,7 +234,7 @@ int kv_member_remove(kv_client *c, const char *name) {
     return rc;
 }
 
-int kv_transfer_leader(kv_client *c, const char *name) {
+static int transfer_leader_alone(kv_client *c, const char *name) {
     if (c == NULL || !name_ok(name))
         return KV_EINVAL;
     uint64_t deadline = deadline_of(c);
@@ -468,11 +468,11 @@ static int snap_run(kv_client *c, snap_dl *d, const char *tmp, const char *path)
     }
 }
 
-int kv_snapshot_save(kv_client *c, const char *path, uint64_t *index) {
+static int snapshot_save_alone(kv_client *c, const char *path, uint64_t *index) {
     kvc_errstr_clear();
     if (index != NULL)
         *index = 0;
-    if (c == NULL || path == NULL || path[0] == '\0' || c->in_loop)
+    if (c == NULL || path == NULL || path[0] == '\0')
         return KV_EINVAL;
     if (c->user_inflight > 0)
         return KV_EBUSY; /* as every synchronous call */
@@ -647,7 +647,7 @@ static int judge(kv_check_node *nodes, size_t n, uint64_t leader_hash) {
     return differs ? KV_ECORRUPT : missing ? KV_EUNAVAILABLE : 0;
 }
 
-int kv_check(kv_client *c, uint64_t *index, kv_check_node **nodes, size_t *count) {
+static int check_alone(kv_client *c, uint64_t *index, kv_check_node **nodes, size_t *count) {
     kvc_errstr_clear();
     if (index != NULL)
         *index = 0;
@@ -705,4 +705,44 @@ int kv_check(kv_client *c, uint64_t *index, kv_check_node **nodes, size_t *count
     *nodes = out;
     *count = n;
     return rc;
+}
+
+/* ---- the client alone ----------------------------------------------------- */
+
+/* Each operator call has the client to itself (share.c, client.h "THREADS"). */
+#define KVC_ALONE(call)                                                                            \
+    do {                                                                                           \
+        kvc_errstr_clear();                                                                        \
+        if (c == NULL)                                                                             \
+            return call;                                                                           \
+        int rc_ = kvc_exclusive_begin(c);                                                          \
+        if (rc_ != 0)                                                                              \
+            return rc_;                                                                            \
+        rc_ = call;                                                                                \
+        kvc_exclusive_end(c);                                                                      \
+        return rc_;                                                                                \
+    } while (0)
+
+int kv_member_list(kv_client *c, kv_member **members, size_t *count) {
+    KVC_ALONE(member_list_alone(c, members, count));
+}
+
+int kv_member_add(kv_client *c, const char *name, const char *address) {
+    KVC_ALONE(member_add_alone(c, name, address));
+}
+
+int kv_member_remove(kv_client *c, const char *name) {
+    KVC_ALONE(member_remove_alone(c, name));
+}
+
+int kv_transfer_leader(kv_client *c, const char *name) {
+    KVC_ALONE(transfer_leader_alone(c, name));
+}
+
+int kv_snapshot_save(kv_client *c, const char *path, uint64_t *index) {
+    KVC_ALONE(snapshot_save_alone(c, path, index));
+}
+
+int kv_check(kv_client *c, uint64_t *index, kv_check_node **nodes, size_t *count) {
+    KVC_ALONE(check_alone(c, index, nodes, count));
 }

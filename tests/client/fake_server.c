@@ -21,7 +21,8 @@
 
 #define FAKE_CONNS_MAX 16
 #define FAKE_KEYS_MAX 4096
-#define FAKE_SESSIONS_MAX 64
+#define FAKE_SESSIONS_MAX                                                                          \
+    1024 /* a shared client registers up to 64 (client_int.h KVC_SESSIONS_MAX) */
 #define FAKE_LOG_MAX 65536
 #define FAKE_HELLOS_MAX 64
 #define FAKE_PORT_FIRST 22000
