@@ -3,6 +3,7 @@
 # by side on the same machine, the same disk, the same minute.
 #
 #   bench/compare.sh [--quick] [--rounds N] [--no-etcd] [--no-plot] [--wal]
+#                    [--failover-only] [--keep DIR]
 #
 # kv: a 3-node kvd cluster on loopback (kvd init; ports 27101-27103, or
 # KV_BENCH_PORT+1..3), driven by kvbench through libkvclient. etcd: the
@@ -32,7 +33,11 @@
 # requests per row and 3 failover rounds, a few minutes in all; --no-etcd:
 # kv only; --no-plot: no PNG; --wal: first the log alone (kvbench wal: 64
 # writers, 64 coalesced on one thread, 1 writer) and the Raft core in memory
-# (raft-sim --bench, when built), one run each, on stderr.
+# (raft-sim --bench, when built), one run each, on stderr. --failover-only:
+# only the failover rounds (kv's, and etcd's on our own 3 members unless
+# --no-etcd; no anchor, no other row). --keep DIR: copy the nodes' logs and
+# each round's writer output to DIR (made if missing), with rounds.txt
+# ("SYSTEM ROUND T0_NS MS KILLED"), to break each round down afterwards.
 #
 # Needs a build (make build, or cmake --build build --target kvbench kvd kvcli).
 # Exit status: 0 done (rows whose requests failed are in the table with their
@@ -42,7 +47,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 bin=${KV_BIN:-build/bin}
 anchor=${ETCD_ANCHOR:-../shared/tools/etcd-anchor/run.sh}
-quick=0 rounds="" etcd=1 plot=1 wal=0
+quick=0 rounds="" etcd=1 plot=1 wal=0 fo_only=0 keep=""
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
@@ -52,8 +57,12 @@ while [ $# -gt 0 ]; do
     --no-etcd) etcd=0 ;;
     --no-plot) plot=0 ;;
     --wal) wal=1 ;;
+    --failover-only) fo_only=1 plot=0 ;;
+    --keep)
+      [ -n "${2:-}" ] || { echo "compare.sh: --keep: needs a directory" >&2; exit 2; }
+      keep=$2; shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "compare.sh: $1: unknown flag (--quick, --rounds N, --no-etcd, --no-plot, --wal)" >&2; exit 2 ;;
+    *) echo "compare.sh: $1: unknown flag (--quick, --rounds N, --no-etcd, --no-plot, --wal, --failover-only, --keep DIR)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -76,6 +85,10 @@ pids=() # everything started here that may still run: killed by pid at exit
 cleanup() {
   for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "$keep" ]; then
+    mkdir -p "$keep" && cp "$dir"/*.log "$dir"/writer-* "$keep"/ 2>/dev/null || true
+    echo "# logs kept in $keep" >&2
+  fi
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -138,6 +151,7 @@ failover_round() {
   kill -TERM "$wpid" 2>/dev/null || true
   wait "$wpid" 2>/dev/null || true
   fo["$sys $r"]=${ms:-timeout}
+  [ -z "$keep" ] || { mkdir -p "$keep" && echo "$sys $r $t0 ${ms:-timeout} $killed" >>"$keep/rounds.txt"; }
   echo "$sys,failover,1,1,1,,,,,,${ms:-},$r,,," >>"$csv"
   echo "# $sys failover round $r: ${ms:-no put acknowledged within 30 s} ms ($(grep -c ' [A-Za-z]' "$out" || true) failed attempts)" >&2
   restart_killed "$sys"
@@ -230,6 +244,7 @@ for i in 1 2 3; do
   kv_start "$i"
 done
 kv_wait_healthy
+if [ $fo_only = 0 ]; then
 for args in "put --clients 1 --requests $n_put1" "put --clients 16 --requests $n_put16" \
   "put --clients 64 --requests $n_put" "put --clients 256 --requests $n_put" \
   "put --clients 8 --async 64 --requests $n_async" "get --clients 64 --requests $n_read" \
@@ -245,6 +260,7 @@ hwm=("$(kv_hwm 1)" "$(kv_hwm 2)" "$(kv_hwm 3)")
 echo "# kv VmHWM n1..n3 during the 1,024-client row: ${hwm[*]} kB" >&2
 [ -z "$kv_line" ] || record kv "$kv_line" "${hwm[@]}"
 kv_wait_healthy
+fi
 for r in $(seq "$rounds"); do
   failover_round kv "$r" "$bin/kvbench" writer --cluster "$kv_eps" --size 256 --seconds 60
 done
@@ -276,7 +292,8 @@ etcd_wait_healthy() {
   exit 1
 }
 
-if [ $etcd = 1 ] && [ -x "$anchor" ]; then
+if [ $etcd = 1 ] && { [ -x "$anchor" ] || [ $fo_only = 1 ]; }; then
+  if [ $fo_only = 0 ]; then
   echo "# etcd: the anchor ($anchor)" >&2
   alines=$(GOMAXPROCS=2 "$anchor" "put 1 $n_put1 256" "put 16 $n_put16 256" "put 64 $n_put 256" \
     "put 256 $n_put 256" "get 64 $n_read 256" "put 1024 $n_put1024 256" 2>"$dir/anchor.err") ||
@@ -286,6 +303,7 @@ if [ $etcd = 1 ] && [ -x "$anchor" ]; then
     echo "# etcd $l" >&2
     record_anchor "$l"
   done <<<"$alines"
+  fi
   echo "# etcd: mixed and failover on our own 3 members, ports $((etcd_base + 10))-$((etcd_base + 31))" >&2
   mkdir -p build/etcdextra/src/etcdextra
   cp bench/etcd/etcdextra.go build/etcdextra/src/etcdextra/main.go
@@ -293,9 +311,11 @@ if [ $etcd = 1 ] && [ -x "$anchor" ]; then
     go build -p 2 -o build/etcdextra/etcdextra etcdextra
   for i in 1 2 3; do etcd_start "$i"; done
   etcd_wait_healthy
-  line=$(build/etcdextra/etcdextra -op mixed -endpoints "$etcd_eps" -clients 64 -total $n_read \
-    -val 256 -keys 1000 -read-ratio 0.9 2>>"$dir/etcdextra.err") || true
-  [ -n "$line" ] && { echo "# etcd $line" >&2; record etcd "$line"; }
+  if [ $fo_only = 0 ]; then
+    line=$(build/etcdextra/etcdextra -op mixed -endpoints "$etcd_eps" -clients 64 -total $n_read \
+      -val 256 -keys 1000 -read-ratio 0.9 2>>"$dir/etcdextra.err") || true
+    [ -n "$line" ] && { echo "# etcd $line" >&2; record etcd "$line"; }
+  fi
   for r in $(seq "$rounds"); do
     # -timeout 100ms: clientv3 leaves a put sent to the dead member waiting
     # for its whole deadline and keeps the dead endpoint in its rotation (at

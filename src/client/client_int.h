@@ -59,9 +59,14 @@
 #define KVC_NONE UINT16_MAX
 
 /* Pause before trying the next node when none leads (NOTLEADER without an
- * address, UNAVAILABLE, nothing reachable): doubling from min to max. */
-#define KVC_PAUSE_MS_MIN 50u
+ * address, UNAVAILABLE, nothing reachable): doubling from min to max, but
+ * at most KVC_PAUSE_MS_SEARCH for the first KVC_SEARCH_FAST_MS of a search
+ * (a failover: an election takes well under it; a pause of 800 ms there
+ * was most of the time a client took to find the new leader). */
+#define KVC_PAUSE_MS_MIN 10u
 #define KVC_PAUSE_MS_MAX 800u
+#define KVC_PAUSE_MS_SEARCH 100u
+#define KVC_SEARCH_FAST_MS 2000u
 /* Pause before sending again after BUSY: doubling from min to max. */
 #define KVC_BUSY_MS_MIN 2u
 #define KVC_BUSY_MS_MAX 200u
@@ -235,6 +240,7 @@ struct kv_client {
 
     uint64_t reconnect_ns;  /* no connection attempt before */
     uint32_t pause_ms;      /* next pause before trying another node */
+    uint64_t search_ns;     /* the first pause since the last success; 0: none */
     uint64_t send_pause_ns; /* no sending before (after BUSY) */
     uint32_t busy_ms;
     bool in_loop; /* the loop runs: callbacks must not re-enter */

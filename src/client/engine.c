@@ -333,6 +333,18 @@ static void pause_grow(uint32_t *ms, uint32_t max) {
     *ms = *ms * 2 > max ? max : *ms * 2;
 }
 
+/* The pause before the next node, when no node leads: short while the
+ * search is young (an election in progress), growing to KVC_PAUSE_MS_MAX
+ * once it has lasted KVC_SEARCH_FAST_MS (no quorum: do not hammer). */
+static uint64_t search_pause(kv_client *c, uint64_t now) {
+    if (c->search_ns == 0)
+        c->search_ns = now;
+    uint64_t until = now + (uint64_t)c->pause_ms * NS_PER_MS;
+    bool young = now - c->search_ns < (uint64_t)KVC_SEARCH_FAST_MS * NS_PER_MS;
+    pause_grow(&c->pause_ms, young ? KVC_PAUSE_MS_SEARCH : KVC_PAUSE_MS_MAX);
+    return until;
+}
+
 /* The node does not lead: go to the one it names, or after a pause to the
  * next endpoint. The connection is dropped once what it already sent is
  * read, so those answers are not taken for lost. */
@@ -348,9 +360,13 @@ static void leader_lost(kv_client *c, const char *address, uint64_t now) {
             c->reconnect_ns = now;
             return;
         }
+    } else {
+        /* No leader known: an election. The next redirect names its winner
+         * and is followed at once (a ping-pong of stale redirects never
+         * passes here, so it still pauses). */
+        c->redirects_in_row = 0;
     }
-    c->reconnect_ns = now + (uint64_t)c->pause_ms * NS_PER_MS;
-    pause_grow(&c->pause_ms, KVC_PAUSE_MS_MAX);
+    c->reconnect_ns = search_pause(c, now);
 }
 
 void kvc_move(kv_client *c, const char *address) {
@@ -413,6 +429,7 @@ static void on_response(kv_client *c, const Kv__Response *r) {
     case 0:
         c->busy_ms = KVC_BUSY_MS_MIN;
         c->pause_ms = KVC_PAUSE_MS_MIN;
+        c->search_ns = 0;
         c->redirects_in_row = 0;
         if (!s->stale && s->type != KV__REQUEST__TYPE__STATUS)
             c->is_leader = true;
@@ -623,8 +640,7 @@ int kvc_loop(kv_client *c, uint64_t until_ns, const kvc_result *wait) {
             if (is_refusal(rc) || rc == KV_ENOMEM) {
                 fail_all(c, rc);
             } else if (rc != 0) {
-                c->reconnect_ns = kv_now_ns() + (uint64_t)c->pause_ms * NS_PER_MS;
-                pause_grow(&c->pause_ms, KVC_PAUSE_MS_MAX);
+                c->reconnect_ns = search_pause(c, kv_now_ns());
             }
             continue;
         }

@@ -338,6 +338,35 @@ int raft_campaign(raft *r) {
     return 0;
 }
 
+/* The transport's hint that this follower's leader is gone (etcd-io/raft's
+ * MsgForgetLeader): its link closed, as it does at once on a kill -9 of the
+ * leader's process. Without it a follower waits out its randomized election
+ * timeout, and then the other followers ignore its PreVote until their own
+ * lease of the dead leader runs out.
+ *
+ * Liveness only: the follower forgets the leader (so it grants PreVotes and
+ * votes by the usual rules: CheckQuorum's lease is the only thing it gives
+ * up) and, if a voter, campaigns after 1..RAFT_HINT_TICKS(r) ticks, through
+ * PreVote as always. The spread keeps two followers that saw the same link
+ * close from splitting the vote. A wrong hint costs no term: a follower that
+ * still hears the leader keeps its lease and ignores the PreVote, and the
+ * leader's next message makes this node its follower again. Ignored with
+ * lease_read (a leader's lease counts on followers keeping theirs). */
+#define RAFT_HINT_TICKS(r) ((r)->cfg.election_ticks / 3 > 1 ? (r)->cfg.election_ticks / 3 : 1)
+
+void raft_leader_unreachable(raft *r, uint64_t id) {
+    assert(r != NULL && !r->in_ready);
+    if (r->role != RAFT_FOLLOWER || r->leader == 0 || r->leader != id || r->cfg.lease_read) {
+        return;
+    }
+    r->leader = 0;
+    uint32_t soon = r->election_elapsed + 1 + (uint32_t)(raft_rand(r) % RAFT_HINT_TICKS(r));
+    if (soon > r->election_elapsed && soon < r->election_timeout) {
+        r->election_timeout = soon; /* the tick campaigns if it may (raft_tick) */
+    }
+    raft_invariants(r);
+}
+
 static void tick_leader(raft *r) {
     assert(r->role == RAFT_LEADER);
     r->lead_ticks++;

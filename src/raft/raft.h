@@ -349,6 +349,16 @@ void raft_tick(raft *r);
  * leader: nothing happens), KV_EINVAL (this node is not a voter). */
 int raft_campaign(raft *r);
 
+/* A hint from the transport: the link to node id closed (e.g. its process
+ * died). When id is this follower's leader, the follower forgets it (it no
+ * longer ignores campaigns for CheckQuorum's lease; clients are told no
+ * leader is known) and campaigns, through PreVote, after a random 1 to
+ * election_ticks/3 ticks instead of its election timeout. Otherwise, and
+ * always with lease_read (which relies on that lease), nothing happens.
+ * Liveness only: terms, votes and PreVote are as without the hint, and a
+ * wrong hint costs no term (the leader's next message restores it). */
+void raft_leader_unreachable(raft *r, uint64_t id);
+
 /* Processes one message addressed to this node. The caller keeps ownership
  * of m (raft copies what it keeps). Returns 0 (also for stale or unexpected
  * messages, which are ignored), KV_EINVAL (m->to is not this node),

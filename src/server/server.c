@@ -84,10 +84,37 @@ int server_exit_code(int rc) {
 
 /* ---- the loop ------------------------------------------------------------------ */
 
-/* Once per loop turn: every Ready raft has (src/node), then the snapshot
- * and check point work that follows applying. */
+/* A follower's link to its leader that was up and closed (a kill -9 closes
+ * it at once) is a hint to Raft: forget that leader and campaign soon, as
+ * raft_leader_unreachable says, instead of after an election timeout. Only
+ * the link going down counts, once per time it was up: a link that never
+ * came up, or stays down, says nothing new. Looked at every loop turn (a
+ * few compares), so every follower forgets the dead leader at once, before
+ * the first of them campaigns at its next tick. */
+static void leader_link_watch(server *s) {
+    if (s->stopping)
+        return; /* our own links are closing */
+    uint64_t lead = raft_leader(s->r);
+    bool up = lead != 0 && lead != s->id && net_peer_connected(s->net, lead);
+    if (lead != s->watch_leader) {
+        s->watch_leader = lead;
+        s->watch_link_up = up;
+        return;
+    }
+    if (s->watch_link_up && !up && raft_state_role(s->r) == RAFT_FOLLOWER) {
+        const server_member *m = server_member_by_id(s, lead);
+        KV_LOGI("LEADER", "link to leader %s closed: campaigning soon unless it is heard from",
+                m ? m->name : "?");
+        raft_leader_unreachable(s->r, lead);
+    }
+    s->watch_link_up = up;
+}
+
+/* Once per loop turn: the leader's link looked at, every Ready raft has
+ * (src/node), then the snapshot and check point work that follows applying. */
 static void on_prepare(uv_prepare_t *h) {
     server *s = h->data;
+    leader_link_watch(s);
     int rc = node_run(s->node);
     if (rc != 0) /* the node_io callbacks are fail-stop: only raft_ready is left */
         server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "raft_ready: %s", kv_strerror(rc));

@@ -102,6 +102,10 @@ typedef struct server {
     int wal_error;
 
     uint64_t leader_id;
+    /* The leader whose link on_tick watches, and whether that link was up
+     * (the hint raft_leader_unreachable: server.c, leader_link_watch) */
+    uint64_t watch_leader;
+    bool watch_link_up;
 
     uint64_t snap_index;       /* the newest snapshot taken or installed */
     uint64_t bytes_since_snap; /* entry bytes applied since it */

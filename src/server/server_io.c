@@ -342,6 +342,10 @@ static void io_read_done(void *ctx, const node_tag *t, uint64_t read_index, int 
 
 static void io_role_changed(void *ctx, const raft_soft_state *ss) {
     server *s = ctx;
+    if (ss->role == RAFT_PRE_CANDIDATE)
+        KV_LOGI("LEADER", "PreVote for term %" PRIu64, raft_term(s->r) + 1);
+    else if (ss->role == RAFT_CANDIDATE)
+        KV_LOGI("LEADER", "campaigning in term %" PRIu64, raft_term(s->r));
     if (ss->leader == s->leader_id)
         return;
     const server_member *m = server_member_by_id(s, ss->leader);

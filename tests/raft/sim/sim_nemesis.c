@@ -2,8 +2,10 @@
  * The nemesis: while the fault phase lasts it acts every few hundred time
  * units, choosing among crash, restart, symmetric partition, isolating the
  * leader, one-way cuts, healing, clock skew, network weather, membership
- * changes (add learner, promote, remove a voter, the leader included) and
- * leadership transfers. It stops when the run heals for the liveness check.
+ * changes (add learner, promote, remove a voter, the leader included),
+ * leadership transfers and wrong "link to the leader closed" hints (a crash
+ * gives the right one to the nodes that reach the crashed node). It stops
+ * when the run heals for the liveness check.
  */
 #include "sim.h"
 
@@ -87,6 +89,34 @@ static void heal_links(sim_world *w) {
     trace_cuts(w, "heal");
 }
 
+/* kvd's hint (server.c, leader_link_watch): the nodes that reach node id
+ * see its links close and those following it forget it
+ * (raft_leader_unreachable). */
+static void hint_down(sim_world *w, uint32_t slot) {
+    uint64_t id = w->nodes[slot].id;
+    for (uint32_t o = 0; o < w->slots; o++) {
+        sim_node *p = &w->nodes[o];
+        if (o == slot || !p->used || !p->up || w->net.cut[o][slot] || w->net.cut[slot][o])
+            continue;
+        if (raft_leader(sim_raft(p)) == id)
+            SIM_TRACE(w, "hint n%" PRIu64 ": link to leader n%" PRIu64 " closed", p->id, id);
+        raft_leader_unreachable(sim_raft(p), id);
+        sim_node_ready(w, o);
+    }
+}
+
+/* A wrong hint: a live leader's link to one follower closed. */
+static void hint_wrong(sim_world *w) {
+    int s = pick_slot(w, true);
+    if (s < 0)
+        return;
+    sim_node *p = &w->nodes[s];
+    uint64_t lead = raft_leader(sim_raft(p));
+    SIM_TRACE(w, "hint n%" PRIu64 ": link to leader n%" PRIu64 " closed (it lives)", p->id, lead);
+    raft_leader_unreachable(sim_raft(p), lead);
+    sim_node_ready(w, (uint32_t)s);
+}
+
 /* A crashed node comes back by itself after a while (or earlier through
  * restart_one), so that runs do not idle with the cluster down. */
 static void crash_one(sim_world *w) {
@@ -94,6 +124,7 @@ static void crash_one(sim_world *w) {
     if (s < 0)
         return;
     sim_node_crash(w, (uint32_t)s);
+    hint_down(w, (uint32_t)s);
     sim_node *n = &w->nodes[s];
     sim_queue_push(&w->q, w->now + sim_rand_range(&w->rnd, 100, 8000), SIM_EV_NEMESIS,
                    (uint32_t)s + 1, n->incarnation, NULL);
@@ -222,5 +253,7 @@ void sim_nemesis_event(sim_world *w, uint32_t a, uint64_t b) {
         skew_clock(w);
     else if (r < 960)
         weather(w);
+    else if (r < 990)
+        hint_wrong(w);
     sim_queue_push(&w->q, w->now + sim_rand_range(&w->rnd, 100, 3000), SIM_EV_NEMESIS, 0, 0, NULL);
 }

@@ -255,6 +255,95 @@ START_TEST(test_bootstrap_restart_without_log) {
 }
 END_TEST
 
+/* The link to the leader closed on both followers (its process died): they
+ * forget it and one is elected within a few ticks, in the next term (no
+ * split vote, PreVote first), not after an election timeout. */
+START_TEST(test_leader_hint_fast_election) {
+    for (uint64_t first = 2; first <= 3; first++) {
+        tc c;
+        tc_start(&c, 3, 3, NULL, NULL);
+        tc_elect(&c, 1);
+        uint64_t term = raft_term(c.n[1].r);
+        size_t prevotes = c.sent[RAFT_MSG_PREVOTE];
+        tc_isolate(&c, 1, true);
+        raft_leader_unreachable(c.n[2].r, 1);
+        raft_leader_unreachable(c.n[3].r, 1);
+        ck_assert_uint_eq(raft_leader(c.n[2].r), 0);
+        ck_assert_uint_eq(raft_leader(c.n[3].r), 0);
+        uint64_t other = first == 2 ? 3 : 2, lead = 0;
+        int ticks = 0;
+        /* one follower's tick, then the other's: their clocks are not in step */
+        for (; ticks < 10 && lead == 0; ticks++) {
+            tc_tick(&c, first, 1);
+            tc_settle(&c);
+            tc_tick(&c, other, 1);
+            tc_settle(&c);
+            lead = raft_state_role(c.n[2].r) == RAFT_LEADER   ? 2
+                   : raft_state_role(c.n[3].r) == RAFT_LEADER ? 3
+                                                              : 0;
+        }
+        ck_assert_uint_ne(lead, 0);
+        ck_assert_int_le(ticks, 3); /* 1..election_ticks/3 */
+        ck_assert_uint_eq(raft_term(c.n[lead].r), term + 1);
+        ck_assert_uint_gt(c.sent[RAFT_MSG_PREVOTE], prevotes);
+        tc_free(&c);
+    }
+}
+END_TEST
+
+/* A wrong hint (the leader is alive; one follower's link dropped) costs no
+ * term: the other follower keeps its lease and ignores the PreVote, and the
+ * leader's next heartbeat makes the hinted node its follower again. */
+START_TEST(test_leader_hint_wrong_costs_nothing) {
+    tc c;
+    tc_start(&c, 3, 3, NULL, NULL);
+    tc_elect(&c, 1);
+    uint64_t term = raft_term(c.n[1].r);
+    size_t prevotes = c.sent[RAFT_MSG_PREVOTE];
+    raft_leader_unreachable(c.n[2].r, 1);
+    ck_assert_uint_eq(raft_leader(c.n[2].r), 0);
+    /* within 3 of its ticks (the leader's heartbeats not yet in) it campaigns */
+    tc_tick(&c, 2, 3);
+    ck_assert_int_eq(raft_state_role(c.n[2].r), RAFT_PRE_CANDIDATE);
+    /* its PreVote reaches node 3, which still hears node 1, and node 1 */
+    tc_settle(&c);
+    ck_assert_uint_gt(c.sent[RAFT_MSG_PREVOTE], prevotes);
+    ck_assert_int_eq(raft_state_role(c.n[2].r), RAFT_PRE_CANDIDATE);
+    ck_assert_uint_eq(raft_term(c.n[2].r), term);
+    tc_tick_all(&c, 3);
+    ck_assert_uint_eq(tc_leader(&c), 1);
+    for (int i = 1; i <= 3; i++) {
+        ck_assert_uint_eq(raft_term(c.n[i].r), term);
+        ck_assert_uint_eq(raft_leader(c.n[i].r), 1);
+    }
+    tc_free(&c);
+}
+END_TEST
+
+static void lease_on(raft_config *cfg, void *arg) {
+    (void)arg;
+    cfg->lease_read = true;
+}
+
+/* The hint is ignored with lease_read, for a node that is not the leader,
+ * and on the leader itself. */
+START_TEST(test_leader_hint_ignored) {
+    tc c;
+    tc_start(&c, 3, 3, lease_on, NULL);
+    tc_elect(&c, 1);
+    raft_leader_unreachable(c.n[2].r, 1);
+    ck_assert_uint_eq(raft_leader(c.n[2].r), 1);
+    tc_free(&c);
+    tc_start(&c, 3, 3, NULL, NULL);
+    tc_elect(&c, 1);
+    raft_leader_unreachable(c.n[2].r, 3);
+    ck_assert_uint_eq(raft_leader(c.n[2].r), 1);
+    raft_leader_unreachable(c.n[1].r, 1);
+    ck_assert_int_eq(raft_state_role(c.n[1].r), RAFT_LEADER);
+    tc_free(&c);
+}
+END_TEST
+
 Suite *election_suite(void) {
     Suite *s = suite_create("raft_election");
     TCase *t = tcase_create("core");
@@ -269,6 +358,9 @@ Suite *election_suite(void) {
     tcase_add_test(t, test_bad_config_and_messages);
     tcase_add_test(t, test_campaign_now);
     tcase_add_test(t, test_bootstrap_restart_without_log);
+    tcase_add_test(t, test_leader_hint_fast_election);
+    tcase_add_test(t, test_leader_hint_wrong_costs_nothing);
+    tcase_add_test(t, test_leader_hint_ignored);
     suite_add_tcase(s, t);
     return s;
 }
