@@ -91,6 +91,7 @@ struct net_conn {
     uint32_t refs;     /* net_conn_ref()s */
     uint32_t inflight; /* requests handed out, not answered */
     bool counted;      /* in stats.conns_open */
+    bool client;       /* in stats.clients_open */
     char *peer_name;   /* NET_CONN_PEER: malloc'd */
     net_conn *prev;    /* n->conns: every conn attached to n */
     net_conn *next;
@@ -145,6 +146,8 @@ struct net {
     net_peer *peers;
     uint8_t *scratch; /* NET_READ_CHUNK_BYTES, shared by every read */
     uint64_t rng;     /* xorshift64* state for backoff jitter */
+    uint64_t busy_logged_ms; /* loop time of the last "refused" line */
+    uint64_t busy_quiet;     /* refusals not logged since */
     net_stats stats;
 };
 

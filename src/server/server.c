@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 void server_config_default(server_config *cfg) {
@@ -520,11 +521,44 @@ static int start_abandon(server *s, int rc) {
 
 /* ---- serving ------------------------------------------------------------------ */
 
+/* File descriptors kvd needs besides its connections: RocksDB's table
+ * files, the log's segments, snapshots being sent, /metrics. */
+#define SERVER_FDS_OTHER 1024u
+
+/* The client connections this process can hold: the soft limit on open
+ * files is raised toward the hard one to fit conns_max clients, the
+ * reserve and SERVER_FDS_OTHER; when the hard limit is lower, fewer clients
+ * are taken (logged), so a client past it is told BUSY instead of the
+ * accept failing for want of a descriptor. */
+static uint32_t conns_fitting_fds(uint32_t conns_max) {
+    rlim_t want = (rlim_t)conns_max + KV_CONNS_RESERVE + SERVER_FDS_OTHER;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return conns_max;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl.rlim_cur = up.rlim_cur;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+        return conns_max;
+    rlim_t floor = KV_CONNS_RESERVE + SERVER_FDS_OTHER + 64u;
+    uint32_t fit = rl.rlim_cur > floor ? (uint32_t)(rl.rlim_cur - KV_CONNS_RESERVE - SERVER_FDS_OTHER)
+                                       : 64u;
+    KV_LOGW("CONFIG",
+            "open files are limited to %llu (ulimit -n, LimitNOFILE): at most %u client "
+            "connections instead of %u",
+            (unsigned long long)rl.rlim_cur, fit, conns_max);
+    return fit;
+}
+
 /* The network and /metrics. Returns a kvd_exit code. */
 static int serve_open(server *s) {
     const server_config *cfg = &s->cfg;
     net_config nc;
     net_config_default(&nc);
+    nc.conns_max = conns_fitting_fds(nc.conns_max);
     nc.loop = &s->loop;
     nc.listen_addr = cfg->listen;
     nc.node_name = cfg->name;
