@@ -98,9 +98,11 @@ void net_close(net *n);
 void net_stop_listening(net *n);
 
 /* Output (net_reply, net_send_raft, handshakes) is queued per connection and
- * written with one uv_write per connection per loop turn: net flushes in its
- * own uv_prepare and uv_check callbacks, and while anything is queued it
- * keeps an idle handle active so the loop never blocks with output unsent.
+ * written with one write per connection per flush: net flushes in its own
+ * uv_prepare and uv_check callbacks, and while anything is queued it keeps
+ * an idle handle active so the loop never blocks with output unsent. What
+ * the socket takes at once is done (no callback, no extra loop turn); only
+ * a remainder waits in a uv_write for the socket to drain.
  * A caller that wants its output on the wire at once (e.g. at the end of its
  * own prepare callback, after a Ready's messages) may flush now. */
 void net_flush(net *n);
