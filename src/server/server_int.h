@@ -78,6 +78,9 @@ typedef struct server {
     uv_async_t wal_async;
     uv_signal_t sigterm, sigint;
     uv_timer_t disk_timer;
+    uv_work_t disk_work;  /* the data dir's walk, on libuv's thread pool */
+    bool disk_walking;    /* disk_work queued, its after-callback not run yet */
+    uint64_t disk_walked; /* the walk's result, for the after-callback */
     bool stopping;
     uint64_t ticks;
 
