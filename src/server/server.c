@@ -92,7 +92,10 @@ static void on_prepare(uv_prepare_t *h) {
     int rc = node_run(s->node);
     if (rc != 0) /* the node_io callbacks are fail-stop: only raft_ready is left */
         server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "raft_ready: %s", kv_strerror(rc));
-    server_snapshot_maybe_take(s);
+    /* a snapshot drops the log behind it: not while entries still wait to
+     * enter the log (server_io.c) */
+    if (!server_log_backlogged(s))
+        server_snapshot_maybe_take(s);
     server_hash_step(s);
 }
 
@@ -365,6 +368,8 @@ static int start_store(server *s, server_start *st, store_start *ss, hs_state *h
     wal_options_default(&wo);
     if (cfg->wal_segment_bytes != 0)
         wo.segment_bytes = cfg->wal_segment_bytes;
+    if (cfg->wal_queue_bytes != 0)
+        wo.queue_bytes_max = cfg->wal_queue_bytes;
     wo.slow_sync_ns = (uint64_t)cfg->slow_fsync_ms * 1000000u;
     int rc = store_open(s->fs, s->rfs, cfg->data_dir, &wo, &st->w, &st->sm, ss);
     if (rc != 0)
@@ -622,6 +627,7 @@ static int server_stop(server *s, int exit_code) {
     free(s->apply_replies);
     free(s->apply_bufs);
     free(s->scratch);
+    server_log_backlog_free(s);
     close(s->lock_fd);
     free(s);
     if (exit_code == KVD_EXIT_OK)

@@ -66,7 +66,7 @@ static void disk_check(server *s) {
     uint64_t now = uv_now(&s->loop);
     /* a full compaction blocks the loop for as long as it takes: at most
      * one every DISK_COMPACT_EVERY_MS, and only when something changed */
-    if (s->nospace && applied != s->compacted_at &&
+    if (s->nospace && applied != s->compacted_at && !server_log_backlogged(s) &&
         (s->compacted_ms == 0 || now - s->compacted_ms >= DISK_COMPACT_EVERY_MS)) {
         s->compacted_ms = now;
         /* give space back: deleted keys out of RocksDB, old log segments out
