@@ -119,8 +119,19 @@
  * largest frames, so one big reply never trips it by itself. */
 #define KV_CONN_OUTPUT_BYTES_MAX (2u * KV_FRAME_BYTES_MAX + 4u * 1024u * 1024u)
 
-/* Open connections per node (clients and peers). */
-#define KV_CONNS_MAX 1024u
+/* Client connections open at once per node. A client past it gets a
+ * HelloReply BUSY and the connection is closed: retry later or elsewhere.
+ * 4,096 leaves room for 1,024 benchmark clients, operators and tools many
+ * times over; an idle connection costs a few KiB (its buffers are freed
+ * or kept small when it is quiet), so 4,096 are tens of MiB at most. */
+#define KV_CONNS_MAX 4096u
+
+/* Connections beyond KV_CONNS_MAX for what is not a client: peer links
+ * (one in from each other member) and connections still in their
+ * handshake. Past KV_CONNS_MAX + KV_CONNS_RESERVE a new connection is
+ * closed as soon as it is accepted (a flood must not use up the process's
+ * file descriptors). */
+#define KV_CONNS_RESERVE 64u
 
 /* Proposal bytes queued on the leader, waiting to enter the log. */
 #define KV_PENDING_PROPOSAL_BYTES_MAX (64u * 1024u * 1024u)
@@ -172,5 +183,7 @@ KV_STATIC_ASSERT(KV_ENTRY_BYTES_MAX + KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES +
                      KV_FRAME_BYTES_MAX,
                  "an APPEND of the largest entry alone must fit in a frame");
 KV_STATIC_ASSERT(KV_SCAN_REPLY_BYTES_MAX < KV_FRAME_BYTES_MAX, "a scan reply must fit in a frame");
+KV_STATIC_ASSERT(KV_CONNS_RESERVE >= 2u * KV_NODES_MAX,
+                 "the reserve must hold a link from every other member, old and new");
 
 #endif /* KV_LIMITS_H */

@@ -29,8 +29,13 @@
  * is counted (net_stats frames_bad). The loop keeps serving everyone else.
  *
  * Limits (include/kv/limits.h): a frame over frame_max closes the
- * connection; conns_max connections at once (one more is accepted and
- * closed at once, counted); bytes queued for output per connection over
+ * connection; conns_max client connections at once: the Hello of one more
+ * client is answered with code BUSY (and a reason naming the limit), then
+ * the connection is closed (counted in conns_refused). Peer links and
+ * connections still in their handshake have KV_CONNS_RESERVE more, so a
+ * node full of clients still takes its peers; past conns_max +
+ * KV_CONNS_RESERVE a connection is closed as soon as it is accepted
+ * (counted too). Bytes queued for output per connection over
  * conn_output_max: a client that does not read is disconnected (counted);
  * a peer link whose queue is full drops the newest messages instead (Raft
  * resends).
@@ -57,7 +62,7 @@ typedef struct net_config {
     const char *node_name;   /* this node, sent in our Hello */
     const char *cluster_id;  /* ours; sent in Hello and HelloReply */
     const char *token;       /* NULL or "": no token configured */
-    uint32_t conns_max;         /* default KV_CONNS_MAX */
+    uint32_t conns_max;         /* client connections; default KV_CONNS_MAX */
     uint32_t conn_inflight_max; /* default KV_CONN_INFLIGHT_REQUESTS_MAX */
     uint64_t conn_output_max;   /* default KV_CONN_OUTPUT_BYTES_MAX */
     uint32_t frame_max;         /* default KV_FRAME_BYTES_MAX */
@@ -93,9 +98,11 @@ void net_close(net *n);
 void net_stop_listening(net *n);
 
 /* Output (net_reply, net_send_raft, handshakes) is queued per connection and
- * written with one uv_write per connection per loop turn: net flushes in its
- * own uv_prepare and uv_check callbacks, and while anything is queued it
- * keeps an idle handle active so the loop never blocks with output unsent.
+ * written with one write per connection per flush: net flushes in its own
+ * uv_prepare and uv_check callbacks, and while anything is queued it keeps
+ * an idle handle active so the loop never blocks with output unsent. What
+ * the socket takes at once is done (no callback, no extra loop turn); only
+ * a remainder waits in a uv_write for the socket to drain.
  * A caller that wants its output on the wire at once (e.g. at the end of its
  * own prepare callback, after a Ready's messages) may flush now. */
 void net_flush(net *n);
@@ -145,8 +152,9 @@ bool net_peer_connected(const net *n, uint64_t id);
 
 typedef struct net_stats {
     uint64_t conns_accepted;
-    uint64_t conns_open;       /* clients + inbound peer links now */
-    uint64_t conns_refused;    /* over conns_max */
+    uint64_t conns_open;       /* clients + inbound peer links + handshakes now */
+    uint64_t clients_open;     /* client connections now (past their Hello) */
+    uint64_t conns_refused;    /* clients over conns_max (BUSY), or over the reserve */
     uint64_t hello_refused;    /* version, cluster id, token, unknown peer */
     uint64_t frames_bad;       /* header, checksum, type, undecodable body */
     uint64_t frames_toobig;    /* over frame_max */

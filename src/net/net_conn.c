@@ -6,6 +6,7 @@
 #include "kv/errors.h"
 
 #include <assert.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,11 @@ void net__conn_close(net_conn *c) {
         n->stats.conns_open--;
         c->counted = false;
     }
+    if (c->client) {
+        assert(n->stats.clients_open > 0);
+        n->stats.clients_open--;
+        c->client = false;
+    }
     uv_timer_stop(&c->hello_timer);
     uv_close((uv_handle_t *)&c->hello_timer, conn_timer_closed);
     net__sock_close(&c->s, conn_tcp_closed);
@@ -92,6 +98,21 @@ bool net_conn_closed(const net_conn *c) {
 
 const char *net_conn_peer_addr(const net_conn *c) {
     return c->s.addr;
+}
+
+/* Connections refused for a limit: one log line a second at most (a
+ * thousand clients retrying must not flood the log); the count is in
+ * conns_refused. */
+static void conn_log_busy(net *n, const char *addr, const char *why) {
+    uint64_t now = uv_now(n->cfg.loop);
+    if (n->busy_logged_ms != 0 && now - n->busy_logged_ms < 1000) {
+        n->busy_quiet++;
+        return;
+    }
+    KV_LOGW("BUSY", "connection from %s refused: %s (%" PRIu64 " more since the last line)", addr,
+            why, n->busy_quiet);
+    n->busy_logged_ms = now;
+    n->busy_quiet = 0;
 }
 
 static void hello_timeout_cb(uv_timer_t *t) {
@@ -126,10 +147,14 @@ void net__conn_accept(net *n) {
         net__format_addr((struct sockaddr *)&sa, c->s.addr, sizeof c->s.addr);
     else
         snprintf(c->s.addr, sizeof c->s.addr, "?");
-    if (n->stats.conns_open >= n->cfg.conns_max) {
+    /* Clients are counted at their Hello (answered BUSY past conns_max);
+     * here only the hard cap that keeps room for peers. */
+    if (n->stats.conns_open >= (uint64_t)n->cfg.conns_max + KV_CONNS_RESERVE) {
         n->stats.conns_refused++;
-        KV_LOGW("BUSY", "connection from %s refused: %u connections open (conns_max)", c->s.addr,
-                n->cfg.conns_max);
+        char why[96];
+        snprintf(why, sizeof why, "%" PRIu64 " connections open (conns_max %u + %u reserved)",
+                 n->stats.conns_open, n->cfg.conns_max, KV_CONNS_RESERVE);
+        conn_log_busy(n, c->s.addr, why);
         net__conn_close(c);
         return;
     }
@@ -227,10 +252,26 @@ int net__hello_check(net *n, const Kv__Hello *hello, char *reason, size_t cap) {
     return 0;
 }
 
+/* A client past conns_max is told BUSY in its HelloReply (then closed):
+ * a clear answer it can retry on, not a connection reset. */
+static int conn_client_limit(net_conn *c, const Kv__Hello *hello, char *reason, size_t cap) {
+    net *n = c->s.n;
+    if (hello->node_name[0] != '\0' || n->stats.clients_open < n->cfg.conns_max)
+        return 0;
+    n->stats.conns_refused++;
+    snprintf(reason, cap,
+             "%" PRIu64 " client connections open, the limit of node %.64s; retry later or at "
+             "another node",
+             n->stats.clients_open, n->node_name);
+    return KV_EBUSY;
+}
+
 static int conn_hello_accepted(net_conn *c, const Kv__Hello *hello) {
     uv_timer_stop(&c->hello_timer);
     if (hello->node_name[0] == '\0') {
         c->state = NET_CONN_CLIENT;
+        c->client = true;
+        c->s.n->stats.clients_open++;
         return 0;
     }
     c->peer_name = strdup(hello->node_name);
@@ -252,13 +293,20 @@ static void conn_hello(net_conn *c, const uint8_t *p, size_t len) {
     }
     char reason[NET_REASON_BYTES_MAX] = "";
     int code = net__hello_check(n, hello, reason, sizeof reason);
+    bool busy = false;
+    if (code == 0) {
+        code = conn_client_limit(c, hello, reason, sizeof reason);
+        busy = code != 0;
+    }
     Kv__HelloReply r = KV__HELLO_REPLY__INIT;
     r.code = code;
     r.reason = reason;
     r.node_name = n->node_name;
     r.cluster_id = n->cluster_id;
     r.version = KV_WIRE_VERSION;
-    if (code != 0) {
+    if (busy) {
+        conn_log_busy(n, c->s.addr, reason);
+    } else if (code != 0) {
         n->stats.hello_refused++;
         KV_LOGW(kv_errword(code), "hello from %s refused: %s", c->s.addr, reason);
     } else if (conn_hello_accepted(c, hello) != 0) {

@@ -52,8 +52,12 @@ typedef enum net_sock_kind {
 } net_sock_kind;
 
 /* One TCP connection (first member of net_conn and net_link). Output goes
- * into `out`; a flush hands `out` to one uv_write (it becomes `wout`) so
- * everything queued during a loop turn leaves in one write. Input is read
+ * into `out`; a flush writes it with one uv_try_write, so everything queued
+ * during a loop turn leaves in one write(2) and, when the socket takes it
+ * all (the usual case), nothing more happens: no write request, no
+ * callback, no extra loop turn. A remainder goes to one uv_write (`out`
+ * becomes `wout`, wout_off bytes of it already written) and output queued
+ * meanwhile waits for its callback. Input is read
  * into the net's shared scratch buffer when no frame is partly received, or
  * else into rbuf, which holds the partial frame and is freed once empty. */
 typedef struct net_sock net_sock;
@@ -68,7 +72,8 @@ struct net_sock {
     net_sock *dirty_prev;
     net_sock *dirty_next;
     net_buf out;  /* queued, not yet handed to uv_write */
-    net_buf wout; /* being written */
+    net_buf wout; /* being written (by a uv_write: what the socket did not take at once) */
+    size_t wout_off; /* bytes of wout written before the uv_write */
     uv_write_t wreq;
     uint8_t *rbuf; /* partial frame, or NULL */
     size_t rlen;
@@ -91,6 +96,7 @@ struct net_conn {
     uint32_t refs;     /* net_conn_ref()s */
     uint32_t inflight; /* requests handed out, not answered */
     bool counted;      /* in stats.conns_open */
+    bool client;       /* in stats.clients_open */
     char *peer_name;   /* NET_CONN_PEER: malloc'd */
     net_conn *prev;    /* n->conns: every conn attached to n */
     net_conn *next;
@@ -145,6 +151,8 @@ struct net {
     net_peer *peers;
     uint8_t *scratch; /* NET_READ_CHUNK_BYTES, shared by every read */
     uint64_t rng;     /* xorshift64* state for backoff jitter */
+    uint64_t busy_logged_ms; /* loop time of the last "refused" line */
+    uint64_t busy_quiet;     /* refusals not logged since */
     net_stats stats;
 };
 
@@ -164,7 +172,7 @@ void net__sock_init(net *n, net_sock *s, net_sock_kind kind);
 int net__sock_start_read(net_sock *s);
 /* Sets TCP_USER_TIMEOUT on s (connected); a failure is logged, not fatal. */
 void net__sock_user_timeout(net_sock *s, unsigned ms);
-/* Bytes queued for output (including a write in flight). */
+/* Bytes queued for output (including what a write in flight has left). */
 size_t net__sock_queued(const net_sock *s);
 /* Packs msg as a frame of type (frame_bytes = kv_frame_size(msg)) at the end
  * of s's output; written at the next flush. 0 or KV_ENOMEM. */

@@ -48,7 +48,7 @@ bool net__sock_done(const net_sock *s) {
 }
 
 size_t net__sock_queued(const net_sock *s) {
-    return s->out.len + s->wout.len;
+    return s->out.len + s->wout.len - s->wout_off;
 }
 
 /* ---- the dirty list: socks with output to hand to uv_write ---- */
@@ -118,8 +118,9 @@ static void write_cb(uv_write_t *req, int status) {
     assert(s->writing);
     s->writing = false;
     if (status == 0 && s->n != NULL)
-        s->n->stats.bytes_out += s->wout.len;
+        s->n->stats.bytes_out += s->wout.len - s->wout_off;
     s->wout.len = 0;
+    s->wout_off = 0;
     if (s->wout.cap > NET_BUF_KEEP_BYTES)
         buf_free(&s->wout);
     if (s->closing) /* UV_ECANCELED from uv_close: the close callback follows */
@@ -135,20 +136,42 @@ static void write_cb(uv_write_t *req, int status) {
         sock_fail(s);
 }
 
+/* Writes out now as far as the socket takes it (net_int.h): a uv_write,
+ * whose callback comes a loop turn later, only for what is left. */
 static void sock_flush(net_sock *s) {
     if (s->writing || s->closing || s->out.len == 0)
         return;
-    assert(s->wout.len == 0);
+    assert(s->wout.len == 0 && s->out.len <= UINT32_MAX);
+    uv_buf_t b = uv_buf_init((char *)s->out.data, (unsigned)s->out.len);
+    int rc = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+    if (rc < 0 && rc != UV_EAGAIN) {
+        kv_log(KV_LOG_DEBUG, "IO", "write to %s: %s", s->addr, uv_strerror(rc));
+        s->out.len = 0;
+        sock_fail(s);
+        return;
+    }
+    size_t done = rc > 0 ? (size_t)rc : 0;
+    if (s->n != NULL)
+        s->n->stats.bytes_out += done;
+    if (done == s->out.len) {
+        s->out.len = 0;
+        if (s->out.cap > NET_BUF_KEEP_BYTES)
+            buf_free(&s->out);
+        if (s->close_after_flush)
+            sock_fail(s);
+        return;
+    }
     net_buf t = s->out;
     s->out = s->wout;
     s->wout = t;
-    assert(s->wout.len <= UINT32_MAX);
-    uv_buf_t b = uv_buf_init((char *)s->wout.data, (unsigned)s->wout.len);
+    s->wout_off = done;
+    b = uv_buf_init((char *)s->wout.data + done, (unsigned)(s->wout.len - done));
     s->wreq.data = s;
-    int rc = uv_write(&s->wreq, (uv_stream_t *)&s->tcp, &b, 1, write_cb);
+    rc = uv_write(&s->wreq, (uv_stream_t *)&s->tcp, &b, 1, write_cb);
     if (rc < 0) {
         kv_log(KV_LOG_DEBUG, "IO", "write to %s: %s", s->addr, uv_strerror(rc));
         s->wout.len = 0;
+        s->wout_off = 0;
         sock_fail(s);
         return;
     }

@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 void server_config_default(server_config *cfg) {
@@ -118,7 +119,10 @@ static void on_prepare(uv_prepare_t *h) {
     int rc = node_run(s->node);
     if (rc != 0) /* the node_io callbacks are fail-stop: only raft_ready is left */
         server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "raft_ready: %s", kv_strerror(rc));
-    server_snapshot_maybe_take(s);
+    /* a snapshot drops the log behind it: not while entries still wait to
+     * enter the log (server_io.c) */
+    if (!server_log_backlogged(s))
+        server_snapshot_maybe_take(s);
     server_hash_step(s);
 }
 
@@ -391,6 +395,8 @@ static int start_store(server *s, server_start *st, store_start *ss, hs_state *h
     wal_options_default(&wo);
     if (cfg->wal_segment_bytes != 0)
         wo.segment_bytes = cfg->wal_segment_bytes;
+    if (cfg->wal_queue_bytes != 0)
+        wo.queue_bytes_max = cfg->wal_queue_bytes;
     wo.slow_sync_ns = (uint64_t)cfg->slow_fsync_ms * 1000000u;
     int rc = store_open(s->fs, s->rfs, cfg->data_dir, &wo, &st->w, &st->sm, ss);
     if (rc != 0)
@@ -547,11 +553,44 @@ static int start_abandon(server *s, int rc) {
 
 /* ---- serving ------------------------------------------------------------------ */
 
+/* File descriptors kvd needs besides its connections: RocksDB's table
+ * files, the log's segments, snapshots being sent, /metrics. */
+#define SERVER_FDS_OTHER 1024u
+
+/* The client connections this process can hold: the soft limit on open
+ * files is raised toward the hard one to fit conns_max clients, the
+ * reserve and SERVER_FDS_OTHER; when the hard limit is lower, fewer clients
+ * are taken (logged), so a client past it is told BUSY instead of the
+ * accept failing for want of a descriptor. */
+static uint32_t conns_fitting_fds(uint32_t conns_max) {
+    rlim_t want = (rlim_t)conns_max + KV_CONNS_RESERVE + SERVER_FDS_OTHER;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return conns_max;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl.rlim_cur = up.rlim_cur;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+        return conns_max;
+    rlim_t floor = KV_CONNS_RESERVE + SERVER_FDS_OTHER + 64u;
+    uint32_t fit = rl.rlim_cur > floor ? (uint32_t)(rl.rlim_cur - KV_CONNS_RESERVE - SERVER_FDS_OTHER)
+                                       : 64u;
+    KV_LOGW("CONFIG",
+            "open files are limited to %llu (ulimit -n, LimitNOFILE): at most %u client "
+            "connections instead of %u",
+            (unsigned long long)rl.rlim_cur, fit, conns_max);
+    return fit;
+}
+
 /* The network and /metrics. Returns a kvd_exit code. */
 static int serve_open(server *s) {
     const server_config *cfg = &s->cfg;
     net_config nc;
     net_config_default(&nc);
+    nc.conns_max = conns_fitting_fds(nc.conns_max);
     nc.loop = &s->loop;
     nc.listen_addr = cfg->listen;
     nc.node_name = cfg->name;
@@ -615,6 +654,7 @@ static int server_stop(server *s, int exit_code) {
     free(s->apply_replies);
     free(s->apply_bufs);
     free(s->scratch);
+    server_log_backlog_free(s);
     close(s->lock_fd);
     free(s);
     if (exit_code == KVD_EXIT_OK)

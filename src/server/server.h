@@ -65,6 +65,7 @@ typedef struct server_config {
     const char *cluster_id;    /* kvd init: adopt this cluster id (32 hex digits), or NULL */
     uint64_t quota_bytes;    /* disk quota of the data dir (NOSPACE past it) */
     uint64_t wal_segment_bytes; /* 0: the default (tests make it small) */
+    uint64_t wal_queue_bytes;   /* 0: the default (tests make it small) */
     uint32_t slow_fsync_ms;     /* log fsyncs slower than this are logged and counted */
     bool unsafe_no_fsync;    /* syncs do nothing: for tests only */
     uint64_t snapshot_entries; /* snapshot every N applied entries */

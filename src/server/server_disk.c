@@ -2,7 +2,11 @@
  * The disk quota (docs/rules.md "a space quota that clears itself", etcd#11309).
  *
  * Every second the node measures its data dir (allocated blocks, each hard
- * link counted once: snapshots share RocksDB's files). Over the quota it
+ * link counted once: snapshots share RocksDB's files). The walk runs on
+ * libuv's thread pool, never on the loop: it is a stat call per file
+ * (RocksDB's tables, the log's segments, every snapshot's links), which
+ * grows with the data dir and used to sit in the middle of a loop turn.
+ * What the walk finds is acted on back on the loop. Over the quota it
  * raises the NOSPACE alarm: as leader it refuses writes with NOSPACE; reads
  * and deletes are still served. While the alarm is up it gives space back
  * on its own (a snapshot, which lets old log segments go, and a RocksDB
@@ -17,6 +21,7 @@
 
 #include "common/logging.h"
 
+#include <assert.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <sys/stat.h>
@@ -40,9 +45,8 @@ static uint64_t dir_usage(const char *dir) {
     return walk_total;
 }
 
-static void on_disk_timer(uv_timer_t *t) {
-    server *s = t->data;
-    s->disk_used = dir_usage(s->cfg.data_dir);
+/* On the loop, with the walk's result. */
+static void disk_check(server *s) {
     bool over = s->disk_used > s->cfg.quota_bytes;
     if (over && !s->nospace) {
         s->nospace = true;
@@ -62,7 +66,7 @@ static void on_disk_timer(uv_timer_t *t) {
     uint64_t now = uv_now(&s->loop);
     /* a full compaction blocks the loop for as long as it takes: at most
      * one every DISK_COMPACT_EVERY_MS, and only when something changed */
-    if (s->nospace && applied != s->compacted_at &&
+    if (s->nospace && applied != s->compacted_at && !server_log_backlogged(s) &&
         (s->compacted_ms == 0 || now - s->compacted_ms >= DISK_COMPACT_EVERY_MS)) {
         s->compacted_ms = now;
         /* give space back: deleted keys out of RocksDB, old log segments out
@@ -71,6 +75,31 @@ static void on_disk_timer(uv_timer_t *t) {
         sm_compact(s->sm);
         server_snapshot_take(s);
     }
+}
+
+/* On a thread of libuv's pool: reads only the data dir's name. */
+static void disk_walk(uv_work_t *w) {
+    server *s = w->data;
+    s->disk_walked = dir_usage(s->cfg.data_dir);
+}
+
+static void disk_walked(uv_work_t *w, int status) {
+    server *s = w->data;
+    assert(s->disk_walking);
+    s->disk_walking = false;
+    if (status != 0 || s->stopping)
+        return;
+    s->disk_used = s->disk_walked;
+    disk_check(s);
+}
+
+static void on_disk_timer(uv_timer_t *t) {
+    server *s = t->data;
+    if (s->disk_walking)
+        return; /* the last walk is still going: a slow disk, skip a turn */
+    s->disk_work.data = s;
+    if (uv_queue_work(&s->loop, &s->disk_work, disk_walk, disk_walked) == 0)
+        s->disk_walking = true;
 }
 
 void server_disk_start(server *s) {

@@ -78,6 +78,9 @@ typedef struct server {
     uv_async_t wal_async;
     uv_signal_t sigterm, sigint;
     uv_timer_t disk_timer;
+    uv_work_t disk_work;  /* the data dir's walk, on libuv's thread pool */
+    bool disk_walking;    /* disk_work queued, its after-callback not run yet */
+    uint64_t disk_walked; /* the walk's result, for the after-callback */
     bool stopping;
     uint64_t ticks;
 
@@ -100,6 +103,14 @@ typedef struct server {
     pthread_mutex_t mu;
     uint64_t durable_index, durable_term;
     int wal_error;
+
+    /* Entries the log's queue had no room for (server_io.c): copies, in
+     * index order, handed to the log as its queue drains. While any wait,
+     * the leader answers writes BUSY. */
+    wal_entry *backlog;
+    size_t backlog_n, backlog_cap;
+    uint64_t backlog_bytes;
+    uint64_t log_full_total; /* appends that found the log's queue full */
 
     uint64_t leader_id;
     /* The leader whose link on_tick watches, and whether that link was up
@@ -225,6 +236,16 @@ void server_on_wal_async(uv_async_t *h);
 
 /* server_metrics.c: GET /metrics and /health (an http_handler) */
 int server_http(void *ctx, const char *path, char **body, size_t *len, const char **ctype);
+
+/* server_io.c: the log's back-pressure. True while entries wait for room
+ * in the log's queue (writes are refused BUSY meanwhile). */
+bool server_log_backlogged(const server *s);
+/* Hands every waiting entry to the log, waiting for room as long as it
+ * takes (blocks the loop: only before a snapshot, which needs the log
+ * whole; the backlog is rare and short). */
+void server_log_backlog_drain(server *s);
+/* Frees the backlog (shutdown). */
+void server_log_backlog_free(server *s);
 
 /* server_disk.c: the disk quota and its NOSPACE alarm */
 void server_disk_start(server *s);

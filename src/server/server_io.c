@@ -22,6 +22,9 @@
 #include <string.h>
 #include <unistd.h>
 
+static void backlog_free_from(server *s, size_t from);
+static bool backlog_submit(server *s);
+
 /* ---- step 1: hard state ------------------------------------------------------ */
 
 static int io_hs_save(void *ctx, const raft_hard_state *hs) {
@@ -36,6 +39,9 @@ static int io_hs_save(void *ctx, const raft_hard_state *hs) {
 /* ---- steps 2-4: snapshots, messages ---------------------------------------- */
 
 static int io_snap_install(void *ctx, const raft_snapshot_meta *meta) {
+    /* the log is replaced by the snapshot: entries still waiting for room
+     * in it were never durable nor acknowledged, and go with it */
+    backlog_free_from(ctx, 0);
     server_snapshot_install(ctx, meta); /* durable on return, or the process stopped */
     return 0;
 }
@@ -86,15 +92,142 @@ void server_on_wal_async(uv_async_t *h) {
                      kv_strerror(err));
     if (idx > 0)
         node_log_durable(s->node, idx, term);
+    if (s->backlog_n > 0)
+        backlog_submit(s); /* the completions made room */
 }
 
+/* Hands e[0..n) to the log; its callback reports them durable. 0,
+ * KV_EBUSY (the log's queue is full: nothing was taken) or a fatal error. */
+static int log_submit(server *s, const wal_entry *we, size_t n) {
+    wal_done_arg *a = malloc(sizeof(*a));
+    if (a == NULL)
+        server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory appending %zu entries", n);
+    a->s = s;
+    a->index = we[n - 1].index;
+    a->term = we[n - 1].term;
+    int rc = wal_append(s->w, we, n, on_wal_done, a);
+    if (rc != 0)
+        free(a);
+    if (rc != 0 && rc != KV_EBUSY)
+        server_fatal(s, KVD_EXIT_IO, kv_errword(rc),
+                     "appending entries %" PRIu64 "..%" PRIu64 " to the log failed: %s",
+                     we[0].index, we[n - 1].index, kv_strerror(rc));
+    return rc;
+}
+
+static void backlog_free_from(server *s, size_t from) {
+    for (size_t i = from; i < s->backlog_n; i++) {
+        s->backlog_bytes -= s->backlog[i].len;
+        free(s->backlog[i].data);
+    }
+    s->backlog_n = from;
+}
+
+/* Copies e[0..n) behind the backlog; entries it replaces (a new leader's
+ * suffix: e[0].index at or below the backlog's last) go first. */
+static void backlog_add(server *s, const raft_entry *e, size_t n) {
+    size_t keep = 0;
+    while (keep < s->backlog_n && s->backlog[keep].index < e[0].index)
+        keep++;
+    backlog_free_from(s, keep);
+    if (s->backlog_n + n > s->backlog_cap) {
+        size_t cap = s->backlog_cap ? s->backlog_cap : 64;
+        while (cap < s->backlog_n + n)
+            cap *= 2;
+        wal_entry *b = realloc(s->backlog, cap * sizeof(*b));
+        if (b == NULL)
+            server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory holding %zu entries", n);
+        s->backlog = b;
+        s->backlog_cap = cap;
+    }
+    for (size_t i = 0; i < n; i++) {
+        wal_entry *x = &s->backlog[s->backlog_n];
+        x->index = e[i].index;
+        x->term = e[i].term;
+        x->type = (uint8_t)e[i].type;
+        x->len = (uint32_t)e[i].len;
+        x->data = NULL;
+        if (e[i].len > 0 && (x->data = malloc(e[i].len)) == NULL)
+            server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory holding entry %" PRIu64,
+                         e[i].index);
+        if (e[i].len > 0)
+            memcpy(x->data, e[i].data, e[i].len);
+        s->backlog_bytes += e[i].len;
+        s->backlog_n++;
+    }
+}
+
+/* How many of we[0..n) go to the log in one append (at least one): at
+ * most a batch, and never more than the log's queue holds, so an append
+ * is never refused as too big for the queue (KV_ETOOBIG). */
+static size_t chunk_len(const server *s, const wal_entry *we, size_t n) {
+    uint64_t max = s->cfg.wal_queue_bytes != 0 ? s->cfg.wal_queue_bytes : KV_WAL_QUEUE_BYTES_MAX;
+    max = max < KV_WAL_BATCH_BYTES_MAX ? max : KV_WAL_BATCH_BYTES_MAX;
+    size_t k = 0;
+    uint64_t bytes = 0;
+    do {
+        bytes += KV_WAL_RECORD_HEADER_BYTES + we[k].len;
+        k++;
+    } while (k < n && bytes + KV_WAL_RECORD_HEADER_BYTES + we[k].len <= max);
+    return k;
+}
+
+/* Hands the backlog to the log, a chunk at a time, while its queue takes
+ * them. True when nothing is left. */
+static bool backlog_submit(server *s) {
+    if (s->backlog_n == 0)
+        return true;
+    while (s->backlog_n > 0) {
+        size_t k = chunk_len(s, s->backlog, s->backlog_n);
+        if (log_submit(s, s->backlog, k) == KV_EBUSY)
+            return false;
+        for (size_t i = 0; i < k; i++) {
+            s->backlog_bytes -= s->backlog[i].len;
+            free(s->backlog[i].data);
+        }
+        memmove(s->backlog, s->backlog + k, (s->backlog_n - k) * sizeof(*s->backlog));
+        s->backlog_n -= k;
+    }
+    KV_LOGI("BUSY", "the log's queue has room again; writes are accepted");
+    return true;
+}
+
+bool server_log_backlogged(const server *s) {
+    return s->backlog_n > 0;
+}
+
+void server_log_backlog_drain(server *s) {
+    while (!backlog_submit(s))
+        usleep(1000); /* only before a snapshot (server_int.h) */
+}
+
+void server_log_backlog_free(server *s) {
+    backlog_free_from(s, 0);
+    free(s->backlog);
+    s->backlog = NULL;
+    s->backlog_cap = 0;
+}
+
+/* Never blocks the loop: when the log's queue is full (a disk slower than
+ * what arrives), the entries wait in the backlog, copied, and go to the log
+ * in order as its completions make room (server_on_wal_async). Nothing
+ * changes for durability: raft hears of them only from their callbacks.
+ * Meanwhile the leader refuses new writes with BUSY (server_propose_cmd),
+ * so only what a leader sends a follower can add to the backlog, as far as
+ * its flow control lets it (KV_RAFT_INFLIGHT_MSGS_MAX messages). */
 static int io_log_append(void *ctx, const raft_entry *e, size_t n) {
     server *s = ctx;
     assert(n > 0);
+    if (s->backlog_n > 0 && e[0].index <= s->backlog[0].index)
+        backlog_free_from(s, 0); /* all replaced: the log overrides its own */
+    if (s->backlog_n > 0) {
+        backlog_add(s, e, n);
+        backlog_submit(s);
+        return 0;
+    }
     wal_entry stack[64];
     wal_entry *we = n <= 64 ? stack : malloc(n * sizeof(*we));
-    wal_done_arg *a = malloc(sizeof(*a));
-    if (we == NULL || a == NULL)
+    if (we == NULL)
         server_fatal(s, KVD_EXIT_IO, "NOMEM", "out of memory appending %zu entries", n);
     for (size_t i = 0; i < n; i++) {
         we[i].index = e[i].index;
@@ -103,25 +236,23 @@ static int io_log_append(void *ctx, const raft_entry *e, size_t n) {
         we[i].len = (uint32_t)e[i].len;
         we[i].data = e[i].data;
     }
-    a->s = s;
-    a->index = e[n - 1].index;
-    a->term = e[n - 1].term;
-    bool warned = false;
-    int rc;
-    /* The log's queue is bounded; when it is full the loop waits for it to
-     * drain (raft bounds what it hands out, so the wait is short). */
-    while ((rc = wal_append(s->w, we, n, on_wal_done, a)) == KV_EBUSY) {
-        if (!warned)
-            KV_LOGW("BUSY", "the log's queue is full; waiting for it to drain");
-        warned = true;
-        usleep(1000);
+    size_t done = 0;
+    while (done < n) {
+        size_t k = chunk_len(s, we + done, n - done);
+        if (log_submit(s, we + done, k) == KV_EBUSY)
+            break;
+        done += k;
     }
     if (we != stack)
         free(we);
-    if (rc != 0)
-        server_fatal(s, KVD_EXIT_IO, kv_errword(rc),
-                     "appending entries %" PRIu64 "..%" PRIu64 " to the log failed: %s", e[0].index,
-                     e[n - 1].index, kv_strerror(rc));
+    if (done < n) {
+        s->log_full_total++;
+        KV_LOGW("BUSY",
+                "the log's queue is full: entries %" PRIu64 "..%" PRIu64
+                " wait for room and writes are refused BUSY meanwhile",
+                e[done].index, e[n - 1].index);
+        backlog_add(s, e + done, n - done);
+    }
     return 0;
 }
 

@@ -112,7 +112,12 @@ static void metrics_io(server *s, out *o, const wal_stats *ws) {
             put(o, "kv_responses_total{code=\"%s\"} %" PRIu64 "\n",
                 c == 0 ? "OK" : kv_errword(-(int)c), ns.replies_by_code[c]);
     metric(o, "kv_conns_open", "gauge", "connections open", ns.conns_open);
-    metric(o, "kv_conns_refused_total", "counter", "connections over the limit", ns.conns_refused);
+    metric(o, "kv_log_queue_full_total", "counter",
+           "appends that found the log's queue full (writes refused BUSY meanwhile)",
+           s->log_full_total);
+    metric(o, "kv_client_conns_open", "gauge", "client connections open", ns.clients_open);
+    metric(o, "kv_conns_refused_total", "counter",
+           "connections over the limit (a client is told BUSY)", ns.conns_refused);
     metric(o, "kv_requests_total", "counter", "client requests received", ns.requests);
     put(o, "# HELP kv_faults_total connection-level faults by code word (frames refused, "
            "output over its limit, slow fsyncs, quota alarms)\n"

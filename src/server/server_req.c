@@ -138,6 +138,11 @@ static enum server_req_kind write_kind(Kv__Command__Op op) {
 
 int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *cmd) {
     size_t len = kv__command__get_packed_size(cmd);
+    /* back-pressure from the disk: the log's queue is full (server_io.c) */
+    if (c != NULL && server_log_backlogged(s)) {
+        server_reply_code(c, id, KV_EBUSY, "the log is behind (its queue is full); retry later");
+        return KV_EBUSY;
+    }
     /* node_propose's own check, made first for the detail text */
     if (node_pending_bytes(s->node) + len > KV_PENDING_PROPOSAL_BYTES_MAX) {
         server_reply_code(c, id, KV_EBUSY, "too many bytes of writes pending on the leader");

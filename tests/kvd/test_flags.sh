@@ -74,6 +74,7 @@ number election-ticks 3 1000
 number quota-bytes 1 18446744073709551615
 number slow-fsync-ms 1 600000
 number wal-segment-bytes "${wal_min:-4208704}" 1099511627776
+number wal-queue-bytes 2102304 67108864
 ok "${SERVE[@]}" --wal-segment-bytes 4300000 # tests/cluster/test_ops_nospace.sh
 has wal-segment-bytes 4300000
 

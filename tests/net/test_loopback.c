@@ -838,14 +838,55 @@ END_TEST
 
 /* ---- (h) conns_max ---- */
 
+/* The HelloReply's code for a Hello naming node `name` ("" for a client);
+ * -1000 when none came. */
+static int hello_code(int fd, const char *name, char *reason, size_t cap) {
+    Kv__HelloReply *r = cli_hello(fd, KV_WIRE_VERSION, "", "", name);
+    if (r == NULL)
+        return -1000;
+    int code = r->code;
+    snprintf(reason, cap, "%s", r->reason);
+    kv__hello_reply__free_unpacked(r, NULL);
+    return code;
+}
+
 static void job_conns_max(job *j) {
     int a = cli_open(j->port), b = cli_open(j->port);
     JCHECK(j, a >= 0 && b >= 0);
+    /* One client too many: a HelloReply BUSY that says why, then closed
+     * (it used to be closed without a word: the client saw a reset). */
+    char reason[256];
     int c = cli_connect(j->port);
     JCHECK(j, c >= 0);
+    JCHECK(j, hello_code(c, "", reason, sizeof reason) == KV_EBUSY);
+    JCHECK(j, strstr(reason, "2 client connections open") != NULL);
     JCHECK(j, cli_closed(c));
     close(c);
+    /* A peer still gets in: the clients' limit is not the peers'. */
+    int p = cli_connect(j->port);
+    JCHECK(j, p >= 0);
+    JCHECK(j, hello_code(p, "n2", reason, sizeof reason) == 0);
     JCHECK(j, cli_roundtrip(a, 1, "a") && cli_roundtrip(b, 2, "b"));
+    /* Connections without a Hello fill the reserve (2 clients + the peer +
+     * these = conns_max + KV_CONNS_RESERVE); the next one is closed at once. */
+    int held[KV_CONNS_RESERVE];
+    int nheld = 0;
+    for (; nheld < (int)KV_CONNS_RESERVE - 1; nheld++) {
+        held[nheld] = cli_connect(j->port);
+        if (held[nheld] < 0)
+            break;
+    }
+    bool all = nheld == (int)KV_CONNS_RESERVE - 1;
+    int d = all ? cli_connect(j->port) : -1;
+    bool closed = d >= 0 && cli_closed(d);
+    if (d >= 0)
+        close(d);
+    for (int i = 0; i < nheld; i++)
+        close(held[i]);
+    JCHECK(j, all);
+    JCHECK(j, closed);
+    JCHECK(j, cli_roundtrip(a, 3, "a"));
+    close(p);
     close(a);
     close(b);
 }
@@ -855,11 +896,14 @@ START_TEST(test_conns_max) {
     fixture_config(&f, 21009);
     f.cfg.conns_max = 2;
     fixture_open(&f);
+    /* a known peer (its own port is never listened on: its link to it just
+     * backs off) */
+    ck_assert_int_eq(net_peer_add(f.n, 2, "n2", "127.0.0.1:1"), 0);
     job j = {.port = 21009};
     run_job(&f, &j, job_conns_max);
     net_stats s = stats(&f);
-    ck_assert_uint_eq(s.conns_refused, 1);
-    ck_assert_uint_eq(s.conns_accepted, 2);
+    ck_assert_uint_eq(s.conns_refused, 2);
+    ck_assert_uint_eq(s.conns_accepted, 3 + KV_CONNS_RESERVE);
     fixture_close(&f);
 }
 END_TEST
