@@ -93,6 +93,7 @@ static void on_prepare(uv_prepare_t *h) {
         server_fatal(s, KVD_EXIT_IO, kv_errword(rc), "raft_ready: %s", kv_strerror(rc));
     server_snapshot_maybe_take(s);
     server_hash_step(s);
+    server_loop_turn(s); /* the loop waits for I/O next */
 }
 
 static void on_tick(uv_timer_t *h) {
@@ -612,6 +613,7 @@ int server_run(const server_config *cfg) {
         return start_abandon(s, rc);
 
     uv_loop_init(&s->loop);
+    uv_loop_configure(&s->loop, UV_METRICS_IDLE_TIME); /* for server_loop_turn */
     int exit_code = serve_open(s);
     s->tick.data = s->prepare.data = s->wal_async.data = s->sigterm.data = s->sigint.data = s;
     uv_async_init(&s->loop, &s->wal_async, server_on_wal_async);

@@ -146,6 +146,12 @@ typedef struct server {
     uint64_t snapshots_taken;
     uint64_t snapshots_installed;
     server_hist req_latency[SERVER_REQ_KINDS]; /* answered requests, by kind */
+    /* The loop's turns (server_loop_turn): the time it was busy between
+     * two waits for I/O, callbacks and Ready processing included. */
+    server_hist loop_turns;
+    uint64_t loop_turn_max_ns;
+    uint64_t loop_mark_ns, loop_idle_mark_ns; /* at the end of the last turn */
+    uint64_t loop_slow_logged_ns;             /* when a slow turn was last logged */
     uint64_t refused_logged_ns;                /* when a refused Raft message was last logged */
     uint64_t refused_quiet;                    /* refused since, not logged */
 } server;
@@ -221,6 +227,9 @@ void server_on_wal_async(uv_async_t *h);
 
 /* server_metrics.c: GET /metrics and /health (an http_handler) */
 int server_http(void *ctx, const char *path, char **body, size_t *len, const char **ctype);
+/* Called once per loop turn, last thing before the loop waits for I/O
+ * (the end of the uv_prepare callback): counts the turn that ends here. */
+void server_loop_turn(server *s);
 
 /* server_disk.c: the disk quota and its NOSPACE alarm */
 void server_disk_start(server *s);

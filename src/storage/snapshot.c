@@ -3,6 +3,7 @@
 #include "storage/snap_internal.h"
 #include "storage/sm_internal.h"
 
+#include "common/clock.h"
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "kv/limits.h"
@@ -216,7 +217,16 @@ static int snap__install(kv_fs *fs, const char *tmp, const char *snap_dir, snap_
 }
 
 int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
+    return snap_create_timed(s, fs, snap_dir, out, NULL);
+}
+
+int snap_create_timed(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out, snap_timing *t) {
     assert(s != NULL && fs != NULL && out != NULL);
+    snap_timing unused;
+    if (t == NULL)
+        t = &unused;
+    memset(t, 0, sizeof *t);
+    uint64_t t0 = kv_now_ns(), t1;
     static _Atomic uint32_t counter;
     char tmp[SNAP_PATH_BYTES_MAX], name[64];
     snprintf(name, sizeof name, "tmp-%ld-%u", (long)getpid(), (unsigned)counter++);
@@ -227,10 +237,13 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
         rv = kv_fs_sync_parent(fs, snap_dir);
     if (rv == 0)
         rv = kv_fs_rmtree(fs, tmp);
+    t1 = kv_now_ns();
     if (rv == 0)
         rv = sm_flush(s); /* the checkpoint flushes too; this also moves durable_index */
     if (rv != 0)
         return rv;
+    t->flush_ns = kv_now_ns() - t1;
+    t1 = kv_now_ns();
     char *err = NULL;
     rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(s->db, &err);
     if (err == NULL)
@@ -245,6 +258,8 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
         (void)kv_fs_rmtree(fs, tmp);
         return rv;
     }
+    t->checkpoint_ns = kv_now_ns() - t1;
+    t1 = kv_now_ns();
     uint64_t index = 0, term = 0;
     uint8_t *mem = NULL;
     size_t mem_len = 0;
@@ -252,9 +267,13 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
     if (rv == 0 && index == 0)
         rv = KV_EINVAL; /* nothing applied: nothing to snapshot */
     assert(rv != 0 || index <= sm_applied_index(s));
+    t->meta_ns = kv_now_ns() - t1;
+    t1 = kv_now_ns();
     if (rv == 0)
         rv = snap__write_manifest(fs, tmp, index, term, mem, mem_len);
     free(mem);
+    t->manifest_ns = kv_now_ns() - t1;
+    t1 = kv_now_ns();
     if (rv == 0) {
         snap__meta_fill(out, snap_dir, index, term);
         rv = snap__install(fs, tmp, snap_dir, out);
@@ -263,7 +282,9 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
         (void)kv_fs_rmtree(fs, tmp);
         return rv;
     }
-    KV_LOGI("SNAPSHOT", "snapshot %s taken", out->path);
+    t->install_ns = kv_now_ns() - t1;
+    KV_LOGI("SNAPSHOT", "snapshot %s taken in %" PRIu64 " ms", out->path,
+            (kv_now_ns() - t0) / 1000000);
     return 0;
 }
 
