@@ -572,6 +572,7 @@ static void serve(server *s) {
 static int server_stop(server *s, int exit_code) {
     if (s->node != NULL) /* what arrived after the signal */
         node_fail_all(s->node, KV_EUNAVAILABLE);
+    server_snapshot_stop(s); /* before its uv_async closes and the state machine */
     http_close(s->http);
     if (s->net != NULL)
         net_close(s->net);
@@ -617,6 +618,8 @@ int server_run(const server_config *cfg) {
     int exit_code = serve_open(s);
     s->tick.data = s->prepare.data = s->wal_async.data = s->sigterm.data = s->sigint.data = s;
     uv_async_init(&s->loop, &s->wal_async, server_on_wal_async);
+    s->snap_async.data = s;
+    uv_async_init(&s->loop, &s->snap_async, server_on_snap_async);
     if (exit_code == KVD_EXIT_OK)
         serve(s);
     return server_stop(s, exit_code);
