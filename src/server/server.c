@@ -572,6 +572,7 @@ static void serve(server *s) {
 static int server_stop(server *s, int exit_code) {
     if (s->node != NULL) /* what arrived after the signal */
         node_fail_all(s->node, KV_EUNAVAILABLE);
+    s->stopping = true;      /* no snapshot job starts any more (net_close runs the loop) */
     server_snapshot_stop(s); /* before its uv_async closes and the state machine */
     http_close(s->http);
     if (s->net != NULL)

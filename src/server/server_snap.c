@@ -419,7 +419,7 @@ static void snap_taken(server *s, const snap_meta *sn, const snap_timing *t, uin
             MS(t->checkpoint_ns), MS(t->meta_ns), MS(t->manifest_ns), MS(t->install_ns),
             MS(now - l0), drop);
 #undef MS
-    if (drop > 0 || gc)
+    if ((drop > 0 || gc) && !s->stopping)
         snap_job_start(s, SERVER_SNAP_JOB_CLEAN, drop, gc);
 }
 
@@ -447,8 +447,8 @@ static bool snap_due(uint64_t last, uint64_t value, uint64_t period, uint64_t ph
 }
 
 void server_snapshot_maybe_take(server *s) {
-    if (s->snap_job.kind != SERVER_SNAP_JOB_NONE)
-        return;
+    if (s->snap_job.kind != SERVER_SNAP_JOB_NONE || s->stopping)
+        return; /* stopping: net_close still runs the loop after server_snapshot_stop */
     uint64_t applied = sm_applied_index(s->sm);
     if (applied == 0 || applied == s->snap_index)
         return;
