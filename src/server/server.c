@@ -124,6 +124,7 @@ static void on_prepare(uv_prepare_t *h) {
     if (!server_log_backlogged(s))
         server_snapshot_maybe_take(s);
     server_hash_step(s);
+    server_loop_turn(s); /* the loop waits for I/O next */
 }
 
 static void on_tick(uv_timer_t *h) {
@@ -637,6 +638,8 @@ static void serve(server *s) {
 static int server_stop(server *s, int exit_code) {
     if (s->node != NULL) /* what arrived after the signal */
         node_fail_all(s->node, KV_EUNAVAILABLE);
+    s->stopping = true;      /* no snapshot job starts any more (net_close runs the loop) */
+    server_snapshot_stop(s); /* before its uv_async closes and the state machine */
     http_close(s->http);
     if (s->net != NULL)
         net_close(s->net);
@@ -679,9 +682,12 @@ int server_run(const server_config *cfg) {
         return start_abandon(s, rc);
 
     uv_loop_init(&s->loop);
+    uv_loop_configure(&s->loop, UV_METRICS_IDLE_TIME); /* for server_loop_turn */
     int exit_code = serve_open(s);
     s->tick.data = s->prepare.data = s->wal_async.data = s->sigterm.data = s->sigint.data = s;
     uv_async_init(&s->loop, &s->wal_async, server_on_wal_async);
+    s->snap_async.data = s;
+    uv_async_init(&s->loop, &s->snap_async, server_on_snap_async);
     if (exit_code == KVD_EXIT_OK)
         serve(s);
     return server_stop(s, exit_code);

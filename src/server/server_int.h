@@ -14,6 +14,8 @@
 #include "storage/wal.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <uv.h>
 
@@ -61,6 +63,24 @@ typedef struct server_snap_out {
     uint8_t *buf;          /* the cached chunk record (header + data) */
     size_t buf_len;
 } server_snap_out;
+
+/* The snapshot worker's job (server_snap.c): one at a time. */
+enum { SERVER_SNAP_JOB_NONE, SERVER_SNAP_JOB_TAKE, SERVER_SNAP_JOB_CLEAN };
+typedef struct server_snap_job {
+    int kind; /* SERVER_SNAP_JOB_*; NONE: no worker runs */
+    pthread_t thread;
+    bool threaded;     /* thread runs it (else it ran on the loop) */
+    _Atomic bool done; /* the worker finished: rc, sn and t are set */
+    int rc;
+    snap_meta sn;   /* TAKE: the snapshot taken */
+    snap_timing t;  /* TAKE: its steps */
+    uint64_t t0_ns; /* when the loop started it */
+    uint64_t bytes; /* TAKE: bytes_since_snap when it started */
+    uint64_t drop;  /* CLEAN: the log dropped up to here (0: not) */
+    bool gc;        /* CLEAN: snap_gc too ... */
+    uint32_t keep;  /* ... keeping this many */
+    int gc_rc;      /* CLEAN: snap_gc's result (rc: the drop's) */
+} server_snap_job;
 
 typedef struct server {
     server_config cfg;
@@ -120,6 +140,10 @@ typedef struct server {
 
     uint64_t snap_index;       /* the newest snapshot taken or installed */
     uint64_t bytes_since_snap; /* entry bytes applied since it */
+    uint64_t snap_bytes_base;  /* entry bytes applied before it (since start) */
+    bool snap_wanted;          /* server_snapshot_take: start one when none runs */
+    server_snap_job snap_job;
+    uv_async_t snap_async; /* the worker finished */
     uint64_t snap_term;
     server_snap_out snap_out;
     FILE *snap_in; /* the snapshot stream being received */
@@ -161,8 +185,14 @@ typedef struct server {
     uint64_t snapshots_taken;
     uint64_t snapshots_installed;
     server_hist req_latency[SERVER_REQ_KINDS]; /* answered requests, by kind */
-    uint64_t refused_logged_ns;                /* when a refused Raft message was last logged */
-    uint64_t refused_quiet;                    /* refused since, not logged */
+    /* The loop's turns (server_loop_turn): the time it was busy between
+     * two waits for I/O, callbacks and Ready processing included. */
+    server_hist loop_turns;
+    uint64_t loop_turn_max_ns;
+    uint64_t loop_mark_ns, loop_idle_mark_ns; /* at the end of the last turn */
+    uint64_t loop_slow_logged_ns;             /* when a slow turn was last logged */
+    uint64_t refused_logged_ns;               /* when a refused Raft message was last logged */
+    uint64_t refused_quiet;                   /* refused since, not logged */
 } server;
 
 _Noreturn void server_fatal(server *s, int exit_code, const char *word, const char *fmt, ...)
@@ -236,6 +266,9 @@ void server_on_wal_async(uv_async_t *h);
 
 /* server_metrics.c: GET /metrics and /health (an http_handler) */
 int server_http(void *ctx, const char *path, char **body, size_t *len, const char **ctype);
+/* Called once per loop turn, last thing before the loop waits for I/O
+ * (the end of the uv_prepare callback): counts the turn that ends here. */
+void server_loop_turn(server *s);
 
 /* server_io.c: the log's back-pressure. True while entries wait for room
  * in the log's queue (writes are refused BUSY meanwhile). */
@@ -256,9 +289,20 @@ int server_snapshot_read(void *ctx, uint64_t index, uint64_t term, uint64_t offs
 void server_snap_out_close(server *s);
 void server_snapshot_chunk(server *s, const raft_snapshot_chunk *ch);
 void server_snapshot_install(server *s, const raft_snapshot_meta *meta);
+/* Each loop turn: starts a snapshot on the worker when one is due. */
 void server_snapshot_maybe_take(server *s);
-/* Takes a snapshot of everything applied now (unless one covers it). */
+/* Asks for a snapshot of everything applied, taken on the worker as soon
+ * as none runs (the disk quota). */
 void server_snapshot_take(server *s);
+/* Takes a snapshot of everything applied now (unless one covers it), on
+ * the loop, after the one in progress: s->snap_index names it on return
+ * (kvcli snapshot save). */
+void server_snapshot_take_now(server *s);
+/* s->snap_async: the worker finished. */
+void server_on_snap_async(uv_async_t *h);
+/* Waits for the worker (before the state machine is replaced or closed);
+ * a snapshot it took stays on disk unused; a failure stops the node. */
+void server_snapshot_stop(server *s);
 int server_stream_install(server *s, FILE *f, uint64_t len, snap_meta *out);
 
 #endif /* KV_SERVER_SERVER_INT_H */

@@ -9,6 +9,7 @@
  * (tests/cluster/test_ops_metrics.sh). */
 #include "server/server_int.h"
 
+#include "common/logging.h"
 #include "kv/errors.h"
 
 #include <assert.h>
@@ -70,6 +71,36 @@ static void histogram(out *o, const char *name, const char *labels, const server
         snprintf(sel, sizeof sel, "{%.*s}", (int)(n - 1), labels);
     put(o, "%s_sum%s %.6f\n%s_count%s %" PRIu64 "\n", name, sel, (double)h->ns_sum / 1e9, name,
         sel, h->count);
+}
+
+/* A loop turn busier than this is logged (at most once a second): a stall
+ * that long shows in the clients' tail latency. */
+#define LOOP_SLOW_TURN_NS (50ull * 1000000u)
+
+/* The turn that ends now: the wall time since the end of the last one less
+ * the time the loop spent waiting for I/O in between (libuv's idle time,
+ * UV_METRICS_IDLE_TIME), so an idle node shows no long turns. */
+void server_loop_turn(server *s) {
+    uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(&s->loop);
+    if (s->loop_mark_ns != 0) {
+        uint64_t wall = now - s->loop_mark_ns, waited = idle - s->loop_idle_mark_ns;
+        uint64_t busy = wall > waited ? wall - waited : 0;
+        size_t b = 0;
+        while (b < WAL_SYNC_BUCKETS && busy > wal_sync_bucket_us[b] * 1000u)
+            b++;
+        s->loop_turns.bucket[b]++;
+        s->loop_turns.count++;
+        s->loop_turns.ns_sum += busy;
+        if (busy > s->loop_turn_max_ns)
+            s->loop_turn_max_ns = busy;
+        if (busy >= LOOP_SLOW_TURN_NS && now - s->loop_slow_logged_ns >= 1000000000ull) {
+            s->loop_slow_logged_ns = now;
+            KV_LOGW("SLOWLOOP", "one loop turn took %" PRIu64 " ms (longest so far %" PRIu64 " ms)",
+                    busy / 1000000, s->loop_turn_max_ns / 1000000);
+        }
+    }
+    s->loop_mark_ns = uv_hrtime();
+    s->loop_idle_mark_ns = idle;
 }
 
 /* Answered client requests by kind, from arrival to answer on this node. */
@@ -172,6 +203,13 @@ static void metrics(server *s, out *o) {
     histogram_head(o, "kv_wal_fsync_seconds", "log fdatasync latency");
     histogram(o, "kv_wal_fsync_seconds", "", &fsync);
     request_latency(s, o);
+    histogram_head(o, "kv_loop_turn_seconds",
+                   "busy time of each turn of the node's loop (I/O callbacks, Raft's Ready, "
+                   "snapshot and check work), waiting for I/O excluded");
+    histogram(o, "kv_loop_turn_seconds", "", &s->loop_turns);
+    put(o, "# HELP kv_loop_turn_seconds_max the longest loop turn since the start\n"
+           "# TYPE kv_loop_turn_seconds_max gauge\nkv_loop_turn_seconds_max %.6f\n",
+        (double)s->loop_turn_max_ns / 1e9);
     metric(o, "kv_wal_records_total", "counter", "records written to the log", ws.records);
     metric(o, "kv_wal_bytes_total", "counter", "bytes written to the log", ws.bytes);
     put(o, "# HELP kv_wal_sync_seconds_max slowest log fdatasync\n"

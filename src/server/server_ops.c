@@ -104,7 +104,7 @@ static void snapshot_read(server *s, net_conn *c, const Kv__Request *q) {
     uint64_t index = q->index, term = q->term;
     if (q->offset == 0 && index == 0) {
         server_log_backlog_drain(s); /* the snapshot may drop the log behind it */
-        server_snapshot_take(s);     /* a fresh one, of everything applied now */
+        server_snapshot_take_now(s); /* a fresh one, of everything applied now */
         index = s->snap_index;
         term = s->snap_term;
         if (index == 0) {

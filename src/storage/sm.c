@@ -308,8 +308,7 @@ int sm_flush(sm *s) {
         rocksdb_free(err);
         return rv;
     }
-    if (applied > s->durable_index)
-        s->durable_index = applied;
+    sm__durable_raise(s, applied);
     assert(s->durable_index <= s->applied_index);
     return 0;
 }

@@ -22,9 +22,11 @@
  * to sm_log_drop_bound().
  *
  * Threads: sm_apply, sm_flush, sm_close and the snapshot calls that take an
- * sm come from one thread (the apply thread). sm_get, sm_scan, sm_hash,
- * sm_membership and the index getters may run on other threads at the same
- * time; each sees the state after some whole apply batch.
+ * sm come from one thread (the apply thread), except snap_create_live
+ * (snapshot.h), which may run on one other thread while it applies. sm_get,
+ * sm_scan, sm_hash, sm_membership and the index getters may run on other
+ * threads at the same time; each sees the state after some whole apply
+ * batch.
  */
 #ifndef KV_STORAGE_SM_H
 #define KV_STORAGE_SM_H

@@ -114,6 +114,14 @@ int sm__rocks_err(const char *err);
 /* sm__rocks_err, and keeps err for sm_last_error (frees nothing). */
 int sm__fail(sm *s, const char *err);
 
+/* durable_index := max(durable_index, index), from any thread (sm_flush on
+ * the apply thread, snap_create_live on another). */
+static inline void sm__durable_raise(sm *s, uint64_t index) {
+    uint64_t d = atomic_load(&s->durable_index);
+    while (d < index && !atomic_compare_exchange_weak(&s->durable_index, &d, index)) {
+    }
+}
+
 /* Big-endian u64, so keys sort by number. */
 static inline void sm__put_be64(uint8_t *p, uint64_t v) {
     for (int i = 0; i < 8; i++)

@@ -3,6 +3,8 @@
 #include "storage/snap_internal.h"
 #include "storage/sm_internal.h"
 
+#include "common/clock.h"
+#include "common/crashpoint.h"
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "kv/limits.h"
@@ -215,8 +217,53 @@ static int snap__install(kv_fs *fs, const char *tmp, const char *snap_dir, snap_
     return rv;
 }
 
+/* snap_create_live's flush: RocksDB's, from any thread; durable_index moves
+ * to the applied index read before it (every batch up to it was written
+ * before the flush switched memtables). */
+static int snap__flush_live(sm *s) {
+    uint64_t applied = atomic_load(&s->applied_index);
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    char *err = NULL;
+    rocksdb_flush(s->db, fo, &err);
+    rocksdb_flushoptions_destroy(fo);
+    if (err != NULL) {
+        int rv = sm__fail(s, err);
+        rv = rv == KV_ECORRUPT || rv == KV_ENOSPACE ? rv : KV_EIO;
+        KV_LOGE(kv_errword(rv), "state machine %s: flush: %s", s->dir, err);
+        rocksdb_free(err);
+        return rv;
+    }
+    sm__durable_raise(s, applied);
+    return 0;
+}
+
+static int snap__create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out, snap_timing *t,
+                        bool live);
+
 int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
+    return snap__create(s, fs, snap_dir, out, NULL, false);
+}
+
+int snap_create_timed(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out, snap_timing *t) {
+    return snap__create(s, fs, snap_dir, out, t, false);
+}
+
+int snap_create_live(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out, snap_timing *t) {
+    return snap__create(s, fs, snap_dir, out, t, true);
+}
+
+/* live: snap_create_live (the apply thread goes on); else the apply thread
+ * calls, and nothing is applied until it returns. */
+static int snap__create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out, snap_timing *t,
+                        bool live) {
     assert(s != NULL && fs != NULL && out != NULL);
+    uint64_t applied_at_start = sm_applied_index(s);
+    snap_timing unused;
+    if (t == NULL)
+        t = &unused;
+    memset(t, 0, sizeof *t);
+    uint64_t t0 = kv_now_ns(), t1;
     static _Atomic uint32_t counter;
     char tmp[SNAP_PATH_BYTES_MAX], name[64];
     snprintf(name, sizeof name, "tmp-%ld-%u", (long)getpid(), (unsigned)counter++);
@@ -227,14 +274,22 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
         rv = kv_fs_sync_parent(fs, snap_dir);
     if (rv == 0)
         rv = kv_fs_rmtree(fs, tmp);
+    t1 = kv_now_ns();
+    /* The checkpoint would flush too (log_size_for_flush 0) but, live, the
+     * memtable would by then hold batches applied after this flush; it takes
+     * the flushed state alone then (RocksDB's own WAL is off: there is no
+     * log to copy). */
     if (rv == 0)
-        rv = sm_flush(s); /* the checkpoint flushes too; this also moves durable_index */
+        rv = live ? snap__flush_live(s) : sm_flush(s); /* this also moves durable_index */
     if (rv != 0)
         return rv;
+    t->flush_ns = kv_now_ns() - t1;
+    t1 = kv_now_ns();
     char *err = NULL;
     rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(s->db, &err);
     if (err == NULL)
-        rocksdb_checkpoint_create(cp, tmp, 0 /* log_size_for_flush: always flush */, &err);
+        rocksdb_checkpoint_create(cp, tmp, live ? UINT64_MAX /* never flush */ : 0 /* flush */,
+                                  &err);
     if (cp != NULL)
         rocksdb_checkpoint_object_destroy(cp);
     if (err != NULL) {
@@ -245,6 +300,10 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
         (void)kv_fs_rmtree(fs, tmp);
         return rv;
     }
+    t->checkpoint_ns = kv_now_ns() - t1;
+    if (kv_crashpoint("snapshot.checkpoint"))
+        return KV_EIO;
+    t1 = kv_now_ns();
     uint64_t index = 0, term = 0;
     uint8_t *mem = NULL;
     size_t mem_len = 0;
@@ -252,9 +311,16 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
     if (rv == 0 && index == 0)
         rv = KV_EINVAL; /* nothing applied: nothing to snapshot */
     assert(rv != 0 || index <= sm_applied_index(s));
+    assert(rv != 0 || index >= applied_at_start); /* flushed before the checkpoint */
+    t->meta_ns = kv_now_ns() - t1;
+    t1 = kv_now_ns();
     if (rv == 0)
         rv = snap__write_manifest(fs, tmp, index, term, mem, mem_len);
     free(mem);
+    t->manifest_ns = kv_now_ns() - t1;
+    if (rv == 0 && kv_crashpoint("snapshot.manifest"))
+        return KV_EIO;
+    t1 = kv_now_ns();
     if (rv == 0) {
         snap__meta_fill(out, snap_dir, index, term);
         rv = snap__install(fs, tmp, snap_dir, out);
@@ -263,7 +329,9 @@ int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out) {
         (void)kv_fs_rmtree(fs, tmp);
         return rv;
     }
-    KV_LOGI("SNAPSHOT", "snapshot %s taken", out->path);
+    t->install_ns = kv_now_ns() - t1;
+    KV_LOGI("SNAPSHOT", "snapshot %s taken in %" PRIu64 " ms", out->path,
+            (kv_now_ns() - t0) / 1000000);
     return 0;
 }
 

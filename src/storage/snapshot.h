@@ -49,6 +49,35 @@ typedef struct snap_meta {
  * existing snapshot of the same index and term is kept and described. */
 int snap_create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out);
 
+/* How long each step of taking a snapshot took, in nanoseconds. */
+typedef struct snap_timing {
+    uint64_t flush_ns;      /* RocksDB's memtable flushed (and waited for) */
+    uint64_t checkpoint_ns; /* the checkpoint: hard links, MANIFEST copied, synced */
+    uint64_t meta_ns;       /* index, term and membership read back (a read-only open) */
+    uint64_t manifest_ns;   /* files hashed and synced, MANIFEST.kv written and synced */
+    uint64_t install_ns;    /* renamed into place, SNAP_DIR synced */
+} snap_timing;
+
+/* snap_create, and the time of each step into *t (may be NULL). */
+int snap_create_timed(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out, snap_timing *t);
+
+/* snap_create_timed from a thread other than the apply thread, while it
+ * goes on applying (kvd's snapshot worker: the loop never waits for the
+ * flush, the hashing or the syncs). RocksDB flushes its memtable (applies
+ * go on into a new one) and the checkpoint takes the flushed state only:
+ * each apply batch is one WriteBatch and a memtable switch falls between
+ * two, so that state is the state after a whole batch, and its index, term
+ * and membership are read back from it as always. out->index is at least
+ * the applied index when the call began (every batch applied before it is
+ * flushed) and at most the applied index at its end; sm_durable_index(s)
+ * moves as for snap_create. s must stay open until it returns: no sm_close,
+ * snap_restore or other snapshot call on s or snap_dir meanwhile (snap_gc
+ * removes tmp-* directories). Crash points (common/crashpoint.h):
+ * snapshot.checkpoint (the checkpoint made, no manifest yet),
+ * snapshot.manifest (the manifest written, not renamed into place); a
+ * crash at either leaves a tmp-* directory that snap_latest ignores. */
+int snap_create_live(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out, snap_timing *t);
+
 /* Checks one snapshot directory: the manifest's framing, then every file's
  * size, chunks and xxh3. Problems go to fn (may be NULL): CORRUPT with the
  * file and the offset of the first bad chunk, MISSING for a missing file.

@@ -98,7 +98,19 @@ leader_round() {
     printf 'put lag-%04d value-%d-%04d\n' "$n" "$tag" "$n"
   done >"$KV_DIR/puts"
   kv_expect 0 kv_cli --timeout 10 <"$KV_DIR/puts"
-  newest=$(find "$KV_DIR/n$L/snap" -mindepth 1 -maxdepth 1 -name '[0-9a-f]*-*' | sort | tail -n 1)
+  # kvd takes snapshots on a worker thread: the one the leader will send is
+  # the newest it has finished, once no other is in progress (the last
+  # "took snapshot" line names the newest directory, twice in a row)
+  newest_dir() { find "$KV_DIR/n$L/snap" -mindepth 1 -maxdepth 1 -name '[0-9a-f]*-*' | sort | tail -n 1; }
+  taken_is_newest() {
+    local last dir
+    last=$(sed -n 's/.*took snapshot \([0-9]*\) .*/\1/p' "$KV_DIR/n$L.log" | tail -n 1)
+    dir=$(newest_dir)
+    [ -n "$last" ] && [ -n "$dir" ] && [ "$((16#$(basename "$dir" | cut -d- -f1)))" -eq "$last" ]
+  }
+  settled() { taken_is_newest && sleep 0.5 && taken_is_newest; }
+  kv_until 30 "the leader n$L done with its snapshots" settled
+  newest=$(newest_dir)
   case "$mode" in
     manifest) file="$newest/MANIFEST.kv" ;;
     file) file=$(find "$newest" -name 'OPTIONS-*' | head -n 1) ;; # a copy, not a link

@@ -103,7 +103,8 @@ for i in 1 2 3; do
   for name in kv_term kv_role kv_has_leader kv_commit_index kv_applied_index \
     kv_proposals_total kv_wal_fsync_seconds_count 'kv_build_info{version="0.1.0"}' \
     kv_wal_fsync_seconds_sum 'kv_wal_fsync_seconds_bucket{le="+Inf"}' \
-    kv_disk_used_bytes kv_disk_quota_bytes kv_nospace_alarm; do
+    kv_disk_used_bytes kv_disk_quota_bytes kv_nospace_alarm kv_loop_turn_seconds_max \
+    kv_loop_turn_seconds_count 'kv_loop_turn_seconds_bucket{le="+Inf"}'; do
     ops_metric "$i" "$name" >/dev/null
   done
 done

@@ -2,6 +2,7 @@
  * restore, chunked install, keep-last-K, the log drop bound. */
 #include "storage/snapshot.h"
 
+#include "common/crashpoint.h"
 #include "storage/fs_fake.h"
 #include "storage/snap_internal.h"
 
@@ -11,6 +12,9 @@
 #include "test_sm_util.h"
 
 #include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,6 +518,119 @@ START_TEST(test_drop_bound_with_snapshot) {
 }
 END_TEST
 
+/* Applies PUT live-KEY = value-of-index for index in [from, to), one batch
+ * each: the same entries give the same state whatever the batching. */
+static void apply_range(sm *s, uint64_t from, uint64_t to) {
+    for (uint64_t i = from; i < to; i++) {
+        char k[32], v[64];
+        snprintf(k, sizeof k, "live%05llu", (unsigned long long)(i % 5000));
+        snprintf(v, sizeof v, "value-%llu-%0*d", (unsigned long long)i, 30, 7);
+        ck_assert_int_eq(tu_apply(s, i, KV__COMMAND__OP__PUT, 0, 0, k, v, NULL, NULL), 0);
+    }
+}
+
+typedef struct live_arg {
+    const char *dir;
+    snap_meta m;
+    snap_timing t;
+    uint64_t applied0; /* applied when the call began */
+    int rc;
+    _Atomic bool done;
+} live_arg;
+
+static void *live_thread(void *p) {
+    live_arg *a = p;
+    a->applied0 = sm_applied_index(S);
+    a->rc = snap_create_live(S, FS, a->dir, &a->m, &a->t);
+    atomic_store(&a->done, true);
+    return NULL;
+}
+
+/* snap_create_live on another thread while this one goes on applying: the
+ * snapshot is the state after exactly the entries up to its index (its
+ * hash is that of a state machine that applied just those), and it holds
+ * at least what was applied when the call began. */
+START_TEST(test_create_live_while_applying) {
+    uint64_t next = 1;
+    apply_range(S, next, 3001);
+    next = 3001;
+    live_arg a = {.dir = snaps};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, live_thread, &a), 0);
+    uint64_t during = 0;
+    while (!atomic_load(&a.done) && during < 200000) {
+        apply_range(S, next, next + 10);
+        next += 10;
+        during += 10;
+    }
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_eq(a.rc, 0);
+    ck_assert_uint_ge(a.m.index, a.applied0);
+    ck_assert_uint_ge(a.applied0, 3000);
+    ck_assert_uint_le(a.m.index, sm_applied_index(S));
+    ck_assert_uint_ge(sm_durable_index(S), a.applied0);
+    tu_problems p = {0};
+    ck_assert_int_eq(snap_verify(FS, a.m.path, tu_problem, &p), 0);
+    /* a reference that applied exactly 1..index */
+    char ref_dir[4096];
+    snprintf(ref_dir, sizeof ref_dir, "%s/ref", dir);
+    sm *ref = tu_open(ref_dir, 0);
+    apply_range(ref, 1, a.m.index + 1);
+    uint64_t want = 0, got = 0;
+    ck_assert_int_eq(sm_hash(ref, &want), 0);
+    sm_close(ref);
+    sm *t = NULL;
+    ck_assert_int_eq(sm_open(a.m.path, NULL, &t), 0);
+    ck_assert_uint_eq(sm_applied_index(t), a.m.index);
+    ck_assert_int_eq(sm_hash(t, &got), 0);
+    sm_close(t);
+    ck_assert_uint_eq(got, want);
+    printf("live snapshot at %llu: applied %llu when it began, %llu entries applied while it ran\n",
+           (unsigned long long)a.m.index, (unsigned long long)a.applied0,
+           (unsigned long long)during);
+}
+END_TEST
+
+static const char *crash_at;
+static bool crash_hook(void *arg, const char *point) {
+    (void)arg;
+    return strcmp(point, crash_at) == 0;
+}
+
+/* A crash at each step of snap_create_live (kvd's snapshot worker) leaves
+ * the previous snapshot the newest valid one, and a tmp-* directory that
+ * snap_gc removes; the next snapshot is taken as usual. */
+START_TEST(test_create_live_crash_points) {
+    fill(50, 20, NULL);
+    snap_meta m0, m, latest;
+    ck_assert_int_eq(snap_create_live(S, FS, snaps, &m0, NULL), 0);
+    ck_assert_uint_eq(m0.index, 50);
+    static const char *points[] = {"snapshot.checkpoint", "snapshot.manifest"};
+    for (size_t i = 0; i < sizeof points / sizeof points[0]; i++) {
+        fill(5, 20, NULL);
+        crash_at = points[i];
+        kv_crashpoint_set(crash_hook, NULL);
+        ck_assert_int_eq(snap_create_live(S, FS, snaps, &m, NULL), KV_EIO);
+        kv_crashpoint_set(NULL, NULL);
+        ck_assert_int_eq(snap_latest(FS, snaps, &latest), 0);
+        ck_assert_str_eq(latest.path, m0.path);
+    }
+    char **names = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(FS->ops->list(FS, snaps, &names, &n), 0);
+    ck_assert_uint_eq(n, 3); /* m0 and the two tmp-* */
+    kv_fs_free_list(names, n);
+    ck_assert_int_eq(snap_gc(FS, snaps, KV_SNAPSHOTS_KEEP_DEFAULT), 0);
+    ck_assert_int_eq(FS->ops->list(FS, snaps, &names, &n), 0);
+    ck_assert_uint_eq(n, 1);
+    kv_fs_free_list(names, n);
+    ck_assert_int_eq(snap_create_live(S, FS, snaps, &m, NULL), 0);
+    ck_assert_uint_eq(m.index, 60);
+    ck_assert_int_eq(snap_latest(FS, snaps, &latest), 0);
+    ck_assert_str_eq(latest.path, m.path);
+}
+END_TEST
+
 static Suite *snap_suite(void) {
     Suite *s = suite_create("snapshot");
     TCase *t = tcase_create("snapshot");
@@ -532,6 +649,8 @@ static Suite *snap_suite(void) {
     tcase_add_test(t, test_gc_keep_last);
     tcase_add_test(t, test_gc_keeps_newest_valid);
     tcase_add_test(t, test_drop_bound_with_snapshot);
+    tcase_add_test(t, test_create_live_while_applying);
+    tcase_add_test(t, test_create_live_crash_points);
     suite_add_tcase(s, t);
     return s;
 }
