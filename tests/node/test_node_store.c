@@ -34,7 +34,11 @@
  * flush) at random steps, and a crash puts the newest one back
  * (snap_restore) or, without one, an empty db -- or, one time in three,
  * keeps the state machine whole (a crash right after a flush). A power loss
- * crashes every node at once.
+ * crashes every node at once. A disk fault arms one of a node's next few
+ * writes or syncs to fail (fsf_fail_write, fsf_fail_sync): the log refuses
+ * every later append, or hs_save fails inside a Ready, and the node
+ * fail-stops as kvd does (its I/O exit): the test crashes it and restarts it
+ * later from what its disk holds.
  *
  * THE CHECKS. As it runs: node_run never fails; an entry is applied only
  * once the log holds it durably (wal_last_index reads durable entries only);
@@ -137,6 +141,7 @@ typedef struct ns_node {
     sm *s;
     node *nd; /* NULL: down */
     uint32_t restarts;
+    bool disk_fault; /* a write or sync of its fake disk is armed to fail */
     bool has_ckpt;
     snap_meta ckpt;
     /* the sync gate and the log's completions (shared with its threads) */
@@ -156,8 +161,8 @@ typedef struct ns_node {
 
 typedef struct ns_stats {
     uint64_t steps, delivered, dropped, duplicated, ticks, syncs, crashes, power_losses, restores,
-        kept, wiped, checkpoints, restarts, attempts, acked, unknown, reads, heal_rounds,
-        early_applies;
+        kept, wiped, checkpoints, restarts, attempts, acked, unknown, reads, disk_faults,
+        fail_stops, heal_rounds, early_applies;
 } ns_stats;
 
 typedef struct ns_world {
@@ -237,12 +242,28 @@ static void ns_wait_quiet(ns_node *n) {
     pthread_mutex_unlock(&n->mu);
 }
 
+static void ns_crash(ns_node *n);
+
+/* A disk error (an armed fault fired): the node stops, as kvd exits with
+ * its I/O code, and its machine goes down with what it had not synced. */
+static void ns_fail_stop(ns_node *n, int rc) {
+    ck_assert_msg(n->disk_fault, "seed %" PRIu64 " step %" PRIu64 ": node %" PRIu64 ": %s",
+                  n->w->seed, n->w->step, n->id, kv_strerror(rc));
+    ck_assert_int_eq(rc, KV_EIO);
+    n->w->st.fail_stops++;
+    ns_crash(n);
+}
+
+/* node_run; a callback's error or a failed log stops the node. */
 static void ns_run(ns_node *n) {
     if (n->nd == NULL)
         return;
     int rc = node_run(n->nd);
-    ck_assert_msg(rc == 0, "seed %" PRIu64 " step %" PRIu64 ": node %" PRIu64 " node_run: %s",
-                  n->w->seed, n->w->step, n->id, kv_strerror(rc));
+    pthread_mutex_lock(&n->mu);
+    int err = n->wal_err;
+    pthread_mutex_unlock(&n->mu);
+    if (rc != 0 || err != 0)
+        ns_fail_stop(n, rc != 0 ? rc : err);
 }
 
 /* The sync step: the gate opens until every append so far completed; their
@@ -257,9 +278,11 @@ static void ns_sync(ns_node *n) {
     int err = n->wal_err;
     uint64_t done = n->done, di = n->dur_index, dt = n->dur_term;
     pthread_mutex_unlock(&n->mu);
-    ck_assert_msg(err == 0, "seed %" PRIu64 ": node %" PRIu64 "'s log failed: %s", n->w->seed,
-                  n->id, kv_strerror(err));
     n->w->st.syncs++;
+    if (err != 0 && n->nd != NULL) {
+        ns_fail_stop(n, err);
+        return;
+    }
     if (done > n->delivered && n->nd != NULL) {
         n->delivered = done;
         node_log_durable(n->nd, di, dt);
@@ -272,8 +295,7 @@ static void ns_sync(ns_node *n) {
 static int ns_hs_save(void *ctx, const raft_hard_state *rhs) {
     ns_node *n = ctx;
     hs_state st = {.term = rhs->term, .vote = rhs->vote, .commit = rhs->commit};
-    ck_assert_int_eq(hs_save(n->h, &st), 0);
-    return 0;
+    return hs_save(n->h, &st); /* an error stops the node (ns_run) */
 }
 
 static int ns_snap_install(void *ctx, const raft_snapshot_meta *meta) {
@@ -317,8 +339,15 @@ static int ns_log_append(void *ctx, const raft_entry *e, size_t count) {
     pthread_mutex_unlock(&n->mu);
     int rc = wal_append(n->wl, we, count, ns_wal_done, a);
     free(we);
-    ck_assert_msg(rc == 0, "seed %" PRIu64 ": node %" PRIu64 " wal_append: %s", n->w->seed, n->id,
-                  kv_strerror(rc));
+    if (rc != 0) { /* the log failed earlier: the node stops (ns_run) */
+        ck_assert_msg(rc == KV_EIO, "seed %" PRIu64 ": node %" PRIu64 " wal_append: %s", n->w->seed,
+                      n->id, kv_strerror(rc));
+        pthread_mutex_lock(&n->mu);
+        n->issued--;
+        pthread_mutex_unlock(&n->mu);
+        free(a);
+        return rc;
+    }
     ns_wait_quiet(n);
     if (n->w->early_ack) /* the control: durable before the log said so */
         node_log_durable(n->nd, e[count - 1].index, e[count - 1].term);
@@ -582,7 +611,8 @@ static void ns_crash(ns_node *n) {
     pthread_mutex_unlock(&n->mu);
     hs_close(n->h);
     n->h = NULL;
-    fsf_crash(n->f, ns_below(w, 4) == 0 ? FSF_CRASH_TORN : FSF_CRASH_PAGES);
+    fsf_crash(n->f, ns_below(w, 4) == 0 ? FSF_CRASH_TORN : FSF_CRASH_PAGES); /* disarms */
+    n->disk_fault = false;
     uint64_t how = ns_below(w, 3);
     if (how == 0) {
         w->st.kept++; /* a crash right after a flush: all of it is there */
@@ -904,6 +934,16 @@ static void ns_step(ns_world *w) {
         for (uint32_t id = 1; id <= NS_NODES; id++)
             if (w->n[id].nd != NULL)
                 ns_crash(&w->n[id]);
+    } else if (r < 866) {
+        if ((n = ns_pick(w, true)) != NULL && !n->disk_fault) {
+            /* the disk fails one of the next few writes or syncs */
+            if (ns_below(w, 2) == 0)
+                fsf_fail_sync(n->f, 1 + ns_below(w, 4));
+            else
+                fsf_fail_write(n->f, 1 + ns_below(w, 4));
+            n->disk_fault = true;
+            w->st.disk_faults++;
+        }
     } else if (r < 914) {
         if ((n = ns_pick(w, false)) != NULL)
             ns_restart(n);
@@ -924,12 +964,16 @@ static bool ns_clients_idle(const ns_world *w) {
 /* Every node up, nothing dropped: runs until every client operation is
  * acknowledged and every state machine is at the leader's commit index. */
 static void ns_heal(ns_world *w) {
-    for (uint32_t id = 1; id <= NS_NODES; id++)
-        if (w->n[id].nd == NULL)
-            ns_restart(&w->n[id]);
+    for (uint32_t id = 1; id <= NS_NODES; id++) {
+        fsf_fail_sync(w->n[id].f, 0); /* a fault that fired already still stops its node */
+        fsf_fail_write(w->n[id].f, 0);
+    }
     for (uint32_t round = 0; round < NS_HEAL_ROUNDS; round++) {
         w->st.heal_rounds++;
         w->step++;
+        for (uint32_t id = 1; id <= NS_NODES; id++)
+            if (w->n[id].nd == NULL)
+                ns_restart(&w->n[id]);
         for (uint32_t id = 1; id <= NS_NODES; id++)
             ns_sync(&w->n[id]);
         for (size_t k = w->net_count; k > 0 && w->net_count > 0; k--)
@@ -938,9 +982,9 @@ static void ns_heal(ns_world *w) {
             ns_client_act(w, c, false);
         uint64_t leader = 0;
         for (uint32_t id = 1; id <= NS_NODES; id++)
-            if (node_is_leader(w->n[id].nd))
+            if (w->n[id].nd != NULL && node_is_leader(w->n[id].nd))
                 leader = id;
-        if (leader != 0 && ns_clients_idle(w) && w->net_count == 0) {
+        if (leader != 0 && ns_up_count(w) == NS_NODES && ns_clients_idle(w) && w->net_count == 0) {
             uint64_t commit = raft_commit_index(node_raft(w->n[leader].nd));
             bool all = commit == raft_last_index(node_raft(w->n[leader].nd));
             for (uint32_t id = 1; id <= NS_NODES; id++)
@@ -949,15 +993,12 @@ static void ns_heal(ns_world *w) {
                 return;
         }
         if (round % 4 == 0) {
-            for (uint32_t id = 1; id <= NS_NODES; id++) {
-                node_tick(w->n[id].nd);
-                ns_run(&w->n[id]);
-            }
+            ns_tick_all(w);
         }
     }
     char what[512];
     size_t at = 0;
-    for (uint32_t id = 1; id <= NS_NODES; id++) {
+    for (uint32_t id = 1; id <= NS_NODES && w->n[id].nd != NULL; id++) {
         raft *r = node_raft(w->n[id].nd);
         at += (size_t)snprintf(
             what + at, sizeof what - at,
@@ -1048,13 +1089,15 @@ static void ns_run_seed(uint64_t seed, uint64_t steps) {
     ns_check(w);
     const ns_stats *t = &w->st;
     printf("test_node_store: seed %" PRIu64 " ok: %zu writes acknowledged (%" PRIu64
-           " attempts, %" PRIu64 " unknown outcomes), %" PRIu64 " reads, applied %" PRIu64
-           "; %" PRIu64 " crashes (%" PRIu64 " power losses; state machine kept %" PRIu64
-           ", back to a flush %" PRIu64 ", empty %" PRIu64 "), %" PRIu64 " flush points, %" PRIu64
-           " syncs, %" PRIu64 " messages delivered, %" PRIu64 " dropped, %" PRIu64
-           " duplicated, %" PRIu64 " heal rounds\n",
-           seed, w->puts_count, t->attempts, t->unknown, t->reads, sm_applied_index(w->n[1].s),
-           t->crashes, t->power_losses, t->kept, t->restores, t->wiped, t->checkpoints, t->syncs,
+           " attempts, %" PRIu64 " unknown outcomes), %" PRIu64 " reads, applied %" PRIu64 "\n",
+           seed, w->puts_count, t->attempts, t->unknown, t->reads, sm_applied_index(w->n[1].s));
+    printf("  %" PRIu64 " crashes (%" PRIu64 " power losses, %" PRIu64 " fail-stops of %" PRIu64
+           " disk faults armed; state machine kept %" PRIu64 ", back to a flush %" PRIu64
+           ", empty %" PRIu64 "), %" PRIu64 " flush points, %" PRIu64 " syncs\n",
+           t->crashes, t->power_losses, t->fail_stops, t->disk_faults, t->kept, t->restores,
+           t->wiped, t->checkpoints, t->syncs);
+    printf("  %" PRIu64 " messages delivered, %" PRIu64 " dropped, %" PRIu64 " duplicated; %" PRIu64
+           " heal rounds\n",
            t->delivered, t->dropped, t->duplicated, t->heal_rounds);
     if (early)
         printf("test_node_store: control: %" PRIu64 " applies ran ahead of the log's durability\n",
