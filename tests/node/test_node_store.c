@@ -40,18 +40,19 @@
  * fail-stops as kvd does (its I/O exit): the test crashes it and restarts it
  * later from what its disk holds.
  *
- * THE CHECKS. As it runs: node_run never fails; an entry is applied only
- * once the log holds it durably (wal_last_index reads durable entries only);
- * the state machine's reply to a client's current attempt is OK; start-up
- * succeeds on whatever the crash left; a linearizable read (node_read, then
- * sm_get as kvd serves it) of a key sees exactly the last write its client
- * had acknowledged to it (the client has nothing else in flight). After the run the cluster heals
- * (every node up, nothing dropped) until every client has had every write
- * acknowledged (clients retry an unknown outcome with the same session and
- * sequence, as libkvclient does) and the three state machines reach the
- * leader's commit index; then every key holds the value of the last write
- * acknowledged for it (half the keys are written once: a lost acknowledged
- * write shows there), on every node (sm_get), and the three sm_hash agree.
+ * THE CHECKS. As it runs: node_run fails only where a disk fault was armed;
+ * an entry is applied only once the log holds it durably (wal_last_index
+ * reads durable entries only); the state machine's reply to a client's
+ * current attempt is OK (a lost session shows here); start-up succeeds on
+ * whatever a crash left (store_open refuses a state machine past its log);
+ * a linearizable read (node_read, then sm_get as kvd serves it) sees exactly
+ * the last write its client had acknowledged to that key. After the run the
+ * cluster heals (every node up, nothing dropped) until every client has had
+ * every write acknowledged (an unknown outcome is retried with the same
+ * session and sequence, as libkvclient does) and the three state machines
+ * reach the leader's commit index; then every key holds the value of the
+ * last write acknowledged for it on every node (half the keys are written
+ * once, so a lost acknowledged write shows), and the three sm_hash agree.
  *
  * RUNNING. The unit test runs NS_UNIT_SEEDS seeds of NS_UNIT_STEPS steps.
  *   KV_NODE_STORE_SEED=S       replay seed S alone (printed by every run)
@@ -59,12 +60,12 @@
  *   KV_NODE_STORE_STEPS=K      steps per seed
  *   KV_NODE_STORE_TRACE=1      a line of each node's term, commit, last and
  *                              applied index every 100 steps
- *   KV_NODE_STORE_EARLY_ACK=1  the control: the log's appends are reported
- *                              durable at once (node_log_durable inside
- *                              log_append, before the fdatasync), and the
- *                              local "applied only once durable" check is
- *                              off: the end-to-end check must catch the
- *                              lost writes after crashes.
+ *   KV_NODE_STORE_EARLY_ACK=1  the control: appends reported durable at once
+ *                              (node_log_durable inside log_append, before
+ *                              the fdatasync), the local "applied only once
+ *                              durable" check off: the checks above must
+ *                              catch the writes lost at crashes (most seeds
+ *                              fail; of the unit seeds, 2 and 3).
  */
 #include <check.h>
 #include <inttypes.h>
