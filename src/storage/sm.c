@@ -293,9 +293,11 @@ void sm_compact(sm *s) {
 
 int sm_flush(sm *s) {
     assert(s != NULL && s->db != NULL);
-    /* Apply runs on this thread: nothing is applied between here and the
-     * flush, so the flush covers applied_index. */
-    uint64_t applied = s->applied_index;
+    /* The applied index is read before the flush: every batch up to it was
+     * written before the flush switched memtables, so the flush covers it,
+     * whether apply runs on this thread or on another (snapshot.c's worker
+     * flush, snap_create_live). */
+    uint64_t applied = atomic_load(&s->applied_index);
     rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
     rocksdb_flushoptions_set_wait(fo, 1);
     char *err = NULL;

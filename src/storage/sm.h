@@ -141,8 +141,8 @@ int sm_view_open(sm *s, sm_view **out);
 int sm_view_hash_step(sm_view *v, uint32_t keys_max, bool *done, uint64_t *hash);
 void sm_view_close(sm_view *v);
 
-/* Flushes the memtable and waits; then sm_durable_index() == the applied
- * index at the call. KV_ECORRUPT when RocksDB found corruption (a
+/* Flushes the memtable and waits; then sm_durable_index() >= the applied
+ * index at the call. Also from snap_create_live's thread while apply runs. KV_ECORRUPT when RocksDB found corruption (a
  * background compaction that read a damaged SST fails every later flush
  * and write), KV_EIO on another failure; the caller fail-stops. */
 int sm_flush(sm *s);

@@ -217,27 +217,6 @@ static int snap__install(kv_fs *fs, const char *tmp, const char *snap_dir, snap_
     return rv;
 }
 
-/* snap_create_live's flush: RocksDB's, from any thread; durable_index moves
- * to the applied index read before it (every batch up to it was written
- * before the flush switched memtables). */
-static int snap__flush_live(sm *s) {
-    uint64_t applied = atomic_load(&s->applied_index);
-    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(fo, 1);
-    char *err = NULL;
-    rocksdb_flush(s->db, fo, &err);
-    rocksdb_flushoptions_destroy(fo);
-    if (err != NULL) {
-        int rv = sm__fail(s, err);
-        rv = rv == KV_ECORRUPT || rv == KV_ENOSPACE ? rv : KV_EIO;
-        KV_LOGE(kv_errword(rv), "state machine %s: flush: %s", s->dir, err);
-        rocksdb_free(err);
-        return rv;
-    }
-    sm__durable_raise(s, applied);
-    return 0;
-}
-
 static int snap__create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out, snap_timing *t,
                         bool live);
 
@@ -280,7 +259,7 @@ static int snap__create(sm *s, kv_fs *fs, const char *snap_dir, snap_meta *out, 
      * the flushed state alone then (RocksDB's own WAL is off: there is no
      * log to copy). */
     if (rv == 0)
-        rv = live ? snap__flush_live(s) : sm_flush(s); /* this also moves durable_index */
+        rv = sm_flush(s); /* this also moves durable_index; safe beside apply */
     if (rv != 0)
         return rv;
     t->flush_ns = kv_now_ns() - t1;
