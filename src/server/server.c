@@ -16,6 +16,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +206,26 @@ static void refuse_empty(const server *s, const char *why) {
             s->cfg.data_dir, why, s->cfg.name, s->cfg.name);
 }
 
+/* A SIGTERM or SIGINT during start-up, before the loop's handlers exist,
+ * would kill the process by the signal (exit 143, counted as a crash by a
+ * supervisor or a test). It is remembered instead, and the node stops
+ * cleanly (exit 0) as soon as the loop runs. */
+static volatile sig_atomic_t early_signal;
+
+static void on_early_signal(int signum) {
+    early_signal = signum;
+}
+
+static void early_signals_catch(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_early_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
 /* Asks the member at --join for its status line (*line) and its members
  * (*ms, *n). A cluster between leaders (an election, a partition healing)
  * is waited for, up to SERVER_JOIN_WAIT_MS, not a reason to exit. On 0 the
@@ -233,7 +254,7 @@ static int join_ask(const server *s, char **line, kv_member **ms, size_t *n) {
         if (rc == 0)
             rc = kv_member_list(c, ms, n);
         if ((rc != KV_EUNAVAILABLE && rc != KV_ETIMEOUT) ||
-            kv_now_ns() - t0 > SERVER_JOIN_WAIT_MS * 1000000ull)
+            kv_now_ns() - t0 > SERVER_JOIN_WAIT_MS * 1000000ull || early_signal != 0)
             break;
         KV_LOGW(kv_errword(rc), "--join %s: %s; trying again", s->cfg.join, kv_strerror(rc));
     }
@@ -629,6 +650,8 @@ static void serve(server *s) {
     char ready[256];
     snprintf(ready, sizeof ready, "READY=1\nSTATUS=serving on %s", cfg->listen);
     server_notify(ready); /* Type=notify: systemd counts the node started */
+    if (early_signal != 0) /* came during start-up: the loop's handlers own them now */
+        on_signal(&s->sigterm, early_signal);
 
     uv_run(&s->loop, UV_RUN_DEFAULT);
 }
@@ -666,6 +689,7 @@ static int server_stop(server *s, int exit_code) {
 }
 
 int server_run(const server_config *cfg) {
+    early_signals_catch();
     server *s = server_new(cfg);
     if (s == NULL)
         return KVD_EXIT_IO;
@@ -678,6 +702,11 @@ int server_run(const server_config *cfg) {
     start_adopt(s, &st); /* also what a failed start opened, to close it */
     if (rc == 0)
         rc = start_raft(s, &st);
+    if (rc != 0 && early_signal != 0) { /* asked to stop while it started */
+        KV_LOGI("STOP", "signal %d during start-up: stopping", (int)early_signal);
+        start_abandon(s, rc);
+        return KVD_EXIT_OK;
+    }
     if (rc != 0)
         return start_abandon(s, rc);
 
