@@ -121,8 +121,8 @@ static int bad_flag(const char *sub, const char *flag, const char *why) {
     return 2;
 }
 
-/* Parses a decimal in [lo, hi]; false when it is not one. */
-static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
+/* Parses a decimal in [lo, hi]; false when it is not one (sm_bench.h). */
+bool kvbench_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
     char *end = NULL;
     errno = 0;
     if (s == NULL || *s == '\0' || *s == '-')
@@ -421,7 +421,7 @@ static int cmd_wal(int argc, char **argv) {
         uint64_t hi = num == &b.size                           ? KV_ENTRY_BYTES_MAX
                       : num == &b.writers || num == &b.threads ? BENCH_WRITERS_MAX
                                                                : BENCH_RECORDS_MAX;
-        if (!parse_u64(val, num == &b.size ? 0 : 1, hi, num))
+        if (!kvbench_parse_u64(val, num == &b.size ? 0 : 1, hi, num))
             return bad_flag("wal", flag, "not a number in range");
     }
     if (b.dir == NULL)
@@ -804,7 +804,7 @@ static int cluster_flag(cluster_bench *b, const char *flag, const char *val, int
                   : num == &b->timeout_ms ? 3600000u
                                           : BENCH_RECORDS_MAX;
     uint64_t lo = num == &b->size || num == &b->depth ? 0 : 1;
-    if (!parse_u64(val, lo, hi, num))
+    if (!kvbench_parse_u64(val, lo, hi, num))
         return bad_flag(b->name, flag, "not a number in range");
     return 1;
 }
@@ -916,7 +916,7 @@ static int cmd_writer(int argc, char **argv) {
             continue;
         }
         uint64_t hi = num == &size ? KV_VALUE_BYTES_MAX : 3600000u;
-        if (!parse_u64(val, num == &size ? 0 : 1, hi, num))
+        if (!kvbench_parse_u64(val, num == &size ? 0 : 1, hi, num))
             return bad_flag("writer", flag, "not a number in range");
     }
     if (cluster == NULL)

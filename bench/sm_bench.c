@@ -51,18 +51,6 @@ static int smb_usage(const char *flag, const char *why) {
     return 2;
 }
 
-static bool smb_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
-    char *end = NULL;
-    errno = 0;
-    if (s == NULL || *s == '\0' || *s == '-')
-        return false;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 static uint64_t smb_rand(uint64_t *x) { /* xorshift64*: a fixed seed */
     *x ^= *x >> 12;
     *x ^= *x << 25;
@@ -191,7 +179,7 @@ int kvbench_sm(int argc, char **argv) {
                       : num == &b.batch   ? SMB_BATCH_MAX
                       : num == &b.clients ? KV_SESSIONS_MAX
                                           : SMB_ENTRIES_MAX;
-        if (!smb_u64(val, lo, hi, num))
+        if (!kvbench_parse_u64(val, lo, hi, num))
             return smb_usage(flag, "not a number in range");
     }
     if (b.dir == NULL)
