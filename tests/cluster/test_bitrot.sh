@@ -26,6 +26,20 @@ flip_byte() {
 }
 
 # rot_round MODE: db | snap | manifest
+# expect_exit4 I FILE ROUND: node I has stopped (or is stopping): it must
+# exit 4 (corruption) with a last log line naming FILE.
+expect_exit4() {
+  local i=$1 file=$2 round=$3 rc=0
+  wait "${KV_PIDS[$i]}" || rc=$?
+  KV_PIDS[$i]=""
+  kv__save_pids
+  [ "$rc" -eq 4 ] || kv_fail "round $round: n$i exited $rc after the flip; corruption is exit 4"
+  awk '/^=== test: start /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' "$KV_DIR/n$i.log" |
+    grep "stopping (exit 4)" | grep -q "$(basename "$file")" ||
+    kv_fail "round $round: n$i exited 4 without naming $(basename "$file") in its last line"
+  kv_log "round $round: n$i stopped with exit 4 naming $(basename "$file")"
+}
+
 rot_round() {
   local mode=$1 i f newest file size off rc t0
   kv_log "--- round $mode"
@@ -64,15 +78,7 @@ rot_round() {
       kv_fail "round $mode: n$f runs but kvcli check shows no agreement of 3"
     kv_log "round $mode: n$f runs and agrees"
   else
-    rc=0
-    wait "${KV_PIDS[$f]}" || rc=$?
-    KV_PIDS[$f]=""
-    kv__save_pids
-    [ "$rc" -eq 4 ] || kv_fail "round $mode: n$f exited $rc after the flip; corruption is exit 4"
-    awk '/^=== test: start /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' "$KV_DIR/n$f.log" |
-      grep "stopping (exit 4)" | grep -q "$(basename "$file")" ||
-      kv_fail "round $mode: n$f exited 4 without naming $(basename "$file") in its last line"
-    kv_log "round $mode: n$f stopped with exit 4 naming $(basename "$file")"
+    expect_exit4 "$f" "$file" "$mode"
   fi
   # the others keep serving
   kv_expect 0 kv_cli put "after-$mode" yes
@@ -123,15 +129,7 @@ leader_round() {
   kv_start "$f"
   leader_gone() { ! kv__alive "${KV_PIDS[$L]}"; }
   kv_until 30 "the leader n$L stopping on its damaged snapshot" leader_gone
-  rc=0
-  wait "${KV_PIDS[$L]}" || rc=$?
-  KV_PIDS[$L]=""
-  kv__save_pids
-  [ "$rc" -eq 4 ] || kv_fail "round leader-$mode: n$L exited $rc; corruption is exit 4"
-  awk '/^=== test: start /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' "$KV_DIR/n$L.log" |
-    grep "stopping (exit 4)" | grep -q "$(basename "$file")" ||
-    kv_fail "round leader-$mode: n$L exited 4 without naming $(basename "$file") in its last line"
-  kv_log "round leader-$mode: n$L stopped with exit 4 naming $(basename "$file")"
+  expect_exit4 "$L" "$file" "leader-$mode"
   last_on_f() { [ "$(kv_cli_node "$f" --timeout 2 get --stale lag-0999)" = "value-$tag-0999" ]; }
   kv_until 60 "n$f catching up from the new leader" last_on_f
   kv_cli --timeout 10 check >"$KV_DIR/check.out" 2>&1 || true
