@@ -229,6 +229,12 @@ void kv_client_set_max_inflight(kv_client *c, uint32_t n);
  * one was applied completes with KV_ETIMEOUT (the session keeps only its
  * last reply): it may have been applied. */
 
+/* ---- revisions and transactions (docs/protocol.md) ---------------------- */
+
+/* ---- watch ---------------------------------------------------------------- */
+
+/* ---- leases --------------------------------------------------------------- */
+
 /* ---- operators ---------------------------------------------------------- */
 
 /* The status of the node at endpoint ("host:port", NULL: the current one).

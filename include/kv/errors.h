@@ -38,8 +38,9 @@
     X(KV_EAUTH, -20, "AUTH", "authentication failed: wrong cluster id or token")                   \
     X(KV_ECONFIG, -21, "CONFIG", "configuration error")                                            \
     X(KV_ECLOSED, -22, "CLOSED", "connection closed")                                              \
-    X(KV_ECOMPACTED, -23, "COMPACTED", "log entries were compacted into a snapshot")               \
-    X(KV_ESTALE, -24, "STALE", "superseded: a newer term or snapshot exists")
+    X(KV_ECOMPACTED, -23, "COMPACTED", "compacted: the log entries or revisions wanted are gone")  \
+    X(KV_ESTALE, -24, "STALE", "superseded: a newer term or snapshot exists")                      \
+    X(KV_ECANCELED, -25, "CANCELED", "cancelled: a watcher fell behind its buffer limit")
 
 #ifdef __cplusplus
 extern "C" {

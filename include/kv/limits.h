@@ -149,6 +149,36 @@
 #define KV_SCAN_KEYS_MAX 10000u
 #define KV_SCAN_REPLY_BYTES_MAX (1024u * 1024u)
 
+/* ---- transactions, watch, leases --------------------------------------- */
+
+/* Compares plus ops (success and failure) in one transaction. The whole
+ * encoded transaction is also bounded by KV_COMMAND_BYTES_MAX. */
+#define KV_TXN_OPS_MAX 128u
+
+/* Keys one DELETE_PREFIX entry deletes; past it the reply says more remain
+ * and the client sends another (kvcli del --prefix loops). Bounds the write
+ * batch and the history record of one entry. */
+#define KV_DELETE_PREFIX_KEYS_MAX 10000u
+
+/* Watch history: the events of the newest KV_WATCH_HISTORY_REVS revisions
+ * (log indexes) are kept; a watch from an older revision is refused with
+ * COMPACTED and the oldest revision kept. At 256-byte values about 30 MiB
+ * of RocksDB. The same on every node: it is a function of the applied
+ * index. */
+#define KV_WATCH_HISTORY_REVS 100000u
+
+/* Watchers on one node, and the bytes of events one watcher may have queued
+ * for its connection; past it the watcher is cancelled with CANCELED (it
+ * resumes from its last revision, or learns it fell behind). */
+#define KV_WATCHERS_MAX 1024u
+#define KV_WATCH_BUFFER_BYTES_MAX (4u * 1024u * 1024u)
+
+/* Leases alive at once, their TTL in seconds, and keys attached to one
+ * (revoking a lease deletes its keys in one entry). */
+#define KV_LEASES_MAX 65536u
+#define KV_LEASE_TTL_MAX (7 * 24 * 3600)
+#define KV_LEASE_KEYS_MAX 10000u
+
 /* ---- snapshots --------------------------------------------------------- */
 
 /* Chunk size for shipping snapshots: small enough that a chunk never holds
