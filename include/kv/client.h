@@ -235,6 +235,45 @@ void kv_client_set_max_inflight(kv_client *c, uint32_t n);
 
 /* ---- leases --------------------------------------------------------------- */
 
+/* A lease: keys attached to it are deleted, through the log on every node,
+ * when it is revoked or when the leader sees no keepalive for ttl seconds
+ * (docs/protocol.md "Leases"). A leader that takes over gives every lease
+ * its whole ttl again, so a lease never expires early; once keepalives
+ * stop, its keys are gone within ttl plus an election timeout. */
+typedef struct kv_lease {
+    uint64_t id;       /* never 0 */
+    int64_t ttl;       /* seconds granted */
+    int64_t remaining; /* seconds left as the leader counts (-1: not known) */
+    uint64_t keys;     /* keys attached */
+} kv_lease;
+
+/* A new lease of ttl_seconds (1..KV_LEASE_TTL_MAX): its id in *id. A write
+ * (exactly once in a session). KV_EINVAL for a ttl out of range, KV_ETOOBIG
+ * when KV_LEASES_MAX leases exist. */
+int kv_lease_grant(kv_client *c, int64_t ttl_seconds, uint64_t *id);
+/* Deletes the lease and every key attached to it, in one entry.
+ * KV_ENOTFOUND when there is no such lease (expired, or revoked). */
+int kv_lease_revoke(kv_client *c, uint64_t id);
+/* One keepalive: the leader restarts the lease's ttl; *remaining (may be
+ * NULL) the seconds it has now. KV_ENOTFOUND when the lease is gone
+ * (expired: its keys are deleted or about to be). Keep a lease alive by
+ * calling this well within its ttl (kvcli: every ttl/3). */
+int kv_lease_keepalive(kv_client *c, uint64_t id, int64_t *remaining);
+/* Every lease, by id, as the leader has them: *leases malloc'd, owned by
+ * the caller (kv_free), *count of them. */
+int kv_lease_list(kv_client *c, kv_lease **leases, size_t *count);
+/* kv_put that attaches the key to lease (0: none; a put without a lease
+ * detaches the key from the one it had). KV_ENOTFOUND when the lease does
+ * not exist (nothing is written), KV_ETOOBIG when it has
+ * KV_LEASE_KEYS_MAX keys. */
+int kv_put_lease(kv_client *c, const void *key, size_t key_len, const void *value,
+                 size_t value_len, uint64_t lease);
+/* kv_put_lease only when the key is absent (CAS_ABSENT): KV_ECOMPARE when
+ * it exists (nothing is written). The building block of a lock: the key
+ * lives as long as the lease. */
+int kv_create_lease(kv_client *c, const void *key, size_t key_len, const void *value,
+                    size_t value_len, uint64_t lease);
+
 /* ---- operators ---------------------------------------------------------- */
 
 /* The status of the node at endpoint ("host:port", NULL: the current one).

@@ -180,6 +180,11 @@ static int check_value(const void *v, size_t len) {
     return 0;
 }
 
+int kvc_check_kv(const void *key, size_t key_len, const void *value, size_t value_len) {
+    int rc = check_key(key, key_len);
+    return rc == 0 ? check_value(value, value_len) : rc;
+}
+
 /* ---- synchronous calls ----------------------------------------------------- */
 
 static void *dup_bytes(const ProtobufCBinaryData *b) {
@@ -291,6 +296,13 @@ static int copy_result(const kvc_slot *s, int status, const Kv__Response *r, kvc
         if (status == 0 && res->want_members)
             return copy_members(r->status, res);
         if (status == 0 && status_line(r->status, &res->line) != 0)
+            return KV_ENOMEM;
+        break;
+    case KV__REQUEST__TYPE__LEASE_GRANT:
+    case KV__REQUEST__TYPE__LEASE_REVOKE:
+    case KV__REQUEST__TYPE__LEASE_KEEPALIVE:
+    case KV__REQUEST__TYPE__LEASE_LIST:
+        if (status == 0 && kvc_lease_result(s, r, res) != 0)
             return KV_ENOMEM;
         break;
     default:

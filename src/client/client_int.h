@@ -152,6 +152,8 @@ struct kvc_slot {
     bool unknown;               /* a write or change that may be applied (sent, answer lost) */
     bool busy;                  /* the last answer was BUSY */
     uint32_t limit;             /* SCAN */
+    uint64_t lease;             /* PUT, CAS_ABSENT: attach; LEASE_REVOKE, LEASE_KEEPALIVE */
+    int64_t ttl;                /* LEASE_GRANT */
     const char *name, *address; /* MEMBER_ADD, MEMBER_REMOVE, TRANSFER_LEADER */
     const uint8_t *key, *value, *expected, *start_after;
     uint32_t key_len, value_len, expected_len, start_after_len;
@@ -189,6 +191,10 @@ struct kvc_result {
     size_t members_count;
     bool has_membership;
     uint64_t hash; /* CHECK_POINT */
+    uint64_t lease;   /* LEASE_GRANT: the new lease */
+    uint64_t deleted; /* LEASE_REVOKE: keys deleted */
+    kv_lease *leases; /* LEASE_KEEPALIVE, LEASE_LIST: malloc'd */
+    size_t leases_count;
     char detail[256];   /* the node's words on a failure (kv_errstr of the caller) */
     kvc_waiter *waiter; /* the calling thread's, while it waits (share.c) */
 };
@@ -377,7 +383,15 @@ int kvc_side_call(kv_client *c, kvc_conn *k, Kv__Request *q, uint64_t deadline_n
 /* A request id no slot uses (the slot index bits all set). */
 uint64_t kvc_side_id(kv_client *c);
 
-/* ---- client.c, for ops.c ---- */
+/* ---- lease.c ---- */
+/* The lease fields of r into res (GRANT, REVOKE, KEEPALIVE, LIST): 0 or
+ * KV_ENOMEM. */
+int kvc_lease_result(const kvc_slot *s, const Kv__Response *r, kvc_result *res);
+
+/* ---- client.c, for ops.c and lease.c ---- */
+/* The checks of a key and a value every write starts with (the error
+ * detail cleared first): 0, KV_EINVAL or KV_ETOOBIG. */
+int kvc_check_kv(const void *key, size_t key_len, const void *value, size_t value_len);
 /* A request for a synchronous call, or NULL and *rc. */
 kvc_slot *kvc_sync_begin(kv_client *c, Kv__Request__Type type, kvc_result *res, int *rc);
 /* Runs s to its end (deadline_ns: 0 for the client's timeout from now). */

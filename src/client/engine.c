@@ -46,7 +46,8 @@ _Static_assert(KVC_SLOTS_MAX < KVC_NONE, "slot index must not collide with KVC_N
 
 bool kvc_is_write(Kv__Request__Type t) {
     return t == KV__REQUEST__TYPE__PUT || t == KV__REQUEST__TYPE__DELETE ||
-           t == KV__REQUEST__TYPE__CAS || t == KV__REQUEST__TYPE__CAS_ABSENT;
+           t == KV__REQUEST__TYPE__CAS || t == KV__REQUEST__TYPE__CAS_ABSENT ||
+           t == KV__REQUEST__TYPE__LEASE_GRANT || t == KV__REQUEST__TYPE__LEASE_REVOKE;
 }
 
 bool kvc_is_change(Kv__Request__Type t) {
@@ -548,6 +549,8 @@ static int pack(kv_client *c, const kvc_slot *s) {
     q.start_after = (ProtobufCBinaryData){s->start_after_len, (uint8_t *)s->start_after};
     q.stale = s->stale;
     q.limit = s->limit;
+    q.lease = s->lease;
+    q.ttl = s->ttl;
     q.name = (char *)(s->name ? s->name : "");
     q.address = (char *)(s->address ? s->address : "");
     return kvc_conn_queue(&c->conn, KV_FRAME_REQUEST, &q.base);

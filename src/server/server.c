@@ -131,6 +131,7 @@ static void on_prepare(uv_prepare_t *h) {
 static void on_tick(uv_timer_t *h) {
     server *s = h->data;
     node_tick(s->node);
+    server_lease_tick(s);
     if (++s->ticks % 5 == 0)
         server_ops_tick(s);
 }
@@ -676,6 +677,7 @@ static int server_stop(server *s, int exit_code) {
     sm_close(s->sm);
     hs_close(s->h);
     node_free(s->node);
+    server_lease_free(s);
     free(s->apply_entries);
     free(s->apply_replies);
     free(s->apply_bufs);

@@ -82,6 +82,24 @@ typedef struct server_snap_job {
     int gc_rc;      /* CLEAN: snap_gc's result (rc: the drop's) */
 } server_snap_job;
 
+/* The leader's clock of one lease (server_lease.c). */
+typedef struct server_lease {
+    uint64_t id;
+    int64_t ttl;          /* seconds, as the state machine has it */
+    uint64_t keys;        /* attached, as of the last look */
+    uint64_t deadline_ns; /* kv_now_ns() past which it expires */
+    bool revoking;        /* its LEASE_REVOKE is proposed, not applied yet */
+} server_lease;
+
+/* The deadlines of every lease, sorted by id; only while leader. */
+typedef struct server_leases {
+    server_lease *v; /* malloc'd; at most KV_LEASES_MAX */
+    size_t n;
+    bool leader;            /* the deadlines are this leader's */
+    uint64_t turn_ns;       /* when expiry was last looked at */
+    uint64_t expired_total; /* revokes proposed for expiry (metrics) */
+} server_leases;
+
 typedef struct server {
     server_config cfg;
     uint64_t id;
@@ -159,6 +177,8 @@ typedef struct server {
     bool apply_book_changed; /* a CONF or MEMBER entry in it */
     uint64_t apply_ns_total;
     uint64_t apply_batches;
+
+    server_leases leases; /* server_lease.c */
 
     server_hash hashes[SERVER_HASHES_KEPT];
     sm_view *hash_view; /* the check point being hashed, or NULL */
@@ -258,6 +278,19 @@ void server_wait_index(server *s, net_conn *c, uint64_t req_id, uint64_t index);
 void server_req_done(server *s, enum server_req_kind kind, uint64_t t0_ns);
 /* Answers the GET or SCAN q on c from the state machine as it is now. */
 void server_serve_read(server *s, net_conn *c, const Kv__Request *q);
+
+/* server_lease.c: leases (the leader's deadlines and expiry) */
+/* LEASE_KEEPALIVE and LEASE_LIST: a read round, then server_lease_serve.
+ * Takes q. */
+void server_lease_request(server *s, net_conn *c, Kv__Request *q);
+/* Answers q (KEEPALIVE or LIST) once its read round confirmed leadership. */
+void server_lease_serve(server *s, net_conn *c, const Kv__Request *q);
+/* Each tick: while leader, proposes the revoke of expired leases. */
+void server_lease_tick(server *s);
+/* The node became leader or stopped being one (io_role_changed). */
+void server_lease_role(server *s, bool leader);
+uint64_t server_leases_expired_total(const server *s);
+void server_lease_free(server *s);
 
 /* server_io.c: kvd's half of node_io (fail-stop: every callback returns 0) */
 void server_io_init(server *s, node_io *io, node_limits *lim);

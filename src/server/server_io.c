@@ -432,6 +432,8 @@ static void write_applied(server *s, const node_write *w, const sm_entry *e, con
     resp.current_present = r->current_present;
     resp.current.data = r->current;
     resp.current.len = r->current_len;
+    resp.lease = r->lease;     /* LEASE_GRANT */
+    resp.deleted = r->deleted; /* LEASE_REVOKE */
     if (check_point)
         server_hash_at(s, w->index, &resp.hash);
     net_reply(c, &resp);
@@ -477,6 +479,7 @@ static void io_role_changed(void *ctx, const raft_soft_state *ss) {
         KV_LOGI("LEADER", "PreVote for term %" PRIu64, raft_term(s->r) + 1);
     else if (ss->role == RAFT_CANDIDATE)
         KV_LOGI("LEADER", "campaigning in term %" PRIu64, raft_term(s->r));
+    server_lease_role(s, ss->role == RAFT_LEADER);
     if (ss->leader == s->leader_id)
         return;
     const server_member *m = server_member_by_id(s, ss->leader);

@@ -61,7 +61,10 @@ static int check_sizes(const Kv__Request *q) {
 static void propose(server *s, net_conn *c, Kv__Request *q) {
     uint64_t id = q->id;
     int rc = check_sizes(q);
-    if (rc == 0 && q->type != KV__REQUEST__TYPE__REGISTER && q->key.len == 0)
+    bool keyless = q->type == KV__REQUEST__TYPE__REGISTER ||
+                   q->type == KV__REQUEST__TYPE__LEASE_GRANT ||
+                   q->type == KV__REQUEST__TYPE__LEASE_REVOKE;
+    if (rc == 0 && !keyless && q->key.len == 0)
         rc = KV_EPROTO;
     if (rc != 0) {
         server_reply_code(c, id, rc,
@@ -96,6 +99,12 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
     case KV__REQUEST__TYPE__CAS:
         cmd.op = KV__COMMAND__OP__CAS;
         break;
+    case KV__REQUEST__TYPE__LEASE_GRANT:
+        cmd.op = KV__COMMAND__OP__LEASE_GRANT;
+        break;
+    case KV__REQUEST__TYPE__LEASE_REVOKE:
+        cmd.op = KV__COMMAND__OP__LEASE_REVOKE;
+        break;
     default:
         cmd.op = KV__COMMAND__OP__CAS_ABSENT;
         break;
@@ -105,6 +114,8 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
     cmd.key = q->key;
     cmd.value = q->value;
     cmd.expected = q->expected;
+    cmd.lease = q->lease; /* PUT, CAS, CAS_ABSENT: attach; LEASE_REVOKE: which */
+    cmd.ttl = q->ttl;     /* LEASE_GRANT */
     server_propose_cmd(s, c, id, &cmd);
 }
 
@@ -225,6 +236,10 @@ static int scan_cb(void *arg, const void *key, size_t klen, const void *val, siz
 }
 
 void server_serve_read(server *s, net_conn *c, const Kv__Request *q) {
+    if (q->type == KV__REQUEST__TYPE__LEASE_KEEPALIVE || q->type == KV__REQUEST__TYPE__LEASE_LIST) {
+        server_lease_serve(s, c, q); /* a read round confirmed the leader */
+        return;
+    }
     Kv__Response r = KV__RESPONSE__INIT;
     r.id = q->id;
     r.index = sm_applied_index(s->sm);
@@ -365,12 +380,18 @@ void server_on_request(void *ctx, net_conn *c, Kv__Request *q) {
     case KV__REQUEST__TYPE__DELETE:
     case KV__REQUEST__TYPE__CAS:
     case KV__REQUEST__TYPE__CAS_ABSENT:
+    case KV__REQUEST__TYPE__LEASE_GRANT:
+    case KV__REQUEST__TYPE__LEASE_REVOKE:
         propose(s, c, q);
         kv__request__free_unpacked(q, NULL);
         return;
     case KV__REQUEST__TYPE__GET:
     case KV__REQUEST__TYPE__SCAN:
         read_request(s, c, q); /* takes q */
+        return;
+    case KV__REQUEST__TYPE__LEASE_KEEPALIVE:
+    case KV__REQUEST__TYPE__LEASE_LIST:
+        server_lease_request(s, c, q); /* takes q */
         return;
     case KV__REQUEST__TYPE__STATUS:
         status_request(s, c, q);

@@ -188,6 +188,8 @@ static int sm__load(sm *s) {
     int rv = sm__load_meta(s, &format);
     if (rv == 0)
         rv = sm__sessions_load(s);
+    if (rv == 0)
+        rv = sm__leases_load(s);
     if (rv == 0 && format != SM_FORMAT)
         rv = sm__migrate(s, format);
     return rv;
@@ -220,6 +222,7 @@ static void sm__free(sm *s) {
     if (s->db != NULL)
         rocksdb_close(s->db);
     sm__sessions_free(&s->sessions);
+    sm__leases_free(&s->leases);
     if (s->ro != NULL)
         rocksdb_readoptions_destroy(s->ro);
     if (s->wo != NULL)

@@ -72,6 +72,8 @@ typedef struct sm_reply {
                              the caller (sm_replies_free); NULL when none */
     size_t current_len;   /* bytes at current */
     const char *detail;   /* static text or NULL, e.g. "session expired" */
+    uint64_t lease;       /* LEASE_GRANT: the new lease's id (the entry's index) */
+    uint64_t deleted;     /* LEASE_REVOKE: keys deleted with the lease */
 } sm_reply;
 
 /* Frees the current values of replies[0..n) (not the array). */
@@ -159,6 +161,31 @@ void sm_last_error(sm *s, char *buf, size_t cap);
 
 /* The highest log index whose entries may be deleted (see sm.c). */
 uint64_t sm_log_drop_bound(sm *s, uint64_t snapshot_index);
+
+/* ---- leases (sm_lease.c) ------------------------------------------------
+ * A lease ('l' + be64(id)) has the id of its LEASE_GRANT entry and a TTL in
+ * seconds; keys attached to it ('k' + be64(id) + key, kept by the writes)
+ * are deleted with it by LEASE_REVOKE, in one entry. The state machine
+ * knows no clock: when a lease expires is the leader's to decide
+ * (src/server/server_lease.c), which then proposes LEASE_REVOKE. The
+ * leases live in memory too (id, ttl, keys attached), rebuilt at sm_open
+ * (so after a snapshot restore). Limits: KV_LEASES_MAX leases (a grant past
+ * it: KV_ETOOBIG), KV_LEASE_KEYS_MAX keys on one (an attach past it:
+ * KV_ETOOBIG), ttl 1..KV_LEASE_TTL_MAX (else KV_EINVAL); a put with a lease
+ * that does not exist: KV_ENOTFOUND "lease not found", nothing written.
+ * Threads: these calls run on the apply thread only (kvd: the loop). */
+typedef struct sm_lease_info {
+    uint64_t id;   /* the index of its LEASE_GRANT entry */
+    int64_t ttl;   /* seconds */
+    uint64_t keys; /* attached now */
+} sm_lease_info;
+/* Called per lease in id order; a non-zero return stops the walk and is
+ * returned by sm_leases_each. l lives only for the call. */
+typedef int (*sm_lease_fn)(void *arg, const sm_lease_info *l);
+int sm_leases_each(sm *s, sm_lease_fn fn, void *arg);
+/* 0 and *out, or KV_ENOTFOUND. */
+int sm_lease_get(sm *s, uint64_t id, sm_lease_info *out);
+size_t sm_leases_count(sm *s);
 
 /* Checks the RocksDB at db_dir read-only: opens it with paranoid checks and
  * reads every key with checksums verified. Problems go to fn as CORRUPT with

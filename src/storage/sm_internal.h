@@ -80,6 +80,14 @@ void sm__session_from_pb(sm__session *x, const struct Kv__Session *pb);
  * same digest. For tests. */
 uint64_t sm__sessions_digest(sm *s);
 
+/* ---- leases (sm_lease.c) -------------------------------------------------
+ * The leases in memory, sorted by id (sm_lease.c has the invariants). */
+typedef struct sm__leases {
+    sm_lease_info *v;
+    size_t n, cap;
+} sm__leases;
+#define SM_PREFIX_LEASE 'l'
+
 struct sm {
     rocksdb_t *db;
     rocksdb_options_t *options;
@@ -92,6 +100,7 @@ struct sm {
     _Atomic uint64_t applied_term;
     _Atomic uint64_t durable_index;
     sm__sessions sessions;    /* apply thread only */
+    sm__leases leases;        /* apply thread only (sm_lease.c) */
     int broken;               /* apply thread: a failed apply whose sessions
                                  could not be reloaded; every later apply fails */
     pthread_mutex_t err_mu;   /* guards err: readers fail on other threads */
@@ -133,5 +142,29 @@ static inline uint64_t sm__get_be64(const uint8_t *p) {
         v = (v << 8) | p[i];
     return v;
 }
+
+/* ---- leases, continued (sm_lease.c) ---------------------------------------- */
+
+/* Rebuilds s->leases from the 'l' records and the 'k' index (sm_open, and
+ * after a failed apply). 0, KV_ECORRUPT, KV_ENOMEM or a RocksDB error; on
+ * an error s->leases is left as it was. */
+int sm__leases_load(sm *s);
+void sm__leases_free(sm__leases *t);
+/* A key moved from lease `from` to lease `to` (0: none): its index entry
+ * was moved by the caller. Called by sm__key_put and sm__key_delete only. */
+void sm__lease_keys_moved(sm *s, uint64_t from, uint64_t to);
+struct Kv__Command;
+typedef struct sm__batch sm__batch;
+/* LEASE_GRANT at entry index: a lease with id index and c->ttl; r->lease. */
+int sm__lease_grant(sm__batch *b, uint64_t index, const struct Kv__Command *c, sm_reply *r);
+/* LEASE_REVOKE c->lease: every key attached deleted (sm__key_delete), then
+ * the lease; r->deleted. Unknown lease: r->code KV_ENOTFOUND. */
+int sm__lease_revoke(sm__batch *b, const struct Kv__Command *c, sm_reply *r);
+/* Before a write attaches key to lease (0: none, always fine): r->code
+ * KV_ENOTFOUND "lease not found" when the lease does not exist, KV_ETOOBIG
+ * when it has KV_LEASE_KEYS_MAX keys and key is not one of them; the
+ * caller then writes nothing. Returns 0 or a read error (fail-stop). */
+int sm__lease_attach_check(sm__batch *b, uint64_t lease, const void *key, size_t klen,
+                           sm_reply *r);
 
 #endif
