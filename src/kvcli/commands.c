@@ -23,9 +23,21 @@ typedef struct cmd_args {
     bool absent;    /* --absent */
     bool has_limit; /* --limit N */
     uint32_t limit;
+    uint64_t lease; /* --lease ID (0: none) */
 } cmd_args;
 
-enum { FLAG_STALE = 1, FLAG_ABSENT = 2, FLAG_LIMIT = 4 };
+enum { FLAG_STALE = 1, FLAG_ABSENT = 2, FLAG_LIMIT = 4, FLAG_LEASE = 8 };
+
+static int args__lease(kvcli_ctx *ctx, const char *cmd, const char *s, cmd_args *a) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v == 0)
+        return kvcli_usage_error(ctx, cmd, "--lease wants a lease id (kvcli lease grant), not '%s'",
+                                 s);
+    a->lease = v;
+    return 0;
+}
 
 static int args__limit(kvcli_ctx *ctx, const char *cmd, const char *s, cmd_args *a) {
     char *end;
@@ -60,6 +72,11 @@ static int args__parse(kvcli_ctx *ctx, int argc, char **argv, unsigned allowed, 
                 return KVCLI_EXIT_USAGE;
         } else if (flags && (allowed & FLAG_LIMIT) && strncmp(s, "--limit=", 8) == 0) {
             if (args__limit(ctx, argv[0], s + 8, a) != 0)
+                return KVCLI_EXIT_USAGE;
+        } else if (flags && (allowed & FLAG_LEASE) && strcmp(s, "--lease") == 0) {
+            if (i + 1 == argc)
+                return kvcli_usage_error(ctx, argv[0], "--lease wants a lease id");
+            if (args__lease(ctx, argv[0], argv[++i], a) != 0)
                 return KVCLI_EXIT_USAGE;
         } else if (flags && strncmp(s, "--", 2) == 0) {
             return kvcli_usage_error(ctx, argv[0], "unknown flag '%s'", s);
@@ -147,7 +164,7 @@ static int print_ok(kvcli_ctx *ctx) {
 static int cmd_put(kvcli_ctx *ctx, int argc, char **argv) {
     cmd_args a;
     kv_client *c;
-    int rc = args__parse(ctx, argc, argv, 0, &a);
+    int rc = args__parse(ctx, argc, argv, FLAG_LEASE, &a);
     if (rc == 0)
         rc = args__want(ctx, argv[0], &a, 2);
     if (rc == 0)
@@ -159,7 +176,8 @@ static int cmd_put(kvcli_ctx *ctx, int argc, char **argv) {
     if ((rc = args__value(ctx, argv[0], a.pos[1], a.len[1], &val, &len, &buf)) != 0)
         return rc;
     if ((rc = kvcli_client(ctx, argv[0], &c)) == 0) {
-        rc = kv_put(c, a.pos[0], a.len[0], val, len);
+        rc = a.lease != 0 ? kv_put_lease(c, a.pos[0], a.len[0], val, len, a.lease)
+                          : kv_put(c, a.pos[0], a.len[0], val, len);
         rc = rc == 0 ? print_ok(ctx) : kvcli_fail(ctx, argv[0], rc, true);
     }
     free(buf);
@@ -239,7 +257,9 @@ static int cas__mismatch(kvcli_ctx *ctx, bool absent, bool present, const void *
 static int cmd_cas(kvcli_ctx *ctx, int argc, char **argv) {
     cmd_args a;
     kv_client *c;
-    int rc = args__parse(ctx, argc, argv, FLAG_ABSENT, &a);
+    int rc = args__parse(ctx, argc, argv, FLAG_ABSENT | FLAG_LEASE, &a);
+    if (rc == 0 && a.lease != 0 && !a.absent)
+        rc = kvcli_usage_error(ctx, argv[0], "--lease goes with --absent only");
     if (rc == 0)
         rc = args__want(ctx, argv[0], &a, a.absent ? 2 : 3);
     if (rc == 0)
@@ -261,7 +281,13 @@ static int cmd_cas(kvcli_ctx *ctx, int argc, char **argv) {
     void *cur = NULL;
     size_t cur_len = 0;
     bool present = false;
-    rc = kv_cas_ex(c, key, a.len[0], exp, exp_len, val, len, &cur, &cur_len, &present);
+    if (a.lease != 0) {
+        rc = kv_create_lease(c, key, a.len[0], val, len, a.lease);
+        if (rc == KV_ECOMPARE) /* the current value, for the message */
+            present = kv_get(c, key, a.len[0], &cur, &cur_len) == 0;
+    } else {
+        rc = kv_cas_ex(c, key, a.len[0], exp, exp_len, val, len, &cur, &cur_len, &present);
+    }
     free(buf);
     if (rc == 0)
         rc = print_ok(ctx);
@@ -380,10 +406,12 @@ static int cmd_help(kvcli_ctx *ctx, int argc, char **argv) {
 }
 
 const kvcli_cmd kvcli_commands[] = {
-    {"put", cmd_put, "KEY VALUE", "store VALUE under KEY (VALUE '-': read it from stdin)"},
+    {"put", cmd_put, "[--lease ID] KEY VALUE",
+     "store VALUE under KEY (VALUE '-': read it from stdin; --lease: attached to\n"
+     "      lease ID, deleted with it)"},
     {"get", cmd_get, "[--stale] KEY", "print KEY's value (--stale: from any node, may lag)"},
     {"del", cmd_del, "KEY", "delete KEY"},
-    {"cas", cmd_cas, "KEY EXPECTED NEW | --absent KEY NEW",
+    {"cas", cmd_cas, "KEY EXPECTED NEW | --absent [--lease ID] KEY NEW",
      "set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent)"},
     {"scan", cmd_scan, "PREFIX [--limit N]", "list keys starting with PREFIX: key<TAB>value"},
     {"status", kvcli_cmd_status, "",
@@ -399,6 +427,14 @@ const kvcli_cmd kvcli_commands[] = {
      "      verify: check such a file offline (CORRUPT FILE offset N: exit 4)"},
     {"check", kvcli_cmd_check, "",
      "compare every member's state machine hash at one index (CORRUPT: exit 4)"},
+    {"lease", kvcli_cmd_lease, "grant TTL | keepalive ID | revoke ID | list",
+     "leases: grant prints a new lease's id; keys put with --lease ID are deleted\n"
+     "      when it is revoked or expires (no keepalive for TTL seconds);\n"
+     "      keepalive keeps it alive until interrupted (exit 1 when it is gone)"},
+    {"lock", kvcli_cmd_lock, "[--ttl SECONDS] NAME -- COMMAND [ARGS...]",
+     "run COMMAND holding lock NAME (key lock/NAME on a lease of --ttl seconds,\n"
+     "      10 by default); released when COMMAND exits or kvcli dies; exits with\n"
+     "      COMMAND's status"},
     {"help", cmd_help, "[COMMAND]", "this text, or one command's"},
     {NULL, NULL, NULL, NULL},
 };
