@@ -219,6 +219,10 @@ static int sm__op(sm__batch *b, const Kv__Command *c, sm_reply *r) {
     case KV__COMMAND__OP__CAS:
     case KV__COMMAND__OP__CAS_ABSENT:
         break;
+    case KV__COMMAND__OP__LEASE_GRANT:
+        return sm__lease_grant(b, c, r);
+    case KV__COMMAND__OP__LEASE_REVOKE:
+        return sm__lease_revoke(b, c, r);
     default:
         r->code = KV_EPROTO;
         r->detail = "unknown operation";
@@ -234,6 +238,11 @@ static int sm__op(sm__batch *b, const Kv__Command *c, sm_reply *r) {
         r->code = KV_EINVAL;
         r->detail = "empty key";
         return 0;
+    }
+    if (c->op != KV__COMMAND__OP__DELETE) { /* a write that attaches: the lease must take it */
+        int rv = sm__lease_attach_check(b, c->lease, c->key.data, c->key.len, r);
+        if (rv != 0 || r->code != 0)
+            return rv;
     }
     return sm__op_write(b, c, r);
 }
@@ -407,8 +416,11 @@ static int sm__apply_one(sm__batch *b, const sm_entry *e, sm_reply *r) {
  * fails with the same code (the caller fail-stops on the first anyway). */
 static void sm__apply_undo(sm *s, int why) {
     int rv = sm__sessions_load(s);
+    if (rv == 0)
+        rv = sm__leases_load(s); /* the lease table too (sm_lease.c) */
     if (rv != 0) {
-        KV_LOGE(kv_errword(rv), "state machine %s: sessions not rebuilt after a failed apply (%s)",
+        KV_LOGE(kv_errword(rv),
+                "state machine %s: sessions or leases not rebuilt after a failed apply (%s)",
                 s->dir, kv_errword(why));
         s->broken = rv;
     }

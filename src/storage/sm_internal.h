@@ -202,9 +202,8 @@ void sm__leases_free(sm__leases *t);
  * was moved by the caller. Called by sm__key_put and sm__key_delete only. */
 void sm__lease_keys_moved(sm *s, uint64_t from, uint64_t to);
 struct Kv__Command;
-typedef struct sm__batch sm__batch;
-/* LEASE_GRANT at entry index: a lease with id index and c->ttl; r->lease. */
-int sm__lease_grant(sm__batch *b, uint64_t index, const struct Kv__Command *c, sm_reply *r);
+/* LEASE_GRANT at entry b->rev: a lease with that id and c->ttl; r->lease. */
+int sm__lease_grant(sm__batch *b, const struct Kv__Command *c, sm_reply *r);
 /* LEASE_REVOKE c->lease: every key attached deleted (sm__key_delete), then
  * the lease; r->deleted. Unknown lease: r->code KV_ENOTFOUND. */
 int sm__lease_revoke(sm__batch *b, const struct Kv__Command *c, sm_reply *r);

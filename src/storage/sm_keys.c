@@ -87,6 +87,7 @@ static void sm__lease_index(sm__batch *b, const void *key, size_t klen, uint64_t
                             uint64_t lease) {
     if (old == lease)
         return;
+    sm__lease_keys_moved(b->s, old, lease); /* the counts in memory (sm_lease.c) */
     uint8_t lk[9 + KV_KEY_BYTES_MAX];
     if (old != 0)
         rocksdb_writebatch_wi_delete(b->wb, (char *)lk, sm__lease_key(lk, old, key, klen));

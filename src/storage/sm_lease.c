@@ -218,7 +218,8 @@ int sm__leases_load(sm *s) {
 
 /* ---- applying ------------------------------------------------------------- */
 
-int sm__lease_grant(sm__batch *b, uint64_t index, const Kv__Command *c, sm_reply *r) {
+int sm__lease_grant(sm__batch *b, const Kv__Command *c, sm_reply *r) {
+    uint64_t index = b->rev;
     sm__leases *t = &b->s->leases;
     assert(index != 0 && sm__lease_find(t, index) == NULL);
     if (c->ttl < 1 || c->ttl > KV_LEASE_TTL_MAX) {
