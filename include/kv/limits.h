@@ -178,9 +178,10 @@
 #define KV_LEASES_MAX 65536u
 #define KV_LEASE_TTL_MAX (7 * 24 * 3600)
 #define KV_LEASE_KEYS_MAX 10000u
-/* Expired leases the leader proposes to revoke per expiry turn (every
- * 100 ms): a burst of expiries becomes a stream of entries the log and the
- * followers keep up with, 640 a second, each bounded by KV_LEASE_KEYS_MAX. */
+/* Expired leases the leader proposes to revoke per expiry turn (each Raft
+ * tick, at most every 50 ms): a burst of expiries becomes a stream of
+ * entries the log and the followers keep up with, about 1,280 a second,
+ * each bounded by KV_LEASE_KEYS_MAX keys. */
 #define KV_LEASE_REVOKES_PER_TURN 64u
 
 /* ---- snapshots --------------------------------------------------------- */

@@ -133,8 +133,8 @@ static int put_lease(kv_client *c, Kv__Request__Type type, const void *key, size
     return rc;
 }
 
-int kv_put_lease(kv_client *c, const void *key, size_t key_len, const void *value,
-                 size_t value_len, uint64_t lease) {
+int kv_put_lease(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len,
+                 uint64_t lease) {
     return put_lease(c, KV__REQUEST__TYPE__PUT, key, key_len, value, value_len, lease);
 }
 

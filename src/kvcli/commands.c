@@ -178,7 +178,13 @@ static int cmd_put(kvcli_ctx *ctx, int argc, char **argv) {
     if ((rc = kvcli_client(ctx, argv[0], &c)) == 0) {
         rc = a.lease != 0 ? kv_put_lease(c, a.pos[0], a.len[0], val, len, a.lease)
                           : kv_put(c, a.pos[0], a.len[0], val, len);
-        rc = rc == 0 ? print_ok(ctx) : kvcli_fail(ctx, argv[0], rc, true);
+        if (rc == KV_ENOTFOUND && !ctx->json) { /* the only NOTFOUND of a put */
+            fprintf(ctx->err, "kvcli: put: lease %llu not found (expired or revoked)\n",
+                    (unsigned long long)a.lease);
+            rc = KVCLI_EXIT_NO;
+        } else {
+            rc = rc == 0 ? print_ok(ctx) : kvcli_fail(ctx, argv[0], rc, true);
+        }
     }
     free(buf);
     return rc;

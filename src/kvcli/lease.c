@@ -120,8 +120,10 @@ static int lease__keepalive(kvcli_ctx *ctx, kv_client *c, uint64_t id) {
         int rc = kv_lease_keepalive(c, id, &remaining);
         if (rc == KV_ENOTFOUND) {
             if (!ctx->json)
-                fprintf(ctx->err, "kvcli: lease keepalive: lease %" PRIu64 " is gone (expired "
-                        "or revoked)\n", id);
+                fprintf(ctx->err,
+                        "kvcli: lease keepalive: lease %" PRIu64 " is gone (expired "
+                        "or revoked)\n",
+                        id);
             return ctx->json ? kvcli_fail(ctx, "lease keepalive", rc, false) : KVCLI_EXIT_NO;
         }
         if (rc == 0 && first && remaining > 0) {
@@ -308,8 +310,10 @@ static int lock__run(kvcli_ctx *ctx, lock_state *ls, char **argv) {
     ls->child = 0;
     pthread_mutex_unlock(&ls->mu);
     if (atomic_load(&ls->lost)) {
-        fprintf(ctx->err, "kvcli: lock: lease %" PRIu64 " expired while the command ran: the "
-                "lock was lost\n", ls->lease);
+        fprintf(ctx->err,
+                "kvcli: lock: lease %" PRIu64 " expired while the command ran: the "
+                "lock was lost\n",
+                ls->lease);
         return KVCLI_EXIT_NO;
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -391,8 +395,10 @@ int kvcli_cmd_lock(kvcli_ctx *ctx, int argc, char **argv) {
     /* the key goes with the lease; a failure here leaves it to expire */
     int rrc = ls.lease != 0 ? kv_lease_revoke(c, ls.lease) : 0;
     if (rrc != 0 && rrc != KV_ENOTFOUND)
-        fprintf(ctx->err, "kvcli: lock: releasing (revoking lease %" PRIu64 "): %s; it expires "
-                "within %" PRIu64 " s\n", ls.lease, kv_errword(rrc), ttl);
+        fprintf(ctx->err,
+                "kvcli: lock: releasing (revoking lease %" PRIu64 "): %s; it expires "
+                "within %" PRIu64 " s\n",
+                ls.lease, kv_errword(rrc), ttl);
     pthread_cond_destroy(&ls.cv);
     pthread_mutex_destroy(&ls.mu);
     return rc;

@@ -17,7 +17,7 @@
  *
  * Bounded: the deadline table holds at most KV_LEASES_MAX leases (as many
  * as the state machine); at most KV_LEASE_REVOKES_PER_TURN revokes are
- * proposed per expiry turn (every SERVER_LEASE_TURN_MS), and a lease whose
+ * proposed per expiry turn (each tick, at most every SERVER_LEASE_TURN_MS), and a lease whose
  * revoke is in flight is not proposed again (nor kept alive).
  */
 #include "server/server_int.h"
@@ -35,7 +35,7 @@
 #define NS_PER_S 1000000000ull
 /* Expiry is looked at this often: the keys of an expired lease are gone
  * within TTL + this + a commit. */
-#define SERVER_LEASE_TURN_MS 100u
+#define SERVER_LEASE_TURN_MS 50u
 
 /* LEASE_LIST answers every lease in one frame: 24 bytes each at most
  * (a repeated Lease of id, ttl, remaining, keys as varints). */

@@ -165,8 +165,10 @@ static int sm__lease_count_one(sm *s, sm__leases *t, const char *k, size_t klen,
     sm_lease_info *x = id != 0 ? sm__lease_find(t, id) : NULL;
     if (x == NULL) {
         if ((*orphans)++ == 0)
-            KV_LOGW("CORRUPT", "state machine %s: key index entry of lease %llu, which has no "
-                    "record (ignored)", s->dir, (unsigned long long)id);
+            KV_LOGW("CORRUPT",
+                    "state machine %s: key index entry of lease %llu, which has no "
+                    "record (ignored)",
+                    s->dir, (unsigned long long)id);
         return 0;
     }
     x->keys++;
