@@ -412,13 +412,14 @@ static int cmd_help(kvcli_ctx *ctx, int argc, char **argv) {
 }
 
 const kvcli_cmd kvcli_commands[] = {
-    {"put", cmd_put, "[--lease ID] KEY VALUE",
+    {"put", cmd_put, "KEY VALUE [--lease ID]",
      "store VALUE under KEY (VALUE '-': read it from stdin; --lease: attached to\n"
      "      lease ID, deleted with it)"},
     {"get", cmd_get, "[--stale] KEY", "print KEY's value (--stale: from any node, may lag)"},
     {"del", cmd_del, "KEY", "delete KEY"},
-    {"cas", cmd_cas, "KEY EXPECTED NEW | --absent [--lease ID] KEY NEW",
-     "set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent)"},
+    {"cas", cmd_cas, "KEY EXPECTED NEW | --absent KEY NEW [--lease ID]",
+     "set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent;\n"
+     "      --lease: created attached to lease ID)"},
     {"scan", cmd_scan, "PREFIX [--limit N]", "list keys starting with PREFIX: key<TAB>value"},
     {"status", kvcli_cmd_status, "",
      "one row per node: role, term, commit, lag, health; exit 3 unless every\n"

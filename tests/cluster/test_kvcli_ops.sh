@@ -65,7 +65,7 @@ kv_expect 0 kv_cli help get
 [ "$(head -n 1 "$KV_OUT")" = "usage: kvcli get [--stale] KEY" ] && [ "$(wc -l <"$KV_OUT")" -eq 2 ] ||
   kv_fail "help get printed: $(cat "$KV_OUT")"
 kv_expect 0 kv_cli cas --help
-kv_expect_out "$(printf 'usage: kvcli cas KEY EXPECTED NEW | --absent KEY NEW\n      set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent)')"
+kv_expect_out "$(printf 'usage: kvcli cas KEY EXPECTED NEW | --absent KEY NEW [--lease ID]\n      set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent;\n      --lease: created attached to lease ID)')"
 kv_expect 2 kv_cli help frobnicate
 # Global flags anywhere on the line.
 kv_expect 0 kv_cli get key7 --json
