@@ -38,6 +38,8 @@
 
 #define LOCK_TTL_DEFAULT 10
 #define LOCK_POLL_MS 200u
+/* keepalive: pause after a failed keepalive (no leader, a node down) */
+#define LEASE_RETRY_MS 200u
 #define LOCK_KEY_PREFIX "lock/"
 
 /* ---- signals ---------------------------------------------------------- */
@@ -107,22 +109,21 @@ static int lease__revoke(kvcli_ctx *ctx, kv_client *c, uint64_t id) {
     return KVCLI_EXIT_OK;
 }
 
-/* The first keepalive tells the ttl; then one every ttl/3 (at least every
- * second is pointless below 3 s: every ttl/3 ms then). A failure other
- * than NOTFOUND (no leader for a while) is retried at once: the lease may
- * still be alive, and only the leader can tell. */
+/* The first keepalive tells the ttl; then one every ttl/3. A failure other
+ * than NOTFOUND (no leader for a while) is retried every LEASE_RETRY_MS:
+ * the lease may still be alive (a new leader gives it its whole ttl), and
+ * only a leader can tell. */
 static int lease__keepalive(kvcli_ctx *ctx, kv_client *c, uint64_t id) {
     lease__catch_signals();
     uint64_t period_ms = 1000;
-    bool first = true;
+    bool first = true, failing = false;
     while (lease__signal == 0) {
         int64_t remaining = -1;
         int rc = kv_lease_keepalive(c, id, &remaining);
         if (rc == KV_ENOTFOUND) {
             if (!ctx->json)
                 fprintf(ctx->err,
-                        "kvcli: lease keepalive: lease %" PRIu64 " is gone (expired "
-                        "or revoked)\n",
+                        "kvcli: lease keepalive: lease %" PRIu64 " is gone (expired or revoked)\n",
                         id);
             return ctx->json ? kvcli_fail(ctx, "lease keepalive", rc, false) : KVCLI_EXIT_NO;
         }
@@ -133,12 +134,13 @@ static int lease__keepalive(kvcli_ctx *ctx, kv_client *c, uint64_t id) {
         if (rc == 0 && ctx->json)
             fprintf(ctx->out, "{\"id\":%" PRIu64 ",\"remaining\":%" PRId64 "}\n", id, remaining);
         fflush(ctx->out);
-        if (rc != 0 && lease__signal == 0) {
-            fprintf(ctx->err, "kvcli: lease keepalive: %s (retrying)\n", kv_errword(rc));
-            lease__sleep_ms(100);
-            continue;
-        }
-        lease__sleep_ms(period_ms);
+        if (rc != 0 && !failing && lease__signal == 0) /* said once per outage */
+            fprintf(ctx->err, "kvcli: lease keepalive: %s (%s); retrying\n", kv_errword(rc),
+                    kv_errstr());
+        if (rc == 0 && failing)
+            fprintf(ctx->err, "kvcli: lease keepalive: lease %" PRIu64 " kept alive again\n", id);
+        failing = rc != 0;
+        lease__sleep_ms(failing ? LEASE_RETRY_MS : period_ms);
     }
     return KVCLI_EXIT_OK;
 }
