@@ -395,10 +395,11 @@ static int sm__apply_type(sm__batch *b, const sm_entry *e, sm_reply *r) {
 
 /* One entry at revision e->index, and its watch history. */
 static int sm__apply_one(sm__batch *b, const sm_entry *e, sm_reply *r) {
-    b->rev = e->index;
-    b->events_len = 0;
+    sm__entry_start(b, e->index);
     int rv = sm__apply_type(b, e, r);
-    return rv != 0 ? rv : sm__entry_end(b);
+    if (rv == 0)
+        sm__entry_end(b);
+    return rv;
 }
 
 /* A failed apply wrote nothing to RocksDB, but the session table in memory
@@ -424,12 +425,16 @@ int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
     if (rv != 0)
         return rv;
     sm__batch b = {.s = s, .wb = rocksdb_writebatch_wi_create(0, 1)};
+    b.hist = malloc(n * sizeof *b.hist);
+    if (b.hist == NULL)
+        rv = KV_ENOMEM;
     memset(replies, 0, n * sizeof *replies);
     for (size_t i = 0; i < n && rv == 0; i++) {
         replies[i].index = e[i].index;
         rv = sm__apply_one(&b, &e[i], &replies[i]);
     }
     if (rv == 0) {
+        sm__history_put(&b);
         /* The format is written at open (sm_open); the session count and
          * order are not stored (format 2): the records are enough. */
         sm__bput_u64(&b, SM_META_APPLIED_INDEX, e[n - 1].index);
@@ -445,6 +450,7 @@ int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
     }
     rocksdb_writebatch_wi_destroy(b.wb);
     free(b.events);
+    free(b.hist);
     if (rv != 0) {
         sm__apply_undo(s, rv);
         sm_replies_free(replies, n);

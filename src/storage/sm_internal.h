@@ -51,14 +51,26 @@ typedef struct sm__rec {
 /* Decodes a stored 'd' value; KV_ECORRUPT when it is not a record. */
 int sm__rec_decode(const void *raw, size_t len, sm__rec *r);
 
-/* One sm_apply call: its write batch, the entry being applied, and that
- * entry's watch events (kv.HistoryRecord bytes, written at its end). */
+/* One entry's history record: events[from, to) of its sm__batch. */
+typedef struct sm__hist {
+    uint64_t rev;
+    size_t from, to;
+} sm__hist;
+
+/* One sm_apply call: its write batch, the entry being applied, and the
+ * watch events of its entries (kv.HistoryRecord bytes, one record per entry
+ * that changed keys, put into the batch after every entry is applied:
+ * history keys in a row are cheap memtable inserts, interleaved with the
+ * user keys they are not). */
 typedef struct sm__batch {
     sm *s;
     rocksdb_writebatch_wi_t *wb;
-    uint64_t rev;    /* the index of the entry being applied */
-    uint8_t *events; /* the entry's encoded HistoryRecord so far */
+    uint64_t rev;        /* the index of the entry being applied */
+    uint8_t *events;     /* the encoded events of the call's entries */
     size_t events_len, events_cap;
+    size_t entry_from;   /* where the entry being applied starts in events */
+    sm__hist *hist;      /* the records so far, hist_count of them */
+    size_t hist_count;
 } sm__batch;
 
 /* Reads user key through the batch and the db: 0 with *rec filled, pointing
@@ -71,8 +83,12 @@ int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char 
 int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, size_t vlen,
                 uint64_t lease, const sm__rec *prev);
 int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *prev);
-/* Ends entry b->rev: writes its history record when it has events. */
-int sm__entry_end(sm__batch *b);
+/* Starts and ends entry rev: notes its history record when it has events.
+ * hist must have room for one record per entry of the call. */
+void sm__entry_start(sm__batch *b, uint64_t rev);
+void sm__entry_end(sm__batch *b);
+/* Puts the call's history records into the batch, in revision order. */
+void sm__history_put(sm__batch *b);
 /* Deletes the history below sm_history_oldest when the applied index went
  * from before to after across a multiple of SM_HISTORY_TRIM_EVERY. */
 #define SM_HISTORY_TRIM_EVERY 4096u
