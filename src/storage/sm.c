@@ -28,6 +28,11 @@ void sm_replies_free(sm_reply *replies, size_t n) {
         free(replies[i].current);
         replies[i].current = NULL;
         replies[i].current_len = 0;
+        for (size_t j = 0; j < replies[i].n_results; j++)
+            free(replies[i].results[j]); /* one block each */
+        free(replies[i].results);
+        replies[i].results = NULL;
+        replies[i].n_results = 0;
     }
 }
 
