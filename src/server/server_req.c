@@ -232,6 +232,16 @@ void server_wait_index(server *s, net_conn *c, uint64_t req_id, uint64_t index) 
 
 /* ---- reads ------------------------------------------------------------------ */
 
+/* A key's revisions into a KeyValue (info NULL: none known). */
+static void kv_of_info(Kv__KeyValue *kv, const sm_key_info *info) {
+    if (info == NULL)
+        return;
+    kv->create_rev = info->create_rev;
+    kv->mod_rev = info->mod_rev;
+    kv->version = info->version;
+    kv->lease = info->lease;
+}
+
 typedef struct scan_acc {
     Kv__KeyValue *kvs;
     Kv__KeyValue **ptrs;
@@ -242,7 +252,6 @@ typedef struct scan_acc {
 
 static int scan_cb(void *arg, const void *key, size_t klen, const void *val, size_t vlen,
                    const sm_key_info *info) {
-    (void)info;
     scan_acc *a = arg;
     if (a->count == a->cap) {
         size_t ncap = a->cap ? a->cap * 2 : 64;
@@ -262,6 +271,7 @@ static int scan_cb(void *arg, const void *key, size_t klen, const void *val, siz
     kv->key.len = klen;
     kv->value.data = kv->key.data + klen;
     kv->value.len = vlen;
+    kv_of_info(kv, info);
     return 0;
 }
 
@@ -273,11 +283,19 @@ void server_serve_read(server *s, net_conn *c, const Kv__Request *q) {
     if (q->type == KV__REQUEST__TYPE__GET) {
         void *val = NULL;
         size_t vlen = 0;
-        r.code = sm_get(s->sm, q->key.data, q->key.len, &val, &vlen);
+        sm_key_info info;
+        r.code = sm_get_ex(s->sm, q->key.data, q->key.len, &val, &vlen, &info);
         if (r.code == KV_ECORRUPT) /* never answer from a damaged store */
             server_fatal_sm(s, r.code, "reading a key");
         r.value.data = val;
         r.value.len = vlen;
+        /* the value once, in value; kv carries the key and the revisions */
+        Kv__KeyValue kv = KV__KEY_VALUE__INIT;
+        if (r.code == 0) {
+            kv.key = q->key;
+            kv_of_info(&kv, &info);
+            r.kv = &kv;
+        }
         net_reply(c, &r);
         free(val);
         return;

@@ -33,6 +33,8 @@ void sm_replies_free(sm_reply *replies, size_t n) {
             free(replies[i].results[j]); /* one block each */
         free(replies[i].results);
         replies[i].results = NULL;
+        free(replies[i].why);
+        replies[i].why = NULL;
         replies[i].n_results = 0;
     }
 }

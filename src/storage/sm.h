@@ -87,7 +87,8 @@ typedef struct sm_reply {
                              the caller (sm_replies_free); NULL when none */
     size_t current_len;   /* bytes at current */
     const char *detail;   /* static text or NULL, e.g. "session expired", or why */
-    char why[160];        /* a detail made for this reply (detail points here) */
+    char *why;            /* a detail made for this reply (detail points here);
+                             malloc'd (sm_replies_free) */
     bool succeeded;       /* TXN: every compare held */
     struct Kv__TxnResult **results; /* TXN: one per op run; malloc'd, each one
                                        block (sm_replies_free) */

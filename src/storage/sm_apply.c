@@ -253,6 +253,10 @@ static int sm__op(sm__batch *b, const Kv__Command *c, sm_reply *r) {
     case KV__COMMAND__OP__CAS:
     case KV__COMMAND__OP__CAS_ABSENT:
         break;
+    case KV__COMMAND__OP__TXN:
+        return sm__txn(b, c, r); /* sm_txn.c: its own checks */
+    case KV__COMMAND__OP__DELETE_PREFIX:
+        return sm__delete_prefix(b, c, r);
     default:
         r->code = KV_EPROTO;
         r->detail = "unknown operation";

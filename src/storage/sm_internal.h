@@ -74,6 +74,16 @@ int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *pr
 /* Ends entry b->rev: writes its history record when it has events, and
  * deletes the record that falls out of the kept history. 0 or KV_ENOMEM. */
 int sm__entry_end(sm__batch *b);
+/* ---- transactions and delete by prefix (sm_txn.c) ----
+ * c's effect, its reply in r (code 0 preset); 0 or an error that fails the
+ * whole apply (a RocksDB read error, KV_ENOMEM). */
+struct Kv__Command;
+struct Kv__TxnResult;
+int sm__txn(sm__batch *b, const struct Kv__Command *c, sm_reply *r);
+int sm__delete_prefix(sm__batch *b, const struct Kv__Command *c, sm_reply *r);
+/* A copy of r as one block (free()); NULL when out of memory. */
+struct Kv__TxnResult *sm__txn_result_dup(const struct Kv__TxnResult *r);
+
 /* Rewrites every format 1/2 'd' value as a record (revisions 0, version 1)
  * into wb. 0 or a RocksDB error. */
 int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys);

@@ -13,6 +13,7 @@
 #include "proto/kv.pb-c.h"
 
 #include <assert.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,6 +279,18 @@ static int ops_run(sm__batch *b, Kv__TxnOp *const *ops, size_t n, sm_reply *r) {
     return 0;
 }
 
+/* r's detail, made here (a refusal naming the op or the limit). */
+__attribute__((format(printf, 2, 3))) static void reply_why(sm_reply *r, const char *fmt, ...) {
+    assert(r->why == NULL);
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    r->why = strdup(buf);
+    r->detail = r->why ? r->why : "txn refused"; /* out of memory: the code says it */
+}
+
 int sm__txn(sm__batch *b, const Kv__Command *c, sm_reply *r) {
     assert(r->code == 0 && r->results == NULL);
     if (c->txn == NULL) {
@@ -285,10 +298,11 @@ int sm__txn(sm__batch *b, const Kv__Command *c, sm_reply *r) {
         r->detail = "a TXN command without a txn";
         return 0;
     }
-    int code = sm_txn_check(c->txn, r->why, sizeof r->why);
+    char why[192];
+    int code = sm_txn_check(c->txn, why, sizeof why);
     if (code != 0) { /* refused whole: nothing ran */
         r->code = code;
-        r->detail = r->why;
+        reply_why(r, "%s", why);
         return 0;
     }
     bool ok;
@@ -302,9 +316,8 @@ int sm__txn(sm__batch *b, const Kv__Command *c, sm_reply *r) {
         return rv;
     if (bytes > KV_TXN_GET_BYTES_MAX) {
         r->code = KV_ETOOBIG;
-        snprintf(r->why, sizeof r->why, "txn: its gets would return %llu bytes, over "
-                 "KV_TXN_GET_BYTES_MAX (%u)", (unsigned long long)bytes, KV_TXN_GET_BYTES_MAX);
-        r->detail = r->why;
+        reply_why(r, "txn: its gets would return %llu bytes, over KV_TXN_GET_BYTES_MAX (%u)",
+                  (unsigned long long)bytes, KV_TXN_GET_BYTES_MAX);
         return 0;
     }
     r->succeeded = ok;
