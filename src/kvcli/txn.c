@@ -170,6 +170,8 @@ static int parse_input(txn_parse *p) {
     ssize_t got;
     while (rc == 0 && (got = getline(&line, &cap, stdin)) >= 0) {
         p->line++;
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
+            line[--got] = '\0';
         if (p->line > TXN_LINES_MAX || (size_t)got > TXN_LINE_BYTES_MAX)
             rc = parse_error(p, "%s", p->line > TXN_LINES_MAX ? "too many lines"
                                                               : "line too long");
