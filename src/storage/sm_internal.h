@@ -71,9 +71,13 @@ int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char 
 int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, size_t vlen,
                 uint64_t lease, const sm__rec *prev);
 int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *prev);
-/* Ends entry b->rev: writes its history record when it has events, and
- * deletes the record that falls out of the kept history. 0 or KV_ENOMEM. */
+/* Ends entry b->rev: writes its history record when it has events. */
 int sm__entry_end(sm__batch *b);
+/* Deletes the history below sm_history_oldest when the applied index went
+ * from before to after across a multiple of SM_HISTORY_TRIM_EVERY. */
+#define SM_HISTORY_TRIM_EVERY 4096u
+void sm__history_trim(sm *s, uint64_t before, uint64_t after);
+
 /* ---- transactions and delete by prefix (sm_txn.c) ----
  * c's effect, its reply in r (code 0 preset); 0 or an error that fails the
  * whole apply (a RocksDB read error, KV_ENOMEM). */
@@ -83,7 +87,6 @@ int sm__txn(sm__batch *b, const struct Kv__Command *c, sm_reply *r);
 int sm__delete_prefix(sm__batch *b, const struct Kv__Command *c, sm_reply *r);
 /* A copy of r as one block (free()); NULL when out of memory. */
 struct Kv__TxnResult *sm__txn_result_dup(const struct Kv__TxnResult *r);
-
 /* Rewrites every format 1/2 'd' value as a record (revisions 0, version 1)
  * into wb. 0 or a RocksDB error. */
 int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys);
