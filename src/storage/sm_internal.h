@@ -87,6 +87,7 @@ int sm__txn(sm__batch *b, const struct Kv__Command *c, sm_reply *r);
 int sm__delete_prefix(sm__batch *b, const struct Kv__Command *c, sm_reply *r);
 /* A copy of r as one block (free()); NULL when out of memory. */
 struct Kv__TxnResult *sm__txn_result_dup(const struct Kv__TxnResult *r);
+
 /* Rewrites every format 1/2 'd' value as a record (revisions 0, version 1)
  * into wb. 0 or a RocksDB error. */
 int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys);

@@ -333,7 +333,8 @@ static int prefix_keys(sm__batch *b, const ProtobufCBinaryData *prefix, size_t m
                        ProtobufCBinaryData **keys, size_t *n) {
     uint8_t dp[1 + KV_KEY_BYTES_MAX];
     dp[0] = SM_PREFIX_DATA;
-    memcpy(dp + 1, prefix->data, prefix->len);
+    if (prefix->len > 0) /* the empty prefix may come as NULL */
+        memcpy(dp + 1, prefix->data, prefix->len);
     size_t dplen = prefix->len + 1;
     *n = 0;
     *keys = calloc(max + 1, sizeof **keys);
