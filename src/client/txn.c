@@ -75,8 +75,10 @@ static int add_check(kv_txn *t, const void *key, size_t klen, const void *val, s
     if (rc == 0 && t == NULL)
         rc = KV_EINVAL;
     if (rc == 0 && txn_items(t) >= KV_TXN_OPS_MAX)
-        rc = kvc_errstr_set(KV_ETOOBIG, "a transaction has at most KV_TXN_OPS_MAX (%u) "
-                            "compares and ops", KV_TXN_OPS_MAX);
+        rc = kvc_errstr_set(KV_ETOOBIG,
+                            "a transaction has at most KV_TXN_OPS_MAX (%u) "
+                            "compares and ops",
+                            KV_TXN_OPS_MAX);
     return rc;
 }
 
@@ -95,17 +97,16 @@ static void *block(size_t head, const void *key, size_t klen, const void *val, s
     return b;
 }
 
-int kv_txn_compare(kv_txn *t, enum kv_cmp_target target, enum kv_cmp_result result,
-                   const void *key, size_t key_len, const void *value, size_t value_len,
-                   uint64_t number) {
+int kv_txn_compare(kv_txn *t, enum kv_cmp_target target, enum kv_cmp_result result, const void *key,
+                   size_t key_len, const void *value, size_t value_len, uint64_t number) {
     if (target != KV_CMP_VALUE)
         value_len = 0; /* a number compare carries no value */
     int rc = add_check(t, key, key_len, value, value_len);
     if (rc != 0)
         return rc;
     if ((unsigned)target > KV_CMP_LEASE || (unsigned)result > KV_CMP_GREATER)
-        return kvc_errstr_set(KV_EINVAL, "compare target %d or result %d out of range",
-                              (int)target, (int)result);
+        return kvc_errstr_set(KV_EINVAL, "compare target %d or result %d out of range", (int)target,
+                              (int)result);
     if (grow((void ***)&t->pb.compares, t->pb.n_compares, &t->cmp_cap) != 0)
         return KV_ENOMEM;
     ProtobufCBinaryData k, v;
@@ -206,9 +207,10 @@ int kv_txn_commit(kv_client *c, const kv_txn *t, bool *succeeded, kv_txn_result 
      * sent: the command (the txn and a few numbers) must fit one entry. */
     size_t bytes = kv__txn__get_packed_size(&t->pb);
     if (bytes > KV_COMMAND_BYTES_MAX - KV_COMMAND_OVERHEAD_BYTES)
-        return kvc_errstr_set(KV_ETOOBIG, "transaction of %zu bytes encoded is over "
-                              "KV_COMMAND_BYTES_MAX (%u) less the command's overhead", bytes,
-                              (unsigned)KV_COMMAND_BYTES_MAX);
+        return kvc_errstr_set(KV_ETOOBIG,
+                              "transaction of %zu bytes encoded is over "
+                              "KV_COMMAND_BYTES_MAX (%u) less the command's overhead",
+                              bytes, (unsigned)KV_COMMAND_BYTES_MAX);
     int rc;
     kvc_result res = {0};
     kvc_slot *s = kvc_sync_begin(c, KV__REQUEST__TYPE__TXN, &res, &rc);
@@ -260,6 +262,6 @@ int kv_del_prefix(kv_client *c, const void *prefix, size_t prefix_len, uint64_t 
             return 0;
         if (res.deleted == 0)
             return kvc_errstr_set(KV_EPROTO, "delete prefix: the node said more remain "
-                                  "but deleted none");
+                                             "but deleted none");
     }
 }

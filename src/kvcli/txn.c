@@ -34,8 +34,9 @@
 #define TXN_LINES_MAX (KV_TXN_OPS_MAX + 16u)
 
 void kvcli_json_keyinfo(FILE *f, const kv_keyinfo *i) {
-    fprintf(f, "\"create_rev\":%" PRIu64 ",\"mod_rev\":%" PRIu64 ",\"version\":%" PRIu64
-               ",\"lease\":%" PRIu64,
+    fprintf(f,
+            "\"create_rev\":%" PRIu64 ",\"mod_rev\":%" PRIu64 ",\"version\":%" PRIu64
+            ",\"lease\":%" PRIu64,
             i->create_rev, i->mod_rev, i->version, i->lease);
 }
 
@@ -54,8 +55,7 @@ typedef struct txn_parse {
     unsigned line; /* 1-based, for the messages */
 } txn_parse;
 
-__attribute__((format(printf, 2, 3))) static int parse_error(txn_parse *p, const char *fmt,
-                                                               ...) {
+__attribute__((format(printf, 2, 3))) static int parse_error(txn_parse *p, const char *fmt, ...) {
     char msg[256];
     va_list ap;
     va_start(ap, fmt);
@@ -78,8 +78,11 @@ static int parse_op_word(txn_parse *p, const char *w, enum kv_cmp_result *r) {
     static const struct {
         const char *w;
         enum kv_cmp_result r;
-    } ops[] = {{"=", KV_CMP_EQUAL},   {"==", KV_CMP_EQUAL}, {"!=", KV_CMP_NOT_EQUAL},
-               {"<", KV_CMP_LESS},    {">", KV_CMP_GREATER}};
+    } ops[] = {{"=", KV_CMP_EQUAL},
+               {"==", KV_CMP_EQUAL},
+               {"!=", KV_CMP_NOT_EQUAL},
+               {"<", KV_CMP_LESS},
+               {">", KV_CMP_GREATER}};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         if (strcmp(w, ops[i].w) == 0) {
             *r = ops[i].r;
@@ -103,8 +106,10 @@ static int parse_compare(txn_parse *p, char **w, const size_t *len, int n) {
         if (strlen(names[i]) == tlen && memcmp(w[0], names[i], tlen) == 0)
             target = i;
     if (target < 0)
-        return parse_error(p, "unknown compare target in '%s' (want value, version, create, "
-                           "mod or lease)", w[0]);
+        return parse_error(p,
+                           "unknown compare target in '%s' (want value, version, create, "
+                           "mod or lease)",
+                           w[0]);
     enum kv_cmp_result r = KV_CMP_EQUAL;
     int rc = parse_op_word(p, w[1], &r);
     uint64_t number = 0;
@@ -121,16 +126,16 @@ static int parse_compare(txn_parse *p, char **w, const size_t *len, int n) {
 }
 
 static int parse_op(txn_parse *p, bool success, char **w, const size_t *len, int n) {
-    int type = strcmp(w[0], "put") == 0 ? OP_PUT
+    int type = strcmp(w[0], "put") == 0                                  ? OP_PUT
                : strcmp(w[0], "del") == 0 || strcmp(w[0], "delete") == 0 ? OP_DEL
-               : strcmp(w[0], "get") == 0                                  ? OP_GET
-                                                                           : -1;
+               : strcmp(w[0], "get") == 0                                ? OP_GET
+                                                                         : -1;
     if (type < 0)
         return parse_error(p, "unknown op '%s' (want put KEY VALUE, del KEY or get KEY)", w[0]);
     if (n != (type == OP_PUT ? 3 : 2))
         return parse_error(p, "%s wants %s", type == OP_PUT ? "put" : w[0],
                            type == OP_PUT ? "a key and a value" : "a key");
-    int rc = type == OP_PUT ? kv_txn_put(p->t, success, w[1], len[1], w[2], len[2], 0)
+    int rc = type == OP_PUT   ? kv_txn_put(p->t, success, w[1], len[1], w[2], len[2], 0)
              : type == OP_DEL ? kv_txn_del(p->t, success, w[1], len[1])
                               : kv_txn_get(p->t, success, w[1], len[1]);
     if (rc != 0)
@@ -173,8 +178,7 @@ static int parse_input(txn_parse *p) {
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
             line[--got] = '\0';
         if (p->line > TXN_LINES_MAX || (size_t)got > TXN_LINE_BYTES_MAX)
-            rc = parse_error(p, "%s", p->line > TXN_LINES_MAX ? "too many lines"
-                                                              : "line too long");
+            rc = parse_error(p, "%s", p->line > TXN_LINES_MAX ? "too many lines" : "line too long");
         else if (blank(line))
             sec++; /* past the failure ops: trailing blank lines */
         else if (sec > 2)
@@ -248,7 +252,8 @@ int kvcli_cmd_txn(kvcli_ctx *ctx, int argc, char **argv) {
     if (argc != 1)
         return kvcli_usage_error(ctx, argv[0], "takes no arguments (the txn comes on stdin)");
     if (ctx->stdin_is_commands || ctx->shell)
-        return kvcli_usage_error(ctx, argv[0], "reads the txn from stdin: run it as "
+        return kvcli_usage_error(ctx, argv[0],
+                                 "reads the txn from stdin: run it as "
                                  "`kvcli txn < FILE`, not while commands come from stdin");
     txn_parse *p = calloc(1, sizeof *p);
     if (p == NULL || (p->t = kv_txn_new()) == NULL) {

@@ -48,8 +48,7 @@ static int check_key(size_t klen, const char *what, size_t i, char *why, size_t 
 }
 
 /* The ops of one branch ("success" or "failure"). */
-static int check_ops(Kv__TxnOp *const *ops, size_t n, const char *branch, char *why,
-                     size_t cap) {
+static int check_ops(Kv__TxnOp *const *ops, size_t n, const char *branch, char *why, size_t cap) {
     char what[32];
     for (size_t i = 0; i < n; i++) {
         const Kv__TxnOp *o = ops[i];
@@ -91,8 +90,10 @@ int sm_txn_check(const Kv__Txn *t, char *why, size_t cap) {
         if (rc != 0)
             return rc;
         if (c->value.len > KV_VALUE_BYTES_MAX) {
-            snprintf(why, cap, "txn compare %zu: value of %zu bytes is over "
-                     "KV_VALUE_BYTES_MAX (%u)", i + 1, c->value.len, KV_VALUE_BYTES_MAX);
+            snprintf(why, cap,
+                     "txn compare %zu: value of %zu bytes is over "
+                     "KV_VALUE_BYTES_MAX (%u)",
+                     i + 1, c->value.len, KV_VALUE_BYTES_MAX);
             return KV_ETOOBIG;
         }
     }
@@ -165,7 +166,7 @@ static bool compare_holds(const Kv__Compare *m, const sm__rec *rec) {
     } else {
         uint64_t v = 0; /* an absent key's numbers are 0 */
         if (rec != NULL)
-            v = m->target == KV__COMPARE__TARGET__VERSION ? rec->version
+            v = m->target == KV__COMPARE__TARGET__VERSION  ? rec->version
                 : m->target == KV__COMPARE__TARGET__CREATE ? rec->create_rev
                 : m->target == KV__COMPARE__TARGET__MOD    ? rec->mod_rev
                                                            : rec->lease;
@@ -220,13 +221,13 @@ static int get_bytes(sm__batch *b, Kv__TxnOp *const *ops, size_t n, uint64_t *to
             continue;
         const ProtobufCBinaryData *k = &ops[i]->key;
         size_t j = i;
-        while (j > 0 && !(ops[j - 1]->type != KV__TXN_OP__TYPE__GET &&
-                          cmp_bytes(ops[j - 1]->key.data, ops[j - 1]->key.len, k->data,
-                                    k->len) == 0))
+        while (j > 0 &&
+               !(ops[j - 1]->type != KV__TXN_OP__TYPE__GET &&
+                 cmp_bytes(ops[j - 1]->key.data, ops[j - 1]->key.len, k->data, k->len) == 0))
             j--;
         if (j > 0) { /* the last write of this key before the get */
-            *total += ops[j - 1]->type == KV__TXN_OP__TYPE__PUT ? k->len + ops[j - 1]->value.len
-                                                                 : 0;
+            *total +=
+                ops[j - 1]->type == KV__TXN_OP__TYPE__PUT ? k->len + ops[j - 1]->value.len : 0;
             continue;
         }
         sm__rec rec;
@@ -258,7 +259,8 @@ static int op_run(sm__batch *b, const Kv__TxnOp *o, Kv__TxnResult **out) {
         rv = sm__key_delete(b, o->key.data, o->key.len, &rec);
     }
     bool with_kv = o->type == KV__TXN_OP__TYPE__GET && present;
-    if (rv == 0 && (*out = result_new(code, o->key.data, o->key.len, with_kv ? &rec : NULL)) == NULL)
+    if (rv == 0 &&
+        (*out = result_new(code, o->key.data, o->key.len, with_kv ? &rec : NULL)) == NULL)
         rv = KV_ENOMEM;
     rocksdb_free(raw);
     return rv;

@@ -185,7 +185,7 @@ START_TEST(test_txn_branches) {
     tx_reset();
     tx_cmp(T_VALUE, R_EQ, "a", "1", 0);
     tx_op(true, X_PUT, "b", "2");
-    tx_op(true, X_GET, "b", NULL);  /* sees the put above, in this same txn */
+    tx_op(true, X_GET, "b", NULL);    /* sees the put above, in this same txn */
     tx_op(true, X_DEL, "none", NULL); /* absent: NOTFOUND, not a failed txn */
     tx_op(true, X_GET, "none", NULL);
     tx_op(false, X_PUT, "f", "x");
@@ -359,11 +359,11 @@ START_TEST(test_txn_exactly_once) {
 }
 END_TEST
 
-static void apply_delete_prefix(uint64_t index, const char *prefix, uint64_t client,
-                                uint64_t seq, sm_reply *r) {
+static void apply_delete_prefix(uint64_t index, const char *prefix, uint64_t client, uint64_t seq,
+                                sm_reply *r) {
     size_t len;
-    uint8_t *buf = tu_cmd(KV__COMMAND__OP__DELETE_PREFIX, client, seq, prefix, strlen(prefix),
-                          NULL, 0, NULL, 0, &len);
+    uint8_t *buf = tu_cmd(KV__COMMAND__OP__DELETE_PREFIX, client, seq, prefix, strlen(prefix), NULL,
+                          0, NULL, 0, &len);
     sm_entry e = {.index = index, .term = 1, .type = SM_ENTRY_COMMAND, .payload = buf, .len = len};
     ck_assert_int_eq(sm_apply(S, &e, 1, r), 0);
     free(buf);
@@ -380,8 +380,11 @@ static void put_many(uint64_t first, const char *prefix, unsigned n) {
         snprintf(k, sizeof k, "%s%05u", prefix, i);
         size_t len;
         bufs[i] = tu_cmd(OP_PUT, 0, 0, k, strlen(k), "v", 1, NULL, 0, &len);
-        e[i] = (sm_entry){.index = first + i, .term = 1, .type = SM_ENTRY_COMMAND,
-                          .payload = bufs[i], .len = len};
+        e[i] = (sm_entry){.index = first + i,
+                          .term = 1,
+                          .type = SM_ENTRY_COMMAND,
+                          .payload = bufs[i],
+                          .len = len};
     }
     ck_assert_int_eq(sm_apply(S, e, n, r), 0);
     for (unsigned i = 0; i < n; i++)
