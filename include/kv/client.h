@@ -279,9 +279,8 @@ enum kv_cmp_result {
 };
 /* A compare of key: against value for KV_CMP_VALUE, against number for the
  * others (value ignored). 0, KV_EINVAL, KV_ETOOBIG, KV_ENOMEM. */
-int kv_txn_compare(kv_txn *t, enum kv_cmp_target target, enum kv_cmp_result result,
-                   const void *key, size_t key_len, const void *value, size_t value_len,
-                   uint64_t number);
+int kv_txn_compare(kv_txn *t, enum kv_cmp_target target, enum kv_cmp_result result, const void *key,
+                   size_t key_len, const void *value, size_t value_len, uint64_t number);
 /* Ops, on the success (on_success true) or the failure list. lease: attach
  * the key to it (0: none). */
 int kv_txn_put(kv_txn *t, bool on_success, const void *key, size_t key_len, const void *value,

@@ -159,8 +159,7 @@ void sm__session_from_pb(sm__session *x, const Kv__Session *pb) {
 }
 
 bool sm__reply_full(const Kv__Reply *pb) {
-    return pb->current_present || pb->succeeded || pb->n_results > 0 || pb->deleted > 0 ||
-           pb->more;
+    return pb->current_present || pb->succeeded || pb->n_results > 0 || pb->deleted > 0 || pb->more;
 }
 
 /* ---- loading from RocksDB ------------------------------------------------ */

@@ -102,10 +102,10 @@ static int parse_word(const char *a, const char *v) {
         return opt.workload != 0 ? 0 : -1;
     }
     if (strcmp(a, "--control") == 0) {
-        opt.control = strcmp(v, "stale-read") == 0 ? CONTROL_STALE_READ
-                      : strcmp(v, "no-fsync") == 0 ? CONTROL_NO_FSYNC
+        opt.control = strcmp(v, "stale-read") == 0  ? CONTROL_STALE_READ
+                      : strcmp(v, "no-fsync") == 0  ? CONTROL_NO_FSYNC
                       : strcmp(v, "bank-skew") == 0 ? CONTROL_BANK_SKEW
-                                                   : -1;
+                                                    : -1;
         return opt.control >= 0 ? 0 : -1;
     }
     if (strcmp(a, "--nemesis") == 0)
@@ -395,8 +395,7 @@ typedef struct verdict {
 static int verdict_rc(const verdict *v) {
     /* A cluster that cannot serve the final read once healed fails too. */
     if (v->linz == LINZ_FAIL || v->lost || v->phantom || v->diverged || v->fatal || v->down ||
-        v->bank_bad ||
-        v->final_failed || atomic_load(&unexpected_exits) > 0 ||
+        v->bank_bad || v->final_failed || atomic_load(&unexpected_exits) > 0 ||
         atomic_load(&liveness_failures) > 0)
         return 1;
     return v->linz == LINZ_UNKNOWN ? 2 : 0;
@@ -512,8 +511,8 @@ int main(int argc, char **argv) {
     if (events >= 0 && opt.workload == WL_BANK) {
         v.final_failed = bank_final_check(&v.diverged) != 0;
         v.bank_bad = atomic_load(&bank_bad);
-        printf("kv-jepsen: bank: %" PRIu64 " reads of all accounts broke the total%s\n",
-               v.bank_bad, v.diverged ? ", NODES DIVERGE" : "");
+        printf("kv-jepsen: bank: %" PRIu64 " reads of all accounts broke the total%s\n", v.bank_bad,
+               v.diverged ? ", NODES DIVERGE" : "");
     } else if (events >= 0 && opt.workload != WL_REGISTER) {
         v.final_failed = set_final_check(&v.lost, &v.phantom, &v.elements, &v.diverged) != 0;
         printf("kv-jepsen: set: %" PRIu64 " elements in the final read, lost %" PRIu64
