@@ -29,6 +29,13 @@ void sm_replies_free(sm_reply *replies, size_t n) {
         free(replies[i].current);
         replies[i].current = NULL;
         replies[i].current_len = 0;
+        for (size_t j = 0; j < replies[i].n_results; j++)
+            free(replies[i].results[j]); /* one block each */
+        free(replies[i].results);
+        replies[i].results = NULL;
+        free(replies[i].why);
+        replies[i].why = NULL;
+        replies[i].n_results = 0;
     }
 }
 
