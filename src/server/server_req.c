@@ -409,6 +409,9 @@ static void status_request(server *s, net_conn *c, const Kv__Request *q) {
 
 /* ---- dispatch -------------------------------------------------------------- */
 
+_Static_assert(KV__REQUEST__TYPE__LEASE_LIST < SERVER_REQUEST_TYPES,
+               "every request type has its counter");
+
 void server_on_request(void *ctx, net_conn *c, Kv__Request *q) {
     server *s = ctx;
     if ((unsigned)q->type < SERVER_REQUEST_TYPES)
