@@ -47,6 +47,7 @@ _Static_assert(KVC_SLOTS_MAX < KVC_NONE, "slot index must not collide with KVC_N
 bool kvc_is_write(Kv__Request__Type t) {
     return t == KV__REQUEST__TYPE__PUT || t == KV__REQUEST__TYPE__DELETE ||
            t == KV__REQUEST__TYPE__CAS || t == KV__REQUEST__TYPE__CAS_ABSENT ||
+           t == KV__REQUEST__TYPE__TXN || t == KV__REQUEST__TYPE__DELETE_PREFIX ||
            t == KV__REQUEST__TYPE__LEASE_GRANT || t == KV__REQUEST__TYPE__LEASE_REVOKE;
 }
 
@@ -553,6 +554,7 @@ static int pack(kv_client *c, const kvc_slot *s) {
     q.ttl = s->ttl;
     q.name = (char *)(s->name ? s->name : "");
     q.address = (char *)(s->address ? s->address : "");
+    q.txn = (Kv__Txn *)s->txn; /* packed, never changed */
     return kvc_conn_queue(&c->conn, KV_FRAME_REQUEST, &q.base);
 }
 

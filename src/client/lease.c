@@ -118,7 +118,9 @@ int kv_lease_list(kv_client *c, kv_lease **leases, size_t *count) {
 /* PUT or CAS_ABSENT with a lease. */
 static int put_lease(kv_client *c, Kv__Request__Type type, const void *key, size_t key_len,
                      const void *value, size_t value_len, uint64_t lease) {
-    int rc = kvc_check_kv(key, key_len, value, value_len);
+    int rc = kvc_check_key(key, key_len);
+    if (rc == 0)
+        rc = kvc_check_value(value, value_len);
     kvc_result res = {0};
     kvc_slot *s = rc == 0 ? kvc_sync_begin(c, type, &res, &rc) : NULL;
     if (s == NULL)

@@ -8,6 +8,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +24,11 @@ typedef struct cmd_args {
     bool absent;    /* --absent */
     bool has_limit; /* --limit N */
     uint32_t limit;
+    bool prefix;    /* --prefix (del) */
     uint64_t lease; /* --lease ID (0: none) */
 } cmd_args;
 
-enum { FLAG_STALE = 1, FLAG_ABSENT = 2, FLAG_LIMIT = 4, FLAG_LEASE = 8 };
+enum { FLAG_STALE = 1, FLAG_ABSENT = 2, FLAG_LIMIT = 4, FLAG_PREFIX = 8, FLAG_LEASE = 16 };
 
 static int args__lease(kvcli_ctx *ctx, const char *cmd, const char *s, cmd_args *a) {
     char *end;
@@ -65,6 +67,8 @@ static int args__parse(kvcli_ctx *ctx, int argc, char **argv, unsigned allowed, 
             a->stale = true;
         } else if (flags && (allowed & FLAG_ABSENT) && strcmp(s, "--absent") == 0) {
             a->absent = true;
+        } else if (flags && (allowed & FLAG_PREFIX) && strcmp(s, "--prefix") == 0) {
+            a->prefix = true;
         } else if (flags && (allowed & FLAG_LIMIT) && strcmp(s, "--limit") == 0) {
             if (i + 1 == argc)
                 return kvcli_usage_error(ctx, argv[0], "--limit wants a number");
@@ -200,10 +204,11 @@ static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
     size_t klen = a.len[0];
     void *v = NULL;
     size_t vlen = 0;
-    if (a.stale)
+    kv_keyinfo info;
+    if (a.stale) /* no revisions: a stale read gives the value only */
         rc = kv_get_stale(c, key, klen, &v, &vlen, NULL);
     else
-        rc = kv_get(c, key, klen, &v, &vlen);
+        rc = kv_get_ex(c, key, klen, &v, &vlen, &info);
     if (rc != 0)
         return kvcli_fail(ctx, argv[0], rc, false);
     if (ctx->json) {
@@ -211,6 +216,10 @@ static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
         kvcli_json_bytes(ctx->out, "key", key, klen);
         fputc(',', ctx->out);
         kvcli_json_bytes(ctx->out, "value", v, vlen);
+        if (!a.stale) {
+            fputc(',', ctx->out);
+            kvcli_json_keyinfo(ctx->out, &info);
+        }
         fputs("}\n", ctx->out);
     } else if (ctx->exact) {
         if (vlen > 0) /* an empty value comes back as NULL */
@@ -223,12 +232,37 @@ static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
     return KVCLI_EXIT_OK;
 }
 
+/* del --prefix P: every key starting with P (P may be empty: every key,
+ * but only when asked for by --prefix ''); prints the count. */
+static int del__prefix(kvcli_ctx *ctx, const char *cmd, kv_client *c, const cmd_args *a) {
+    uint64_t n = 0;
+    int rc = kv_del_prefix(c, a->pos[0], a->len[0], &n);
+    if (rc != 0) {
+        if (n > 0) /* entries before the failure were applied */
+            fprintf(ctx->err, "kvcli: del: %" PRIu64 " keys deleted before the failure\n", n);
+        return kvcli_fail(ctx, cmd, rc, true);
+    }
+    if (ctx->json)
+        fprintf(ctx->out, "{\"deleted\":%" PRIu64 "}\n", n);
+    else
+        fprintf(ctx->out, "%" PRIu64 "\n", n);
+    return KVCLI_EXIT_OK;
+}
+
 static int cmd_del(kvcli_ctx *ctx, int argc, char **argv) {
     cmd_args a;
     kv_client *c;
-    int rc = args__begin(ctx, argc, argv, 0, 1, &a, &c);
+    int rc = args__parse(ctx, argc, argv, FLAG_PREFIX, &a);
+    if (rc == 0)
+        rc = args__want(ctx, argv[0], &a, 1);
+    if (rc == 0)
+        rc = args__key(ctx, argv[0], &a, a.prefix);
+    if (rc == 0)
+        rc = kvcli_client(ctx, argv[0], &c);
     if (rc != 0)
         return rc;
+    if (a.prefix)
+        return del__prefix(ctx, argv[0], c, &a);
     rc = kv_del(c, a.pos[0], a.len[0]);
     return rc == 0 ? print_ok(ctx) : kvcli_fail(ctx, argv[0], rc, true);
 }
@@ -305,7 +339,7 @@ static int cmd_cas(kvcli_ctx *ctx, int argc, char **argv) {
     return rc;
 }
 
-static void scan__print(kvcli_ctx *ctx, const kv_pair *p) {
+static void scan__print(kvcli_ctx *ctx, const kv_pair *p, const kv_keyinfo *info) {
     assert(p->key != NULL || p->key_len == 0);
     assert(p->value != NULL || p->value_len == 0);
     if (ctx->json) {
@@ -313,6 +347,8 @@ static void scan__print(kvcli_ctx *ctx, const kv_pair *p) {
         kvcli_json_bytes(ctx->out, "key", p->key, p->key_len);
         fputc(',', ctx->out);
         kvcli_json_bytes(ctx->out, "value", p->value, p->value_len);
+        fputc(',', ctx->out);
+        kvcli_json_keyinfo(ctx->out, info);
         fputs("}\n", ctx->out);
     } else {
         kvcli_escape(ctx->out, p->key, p->key_len);
@@ -347,12 +383,15 @@ static int scan__pages(kvcli_ctx *ctx, kv_client *c, const char *prefix, size_t 
     while (rc == 0 && more && (!a->has_limit || shown < a->limit)) {
         uint32_t page = a->has_limit ? (uint32_t)(a->limit - shown) : 0;
         kv_pair *pairs = NULL;
+        kv_keyinfo *infos = NULL;
         size_t count = 0;
-        rc = kv_scan(c, prefix, prefix_len, after, after_len, page, &pairs, &count, &more);
+        rc = kv_scan_ex(c, prefix, prefix_len, after, after_len, page, &pairs,
+                        ctx->json ? &infos : NULL, &count, &more);
         if (rc != 0)
             break;
         for (size_t i = 0; i < count && (!a->has_limit || shown < a->limit); i++, shown++)
-            scan__print(ctx, &pairs[i]);
+            scan__print(ctx, &pairs[i], infos ? &infos[i] : &(kv_keyinfo){0});
+        kv_free(infos);
         if (more && count == 0)
             rc = KV_EPROTO; /* "more" without progress would loop forever */
         else if (count > 0)
@@ -416,11 +455,17 @@ const kvcli_cmd kvcli_commands[] = {
      "store VALUE under KEY (VALUE '-': read it from stdin; --lease: attached to\n"
      "      lease ID, deleted with it)"},
     {"get", cmd_get, "[--stale] KEY", "print KEY's value (--stale: from any node, may lag)"},
-    {"del", cmd_del, "KEY", "delete KEY"},
+    {"del", cmd_del, "KEY | --prefix PREFIX",
+     "delete KEY (--prefix: every key starting with PREFIX; prints the count)"},
     {"cas", cmd_cas, "KEY EXPECTED NEW | --absent KEY NEW [--lease ID]",
      "set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent;\n"
      "      --lease: created attached to lease ID)"},
     {"scan", cmd_scan, "PREFIX [--limit N]", "list keys starting with PREFIX: key<TAB>value"},
+    {"txn", kvcli_cmd_txn, "",
+     "a transaction from stdin, as etcdctl's: compares (value(\"k\") = \"v\",\n"
+     "      version/create/mod/lease(\"k\") = != < > N), a blank line, the success ops\n"
+     "      (put K V, del K, get K), a blank line, the failure ops; prints SUCCESS\n"
+     "      (exit 0) or FAILURE (exit 1) and each op's result"},
     {"status", kvcli_cmd_status, "",
      "one row per node: role, term, commit, lag, health; exit 3 unless every\n"
      "      node is ok (answers, knows the leader, lags <= 1000 entries, fsyncs)"},

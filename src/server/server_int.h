@@ -121,6 +121,7 @@ typedef struct server {
     uint64_t disk_walked; /* the walk's result, for the after-callback */
     bool stopping;
     uint64_t ticks;
+    uint64_t tick_origin_ns; /* kv_now_ns() when the tick timer started */
 
     net *net;
     struct http_server *http;
@@ -197,7 +198,7 @@ typedef struct server {
     uint64_t nospace_replies;
 
     /* counters (metrics) */
-#define SERVER_REQUEST_TYPES 16u
+#define SERVER_REQUEST_TYPES 32u /* > every kv.Request.Type (server_req.c asserts) */
     uint64_t requests_by_type[SERVER_REQUEST_TYPES];
     uint64_t leader_changes;
     uint64_t proposals;

@@ -283,6 +283,29 @@ int sm__lease_attach_check(sm__batch *b, uint64_t lease, const void *key, size_t
     return 0;
 }
 
+int sm__lease_txn_check(sm__batch *b, Kv__TxnOp *const *ops, size_t n, sm_reply *r) {
+    assert(n <= KV_TXN_OPS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i]->type != KV__TXN_OP__TYPE__PUT || ops[i]->lease == 0)
+            continue;
+        uint64_t lease = ops[i]->lease, puts = 0;
+        for (size_t j = 0; j < n; j++)
+            puts += ops[j]->type == KV__TXN_OP__TYPE__PUT && ops[j]->lease == lease;
+        const sm_lease_info *x = sm__lease_find(&b->s->leases, lease);
+        if (x == NULL) {
+            r->code = KV_ENOTFOUND;
+            r->detail = "lease not found";
+            return 0;
+        }
+        if (x->keys + puts > KV_LEASE_KEYS_MAX) {
+            r->code = KV_ETOOBIG;
+            r->detail = "the txn would attach more than KV_LEASE_KEYS_MAX keys to a lease";
+            return 0;
+        }
+    }
+    return 0;
+}
+
 /* The keys attached to lease, read through the batch: *keys malloc'd, each
  * a malloc'd copy of the user key (lens[i] bytes). At most
  * KV_LEASE_KEYS_MAX (invariant 3). */
