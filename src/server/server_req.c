@@ -72,6 +72,13 @@ static int write_check(const Kv__Request *q, char *why, size_t cap) {
     switch (q->type) {
     case KV__REQUEST__TYPE__REGISTER:
     case KV__REQUEST__TYPE__DELETE_PREFIX: /* the empty prefix: every key */
+    case KV__REQUEST__TYPE__LEASE_GRANT:   /* ttl: checked as it applies */
+        return 0;
+    case KV__REQUEST__TYPE__LEASE_REVOKE:
+        if (q->lease == 0) {
+            snprintf(why, cap, "a lease revoke needs a lease id");
+            return KV_EINVAL;
+        }
         return 0;
     case KV__REQUEST__TYPE__TXN:
         if (q->txn == NULL) {
@@ -102,6 +109,10 @@ static Kv__Command__Op write_op(Kv__Request__Type t) {
         return KV__COMMAND__OP__TXN;
     case KV__REQUEST__TYPE__DELETE_PREFIX:
         return KV__COMMAND__OP__DELETE_PREFIX;
+    case KV__REQUEST__TYPE__LEASE_GRANT:
+        return KV__COMMAND__OP__LEASE_GRANT;
+    case KV__REQUEST__TYPE__LEASE_REVOKE:
+        return KV__COMMAND__OP__LEASE_REVOKE;
     default:
         assert(t == KV__REQUEST__TYPE__CAS_ABSENT);
         return KV__COMMAND__OP__CAS_ABSENT;
@@ -122,7 +133,8 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
     }
     /* NOSPACE alarm: deletes (which give space back) and sessions still go */
     if (s->nospace && q->type != KV__REQUEST__TYPE__DELETE &&
-        q->type != KV__REQUEST__TYPE__DELETE_PREFIX && q->type != KV__REQUEST__TYPE__REGISTER) {
+        q->type != KV__REQUEST__TYPE__DELETE_PREFIX && q->type != KV__REQUEST__TYPE__REGISTER &&
+        q->type != KV__REQUEST__TYPE__LEASE_REVOKE) {
         s->nospace_replies++;
         server_reply_code(c, id, KV_ENOSPACE,
                           "the disk quota is reached: writes are refused until space is freed; "

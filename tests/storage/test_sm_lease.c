@@ -342,6 +342,57 @@ START_TEST(test_lease_limit_keys) {
 }
 END_TEST
 
+/* A txn of no compares whose success ops put k1 and k2 on lease. */
+static int txn_put2(sm *s, uint64_t lease) {
+    Kv__TxnOp a, b, *ops[2] = {&a, &b};
+    kv__txn_op__init(&a);
+    kv__txn_op__init(&b);
+    a.type = b.type = KV__TXN_OP__TYPE__PUT;
+    a.key = (ProtobufCBinaryData){2, (uint8_t *)"k1"};
+    b.key = (ProtobufCBinaryData){2, (uint8_t *)"k2"};
+    a.value = b.value = (ProtobufCBinaryData){1, (uint8_t *)"v"};
+    a.lease = b.lease = lease;
+    Kv__Txn t;
+    kv__txn__init(&t);
+    t.success = ops;
+    t.n_success = 2;
+    Kv__Command c;
+    kv__command__init(&c);
+    c.op = KV__COMMAND__OP__TXN;
+    c.txn = &t;
+    size_t len = kv__command__get_packed_size(&c);
+    uint8_t *buf = malloc(len);
+    ck_assert_ptr_nonnull(buf);
+    kv__command__pack(&c, buf);
+    sm_entry e = {
+        .index = next_index++, .term = 1, .type = SM_ENTRY_COMMAND, .payload = buf, .len = len};
+    sm_reply r;
+    ck_assert_int_eq(sm_apply(s, &e, 1, &r), 0);
+    free(buf);
+    int code = r.code;
+    sm_replies_free(&r, 1);
+    return code;
+}
+
+/* A transaction's puts attach like a put's: an unknown lease refuses the
+ * whole txn (nothing written), a known one counts its keys, and revoke
+ * deletes them. */
+START_TEST(test_lease_txn) {
+    sm *s = tu_open(dir, 0);
+    ck_assert_int_eq(txn_put2(s, 42), KV_ENOTFOUND);
+    ck_assert_ptr_null(tu_get(s, "k1"));
+    ck_assert_ptr_null(tu_get(s, "k2"));
+    uint64_t a = grant(s, 10);
+    ck_assert_int_eq(txn_put2(s, a), 0);
+    ck_assert_int_eq(keys_of(s, a), 2);
+    uint64_t deleted = 0;
+    ck_assert_int_eq(revoke(s, a, &deleted), 0);
+    ck_assert_uint_eq(deleted, 2);
+    ck_assert_ptr_null(tu_get(s, "k1"));
+    sm_close(s);
+}
+END_TEST
+
 typedef struct snap_tbl {
     sm_lease_info v[16];
     size_t n;
@@ -392,6 +443,7 @@ int main(void) {
     tcase_add_test(t, test_lease_limit_leases);
     tcase_add_test(t, test_lease_limit_keys);
     tcase_add_test(t, test_lease_reopen);
+    tcase_add_test(t, test_lease_txn);
     suite_add_tcase(s, t);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
