@@ -13,9 +13,10 @@
  *
  * The lock (docs/recipes.md): a lease of --ttl seconds (default 10) kept
  * alive from a thread every ttl/3; key lock/NAME created with the lease
- * only if it is absent (CAS_ABSENT with a lease: the transaction "version
- * of lock/NAME is 0 -> put it with the lease" in one entry); while another
- * holds it, a get every LOCK_POLL_MS until the key is gone, then again.
+ * only if it is absent, by a transaction (version("lock/NAME") = 0 -> put
+ * it with the lease, else get it: one entry); while another holds it, a
+ * get every LOCK_POLL_MS until the key is gone, then again (a watch would
+ * wake it at once; the get keeps kvcli lock independent of it).
  * When the command exits the lease is revoked (the key goes with it). If
  * kvcli dies, keepalives stop and the leader expires the lease: the lock is
  * free again within the ttl plus an election timeout.
@@ -238,34 +239,58 @@ static void *lock__keepalive(void *arg) {
     return NULL;
 }
 
-/* Takes lock/NAME with the lease: 0 once held, KVCLI_EXIT_* otherwise.
- * The value names the holder (lease id and pid), so an attempt whose
- * answer was lost finds its own key. */
-static int lock__acquire(kvcli_ctx *ctx, lock_state *ls, const char *key, const char *holder) {
+/* One attempt, as one transaction: if version(key) = 0 (absent), put key
+ * = holder with the lease, else get key. *held when the key is ours after
+ * it: created now, or by an earlier attempt whose answer was lost (the
+ * holder's value names the lease and pid). */
+static int lock__try(lock_state *ls, const char *key, const char *holder, bool *held) {
     size_t klen = strlen(key), hlen = strlen(holder);
+    *held = false;
+    kv_txn *t = kv_txn_new();
+    if (t == NULL)
+        return KV_ENOMEM;
+    int rc = kv_txn_compare(t, KV_CMP_VERSION, KV_CMP_EQUAL, key, klen, NULL, 0, 0);
+    if (rc == 0)
+        rc = kv_txn_put(t, true, key, klen, holder, hlen, ls->lease);
+    if (rc == 0)
+        rc = kv_txn_get(t, false, key, klen);
+    bool ok = false;
+    kv_txn_result *res = NULL;
+    size_t n = 0;
+    if (rc == 0)
+        rc = kv_txn_commit(ls->c, t, &ok, &res, &n);
+    if (rc == 0)
+        *held = ok || (n == 1 && res[0].code == 0 && res[0].value_len == hlen &&
+                       memcmp(res[0].value, holder, hlen) == 0);
+    kv_txn_results_free(res, n);
+    kv_txn_free(t);
+    return rc;
+}
+
+/* Takes lock/NAME with the lease: 0 once held, KVCLI_EXIT_* otherwise.
+ * While another holds it, waits for the key to go (a get every
+ * LOCK_POLL_MS), then tries again. */
+static int lock__acquire(kvcli_ctx *ctx, lock_state *ls, const char *key, const char *holder) {
+    size_t klen = strlen(key);
     bool said = false;
     while (lease__signal == 0 && !atomic_load(&ls->lost)) {
-        int rc = kv_create_lease(ls->c, key, klen, holder, hlen, ls->lease);
-        if (rc == 0)
+        bool held = false;
+        int rc = lock__try(ls, key, holder, &held);
+        if (rc == 0 && held)
             return 0;
-        if (rc != KV_ECOMPARE && rc != KV_ETIMEOUT && rc != KV_EUNAVAILABLE)
+        if (rc != 0 && rc != KV_ETIMEOUT && rc != KV_EUNAVAILABLE)
             return kvcli_fail(ctx, "lock", rc, true);
-        /* held (by another, or by us after a lost answer): wait for it to go */
+        if (rc == 0 && !said) {
+            fprintf(ctx->err, "kvcli: lock: %s is held; waiting\n", key);
+            said = true;
+        }
+        /* held by another (or not known): wait for the key to go */
         void *v = NULL;
         size_t vlen = 0;
-        while (lease__signal == 0 && !atomic_load(&ls->lost)) {
-            rc = kv_get(ls->c, key, klen, &v, &vlen);
-            if (rc == KV_ENOTFOUND)
-                break;
-            bool mine = rc == 0 && vlen == hlen && memcmp(v, holder, hlen) == 0;
+        while (lease__signal == 0 && !atomic_load(&ls->lost) &&
+               kv_get(ls->c, key, klen, &v, &vlen) != KV_ENOTFOUND) {
             kv_free(v);
             v = NULL;
-            if (mine)
-                return 0;
-            if (!said && rc == 0) {
-                fprintf(ctx->err, "kvcli: lock: %s is held; waiting\n", key);
-                said = true;
-            }
             lease__sleep_ms(LOCK_POLL_MS);
         }
     }

@@ -5,7 +5,7 @@
  *   version("k") = 0          create, mod or lease of a key; = != < >;
  *   mod("k") < 42             a number bare or quoted, a value quoted
  *                             (blank line)
- *   put k v                   the success ops: put KEY VALUE, del KEY,
+ *   put k v                   the success ops: put KEY VALUE [--lease ID], del KEY,
  *   get k                     get KEY (quoted as kvcli's shell quotes)
  *                             (blank line)
  *   del k                     the failure ops, to the end
@@ -125,6 +125,24 @@ static int parse_compare(txn_parse *p, char **w, const size_t *len, int n) {
     return 0;
 }
 
+/* A put's optional lease: "--lease ID" or "--lease=ID" after its value
+ * (words w[3..n)); *lease 0 without one. */
+static int parse_put_lease(txn_parse *p, char **w, int n, uint64_t *lease) {
+    *lease = 0;
+    const char *v = n == 5 && strcmp(w[3], "--lease") == 0        ? w[4]
+                    : n == 4 && strncmp(w[3], "--lease=", 8) == 0 ? w[3] + 8
+                                                                  : NULL;
+    if (n == 3)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = v != NULL ? strtoull(v, &end, 10) : 0;
+    if (v == NULL || errno != 0 || end == v || *end != '\0' || v[0] == '-' || x == 0)
+        return parse_error(p, "put wants a key and a value, then --lease ID if any");
+    *lease = x;
+    return 0;
+}
+
 static int parse_op(txn_parse *p, bool success, char **w, const size_t *len, int n) {
     int type = strcmp(w[0], "put") == 0                                  ? OP_PUT
                : strcmp(w[0], "del") == 0 || strcmp(w[0], "delete") == 0 ? OP_DEL
@@ -132,10 +150,13 @@ static int parse_op(txn_parse *p, bool success, char **w, const size_t *len, int
                                                                          : -1;
     if (type < 0)
         return parse_error(p, "unknown op '%s' (want put KEY VALUE, del KEY or get KEY)", w[0]);
-    if (n != (type == OP_PUT ? 3 : 2))
+    uint64_t lease = 0;
+    if (type == OP_PUT && n > 3 && parse_put_lease(p, w, n, &lease) != 0)
+        return KVCLI_EXIT_USAGE;
+    if (type == OP_PUT ? n < 3 : n != 2) /* a put's extra words: its lease, checked above */
         return parse_error(p, "%s wants %s", type == OP_PUT ? "put" : w[0],
                            type == OP_PUT ? "a key and a value" : "a key");
-    int rc = type == OP_PUT   ? kv_txn_put(p->t, success, w[1], len[1], w[2], len[2], 0)
+    int rc = type == OP_PUT   ? kv_txn_put(p->t, success, w[1], len[1], w[2], len[2], lease)
              : type == OP_DEL ? kv_txn_del(p->t, success, w[1], len[1])
                               : kv_txn_get(p->t, success, w[1], len[1]);
     if (rc != 0)

@@ -10,7 +10,7 @@
 #      TTL, then go on every node (the restarted one too);
 #   3. revoke deletes exactly the keys attached (a key put again without the
 #      lease stays), a put with an unknown lease writes nothing (exit 1),
-#      lease list shows ttl, remaining and keys;
+#      lease list shows ttl, remaining and keys; a txn put with --lease;
 #   4. `kvcli lock`: two lockers on one name never overlap (each appends
 #      start/end marks to a file), and a kill -9 of a holding kvcli frees
 #      the lock within its TTL + an election timeout.
@@ -138,6 +138,15 @@ kv_expect_out "detached"
 kv_expect 0 kv_cli get r5
 kv_expect 1 kv_cli lease revoke "$id"
 kv_expect 1 kv_cli lease keepalive "$id"
+# the lock's transaction, by hand: create-if-absent with a lease
+kv_expect 0 kv_cli lease grant 600
+id=$(cat "$KV_OUT")
+printf 'version("tx") = 0\n\nput tx mine --lease %s\n\nget tx\n' "$id" >"$KV_DIR/txn.in"
+kv_expect 0 kv_cli txn <"$KV_DIR/txn.in"
+kv_expect 1 kv_cli txn <"$KV_DIR/txn.in" # held: the failure op (get) ran
+grep -q mine "$KV_OUT" || kv_fail "the failed txn's get did not show the holder: $(cat "$KV_OUT")"
+kv_expect 0 kv_cli lease revoke "$id"
+kv_until 10 "the txn's key gone with its lease" gone_everywhere tx
 kv_expect 2 kv_cli lease grant 0
 kv_expect 2 kv_cli lease grant 604801
 
