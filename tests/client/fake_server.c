@@ -38,9 +38,12 @@ typedef struct fake_kv {
     size_t key_len, value_len;
 } fake_kv;
 
+#define FAKE_LEASE_BASE 500u /* LEASE_GRANT: ids from here, one per write applied */
+
 typedef struct fake_session {
     uint64_t client_id, last_seq;
     int last_code;
+    uint64_t last_index; /* the stored reply's index (as the server's session) */
 } fake_session;
 
 typedef struct fake_member {
@@ -176,9 +179,26 @@ static int apply(fake_server *f, const Kv__Request *q, Kv__Response *r) {
         set_value(f, &q->key, &q->value);
         return 0;
     }
+    case KV__REQUEST__TYPE__LEASE_GRANT: /* the id is the entry's index */
+        r->lease = r->index = FAKE_LEASE_BASE + f->applied;
+        return 0;
     default:
         return KV_EPROTO;
     }
+}
+
+/* LEASE_KEEPALIVE: the leases granted (ids FAKE_LEASE_BASE + n) are alive,
+ * with 9 s left; LEASE_LIST: the first one. */
+static void on_lease(fake_server *f, const Kv__Request *q, Kv__Response *r, Kv__Lease *l,
+                     Kv__Lease **lp) {
+    kv__lease__init(l);
+    *lp = l;
+    l->id = q->type == KV__REQUEST__TYPE__LEASE_LIST ? FAKE_LEASE_BASE : q->lease;
+    l->ttl = l->remaining = 9;
+    bool known = l->id >= FAKE_LEASE_BASE && l->id < FAKE_LEASE_BASE + f->applied;
+    r->code = known ? 0 : KV_ENOTFOUND;
+    r->leases = known ? lp : NULL;
+    r->n_leases = known;
 }
 
 /* A write: returns false when the connection must close unanswered. */
@@ -202,6 +222,7 @@ static bool on_write(fake_server *f, const Kv__Request *q, Kv__Response *r) {
     if (s != NULL && q->seq == s->last_seq) {
         f->duplicates++;
         r->code = s->last_code; /* the stored reply */
+        r->index = s->last_index;
         return true;
     }
     if (s != NULL && q->seq < s->last_seq) {
@@ -214,6 +235,7 @@ static bool on_write(fake_server *f, const Kv__Request *q, Kv__Response *r) {
     if (s != NULL) {
         s->last_seq = q->seq;
         s->last_code = r->code;
+        s->last_index = r->index;
     }
     return f->cfg.close_after_apply == 0 || f->applied != f->cfg.close_after_apply;
 }
@@ -450,6 +472,7 @@ static bool on_request(fake_server *f, fake_conn *fc, const Kv__Request *q) {
     bool answer = true, silent = false;
     Kv__Membership ms = KV__MEMBERSHIP__INIT;
     Kv__Member mv[FAKE_MEMBERS_MAX], *mp[FAKE_MEMBERS_MAX];
+    Kv__Lease lease, *lease_p;
     if (leader_only && f->cfg.follower) {
         r.code = KV_ENOTLEADER;
         r.detail = (char *)(f->cfg.notleader_detail ? f->cfg.notleader_detail : "not the leader");
@@ -513,6 +536,9 @@ static bool on_request(fake_server *f, fake_conn *fc, const Kv__Request *q) {
         r.hash = f->cfg.hash;
     } else if (q->type == KV__REQUEST__TYPE__HASH) {
         silent = !on_hash(f, q, &r);
+    } else if (q->type == KV__REQUEST__TYPE__LEASE_KEEPALIVE ||
+               q->type == KV__REQUEST__TYPE__LEASE_LIST) {
+        on_lease(f, q, &r, &lease, &lease_p);
     } else {
         answer = on_write(f, q, &r);
     }

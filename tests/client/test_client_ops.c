@@ -465,6 +465,43 @@ START_TEST(test_ops_token) {
 }
 END_TEST
 
+/* ---- leases ------------------------------------------------------------------------ */
+
+/* A grant whose answer was lost (the fake closes after applying it) is
+ * retried in its session: the duplicate's stored reply gives the same id
+ * (its index), and nothing is granted twice. Keepalive and list read the
+ * leases; an unknown lease is NOTFOUND. */
+START_TEST(test_lease_calls) {
+    fake_server *f = start(&(fake_config){.close_after_apply = 1});
+    kv_client *c = open_short(fake_addr(f), 3000);
+    uint64_t id = 0;
+    ck_assert_int_eq(kv_lease_grant(c, 9, &id), 0);
+    ck_assert_uint_eq(id, 500);
+    ck_assert_uint_eq(fake_applied(f), 1);
+    ck_assert_uint_eq(fake_duplicates(f), 1);
+    int64_t left = 0;
+    ck_assert_int_eq(kv_lease_keepalive(c, id, &left), 0);
+    ck_assert_int_eq(left, 9);
+    ck_assert_int_eq(kv_lease_keepalive(c, 77, &left), KV_ENOTFOUND);
+    ck_assert_int_eq(left, -1);
+    kv_lease *ls = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(kv_lease_list(c, &ls, &n), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(ls[0].id, 500);
+    kv_free(ls);
+    /* arguments refused before anything is sent */
+    uint64_t before = fake_requests(f);
+    ck_assert_int_eq(kv_lease_grant(c, 0, &id), KV_EINVAL);
+    ck_assert_int_eq(kv_lease_grant(c, KV_LEASE_TTL_MAX + 1, &id), KV_EINVAL);
+    ck_assert_int_eq(kv_lease_revoke(c, 0), KV_EINVAL);
+    ck_assert_int_eq(kv_lease_keepalive(c, 0, NULL), KV_EINVAL);
+    ck_assert_uint_eq(fake_requests(f), before);
+    kv_client_close(c);
+    fake_stop(f);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("client_ops");
     TCase *tc = tcase_create("client_ops");
@@ -480,6 +517,7 @@ int main(void) {
     tcase_add_test(tc, test_check);
     tcase_add_test(tc, test_check_retry_and_missing);
     tcase_add_test(tc, test_ops_token);
+    tcase_add_test(tc, test_lease_calls);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
