@@ -58,7 +58,20 @@ stays_until() {
   done
 }
 
-kv_start_all
+MPORT=("" $((KV_PORT[1] + 5)) $((KV_PORT[1] + 6)) $((KV_PORT[1] + 7))) # base+6..8: /metrics
+start() { kv_start "$1" --metrics "127.0.0.1:${MPORT[$1]}"; }
+# metric I NAME: node I's sample of NAME (no labels)
+metric() {
+  python3 - "http://127.0.0.1:${MPORT[$1]}/metrics" "$2" <<'EOF'
+import sys, urllib.request
+body = urllib.request.urlopen(sys.argv[1], timeout=3).read().decode()
+print(next(l.split()[1] for l in body.splitlines() if l.startswith(sys.argv[2] + " ")))
+EOF
+}
+
+start 1
+start 2
+start 3
 kv_wait_leader
 KVCLI=("$KV_BIN/kvcli" --cluster "$KV_ENDPOINTS") # "${KVCLI[@]}" ... &: $! is kvcli itself
 
@@ -116,7 +129,7 @@ kv_log "new leader $KV_LEADER $((elected - killed)) ms after the kill"
 stays_until $((elected + 4000 - 300)) "lease $id across a leader change (4 s from the new leader)" \
   lc1 lc2
 wait_gone $((4000 + ET_MS + 500)) "$elected" "lease $id after the leader change" lc1 lc2
-kv_start "${old#n}"
+start "${old#n}"
 kv_until 30 "the restarted $old applying the expiry" gone_everywhere lc1 lc2
 
 # ---- 3. revoke, attach, detach, unknown lease ---------------------------------
@@ -184,6 +197,20 @@ kv_expect 0 kv_cli lock --ttl 2 crash -- true
 took=$(($(now_ms) - killed))
 kv_log "the lock of a killed holder was taken over $took ms after the kill"
 [ "$took" -le $((2000 + ET_MS + 1000)) ] || kv_fail "took $took ms to free the lock of a killed holder"
+
+# what an operator sees: every expiry logged (LEASE_EXPIRED) by the leader
+# that made it, at least the four above; and counted in
+# kv_leases_expired_total: at least the two made since the restart of the
+# killed leader (its counts went with it)
+expired=0
+for i in 1 2 3; do expired=$((expired + $(metric "$i" kv_leases_expired_total))); done
+n=$(cat "$KV_DIR"/n*.log | grep -c "LEASE_EXPIRED")
+[ "$n" -ge 4 ] || kv_fail "$n LEASE_EXPIRED log lines, want >= 4"
+[ "$expired" -ge 2 ] && [ "$expired" -le "$n" ] ||
+  kv_fail "kv_leases_expired_total sums to $expired, want 2..$n (the log lines)"
+kv_expect 0 kv_cli lease grant 600
+kv_until 10 "kv_leases on n1 counting the one lease alive" test "$(metric 1 kv_leases)" = 1
+kv_log "expiries: $n logged, $expired counted by the running nodes"
 
 kv_stop_all
 kv_pass
