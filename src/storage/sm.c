@@ -20,6 +20,7 @@
 void sm_options_default(sm_options *opt) {
     assert(opt != NULL);
     opt->sessions_max = KV_SESSIONS_MAX;
+    opt->history_revs = KV_WATCH_HISTORY_REVS;
 }
 
 void sm_replies_free(sm_reply *replies, size_t n) {
@@ -239,6 +240,7 @@ int sm_open(const char *db_dir, const sm_options *opt, sm **out) {
     else
         sm_options_default(&s->opt);
     if (s->opt.sessions_max < 1 || s->opt.sessions_max > KV_SESSIONS_MAX ||
+        s->opt.history_revs < 1 || s->opt.history_revs > KV_WATCH_HISTORY_REVS ||
         strlen(db_dir) >= sizeof s->dir) {
         free(s);
         return KV_EINVAL;

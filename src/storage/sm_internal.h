@@ -11,6 +11,7 @@
 #define SM_PREFIX_DATA 'd'
 #define SM_PREFIX_META 'm'
 #define SM_PREFIX_SESSION 's'
+#define SM_PREFIX_HISTORY 'h' /* 'h' + be64(revision) -> kv.HistoryRecord */
 /* Format 1 only: 't' + be64(last index) + be64(id), the sessions in eviction
  * order. Format 2 rebuilds that order in memory from the 's' records, and
  * sm_open deletes these keys when it migrates a format 1 db. */
