@@ -386,6 +386,9 @@ const kvcli_cmd kvcli_commands[] = {
     {"cas", cmd_cas, "KEY EXPECTED NEW | --absent KEY NEW",
      "set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent)"},
     {"scan", cmd_scan, "PREFIX [--limit N]", "list keys starting with PREFIX: key<TAB>value"},
+    {"watch", kvcli_cmd_watch, "PREFIX [--rev R]",
+     "print PUT key value / DELETE key per change under PREFIX until interrupted\n"
+     "      (--rev R: from revision R on; COMPACTED when R is no longer kept)"},
     {"status", kvcli_cmd_status, "",
      "one row per node: role, term, commit, lag, health; exit 3 unless every\n"
      "      node is ok (answers, knows the leader, lags <= 1000 entries, fsyncs)"},

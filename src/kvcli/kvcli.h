@@ -121,6 +121,9 @@ int kvcli_cmd_transfer_leader(kvcli_ctx *ctx, int argc, char **argv);
 int kvcli_cmd_snapshot(kvcli_ctx *ctx, int argc, char **argv);
 int kvcli_cmd_check(kvcli_ctx *ctx, int argc, char **argv);
 
+/* kvcli watch (watch.c). */
+int kvcli_cmd_watch(kvcli_ctx *ctx, int argc, char **argv);
+
 /* The interactive shell (shell.c): a prompt naming the node talked to and
  * its role, line editing, history kept in $KV_HISTORY or ~/.kvcli_history,
  * tab completion. Returns the exit code for kvcli (0 at quit or end). */
