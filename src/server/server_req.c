@@ -201,7 +201,9 @@ typedef struct scan_acc {
     size_t used, arena_cap;
 } scan_acc;
 
-static int scan_cb(void *arg, const void *key, size_t klen, const void *val, size_t vlen) {
+static int scan_cb(void *arg, const void *key, size_t klen, const void *val, size_t vlen,
+                   const sm_key_info *info) {
+    (void)info;
     scan_acc *a = arg;
     if (a->count == a->cap) {
         size_t ncap = a->cap ? a->cap * 2 : 64;

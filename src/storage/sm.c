@@ -119,9 +119,9 @@ static int sm__load_meta(sm *s, uint64_t *format) {
         rv = sm__meta_u64(s, s->db, s->ro, SM_META_APPLIED_TERM, &term);
     if (rv != 0)
         return rv;
-    if (*format != 0 && *format != SM_FORMAT_V1 && *format != SM_FORMAT) {
-        KV_LOGE("VERSION", "state machine %s: format %llu, this build knows %u and %u", s->dir,
-                (unsigned long long)*format, SM_FORMAT_V1, SM_FORMAT);
+    if (*format > SM_FORMAT) {
+        KV_LOGE("VERSION", "state machine %s: format %llu, this build knows 1 to %u", s->dir,
+                (unsigned long long)*format, SM_FORMAT);
         return KV_EVERSION;
     }
     assert(index != 0 || term == 0);
@@ -131,15 +131,10 @@ static int sm__load_meta(sm *s, uint64_t *format) {
     return 0;
 }
 
-/* Format 1 -> 2 (sm_internal.h): deletes the 't' order keys and the session
- * count, checks the count against the 's' records, and stores format 2, in
- * one batch. Like every write here it goes to the memtable only: a crash
- * before the next flush leaves format 1, migrated again at the next open.
- * A new db (format 0) just gets the format. */
-static int sm__migrate(sm *s, uint64_t format) {
-    assert(format != SM_FORMAT);
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    uint64_t count_v1 = 0, order_v1 = 0;
+/* Format 1 -> 2 (sm_internal.h), into wb: deletes the 't' order keys and
+ * the session count, and checks the count against the 's' records. */
+static int sm__migrate_v1(sm *s, rocksdb_writebatch_t *wb, uint64_t *order_v1) {
+    uint64_t count_v1 = 0;
     int rv = sm__meta_u64(s, s->db, s->ro, SM_META_SESSIONS_V1, &count_v1);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
     char first = SM_PREFIX_LRU_V1;
@@ -150,24 +145,46 @@ static int sm__migrate(sm *s, uint64_t format) {
         if (klen < 1 || k[0] != SM_PREFIX_LRU_V1)
             break;
         rocksdb_writebatch_delete(wb, k, klen);
-        order_v1++;
+        (*order_v1)++;
     }
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
     rocksdb_iter_destroy(it);
-    if (err == NULL && rv == 0 && (order_v1 != count_v1 || order_v1 != s->sessions.count)) {
+    if (err != NULL) {
+        rv = sm__fail(s, err);
+        KV_LOGE(kv_errword(rv), "state machine %s: migrating format 1: %s", s->dir, err);
+        rocksdb_free(err);
+        return rv;
+    }
+    if (rv == 0 && (*order_v1 != count_v1 || *order_v1 != s->sessions.count)) {
         KV_LOGE("CORRUPT",
                 "state machine %s: format 1 counts %llu sessions, %llu in the order, "
                 "%u records",
-                s->dir, (unsigned long long)count_v1, (unsigned long long)order_v1,
+                s->dir, (unsigned long long)count_v1, (unsigned long long)*order_v1,
                 s->sessions.count);
         rv = KV_ECORRUPT;
     }
+    rocksdb_writebatch_delete(wb, SM_META_SESSIONS_V1, strlen(SM_META_SESSIONS_V1));
+    return rv;
+}
+
+/* Format 1 or 2 -> 3 (sm_internal.h) in one batch: format 1's session
+ * order keys go, every user value becomes a record, and format 3 is stored.
+ * Like every write here it goes to the memtable only: a crash before the
+ * next flush leaves the old format, migrated again at the next open. A new
+ * db (format 0) just gets the format. */
+static int sm__migrate(sm *s, uint64_t format) {
+    assert(format != SM_FORMAT);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    uint64_t sessions_v1 = 0, keys = 0;
+    int rv = format == SM_FORMAT_V1 ? sm__migrate_v1(s, wb, &sessions_v1) : 0;
+    if (rv == 0 && format != 0)
+        rv = sm__keys_migrate(s, wb, &keys);
     uint8_t v[8];
     kv_put_u64(v, SM_FORMAT);
-    rocksdb_writebatch_delete(wb, SM_META_SESSIONS_V1, strlen(SM_META_SESSIONS_V1));
     rocksdb_writebatch_put(wb, SM_META_FORMAT, strlen(SM_META_FORMAT), (char *)v, sizeof v);
-    if (err == NULL && rv == 0)
+    char *err = NULL;
+    if (rv == 0)
         rocksdb_write(s->db, s->wo, wb, &err);
     rocksdb_writebatch_destroy(wb);
     if (err != NULL) {
@@ -177,8 +194,10 @@ static int sm__migrate(sm *s, uint64_t format) {
         rocksdb_free(err);
     }
     if (rv == 0 && format != 0)
-        KV_LOGI("MIGRATED", "state machine %s: format %llu -> %u (%llu sessions)", s->dir,
-                (unsigned long long)format, SM_FORMAT, (unsigned long long)order_v1);
+        KV_LOGI("MIGRATED", "state machine %s: format %llu -> %u (%llu sessions, %llu keys)",
+                s->dir, (unsigned long long)format, SM_FORMAT,
+                (unsigned long long)(format == SM_FORMAT_V1 ? sessions_v1 : s->sessions.count),
+                (unsigned long long)keys);
     return rv;
 }
 
@@ -354,7 +373,24 @@ uint64_t sm_log_drop_bound(sm *s, uint64_t snapshot_index) {
     return bound;
 }
 
-int sm_get(sm *s, const void *key, size_t klen, void **val, size_t *vlen) {
+/* The record stored for a user key: its revisions into *info (may be NULL),
+ * its value into *r. KV_ECORRUPT (logged) when it does not decode. */
+static int sm__rec_read(sm *s, const void *raw, size_t len, sm__rec *r, sm_key_info *info) {
+    if (sm__rec_decode(raw, len, r) != 0) {
+        KV_LOGE("CORRUPT", "state machine %s: a key's record of %zu bytes does not decode", s->dir,
+                len);
+        return KV_ECORRUPT;
+    }
+    assert(r->len <= KV_VALUE_BYTES_MAX);
+    if (info != NULL)
+        *info = (sm_key_info){.create_rev = r->create_rev,
+                              .mod_rev = r->mod_rev,
+                              .version = r->version,
+                              .lease = r->lease};
+    return 0;
+}
+
+int sm_get_ex(sm *s, const void *key, size_t klen, void **val, size_t *vlen, sm_key_info *info) {
     assert(s != NULL && val != NULL && vlen != NULL);
     if (klen > KV_KEY_BYTES_MAX)
         return KV_ENOTFOUND; /* never stored */
@@ -374,16 +410,25 @@ int sm_get(sm *s, const void *key, size_t klen, void **val, size_t *vlen) {
         return KV_ENOTFOUND;
     size_t len = 0;
     const char *p = rocksdb_pinnableslice_value(v, &len);
-    void *copy = malloc(len ? len : 1);
-    if (copy != NULL && len > 0)
-        memcpy(copy, p, len);
+    sm__rec r;
+    int rv = sm__rec_read(s, p, len, &r, info);
+    void *copy = NULL;
+    if (rv == 0) {
+        copy = malloc(r.len ? r.len : 1);
+        if (copy != NULL && r.len > 0)
+            memcpy(copy, r.value, r.len);
+        rv = copy == NULL ? KV_ENOMEM : 0;
+    }
     rocksdb_pinnableslice_destroy(v);
-    if (copy == NULL)
-        return KV_ENOMEM;
-    assert(len <= KV_VALUE_BYTES_MAX);
+    if (rv != 0)
+        return rv;
     *val = copy;
-    *vlen = len;
+    *vlen = r.len;
     return 0;
+}
+
+int sm_get(sm *s, const void *key, size_t klen, void **val, size_t *vlen) {
+    return sm_get_ex(s, key, klen, val, vlen, NULL);
 }
 
 int sm_membership(sm *s, uint8_t **buf, size_t *len) {
@@ -487,15 +532,20 @@ int sm_scan(sm *s, const void *prefix, size_t plen, const void *start_after, siz
         }
         size_t vlen = 0;
         const char *v = rocksdb_iter_value(it.it, &vlen);
-        if (keys == keys_max || (keys > 0 && bytes + klen + vlen > bytes_max)) {
+        sm__rec r;
+        sm_key_info info;
+        rv = sm__rec_read(s, v, vlen, &r, &info);
+        if (rv != 0)
+            break;
+        if (keys == keys_max || (keys > 0 && bytes + klen + r.len > bytes_max)) {
             *more = true;
             break;
         }
-        rv = fn(arg, k, klen, v, vlen);
+        rv = fn(arg, k, klen, r.value, r.len, &info);
         if (rv != 0)
             break;
         keys++;
-        bytes += klen + vlen;
+        bytes += klen + r.len;
         rocksdb_iter_next(it.it);
     }
     int irv = sm__iter_close(&it);

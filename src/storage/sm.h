@@ -3,11 +3,21 @@
  *
  * One column family; keys carry a one-byte prefix so that one memtable flush
  * is atomic for everything (docs/rules.md, etcd#13967):
- *   'd' + user key                   user data
+ *   'd' + user key                   user data: a record (sm_internal.h) of
+ *                                    the key's revisions, lease and value
+ *   'h' + be64(revision)             watch history: the events of the entry
+ *                                    at that log index (kv.HistoryRecord);
+ *                                    the newest history_revs revisions
+ *   'k' + be64(lease) + user key     the keys attached to a lease (empty)
  *   'm' + name                       meta: applied index and term, membership,
- *                                    format (2; sm_open migrates format 1)
+ *                                    format (3; sm_open migrates 1 and 2)
  *   's' + be64(client id)            a client session (kv.Session, with the
  *                                    log index of its last use)
+ *
+ * Revisions are log indexes (proto/kv.proto): a key's mod_rev is the index
+ * of the entry that last wrote it, create_rev the index that created it,
+ * version its writes since. Keys written before format 3 read as revisions
+ * 0, version 1.
  *
  * Sessions: the table and its eviction order (least recently used by log
  * index, ties by client id) live in memory, rebuilt from the 's' records at
@@ -43,11 +53,10 @@ typedef struct sm_options {
     /* Client sessions kept, 1..KV_SESSIONS_MAX. It must be the same on every
      * node: eviction is part of the replicated state. */
     uint32_t sessions_max;
-    /* Watch history kept, in revisions (1..KV_WATCH_HISTORY_REVS): the
-     * records of the newest history_revs revisions stay. The same on every
-     * node (trimming is part of the replicated state); smaller only in
-     * tests. */
-    uint64_t history_revs;
+    /* Revisions of watch history kept, 1..KV_WATCH_HISTORY_REVS; the same
+     * on every node and across restarts (lowering it leaves older records
+     * behind). Smaller only in tests. */
+    uint32_t history_revs;
 } sm_options;
 
 /* Fills *opt with the defaults (sessions_max = KV_SESSIONS_MAX,
@@ -106,13 +115,25 @@ void sm_close(sm *s);
  * this node only): nothing is applied. */
 int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies);
 
+/* A key's revisions (log indexes) and lease (0: none). */
+typedef struct sm_key_info {
+    uint64_t create_rev;
+    uint64_t mod_rev;
+    uint64_t version;
+    uint64_t lease;
+} sm_key_info;
+
 /* The value of key: *val malloc'd, owned by the caller (free()), *vlen its
- * bytes. KV_ENOTFOUND when absent. */
+ * bytes; *info (when not NULL) its revisions. KV_ENOTFOUND when absent,
+ * KV_ECORRUPT when the stored record does not decode. */
+int sm_get_ex(sm *s, const void *key, size_t klen, void **val, size_t *vlen, sm_key_info *info);
+/* sm_get_ex without the revisions. */
 int sm_get(sm *s, const void *key, size_t klen, void **val, size_t *vlen);
 
 /* Called once per key in order; the pointers live only for the call. A
  * non-zero return stops the scan and is returned by sm_scan. */
-typedef int (*sm_scan_fn)(void *arg, const void *key, size_t klen, const void *val, size_t vlen);
+typedef int (*sm_scan_fn)(void *arg, const void *key, size_t klen, const void *val, size_t vlen,
+                          const sm_key_info *info);
 
 /* Calls fn for keys starting with prefix[0..plen) and greater than
  * start_after[0..salen) (salen 0: from the first), in key order, at most

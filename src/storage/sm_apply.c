@@ -27,11 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct sm__batch {
-    sm *s;
-    rocksdb_writebatch_wi_t *wb;
-} sm__batch;
-
 /* Reads key through the batch and the db. 0 with *v malloc'd (rocksdb_free)
  * when present, KV_ENOTFOUND when absent, another code on a read error. */
 static int sm__bget(sm__batch *b, const void *k, size_t klen, char **v, size_t *vlen) {
@@ -179,42 +174,38 @@ static int sm__register(sm__batch *b, const sm_entry *e, sm_reply *r) {
 
 /* ---- operations --------------------------------------------------------- */
 
-/* CAS, CAS_ABSENT and DELETE look at the current value (dk: 'd' + key). */
-static int sm__op_read(sm__batch *b, const Kv__Command *c, const uint8_t *dk, size_t dklen,
-                       sm_reply *r) {
-    char *cur = NULL;
-    size_t curlen = 0;
-    int rv = sm__bget(b, dk, dklen, &cur, &curlen);
+/* Every write reads the key's record first: its revisions carry on, and
+ * CAS, CAS_ABSENT and DELETE look at its value. */
+static int sm__op_write(sm__batch *b, const Kv__Command *c, sm_reply *r) {
+    sm__rec cur;
+    char *raw = NULL;
+    int rv = sm__key_read(b, c->key.data, c->key.len, &cur, &raw);
     if (rv != 0 && rv != KV_ENOTFOUND)
         return rv;
-    bool present = rv == 0;
-    rv = 0;
+    const sm__rec *prev = rv == 0 ? &cur : NULL;
+    bool write = true;
     if (c->op == KV__COMMAND__OP__DELETE) {
-        if (present)
-            rocksdb_writebatch_wi_delete(b->wb, (const char *)dk, dklen);
+        write = false;
+        if (prev != NULL)
+            rv = sm__key_delete(b, c->key.data, c->key.len, prev);
         else
             r->code = KV_ENOTFOUND;
     } else if (c->op == KV__COMMAND__OP__CAS) {
-        bool same = present && curlen == c->expected.len &&
-                    (curlen == 0 || memcmp(cur, c->expected.data, curlen) == 0);
-        if (same)
-            rocksdb_writebatch_wi_put(b->wb, (const char *)dk, dklen, (const char *)c->value.data,
-                                      c->value.len);
-        else
-            r->code = KV_ECOMPARE;
-        if (!same && present)
-            rv = sm__reply_current(r, cur, curlen);
-    } else {
-        assert(c->op == KV__COMMAND__OP__CAS_ABSENT);
-        if (!present)
-            rocksdb_writebatch_wi_put(b->wb, (const char *)dk, dklen, (const char *)c->value.data,
-                                      c->value.len);
-        else
-            r->code = KV_ECOMPARE;
-        if (present)
-            rv = sm__reply_current(r, cur, curlen);
+        write = prev != NULL && prev->len == c->expected.len &&
+                (prev->len == 0 || memcmp(prev->value, c->expected.data, prev->len) == 0);
+    } else if (c->op == KV__COMMAND__OP__CAS_ABSENT) {
+        write = prev == NULL;
     }
-    rocksdb_free(cur);
+    if (rv == KV_ENOTFOUND)
+        rv = 0;
+    if (rv == 0 && write)
+        rv = sm__key_put(b, c->key.data, c->key.len, c->value.data, c->value.len, c->lease, prev);
+    else if (rv == 0 && c->op != KV__COMMAND__OP__DELETE) {
+        r->code = KV_ECOMPARE;
+        if (prev != NULL)
+            rv = sm__reply_current(r, prev->value, prev->len);
+    }
+    rocksdb_free(raw);
     return rv;
 }
 
@@ -244,15 +235,7 @@ static int sm__op(sm__batch *b, const Kv__Command *c, sm_reply *r) {
         r->detail = "empty key";
         return 0;
     }
-    uint8_t dk[1 + KV_KEY_BYTES_MAX];
-    dk[0] = SM_PREFIX_DATA;
-    memcpy(dk + 1, c->key.data, c->key.len);
-    size_t dklen = c->key.len + 1;
-    if (c->op != KV__COMMAND__OP__PUT)
-        return sm__op_read(b, c, dk, dklen, r);
-    rocksdb_writebatch_wi_put(b->wb, (const char *)dk, dklen, (const char *)c->value.data,
-                              c->value.len);
-    return 0;
+    return sm__op_write(b, c, r);
 }
 
 /* A duplicate of the last command: its stored reply, read from RocksDB when
@@ -396,7 +379,7 @@ static int sm__apply_check(sm *s, const sm_entry *e, size_t n) {
     return 0;
 }
 
-static int sm__apply_one(sm__batch *b, const sm_entry *e, sm_reply *r) {
+static int sm__apply_type(sm__batch *b, const sm_entry *e, sm_reply *r) {
     switch (e->type) {
     case SM_ENTRY_NOOP:
         return 0;
@@ -408,6 +391,14 @@ static int sm__apply_one(sm__batch *b, const sm_entry *e, sm_reply *r) {
     r->code = KV_EPROTO;
     r->detail = "unknown entry type";
     return 0;
+}
+
+/* One entry at revision e->index, and its watch history. */
+static int sm__apply_one(sm__batch *b, const sm_entry *e, sm_reply *r) {
+    b->rev = e->index;
+    b->events_len = 0;
+    int rv = sm__apply_type(b, e, r);
+    return rv != 0 ? rv : sm__entry_end(b);
 }
 
 /* A failed apply wrote nothing to RocksDB, but the session table in memory
@@ -453,6 +444,7 @@ int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
         }
     }
     rocksdb_writebatch_wi_destroy(b.wb);
+    free(b.events);
     if (rv != 0) {
         sm__apply_undo(s, rv);
         sm_replies_free(replies, n);

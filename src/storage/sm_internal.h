@@ -9,9 +9,10 @@
 #include <stdatomic.h>
 
 #define SM_PREFIX_DATA 'd'
+#define SM_PREFIX_HISTORY 'h'
+#define SM_PREFIX_LEASE_KEYS 'k'
 #define SM_PREFIX_META 'm'
 #define SM_PREFIX_SESSION 's'
-#define SM_PREFIX_HISTORY 'h' /* 'h' + be64(revision) -> kv.HistoryRecord */
 /* Format 1 only: 't' + be64(last index) + be64(id), the sessions in eviction
  * order. Format 2 rebuilds that order in memory from the 's' records, and
  * sm_open deletes these keys when it migrates a format 1 db. */
@@ -27,9 +28,55 @@
  *   1: sessions with their eviction order in 't' keys and a count in
  *      msessions_count (four writes and a read per session command).
  *   2: the 's' records only; the order and the count live in memory,
- *      rebuilt at open. sm_open migrates a format 1 db in place. */
-#define SM_FORMAT 2u
+ *      rebuilt at open.
+ *   3: 'd' values are records with revisions (below); watch history 'h' and
+ *      lease indexes 'k'.
+ * sm_open migrates a format 1 or 2 db in place, in one batch. */
+#define SM_FORMAT 3u
 #define SM_FORMAT_V1 1u
+#define SM_FORMAT_V2 2u
+
+/* ---- user keys (sm_keys.c) -------------------------------------------------
+ * A 'd' value: SM_REC_HEADER_BYTES of header (byte 0 SM_REC_TAG, then
+ * create_rev, mod_rev, version, lease as u64 little-endian) and the value. */
+#define SM_REC_TAG 1u
+#define SM_REC_HEADER_BYTES 33u
+
+typedef struct sm__rec {
+    uint64_t create_rev, mod_rev, version, lease;
+    const uint8_t *value; /* points into the stored bytes */
+    size_t len;
+} sm__rec;
+
+/* Decodes a stored 'd' value; KV_ECORRUPT when it is not a record. */
+int sm__rec_decode(const void *raw, size_t len, sm__rec *r);
+
+/* One sm_apply call: its write batch, the entry being applied, and that
+ * entry's watch events (kv.HistoryRecord bytes, written at its end). */
+typedef struct sm__batch {
+    sm *s;
+    rocksdb_writebatch_wi_t *wb;
+    uint64_t rev;    /* the index of the entry being applied */
+    uint8_t *events; /* the entry's encoded HistoryRecord so far */
+    size_t events_len, events_cap;
+} sm__batch;
+
+/* Reads user key through the batch and the db: 0 with *rec filled, pointing
+ * into *raw (the caller rocksdb_free()s it; NULL when absent), KV_ENOTFOUND,
+ * KV_ECORRUPT for a record that does not decode, or a RocksDB error. */
+int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char **raw);
+/* The only ways a user key changes. Each writes the record (revisions from
+ * prev, NULL when absent, and b->rev), keeps the lease index, and adds the
+ * watch event to the entry's history record. 0 or KV_ENOMEM. */
+int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, size_t vlen,
+                uint64_t lease, const sm__rec *prev);
+int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *prev);
+/* Ends entry b->rev: writes its history record when it has events, and
+ * deletes the record that falls out of the kept history. 0 or KV_ENOMEM. */
+int sm__entry_end(sm__batch *b);
+/* Rewrites every format 1/2 'd' value as a record (revisions 0, version 1)
+ * into wb. 0 or a RocksDB error. */
+int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys);
 
 #define SM_PATH_BYTES_MAX 4096u
 

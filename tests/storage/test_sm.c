@@ -69,6 +69,41 @@ START_TEST(test_put_get_delete) {
 }
 END_TEST
 
+static sm_key_info info_of(const char *key) {
+    void *v = NULL;
+    size_t n = 0;
+    sm_key_info info = {0};
+    ck_assert_int_eq(sm_get_ex(S, key, strlen(key), &v, &n, &info), 0);
+    free(v);
+    return info;
+}
+
+/* Revisions are the log indexes that wrote a key; version counts writes
+ * since creation and starts again after a delete. A failed CAS, a NOOP or a
+ * read changes none of them. */
+START_TEST(test_revisions) {
+    ck_assert_int_eq(tu_apply(S, 3, OP_PUT, 0, 0, "k", "1", NULL, NULL), 0);
+    sm_key_info i = info_of("k");
+    ck_assert(i.create_rev == 3 && i.mod_rev == 3 && i.version == 1 && i.lease == 0);
+    ck_assert_int_eq(tu_apply(S, 4, OP_PUT, 0, 0, "other", "x", NULL, NULL), 0);
+    ck_assert_int_eq(tu_apply(S, 5, OP_CAS, 0, 0, "k", "2", "1", NULL), 0);
+    i = info_of("k");
+    ck_assert(i.create_rev == 3 && i.mod_rev == 5 && i.version == 2);
+    ck_assert_int_eq(tu_apply(S, 6, OP_CAS, 0, 0, "k", "3", "nope", NULL), KV_ECOMPARE);
+    i = info_of("k");
+    ck_assert(i.create_rev == 3 && i.mod_rev == 5 && i.version == 2);
+    ck_assert_int_eq(tu_apply(S, 7, OP_DEL, 0, 0, "k", NULL, NULL, NULL), 0);
+    ck_assert_int_eq(tu_apply(S, 8, OP_CASA, 0, 0, "k", "4", NULL, NULL), 0);
+    i = info_of("k");
+    ck_assert(i.create_rev == 8 && i.mod_rev == 8 && i.version == 1);
+    expect("k", "4");
+    sm_close(S); /* they are stored, not computed at open */
+    S = tu_open(db, 0);
+    i = info_of("k");
+    ck_assert(i.create_rev == 8 && i.mod_rev == 8 && i.version == 1);
+}
+END_TEST
+
 START_TEST(test_cas) {
     sm_reply r;
     ck_assert_int_eq(tu_apply(S, 1, OP_CAS, 0, 0, "k", "new", "old", &r), KV_ECOMPARE);
@@ -133,7 +168,9 @@ static int put_sized(uint64_t index, size_t klen, size_t vlen, char fill) {
     return r.code;
 }
 
-static int count_fn(void *arg, const void *key, size_t klen, const void *val, size_t vlen) {
+static int count_fn(void *arg, const void *key, size_t klen, const void *val, size_t vlen,
+                    const sm_key_info *info) {
+    (void)info;
     (void)key, (void)val;
     ck_assert_uint_le(klen, KV_KEY_BYTES_MAX);
     ck_assert_uint_le(vlen, KV_VALUE_BYTES_MAX);
@@ -178,7 +215,9 @@ typedef struct collect {
     char keys[64][16];
 } collect;
 
-static int collect_fn(void *arg, const void *key, size_t klen, const void *val, size_t vlen) {
+static int collect_fn(void *arg, const void *key, size_t klen, const void *val, size_t vlen,
+                      const sm_key_info *info) {
+    (void)info;
     collect *c = arg;
     ck_assert_int_lt(c->count, 64);
     ck_assert_uint_lt(klen, 16);
@@ -578,6 +617,7 @@ static Suite *sm_suite(void) {
     tcase_add_checked_fixture(t, setup, teardown);
     tcase_set_timeout(t, 120);
     tcase_add_test(t, test_put_get_delete);
+    tcase_add_test(t, test_revisions);
     tcase_add_test(t, test_cas);
     tcase_add_test(t, test_nul_bytes);
     tcase_add_test(t, test_limits);

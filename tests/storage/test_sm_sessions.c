@@ -300,11 +300,46 @@ static void raw_write(rocksdb_t *db, rocksdb_writebatch_t *wb) {
 
 /* Rewrites a format 2 db as format 1 wrote it: a 't' key per session record
  * (be64(last index), be64(id)), the count (count_delta off), format 1. */
+/* Turns the format 3 records of db into format 2's plain values (into wb)
+ * and drops the history and lease index keys, which format 2 had not. */
+static void make_v2_keys(rocksdb_t *db, rocksdb_readoptions_t *ro, rocksdb_writebatch_t *wb) {
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    char first = SM_PREFIX_DATA;
+    for (rocksdb_iter_seek(it, &first, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (k[0] != SM_PREFIX_DATA && k[0] != SM_PREFIX_HISTORY && k[0] != SM_PREFIX_LEASE_KEYS)
+            break;
+        const char *v = rocksdb_iter_value(it, &vlen);
+        if (k[0] != SM_PREFIX_DATA) {
+            rocksdb_writebatch_delete(wb, k, klen);
+            continue;
+        }
+        sm__rec r;
+        ck_assert_int_eq(sm__rec_decode(v, vlen, &r), 0);
+        rocksdb_writebatch_put(wb, k, klen, (const char *)r.value, r.len);
+    }
+    rocksdb_iter_destroy(it);
+}
+
+/* Rewrites the format 3 db at path as format 2. */
+static void make_v2(const char *path) {
+    rocksdb_t *db = raw_open(path);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    make_v2_keys(db, ro, wb);
+    raw_put_u64(wb, SM_META_FORMAT, SM_FORMAT_V2);
+    raw_write(db, wb);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+}
+
 static void make_v1(const char *path, int count_delta) {
     rocksdb_t *db = raw_open(path);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    make_v2_keys(db, ro, wb);
     uint64_t count = 0;
     char first = SM_PREFIX_SESSION;
     for (rocksdb_iter_seek(it, &first, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
@@ -366,11 +401,22 @@ START_TEST(test_sessions_migrate_v1) {
     sm *a = tu_open(a_dir, 3), *b = tu_open(b_dir, 3);
     sessions_used(a);
     sessions_used(b);
+    sm_close(a); /* a goes through format 2, b through format 1 */
+    make_v2(a_dir);
+    a = tu_open(a_dir, 3);
     sm_close(b);
     make_v1(b_dir, 0);
     ck_assert_int_eq(raw_count(b_dir, SM_PREFIX_LRU_V1), 3);
     b = tu_open(b_dir, 3); /* migrates */
     same_state(a, b);
+    /* a value from before revisions: revisions 0, version 1, value kept */
+    void *v = NULL;
+    size_t vlen = 0;
+    sm_key_info info;
+    ck_assert_int_eq(sm_get_ex(b, "a", 1, &v, &vlen, &info), 0);
+    ck_assert(vlen == 1 && memcmp(v, "1", 1) == 0);
+    ck_assert(info.create_rev == 0 && info.mod_rev == 0 && info.version == 1 && info.lease == 0);
+    free(v);
     sm_close(b);
     ck_assert_int_eq(raw_count(b_dir, SM_PREFIX_LRU_V1), 0); /* and it lasts */
     b = tu_open(b_dir, 3);

@@ -1,0 +1,216 @@
+/* sm_keys: user keys as records with revisions, their lease index and their
+ * watch history (sm_internal.h, sm.h).
+ *
+ * Every change of a user key goes through sm__key_put or sm__key_delete, so
+ * the record, the lease index and the watch event can never disagree: a
+ * transaction, a prefix delete or a lease revoke changes keys exactly as a
+ * PUT or DELETE does, and a watcher sees all of them.
+ *
+ * History: the events of one entry are one 'h' + be64(index) record of
+ * kv.HistoryRecord, written with the entry in the same batch. Applying entry
+ * i deletes the record of entry i - history_revs (whether it exists or not),
+ * so every node keeps exactly the revisions (applied - history_revs,
+ * applied], as a function of the applied index alone.
+ */
+#include "storage/sm_internal.h"
+
+#include "common/checksum.h"
+#include "common/logging.h"
+#include "kv/errors.h"
+#include "kv/limits.h"
+#include "proto/kv.pb-c.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+int sm__rec_decode(const void *raw, size_t len, sm__rec *r) {
+    const uint8_t *p = raw;
+    if (len < SM_REC_HEADER_BYTES || p[0] != SM_REC_TAG)
+        return KV_ECORRUPT;
+    r->create_rev = kv_get_u64(p + 1);
+    r->mod_rev = kv_get_u64(p + 9);
+    r->version = kv_get_u64(p + 17);
+    r->lease = kv_get_u64(p + 25);
+    r->value = p + SM_REC_HEADER_BYTES;
+    r->len = len - SM_REC_HEADER_BYTES;
+    return 0;
+}
+
+static void sm__rec_header(uint8_t h[SM_REC_HEADER_BYTES], const sm__rec *r) {
+    h[0] = SM_REC_TAG;
+    kv_put_u64(h + 1, r->create_rev);
+    kv_put_u64(h + 9, r->mod_rev);
+    kv_put_u64(h + 17, r->version);
+    kv_put_u64(h + 25, r->lease);
+}
+
+static size_t sm__data_key(uint8_t *dk, const void *key, size_t klen) {
+    assert(klen >= 1 && klen <= KV_KEY_BYTES_MAX);
+    dk[0] = SM_PREFIX_DATA;
+    memcpy(dk + 1, key, klen);
+    return klen + 1;
+}
+
+int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char **raw) {
+    uint8_t dk[1 + KV_KEY_BYTES_MAX];
+    size_t dklen = sm__data_key(dk, key, klen);
+    char *err = NULL;
+    size_t len = 0;
+    *raw = rocksdb_writebatch_wi_get_from_batch_and_db(b->wb, b->s->db, b->s->ro, (char *)dk,
+                                                       dklen, &len, &err);
+    if (err != NULL) {
+        int rv = sm__fail(b->s, err);
+        KV_LOGE(kv_errword(rv), "state machine %s: read during apply: %s", b->s->dir, err);
+        rocksdb_free(err);
+        return rv;
+    }
+    if (*raw == NULL)
+        return KV_ENOTFOUND;
+    if (sm__rec_decode(*raw, len, rec) != 0) {
+        KV_LOGE("CORRUPT", "state machine %s: the record of a key of %zu bytes does not decode",
+                b->s->dir, klen);
+        return KV_ECORRUPT;
+    }
+    return 0;
+}
+
+/* 'k' + be64(lease) + key, the lease index entry of key. */
+static size_t sm__lease_key(uint8_t *lk, uint64_t lease, const void *key, size_t klen) {
+    lk[0] = SM_PREFIX_LEASE_KEYS;
+    sm__put_be64(lk + 1, lease);
+    memcpy(lk + 9, key, klen);
+    return klen + 9;
+}
+
+static void sm__lease_index(sm__batch *b, const void *key, size_t klen, uint64_t old,
+                            uint64_t lease) {
+    if (old == lease)
+        return;
+    uint8_t lk[9 + KV_KEY_BYTES_MAX];
+    if (old != 0)
+        rocksdb_writebatch_wi_delete(b->wb, (char *)lk, sm__lease_key(lk, old, key, klen));
+    if (lease != 0)
+        rocksdb_writebatch_wi_put(b->wb, (char *)lk, sm__lease_key(lk, lease, key, klen), "", 0);
+}
+
+static size_t sm__varint(uint8_t *p, uint64_t v) {
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* Appends one WatchEvent to the entry's HistoryRecord (field 1, length
+ * delimited: the encoding of a repeated message is its parts in a row). */
+static int sm__event_add(sm__batch *b, Kv__WatchEvent__Type type, const void *key, size_t klen,
+                         const void *val, size_t vlen, const sm__rec *r) {
+    Kv__KeyValue kv;
+    kv__key_value__init(&kv);
+    kv.key.data = (uint8_t *)key;
+    kv.key.len = klen;
+    kv.value.data = (uint8_t *)val;
+    kv.value.len = vlen;
+    kv.create_rev = r->create_rev;
+    kv.mod_rev = r->mod_rev;
+    kv.version = r->version;
+    kv.lease = r->lease;
+    Kv__WatchEvent ev;
+    kv__watch_event__init(&ev);
+    ev.type = type;
+    ev.kv = &kv;
+    size_t len = kv__watch_event__get_packed_size(&ev);
+    size_t need = b->events_len + 1 + 10 + len;
+    if (need > b->events_cap) {
+        size_t cap = b->events_cap ? b->events_cap : 256;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *p = realloc(b->events, cap);
+        if (p == NULL)
+            return KV_ENOMEM;
+        b->events = p;
+        b->events_cap = cap;
+    }
+    uint8_t *p = b->events + b->events_len;
+    *p++ = (1u << 3) | 2u; /* HistoryRecord.events, length delimited */
+    p += sm__varint(p, len);
+    p += kv__watch_event__pack(&ev, p);
+    b->events_len = (size_t)(p - b->events);
+    return 0;
+}
+
+int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, size_t vlen,
+                uint64_t lease, const sm__rec *prev) {
+    assert(vlen <= KV_VALUE_BYTES_MAX && b->rev != 0);
+    sm__rec r = {.create_rev = prev ? prev->create_rev : b->rev,
+                 .mod_rev = b->rev,
+                 .version = prev ? prev->version + 1 : 1,
+                 .lease = lease};
+    uint8_t dk[1 + KV_KEY_BYTES_MAX];
+    size_t dklen = sm__data_key(dk, key, klen);
+    uint8_t h[SM_REC_HEADER_BYTES];
+    sm__rec_header(h, &r);
+    const char *parts[2] = {(const char *)h, val};
+    size_t lens[2] = {sizeof h, vlen};
+    const char *kparts[1] = {(const char *)dk};
+    rocksdb_writebatch_wi_putv(b->wb, 1, kparts, &dklen, 2, parts, lens);
+    sm__lease_index(b, key, klen, prev ? prev->lease : 0, lease);
+    return sm__event_add(b, KV__WATCH_EVENT__TYPE__PUT, key, klen, val, vlen, &r);
+}
+
+int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *prev) {
+    assert(prev != NULL && b->rev != 0);
+    uint8_t dk[1 + KV_KEY_BYTES_MAX];
+    rocksdb_writebatch_wi_delete(b->wb, (char *)dk, sm__data_key(dk, key, klen));
+    sm__lease_index(b, key, klen, prev->lease, 0);
+    sm__rec r = {.mod_rev = b->rev};
+    return sm__event_add(b, KV__WATCH_EVENT__TYPE__DELETE, key, klen, NULL, 0, &r);
+}
+
+int sm__entry_end(sm__batch *b) {
+    uint8_t hk[9];
+    hk[0] = SM_PREFIX_HISTORY;
+    if (b->events_len > 0) {
+        sm__put_be64(hk + 1, b->rev);
+        rocksdb_writebatch_wi_put(b->wb, (char *)hk, sizeof hk, (char *)b->events,
+                                  b->events_len);
+        b->events_len = 0;
+    }
+    uint64_t keep = b->s->opt.history_revs;
+    if (b->rev > keep) {
+        sm__put_be64(hk + 1, b->rev - keep);
+        rocksdb_writebatch_wi_delete(b->wb, (char *)hk, sizeof hk);
+    }
+    return 0;
+}
+
+int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys) {
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
+    char first = SM_PREFIX_DATA;
+    uint8_t h[SM_REC_HEADER_BYTES];
+    sm__rec_header(h, &(sm__rec){.version = 1});
+    *keys = 0;
+    for (rocksdb_iter_seek(it, &first, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen < 1 || k[0] != SM_PREFIX_DATA)
+            break;
+        const char *v = rocksdb_iter_value(it, &vlen);
+        const char *parts[2] = {(const char *)h, v};
+        size_t lens[2] = {sizeof h, vlen};
+        rocksdb_writebatch_putv(wb, 1, &k, &klen, 2, parts, lens);
+        (*keys)++;
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    if (err == NULL)
+        return 0;
+    int rv = sm__fail(s, err);
+    KV_LOGE(kv_errword(rv), "state machine %s: migrating keys: %s", s->dir, err);
+    rocksdb_free(err);
+    return rv;
+}
