@@ -63,7 +63,8 @@ static void usage(FILE *f) {
     for (int k = 0; k < NEM_COUNT; k++)
         fprintf(f, " %s", nemesis_names[k]);
     fprintf(f, "\n"
-               "  --workload W     register, set or both (default both)\n"
+               "  --workload W     register, set or both (default both); watch: the set's\n"
+               "                   adds and a watcher of them, its stream checked\n"
                "  --control C      stale-read: gets read one node without ReadIndex;\n"
                "                   no-fsync: kvd --unsafe-no-fsync. Both must be caught.\n"
                "  --lossyfs PROG   mount lossyfs under each data dir: enables the crash\n"
@@ -94,6 +95,7 @@ static int parse_word(const char *a, const char *v) {
         opt.workload = strcmp(v, "register") == 0 ? WL_REGISTER
                        : strcmp(v, "set") == 0    ? WL_SET
                        : strcmp(v, "both") == 0   ? WL_BOTH
+                       : strcmp(v, "watch") == 0  ? WL_WATCH
                                                   : 0;
         return opt.workload != 0 ? 0 : -1;
     }
@@ -206,7 +208,7 @@ static int parse_args(int argc, char **argv, bool *seed_given) {
 }
 
 static void make_replay(void) {
-    static const char *const wl[] = {"", "register", "set", "both"};
+    static const char *const wl[] = {"", "register", "set", "both", "watch"};
     static const char *const ctl[] = {"", " --control stale-read", " --control no-fsync"};
     char nem[256] = "";
     size_t len = 0;
@@ -284,7 +286,8 @@ static int clients_start(void) {
     for (int i = 0; i < opt.clients; i++) {
         client_ctx *cx = &clients[i];
         cx->id = i;
-        cx->set_client = opt.workload == WL_SET || (opt.workload == WL_BOTH && i % 2 == 1);
+        cx->set_client = opt.workload == WL_SET || opt.workload == WL_WATCH ||
+                         (opt.workload == WL_BOTH && i % 2 == 1);
         cx->r.s = opt.seed * 0x100000001b3ull + (uint64_t)i * 0x9e3779b97f4a7c15ull + 1;
         linz_history_init(&cx->h);
         if (cx->set_client && (cx->adds = calloc(SET_ADDS_MAX, sizeof(set_add))) == NULL)
@@ -378,13 +381,14 @@ static void nodes_shut_down(void) {
 typedef struct verdict {
     linz_verdict linz;
     uint64_t lost, phantom, elements;
+    uint64_t watch_events, watch_bad;
     bool diverged, final_failed, fatal, down;
 } verdict;
 
 static int verdict_rc(const verdict *v) {
     /* A cluster that cannot serve the final read once healed fails too. */
     if (v->linz == LINZ_FAIL || v->lost || v->phantom || v->diverged || v->fatal || v->down ||
-        v->final_failed || atomic_load(&unexpected_exits) > 0 ||
+        v->final_failed || v->watch_bad || atomic_load(&unexpected_exits) > 0 ||
         atomic_load(&liveness_failures) > 0)
         return 1;
     return v->linz == LINZ_UNKNOWN ? 2 : 0;
@@ -485,7 +489,8 @@ int main(int argc, char **argv) {
         return nrc == 77 ? 77 : 3;
     if (setup_run() != 0)
         return 3;
-    if (cluster_up() != 0 || clients_start() != 0) {
+    if (cluster_up() != 0 || clients_start() != 0 ||
+        (opt.workload == WL_WATCH && watch_start() != 0)) {
         atomic_store(&stop_clients, true);
         nodes_kill_all();
         printf("kv-jepsen: kept %s\n", run_dir);
@@ -501,6 +506,12 @@ int main(int argc, char **argv) {
         printf("kv-jepsen: set: %" PRIu64 " elements in the final read, lost %" PRIu64
                ", phantom %" PRIu64 "%s\n",
                v.elements, v.lost, v.phantom, v.diverged ? ", NODES DIVERGE" : "");
+    }
+    if (events >= 0 && opt.workload == WL_WATCH) {
+        v.final_failed |= watch_final_check(&v.watch_events, &v.watch_bad) != 0;
+        printf("kv-jepsen: watch: %" PRIu64 " events delivered, %" PRIu64
+               " problems (missing, repeated, phantom, out of order)\n",
+               v.watch_events, v.watch_bad);
     }
     nodes_shut_down();
     int rc = events < 0 ? 3 : judge(&v, events);
