@@ -38,6 +38,7 @@
 # --no-etcd; no anchor, no other row). --keep DIR: copy the nodes' logs and
 # each round's writer output to DIR (made if missing), with rounds.txt
 # ("SYSTEM ROUND T0_NS MS KILLED"), to break each round down afterwards.
+# KV_BENCH_KVD_FLAGS: extra flags for every kvd, e.g. "--read-lease".
 #
 # Needs a build (make build, or cmake --build build --target kvbench kvd kvcli).
 # Exit status: 0 done (rows whose requests failed are in the table with their
@@ -171,7 +172,9 @@ for i in 1 2 3; do
 done
 declare -A kv_pid
 kv_start() { # kv_start I: start node nI on its data dir
-  "$bin/kvd" --name "n$1" --data-dir "$dir/kv-n$1" --cluster "$kv_spec" >>"$dir/kv-n$1.log" 2>&1 &
+  # shellcheck disable=SC2086 # KV_BENCH_KVD_FLAGS: extra kvd flags, split on spaces
+  "$bin/kvd" --name "n$1" --data-dir "$dir/kv-n$1" --cluster "$kv_spec" ${KV_BENCH_KVD_FLAGS:-} \
+    >>"$dir/kv-n$1.log" 2>&1 &
   kv_pid[$1]=$!
   pids+=($!)
 }

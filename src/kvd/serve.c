@@ -145,6 +145,10 @@ static const setting settings[] = {
     NUM("wal-queue-bytes", cfg.wal_queue_bytes, KV_WAL_RECORD_BYTES_MAX, KV_WAL_QUEUE_BYTES_MAX,
         KV_WAL_QUEUE_BYTES_MAX,
         "bytes queued for the log writer; past them writes get BUSY (small ones for tests)"),
+    {"read-lease", KVD_T_BOOL, F(cfg.read_lease), 0, 0, false, M_SERVE, false, "[=true|false]",
+     "serve linearizable reads on the leader's lease, without a heartbeat round;\n"
+     "      assumes clock rates do not drift by more than the election timeout allows\n"
+     "      (docs/deploy.md); the same on every node"},
     {"unsafe-no-fsync", KVD_T_BOOL, F(cfg.unsafe_no_fsync), 0, 0, false, M_SERVE, false,
      "[=true|false]", "do not fsync: acknowledged writes are LOST at a crash (tests only)"},
     {"print-config", KVD_T_BOOL, F(print_config), 0, 0, false, M_ALL, true, "",

@@ -114,8 +114,32 @@ static void leader_link_watch(server *s) {
 
 /* Once per loop turn: the leader's link looked at, every Ready raft has
  * (src/node), then the snapshot and check point work that follows applying. */
+/* One Raft tick (and every fifth the operations tick). */
+static void tick_once(server *s) {
+    node_tick(s->node);
+    if (++s->ticks % 5 == 0)
+        server_ops_tick(s);
+}
+
+/* With --read-lease the leader's ticks are its lease clock, so none may be
+ * lost: a loop that stalled (a slow disk, SIGSTOP, a swapped-out page)
+ * gets every tick that fell due by the monotonic clock before it steps
+ * messages or serves a read, or it would think its lease younger than it
+ * is while followers, whose clocks ran on, already elected a new leader.
+ * More than two election timeouts of ticks change nothing further. */
+static void ticks_catch_up(server *s) {
+    uint64_t due = (kv_now_ns() - s->tick_origin_ns) / ((uint64_t)s->cfg.tick_ms * 1000000u);
+    uint64_t cap = 2u * s->cfg.election_ticks + 2u;
+    if (due > s->ticks + cap)
+        s->ticks = due - cap;
+    while (s->ticks < due)
+        tick_once(s);
+}
+
 static void on_prepare(uv_prepare_t *h) {
     server *s = h->data;
+    if (s->cfg.read_lease)
+        ticks_catch_up(s);
     leader_link_watch(s);
     int rc = node_run(s->node);
     if (rc != 0) /* the node_io callbacks are fail-stop: only raft_ready is left */
@@ -131,9 +155,10 @@ static void on_prepare(uv_prepare_t *h) {
 
 static void on_tick(uv_timer_t *h) {
     server *s = h->data;
-    node_tick(s->node);
-    if (++s->ticks % 5 == 0)
-        server_ops_tick(s);
+    if (s->cfg.read_lease)
+        ticks_catch_up(s);
+    else
+        tick_once(s); /* a stalled loop's ticks are lost: elections wait longer */
 }
 
 /* A refused message is counted by the core (kv_raft_msgs_refused_total);
@@ -435,6 +460,7 @@ static void start_raft_config(server *s, const store_start *ss, const hs_state *
                               raft_config *rcfg) {
     raft_config_init(rcfg, s->id);
     rcfg->election_ticks = s->cfg.election_ticks;
+    rcfg->lease_read = s->cfg.read_lease;
     rcfg->seed = s->id ^ (uint64_t)getpid() ^ kv_now_ns();
     rcfg->snapshot_read = server_snapshot_read;
     rcfg->snapshot_ctx = s;
@@ -638,6 +664,7 @@ static int serve_open(server *s) {
 static void serve(server *s) {
     const server_config *cfg = &s->cfg;
     uv_timer_init(&s->loop, &s->tick);
+    s->tick_origin_ns = kv_now_ns();
     uv_timer_start(&s->tick, on_tick, cfg->tick_ms, cfg->tick_ms);
     uv_prepare_init(&s->loop, &s->prepare);
     uv_prepare_start(&s->prepare, on_prepare);
@@ -691,6 +718,19 @@ static int server_stop(server *s, int exit_code) {
     return exit_code;
 }
 
+/* With lease reads a leader serves reads while a quorum heard from it
+ * within the election timeout, counting on those followers to ignore
+ * campaigns for as long. A node that restarts forgets it heard from the
+ * leader, so it stays silent for one election timeout first: no vote of its
+ * can make a new leader while an old one still reads on its lease. */
+static void start_lease_wait(server *s) {
+    uint64_t ms = (uint64_t)s->cfg.election_ticks * s->cfg.tick_ms;
+    KV_LOGI("LEASEWAIT", "--read-lease: waiting %llu ms (one election timeout) before joining",
+            (unsigned long long)ms);
+    for (uint64_t t = 0; t < ms && early_signal == 0; t += 10)
+        usleep(10000);
+}
+
 int server_run(const server_config *cfg) {
     early_signals_catch();
     server *s = server_new(cfg);
@@ -712,6 +752,8 @@ int server_run(const server_config *cfg) {
     }
     if (rc != 0)
         return start_abandon(s, rc);
+    if (cfg->read_lease)
+        start_lease_wait(s);
 
     uv_loop_init(&s->loop);
     uv_loop_configure(&s->loop, UV_METRICS_IDLE_TIME); /* for server_loop_turn */

@@ -73,6 +73,9 @@ typedef struct server_config {
     uint32_t snapshots_keep;   /* snapshots kept on disk */
     uint32_t tick_ms;          /* one Raft tick */
     uint32_t election_ticks;   /* election timeout in ticks */
+    bool read_lease;           /* linearizable reads on the leader's lease
+                                  (no heartbeat round per read batch); assumes
+                                  the nodes' clocks tick at the same rate */
 } server_config;
 
 /* Fills cfg with the defaults (strings NULL). */

@@ -103,6 +103,7 @@ typedef struct server {
     uint64_t disk_walked; /* the walk's result, for the after-callback */
     bool stopping;
     uint64_t ticks;
+    uint64_t tick_origin_ns; /* kv_now_ns() when the tick timer started */
 
     net *net;
     struct http_server *http;

@@ -146,6 +146,10 @@ int sm_scan(sm *s, const void *prefix, size_t plen, const void *start_after, siz
 uint64_t sm_applied_index(sm *s);
 uint64_t sm_applied_term(sm *s);
 
+/* The oldest revision whose watch history is kept: applied index -
+ * history_revs + 1 (1 while fewer revisions exist). Any thread. */
+uint64_t sm_history_oldest(sm *s);
+
 /* The applied index known durable in RocksDB (flushed); <= applied index. */
 uint64_t sm_durable_index(sm *s);
 

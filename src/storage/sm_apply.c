@@ -450,8 +450,10 @@ int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
         sm_replies_free(replies, n);
         return rv;
     }
+    uint64_t before = s->applied_index;
     s->applied_term = e[n - 1].term;
     s->applied_index = e[n - 1].index;
+    sm__history_trim(s, before, s->applied_index);
     assert(s->sessions.count <= s->sessions.cap);
     return 0;
 }

@@ -71,9 +71,12 @@ int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char 
 int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, size_t vlen,
                 uint64_t lease, const sm__rec *prev);
 int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *prev);
-/* Ends entry b->rev: writes its history record when it has events, and
- * deletes the record that falls out of the kept history. 0 or KV_ENOMEM. */
+/* Ends entry b->rev: writes its history record when it has events. */
 int sm__entry_end(sm__batch *b);
+/* Deletes the history below sm_history_oldest when the applied index went
+ * from before to after across a multiple of SM_HISTORY_TRIM_EVERY. */
+#define SM_HISTORY_TRIM_EVERY 4096u
+void sm__history_trim(sm *s, uint64_t before, uint64_t after);
 /* Rewrites every format 1/2 'd' value as a record (revisions 0, version 1)
  * into wb. 0 or a RocksDB error. */
 int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys);

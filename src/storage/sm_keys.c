@@ -7,10 +7,12 @@
  * PUT or DELETE does, and a watcher sees all of them.
  *
  * History: the events of one entry are one 'h' + be64(index) record of
- * kv.HistoryRecord, written with the entry in the same batch. Applying entry
- * i deletes the record of entry i - history_revs (whether it exists or not),
- * so every node keeps exactly the revisions (applied - history_revs,
- * applied], as a function of the applied index alone.
+ * kv.HistoryRecord, written with the entry in the same batch. Every node
+ * serves the revisions (applied - history_revs, applied], a function of the
+ * applied index alone (sm_history_oldest); older records are deleted lazily,
+ * one range every SM_HISTORY_TRIM_EVERY entries (sm__history_trim), so a
+ * write costs one history put and no delete. Records below the oldest that
+ * a crash left behind are never read and go at the next trim.
  */
 #include "storage/sm_internal.h"
 
@@ -171,20 +173,38 @@ int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *pr
 }
 
 int sm__entry_end(sm__batch *b) {
-    uint8_t hk[9];
-    hk[0] = SM_PREFIX_HISTORY;
     if (b->events_len > 0) {
+        uint8_t hk[9];
+        hk[0] = SM_PREFIX_HISTORY;
         sm__put_be64(hk + 1, b->rev);
         rocksdb_writebatch_wi_put(b->wb, (char *)hk, sizeof hk, (char *)b->events,
                                   b->events_len);
         b->events_len = 0;
     }
-    uint64_t keep = b->s->opt.history_revs;
-    if (b->rev > keep) {
-        sm__put_be64(hk + 1, b->rev - keep);
-        rocksdb_writebatch_wi_delete(b->wb, (char *)hk, sizeof hk);
-    }
     return 0;
+}
+
+uint64_t sm_history_oldest(sm *s) {
+    uint64_t applied = atomic_load(&s->applied_index), keep = s->opt.history_revs;
+    return applied > keep ? applied - keep + 1 : 1;
+}
+
+void sm__history_trim(sm *s, uint64_t before, uint64_t after) {
+    if (before / SM_HISTORY_TRIM_EVERY == after / SM_HISTORY_TRIM_EVERY)
+        return;
+    uint8_t from[1] = {SM_PREFIX_HISTORY}, to[9];
+    to[0] = SM_PREFIX_HISTORY;
+    sm__put_be64(to + 1, sm_history_oldest(s));
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_delete_range(wb, (char *)from, sizeof from, (char *)to, sizeof to);
+    char *err = NULL;
+    rocksdb_write(s->db, s->wo, wb, &err);
+    rocksdb_writebatch_destroy(wb);
+    if (err != NULL) { /* the next trim tries again; a real fault fails the next apply */
+        KV_LOGW(kv_errword(sm__fail(s, err)), "state machine %s: trimming watch history: %s",
+                s->dir, err);
+        rocksdb_free(err);
+    }
 }
 
 int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys) {

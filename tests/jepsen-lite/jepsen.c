@@ -73,6 +73,7 @@ static void usage(FILE *f) {
                "                   enables the partition nemeses\n"
                "  --heal-reset     destroy the peers' TCP connections at every heal (works\n"
                "                   around a known kv bug: README, Testing)\n"
+               "  --read-lease     kvd --read-lease: linearizable reads on the leader's lease\n"
                "  --port-base P    nodes listen on P+1..P+nodes (default 29000)\n"
                "  --snapshot-entries N  kvd's snapshot threshold (default 100: tiny,\n"
                "                   so snapshots are taken and sent all the time)\n");
@@ -182,8 +183,9 @@ static int parse_args(int argc, char **argv, bool *seed_given) {
             usage(stdout);
             return 1;
         }
-        if (strcmp(a, "--heal-reset") == 0) {
-            opt.heal_reset = true;
+        if (strcmp(a, "--heal-reset") == 0 || strcmp(a, "--read-lease") == 0) {
+            opt.heal_reset |= a[2] == 'h';
+            opt.read_lease |= a[2] == 'r';
             continue;
         }
         if (strcmp(a, "--keep") == 0 || strcmp(a, "--control-stale") == 0) {
@@ -227,7 +229,9 @@ static void make_replay(void) {
     if (opt.netns != NULL)
         n += (size_t)snprintf(replay + n, sizeof replay - n, " --netns %s", opt.netns);
     if (opt.heal_reset)
-        snprintf(replay + n, sizeof replay - n, " --heal-reset");
+        n += (size_t)snprintf(replay + n, sizeof replay - n, " --heal-reset");
+    if (opt.read_lease)
+        snprintf(replay + n, sizeof replay - n, " --read-lease");
 }
 
 /* Run dir, endpoints, the founders' --cluster. 0 or -1. */

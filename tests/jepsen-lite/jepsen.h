@@ -55,6 +55,7 @@ typedef struct jl_opts {
     const char *lossyfs; /* the lossyfs program, or NULL: no crash nemeses */
     const char *netns;   /* netns.sh, or NULL: loopback, no partitions */
     bool heal_reset;     /* peer TCP connections destroyed at every heal */
+    bool read_lease;     /* kvd --read-lease: reads on the leader's lease */
     bool keep;
 } jl_opts;
 

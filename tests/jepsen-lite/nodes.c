@@ -67,6 +67,8 @@ static void node_exec(int i, const char *kvd, const char *name, const char *data
     }
     if (opt.control == CONTROL_NO_FSYNC)
         argv[argc++] = "--unsafe-no-fsync";
+    if (opt.read_lease)
+        argv[argc++] = "--read-lease";
     argv[argc] = NULL;
     execv(kvd, (char *const *)argv);
     dprintf(2, "kv-jepsen: exec %s: %s\n", kvd, strerror(errno));

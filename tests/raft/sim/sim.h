@@ -50,6 +50,7 @@ typedef struct sim_opts {
     uint32_t nodes; /* founding voters: 3 or 5 */
     uint64_t steps; /* events processed in the fault phase */
     bool trace;
+    bool lease_read; /* --lease-read: the nodes serve reads on a leader lease */
     enum sim_control control;
 } sim_opts;
 

@@ -92,6 +92,10 @@ static int parse_args(int argc, char **argv, cli *c) {
             c->bench = true;
             continue;
         }
+        if (strcmp(f, "--lease-read") == 0) {
+            c->o.lease_read = true;
+            continue;
+        }
         if (strcmp(f, "--seeds") == 0) {
             rc = parse_num_flag(f, v, 1, 100000000, &c->seeds);
         } else if (strcmp(f, "--first-seed") == 0) {
@@ -124,8 +128,9 @@ static int parse_args(int argc, char **argv, cli *c) {
 }
 
 static void print_replay(const cli *c, uint64_t seed) {
-    printf("replay: raft-sim --seed %" PRIu64 " --nodes %u --steps %" PRIu64 " --trace%s%s\n", seed,
-           c->o.nodes, c->o.steps, c->o.control != SIM_CTRL_NONE ? " --control " : "",
+    printf("replay: raft-sim --seed %" PRIu64 " --nodes %u --steps %" PRIu64 " --trace%s%s%s\n",
+           seed, c->o.nodes, c->o.steps, c->o.lease_read ? " --lease-read" : "",
+           c->o.control != SIM_CTRL_NONE ? " --control " : "",
            c->o.control != SIM_CTRL_NONE ? sim_control_name(c->o.control) : "");
 }
 

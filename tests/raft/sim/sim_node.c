@@ -101,6 +101,7 @@ static void make_node(sim_world *w, sim_node *n) {
     raft_config_init(&cfg, n->id);
     cfg.election_ticks = SIM_ELECTION_TICKS;
     cfg.heartbeat_ticks = SIM_HEARTBEAT_TICKS;
+    cfg.lease_read = w->o.lease_read;
     cfg.seed = w->seed * 1000003u + n->id * 131u + n->incarnation;
     cfg.snapshot_read = snapshot_read;
     cfg.snapshot_ctx = n;
