@@ -191,11 +191,7 @@ void sm_last_error(sm *s, char *buf, size_t cap);
 /* ---- watch history (sm_history.c) ------------------------------------------
  * Each applied entry that changed keys leaves a record of its events, in
  * their order, under its revision (its log index). The records of the
- * newest history_revs revisions are kept. */
-
-/* The oldest revision whose events are still kept: applied index -
- * history_revs + 1, or 1 while fewer revisions exist. */
-uint64_t sm_history_oldest(sm *s);
+ * newest history_revs revisions are kept (sm_history_oldest, above). */
 
 enum sm_event_type { SM_EVENT_PUT = 0, SM_EVENT_DELETE = 1 }; /* kv.WatchEvent.Type */
 

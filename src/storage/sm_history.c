@@ -19,14 +19,6 @@
  * revisions and framing of a WatchEvent on the wire. */
 #define SM_HISTORY_EVENT_OVERHEAD_BYTES 48u
 
-uint64_t sm_history_oldest(sm *s) {
-    assert(s != NULL);
-    uint64_t applied = sm_applied_index(s);
-    uint64_t keep = s->opt.history_revs;
-    assert(keep >= 1);
-    return applied > keep ? applied - keep + 1 : 1;
-}
-
 /* One consistent view of the history and the applied index. */
 typedef struct sm__hview {
     rocksdb_t *db;
