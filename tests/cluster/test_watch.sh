@@ -3,7 +3,8 @@
 # (and nothing of other prefixes); --rev replays past events; SIGINT ends it
 # with exit 0; a bad --rev is a usage error; and the stream survives kill -9
 # of the leader it reads from (restarted later) with no event missing or
-# repeated: after healing it equals the committed writes on its prefix.
+# repeated: after healing it equals the committed writes on its prefix. A
+# watcher that stops reading is cancelled (CANCELED) and resumes exactly.
 # COMPACTED needs a history of 100,000 revisions here: tests/storage
 # test_sm_history checks it with a small history.
 # Usage: test_watch.sh BIN_DIR
@@ -84,6 +85,30 @@ kv_expect 2 kv_cli watch w/ --rev 0
 kv_expect_err 'rev'
 kv_expect 2 kv_cli watch
 kv_expect_err 'wants 1 argument'
+
+# CANCELED: a watcher that stops reading (SIGSTOP) while 20 values of 1 MiB
+# are written on its prefix fills its connection past 4 MiB and is
+# cancelled; once it reads again (SIGCONT) kv_watch resumes after the last
+# event it printed: every value exactly once, in order.
+watch_start slow watch big/
+slow_pid=$WATCH_PID
+sleep 1
+kill -STOP "$slow_pid"
+for i in $(seq 1 20); do
+  { printf 'v%d-' "$i"; head -c 1048000 /dev/zero | tr '\0' x; } >"$KV_DIR/big"
+  kv_cli put "big/$i" - <"$KV_DIR/big" >/dev/null
+  printf 'PUT big/%d ' "$i" >>"$KV_DIR/slow.want"
+  cat "$KV_DIR/big" >>"$KV_DIR/slow.want"
+  echo >>"$KV_DIR/slow.want"
+done
+kv_until 20 "the stopped watcher cancelled (CANCELED in n$lead_i's log)" \
+  grep -q 'CANCELED' "$KV_DIR/n$lead_i.log"
+kill -CONT "$slow_pid"
+kv_until 30 "the slow watcher printing all 20 values" lines slow 20
+sleep 0.5
+cmp -s "$KV_DIR/slow.want" "$KV_DIR/slow.out" ||
+  kv_fail "after CANCELED the watcher printed (key, value length): $(awk '{print $2, length($3)}' "$KV_DIR/slow.out" | tr '\n' ' ')"
+watch_stop "$slow_pid" slow
 
 # kill -9 of the leader the text watcher reads from, under a writer.
 kv_writer_start w/k v 5000
