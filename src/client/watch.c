@@ -212,6 +212,8 @@ int kv_watch(kv_client *c, const void *prefix, size_t prefix_len, uint64_t from_
     kvc_errstr_clear();
     if (c == NULL || fn == NULL || (prefix == NULL && prefix_len > 0))
         return kvc_errstr_set(KV_EINVAL, "kv_watch: client, callback and prefix are required");
+    if (kvc_in_callback(c))
+        return kvc_errstr_set(KV_EINVAL, "kv_watch: not from a callback of the same client");
     if (prefix_len > KV_KEY_BYTES_MAX)
         return kvc_errstr_set(KV_ETOOBIG, "kv_watch: the prefix is over %u bytes",
                               KV_KEY_BYTES_MAX);

@@ -25,6 +25,7 @@
  * more to read and room to send it. */
 #include "server/server_int.h"
 
+#include "common/clock.h"
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "kv/limits.h"
@@ -41,7 +42,14 @@ typedef struct server_watcher {
     size_t plen;
     sm_history_pos pos; /* the next event to read */
     bool live;          /* caught up at its last read: not paced, may be CANCELED */
+    uint64_t sent_rev;  /* the revision the last Response said is complete */
+    uint64_t sent_ns;   /* when it was sent */
 } server_watcher;
+
+/* A watcher whose prefix sees no writes still hears, at most this often,
+ * how far its stream is complete: a client resuming after a long quiet
+ * spell asks from there, not from a revision the history no longer keeps. */
+#define SERVER_WATCH_PROGRESS_NS 1000000000ull
 
 /* The events of one Response, copied out of the history. */
 typedef struct watch_batch {
@@ -164,7 +172,10 @@ static int watcher_pump(server *s, server_watcher *w, uint64_t bytes_max, bool f
     }
     w->pos = pos;
     w->live = pos.rev > sm_applied_index(s->sm);
-    if (b.n > 0 || first) {
+    uint64_t now = kv_now_ns();
+    bool progress = w->live && pos.rev - 1 > w->sent_rev &&
+                    now - w->sent_ns >= SERVER_WATCH_PROGRESS_NS;
+    if (b.n > 0 || first || progress) {
         Kv__Response r = KV__RESPONSE__INIT;
         r.id = w->req_id;
         r.revision = pos.rev - 1;
@@ -175,6 +186,8 @@ static int watcher_pump(server *s, server_watcher *w, uint64_t bytes_max, bool f
         else
             net_push(w->conn, &r);
         s->watch_events_total += b.n;
+        w->sent_rev = pos.rev - 1;
+        w->sent_ns = now;
     }
     batch_free(&b);
     return 0;
