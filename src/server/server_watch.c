@@ -149,48 +149,63 @@ static void watcher_end(server *s, server_watcher *w, int code, uint64_t revisio
         net_push(w->conn, &r);
 }
 
-/* Reads up to bytes_max of w's events and sends them (always, when first:
- * the answer to the request). 0 or the code that ended the stream
- * (COMPACTED, CANCELED, or a failure to read: fatal for RocksDB errors). */
-static int watcher_pump(server *s, server_watcher *w, uint64_t bytes_max, bool first,
-                        uint64_t *used) {
-    watch_batch b = {0};
-    sm_history_pos pos = w->pos;
-    int rc = sm_history_read(s->sm, &pos, w->prefix, w->plen, bytes_max, batch_add, &b);
+/* Reads from pos (prefix[0..plen)) up to KV_WATCH_PUMP_BYTES_MAX into b,
+ * linked; *pos moves to where the read ended. 0, KV_ECOMPACTED or
+ * KV_ENOMEM (b freed then); a RocksDB failure stops the node. */
+static int watch_read(server *s, sm_history_pos *pos, const uint8_t *prefix, size_t plen,
+                      watch_batch *b) {
+    uint64_t from = pos->rev;
+    int rc = sm_history_read(s->sm, pos, prefix, plen, KV_WATCH_PUMP_BYTES_MAX, batch_add, b);
     if (rc == 0)
-        rc = batch_link(&b);
-    if (rc == KV_ECOMPACTED || rc == KV_ENOMEM) {
-        batch_free(&b);
-        return rc;
-    }
-    if (rc != 0)
-        server_fatal_sm(s, rc, "reading the watch history from revision %" PRIu64, w->pos.rev);
-    *used += b.bytes;
-    if (b.n > 0 && w->live && net_conn_queued(w->conn) >= KV_WATCH_BUFFER_BYTES_MAX) {
-        batch_free(&b);
+        rc = batch_link(b);
+    if (rc == KV_ECOMPACTED || rc == KV_ENOMEM)
+        batch_free(b);
+    else if (rc != 0)
+        server_fatal_sm(s, rc, "reading the watch history from revision %" PRIu64, from);
+    return rc;
+}
+
+/* Sends w evs[0..n) read up to end (always, when first: the answer to the
+ * request; without events at most once a second, for progress). 0 or
+ * KV_ECANCELED (a watcher that had caught up, its connection full). */
+static int watcher_send(server *s, server_watcher *w, Kv__WatchEvent **evs, size_t n,
+                        sm_history_pos end, bool first) {
+    if (n > 0 && w->live && net_conn_queued(w->conn) >= KV_WATCH_BUFFER_BYTES_MAX)
         return KV_ECANCELED;
-    }
-    w->pos = pos;
-    w->live = pos.rev > sm_applied_index(s->sm);
+    w->pos = end;
+    w->live = end.rev > sm_applied_index(s->sm);
     uint64_t now = kv_now_ns();
-    bool progress = w->live && pos.rev - 1 > w->sent_rev &&
-                    now - w->sent_ns >= SERVER_WATCH_PROGRESS_NS;
-    if (b.n > 0 || first || progress) {
-        Kv__Response r = KV__RESPONSE__INIT;
-        r.id = w->req_id;
-        r.revision = pos.rev - 1;
-        r.n_events = b.n;
-        r.events = b.ptrs;
-        if (first)
-            net_reply(w->conn, &r);
-        else
-            net_push(w->conn, &r);
-        s->watch_events_total += b.n;
-        w->sent_rev = pos.rev - 1;
-        w->sent_ns = now;
-    }
-    batch_free(&b);
+    bool progress =
+        w->live && end.rev - 1 > w->sent_rev && now - w->sent_ns >= SERVER_WATCH_PROGRESS_NS;
+    if (n == 0 && !first && !progress)
+        return 0;
+    Kv__Response r = KV__RESPONSE__INIT;
+    r.id = w->req_id;
+    r.revision = end.rev - 1;
+    r.n_events = n;
+    r.events = evs;
+    if (first)
+        net_reply(w->conn, &r);
+    else
+        net_push(w->conn, &r);
+    s->watch_events_total += n;
+    w->sent_rev = end.rev - 1;
+    w->sent_ns = now;
     return 0;
+}
+
+/* Reads w's next events and sends them. 0 or the code that ended the
+ * stream (COMPACTED, CANCELED, NOMEM). */
+static int watcher_pump(server *s, server_watcher *w, bool first, uint64_t *used) {
+    watch_batch b = {0};
+    sm_history_pos end = w->pos;
+    int rc = watch_read(s, &end, w->prefix, w->plen, &b);
+    if (rc != 0)
+        return rc;
+    *used += b.bytes;
+    rc = watcher_send(s, w, b.ptrs, b.n, end, first);
+    batch_free(&b);
+    return rc;
 }
 
 /* Ends w's stream with code (from watcher_pump), logged; w is dropped by
@@ -275,7 +290,7 @@ void server_watch_request(server *s, net_conn *c, Kv__Request *q) {
     if (w == NULL)
         return;
     uint64_t used = 0;
-    int rc = watcher_pump(s, w, KV_WATCH_PUMP_BYTES_MAX, true, &used);
+    int rc = watcher_pump(s, w, true, &used);
     if (rc != 0) {
         watcher_fail(s, w, rc, true);
         watcher_drop(s, (uint32_t)(w - s->watchers));
@@ -288,12 +303,66 @@ void server_watch_request(server *s, net_conn *c, Kv__Request *q) {
         uv_idle_start(&s->watch_idle, on_watch_idle); /* more to read: keep the loop turning */
 }
 
+/* Whether key starts with w's prefix. */
+static bool watcher_matches(const server_watcher *w, const ProtobufCBinaryData *key) {
+    return key->len >= w->plen && (w->plen == 0 || memcmp(key->data, w->prefix, w->plen) == 0);
+}
+
+/* The watchers waiting at the same place g (those that had caught up all
+ * wait just past the applied index before the last apply) share one read
+ * of the history, of every key; each is sent what starts with its prefix.
+ * With many watchers, one RocksDB read a turn instead of one each. */
+static void watch_group_pump(server *s, sm_history_pos g, uint64_t applied, uint64_t *used) {
+    watch_batch b = {0};
+    sm_history_pos end = g;
+    if (watch_read(s, &end, NULL, 0, &b) != 0)
+        return; /* each watcher meets it again on its own read */
+    *used += b.bytes;
+    Kv__WatchEvent **sel = malloc((b.n > 0 ? b.n : 1) * sizeof(*sel));
+    /* downwards: a watcher dropped takes the last one's place, already seen */
+    for (uint32_t i = s->watchers_count; sel != NULL && i-- > 0;) {
+        server_watcher *w = &s->watchers[i];
+        if (w->pos.rev != g.rev || w->pos.event != g.event || !watcher_wants_turn(w, applied))
+            continue;
+        size_t n = 0;
+        for (size_t k = 0; k < b.n; k++)
+            if (watcher_matches(w, &b.kv[k].key))
+                sel[n++] = b.ptrs[k];
+        int rc = watcher_send(s, w, sel, n, end, false);
+        if (rc != 0) {
+            watcher_fail(s, w, rc, false);
+            watcher_drop(s, i);
+        }
+    }
+    free(sel);
+    batch_free(&b);
+}
+
+/* The place of the first watcher that caught up, when another one waits
+ * at the same place (in the steady state they all do). */
+static bool watch_group_at(const server *s, uint64_t applied, sm_history_pos *g) {
+    uint32_t same = 0;
+    for (uint32_t i = 0; i < s->watchers_count; i++) {
+        server_watcher *w = &s->watchers[i];
+        if (!w->live || !watcher_wants_turn(w, applied))
+            continue;
+        if (same == 0)
+            *g = w->pos;
+        if (w->pos.rev == g->rev && w->pos.event == g->event && ++same == 2)
+            return true;
+    }
+    return false;
+}
+
 void server_watch_step(server *s) {
     if (s->watchers_count == 0)
         return; /* the common case: no history read at all */
     uint64_t applied = sm_applied_index(s->sm);
     uint64_t used = 0;
     bool more = false;
+    sm_history_pos g = {0, 0};
+    if (watch_group_at(s, applied, &g))
+        watch_group_pump(s, g, applied, &used);
     uint32_t n = s->watchers_count;
     uint32_t start = s->watch_cursor < n ? s->watch_cursor : 0;
     for (uint32_t k = 0; k < n && s->watchers_count > 0; k++) {
@@ -310,7 +379,7 @@ void server_watch_step(server *s) {
             s->watch_cursor = i; /* the next turn starts here */
             break;
         }
-        int rc = watcher_pump(s, w, KV_WATCH_PUMP_BYTES_MAX, false, &used);
+        int rc = watcher_pump(s, w, false, &used);
         if (rc != 0) {
             watcher_fail(s, w, rc, false);
             watcher_drop(s, i);
