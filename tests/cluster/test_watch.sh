@@ -4,7 +4,8 @@
 # with exit 0; a bad --rev is a usage error; and the stream survives kill -9
 # of the leader it reads from (restarted later) with no event missing or
 # repeated: after healing it equals the committed writes on its prefix. A
-# watcher that stops reading is cancelled (CANCELED) and resumes exactly.
+# watcher that stops reading is cancelled (CANCELED) and resumes exactly;
+# a node takes 1024 watchers and refuses one more with BUSY.
 # COMPACTED needs a history of 100,000 revisions here: tests/storage
 # test_sm_history checks it with a small history.
 # Usage: test_watch.sh BIN_DIR
@@ -17,6 +18,16 @@ lead_i=$KV_LEADER_I
 # The watchers read from the leader first (the endpoint listed first).
 eps="$(kv_addr "$lead_i")"
 for i in 1 2 3; do [ "$i" = "$lead_i" ] || eps="$eps,$(kv_addr "$i")"; done
+
+# KV_WATCHERS_MAX (1024) watchers on one node, and one more: BUSY. They go
+# with their connections: then one more is taken again.
+[ -x "$KV_BIN/watch_many" ] || kv_fail "no watch_many in $KV_BIN (build first)"
+many_i=$((lead_i % 3 + 1)) # a follower serves watches too
+many() { "$KV_BIN/watch_many" 127.0.0.1 "${KV_PORT[$many_i]}" "$1"; }
+[ "$(many 1025)" = "ok=1024 busy=1 other=0" ] ||
+  kv_fail "1025 watchers on n$many_i: $(many 1025), want ok=1024 busy=1 other=0"
+one_again() { [ "$(many 1)" = "ok=1 busy=0 other=0" ]; }
+kv_until 10 "a watcher taken again once the 1024 closed" one_again
 
 # watch_start NAME ARGS...: kvcli watch in the background, output in NAME.out.
 watch_start() {
