@@ -40,15 +40,15 @@ typedef struct kvc_watch {
     size_t plen;
     kv_watch_fn fn;
     void *arg;
-    bool started;       /* a Response arrived at least once (rev 0 resolved) */
-    uint64_t through;   /* every event through it was delivered */
-    uint64_t last_rev;  /* the revision of the last event delivered (0: none) */
+    bool started;        /* a Response arrived at least once (rev 0 resolved) */
+    uint64_t through;    /* every event through it was delivered */
+    uint64_t last_rev;   /* the revision of the last event delivered (0: none) */
     uint64_t last_count; /* events of last_rev delivered */
-    uint64_t skip;      /* events of last_rev still to skip on this stream */
-    uint64_t idle_ns;   /* when the callback last heard something */
-    size_t ep;          /* the endpoint to try next */
+    uint64_t skip;       /* events of last_rev still to skip on this stream */
+    uint64_t idle_ns;    /* when the callback last heard something */
+    size_t ep;           /* the endpoint to try next */
     uint32_t pause_ms;
-    int user_rc;        /* the callback's non-zero return */
+    int user_rc; /* the callback's non-zero return */
     kvc_conn k;
 } kvc_watch;
 
@@ -92,8 +92,8 @@ static int watch_pause(kvc_watch *w) {
     kvc_conn_close(&w->k);
     w->ep = (w->ep + 1) % w->c->eps_count;
     watch_sleep_ms(w->pause_ms);
-    w->pause_ms = w->pause_ms * 2 < KVC_WATCH_PAUSE_MS_MAX ? w->pause_ms * 2
-                                                           : KVC_WATCH_PAUSE_MS_MAX;
+    w->pause_ms =
+        w->pause_ms * 2 < KVC_WATCH_PAUSE_MS_MAX ? w->pause_ms * 2 : KVC_WATCH_PAUSE_MS_MAX;
     return watch_idle(w);
 }
 
@@ -169,8 +169,7 @@ static int watch_response(kvc_watch *w, const Kv__Response *r) {
     if (r->code == KV_ECOMPACTED)
         return kvc_errstr_set(KV_ECOMPACTED,
                               "revision %llu is no longer kept; the oldest revision kept is %llu",
-                              (unsigned long long)watch_from(w),
-                              (unsigned long long)r->revision);
+                              (unsigned long long)watch_from(w), (unsigned long long)r->revision);
     if (r->code == KV_ECANCELED || r->code == KV_EBUSY || r->code == KV_EUNAVAILABLE ||
         r->code == KV_ENOMEM)
         return KVC_WATCH_AGAIN; /* the node let go of us: resume (elsewhere) */
@@ -207,8 +206,8 @@ static int watch_read(kvc_watch *w, uint64_t req_id) {
     }
 }
 
-int kv_watch(kv_client *c, const void *prefix, size_t prefix_len, uint64_t from_rev,
-             kv_watch_fn fn, void *arg) {
+int kv_watch(kv_client *c, const void *prefix, size_t prefix_len, uint64_t from_rev, kv_watch_fn fn,
+             void *arg) {
     kvc_errstr_clear();
     if (c == NULL || fn == NULL || (prefix == NULL && prefix_len > 0))
         return kvc_errstr_set(KV_EINVAL, "kv_watch: client, callback and prefix are required");

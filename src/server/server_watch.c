@@ -224,12 +224,10 @@ static void watcher_fail(server *s, server_watcher *w, int code, bool first) {
                 "watch from %s: over %u bytes queued while events wait; cancelled at revision "
                 "%" PRIu64,
                 net_conn_peer_addr(w->conn), KV_WATCH_BUFFER_BYTES_MAX, w->pos.rev);
-        watcher_end(s, w, code, w->pos.rev - 1, "the watcher fell behind its buffer limit",
-                    first);
+        watcher_end(s, w, code, w->pos.rev - 1, "the watcher fell behind its buffer limit", first);
         return;
     }
-    KV_LOGE(kv_errword(code), "watch from %s: %s", net_conn_peer_addr(w->conn),
-            kv_strerror(code));
+    KV_LOGE(kv_errword(code), "watch from %s: %s", net_conn_peer_addr(w->conn), kv_strerror(code));
     watcher_end(s, w, code, w->pos.rev - 1, kv_strerror(code), first);
 }
 
@@ -240,8 +238,8 @@ static server_watcher *watcher_add(server *s, net_conn *c, const Kv__Request *q)
         return NULL;
     }
     if (s->watchers_count >= KV_WATCHERS_MAX) {
-        KV_LOGW("BUSY", "watch from %s refused: %u watchers on this node",
-                net_conn_peer_addr(c), s->watchers_count);
+        KV_LOGW("BUSY", "watch from %s refused: %u watchers on this node", net_conn_peer_addr(c),
+                s->watchers_count);
         server_reply_code(c, q->id, KV_EBUSY, "too many watchers on this node");
         return NULL;
     }
@@ -296,8 +294,8 @@ void server_watch_request(server *s, net_conn *c, Kv__Request *q) {
         watcher_drop(s, (uint32_t)(w - s->watchers));
         return;
     }
-    KV_LOGI("WATCH", "watch from %s from revision %" PRIu64 " (%u watchers)",
-            net_conn_peer_addr(c), w->pos.rev, s->watchers_count);
+    KV_LOGI("WATCH", "watch from %s from revision %" PRIu64 " (%u watchers)", net_conn_peer_addr(c),
+            w->pos.rev, s->watchers_count);
     if (watcher_wants_turn(w, sm_applied_index(s->sm)) &&
         !uv_is_active((uv_handle_t *)&s->watch_idle))
         uv_idle_start(&s->watch_idle, on_watch_idle); /* more to read: keep the loop turning */

@@ -127,8 +127,8 @@ static int sm__record_give(const Kv__HistoryRecord *rec, uint64_t rev, sm_histor
     return 0;
 }
 
-int sm_history_read(sm *s, sm_history_pos *pos, const void *prefix, size_t plen,
-                    uint64_t bytes_max, sm_history_fn fn, void *arg) {
+int sm_history_read(sm *s, sm_history_pos *pos, const void *prefix, size_t plen, uint64_t bytes_max,
+                    sm_history_fn fn, void *arg) {
     assert(s != NULL && pos != NULL && fn != NULL);
     if (plen > KV_KEY_BYTES_MAX || bytes_max < 1 || pos->rev < 1)
         return KV_EINVAL;
@@ -157,8 +157,8 @@ int sm_history_read(sm *s, sm_history_pos *pos, const void *prefix, size_t plen,
             break;
         }
         bool done = false;
-        rv = sm__record_give(rec, rev, pos, prefix, plen, bytes_max, &bytes, &given, &done, fn,
-                             arg);
+        rv =
+            sm__record_give(rec, rev, pos, prefix, plen, bytes_max, &bytes, &given, &done, fn, arg);
         kv__history_record__free_unpacked(rec, NULL);
         if (rv != 0 || !done)
             break; /* stopped by fn, or inside the record: bytes_max */

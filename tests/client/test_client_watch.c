@@ -93,7 +93,8 @@ static void send_resp(int fd, uint64_t id, const sresp *r) {
         kv[i].value.len = r->ev[i].type == 'P' ? 1 : 0;
         kv[i].mod_rev = r->ev[i].rev;
         kv__watch_event__init(&ev[i]);
-        ev[i].type = r->ev[i].type == 'P' ? KV__WATCH_EVENT__TYPE__PUT : KV__WATCH_EVENT__TYPE__DELETE;
+        ev[i].type =
+            r->ev[i].type == 'P' ? KV__WATCH_EVENT__TYPE__PUT : KV__WATCH_EVENT__TYPE__DELETE;
         ev[i].kv = &kv[i];
         ptrs[i] = &ev[i];
     }
@@ -209,8 +210,8 @@ START_TEST(test_resume_split_cancel_compacted) {
     s.conns = 4;
     s.resp[0][0] = (sresp){.ev = {{'P', "a1", 5}, {'P', "a2", 6}}, .n = 2, .revision = 5};
     s.resp[0][1] = (sresp){.close = true};
-    s.resp[1][0] = (sresp){.ev = {{'P', "a2", 6}, {'P', "a3", 6}, {'D', "a1", 8}}, .n = 3,
-                           .revision = 8};
+    s.resp[1][0] =
+        (sresp){.ev = {{'P', "a2", 6}, {'P', "a3", 6}, {'D', "a1", 8}}, .n = 3, .revision = 8};
     s.resp[1][1] = (sresp){.code = KV_ECANCELED, .revision = 8};
     s.resp[2][0] = (sresp){.revision = 20}; /* progress: nothing on the prefix through 20 */
     s.resp[2][1] = (sresp){.close = true};
@@ -240,8 +241,8 @@ START_TEST(test_from_now_and_callback_stop) {
     memset(&s, 0, sizeof s);
     s.conns = 1;
     s.resp[0][0] = (sresp){.revision = 41};
-    s.resp[0][1] = (sresp){.ev = {{'P', "k", 42}, {'P', "k", 42}, {'P', "j", 43}}, .n = 3,
-                           .revision = 43};
+    s.resp[0][1] =
+        (sresp){.ev = {{'P', "k", 42}, {'P', "k", 42}, {'P', "j", 43}}, .n = 3, .revision = 43};
     s.resp[0][2] = (sresp){.ev = {{'D', "k", 44}}, .n = 1, .revision = 44};
     script_start(&s);
     kv_client *c = client_for(&s);

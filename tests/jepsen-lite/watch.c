@@ -23,10 +23,10 @@
 #include "kv/client.h"
 
 typedef struct watch_ev {
-    int c;        /* the client of key js<c>-<n>, -1: not one of ours */
+    int c; /* the client of key js<c>-<n>, -1: not one of ours */
     uint32_t n;
     uint64_t rev;
-    bool bad;     /* not a PUT of "1" creating the key */
+    bool bad; /* not a PUT of "1" creating the key */
 } watch_ev;
 
 static struct {
@@ -53,8 +53,8 @@ static int watch_event(void *arg, const kv_event *ev) {
     char key[64], tail;
     e->c = -1;
     e->rev = ev->revision;
-    e->bad = ev->type != KV_EVENT_PUT || ev->value_len != 1 ||
-             memcmp(ev->value, "1", 1) != 0 || ev->version != 1 || ev->create_rev != ev->revision;
+    e->bad = ev->type != KV_EVENT_PUT || ev->value_len != 1 || memcmp(ev->value, "1", 1) != 0 ||
+             ev->version != 1 || ev->create_rev != ev->revision;
     if (ev->key_len < sizeof key) {
         memcpy(key, ev->key, ev->key_len);
         key[ev->key_len] = 0;
@@ -216,7 +216,8 @@ int watch_final_check(uint64_t *events, uint64_t *bad) {
     uint8_t *in[CLIENTS_MAX] = {0}, *seen[CLIENTS_MAX] = {0};
     int rc = 0;
     for (int c = 0; c < opt.clients && rc == 0; c++)
-        if ((in[c] = calloc(SET_ADDS_MAX, 1)) == NULL || (seen[c] = calloc(SET_ADDS_MAX, 1)) == NULL)
+        if ((in[c] = calloc(SET_ADDS_MAX, 1)) == NULL ||
+            (seen[c] = calloc(SET_ADDS_MAX, 1)) == NULL)
             rc = -1;
     uint64_t total = 0;
     if (rc == 0 && (rc = watch_scan(in, &total)) != 0)

@@ -37,8 +37,8 @@ static int collect(void *arg, const sm_event *e) {
                      (unsigned long long)e->rev, (unsigned long long)e->create_rev,
                      (unsigned long long)e->version);
     else
-        n = snprintf(s->text + s->len, sizeof s->text - s->len, "DELETE %.*s %llu\n",
-                     (int)e->klen, (const char *)e->key, (unsigned long long)e->rev);
+        n = snprintf(s->text + s->len, sizeof s->text - s->len, "DELETE %.*s %llu\n", (int)e->klen,
+                     (const char *)e->key, (unsigned long long)e->rev);
     ck_assert(n > 0 && (size_t)n < sizeof s->text - s->len);
     ck_assert_uint_eq(e->mod_rev, e->rev); /* a PUT's record and a DELETE both name it */
     s->len += (size_t)n;
@@ -215,7 +215,7 @@ START_TEST(test_split_inside_a_record) {
     ck_assert_int_eq(sm_history_read(S, &pos, "p/", 2, 1, collect, &s), 0);
     ck_assert_uint_eq(pos.rev, 2); /* p/0 given, revision 1 done */
     ck_assert_int_eq(sm_history_read(S, &pos, "p/", 2, 1, collect, &s), 0);
-    ck_assert_uint_eq(pos.rev, 2); /* p/1 given, inside revision 2 */
+    ck_assert_uint_eq(pos.rev, 2);   /* p/1 given, inside revision 2 */
     ck_assert_uint_eq(pos.event, 2); /* q/1 passed over too */
     ck_assert_int_eq(sm_history_read(S, &pos, "p/", 2, 1, collect, &s), 0);
     ck_assert_uint_eq(pos.rev, 3); /* q/1 skipped, p/2 given: done */
