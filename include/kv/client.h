@@ -231,6 +231,83 @@ void kv_client_set_max_inflight(kv_client *c, uint32_t n);
 
 /* ---- revisions and transactions (docs/protocol.md) ---------------------- */
 
+/* A key's revisions. Revisions are log indexes: mod_rev is the index of the
+ * entry that last wrote the key, create_rev of the one that created it
+ * (since it was last absent), version counts its writes since then (1 after
+ * creation); lease is the lease it is attached to (0: none). */
+typedef struct kv_keyinfo {
+    uint64_t create_rev, mod_rev, version, lease;
+} kv_keyinfo;
+
+/* kv_get that also fills *info (may be NULL). */
+int kv_get_ex(kv_client *c, const void *key, size_t key_len, void **value, size_t *value_len,
+              kv_keyinfo *info);
+/* kv_scan that also gives each pair's revisions: *infos (may be NULL) is
+ * malloc'd, parallel to *pairs (kv_free; NULL when *count is 0). */
+int kv_scan_ex(kv_client *c, const void *prefix, size_t prefix_len, const void *start_after,
+               size_t start_after_len, uint32_t limit, kv_pair **pairs, kv_keyinfo **infos,
+               size_t *count, bool *more);
+/* Deletes every key starting with prefix (prefix_len 0: every key), in
+ * entries of at most KV_DELETE_PREFIX_KEYS_MAX keys each, until none is
+ * left; *deleted (may be NULL) gets the count. Each entry is atomic, the
+ * whole is not: a failure part-way leaves the keys of the entries applied
+ * deleted (*deleted counts them). Exactly once per entry, as kv_put. */
+int kv_del_prefix(kv_client *c, const void *prefix, size_t prefix_len, uint64_t *deleted);
+
+/* A transaction, built up and then committed as one log entry: if every
+ * compare holds, the success ops run in order, else the failure ops. At
+ * most KV_TXN_OPS_MAX compares and ops together, and KV_COMMAND_BYTES_MAX
+ * encoded (KV_ETOOBIG from the call that adds one too many; the commit
+ * checks the bytes). The kv_txn copies the keys and values given. Not for
+ * two threads at once; it may be committed many times. */
+typedef struct kv_txn kv_txn;
+kv_txn *kv_txn_new(void); /* NULL: out of memory */
+void kv_txn_free(kv_txn *t);
+
+enum kv_cmp_target {
+    KV_CMP_VALUE,   /* the value (an absent key has none: only NOT_EQUAL holds) */
+    KV_CMP_VERSION, /* number: version (absent: 0) */
+    KV_CMP_CREATE,  /* number: create_rev (absent: 0) */
+    KV_CMP_MOD,     /* number: mod_rev (absent: 0) */
+    KV_CMP_LEASE    /* number: lease (absent or none: 0) */
+};
+enum kv_cmp_result {
+    KV_CMP_EQUAL,
+    KV_CMP_NOT_EQUAL,
+    KV_CMP_LESS,   /* the key's is less than the one given */
+    KV_CMP_GREATER /* the key's is greater */
+};
+/* A compare of key: against value for KV_CMP_VALUE, against number for the
+ * others (value ignored). 0, KV_EINVAL, KV_ETOOBIG, KV_ENOMEM. */
+int kv_txn_compare(kv_txn *t, enum kv_cmp_target target, enum kv_cmp_result result, const void *key,
+                   size_t key_len, const void *value, size_t value_len, uint64_t number);
+/* Ops, on the success (on_success true) or the failure list. lease: attach
+ * the key to it (0: none). */
+int kv_txn_put(kv_txn *t, bool on_success, const void *key, size_t key_len, const void *value,
+               size_t value_len, uint64_t lease);
+int kv_txn_del(kv_txn *t, bool on_success, const void *key, size_t key_len);
+int kv_txn_get(kv_txn *t, bool on_success, const void *key, size_t key_len);
+
+/* One op's outcome, in the order of the ops that ran. code: 0, or
+ * KV_ENOTFOUND (a get or a del of an absent key). A get's value (malloc'd,
+ * NULL when empty) and info. */
+typedef struct kv_txn_result {
+    int code;
+    void *value;
+    size_t value_len;
+    kv_keyinfo info;
+} kv_txn_result;
+
+/* Commits t: 0 and *succeeded (whether every compare held) with one result
+ * per op that ran (*results malloc'd, kv_txn_results_free; results may be
+ * NULL when not wanted), or an error as kv_put's (KV_ETIMEOUT: the outcome
+ * is unknown; KV_EINVAL/KV_ETOOBIG with kv_errstr naming the op when the
+ * cluster refused it: nothing changed). Retried in one session like a put:
+ * applied exactly once. */
+int kv_txn_commit(kv_client *c, const kv_txn *t, bool *succeeded, kv_txn_result **results,
+                  size_t *count);
+void kv_txn_results_free(kv_txn_result *r, size_t count);
+
 /* ---- watch ---------------------------------------------------------------- */
 
 /* The events on keys starting with a prefix, from a revision on (a key's

@@ -155,6 +155,12 @@
  * encoded transaction is also bounded by KV_COMMAND_BYTES_MAX. */
 #define KV_TXN_OPS_MAX 128u
 
+/* Key and value bytes the gets of one transaction may return. The reply
+ * goes in one frame (and in the session record, for a retry); a txn whose
+ * gets would return more is refused as TOOBIG before it changes anything.
+ * Two values at the limit, e.g. both balances of a transfer. */
+#define KV_TXN_GET_BYTES_MAX (2u * KV_VALUE_BYTES_MAX + 2u * KV_KEY_BYTES_MAX)
+
 /* Keys one DELETE_PREFIX entry deletes; past it the reply says more remain
  * and the client sends another (kvcli del --prefix loops). Bounds the write
  * batch and the history record of one entry. */
@@ -203,6 +209,8 @@
 #define KV_SNAPSHOT_MANIFEST_BYTES_MAX (16u * 1024u * 1024u)
 
 KV_STATIC_ASSERT(KV_FRAME_BYTES_MAX > KV_ENTRY_BYTES_MAX, "a frame must carry the largest entry");
+KV_STATIC_ASSERT(KV_TXN_GET_BYTES_MAX + 64u * KV_TXN_OPS_MAX + 1024u <= KV_FRAME_BYTES_MAX,
+                 "a transaction's reply (its gets and a few numbers per op) must fit a frame");
 KV_STATIC_ASSERT(KV_WAL_SEGMENT_BYTES_DEFAULT >= KV_WAL_SEGMENT_BYTES_MIN,
                  "a segment must hold the largest record");
 KV_STATIC_ASSERT(KV_WAL_BATCH_BYTES_MAX >= KV_WAL_RECORD_BYTES_MAX,

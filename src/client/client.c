@@ -159,7 +159,7 @@ void kv_pairs_free(kv_pair *pairs, size_t count) {
 /* ---- argument checks ------------------------------------------------------- */
 
 /* Every call with a key starts here: the error detail is cleared. */
-static int check_key(const void *key, size_t len) {
+int kvc_check_key(const void *key, size_t len) {
     kvc_errstr_clear();
     if (key == NULL)
         return kvc_errstr_set(KV_EINVAL, "the key is NULL");
@@ -171,7 +171,7 @@ static int check_key(const void *key, size_t len) {
     return 0;
 }
 
-static int check_value(const void *v, size_t len) {
+int kvc_check_value(const void *v, size_t len) {
     if (v == NULL && len > 0)
         return kvc_errstr_set(KV_EINVAL, "the value is NULL with a length of %zu", len);
     if (len > KV_VALUE_BYTES_MAX)
@@ -198,6 +198,10 @@ static int copy_pairs(const Kv__Response *r, kvc_result *res) {
     res->pairs = calloc(r->n_kvs, sizeof *res->pairs);
     if (res->pairs == NULL)
         return KV_ENOMEM;
+    if (res->want_infos && (res->infos = calloc(r->n_kvs, sizeof *res->infos)) == NULL)
+        return KV_ENOMEM;
+    for (size_t i = 0; res->infos != NULL && i < r->n_kvs; i++)
+        kvc_keyinfo_of(r->kvs[i], &res->infos[i]);
     for (size_t i = 0; i < r->n_kvs; i++) {
         const Kv__KeyValue *kv = r->kvs[i];
         uint8_t *b = malloc(kv->key.len + kv->value.len + 1);
@@ -271,6 +275,7 @@ static int copy_result(const kvc_slot *s, int status, const Kv__Response *r, kvc
         if (status == 0 && r->value.len > 0 && (res->value = dup_bytes(&r->value)) == NULL)
             return KV_ENOMEM;
         res->value_len = status == 0 ? r->value.len : 0;
+        kvc_keyinfo_of(status == 0 ? r->kv : NULL, &res->info);
         break;
     case KV__REQUEST__TYPE__CAS:
     case KV__REQUEST__TYPE__CAS_ABSENT:
@@ -284,6 +289,14 @@ static int copy_result(const kvc_slot *s, int status, const Kv__Response *r, kvc
     case KV__REQUEST__TYPE__SCAN:
         if (status == 0 && copy_pairs(r, res) != 0)
             return KV_ENOMEM;
+        break;
+    case KV__REQUEST__TYPE__TXN:
+        if (status == 0 && kvc_txn_copy(r, res) != 0)
+            return KV_ENOMEM;
+        break;
+    case KV__REQUEST__TYPE__DELETE_PREFIX:
+        res->deleted = status == 0 ? r->deleted : 0;
+        res->more_deleted = status == 0 && r->more_deleted;
         break;
     case KV__REQUEST__TYPE__STATUS:
         if (status == 0 && r->status == NULL)
@@ -358,9 +371,9 @@ static int sync_run(kv_client *c, kvc_slot *s, kvc_result *res) {
 }
 
 int kv_put(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len) {
-    int rc = check_key(key, key_len);
+    int rc = kvc_check_key(key, key_len);
     if (rc == 0)
-        rc = check_value(value, value_len);
+        rc = kvc_check_value(value, value_len);
     kvc_result res = {0};
     kvc_slot *s = rc == 0 ? kvc_sync_begin(c, KV__REQUEST__TYPE__PUT, &res, &rc) : NULL;
     if (s == NULL)
@@ -373,12 +386,12 @@ int kv_put(kv_client *c, const void *key, size_t key_len, const void *value, siz
 }
 
 static int get(kv_client *c, const void *key, size_t key_len, bool stale, void **value,
-               size_t *value_len, uint64_t *applied_index) {
+               size_t *value_len, uint64_t *applied_index, kv_keyinfo *info) {
     if (value == NULL || value_len == NULL)
         return KV_EINVAL;
     *value = NULL;
     *value_len = 0;
-    int rc = check_key(key, key_len);
+    int rc = kvc_check_key(key, key_len);
     kvc_result res = {0};
     kvc_slot *s = rc == 0 ? kvc_sync_begin(c, KV__REQUEST__TYPE__GET, &res, &rc) : NULL;
     if (s == NULL)
@@ -392,6 +405,8 @@ static int get(kv_client *c, const void *key, size_t key_len, bool stale, void *
         *value_len = res.value_len;
         if (applied_index != NULL)
             *applied_index = res.index;
+        if (info != NULL)
+            *info = res.info;
     } else {
         free(res.value);
     }
@@ -399,16 +414,23 @@ static int get(kv_client *c, const void *key, size_t key_len, bool stale, void *
 }
 
 int kv_get(kv_client *c, const void *key, size_t key_len, void **value, size_t *value_len) {
-    return get(c, key, key_len, false, value, value_len, NULL);
+    return get(c, key, key_len, false, value, value_len, NULL, NULL);
+}
+
+int kv_get_ex(kv_client *c, const void *key, size_t key_len, void **value, size_t *value_len,
+              kv_keyinfo *info) {
+    if (info != NULL)
+        *info = (kv_keyinfo){0};
+    return get(c, key, key_len, false, value, value_len, NULL, info);
 }
 
 int kv_get_stale(kv_client *c, const void *key, size_t key_len, void **value, size_t *value_len,
                  uint64_t *applied_index) {
-    return get(c, key, key_len, true, value, value_len, applied_index);
+    return get(c, key, key_len, true, value, value_len, applied_index, NULL);
 }
 
 int kv_del(kv_client *c, const void *key, size_t key_len) {
-    int rc = check_key(key, key_len);
+    int rc = kvc_check_key(key, key_len);
     kvc_result res = {0};
     kvc_slot *s = rc == 0 ? kvc_sync_begin(c, KV__REQUEST__TYPE__DELETE, &res, &rc) : NULL;
     if (s == NULL)
@@ -427,11 +449,11 @@ int kv_cas_ex(kv_client *c, const void *key, size_t key_len, const void *expecte
         *current_len = 0;
     if (present != NULL)
         *present = false;
-    int rc = check_key(key, key_len);
+    int rc = kvc_check_key(key, key_len);
     if (rc == 0)
-        rc = check_value(value, value_len);
+        rc = kvc_check_value(value, value_len);
     if (rc == 0 && expected != NULL)
-        rc = check_value(expected, expected_len);
+        rc = kvc_check_value(expected, expected_len);
     if (rc == 0 && expected == NULL && expected_len > 0)
         rc = KV_EINVAL;
     Kv__Request__Type t = expected ? KV__REQUEST__TYPE__CAS : KV__REQUEST__TYPE__CAS_ABSENT;
@@ -468,7 +490,16 @@ int kv_cas(kv_client *c, const void *key, size_t key_len, const void *expected, 
 
 int kv_scan(kv_client *c, const void *prefix, size_t prefix_len, const void *start_after,
             size_t start_after_len, uint32_t limit, kv_pair **pairs, size_t *count, bool *more) {
+    return kv_scan_ex(c, prefix, prefix_len, start_after, start_after_len, limit, pairs, NULL,
+                      count, more);
+}
+
+int kv_scan_ex(kv_client *c, const void *prefix, size_t prefix_len, const void *start_after,
+               size_t start_after_len, uint32_t limit, kv_pair **pairs, kv_keyinfo **infos,
+               size_t *count, bool *more) {
     kvc_errstr_clear();
+    if (infos != NULL)
+        *infos = NULL;
     if (pairs == NULL || count == NULL)
         return KV_EINVAL;
     *pairs = NULL;
@@ -483,7 +514,7 @@ int kv_scan(kv_client *c, const void *prefix, size_t prefix_len, const void *sta
                             prefix_len > KV_KEY_BYTES_MAX ? "prefix" : "start key",
                             prefix_len > KV_KEY_BYTES_MAX ? prefix_len : start_after_len,
                             KV_KEY_BYTES_MAX);
-    kvc_result res = {0};
+    kvc_result res = {.want_infos = infos != NULL};
     kvc_slot *s = rc == 0 ? kvc_sync_begin(c, KV__REQUEST__TYPE__SCAN, &res, &rc) : NULL;
     if (s == NULL)
         return rc;
@@ -495,10 +526,13 @@ int kv_scan(kv_client *c, const void *prefix, size_t prefix_len, const void *sta
     rc = sync_run(c, s, &res);
     if (rc != 0) {
         kv_pairs_free(res.pairs, res.count);
+        free(res.infos);
         return rc;
     }
     *pairs = res.pairs;
     *count = res.count;
+    if (infos != NULL)
+        *infos = res.infos;
     if (more != NULL)
         *more = res.more;
     return 0;
@@ -563,16 +597,16 @@ static int async_start(kv_client *c, Kv__Request__Type type, const void *key, si
 
 int kv_put_async(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len,
                  kv_done_fn cb, void *arg) {
-    int rc = check_key(key, key_len);
+    int rc = kvc_check_key(key, key_len);
     if (rc == 0)
-        rc = check_value(value, value_len);
+        rc = kvc_check_value(value, value_len);
     if (rc != 0)
         return rc;
     return async_start(c, KV__REQUEST__TYPE__PUT, key, key_len, value, value_len, cb, arg);
 }
 
 int kv_get_async(kv_client *c, const void *key, size_t key_len, kv_done_fn cb, void *arg) {
-    int rc = check_key(key, key_len);
+    int rc = kvc_check_key(key, key_len);
     if (rc != 0)
         return rc;
     return async_start(c, KV__REQUEST__TYPE__GET, key, key_len, NULL, 0, cb, arg);

@@ -11,6 +11,8 @@
  *   share.c   threads sharing one client: the mutex, who runs the loop,
  *             the others' waits, requests sent by the calling thread
  *   client.c  the public API (include/kv/client.h) on top of the engine
+ *   txn.c     revisions and transactions (kv_txn_*, kv_del_prefix): the
+ *             requests are writes like a put, on client.c's sync path
  *   ops.c     membership and operations (member list/add/remove,
  *             transfer-leader, snapshot save, check): the engine, and
  *             connections of their own ("side" connections, conn.c)
@@ -155,6 +157,7 @@ struct kvc_slot {
     const char *name, *address; /* MEMBER_ADD, MEMBER_REMOVE, TRANSFER_LEADER */
     const uint8_t *key, *value, *expected, *start_after;
     uint32_t key_len, value_len, expected_len, start_after_len;
+    const Kv__Txn *txn; /* TXN: borrowed from the kv_txn for the call */
     uint8_t *own; /* copies of the data for async requests (reused) */
     size_t own_cap;
     kvc_done_fn done;      /* internal requests */
@@ -189,6 +192,14 @@ struct kvc_result {
     size_t members_count;
     bool has_membership;
     uint64_t hash; /* CHECK_POINT */
+    kv_keyinfo info;        /* GET */
+    bool want_infos;        /* SCAN: fill infos */
+    kv_keyinfo *infos;      /* SCAN: malloc'd, parallel to pairs */
+    bool succeeded;         /* TXN */
+    kv_txn_result *results; /* TXN: malloc'd (kv_txn_results_free) */
+    size_t results_count;
+    uint64_t deleted; /* DELETE_PREFIX */
+    bool more_deleted;
     char detail[256];   /* the node's words on a failure (kv_errstr of the caller) */
     kvc_waiter *waiter; /* the calling thread's, while it waits (share.c) */
 };
@@ -382,5 +393,15 @@ uint64_t kvc_side_id(kv_client *c);
 kvc_slot *kvc_sync_begin(kv_client *c, Kv__Request__Type type, kvc_result *res, int *rc);
 /* Runs s to its end (deadline_ns: 0 for the client's timeout from now). */
 int kvc_sync_run(kv_client *c, kvc_slot *s, kvc_result *res, uint64_t deadline_ns);
+/* Every call with a key starts here (the error detail is cleared): 0,
+ * KV_EINVAL (NULL or empty), KV_ETOOBIG; and a value's check. */
+int kvc_check_key(const void *key, size_t len);
+int kvc_check_value(const void *v, size_t len);
+
+/* ---- txn.c, for client.c ---- */
+/* A key's revisions from a KeyValue (NULL: zeros). */
+void kvc_keyinfo_of(const Kv__KeyValue *kv, kv_keyinfo *info);
+/* TXN's answer into res (succeeded, results): 0 or KV_ENOMEM. */
+int kvc_txn_copy(const Kv__Response *r, kvc_result *res);
 
 #endif /* KV_CLIENT_CLIENT_INT_H */

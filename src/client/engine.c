@@ -46,7 +46,8 @@ _Static_assert(KVC_SLOTS_MAX < KVC_NONE, "slot index must not collide with KVC_N
 
 bool kvc_is_write(Kv__Request__Type t) {
     return t == KV__REQUEST__TYPE__PUT || t == KV__REQUEST__TYPE__DELETE ||
-           t == KV__REQUEST__TYPE__CAS || t == KV__REQUEST__TYPE__CAS_ABSENT;
+           t == KV__REQUEST__TYPE__CAS || t == KV__REQUEST__TYPE__CAS_ABSENT ||
+           t == KV__REQUEST__TYPE__TXN || t == KV__REQUEST__TYPE__DELETE_PREFIX;
 }
 
 bool kvc_is_change(Kv__Request__Type t) {
@@ -550,6 +551,7 @@ static int pack(kv_client *c, const kvc_slot *s) {
     q.limit = s->limit;
     q.name = (char *)(s->name ? s->name : "");
     q.address = (char *)(s->address ? s->address : "");
+    q.txn = (Kv__Txn *)s->txn; /* packed, never changed */
     return kvc_conn_queue(&c->conn, KV_FRAME_REQUEST, &q.base);
 }
 

@@ -8,6 +8,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +24,10 @@ typedef struct cmd_args {
     bool absent;    /* --absent */
     bool has_limit; /* --limit N */
     uint32_t limit;
+    bool prefix; /* --prefix (del) */
 } cmd_args;
 
-enum { FLAG_STALE = 1, FLAG_ABSENT = 2, FLAG_LIMIT = 4 };
+enum { FLAG_STALE = 1, FLAG_ABSENT = 2, FLAG_LIMIT = 4, FLAG_PREFIX = 8 };
 
 static int args__limit(kvcli_ctx *ctx, const char *cmd, const char *s, cmd_args *a) {
     char *end;
@@ -53,6 +55,8 @@ static int args__parse(kvcli_ctx *ctx, int argc, char **argv, unsigned allowed, 
             a->stale = true;
         } else if (flags && (allowed & FLAG_ABSENT) && strcmp(s, "--absent") == 0) {
             a->absent = true;
+        } else if (flags && (allowed & FLAG_PREFIX) && strcmp(s, "--prefix") == 0) {
+            a->prefix = true;
         } else if (flags && (allowed & FLAG_LIMIT) && strcmp(s, "--limit") == 0) {
             if (i + 1 == argc)
                 return kvcli_usage_error(ctx, argv[0], "--limit wants a number");
@@ -176,10 +180,11 @@ static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
     size_t klen = a.len[0];
     void *v = NULL;
     size_t vlen = 0;
-    if (a.stale)
+    kv_keyinfo info;
+    if (a.stale) /* no revisions: a stale read gives the value only */
         rc = kv_get_stale(c, key, klen, &v, &vlen, NULL);
     else
-        rc = kv_get(c, key, klen, &v, &vlen);
+        rc = kv_get_ex(c, key, klen, &v, &vlen, &info);
     if (rc != 0)
         return kvcli_fail(ctx, argv[0], rc, false);
     if (ctx->json) {
@@ -187,6 +192,10 @@ static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
         kvcli_json_bytes(ctx->out, "key", key, klen);
         fputc(',', ctx->out);
         kvcli_json_bytes(ctx->out, "value", v, vlen);
+        if (!a.stale) {
+            fputc(',', ctx->out);
+            kvcli_json_keyinfo(ctx->out, &info);
+        }
         fputs("}\n", ctx->out);
     } else if (ctx->exact) {
         if (vlen > 0) /* an empty value comes back as NULL */
@@ -199,12 +208,37 @@ static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
     return KVCLI_EXIT_OK;
 }
 
+/* del --prefix P: every key starting with P (P may be empty: every key,
+ * but only when asked for by --prefix ''); prints the count. */
+static int del__prefix(kvcli_ctx *ctx, const char *cmd, kv_client *c, const cmd_args *a) {
+    uint64_t n = 0;
+    int rc = kv_del_prefix(c, a->pos[0], a->len[0], &n);
+    if (rc != 0) {
+        if (n > 0) /* entries before the failure were applied */
+            fprintf(ctx->err, "kvcli: del: %" PRIu64 " keys deleted before the failure\n", n);
+        return kvcli_fail(ctx, cmd, rc, true);
+    }
+    if (ctx->json)
+        fprintf(ctx->out, "{\"deleted\":%" PRIu64 "}\n", n);
+    else
+        fprintf(ctx->out, "%" PRIu64 "\n", n);
+    return KVCLI_EXIT_OK;
+}
+
 static int cmd_del(kvcli_ctx *ctx, int argc, char **argv) {
     cmd_args a;
     kv_client *c;
-    int rc = args__begin(ctx, argc, argv, 0, 1, &a, &c);
+    int rc = args__parse(ctx, argc, argv, FLAG_PREFIX, &a);
+    if (rc == 0)
+        rc = args__want(ctx, argv[0], &a, 1);
+    if (rc == 0)
+        rc = args__key(ctx, argv[0], &a, a.prefix);
+    if (rc == 0)
+        rc = kvcli_client(ctx, argv[0], &c);
     if (rc != 0)
         return rc;
+    if (a.prefix)
+        return del__prefix(ctx, argv[0], c, &a);
     rc = kv_del(c, a.pos[0], a.len[0]);
     return rc == 0 ? print_ok(ctx) : kvcli_fail(ctx, argv[0], rc, true);
 }
@@ -273,7 +307,7 @@ static int cmd_cas(kvcli_ctx *ctx, int argc, char **argv) {
     return rc;
 }
 
-static void scan__print(kvcli_ctx *ctx, const kv_pair *p) {
+static void scan__print(kvcli_ctx *ctx, const kv_pair *p, const kv_keyinfo *info) {
     assert(p->key != NULL || p->key_len == 0);
     assert(p->value != NULL || p->value_len == 0);
     if (ctx->json) {
@@ -281,6 +315,8 @@ static void scan__print(kvcli_ctx *ctx, const kv_pair *p) {
         kvcli_json_bytes(ctx->out, "key", p->key, p->key_len);
         fputc(',', ctx->out);
         kvcli_json_bytes(ctx->out, "value", p->value, p->value_len);
+        fputc(',', ctx->out);
+        kvcli_json_keyinfo(ctx->out, info);
         fputs("}\n", ctx->out);
     } else {
         kvcli_escape(ctx->out, p->key, p->key_len);
@@ -315,12 +351,15 @@ static int scan__pages(kvcli_ctx *ctx, kv_client *c, const char *prefix, size_t 
     while (rc == 0 && more && (!a->has_limit || shown < a->limit)) {
         uint32_t page = a->has_limit ? (uint32_t)(a->limit - shown) : 0;
         kv_pair *pairs = NULL;
+        kv_keyinfo *infos = NULL;
         size_t count = 0;
-        rc = kv_scan(c, prefix, prefix_len, after, after_len, page, &pairs, &count, &more);
+        rc = kv_scan_ex(c, prefix, prefix_len, after, after_len, page, &pairs,
+                        ctx->json ? &infos : NULL, &count, &more);
         if (rc != 0)
             break;
         for (size_t i = 0; i < count && (!a->has_limit || shown < a->limit); i++, shown++)
-            scan__print(ctx, &pairs[i]);
+            scan__print(ctx, &pairs[i], infos ? &infos[i] : &(kv_keyinfo){0});
+        kv_free(infos);
         if (more && count == 0)
             rc = KV_EPROTO; /* "more" without progress would loop forever */
         else if (count > 0)
@@ -382,13 +421,19 @@ static int cmd_help(kvcli_ctx *ctx, int argc, char **argv) {
 const kvcli_cmd kvcli_commands[] = {
     {"put", cmd_put, "KEY VALUE", "store VALUE under KEY (VALUE '-': read it from stdin)"},
     {"get", cmd_get, "[--stale] KEY", "print KEY's value (--stale: from any node, may lag)"},
-    {"del", cmd_del, "KEY", "delete KEY"},
+    {"del", cmd_del, "KEY | --prefix PREFIX",
+     "delete KEY (--prefix: every key starting with PREFIX; prints the count)"},
     {"cas", cmd_cas, "KEY EXPECTED NEW | --absent KEY NEW",
      "set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent)"},
     {"scan", cmd_scan, "PREFIX [--limit N]", "list keys starting with PREFIX: key<TAB>value"},
     {"watch", kvcli_cmd_watch, "PREFIX [--rev R]",
      "print PUT key value / DELETE key per change under PREFIX until interrupted\n"
      "      (--rev R: from revision R on; COMPACTED when R is no longer kept)"},
+    {"txn", kvcli_cmd_txn, "",
+     "a transaction from stdin, as etcdctl's: compares (value(\"k\") = \"v\",\n"
+     "      version/create/mod/lease(\"k\") = != < > N), a blank line, the success ops\n"
+     "      (put K V, del K, get K), a blank line, the failure ops; prints SUCCESS\n"
+     "      (exit 0) or FAILURE (exit 1) and each op's result"},
     {"status", kvcli_cmd_status, "",
      "one row per node: role, term, commit, lag, health; exit 3 unless every\n"
      "      node is ok (answers, knows the leader, lags <= 1000 entries, fsyncs)"},

@@ -112,6 +112,11 @@ void kvcli_escape(FILE *f, const void *p, size_t n);
  * words). */
 int kvcli_split(char *line, char **argv, size_t *lens, int max, const char **why);
 
+/* txn (txn.c): a transaction from stdin in etcdctl's form. */
+int kvcli_cmd_txn(kvcli_ctx *ctx, int argc, char **argv);
+/* Prints "create_rev":N,"mod_rev":N,"version":N,"lease":N (no braces). */
+void kvcli_json_keyinfo(FILE *f, const kv_keyinfo *info);
+
 /* The status command (status.c). */
 int kvcli_cmd_status(kvcli_ctx *ctx, int argc, char **argv);
 

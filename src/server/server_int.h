@@ -186,7 +186,7 @@ typedef struct server {
     uint64_t watch_canceled_total;
 
     /* counters (metrics) */
-#define SERVER_REQUEST_TYPES 22u
+#define SERVER_REQUEST_TYPES 32u /* > every kv.Request.Type (server_req.c asserts) */
     uint64_t requests_by_type[SERVER_REQUEST_TYPES];
     uint64_t leader_changes;
     uint64_t proposals;

@@ -432,6 +432,11 @@ static void write_applied(server *s, const node_write *w, const sm_entry *e, con
     resp.current_present = r->current_present;
     resp.current.data = r->current;
     resp.current.len = r->current_len;
+    resp.succeeded = r->succeeded;
+    resp.results = r->results;
+    resp.n_results = r->n_results;
+    resp.deleted = r->deleted;
+    resp.more_deleted = r->more;
     if (check_point)
         server_hash_at(s, w->index, &resp.hash);
     net_reply(c, &resp);

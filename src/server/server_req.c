@@ -8,6 +8,7 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,15 +59,61 @@ static int check_sizes(const Kv__Request *q) {
 
 /* ---- writes ---------------------------------------------------------------- */
 
+/* A write's own checks before it is proposed: 0, or the code with the
+ * words in why. A txn is checked as the state machine checks it
+ * (sm_txn_check), so a refused one never reaches the log. */
+static int write_check(const Kv__Request *q, char *why, size_t cap) {
+    int rc = check_sizes(q);
+    if (rc != 0) {
+        snprintf(why, cap, "key over %u bytes or value over %u bytes", KV_KEY_BYTES_MAX,
+                 KV_VALUE_BYTES_MAX);
+        return rc;
+    }
+    switch (q->type) {
+    case KV__REQUEST__TYPE__REGISTER:
+    case KV__REQUEST__TYPE__DELETE_PREFIX: /* the empty prefix: every key */
+        return 0;
+    case KV__REQUEST__TYPE__TXN:
+        if (q->txn == NULL) {
+            snprintf(why, cap, "a txn request needs a txn");
+            return KV_EPROTO;
+        }
+        return sm_txn_check(q->txn, why, cap);
+    default:
+        if (q->key.len == 0) {
+            snprintf(why, cap, "a write needs a key");
+            return KV_EPROTO;
+        }
+        return 0;
+    }
+}
+
+static Kv__Command__Op write_op(Kv__Request__Type t) {
+    switch (t) {
+    case KV__REQUEST__TYPE__REGISTER:
+        return KV__COMMAND__OP__REGISTER;
+    case KV__REQUEST__TYPE__PUT:
+        return KV__COMMAND__OP__PUT;
+    case KV__REQUEST__TYPE__DELETE:
+        return KV__COMMAND__OP__DELETE;
+    case KV__REQUEST__TYPE__CAS:
+        return KV__COMMAND__OP__CAS;
+    case KV__REQUEST__TYPE__TXN:
+        return KV__COMMAND__OP__TXN;
+    case KV__REQUEST__TYPE__DELETE_PREFIX:
+        return KV__COMMAND__OP__DELETE_PREFIX;
+    default:
+        assert(t == KV__REQUEST__TYPE__CAS_ABSENT);
+        return KV__COMMAND__OP__CAS_ABSENT;
+    }
+}
+
 static void propose(server *s, net_conn *c, Kv__Request *q) {
     uint64_t id = q->id;
-    int rc = check_sizes(q);
-    if (rc == 0 && q->type != KV__REQUEST__TYPE__REGISTER && q->key.len == 0)
-        rc = KV_EPROTO;
+    char why[160] = "";
+    int rc = write_check(q, why, sizeof why);
     if (rc != 0) {
-        server_reply_code(c, id, rc,
-                          rc == KV_ETOOBIG ? "key over 4096 bytes or value over 1048576 bytes"
-                                           : "a write needs a key");
+        server_reply_code(c, id, rc, why);
         return;
     }
     if (!node_is_leader(s->node)) {
@@ -75,7 +122,7 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
     }
     /* NOSPACE alarm: deletes (which give space back) and sessions still go */
     if (s->nospace && q->type != KV__REQUEST__TYPE__DELETE &&
-        q->type != KV__REQUEST__TYPE__REGISTER) {
+        q->type != KV__REQUEST__TYPE__DELETE_PREFIX && q->type != KV__REQUEST__TYPE__REGISTER) {
         s->nospace_replies++;
         server_reply_code(c, id, KV_ENOSPACE,
                           "the disk quota is reached: writes are refused until space is freed; "
@@ -83,23 +130,8 @@ static void propose(server *s, net_conn *c, Kv__Request *q) {
         return;
     }
     Kv__Command cmd = KV__COMMAND__INIT;
-    switch (q->type) {
-    case KV__REQUEST__TYPE__REGISTER:
-        cmd.op = KV__COMMAND__OP__REGISTER;
-        break;
-    case KV__REQUEST__TYPE__PUT:
-        cmd.op = KV__COMMAND__OP__PUT;
-        break;
-    case KV__REQUEST__TYPE__DELETE:
-        cmd.op = KV__COMMAND__OP__DELETE;
-        break;
-    case KV__REQUEST__TYPE__CAS:
-        cmd.op = KV__COMMAND__OP__CAS;
-        break;
-    default:
-        cmd.op = KV__COMMAND__OP__CAS_ABSENT;
-        break;
-    }
+    cmd.op = write_op(q->type);
+    cmd.txn = q->txn;
     cmd.client_id = q->client_id;
     cmd.seq = q->seq;
     cmd.key = q->key;
@@ -138,6 +170,13 @@ static enum server_req_kind write_kind(Kv__Command__Op op) {
 
 int server_propose_cmd(server *s, net_conn *c, uint64_t id, const Kv__Command *cmd) {
     size_t len = kv__command__get_packed_size(cmd);
+    if (len > KV_COMMAND_BYTES_MAX) { /* a txn: one key and two values cannot be */
+        char why[128];
+        snprintf(why, sizeof why, "command of %zu bytes encoded is over KV_COMMAND_BYTES_MAX (%u)",
+                 len, (unsigned)KV_COMMAND_BYTES_MAX);
+        server_reply_code(c, id, KV_ETOOBIG, why);
+        return KV_ETOOBIG;
+    }
     /* back-pressure from the disk: the log's queue is full (server_io.c) */
     if (c != NULL && server_log_backlogged(s)) {
         server_reply_code(c, id, KV_EBUSY, "the log is behind (its queue is full); retry later");
@@ -193,6 +232,16 @@ void server_wait_index(server *s, net_conn *c, uint64_t req_id, uint64_t index) 
 
 /* ---- reads ------------------------------------------------------------------ */
 
+/* A key's revisions into a KeyValue (info NULL: none known). */
+static void kv_of_info(Kv__KeyValue *kv, const sm_key_info *info) {
+    if (info == NULL)
+        return;
+    kv->create_rev = info->create_rev;
+    kv->mod_rev = info->mod_rev;
+    kv->version = info->version;
+    kv->lease = info->lease;
+}
+
 typedef struct scan_acc {
     Kv__KeyValue *kvs;
     Kv__KeyValue **ptrs;
@@ -203,7 +252,6 @@ typedef struct scan_acc {
 
 static int scan_cb(void *arg, const void *key, size_t klen, const void *val, size_t vlen,
                    const sm_key_info *info) {
-    (void)info;
     scan_acc *a = arg;
     if (a->count == a->cap) {
         size_t ncap = a->cap ? a->cap * 2 : 64;
@@ -223,6 +271,7 @@ static int scan_cb(void *arg, const void *key, size_t klen, const void *val, siz
     kv->key.len = klen;
     kv->value.data = kv->key.data + klen;
     kv->value.len = vlen;
+    kv_of_info(kv, info);
     return 0;
 }
 
@@ -234,11 +283,19 @@ void server_serve_read(server *s, net_conn *c, const Kv__Request *q) {
     if (q->type == KV__REQUEST__TYPE__GET) {
         void *val = NULL;
         size_t vlen = 0;
-        r.code = sm_get(s->sm, q->key.data, q->key.len, &val, &vlen);
+        sm_key_info info;
+        r.code = sm_get_ex(s->sm, q->key.data, q->key.len, &val, &vlen, &info);
         if (r.code == KV_ECORRUPT) /* never answer from a damaged store */
             server_fatal_sm(s, r.code, "reading a key");
         r.value.data = val;
         r.value.len = vlen;
+        /* the value once, in value; kv carries the key and the revisions */
+        Kv__KeyValue kv = KV__KEY_VALUE__INIT;
+        if (r.code == 0) {
+            kv.key = q->key;
+            kv_of_info(&kv, &info);
+            r.kv = &kv;
+        }
         net_reply(c, &r);
         free(val);
         return;
@@ -352,6 +409,9 @@ static void status_request(server *s, net_conn *c, const Kv__Request *q) {
 
 /* ---- dispatch -------------------------------------------------------------- */
 
+_Static_assert(KV__REQUEST__TYPE__LEASE_LIST < SERVER_REQUEST_TYPES,
+               "every request type has its counter");
+
 void server_on_request(void *ctx, net_conn *c, Kv__Request *q) {
     server *s = ctx;
     if ((unsigned)q->type < SERVER_REQUEST_TYPES)
@@ -367,6 +427,8 @@ void server_on_request(void *ctx, net_conn *c, Kv__Request *q) {
     case KV__REQUEST__TYPE__DELETE:
     case KV__REQUEST__TYPE__CAS:
     case KV__REQUEST__TYPE__CAS_ABSENT:
+    case KV__REQUEST__TYPE__TXN:
+    case KV__REQUEST__TYPE__DELETE_PREFIX:
         propose(s, c, q);
         kv__request__free_unpacked(q, NULL);
         return;

@@ -29,6 +29,13 @@ void sm_replies_free(sm_reply *replies, size_t n) {
         free(replies[i].current);
         replies[i].current = NULL;
         replies[i].current_len = 0;
+        for (size_t j = 0; j < replies[i].n_results; j++)
+            free(replies[i].results[j]); /* one block each */
+        free(replies[i].results);
+        replies[i].results = NULL;
+        free(replies[i].why);
+        replies[i].why = NULL;
+        replies[i].n_results = 0;
     }
 }
 
@@ -67,6 +74,12 @@ rocksdb_options_t *sm__options_new(rocksdb_block_based_table_options_t **table) 
     rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
     assert(o != NULL && t != NULL);
     rocksdb_block_based_options_set_checksum(t, SM_ROCKSDB_CHECKSUM_XXH3);
+    /* Every write reads its key first (revisions): bloom filters, in the
+     * SSTs and the memtable, answer "absent" for a new key without a
+     * search. */
+    rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.02);
+    rocksdb_options_set_memtable_whole_key_filtering(o, 1);
     rocksdb_options_set_block_based_table_factory(o, t);
     rocksdb_options_set_paranoid_checks(o, 1);
     rocksdb_options_set_create_if_missing(o, 1);

@@ -6,6 +6,7 @@ add_library(kvsm STATIC
   ${CMAKE_CURRENT_LIST_DIR}/sm_history.c
   ${CMAKE_CURRENT_LIST_DIR}/sm_keys.c
   ${CMAKE_CURRENT_LIST_DIR}/sm_session.c
+  ${CMAKE_CURRENT_LIST_DIR}/sm_txn.c
   ${CMAKE_CURRENT_LIST_DIR}/snapshot.c
   ${CMAKE_CURRENT_LIST_DIR}/snap_manifest.c
   ${CMAKE_CURRENT_LIST_DIR}/snap_restore.c

@@ -86,11 +86,27 @@ typedef struct sm_reply {
     uint8_t *current;     /* COMPARE: the current value; malloc'd, owned by
                              the caller (sm_replies_free); NULL when none */
     size_t current_len;   /* bytes at current */
-    const char *detail;   /* static text or NULL, e.g. "session expired" */
+    const char *detail;   /* static text or NULL, e.g. "session expired", or why */
+    char *why;            /* a detail made for this reply (detail points here);
+                             malloc'd (sm_replies_free) */
+    bool succeeded;       /* TXN: every compare held */
+    struct Kv__TxnResult **results; /* TXN: one per op run; malloc'd, each one
+                                       block (sm_replies_free) */
+    size_t n_results;
+    uint64_t deleted; /* DELETE_PREFIX: keys deleted */
+    bool more;        /* DELETE_PREFIX: keys remain past the limit */
 } sm_reply;
 
-/* Frees the current values of replies[0..n) (not the array). */
+/* Frees what replies[0..n) own (not the array). */
 void sm_replies_free(sm_reply *replies, size_t n);
+
+/* A transaction's limits, checked before anything runs (by the state
+ * machine, and by the server before it proposes one): at most
+ * KV_TXN_OPS_MAX compares and ops, keys 1..KV_KEY_BYTES_MAX bytes, values
+ * at most KV_VALUE_BYTES_MAX, known enums. 0, or KV_EINVAL / KV_ETOOBIG
+ * with words naming the op in why (cap bytes). */
+struct Kv__Txn;
+int sm_txn_check(const struct Kv__Txn *t, char *why, size_t cap);
 
 /* Opens (creating when missing) the RocksDB state machine at db_dir. opt may
  * be NULL for the defaults; it is copied. On success *out is owned by the

@@ -93,8 +93,8 @@ static int sm__session_write(sm__batch *b, const Kv__Session *ss) {
     return 0;
 }
 
-/* The record of x as kv.Session, its reply in *pb (borrowing r's current
- * value when r is not NULL). */
+/* The record of x as kv.Session, its reply in *pb (borrowing what r holds
+ * beyond memory's fields when r is not NULL). */
 static void sm__session_to_pb(const sm__session *x, const sm_reply *r, Kv__Session *ss,
                               Kv__Reply *pb) {
     kv__session__init(ss);
@@ -112,14 +112,27 @@ static void sm__session_to_pb(const sm__session *x, const sm_reply *r, Kv__Sessi
         pb->current_present = r->current_present;
         pb->current.data = r->current;
         pb->current.len = r->current_len;
+        pb->succeeded = r->succeeded;
+        pb->results = r->results;
+        pb->n_results = r->n_results;
+        pb->deleted = r->deleted;
+        pb->more = r->more;
     }
     ss->reply = pb;
 }
 
+/* x's reply becomes r (memory's fields; the record gets the rest). */
+static void sm__session_keep(sm__session *x, const sm_reply *r) {
+    x->has_reply = true;
+    x->reply_code = r->code;
+    x->reply_index = r->index;
+    x->reply_client_id = r->client_id;
+}
+
 /* The stored record of id (read through the batch): only for a duplicate
- * whose reply carries a current value, which memory does not hold. *out
- * unpacked (kv__session__free_unpacked). KV_ECORRUPT when it is missing or
- * does not decode: memory says it is there. */
+ * whose reply holds more than memory does (sm__reply_full). *out unpacked
+ * (kv__session__free_unpacked). KV_ECORRUPT when it is missing or does not
+ * decode: memory says it is there. */
 static int sm__session_read(sm__batch *b, uint64_t id, Kv__Session **out) {
     uint8_t k[9];
     sm__session_key(k, id);
@@ -133,13 +146,36 @@ static int sm__session_read(sm__batch *b, uint64_t id, Kv__Session **out) {
         *out = kv__session__unpack(NULL, len, (const uint8_t *)v);
     rocksdb_free(v);
     if (*out == NULL || (*out)->client_id != id || (*out)->reply == NULL ||
-        !(*out)->reply->current_present) {
+        !sm__reply_full((*out)->reply)) {
         KV_LOGE("CORRUPT", "state machine %s: session %llu is missing or does not decode",
                 b->s->dir, (unsigned long long)id);
         if (*out != NULL)
             kv__session__free_unpacked(*out, NULL);
         *out = NULL;
         return KV_ECORRUPT;
+    }
+    return 0;
+}
+
+/* What a stored reply holds beyond memory's fields, copied into r. */
+static int sm__reply_from_pb(sm_reply *r, const Kv__Reply *pb) {
+    assert(r->current == NULL && r->results == NULL);
+    if (pb->current_present) {
+        int rv = sm__reply_current(r, pb->current.data, pb->current.len);
+        if (rv != 0)
+            return rv;
+    }
+    r->succeeded = pb->succeeded;
+    r->deleted = pb->deleted;
+    r->more = pb->more;
+    if (pb->n_results == 0)
+        return 0;
+    if ((r->results = calloc(pb->n_results, sizeof *r->results)) == NULL)
+        return KV_ENOMEM;
+    for (size_t i = 0; i < pb->n_results; i++) {
+        if ((r->results[i] = sm__txn_result_dup(pb->results[i])) == NULL)
+            return KV_ENOMEM; /* sm_apply frees what was made */
+        r->n_results = i + 1;
     }
     return 0;
 }
@@ -161,10 +197,8 @@ static int sm__register(sm__batch *b, const sm_entry *e, sm_reply *r) {
     r->code = 0;
     r->client_id = e->index;
     sm__session *x = sm__sessions_insert(t, e->index, e->index);
-    x->has_reply = true;
-    x->reply_code = r->code;
-    x->reply_index = r->index;
-    x->reply_client_id = r->client_id;
+    sm__session_keep(x, r);
+    x->reply_full = false;
     Kv__Session ss;
     Kv__Reply pb;
     sm__session_to_pb(x, NULL, &ss, &pb);
@@ -219,6 +253,10 @@ static int sm__op(sm__batch *b, const Kv__Command *c, sm_reply *r) {
     case KV__COMMAND__OP__CAS:
     case KV__COMMAND__OP__CAS_ABSENT:
         break;
+    case KV__COMMAND__OP__TXN:
+        return sm__txn(b, c, r); /* sm_txn.c: its own checks */
+    case KV__COMMAND__OP__DELETE_PREFIX:
+        return sm__delete_prefix(b, c, r);
     default:
         r->code = KV_EPROTO;
         r->detail = "unknown operation";
@@ -239,8 +277,9 @@ static int sm__op(sm__batch *b, const Kv__Command *c, sm_reply *r) {
 }
 
 /* A duplicate of the last command: its stored reply, read from RocksDB when
- * it carries a current value (a COMPARE). The record is written again with
- * the new last_index. */
+ * it holds more than memory (a COMPARE's current value, a TXN's results, a
+ * DELETE_PREFIX's count). The record is written again with the new
+ * last_index. */
 static int sm__session_dup(sm__batch *b, const sm_entry *e, sm__session *x, sm_reply *r) {
     r->code = x->reply_code;
     r->index = x->reply_index;
@@ -250,13 +289,13 @@ static int sm__session_dup(sm__batch *b, const sm_entry *e, sm__session *x, sm_r
     Kv__Session ss, *old = NULL;
     Kv__Reply pb;
     int rv = 0;
-    if (x->reply_current) {
+    if (x->reply_full) {
         rv = sm__session_read(b, x->id, &old);
         if (rv == 0)
-            rv = sm__reply_current(r, old->reply->current.data, old->reply->current.len);
+            rv = sm__reply_from_pb(r, old->reply);
     }
     if (rv == 0) {
-        sm__session_to_pb(x, x->reply_current ? r : NULL, &ss, &pb);
+        sm__session_to_pb(x, x->reply_full ? r : NULL, &ss, &pb);
         rv = sm__session_write(b, &ss);
     }
     if (old != NULL)
@@ -285,14 +324,11 @@ static int sm__session_op(sm__batch *b, const sm_entry *e, const Kv__Command *c,
     /* used now: last in the eviction order, with this reply */
     sm__sessions_touch(&b->s->sessions, x, e->index);
     x->last_seq = c->seq;
-    x->has_reply = true;
-    x->reply_code = r->code;
-    x->reply_index = r->index;
-    x->reply_client_id = r->client_id;
-    x->reply_current = r->current_present;
+    sm__session_keep(x, r);
     Kv__Session ss;
     Kv__Reply pb;
     sm__session_to_pb(x, r, &ss, &pb);
+    x->reply_full = sm__reply_full(&pb);
     return sm__session_write(b, &ss);
 }
 
@@ -395,10 +431,11 @@ static int sm__apply_type(sm__batch *b, const sm_entry *e, sm_reply *r) {
 
 /* One entry at revision e->index, and its watch history. */
 static int sm__apply_one(sm__batch *b, const sm_entry *e, sm_reply *r) {
-    b->rev = e->index;
-    b->events_len = 0;
+    sm__entry_start(b, e->index);
     int rv = sm__apply_type(b, e, r);
-    return rv != 0 ? rv : sm__entry_end(b);
+    if (rv == 0)
+        sm__entry_end(b);
+    return rv;
 }
 
 /* A failed apply wrote nothing to RocksDB, but the session table in memory
@@ -424,12 +461,16 @@ int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
     if (rv != 0)
         return rv;
     sm__batch b = {.s = s, .wb = rocksdb_writebatch_wi_create(0, 1)};
+    b.hist = malloc(n * sizeof *b.hist);
+    if (b.hist == NULL)
+        rv = KV_ENOMEM;
     memset(replies, 0, n * sizeof *replies);
     for (size_t i = 0; i < n && rv == 0; i++) {
         replies[i].index = e[i].index;
         rv = sm__apply_one(&b, &e[i], &replies[i]);
     }
     if (rv == 0) {
+        sm__history_put(&b);
         /* The format is written at open (sm_open); the session count and
          * order are not stored (format 2): the records are enough. */
         sm__bput_u64(&b, SM_META_APPLIED_INDEX, e[n - 1].index);
@@ -445,6 +486,7 @@ int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
     }
     rocksdb_writebatch_wi_destroy(b.wb);
     free(b.events);
+    free(b.hist);
     if (rv != 0) {
         sm__apply_undo(s, rv);
         sm_replies_free(replies, n);

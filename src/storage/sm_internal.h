@@ -51,14 +51,26 @@ typedef struct sm__rec {
 /* Decodes a stored 'd' value; KV_ECORRUPT when it is not a record. */
 int sm__rec_decode(const void *raw, size_t len, sm__rec *r);
 
-/* One sm_apply call: its write batch, the entry being applied, and that
- * entry's watch events (kv.HistoryRecord bytes, written at its end). */
+/* One entry's history record: events[from, to) of its sm__batch. */
+typedef struct sm__hist {
+    uint64_t rev;
+    size_t from, to;
+} sm__hist;
+
+/* One sm_apply call: its write batch, the entry being applied, and the
+ * watch events of its entries (kv.HistoryRecord bytes, one record per entry
+ * that changed keys, put into the batch after every entry is applied:
+ * history keys in a row are cheap memtable inserts, interleaved with the
+ * user keys they are not). */
 typedef struct sm__batch {
     sm *s;
     rocksdb_writebatch_wi_t *wb;
-    uint64_t rev;    /* the index of the entry being applied */
-    uint8_t *events; /* the entry's encoded HistoryRecord so far */
+    uint64_t rev;        /* the index of the entry being applied */
+    uint8_t *events;     /* the encoded events of the call's entries */
     size_t events_len, events_cap;
+    size_t entry_from;   /* where the entry being applied starts in events */
+    sm__hist *hist;      /* the records so far, hist_count of them */
+    size_t hist_count;
 } sm__batch;
 
 /* Reads user key through the batch and the db: 0 with *rec filled, pointing
@@ -71,12 +83,27 @@ int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char 
 int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, size_t vlen,
                 uint64_t lease, const sm__rec *prev);
 int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *prev);
-/* Ends entry b->rev: writes its history record when it has events. */
-int sm__entry_end(sm__batch *b);
+/* Starts and ends entry rev: notes its history record when it has events.
+ * hist must have room for one record per entry of the call. */
+void sm__entry_start(sm__batch *b, uint64_t rev);
+void sm__entry_end(sm__batch *b);
+/* Puts the call's history records into the batch, in revision order. */
+void sm__history_put(sm__batch *b);
 /* Deletes the history below sm_history_oldest when the applied index went
  * from before to after across a multiple of SM_HISTORY_TRIM_EVERY. */
 #define SM_HISTORY_TRIM_EVERY 4096u
 void sm__history_trim(sm *s, uint64_t before, uint64_t after);
+
+/* ---- transactions and delete by prefix (sm_txn.c) ----
+ * c's effect, its reply in r (code 0 preset); 0 or an error that fails the
+ * whole apply (a RocksDB read error, KV_ENOMEM). */
+struct Kv__Command;
+struct Kv__TxnResult;
+int sm__txn(sm__batch *b, const struct Kv__Command *c, sm_reply *r);
+int sm__delete_prefix(sm__batch *b, const struct Kv__Command *c, sm_reply *r);
+/* A copy of r as one block (free()); NULL when out of memory. */
+struct Kv__TxnResult *sm__txn_result_dup(const struct Kv__TxnResult *r);
+
 /* Rewrites every format 1/2 'd' value as a record (revisions 0, version 1)
  * into wb. 0 or a RocksDB error. */
 int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys);
@@ -84,8 +111,10 @@ int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys);
 #define SM_PATH_BYTES_MAX 4096u
 
 /* ---- sessions (sm_session.c) ----------------------------------------------
- * One client session in memory: everything of its 's' record but the current
- * value of a COMPARE reply, which stays in RocksDB only. */
+ * One client session in memory: everything of its 's' record but what a
+ * reply holds beyond code, index and client id (a COMPARE's current value,
+ * a TXN's results, a DELETE_PREFIX's count), which stays in RocksDB only
+ * and is read back for a duplicate (reply_full). */
 typedef struct sm__session {
     uint64_t id;              /* client id: the index of its REGISTER; 0: free slot */
     uint64_t last_seq;        /* seq of the last command applied (0: none) */
@@ -94,7 +123,7 @@ typedef struct sm__session {
     uint64_t reply_client_id; /* ... */
     int32_t reply_code;       /* ... */
     bool has_reply;           /* the record holds a reply */
-    bool reply_current;       /* the reply carries a current value (in RocksDB) */
+    bool reply_full;          /* the reply holds more than these fields (in RocksDB) */
     uint32_t prev, next;      /* eviction list (next: free list for free slots) */
     uint32_t hnext;           /* hash chain */
 } sm__session;
@@ -125,7 +154,11 @@ void sm__sessions_touch(sm__sessions *t, sm__session *x, uint64_t index);
 uint64_t sm__sessions_evict(sm__sessions *t);
 /* Copies the reply fields and last_seq of a record into x. */
 struct Kv__Session;
+struct Kv__Reply;
 void sm__session_from_pb(sm__session *x, const struct Kv__Session *pb);
+/* Whether a stored reply holds more than a session keeps in memory: then a
+ * duplicate reads it back from the record. */
+bool sm__reply_full(const struct Kv__Reply *pb);
 /* A hash of the table in eviction order (ids, seqs, indexes, replies): two
  * state machines that will evict alike and answer duplicates alike have the
  * same digest. For tests. */

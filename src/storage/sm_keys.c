@@ -7,7 +7,8 @@
  * PUT or DELETE does, and a watcher sees all of them.
  *
  * History: the events of one entry are one 'h' + be64(index) record of
- * kv.HistoryRecord, written with the entry in the same batch. Every node
+ * kv.HistoryRecord, written with the entry in the same batch (after the
+ * call's other writes, sm__history_put). Every node
  * serves the revisions (applied - history_revs, applied], a function of the
  * applied index alone (sm_history_oldest); older records are deleted lazily,
  * one range every SM_HISTORY_TRIM_EVERY entries (sm__history_trim), so a
@@ -172,16 +173,26 @@ int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *pr
     return sm__event_add(b, KV__WATCH_EVENT__TYPE__DELETE, key, klen, NULL, 0, &r);
 }
 
-int sm__entry_end(sm__batch *b) {
-    if (b->events_len > 0) {
-        uint8_t hk[9];
-        hk[0] = SM_PREFIX_HISTORY;
-        sm__put_be64(hk + 1, b->rev);
-        rocksdb_writebatch_wi_put(b->wb, (char *)hk, sizeof hk, (char *)b->events,
-                                  b->events_len);
-        b->events_len = 0;
+void sm__entry_start(sm__batch *b, uint64_t rev) {
+    b->rev = rev;
+    b->entry_from = b->events_len;
+}
+
+void sm__entry_end(sm__batch *b) {
+    if (b->events_len > b->entry_from)
+        b->hist[b->hist_count++] = (sm__hist){b->rev, b->entry_from, b->events_len};
+}
+
+void sm__history_put(sm__batch *b) {
+    uint8_t hk[9];
+    hk[0] = SM_PREFIX_HISTORY;
+    for (size_t i = 0; i < b->hist_count; i++) {
+        const sm__hist *h = &b->hist[i];
+        assert(i == 0 || h->rev > b->hist[i - 1].rev);
+        sm__put_be64(hk + 1, h->rev);
+        rocksdb_writebatch_wi_put(b->wb, (char *)hk, sizeof hk, (char *)b->events + h->from,
+                                  h->to - h->from);
     }
-    return 0;
 }
 
 uint64_t sm_history_oldest(sm *s) {

@@ -155,7 +155,11 @@ void sm__session_from_pb(sm__session *x, const Kv__Session *pb) {
     x->reply_code = pb->reply != NULL ? pb->reply->code : 0;
     x->reply_index = pb->reply != NULL ? pb->reply->index : 0;
     x->reply_client_id = pb->reply != NULL ? pb->reply->client_id : 0;
-    x->reply_current = pb->reply != NULL && pb->reply->current_present;
+    x->reply_full = pb->reply != NULL && sm__reply_full(pb->reply);
+}
+
+bool sm__reply_full(const Kv__Reply *pb) {
+    return pb->current_present || pb->succeeded || pb->n_results > 0 || pb->deleted > 0 || pb->more;
 }
 
 /* ---- loading from RocksDB ------------------------------------------------ */
@@ -277,7 +281,7 @@ uint64_t sm__sessions_digest(sm *s) {
                          x->reply_index,
                          x->reply_client_id,
                          (uint64_t)(uint32_t)x->reply_code | (uint64_t)x->has_reply << 32 |
-                             (uint64_t)x->reply_current << 33};
+                             (uint64_t)x->reply_full << 33};
         for (int j = 0; j < 7; j++)
             kv_put_u64(buf + 8 * j, f[j]);
         h = kv_xxh3(buf, sizeof buf);

@@ -307,6 +307,12 @@ kv_expect_out() {
   [ "$got" = "$1" ] || kv_fail "printed '$(echo "$got" | head -c 300)', want '$1'"
 }
 
+# kv_strip_revs: drops the revisions (create_rev, mod_rev, version, lease)
+# from the --json rows of the last kv_expect's stdout, for checks of the rest.
+kv_strip_revs() {
+  sed -i -E 's/,"create_rev":[0-9]+,"mod_rev":[0-9]+,"version":[0-9]+,"lease":[0-9]+//' "$KV_OUT"
+}
+
 # kv_expect_err REGEX: the last kv_expect's stderr matches (grep -E).
 kv_expect_err() {
   grep -Eq -- "$1" "$KV_ERR" ||

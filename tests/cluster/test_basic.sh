@@ -68,7 +68,8 @@ get_bin "after put"
 
 # --json
 kv_expect 0 kv_cli --json get "with space"
-kv_expect_out '{"key":"with space","value":"a value  with   spaces"}'
+grep -Eqx '\{"key":"with space","value":"a value  with   spaces","create_rev":[1-9][0-9]*,"mod_rev":[1-9][0-9]*,"version":1,"lease":0\}' "$KV_OUT" ||
+  kv_fail "get --json: $(cat "$KV_OUT")"
 kv_expect 1 kv_cli --json get nope
 kv_expect_out '{"error":"NOTFOUND"}'
 kv_expect 0 kv_cli --json put j '"quoted"'

@@ -37,10 +37,13 @@ kv_cli get empty >"$KV_DIR/empty.out"
 printf '\xff' | kv_cli put latin1 - >/dev/null
 printf '\xc3\xbf' | kv_cli put utf8 - >/dev/null
 kv_expect 0 kv_cli --json get latin1
+kv_strip_revs
 kv_expect_out '{"key":"latin1","value":"/w==","value_encoding":"base64"}'
 kv_expect 0 kv_cli --json get utf8
+kv_strip_revs
 kv_expect_out '{"key":"utf8","value":"ÿ"}'
 kv_expect 0 kv_cli --json get two
+kv_strip_revs
 kv_expect_out '{"key":"two","value":"AP8=","value_encoding":"base64"}'
 kv_expect 0 kv_cli --json member list
 [ "$(grep -c '"id":"[0-9]\+",' "$KV_OUT")" -eq 3 ] || kv_fail "member list --json: ids not strings: $(cat "$KV_OUT")"
@@ -75,6 +78,7 @@ printf '%s\n' 'get "e/café"' >"$KV_DIR/cmds"
 kv_expect 0 kv_cli <"$KV_DIR/cmds"
 kv_expect_out "résumé"
 kv_expect 0 kv_cli --json scan e/
+kv_strip_revs
 grep -qx '{"key":"e/bin\\u0001","value":"AP9ceA==","value_encoding":"base64"}' "$KV_OUT" ||
   kv_fail "scan --json of a binary value: $(cat "$KV_OUT")"
 

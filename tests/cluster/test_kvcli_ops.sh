@@ -69,6 +69,7 @@ kv_expect_out "$(printf 'usage: kvcli cas KEY EXPECTED NEW | --absent KEY NEW\n 
 kv_expect 2 kv_cli help frobnicate
 # Global flags anywhere on the line.
 kv_expect 0 kv_cli get key7 --json
+kv_strip_revs
 kv_expect_out '{"key":"key7","value":"value 7"}'
 kv_expect 0 "$KV_BIN/kvcli" get --timeout 5 key7 --cluster "$KV_ENDPOINTS"
 kv_expect_out "value 7"

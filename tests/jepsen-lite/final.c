@@ -62,7 +62,7 @@ static int final_scan(kv_client *c, uint64_t *never, uint64_t *elements) {
 
 /* kv_check until every member answers (up to 30 s): 0 agree, KV_ECORRUPT
  * when one differs, else the last error. */
-static int final_compare_nodes(kv_client *c) {
+int final_compare_nodes(kv_client *c) {
     int rc = KV_EUNAVAILABLE;
     for (int tries = 0; tries < 30 && rc != 0 && rc != KV_ECORRUPT; tries++) {
         uint64_t index = 0;

@@ -50,7 +50,7 @@ static char replay[2048];
 
 static void usage(FILE *f) {
     fprintf(f, "usage: kv-jepsen --bin DIR --dir TMP [--seed S] [--time N] [--nodes 3|5]\n"
-               "                 [--nemesis LIST] [--workload register|set|both]\n"
+               "                 [--nemesis LIST] [--workload register|set|both|bank]\n"
                "                 [--control no-fsync|stale-read] [--clients C] [--keys K]\n"
                "                 [--port-base P] [--snapshot-entries N] [--keep]\n"
                "  --bin DIR        where kvd lives\n"
@@ -63,10 +63,13 @@ static void usage(FILE *f) {
     for (int k = 0; k < NEM_COUNT; k++)
         fprintf(f, " %s", nemesis_names[k]);
     fprintf(f, "\n"
-               "  --workload W     register, set or both (default both); watch: the set's\n"
-               "                   adds and a watcher of them, its stream checked\n"
+               "  --workload W     register, set or both (default both); bank: transfers\n"
+               "                   and reads of all accounts by transaction (bank.c)\n"
+               "                   watch: the set's adds and a watcher of them, its\n"
+               "                   stream checked (watch.c)\n"
                "  --control C      stale-read: gets read one node without ReadIndex;\n"
-               "                   no-fsync: kvd --unsafe-no-fsync. Both must be caught.\n"
+               "                   no-fsync: kvd --unsafe-no-fsync; bank-skew: a transfer\n"
+               "                   credits one more than it debits. Each must be caught.\n"
                "  --lossyfs PROG   mount lossyfs under each data dir: enables the crash\n"
                "                   nemeses (unsynced writes lost)\n"
                "  --netns SCRIPT   nodes in network namespaces (tests/jepsen-lite/netns.sh):\n"
@@ -96,14 +99,16 @@ static int parse_word(const char *a, const char *v) {
         opt.workload = strcmp(v, "register") == 0 ? WL_REGISTER
                        : strcmp(v, "set") == 0    ? WL_SET
                        : strcmp(v, "both") == 0   ? WL_BOTH
+                       : strcmp(v, "bank") == 0   ? WL_BANK
                        : strcmp(v, "watch") == 0  ? WL_WATCH
                                                   : 0;
         return opt.workload != 0 ? 0 : -1;
     }
     if (strcmp(a, "--control") == 0) {
-        opt.control = strcmp(v, "stale-read") == 0 ? CONTROL_STALE_READ
-                      : strcmp(v, "no-fsync") == 0 ? CONTROL_NO_FSYNC
-                                                   : -1;
+        opt.control = strcmp(v, "stale-read") == 0  ? CONTROL_STALE_READ
+                      : strcmp(v, "no-fsync") == 0  ? CONTROL_NO_FSYNC
+                      : strcmp(v, "bank-skew") == 0 ? CONTROL_BANK_SKEW
+                                                    : -1;
         return opt.control >= 0 ? 0 : -1;
     }
     if (strcmp(a, "--nemesis") == 0)
@@ -210,8 +215,9 @@ static int parse_args(int argc, char **argv, bool *seed_given) {
 }
 
 static void make_replay(void) {
-    static const char *const wl[] = {"", "register", "set", "both", "watch"};
-    static const char *const ctl[] = {"", " --control stale-read", " --control no-fsync"};
+    static const char *const wl[] = {"", "register", "set", "both", "bank", "watch"};
+    static const char *const ctl[] = {"", " --control stale-read", " --control no-fsync",
+                                      " --control bank-skew"};
     char nem[256] = "";
     size_t len = 0;
     for (int k = 0; k < NEM_COUNT; k++)
@@ -292,6 +298,7 @@ static int clients_start(void) {
         cx->id = i;
         cx->set_client = opt.workload == WL_SET || opt.workload == WL_WATCH ||
                          (opt.workload == WL_BOTH && i % 2 == 1);
+        cx->bank_client = opt.workload == WL_BANK;
         cx->r.s = opt.seed * 0x100000001b3ull + (uint64_t)i * 0x9e3779b97f4a7c15ull + 1;
         linz_history_init(&cx->h);
         if (cx->set_client && (cx->adds = calloc(SET_ADDS_MAX, sizeof(set_add))) == NULL)
@@ -387,12 +394,13 @@ typedef struct verdict {
     uint64_t lost, phantom, elements;
     uint64_t watch_events, watch_bad;
     bool diverged, final_failed, fatal, down;
+    uint64_t bank_bad; /* reads of all accounts that did not sum to the total */
 } verdict;
 
 static int verdict_rc(const verdict *v) {
     /* A cluster that cannot serve the final read once healed fails too. */
     if (v->linz == LINZ_FAIL || v->lost || v->phantom || v->diverged || v->fatal || v->down ||
-        v->final_failed || v->watch_bad || atomic_load(&unexpected_exits) > 0 ||
+        v->bank_bad || v->final_failed || v->watch_bad || atomic_load(&unexpected_exits) > 0 ||
         atomic_load(&liveness_failures) > 0)
         return 1;
     return v->linz == LINZ_UNKNOWN ? 2 : 0;
@@ -493,8 +501,8 @@ int main(int argc, char **argv) {
         return nrc == 77 ? 77 : 3;
     if (setup_run() != 0)
         return 3;
-    if (cluster_up() != 0 || clients_start() != 0 ||
-        (opt.workload == WL_WATCH && watch_start() != 0)) {
+    if (cluster_up() != 0 || (opt.workload == WL_BANK && bank_init() != 0) ||
+        clients_start() != 0 || (opt.workload == WL_WATCH && watch_start() != 0)) {
         atomic_store(&stop_clients, true);
         nodes_kill_all();
         printf("kv-jepsen: kept %s\n", run_dir);
@@ -505,7 +513,12 @@ int main(int argc, char **argv) {
     v.down = events >= 0 && nodes_check_up(15000) != 0;
     nodes_sleep(2000);
     clients_stop();
-    if (events >= 0 && opt.workload != WL_REGISTER) {
+    if (events >= 0 && opt.workload == WL_BANK) {
+        v.final_failed = bank_final_check(&v.diverged) != 0;
+        v.bank_bad = atomic_load(&bank_bad);
+        printf("kv-jepsen: bank: %" PRIu64 " reads of all accounts broke the total%s\n", v.bank_bad,
+               v.diverged ? ", NODES DIVERGE" : "");
+    } else if (events >= 0 && opt.workload != WL_REGISTER) {
         v.final_failed = set_final_check(&v.lost, &v.phantom, &v.elements, &v.diverged) != 0;
         printf("kv-jepsen: set: %" PRIu64 " elements in the final read, lost %" PRIu64
                ", phantom %" PRIu64 "%s\n",

@@ -6,6 +6,8 @@
  *               the watch for exits nobody asked for
  *   workload.c  client threads: the register workload (get/put/cas checked
  *               by kvlinz) and the set workload (unique adds, final read)
+ *   bank.c      the bank workload: transfers and reads by transaction, every
+ *               read of all accounts sums to the total
  *   watch.c     the watch workload: a watcher of the set's prefix, its
  *               stream checked against the final read
  *   nemesis.c   the fault schedule (the names in --nemesis)
@@ -36,8 +38,8 @@
 /* ---- options (jepsen.c) -------------------------------------------------- */
 
 /* WL_WATCH: set clients, and a watcher of their prefix (watch.c). */
-enum workload { WL_REGISTER = 1, WL_SET = 2, WL_BOTH = 3, WL_WATCH = 4 };
-enum control { CONTROL_NONE, CONTROL_STALE_READ, CONTROL_NO_FSYNC };
+enum workload { WL_REGISTER = 1, WL_SET = 2, WL_BOTH = 3, WL_BANK = 4, WL_WATCH = 5 };
+enum control { CONTROL_NONE, CONTROL_STALE_READ, CONTROL_NO_FSYNC, CONTROL_BANK_SKEW };
 
 typedef struct jl_opts {
     const char *bin;
@@ -157,7 +159,7 @@ void proxy_counts(uint64_t *frames, uint64_t *faults);
 
 /* ---- workload.c ---------------------------------------------------------- */
 
-enum { K_GET, K_PUT, K_CAS, K_ADD, K_COUNT };
+enum { K_GET, K_PUT, K_CAS, K_ADD, K_TRANSFER, K_READ, K_COUNT };
 /* ok: completed; cmp: cas refused (COMPARE); unknown: outcome unknown (or a
  * failed get, not recorded); failed: definitely not applied. */
 typedef struct counts {
@@ -173,7 +175,8 @@ typedef struct set_add {
 
 typedef struct client_ctx {
     int id;
-    bool set_client; /* set workload, else register */
+    bool set_client;  /* set workload, else register (or bank) */
+    bool bank_client; /* bank workload */
     pthread_t th;
     linz_history h;
     set_add *adds; /* set workload: SET_ADDS_MAX */
@@ -198,6 +201,27 @@ void key_name(int k, char *out, size_t n);
  * logged), *diverged whether kv_check found the nodes' state machines to
  * differ. Returns 0, or -1 when the final read itself failed. */
 int set_final_check(uint64_t *lost, uint64_t *phantom, uint64_t *elements, bool *diverged);
+
+/* kv_check until every member answers (up to 30 s): 0 agree, KV_ECORRUPT
+ * when one differs, else the last error (final.c). */
+struct kv_client;
+int final_compare_nodes(struct kv_client *c);
+
+/* ---- bank.c ---------------------------------------------------------------- */
+
+/* Accounts, and the money in them all (each opens with an equal share). */
+#define BANK_ACCOUNTS 5
+#define BANK_TOTAL 1000
+/* Reads that broke the invariant (each logged, the first 20). */
+extern atomic_uint_fast64_t bank_bad;
+/* Opens the accounts (one txn); 0 or -1. Before the clients start. */
+int bank_init(void);
+/* One operation of a bank client: a transfer or a read of all accounts. */
+void bank_op(client_ctx *cx, struct kv_client *c);
+/* After healing: a final read of all accounts (which must sum to the
+ * total: else bank_bad grows) and kv_check. *diverged: the nodes differ.
+ * 0, or -1 when the final read or the check could not be made. */
+int bank_final_check(bool *diverged);
 
 /* Writes every client's history, one op per line, to path. */
 int history_write(const char *path);

@@ -248,6 +248,8 @@ void *client_main(void *arg) {
     while (!atomic_load(&stop_clients) && !cx->fatal) {
         if (cx->set_client)
             set_op(cx, c);
+        else if (cx->bank_client)
+            bank_op(cx, c);
         else
             register_op(cx, c, reader, &counter);
         /* A little think time keeps the history within the checker's reach. */
