@@ -5,7 +5,8 @@
 # of the leader it reads from (restarted later) with no event missing or
 # repeated: after healing it equals the committed writes on its prefix. A
 # watcher that stops reading is cancelled (CANCELED) and resumes exactly;
-# a node takes 1024 watchers and refuses one more with BUSY.
+# a node takes 1024 watchers and refuses one more with BUSY; a transaction's
+# and a prefix delete's events come under one revision each.
 # COMPACTED needs a history of 100,000 revisions here: tests/storage
 # test_sm_history checks it with a small history.
 # Usage: test_watch.sh BIN_DIR
@@ -96,6 +97,24 @@ kv_expect 2 kv_cli watch w/ --rev 0
 kv_expect_err 'rev'
 kv_expect 2 kv_cli watch
 kv_expect_err 'wants 1 argument'
+
+# A transaction's and a prefix delete's events: one revision each, in their
+# order.
+watch_start multi --json watch t/
+multi_pid=$WATCH_PID
+sleep 0.5
+printf 'version("t/a") = 0\n\nput t/a 1\nput u/x 3\nput t/b 2\n\n\n' | kv_cli txn >/dev/null
+kv_cli del --prefix t/ >/dev/null
+kv_until 10 "4 events in the multi watcher" lines multi 4
+sleep 0.3
+watch_stop "$multi_pid" multi
+python3 - "$KV_DIR/multi.out" <<'EOF' || kv_fail "txn/del --prefix events wrong: $(cat "$KV_DIR/multi.out")"
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+assert [(e["type"], e["key"]) for e in ev] == [("PUT", "t/a"), ("PUT", "t/b"), ("DELETE", "t/a"), ("DELETE", "t/b")], ev
+r = [e["revision"] for e in ev]
+assert r[0] == r[1] < r[2] == r[3], r
+EOF
 
 # CANCELED: a watcher that stops reading (SIGSTOP) while 20 values of 1 MiB
 # are written on its prefix fills its connection past 4 MiB and is
