@@ -310,6 +310,42 @@ void kv_txn_results_free(kv_txn_result *r, size_t count);
 
 /* ---- watch ---------------------------------------------------------------- */
 
+/* The events on keys starting with a prefix, from a revision on (a key's
+ * revisions are log indexes: docs/protocol.md). */
+enum kv_event_type { KV_EVENT_PUT = 0, KV_EVENT_DELETE = 1 };
+typedef struct kv_event {
+    enum kv_event_type type;
+    const void *key; /* valid during the callback only */
+    size_t key_len;
+    const void *value; /* PUT: the new value; DELETE: empty */
+    size_t value_len;
+    uint64_t revision;   /* of the write (its mod revision) */
+    uint64_t create_rev; /* PUT: the key's create revision */
+    uint64_t version;    /* PUT: writes since its creation (1: created here) */
+    uint64_t lease;      /* PUT: the lease it is attached to, 0: none */
+} kv_event;
+
+/* ev NULL: no event for about a second (the callback can decide to stop).
+ * Non-zero return stops. */
+typedef int (*kv_watch_fn)(void *arg, const kv_event *ev);
+
+/* Calls fn for every event on keys starting with prefix[0..prefix_len)
+ * (0 bytes: every key) from revision from_rev on (0: from the next write),
+ * once each and in revision order (the events of one transaction in their
+ * order), until fn returns non-zero, which kv_watch returns. It blocks the
+ * calling thread on a connection of its own (c gives the endpoints, the
+ * token and the connect timeout; c's other calls go on meanwhile, from
+ * other threads). Any node serves it from what it applied; when the
+ * connection is lost, the node dies or the node cancels the watch (CANCELED:
+ * it fell behind), it reconnects (to any node, with backoff) and resumes
+ * after the last event delivered: no event is missed or repeated.
+ * KV_ECOMPACTED when the events it must resume from are no longer kept
+ * (kv_errstr names the oldest revision kept; KV_WATCH_HISTORY_REVS);
+ * KV_EAUTH, KV_ECONFIG, KV_EVERSION when a node refuses the handshake;
+ * KV_EINVAL, KV_ETOOBIG (prefix over KV_KEY_BYTES_MAX) for bad arguments. */
+int kv_watch(kv_client *c, const void *prefix, size_t prefix_len, uint64_t from_rev,
+             kv_watch_fn fn, void *arg);
+
 /* ---- leases --------------------------------------------------------------- */
 
 /* A lease: keys attached to it are deleted, through the log on every node,

@@ -179,6 +179,13 @@
 #define KV_WATCHERS_MAX 1024u
 #define KV_WATCH_BUFFER_BYTES_MAX (4u * 1024u * 1024u)
 
+/* Event bytes read from the history for one watcher in one loop turn, and
+ * for all watchers together: reading never holds the node's loop for long
+ * (a watcher further behind catches up over several turns, as fast as its
+ * connection drains). One event may pass them alone. */
+#define KV_WATCH_PUMP_BYTES_MAX (256u * 1024u)
+#define KV_WATCH_TURN_BYTES_MAX (1024u * 1024u)
+
 /* Leases alive at once, their TTL in seconds, and keys attached to one
  * (revoking a lease deletes its keys in one entry). */
 #define KV_LEASES_MAX 65536u
@@ -226,6 +233,11 @@ KV_STATIC_ASSERT(KV_ENTRY_BYTES_MAX + KV_RAFT_ENTRY_WIRE_OVERHEAD_BYTES +
                      KV_FRAME_BYTES_MAX,
                  "an APPEND of the largest entry alone must fit in a frame");
 KV_STATIC_ASSERT(KV_SCAN_REPLY_BYTES_MAX < KV_FRAME_BYTES_MAX, "a scan reply must fit in a frame");
+KV_STATIC_ASSERT(KV_WATCH_PUMP_BYTES_MAX + KV_KEY_BYTES_MAX + KV_VALUE_BYTES_MAX + 4096u <
+                     KV_FRAME_BYTES_MAX,
+                 "one turn's events of a watcher must fit in one frame");
+KV_STATIC_ASSERT(KV_WATCH_BUFFER_BYTES_MAX + KV_FRAME_BYTES_MAX <= KV_CONN_OUTPUT_BYTES_MAX,
+                 "a watcher is cancelled before its connection is closed for not reading");
 KV_STATIC_ASSERT(KV_CONNS_RESERVE >= 2u * KV_NODES_MAX,
                  "the reserve must hold a link from every other member, old and new");
 

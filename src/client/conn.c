@@ -254,12 +254,12 @@ static int handshake(kv_client *c, kvc_conn *k, uint64_t deadline_ns) {
         kvc_conn_wait_frame(k, deadline_ns, &type, &payload, &len) != 1 ||
         type != KV_FRAME_HELLO_REPLY)
         return KV_EUNAVAILABLE;
-    Kv__HelloReply *r = kv__hello_reply__unpack(&c->arena.alloc, len, payload);
+    /* malloc'd, not in c->arena: kv_watch's thread says Hello on its own
+     * connection while another thread may be reading c's */
+    Kv__HelloReply *r = kv__hello_reply__unpack(NULL, len, payload);
     kvc_conn_consume(k, len);
-    if (r == NULL) {
-        kvc_arena_reset(&c->arena);
+    if (r == NULL)
         return KV_EUNAVAILABLE;
-    }
     rc = 0;
     if (r->code == KV_EAUTH || r->code == KV_ECONFIG || r->code == KV_EVERSION)
         rc = r->code; /* refused: another node will not say otherwise */
@@ -273,7 +273,7 @@ static int handshake(kv_client *c, kvc_conn *k, uint64_t deadline_ns) {
             rc = KV_ECONFIG;
         }
     }
-    kvc_arena_reset(&c->arena);
+    kv__hello_reply__free_unpacked(r, NULL);
     return rc;
 }
 

@@ -461,6 +461,9 @@ const kvcli_cmd kvcli_commands[] = {
      "set KEY to NEW if its value is EXPECTED (--absent: if KEY is absent;\n"
      "      --lease: created attached to lease ID)"},
     {"scan", cmd_scan, "PREFIX [--limit N]", "list keys starting with PREFIX: key<TAB>value"},
+    {"watch", kvcli_cmd_watch, "PREFIX [--rev R]",
+     "print PUT key value / DELETE key per change under PREFIX until interrupted\n"
+     "      (--rev R: from revision R on; COMPACTED when R is no longer kept)"},
     {"txn", kvcli_cmd_txn, "",
      "a transaction from stdin, as etcdctl's: compares (value(\"k\") = \"v\",\n"
      "      version/create/mod/lease(\"k\") = != < > N), a blank line, the success ops\n"

@@ -126,6 +126,9 @@ int kvcli_cmd_transfer_leader(kvcli_ctx *ctx, int argc, char **argv);
 int kvcli_cmd_snapshot(kvcli_ctx *ctx, int argc, char **argv);
 int kvcli_cmd_check(kvcli_ctx *ctx, int argc, char **argv);
 
+/* kvcli watch (watch.c). */
+int kvcli_cmd_watch(kvcli_ctx *ctx, int argc, char **argv);
+
 /* Leases and the lock built on them (lease.c). */
 int kvcli_cmd_lease(kvcli_ctx *ctx, int argc, char **argv);
 int kvcli_cmd_lock(kvcli_ctx *ctx, int argc, char **argv);

@@ -116,6 +116,12 @@ void net_flush(net *n);
  * the caller keeps resp. */
 int net_reply(net_conn *c, const Kv__Response *resp);
 
+/* One more Response to a request already answered (a stream: WATCH);
+ * as net_reply otherwise, without counting an answer. */
+int net_push(net_conn *c, const Kv__Response *resp);
+/* Bytes queued for output on c (0 once closed). */
+size_t net_conn_queued(const net_conn *c);
+
 /* Keeps c allocated after its request callback returned (for an answer
  * that comes later, e.g. after commit). Every ref needs one unref. */
 void net_conn_ref(net_conn *c);

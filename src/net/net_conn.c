@@ -200,6 +200,16 @@ int net_reply(net_conn *c, const Kv__Response *resp) {
     assert(c != NULL && resp != NULL);
     assert(c->inflight > 0); /* one answer per request */
     c->inflight--;
+    return net_push(c, resp);
+}
+
+size_t net_conn_queued(const net_conn *c) {
+    assert(c != NULL);
+    return net_conn_closed(c) ? 0 : net__sock_queued(&c->s);
+}
+
+int net_push(net_conn *c, const Kv__Response *resp) {
+    assert(c != NULL && resp != NULL);
     if (net_conn_closed(c))
         return KV_ECLOSED;
     uint32_t code = resp->code <= 0 && resp->code > -(int32_t)NET_REPLY_CODES ? (uint32_t)-resp->code

@@ -149,6 +149,7 @@ static void on_prepare(uv_prepare_t *h) {
     if (!server_log_backlogged(s))
         server_snapshot_maybe_take(s);
     server_hash_step(s);
+    server_watch_step(s); /* what was just applied, to the watchers */
     server_loop_turn(s); /* the loop waits for I/O next */
 }
 
@@ -668,6 +669,7 @@ static void serve(server *s) {
     uv_timer_start(&s->tick, on_tick, cfg->tick_ms, cfg->tick_ms);
     uv_prepare_init(&s->loop, &s->prepare);
     uv_prepare_start(&s->prepare, on_prepare);
+    server_watch_init(s);
     server_disk_start(s);
     uv_signal_init(&s->loop, &s->sigterm);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
@@ -692,6 +694,7 @@ static int server_stop(server *s, int exit_code) {
     s->stopping = true;      /* no snapshot job starts any more (net_close runs the loop) */
     server_snapshot_stop(s); /* before its uv_async closes and the state machine */
     http_close(s->http);
+    server_watch_close(s);
     if (s->net != NULL)
         net_close(s->net);
     wal_close(s->w);

@@ -197,6 +197,14 @@ typedef struct server {
     uint64_t nospace_alarms;
     uint64_t nospace_replies;
 
+    /* watchers (server_watch.c) */
+    struct server_watcher *watchers; /* [watchers_count]; NULL while none ever */
+    uint32_t watchers_count;
+    uint32_t watch_cursor;   /* the watcher a turn's pumping starts with */
+    uv_idle_t watch_idle;    /* active while a watcher has more to read */
+    uint64_t watch_events_total;
+    uint64_t watch_canceled_total;
+
     /* counters (metrics) */
 #define SERVER_REQUEST_TYPES 32u /* > every kv.Request.Type (server_req.c asserts) */
     uint64_t requests_by_type[SERVER_REQUEST_TYPES];
@@ -292,6 +300,14 @@ void server_lease_tick(server *s);
 void server_lease_role(server *s, bool leader);
 uint64_t server_leases_expired_total(const server *s);
 void server_lease_free(server *s);
+
+/* server_watch.c: WATCH streams, served by any node from what it applied */
+void server_watch_init(server *s);                          /* the loop's idle handle */
+void server_watch_request(server *s, net_conn *c, Kv__Request *q); /* frees q */
+/* Once per loop turn, after applying: each watcher gets what was applied
+ * since its last events (a bounded amount per turn). Nothing when none. */
+void server_watch_step(server *s);
+void server_watch_close(server *s); /* every watcher dropped (shutdown) */
 
 /* server_io.c: kvd's half of node_io (fail-stop: every callback returns 0) */
 void server_io_init(server *s, node_io *io, node_limits *lim);

@@ -195,6 +195,12 @@ static void metrics(server *s, out *o) {
     metric(o, "kv_proposals_pending_bytes", "gauge", "bytes of writes waiting",
            node_pending_bytes(s->node));
     metric(o, "kv_applied_entries_total", "counter", "entries applied", s->applied_entries);
+    metric(o, "kv_watchers", "gauge", "watchers on this node", s->watchers_count);
+    metric(o, "kv_watch_events_total", "counter", "events sent to watchers",
+           s->watch_events_total);
+    metric(o, "kv_watch_canceled_total", "counter",
+           "watchers cancelled for falling behind their buffer limit (CANCELED)",
+           s->watch_canceled_total);
     metric(o, "kv_snapshots_taken_total", "counter", "snapshots taken", s->snapshots_taken);
     metric(o, "kv_snapshots_installed_total", "counter", "snapshots installed from the leader",
            s->snapshots_installed);

@@ -464,6 +464,9 @@ void server_on_request(void *ctx, net_conn *c, Kv__Request *q) {
         status_request(s, c, q);
         kv__request__free_unpacked(q, NULL);
         return;
+    case KV__REQUEST__TYPE__WATCH:
+        server_watch_request(s, c, q); /* takes q */
+        return;
     case KV__REQUEST__TYPE__MEMBER_ADD:
     case KV__REQUEST__TYPE__MEMBER_REMOVE:
     case KV__REQUEST__TYPE__TRANSFER_LEADER:

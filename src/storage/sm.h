@@ -205,6 +205,48 @@ void sm_compact(sm *s);
 #define SM_ERROR_BYTES 512u /* room for a status text with a path */
 void sm_last_error(sm *s, char *buf, size_t cap);
 
+/* ---- watch history (sm_history.c) ------------------------------------------
+ * Each applied entry that changed keys leaves a record of its events, in
+ * their order, under its revision (its log index). The records of the
+ * newest history_revs revisions are kept (sm_history_oldest, above). */
+
+enum sm_event_type { SM_EVENT_PUT = 0, SM_EVENT_DELETE = 1 }; /* kv.WatchEvent.Type */
+
+/* One event; the pointers live only for the callback. */
+typedef struct sm_event {
+    enum sm_event_type type;
+    uint64_t rev; /* the revision (log index) of the entry that made it */
+    const void *key;
+    size_t klen;
+    const void *value; /* PUT: the new value; DELETE: empty */
+    size_t vlen;
+    uint64_t create_rev, mod_rev, version, lease; /* PUT: the new record; DELETE: mod_rev = rev */
+} sm_event;
+
+/* A non-zero return stops sm_history_read, which returns it. */
+typedef int (*sm_history_fn)(void *arg, const sm_event *ev);
+
+/* A place in the history: the event number `event` (counting every event
+ * of the record, whatever its key) of revision rev. {rev, 0}: from the
+ * start of rev. */
+typedef struct sm_history_pos {
+    uint64_t rev;
+    uint32_t event;
+} sm_history_pos;
+
+/* Calls fn for each event from *pos whose key starts with prefix[0..plen),
+ * in revision order (an entry's events in their order), from one RocksDB
+ * snapshot, until about bytes_max key+value bytes were given (at least one
+ * event per call; a record may be split between calls). *pos moves to
+ * where the next call resumes: once every applied record was read, to
+ * {applied index + 1, 0} of the snapshot, so that pos->rev - 1 is always
+ * the revision through which the events were all given. KV_ECOMPACTED when
+ * pos->rev is applied but older than sm_history_oldest; KV_EINVAL for
+ * pos->rev 0 or plen over KV_KEY_BYTES_MAX; KV_ECORRUPT, a RocksDB error,
+ * or fn's return. Any thread (like sm_scan). */
+int sm_history_read(sm *s, sm_history_pos *pos, const void *prefix, size_t plen,
+                    uint64_t bytes_max, sm_history_fn fn, void *arg);
+
 /* The highest log index whose entries may be deleted (see sm.c). */
 uint64_t sm_log_drop_bound(sm *s, uint64_t snapshot_index);
 

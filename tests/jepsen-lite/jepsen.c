@@ -65,6 +65,8 @@ static void usage(FILE *f) {
     fprintf(f, "\n"
                "  --workload W     register, set or both (default both); bank: transfers\n"
                "                   and reads of all accounts by transaction (bank.c)\n"
+               "                   watch: the set's adds and a watcher of them, its\n"
+               "                   stream checked (watch.c)\n"
                "  --control C      stale-read: gets read one node without ReadIndex;\n"
                "                   no-fsync: kvd --unsafe-no-fsync; bank-skew: a transfer\n"
                "                   credits one more than it debits. Each must be caught.\n"
@@ -98,6 +100,7 @@ static int parse_word(const char *a, const char *v) {
                        : strcmp(v, "set") == 0    ? WL_SET
                        : strcmp(v, "both") == 0   ? WL_BOTH
                        : strcmp(v, "bank") == 0   ? WL_BANK
+                       : strcmp(v, "watch") == 0  ? WL_WATCH
                                                   : 0;
         return opt.workload != 0 ? 0 : -1;
     }
@@ -212,7 +215,7 @@ static int parse_args(int argc, char **argv, bool *seed_given) {
 }
 
 static void make_replay(void) {
-    static const char *const wl[] = {"", "register", "set", "both", "bank"};
+    static const char *const wl[] = {"", "register", "set", "both", "bank", "watch"};
     static const char *const ctl[] = {"", " --control stale-read", " --control no-fsync",
                                       " --control bank-skew"};
     char nem[256] = "";
@@ -293,7 +296,8 @@ static int clients_start(void) {
     for (int i = 0; i < opt.clients; i++) {
         client_ctx *cx = &clients[i];
         cx->id = i;
-        cx->set_client = opt.workload == WL_SET || (opt.workload == WL_BOTH && i % 2 == 1);
+        cx->set_client = opt.workload == WL_SET || opt.workload == WL_WATCH ||
+                         (opt.workload == WL_BOTH && i % 2 == 1);
         cx->bank_client = opt.workload == WL_BANK;
         cx->r.s = opt.seed * 0x100000001b3ull + (uint64_t)i * 0x9e3779b97f4a7c15ull + 1;
         linz_history_init(&cx->h);
@@ -388,6 +392,7 @@ static void nodes_shut_down(void) {
 typedef struct verdict {
     linz_verdict linz;
     uint64_t lost, phantom, elements;
+    uint64_t watch_events, watch_bad;
     bool diverged, final_failed, fatal, down;
     uint64_t bank_bad; /* reads of all accounts that did not sum to the total */
 } verdict;
@@ -395,7 +400,7 @@ typedef struct verdict {
 static int verdict_rc(const verdict *v) {
     /* A cluster that cannot serve the final read once healed fails too. */
     if (v->linz == LINZ_FAIL || v->lost || v->phantom || v->diverged || v->fatal || v->down ||
-        v->bank_bad || v->final_failed || atomic_load(&unexpected_exits) > 0 ||
+        v->bank_bad || v->final_failed || v->watch_bad || atomic_load(&unexpected_exits) > 0 ||
         atomic_load(&liveness_failures) > 0)
         return 1;
     return v->linz == LINZ_UNKNOWN ? 2 : 0;
@@ -497,7 +502,7 @@ int main(int argc, char **argv) {
     if (setup_run() != 0)
         return 3;
     if (cluster_up() != 0 || (opt.workload == WL_BANK && bank_init() != 0) ||
-        clients_start() != 0) {
+        clients_start() != 0 || (opt.workload == WL_WATCH && watch_start() != 0)) {
         atomic_store(&stop_clients, true);
         nodes_kill_all();
         printf("kv-jepsen: kept %s\n", run_dir);
@@ -518,6 +523,12 @@ int main(int argc, char **argv) {
         printf("kv-jepsen: set: %" PRIu64 " elements in the final read, lost %" PRIu64
                ", phantom %" PRIu64 "%s\n",
                v.elements, v.lost, v.phantom, v.diverged ? ", NODES DIVERGE" : "");
+    }
+    if (events >= 0 && opt.workload == WL_WATCH) {
+        v.final_failed |= watch_final_check(&v.watch_events, &v.watch_bad) != 0;
+        printf("kv-jepsen: watch: %" PRIu64 " events delivered, %" PRIu64
+               " problems (missing, repeated, phantom, out of order)\n",
+               v.watch_events, v.watch_bad);
     }
     nodes_shut_down();
     int rc = events < 0 ? 3 : judge(&v, events);

@@ -8,6 +8,8 @@
  *               by kvlinz) and the set workload (unique adds, final read)
  *   bank.c      the bank workload: transfers and reads by transaction, every
  *               read of all accounts sums to the total
+ *   watch.c     the watch workload: a watcher of the set's prefix, its
+ *               stream checked against the final read
  *   nemesis.c   the fault schedule (the names in --nemesis)
  *   jepsen.c    options, the run, the history file and the summary line
  *
@@ -35,7 +37,8 @@
 
 /* ---- options (jepsen.c) -------------------------------------------------- */
 
-enum workload { WL_REGISTER = 1, WL_SET = 2, WL_BOTH = 3, WL_BANK = 4 };
+/* WL_WATCH: set clients, and a watcher of their prefix (watch.c). */
+enum workload { WL_REGISTER = 1, WL_SET = 2, WL_BOTH = 3, WL_BANK = 4, WL_WATCH = 5 };
 enum control { CONTROL_NONE, CONTROL_STALE_READ, CONTROL_NO_FSYNC, CONTROL_BANK_SKEW };
 
 typedef struct jl_opts {
@@ -222,6 +225,16 @@ int bank_final_check(bool *diverged);
 
 /* Writes every client's history, one op per line, to path. */
 int history_write(const char *path);
+
+/* ---- watch.c -------------------------------------------------------------- */
+
+/* Starts the watcher thread (after the cluster is up). 0 or -1. */
+int watch_start(void);
+/* After healing and the clients stopped: a final scan, the watcher given
+ * time to deliver it all, then stopped and its stream compared (watch.c).
+ * *events delivered, *bad problems found (each logged). 0, or -1 when the
+ * check could not run (scan failed, the watcher ended on its own). */
+int watch_final_check(uint64_t *events, uint64_t *bad);
 
 /* ---- nemesis.c ----------------------------------------------------------- */
 
