@@ -15,8 +15,8 @@
  * alive from a thread every ttl/3; key lock/NAME created with the lease
  * only if it is absent, by a transaction (version("lock/NAME") = 0 -> put
  * it with the lease, else get it: one entry); while another holds it, a
- * get every LOCK_POLL_MS until the key is gone, then again (a watch would
- * wake it at once; the get keeps kvcli lock independent of it).
+ * watch of the key from the holder's revision on until its DELETE (a get
+ * every LOCK_POLL_MS when the watch cannot be had), then again.
  * When the command exits the lease is revoked (the key goes with it). If
  * kvcli dies, keepalives stop and the leader expires the lease: the lock is
  * free again within the ttl plus an election timeout.
@@ -242,10 +242,13 @@ static void *lock__keepalive(void *arg) {
 /* One attempt, as one transaction: if version(key) = 0 (absent), put key
  * = holder with the lease, else get key. *held when the key is ours after
  * it: created now, or by an earlier attempt whose answer was lost (the
- * holder's value names the lease and pid). */
-static int lock__try(lock_state *ls, const char *key, const char *holder, bool *held) {
+ * holder's value names the lease and pid); else *rev is the holder's
+ * revision, to watch from. */
+static int lock__try(lock_state *ls, const char *key, const char *holder, bool *held,
+                     uint64_t *rev) {
     size_t klen = strlen(key), hlen = strlen(holder);
     *held = false;
+    *rev = 0;
     kv_txn *t = kv_txn_new();
     if (t == NULL)
         return KV_ENOMEM;
@@ -259,23 +262,57 @@ static int lock__try(lock_state *ls, const char *key, const char *holder, bool *
     size_t n = 0;
     if (rc == 0)
         rc = kv_txn_commit(ls->c, t, &ok, &res, &n);
+    bool got = rc == 0 && !ok && n == 1 && res[0].code == 0;
     if (rc == 0)
-        *held = ok || (n == 1 && res[0].code == 0 && res[0].value_len == hlen &&
-                       memcmp(res[0].value, holder, hlen) == 0);
+        *held = ok || (got && res[0].value_len == hlen && memcmp(res[0].value, holder, hlen) == 0);
+    if (got)
+        *rev = res[0].info.mod_rev;
     kv_txn_results_free(res, n);
     kv_txn_free(t);
     return rc;
 }
 
+typedef struct lock_watch {
+    lock_state *ls;
+    const char *key;
+    size_t klen;
+} lock_watch;
+
+/* Stops the watch at the DELETE of the key itself (the prefix also
+ * matches longer names), or, when idle, once kvcli is told to stop. */
+static int lock__on_event(void *arg, const kv_event *ev) {
+    lock_watch *w = arg;
+    if (lease__signal != 0 || atomic_load(&w->ls->lost))
+        return 1;
+    return ev != NULL && ev->type == KV_EVENT_DELETE && ev->key_len == w->klen &&
+           memcmp(ev->key, w->key, w->klen) == 0;
+}
+
+/* Waits for the key, held at revision rev, to go: a watch from the next
+ * revision (so a delete in between is seen too); without one (rev 0, or the
+ * watch failed), a get every LOCK_POLL_MS. */
+static void lock__wait_gone(lock_state *ls, const char *key, uint64_t rev) {
+    lock_watch w = {.ls = ls, .key = key, .klen = strlen(key)};
+    if (rev != 0 && kv_watch(ls->c, key, w.klen, rev + 1, lock__on_event, &w) == 1)
+        return;
+    void *v = NULL;
+    size_t vlen = 0;
+    while (lease__signal == 0 && !atomic_load(&ls->lost) &&
+           kv_get(ls->c, key, w.klen, &v, &vlen) != KV_ENOTFOUND) {
+        kv_free(v);
+        v = NULL;
+        lease__sleep_ms(LOCK_POLL_MS);
+    }
+}
+
 /* Takes lock/NAME with the lease: 0 once held, KVCLI_EXIT_* otherwise.
- * While another holds it, waits for the key to go (a get every
- * LOCK_POLL_MS), then tries again. */
+ * While another holds it, waits for the key to go, then tries again. */
 static int lock__acquire(kvcli_ctx *ctx, lock_state *ls, const char *key, const char *holder) {
-    size_t klen = strlen(key);
     bool said = false;
     while (lease__signal == 0 && !atomic_load(&ls->lost)) {
         bool held = false;
-        int rc = lock__try(ls, key, holder, &held);
+        uint64_t rev = 0;
+        int rc = lock__try(ls, key, holder, &held, &rev);
         if (rc == 0 && held)
             return 0;
         if (rc != 0 && rc != KV_ETIMEOUT && rc != KV_EUNAVAILABLE)
@@ -284,15 +321,7 @@ static int lock__acquire(kvcli_ctx *ctx, lock_state *ls, const char *key, const 
             fprintf(ctx->err, "kvcli: lock: %s is held; waiting\n", key);
             said = true;
         }
-        /* held by another (or not known): wait for the key to go */
-        void *v = NULL;
-        size_t vlen = 0;
-        while (lease__signal == 0 && !atomic_load(&ls->lost) &&
-               kv_get(ls->c, key, klen, &v, &vlen) != KV_ENOTFOUND) {
-            kv_free(v);
-            v = NULL;
-            lease__sleep_ms(LOCK_POLL_MS);
-        }
+        lock__wait_gone(ls, key, rev);
     }
     if (atomic_load(&ls->lost)) {
         fprintf(ctx->err, "kvcli: lock: lease %" PRIu64 " lost while waiting\n", ls->lease);
