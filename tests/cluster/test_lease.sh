@@ -3,7 +3,7 @@
 #   1. keys put with a 2 s lease live as long as `kvcli lease keepalive`
 #      runs (longer than the TTL), and once it stops they are gone from
 #      EVERY node (get --stale on each) within TTL + an election timeout,
-#      and not before the TTL;
+#      and not before the TTL; a watcher sees their DELETE events;
 #   2. no early expiry across a leader change: a 4 s lease kept alive, the
 #      keepalives stopped and the leader killed -9 shortly before the lease
 #      would expire: the keys stay until at least the new leader's start +
@@ -89,6 +89,9 @@ kv_check_alive 1
 present ka && present kb || kv_fail "keys of a lease kept alive for 5 s (TTL 2 s) are gone"
 kv_expect 0 kv_cli lease list
 grep -qE "^$id	2	[12]	2\$" "$KV_OUT" || kv_fail "lease list: want '$id 2 1|2 2', got: $(cat "$KV_OUT")"
+"${KVCLI[@]}" watch k >"$KV_DIR/watch.out" 2>&1 & # a watcher sees the expiry
+wp=$!
+sleep 0.5
 kill -TERM "$kp"
 rc=0
 wait "$kp" || rc=$?
@@ -96,6 +99,13 @@ stop=$(now_ms)
 [ "$rc" -eq 0 ] || kv_fail "lease keepalive exited $rc on SIGTERM, want 0: $(cat "$KV_DIR/keepalive.out")"
 wait_gone $((2000 + ET_MS)) "$stop" "lease $id after its keepalive stopped" ka kb
 present kc || kv_fail "kc (no lease) was deleted with lease $id"
+kv_until 5 "the watcher seeing both expiry deletes" grep -c "^DELETE k[ab]$" "$KV_DIR/watch.out"
+sleep 0.3
+kill -TERM "$wp"
+wait "$wp" || true
+[ "$(grep -c '^DELETE k[ab]$' "$KV_DIR/watch.out")" -eq 2 ] ||
+  kv_fail "the watcher saw: $(tr '\n' ' ' <"$KV_DIR/watch.out"), want DELETE ka and DELETE kb"
+grep -q "kc" "$KV_DIR/watch.out" && kv_fail "the watcher saw kc change: $(cat "$KV_DIR/watch.out")"
 kv_expect 1 kv_cli lease revoke "$id" # expired: gone
 
 # not before the TTL: a 3 s lease without keepalives
