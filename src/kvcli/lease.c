@@ -444,10 +444,17 @@ int kvcli_cmd_lock(kvcli_ctx *ctx, int argc, char **argv) {
     pthread_mutex_init(&ls.mu, NULL);
     pthread_cond_init(&ls.cv, NULL);
     rc = kv_lease_grant(c, (int64_t)ttl, &ls.lease);
+    /* the command's words, NULL-ended for execvp (argv[argc] may not be
+     * NULL: main moves the global flags out of argv) */
+    char *cmd[KVCLI_ARGS_MAX + 1];
+    int words = argc - cmd_at;
+    assert(words >= 1 && words <= KVCLI_ARGS_MAX);
+    memcpy(cmd, argv + cmd_at, (size_t)words * sizeof *cmd);
+    cmd[words] = NULL;
     if (rc != 0)
         rc = kvcli_fail(ctx, "lock", rc, true);
     else
-        rc = lock__hold(ctx, &ls, name, argv + cmd_at);
+        rc = lock__hold(ctx, &ls, name, cmd);
     /* the key goes with the lease; a failure here leaves it to expire */
     int rrc = ls.lease != 0 ? kv_lease_revoke(c, ls.lease) : 0;
     if (rrc != 0 && rrc != KV_ENOTFOUND)

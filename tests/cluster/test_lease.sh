@@ -12,8 +12,9 @@
 #      lease stays), a put with an unknown lease writes nothing (exit 1),
 #      lease list shows ttl, remaining and keys; a txn put with --lease;
 #   4. `kvcli lock`: two lockers on one name never overlap (each appends
-#      start/end marks to a file), and a kill -9 of a holding kvcli frees
-#      the lock within its TTL + an election timeout.
+#      start/end marks to a file), a kill -9 of a holding kvcli frees the
+#      lock within its TTL + an election timeout, and a holder whose lease
+#      is revoked stops its command and exits 1.
 # Usage: test_lease.sh BIN_DIR
 . "$(dirname "$0")/lib.sh"
 kv_setup lease 45 "${1:?usage: test_lease.sh BIN_DIR}"
@@ -194,6 +195,8 @@ awk 'NR % 2 == 1 { who = $2; if ($1 != "start") bad = 1 }
      END { exit bad }' "$marks" || kv_fail "two lock holders overlapped: $(tr '\n' ' ' <"$marks")"
 kv_expect 1 kv_cli get lock/job # released: the lease was revoked
 kv_expect 7 kv_cli lock job -- sh -c 'exit 7' # the command's status
+kv_expect 0 kv_cli lock job -- echo one two # the command's words, exactly
+kv_expect_out "one two"
 
 # a holder killed -9 frees the lock after its TTL
 "${KVCLI[@]}" lock --ttl 2 crash -- sh -c "echo \$\$ >'$KV_DIR/child.pid'; exec sleep 60" &
@@ -221,6 +224,18 @@ n=$(cat "$KV_DIR"/n*.log | grep -c "LEASE_EXPIRED")
 kv_expect 0 kv_cli lease grant 600
 kv_until 10 "kv_leases on n1 counting the one lease alive" test "$(metric 1 kv_leases)" = 1
 kv_log "expiries: $n logged, $expired counted by the running nodes"
+
+# a holder whose lease is revoked under it: the command is stopped, exit 1
+"${KVCLI[@]}" lock --ttl 3 lost -- sleep 60 >"$KV_DIR/lost.out" 2>&1 &
+holder=$!
+kv_until 10 "the locker holding lock/lost" kv_cli get lock/lost
+kv_expect 0 kv_cli --json get lock/lost
+lid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["lease"])' "$KV_OUT")
+kv_expect 0 kv_cli lease revoke "$lid"
+rc=0
+wait "$holder" || rc=$?
+[ "$rc" -eq 1 ] || kv_fail "kvcli lock exited $rc after its lease was revoked, want 1: $(cat "$KV_DIR/lost.out")"
+grep -q "lock was lost" "$KV_DIR/lost.out" || kv_fail "kvcli lock did not say the lock was lost: $(cat "$KV_DIR/lost.out")"
 
 kv_stop_all
 kv_pass
