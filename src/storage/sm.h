@@ -9,6 +9,7 @@
  *                                    at that log index (kv.HistoryRecord);
  *                                    the newest history_revs revisions
  *   'k' + be64(lease) + user key     the keys attached to a lease (empty)
+ *   'l' + be64(lease id)             a lease (kv.Lease: id, ttl); "leases" below
  *   'm' + name                       meta: applied index and term, membership,
  *                                    format (3; sm_open migrates 1 and 2)
  *   's' + be64(client id)            a client session (kv.Session, with the
