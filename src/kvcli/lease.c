@@ -51,14 +51,27 @@ static void lease__on_signal(int sig) {
     lease__signal = sig;
 }
 
-/* SIGINT and SIGTERM set lease__signal (no SA_RESTART: a sleep ends). */
-static void lease__catch_signals(void) {
+/* The handlers before a command caught the signals (the shell runs more
+ * commands after it). */
+typedef struct lease_sigs {
+    struct sigaction intr, term;
+} lease_sigs;
+
+/* SIGINT and SIGTERM set lease__signal (no SA_RESTART: a sleep ends) until
+ * lease__restore_signals. */
+static void lease__catch_signals(lease_sigs *old) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = lease__on_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    lease__signal = 0;
+    sigaction(SIGINT, &sa, &old->intr);
+    sigaction(SIGTERM, &sa, &old->term);
+}
+
+static void lease__restore_signals(const lease_sigs *old) {
+    sigaction(SIGINT, &old->intr, NULL);
+    sigaction(SIGTERM, &old->term, NULL);
 }
 
 /* Sleeps ms, or less when a signal comes. */
@@ -115,7 +128,6 @@ static int lease__revoke(kvcli_ctx *ctx, kv_client *c, uint64_t id) {
  * the lease may still be alive (a new leader gives it its whole ttl), and
  * only a leader can tell. */
 static int lease__keepalive(kvcli_ctx *ctx, kv_client *c, uint64_t id) {
-    lease__catch_signals();
     uint64_t period_ms = 1000;
     bool first = true, failing = false;
     while (lease__signal == 0) {
@@ -189,8 +201,13 @@ int kvcli_cmd_lease(kvcli_ctx *ctx, int argc, char **argv) {
     switch (k) {
     case 0:
         return lease__grant(ctx, c, argv[2]);
-    case 1:
-        return lease__keepalive(ctx, c, id);
+    case 1: {
+        lease_sigs old;
+        lease__catch_signals(&old);
+        rc = lease__keepalive(ctx, c, id);
+        lease__restore_signals(&old);
+        return rc;
+    }
     case 2:
         return lease__revoke(ctx, c, id);
     default:
@@ -439,7 +456,8 @@ int kvcli_cmd_lock(kvcli_ctx *ctx, int argc, char **argv) {
         rc = kvcli_client(ctx, argv[0], &c);
     if (rc != 0)
         return rc;
-    lease__catch_signals();
+    lease_sigs old;
+    lease__catch_signals(&old);
     lock_state ls = {.c = c, .period_ms = ttl * 1000u / 3u};
     pthread_mutex_init(&ls.mu, NULL);
     pthread_cond_init(&ls.cv, NULL);
@@ -464,5 +482,6 @@ int kvcli_cmd_lock(kvcli_ctx *ctx, int argc, char **argv) {
                 ls.lease, kv_errword(rrc), ttl);
     pthread_cond_destroy(&ls.cv);
     pthread_mutex_destroy(&ls.mu);
+    lease__restore_signals(&old);
     return rc;
 }
