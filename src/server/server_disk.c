@@ -9,8 +9,9 @@
  * What the walk finds is acted on back on the loop. Over the quota it
  * raises the NOSPACE alarm: as leader it refuses writes with NOSPACE; reads
  * and deletes are still served. While the alarm is up it gives space back
- * on its own (a snapshot, which lets old log segments go, and a RocksDB
- * compaction, which drops deleted keys); the alarm clears by itself as soon
+ * on its own (its watch history up to now, a snapshot, which lets old log
+ * segments go, and a RocksDB compaction, which drops deleted keys and the
+ * history); the alarm clears by itself as soon
  * as usage is under the quota again. Nothing needs an operator.
  *
  * Each node watches its own disk; a follower over its quota keeps
@@ -69,9 +70,12 @@ static void disk_check(server *s) {
     if (s->nospace && applied != s->compacted_at && !server_log_backlogged(s) &&
         (s->compacted_ms == 0 || now - s->compacted_ms >= DISK_COMPACT_EVERY_MS)) {
         s->compacted_ms = now;
-        /* give space back: deleted keys out of RocksDB, old log segments out
+        /* give space back: the watch history (it holds the values of
+         * recent writes, deleted keys' too; a watcher caught up loses
+         * nothing), deleted keys out of RocksDB, old log segments out
          * behind a new snapshot */
         s->compacted_at = applied;
+        (void)sm_history_drop(s->sm); /* logged; a real fault fails the next apply */
         sm_compact(s->sm);
         server_snapshot_take(s);
     }

@@ -130,8 +130,12 @@ static int sm__load_meta(sm *s, uint64_t *format) {
         rv = sm__meta_u64(s, s->db, s->ro, SM_META_APPLIED_INDEX, &index);
     if (rv == 0)
         rv = sm__meta_u64(s, s->db, s->ro, SM_META_APPLIED_TERM, &term);
+    uint64_t dropped = 0;
+    if (rv == 0)
+        rv = sm__meta_u64(s, s->db, s->ro, SM_META_HISTORY_DROPPED, &dropped);
     if (rv != 0)
         return rv;
+    s->history_dropped = dropped;
     if (*format > SM_FORMAT) {
         KV_LOGE("VERSION", "state machine %s: format %llu, this build knows 1 to %u", s->dir,
                 (unsigned long long)*format, SM_FORMAT);

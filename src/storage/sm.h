@@ -165,8 +165,16 @@ uint64_t sm_applied_index(sm *s);
 uint64_t sm_applied_term(sm *s);
 
 /* The oldest revision whose watch history is kept: applied index -
- * history_revs + 1 (1 while fewer revisions exist). Any thread. */
+ * history_revs + 1 (1 while fewer revisions exist), or later after
+ * sm_history_drop. Any thread. */
 uint64_t sm_history_oldest(sm *s);
+
+/* Drops the watch history up to the applied index, on this node only, to
+ * give disk space back (the NOSPACE alarm): a watch from an earlier
+ * revision is then refused with COMPACTED here, never given less. The
+ * records and the new oldest revision go in one write, so a crash keeps
+ * both or neither. On the apply thread. 0 or a RocksDB error. */
+int sm_history_drop(sm *s);
 
 /* The applied index known durable in RocksDB (flushed); <= applied index. */
 uint64_t sm_durable_index(sm *s);

@@ -26,6 +26,7 @@ typedef struct sm__hview {
     rocksdb_readoptions_t *ro;
     rocksdb_iterator_t *it;
     uint64_t applied;
+    uint64_t dropped; /* sm_history_drop's oldest revision, 0: none */
 } sm__hview;
 
 static int sm__hview_open(sm *s, sm__hview *v, uint64_t from_rev) {
@@ -37,6 +38,8 @@ static int sm__hview_open(sm *s, sm__hview *v, uint64_t from_rev) {
     rocksdb_readoptions_set_snapshot(v->ro, v->snap);
     v->it = NULL;
     int rv = sm__meta_u64(s, s->db, v->ro, SM_META_APPLIED_INDEX, &v->applied);
+    if (rv == 0)
+        rv = sm__meta_u64(s, s->db, v->ro, SM_META_HISTORY_DROPPED, &v->dropped);
     if (rv != 0)
         return rv;
     v->it = rocksdb_create_iterator(s->db, v->ro);
@@ -134,8 +137,7 @@ int sm_history_read(sm *s, sm_history_pos *pos, const void *prefix, size_t plen,
         return KV_EINVAL;
     sm__hview v;
     int rv = sm__hview_open(s, &v, pos->rev);
-    uint64_t keep = s->opt.history_revs;
-    uint64_t oldest = v.applied > keep ? v.applied - keep + 1 : 1;
+    uint64_t oldest = sm__history_oldest_at(s, v.applied, v.dropped);
     if (rv == 0 && pos->rev < oldest && pos->rev <= v.applied)
         rv = KV_ECOMPACTED;
     uint64_t bytes = 0;

@@ -23,6 +23,7 @@
 #define SM_META_MEMBERSHIP "mmembership"
 #define SM_META_SESSIONS_V1 "msessions_count" /* format 1 only */
 #define SM_META_FORMAT "mformat"
+#define SM_META_HISTORY_DROPPED "mhistory_dropped" /* sm_history_drop's oldest */
 
 /* Version of the key layout above; stored under SM_META_FORMAT.
  *   1: sessions with their eviction order in 't' keys and a count in
@@ -89,6 +90,9 @@ void sm__entry_start(sm__batch *b, uint64_t rev);
 void sm__entry_end(sm__batch *b);
 /* Puts the call's history records into the batch, in revision order. */
 void sm__history_put(sm__batch *b);
+/* The oldest revision kept at applied index applied, with sm_history_drop's
+ * oldest dropped (0: none): sm_history_oldest, also of a RocksDB snapshot. */
+uint64_t sm__history_oldest_at(sm *s, uint64_t applied, uint64_t dropped);
 /* Deletes the history below sm_history_oldest when the applied index went
  * from before to after across a multiple of SM_HISTORY_TRIM_EVERY. */
 #define SM_HISTORY_TRIM_EVERY 4096u
@@ -183,6 +187,7 @@ struct sm {
     _Atomic uint64_t applied_index;
     _Atomic uint64_t applied_term;
     _Atomic uint64_t durable_index;
+    _Atomic uint64_t history_dropped; /* oldest revision after sm_history_drop, 0: none */
     sm__sessions sessions;    /* apply thread only */
     sm__leases leases;        /* apply thread only (sm_lease.c) */
     int broken;               /* apply thread: a failed apply whose sessions

@@ -196,27 +196,59 @@ void sm__history_put(sm__batch *b) {
     }
 }
 
-uint64_t sm_history_oldest(sm *s) {
-    uint64_t applied = atomic_load(&s->applied_index), keep = s->opt.history_revs;
-    return applied > keep ? applied - keep + 1 : 1;
+uint64_t sm__history_oldest_at(sm *s, uint64_t applied, uint64_t dropped) {
+    uint64_t keep = s->opt.history_revs;
+    uint64_t oldest = applied > keep ? applied - keep + 1 : 1;
+    return dropped > oldest ? dropped : oldest;
 }
 
-void sm__history_trim(sm *s, uint64_t before, uint64_t after) {
-    if (before / SM_HISTORY_TRIM_EVERY == after / SM_HISTORY_TRIM_EVERY)
-        return;
-    uint8_t from[1] = {SM_PREFIX_HISTORY}, to[9];
+uint64_t sm_history_oldest(sm *s) {
+    return sm__history_oldest_at(s, atomic_load(&s->applied_index),
+                                 atomic_load(&s->history_dropped));
+}
+
+/* Deletes the history records below rev in one write, with meta when not
+ * NULL (a put of v under it). */
+static int sm__history_delete_below(sm *s, uint64_t rev, const char *meta, uint64_t v) {
+    uint8_t from[1] = {SM_PREFIX_HISTORY}, to[9], val[8];
     to[0] = SM_PREFIX_HISTORY;
-    sm__put_be64(to + 1, sm_history_oldest(s));
+    sm__put_be64(to + 1, rev);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     rocksdb_writebatch_delete_range(wb, (char *)from, sizeof from, (char *)to, sizeof to);
+    if (meta != NULL) {
+        kv_put_u64(val, v);
+        rocksdb_writebatch_put(wb, meta, strlen(meta), (char *)val, sizeof val);
+    }
     char *err = NULL;
     rocksdb_write(s->db, s->wo, wb, &err);
     rocksdb_writebatch_destroy(wb);
-    if (err != NULL) { /* the next trim tries again; a real fault fails the next apply */
-        KV_LOGW(kv_errword(sm__fail(s, err)), "state machine %s: trimming watch history: %s",
-                s->dir, err);
-        rocksdb_free(err);
+    if (err == NULL)
+        return 0;
+    int rv = sm__fail(s, err);
+    KV_LOGW(kv_errword(rv), "state machine %s: deleting watch history below %llu: %s", s->dir,
+            (unsigned long long)rev, err);
+    rocksdb_free(err);
+    return rv;
+}
+
+int sm_history_drop(sm *s) {
+    uint64_t rev = atomic_load(&s->applied_index) + 1;
+    if (rev <= sm_history_oldest(s))
+        return 0;
+    int rv = sm__history_delete_below(s, rev, SM_META_HISTORY_DROPPED, rev);
+    if (rv == 0) {
+        atomic_store(&s->history_dropped, rev);
+        KV_LOGW("HISTORY", "state machine %s: watch history before revision %llu dropped to give "
+                "space back; a watch from earlier gets COMPACTED", s->dir, (unsigned long long)rev);
     }
+    return rv;
+}
+
+void sm__history_trim(sm *s, uint64_t before, uint64_t after) {
+    /* a failure is logged; the next trim tries again, and a real fault
+     * fails the next apply */
+    if (before / SM_HISTORY_TRIM_EVERY != after / SM_HISTORY_TRIM_EVERY)
+        (void)sm__history_delete_below(s, sm_history_oldest(s), NULL, 0);
 }
 
 int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys) {

@@ -242,6 +242,31 @@ START_TEST(test_trim_and_compacted) {
 }
 END_TEST
 
+/* The NOSPACE alarm drops this node's history up to the applied index: a
+ * watch from before is refused, never given less, also after a reopen;
+ * what is written afterwards is kept as usual. */
+START_TEST(test_drop) {
+    four_writes();
+    ck_assert_int_eq(sm_history_drop(S), 0);
+    ck_assert_uint_eq(sm_history_oldest(S), 5);
+    seen s;
+    ck_assert_int_eq(read_all(1, "", 1u << 20, &s, NULL), KV_ECOMPACTED);
+    ck_assert_int_eq(read_all(4, "", 1u << 20, &s, NULL), KV_ECOMPACTED);
+    put(5, "c", "5");
+    sm_close(S);
+    S = open_with(db, 5);
+    ck_assert_uint_eq(sm_history_oldest(S), 5);
+    ck_assert_int_eq(read_all(4, "", 1u << 20, &s, NULL), KV_ECOMPACTED);
+    ck_assert_int_eq(read_all(5, "", 1u << 20, &s, NULL), 0);
+    ck_assert_str_eq(s.text, "PUT c 5 5 5 1\n");
+    ck_assert_int_eq(sm_history_drop(S), 0); /* again: from 6 */
+    ck_assert_uint_eq(sm_history_oldest(S), 6);
+    for (uint64_t i = 6; i <= 12; i++)
+        put(i, "d", "x"); /* the count of kept revisions moves past the drop */
+    ck_assert_uint_eq(sm_history_oldest(S), 8);
+}
+END_TEST
+
 START_TEST(test_survives_reopen_and_restore) {
     four_writes();
     char snaps[4096];
@@ -293,6 +318,7 @@ static Suite *suite(void) {
     tcase_add_test(t, test_read_in_steps);
     tcase_add_test(t, test_split_inside_a_record);
     tcase_add_test(t, test_trim_and_compacted);
+    tcase_add_test(t, test_drop);
     tcase_add_test(t, test_survives_reopen_and_restore);
     tcase_add_test(t, test_bad_arguments);
     suite_add_tcase(s, t);
