@@ -9,13 +9,19 @@
 # KV_BENCH_PORT+1..3), driven by kvbench through libkvclient. etcd: the
 # shared anchor (../shared/tools/etcd-anchor/run.sh, a 3-member etcd measured
 # with etcd's own Go client; it installs etcd and Go from Debian on first
-# use) for put and get, and for mixed and failover a 3-member etcd of our own
-# (the anchor's etcd binary and flags, ports 24110-24131 or ETCD_EXTRA_PORT)
-# driven by bench/etcd/etcdextra.go, built like the anchor's client.
+# use) for put and get, and for mixed, txn, watch and failover a 3-member
+# etcd of our own (the anchor's etcd binary and flags, ports 24110-24131 or
+# ETCD_EXTRA_PORT) driven by bench/etcd/etcdextra.go, built like the
+# anchor's client.
 #
 # Workloads, 256-byte values: put at 1, 16, 64, 256 and 1,024 clients
 # (synchronous, one request in flight each), get (linearizable) at 64, mixed
-# 90% gets / 10% puts at 64 over 1,000 keys, kv's put with 8 connections x 64
+# 90% gets / 10% puts at 64 over 1,000 keys, txn at 64 (each a compare-and-
+# swap of a random one of 1,000 keys: if its value is the one the client last
+# read then put a new one else get it; a failed compare is an answer, not an
+# error), watch (one watcher on a prefix, 16 writers putting under it:
+# events/s delivered, put sent to event received, events missed as errors;
+# kvbench watch, etcdextra -op watch), kv's put with 8 connections x 64
 # in flight, kv's put and get with 64 threads sharing one kv_client
 # (kvbench --shared 64, the CSV's depth "1s64"), and N failover rounds (default 10; --quick 3): kill -9 of the
 # leader, then the time until the first put sent after the kill is
@@ -72,10 +78,10 @@ for b in kvbench kvd kvcli; do
 done
 if [ $quick = 1 ]; then
   rounds=${rounds:-3}
-  n_put1=500 n_put16=4000 n_put=10000 n_put1024=4096 n_read=10000 n_async=20000
+  n_put1=500 n_put16=4000 n_put=10000 n_put1024=4096 n_read=10000 n_async=20000 n_txn=3000 n_watch=2000
 else
   rounds=${rounds:-10}
-  n_put1=2000 n_put16=20000 n_put=40000 n_put1024=10240 n_read=40000 n_async=80000
+  n_put1=2000 n_put16=20000 n_put=40000 n_put1024=10240 n_read=40000 n_async=80000 n_txn=10000 n_watch=8000
 fi
 stamp=$(date +%Y-%m-%d-%H%M%S)
 mkdir -p bench/results
@@ -252,7 +258,8 @@ for args in "put --clients 1 --requests $n_put1" "put --clients 16 --requests $n
   "put --clients 64 --requests $n_put" "put --clients 256 --requests $n_put" \
   "put --clients 8 --async 64 --requests $n_async" "get --clients 64 --requests $n_read" \
   "put --clients 64 --shared 64 --requests $n_put" "get --clients 64 --shared 64 --requests $n_read" \
-  "mixed --clients 64 --requests $n_read --read-ratio 0.9 --keys 1000"; do
+  "mixed --clients 64 --requests $n_read --read-ratio 0.9 --keys 1000" \
+  "txn --clients 64 --requests $n_txn --keys 1000" "watch --clients 16 --requests $n_watch"; do
   # shellcheck disable=SC2086 # the words of one row
   kv_row $args
   [ -z "$kv_line" ] || record kv "$kv_line"
@@ -307,7 +314,7 @@ if [ $etcd = 1 ] && { [ -x "$anchor" ] || [ $fo_only = 1 ]; }; then
     record_anchor "$l"
   done <<<"$alines"
   fi
-  echo "# etcd: mixed and failover on our own 3 members, ports $((etcd_base + 10))-$((etcd_base + 31))" >&2
+  echo "# etcd: mixed, txn, watch and failover on our own 3 members, ports $((etcd_base + 10))-$((etcd_base + 31))" >&2
   mkdir -p build/etcdextra/src/etcdextra
   cp bench/etcd/etcdextra.go build/etcdextra/src/etcdextra/main.go
   GO111MODULE=off GOPATH="$root/build/etcdextra:/usr/share/gocode" GOCACHE="$root/build/etcdextra/cache" \
@@ -315,9 +322,12 @@ if [ $etcd = 1 ] && { [ -x "$anchor" ] || [ $fo_only = 1 ]; }; then
   for i in 1 2 3; do etcd_start "$i"; done
   etcd_wait_healthy
   if [ $fo_only = 0 ]; then
-    line=$(build/etcdextra/etcdextra -op mixed -endpoints "$etcd_eps" -clients 64 -total $n_read \
-      -val 256 -keys 1000 -read-ratio 0.9 2>>"$dir/etcdextra.err") || true
-    [ -n "$line" ] && { echo "# etcd $line" >&2; record etcd "$line"; }
+    for args in "-op mixed -clients 64 -total $n_read -keys 1000 -read-ratio 0.9" \
+      "-op txn -clients 64 -total $n_txn -keys 1000" "-op watch -clients 16 -total $n_watch"; do
+      # shellcheck disable=SC2086 # the words of one row
+      line=$(build/etcdextra/etcdextra $args -endpoints "$etcd_eps" -val 256 2>>"$dir/etcdextra.err") || true
+      [ -n "$line" ] && { echo "# etcd $line" >&2; record etcd "$line"; }
+    done
   fi
   for r in $(seq "$rounds"); do
     # -timeout 100ms: clientv3 leaves a put sent to the dead member waiting
@@ -361,6 +371,8 @@ figure "get (linearizable), 64 clients" get 64 1
 figure "put, 64 threads sharing one kv_client (etcd: its 64-client row)" put 64 1s64 1
 figure "get, 64 threads sharing one kv_client (etcd: its 64-client row)" get 64 1s64 1
 figure "mixed 90% get / 10% put, 64 clients" mixed 64 1
+figure "txn: compare-and-swap of a random key of 1,000, 64 clients" txn 64 1
+figure "watch: events/s to one prefix watcher, 16 writers (latency: put sent to event; errors: events missed)" watch 16 1
 read -r kmed kmax <<<"$(fo_stats kv)"
 read -r emed emax <<<"$(fo_stats etcd)"
 nk=$(for r in $(seq "$rounds"); do echo "${fo["kv $r"]:-}"; done | grep -cE '^[0-9.]+$' || true)

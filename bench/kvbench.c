@@ -22,7 +22,9 @@
  *               [--token-file F]
  *   kvbench get --cluster HOST:PORT,... [same flags] [--keys K]
  *   kvbench mixed --cluster HOST:PORT,... [same flags] [--keys K] [--read-ratio R]
- *   any of the three with --json: the same fields as one JSON object
+ *   kvbench txn --cluster HOST:PORT,... [same flags but --async] [--keys K]
+ *   kvbench watch --cluster HOST:PORT,... [same flags but --async]
+ *   any of these with --json: the same fields as one JSON object
  *
  * put: C clients (threads, each with its own kv_client and connection) write
  * N values of BYTES bytes (fixed-seed random) to N distinct keys, each
@@ -34,12 +36,26 @@
  * get: writes K keys first, then reads N of them (fixed-seed random) the
  * same way. mixed: writes K keys first, then each request is, with
  * probability R (default 0.9), a linearizable get of a random one of them,
- * else a put of BYTES bytes to a random one. A request's latency runs from
- * the call (or the queueing) to its answer; every request counts, failed
- * ones too. Percentiles come from a log-linear histogram (hist.h: at most
- * 0.8% above the true value, bounded memory):
+ * else a put of BYTES bytes to a random one. txn: writes K keys first, then
+ * each request is one transaction on a random one of them, a compare-and-
+ * swap: if its value is the one this client last read (at first the value
+ * written first; version 0 if it was absent) then put a new value (its first
+ * 8 bytes a tag unique to the write) else get it, which the client then
+ * remembers. A failed compare is an answer, not an error: the line adds
+ * compares_failed= and keys=. watch (default 16 clients): one watcher on the
+ * prefix kvbench/watch/ from a marker's revision, then the C clients put N
+ * values under it, the first 8 bytes of each the CLOCK_REALTIME ns of the
+ * send; ops_per_s is events received / seconds from the first put to the
+ * last event, p50_us... run from a put's send to its event's arrival,
+ * errors counts the puts the watcher never saw (it stops once it saw all,
+ * or at its first idle second after the writers are done); the line adds
+ * events=, duplicates= and put_errors= (puts that failed). A request's
+ * latency runs from the call (or the queueing) to its answer; every request
+ * counts, failed ones too. Percentiles come from a log-linear histogram
+ * (hist.h: at most 0.8% above the true value, bounded memory):
  *   op=put clients=C depth=D requests=N size=B secs=S ops_per_s=R p50_us=X p99_us=Y
- *   p999_us=Z errors=E          (one line; mixed adds read_ratio=R keys=K)
+ *   p999_us=Z errors=E          (one line; mixed adds read_ratio=R keys=K,
+ *                                txn and watch what is said above)
  * errors: requests whose status was not 0; the first one's code word goes
  * to stderr. Only built with libkvclient (the kvd components).
  *
@@ -60,6 +76,7 @@
 #include "common/clock.h"
 #ifdef KVBENCH_CLUSTER
 #include "kv/client.h"
+#include "kvbench.h"
 #endif
 #include "bench/sm_bench.h"
 #include "kv/errors.h"
@@ -88,31 +105,38 @@
 #define BENCH_PROBE_NS 1000000000ull
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: kvbench <subcommand> [flags]\n"
-                 "subcommands:\n"
-                 "  wal --data-dir DIR [--records N] [--size BYTES] [--writers W] [--threads T]\n"
-                 "      [--coalesce]\n"
-                 "      write N records of BYTES bytes from W concurrent writers (on T\n"
-                 "      threads, default min(W, 4)) through the WAL; each record is its own\n"
-                 "      append, or with --coalesce a thread appends its ready writers'\n"
-                 "      records in one call\n"
-                 "  put --cluster HOST:PORT,... [--clients C] [--requests N] [--size BYTES]\n"
-                 "      [--async DEPTH | --shared S] [--timeout-ms T] [--token-file F]\n"
-                 "      C clients each doing synchronous puts of BYTES-byte values to distinct\n"
-                 "      keys (default 64 clients, 10000 requests, 256 bytes); --async: each\n"
-                 "      client keeps DEPTH puts in flight on its connection; --shared: the C\n"
-                 "      threads share one kv_client (and connection) per S threads\n"
-                 "  get --cluster HOST:PORT,... [same flags] [--keys K]\n"
-                 "      writes K keys (default 1000), then N gets of random ones\n"
-                 "  mixed --cluster HOST:PORT,... [same flags] [--keys K] [--read-ratio R]\n"
-                 "      writes K keys, then N requests over them: a fraction R (default 0.9)\n"
-                 "      linearizable gets, the rest puts\n"
-                 "      put, get, mixed: --json prints the result as one JSON object\n"
-                 "  writer --cluster HOST:PORT,... [--size BYTES] [--seconds S]\n"
-                 "      one client putting in a loop for S seconds (default 60), retrying\n"
-                 "      until acknowledged; a line \"SEND_NS ACK_NS\" per acknowledgement\n"
-                 "  sm --data-dir DIR [--entries N] [--size BYTES] [--clients C] [--batch K]\n"
-                 "      applies N session PUTs to a fresh state machine, K per call (sm_bench.c)\n");
+    fprintf(out,
+            "usage: kvbench <subcommand> [flags]\n"
+            "subcommands:\n"
+            "  wal --data-dir DIR [--records N] [--size BYTES] [--writers W] [--threads T]\n"
+            "      [--coalesce]\n"
+            "      write N records of BYTES bytes from W concurrent writers (on T\n"
+            "      threads, default min(W, 4)) through the WAL; each record is its own\n"
+            "      append, or with --coalesce a thread appends its ready writers'\n"
+            "      records in one call\n"
+            "  put --cluster HOST:PORT,... [--clients C] [--requests N] [--size BYTES]\n"
+            "      [--async DEPTH | --shared S] [--timeout-ms T] [--token-file F]\n"
+            "      C clients each doing synchronous puts of BYTES-byte values to distinct\n"
+            "      keys (default 64 clients, 10000 requests, 256 bytes); --async: each\n"
+            "      client keeps DEPTH puts in flight on its connection; --shared: the C\n"
+            "      threads share one kv_client (and connection) per S threads\n"
+            "  get --cluster HOST:PORT,... [same flags] [--keys K]\n"
+            "      writes K keys (default 1000), then N gets of random ones\n"
+            "  mixed --cluster HOST:PORT,... [same flags] [--keys K] [--read-ratio R]\n"
+            "      writes K keys, then N requests over them: a fraction R (default 0.9)\n"
+            "      linearizable gets, the rest puts\n"
+            "  txn --cluster HOST:PORT,... [same flags] [--keys K]\n"
+            "      writes K keys, then N compare-and-swaps over them: put if the value is\n"
+            "      the one this client last read, else get it\n"
+            "  watch --cluster HOST:PORT,... [same flags]\n"
+            "      one watcher on a prefix, C writers (default 16) putting N values under\n"
+            "      it; events/s and latency from a put's send to its event\n"
+            "      put, get, mixed, txn, watch: --json prints the result as one JSON object\n"
+            "  writer --cluster HOST:PORT,... [--size BYTES] [--seconds S]\n"
+            "      one client putting in a loop for S seconds (default 60), retrying\n"
+            "      until acknowledged; a line \"SEND_NS ACK_NS\" per acknowledgement\n"
+            "  sm --data-dir DIR [--entries N] [--size BYTES] [--clients C] [--batch K]\n"
+            "      applies N session PUTs to a fresh state machine, K per call (sm_bench.c)\n");
 }
 
 static int bad_flag(const char *sub, const char *flag, const char *why) {
@@ -446,73 +470,12 @@ static int cmd_wal(int argc, char **argv) {
 #ifdef KVBENCH_CLUSTER
 /* ---- put / get against a cluster (libkvclient) ------------------------------ */
 
-#define BENCH_CLIENTS_MAX 4096u
-#define BENCH_KEYS_MAX 10000000u
-#define BENCH_KEY_BYTES 32
-#define BENCH_PRELOAD_DEPTH 128u
-
-typedef struct cluster_bench cluster_bench;
-typedef struct bench_client bench_client;
-
-typedef enum bench_op { BENCH_PUT, BENCH_GET, BENCH_MIXED } bench_op;
-
-/* One asynchronous request: when it was queued, for its latency. */
-typedef struct bench_req {
-    bench_client *cl;
-    uint64_t t0_ns;
-} bench_req;
-
-struct bench_client {
-    cluster_bench *b;
-    pthread_t tid;
-    kv_client *c;          /* --shared: one of b->shared_clients */
-    uint64_t first, count; /* its request numbers */
-    uint64_t rng;
-    uint8_t *value;
-    bench_req *reqs; /* --async: one per request, made before the clock starts */
-    uint64_t done;
-    int open_rc;
-};
-
-struct cluster_bench {
-    bench_op op;
-    const char *name; /* op as typed: put, get, mixed */
-    const char *cluster;
-    struct kv_client_options opts;
-    uint64_t clients, requests, size, depth, keys, timeout_ms;
-    uint64_t shared;            /* threads per kv_client; 0: each its own */
-    kv_client **shared_clients; /* --shared: ceil(clients / shared), opened first */
-    int shared_open_rc;
-    double read_ratio; /* mixed: the fraction of gets, in [0, 1] */
-    bool json;
-    hist lat; /* microseconds, every request, failed ones too */
-    pthread_barrier_t start;
-    uint64_t errors;
-    int first_error;
-};
-
-/* xorshift64*: fixed seeds, so a run writes what the last one wrote. */
-static uint64_t bench_rand(uint64_t *s) {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545F4914F6CDD1Dull;
-}
-
-static void bench_fill(uint64_t *rng, uint8_t *buf, uint64_t len) {
-    for (uint64_t i = 0; i < len; i += 8) {
-        uint64_t r = bench_rand(rng);
-        memcpy(buf + i, &r, len - i < 8 ? len - i : 8);
-    }
-}
-
-/* preloaded: one of the K keys that get and mixed read (and mixed writes) */
-static int bench_key(char *buf, bool preloaded, uint64_t n) {
+int bench_key(char *buf, bool preloaded, uint64_t n) {
     return snprintf(buf, BENCH_KEY_BYTES,
                     preloaded ? "kvbench/get/%08" PRIu64 : "kvbench/%010" PRIu64, n);
 }
 
-static void bench_record(cluster_bench *b, uint64_t t0_ns, int status) {
+void bench_record(cluster_bench *b, uint64_t t0_ns, int status) {
     hist_add(&b->lat, (kv_now_ns() - t0_ns) / 1000);
     if (status != 0) {
         __atomic_fetch_add(&b->errors, 1, __ATOMIC_RELAXED);
@@ -547,6 +510,14 @@ static int bench_next_key(bench_client *cl, uint64_t i, char *key, bool *get) {
 static void bench_sync(bench_client *cl) {
     cluster_bench *b = cl->b;
     char key[BENCH_KEY_BYTES];
+    if (b->op == BENCH_TXN || b->op == BENCH_WATCH) { /* kvbench_txn_watch.c */
+        for (uint64_t i = 0; i < cl->count; i++) {
+            uint64_t t0 = kv_now_ns();
+            bench_record(b, t0,
+                         b->op == BENCH_TXN ? bench_txn_request(cl) : bench_watch_put(cl, i));
+        }
+        return;
+    }
     for (uint64_t i = 0; i < cl->count; i++) {
         bool get;
         int klen = bench_next_key(cl, i, key, &get);
@@ -628,6 +599,11 @@ static void bench_preload_done(void *arg, int status, const void *value, size_t 
         st->first_error = status;
 }
 
+void bench_preload_value(uint8_t *buf, uint64_t size) {
+    uint64_t rng = 0x9E3779B97F4A7C15ull;
+    bench_fill(&rng, buf, size);
+}
+
 static int bench_preload(cluster_bench *b) {
     kv_client *c = NULL;
     int rc = kv_client_open(&c, b->cluster, &b->opts);
@@ -635,8 +611,8 @@ static int bench_preload(cluster_bench *b) {
         return rc;
     uint8_t *value = malloc(b->size + 8);
     assert(value != NULL);
-    uint64_t rng = 0x9E3779B97F4A7C15ull, next = 0;
-    bench_fill(&rng, value, b->size);
+    uint64_t next = 0;
+    bench_preload_value(value, b->size);
     bench_preload_state st = {0};
     while (st.done < b->keys && rc >= 0) {
         while (next < b->keys && kv_client_inflight(c) < BENCH_PRELOAD_DEPTH) {
@@ -670,6 +646,10 @@ static void bench_print(const cluster_bench *b, double secs) {
            b->requests / secs, p50, p99, p999, b->errors);
     if (b->shared > 0)
         printf(b->json ? ",\"shared\":%" PRIu64 : " shared=%" PRIu64, b->shared);
+    if (b->op == BENCH_TXN)
+        printf(b->json ? ",\"compares_failed\":%" PRIu64 ",\"keys\":%" PRIu64
+                       : " compares_failed=%" PRIu64 " keys=%" PRIu64,
+               b->compares_failed, b->keys);
     if (b->op == BENCH_MIXED)
         printf(b->json ? ",\"read_ratio\":%.3f,\"keys\":%" PRIu64
                        : " read_ratio=%.3f keys=%" PRIu64,
@@ -677,15 +657,42 @@ static void bench_print(const cluster_bench *b, double secs) {
     printf(b->json ? "}\n" : "\n");
 }
 
+/* Before the clients start: the keys (get, mixed, txn) or the watcher
+ * (watch). 0, or 1 (failed, printed). */
+static int run_before(cluster_bench *b) {
+    if (b->op == BENCH_TXN) {
+        b->preload_value = malloc(b->size + 8);
+        assert(b->preload_value != NULL);
+        bench_preload_value(b->preload_value, b->size);
+    }
+    int rc = b->op == BENCH_WATCH ? bench_watch_start(b)
+             : b->op != BENCH_PUT ? bench_preload(b)
+                                  : 0;
+    if (rc != 0)
+        fprintf(stderr, "kvbench %s: %s: %s\n", b->name,
+                b->op == BENCH_WATCH ? "starting the watcher" : "writing the keys", kv_errword(rc));
+    return rc != 0;
+}
+
+static void clients_free(cluster_bench *b, bench_client *cls, uint64_t groups) {
+    for (uint64_t i = 0; i < b->clients; i++) {
+        if (groups == 0)
+            kv_client_close(cls[i].c);
+        free(cls[i].value);
+        free(cls[i].reqs);
+        free(cls[i].seen);
+        free(cls[i].expect);
+    }
+    for (uint64_t g = 0; g < groups; g++)
+        kv_client_close(b->shared_clients[g]);
+    free(b->shared_clients);
+    free(cls);
+}
+
 static int run_cluster(cluster_bench *b) {
     const char *op = b->name;
-    if (b->op != BENCH_PUT) {
-        int rc = bench_preload(b);
-        if (rc != 0) {
-            fprintf(stderr, "kvbench %s: writing the keys: %s\n", op, kv_errword(rc));
-            return 1;
-        }
-    }
+    if (run_before(b) != 0)
+        return 1;
     bench_client *cls = calloc(b->clients, sizeof *cls);
     assert(cls != NULL);
     uint64_t groups = b->shared ? (b->clients + b->shared - 1) / b->shared : 0;
@@ -702,9 +709,12 @@ static int run_cluster(cluster_bench *b) {
                                 .first = first,
                                 .count = n,
                                 .rng = 0x9E3779B97F4A7C15ull * (i + 2),
+                                .index = i,
                                 .c = groups ? b->shared_clients[i / b->shared] : NULL,
                                 .value = malloc(b->size + 8)};
         assert(cls[i].value != NULL);
+        if (b->op == BENCH_TXN)
+            bench_txn_client_init(&cls[i]);
         if (b->depth > 0) {
             cls[i].reqs = calloc(n + 1, sizeof *cls[i].reqs);
             assert(cls[i].reqs != NULL);
@@ -722,27 +732,27 @@ static int run_cluster(cluster_bench *b) {
         pthread_join(cls[i].tid, NULL);
         open_rc = open_rc ? open_rc : cls[i].open_rc;
     }
-    double secs = (double)(kv_now_ns() - t0) / 1e9;
-    for (uint64_t i = 0; i < b->clients; i++) {
-        if (groups == 0)
-            kv_client_close(cls[i].c);
-        free(cls[i].value);
-        free(cls[i].reqs);
-    }
-    for (uint64_t g = 0; g < groups; g++)
-        kv_client_close(b->shared_clients[g]);
-    free(b->shared_clients);
-    free(cls);
+    double secs =
+        b->op == BENCH_WATCH ? bench_watch_finish(b, t0) : (double)(kv_now_ns() - t0) / 1e9;
+    clients_free(b, cls, groups);
     pthread_barrier_destroy(&b->start);
     if (open_rc != 0) {
         fprintf(stderr, "kvbench %s: connecting to %s: %s\n", op, b->cluster, kv_errword(open_rc));
         return 1;
     }
-    bench_print(b, secs);
+    uint64_t missing = 0;
+    if (b->op == BENCH_WATCH) {
+        bench_watch_print(b, secs);
+        missing = bench_watch_missing(b->watch);
+        if (missing > 0)
+            fprintf(stderr, "kvbench watch: %" PRIu64 " puts never seen by the watcher\n", missing);
+    } else {
+        bench_print(b, secs);
+    }
     if (b->errors > 0)
         fprintf(stderr, "kvbench %s: %" PRIu64 " requests failed, the first with %s\n", op,
                 b->errors, kv_errword(b->first_error));
-    return b->errors > 0 ? 1 : 0;
+    return b->errors > 0 || missing > 0 ? 1 : 0;
 }
 
 /* Parses a decimal fraction in [0, 1]; false when it is not one. */
@@ -809,14 +819,37 @@ static int cluster_flag(cluster_bench *b, const char *flag, const char *val, int
     return 1;
 }
 
+/* The flags that only make sense together, once all are parsed: 0 or 2
+ * (bad usage, printed). */
+static int cluster_check(const cluster_bench *b) {
+    const char *op = b->name;
+    bool tw = b->op == BENCH_TXN || b->op == BENCH_WATCH;
+    if (b->cluster == NULL)
+        return bad_flag(op, "--cluster", "required");
+    if (b->clients > b->requests)
+        return bad_flag(op, "--clients", "more clients than requests");
+    if (b->shared > 0 && b->depth > 0)
+        return bad_flag(op, "--shared", "not with --async (one form at a time on a client)");
+    if (tw && b->depth > 0)
+        return bad_flag(op, "--async", "not for txn and watch");
+    if (tw && b->size < 8)
+        return bad_flag(op, "--size", "txn and watch need at least 8 bytes (a tag, a time)");
+    if (b->op == BENCH_TXN && b->clients * b->keys > BENCH_TXN_SEEN_MAX)
+        return bad_flag(op, "--keys", "clients x keys over 2^26 (each client remembers each key)");
+    return 0;
+}
+
 static int cmd_cluster(const char *op, int argc, char **argv) {
     cluster_bench *b = calloc(1, sizeof *b); /* the histogram: 26 KiB */
     assert(b != NULL);
+    bool watch = strcmp(op, "watch") == 0;
     *b = (cluster_bench){.op = strcmp(op, "put") == 0   ? BENCH_PUT
                                : strcmp(op, "get") == 0 ? BENCH_GET
+                               : strcmp(op, "txn") == 0 ? BENCH_TXN
+                               : watch                  ? BENCH_WATCH
                                                         : BENCH_MIXED,
                          .name = op,
-                         .clients = 64,
+                         .clients = watch ? 16 : 64,
                          .requests = 10000,
                          .size = 256,
                          .keys = 1000,
@@ -838,22 +871,20 @@ static int cmd_cluster(const char *op, int argc, char **argv) {
             rv = 2;
         i += used - 1;
     }
-    if (rv == 0 && b->cluster == NULL)
-        rv = bad_flag(op, "--cluster", "required");
-    if (rv == 0 && b->clients > b->requests)
-        rv = bad_flag(op, "--clients", "more clients than requests");
-    if (rv == 0 && b->shared > 0 && b->depth > 0)
-        rv = bad_flag(op, "--shared", "not with --async (one form at a time on a client)");
+    if (rv == 0)
+        rv = cluster_check(b);
     if (rv == 0) {
         b->opts.timeout_ms = (uint32_t)b->timeout_ms;
         rv = run_cluster(b);
     }
+    bench_watch_free(b->watch);
+    free(b->preload_value);
     free(b);
     return rv;
 }
 
 /* writer: one synchronous client putting in a loop (see the top comment). */
-static uint64_t bench_realtime_ns(void) {
+uint64_t bench_realtime_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
@@ -936,7 +967,9 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "sm") == 0) /* the state machine alone: sm_bench.c */
         return kvbench_sm(argc - 2, argv + 2);
 #ifdef KVBENCH_CLUSTER
-    if (strcmp(argv[1], "put") == 0 || strcmp(argv[1], "get") == 0 || strcmp(argv[1], "mixed") == 0)
+    if (strcmp(argv[1], "put") == 0 || strcmp(argv[1], "get") == 0 ||
+        strcmp(argv[1], "mixed") == 0 || strcmp(argv[1], "txn") == 0 ||
+        strcmp(argv[1], "watch") == 0)
         return cmd_cluster(argv[1], argc - 2, argv + 2);
     if (strcmp(argv[1], "writer") == 0)
         return cmd_writer(argc - 2, argv + 2);
