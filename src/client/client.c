@@ -378,18 +378,7 @@ static int sync_run(kv_client *c, kvc_slot *s, kvc_result *res) {
 }
 
 int kv_put(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len) {
-    int rc = kvc_check_key(key, key_len);
-    if (rc == 0)
-        rc = kvc_check_value(value, value_len);
-    kvc_result res = {0};
-    kvc_slot *s = rc == 0 ? kvc_sync_begin(c, KV__REQUEST__TYPE__PUT, &res, &rc) : NULL;
-    if (s == NULL)
-        return rc;
-    s->key = key;
-    s->key_len = (uint32_t)key_len;
-    s->value = value;
-    s->value_len = (uint32_t)value_len;
-    return sync_run(c, s, &res);
+    return kv_put_lease(c, key, key_len, value, value_len, 0); /* lease.c */
 }
 
 static int get(kv_client *c, const void *key, size_t key_len, bool stale, void **value,

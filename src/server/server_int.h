@@ -287,6 +287,10 @@ void server_wait_index(server *s, net_conn *c, uint64_t req_id, uint64_t index);
 void server_req_done(server *s, enum server_req_kind kind, uint64_t t0_ns);
 /* Answers the GET or SCAN q on c from the state machine as it is now. */
 void server_serve_read(server *s, net_conn *c, const Kv__Request *q);
+/* Queues q for a ReadIndex round (node_read); io_read_done answers it and
+ * frees q. Not the leader, or too many reads waiting: answered now. */
+void server_read_round(server *s, net_conn *c, Kv__Request *q, enum server_req_kind kind,
+                       uint64_t t0_ns);
 
 /* server_lease.c: leases (the leader's deadlines and expiry) */
 /* LEASE_KEEPALIVE and LEASE_LIST: a read round, then server_lease_serve.

@@ -23,6 +23,7 @@
 #include "server/server_int.h"
 
 #include "common/clock.h"
+#include "common/idsearch.h"
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "kv/limits.h"
@@ -44,16 +45,10 @@ KV_STATIC_ASSERT((uint64_t)KV_LEASES_MAX * 24u + 64u * 1024u < KV_FRAME_BYTES_MA
 
 /* ---- the deadline table ---------------------------------------------------- */
 
+_Static_assert(offsetof(server_lease, id) == 0, "kv_id_lower_bound finds leases by id");
+
 static size_t dl_pos(const server_leases *t, uint64_t id) {
-    size_t lo = 0, hi = t->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (t->v[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
+    return kv_id_lower_bound(t->v, t->n, sizeof *t->v, id);
 }
 
 static server_lease *dl_find(server_leases *t, uint64_t id) {
@@ -270,15 +265,5 @@ void server_lease_request(server *s, net_conn *c, Kv__Request *q) {
         return;
     }
     /* a read round: answered by server_lease_serve from io_read_done */
-    node_tag tag = {.owner = c, .data = q, .id = q->id, .kind = SERVER_REQ_NONE};
-    int rc = node_read(s->node, &tag);
-    if (rc != 0) {
-        if (rc == KV_ENOTLEADER)
-            server_reply_not_leader(s, c, q->id);
-        else
-            server_reply_code(c, q->id, rc, "too many reads waiting");
-        kv__request__free_unpacked(q, NULL);
-        return;
-    }
-    net_conn_ref(c); /* and q, kept in the tag: io_read_done frees both */
+    server_read_round(s, c, q, SERVER_REQ_NONE, 0);
 }

@@ -362,7 +362,12 @@ static void read_request(server *s, net_conn *c, Kv__Request *q) {
         kv__request__free_unpacked(q, NULL);
         return;
     }
-    node_tag tag = {.owner = c, .data = q, .id = q->id, .kind = kind, .t0_ns = t0};
+    server_read_round(s, c, q, kind, t0);
+}
+
+void server_read_round(server *s, net_conn *c, Kv__Request *q, enum server_req_kind kind,
+                       uint64_t t0_ns) {
+    node_tag tag = {.owner = c, .data = q, .id = q->id, .kind = kind, .t0_ns = t0_ns};
     int rc = node_read(s->node, &tag);
     if (rc != 0) {
         if (rc == KV_ENOTLEADER)

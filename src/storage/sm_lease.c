@@ -25,6 +25,7 @@
  */
 #include "storage/sm_internal.h"
 
+#include "common/idsearch.h"
 #include "common/logging.h"
 #include "kv/errors.h"
 #include "kv/limits.h"
@@ -39,16 +40,10 @@
 /* ---- the table ---------------------------------------------------------- */
 
 /* The slot of id in t, or where it would go (the first with a greater id). */
+_Static_assert(offsetof(sm_lease_info, id) == 0, "kv_id_lower_bound finds leases by id");
+
 static size_t sm__lease_pos(const sm__leases *t, uint64_t id) {
-    size_t lo = 0, hi = t->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (t->v[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
+    return kv_id_lower_bound(t->v, t->n, sizeof *t->v, id);
 }
 
 static sm_lease_info *sm__lease_find(sm__leases *t, uint64_t id) {
