@@ -183,8 +183,9 @@ uint64_t sm_durable_index(sm *s);
  * caller (free()). KV_ENOTFOUND when none was applied yet. */
 int sm_membership(sm *s, uint8_t **buf, size_t *len);
 
-/* xxh3 over every user key and value in key order, plus the applied index,
- * taken from one consistent RocksDB snapshot. */
+/* xxh3 over every user key and record, lease and lease index entry in key
+ * order (not the watch history, which a node may have dropped), plus the
+ * applied index, taken from one consistent RocksDB snapshot. */
 int sm_hash(sm *s, uint64_t *hash);
 
 /* A consistent view of the state machine as it is at sm_view_open (a

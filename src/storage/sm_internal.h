@@ -11,6 +11,7 @@
 #define SM_PREFIX_DATA 'd'
 #define SM_PREFIX_HISTORY 'h'
 #define SM_PREFIX_LEASE_KEYS 'k'
+#define SM_PREFIX_LEASE 'l'
 #define SM_PREFIX_META 'm'
 #define SM_PREFIX_SESSION 's'
 /* Format 1 only: 't' + be64(last index) + be64(id), the sessions in eviction
@@ -174,7 +175,6 @@ typedef struct sm__leases {
     sm_lease_info *v;
     size_t n, cap;
 } sm__leases;
-#define SM_PREFIX_LEASE 'l'
 
 struct sm {
     rocksdb_t *db;

@@ -430,12 +430,35 @@ START_TEST(test_lease_reopen) {
 }
 END_TEST
 
+/* kvcli check compares sm_hash between nodes: two state machines whose
+ * keys are alike but whose leases differ must not hash alike. */
+START_TEST(test_lease_in_hash) {
+    char da[1100], db[1100];
+    snprintf(da, sizeof da, "%s/a", dir);
+    snprintf(db, sizeof db, "%s/b", dir);
+    sm *a = tu_open(da, 0), *b = tu_open(db, 0);
+    ck_assert_int_eq(put(a, "k", "v", 0), 0); /* index 1 */
+    next_index = 1;
+    ck_assert_int_eq(put(b, "k", "v", 0), 0);
+    ck_assert_int_eq(apply(a, (lcmd){.op = KV__COMMAND__OP__NOOP}, NULL), 0); /* index 2 */
+    next_index = 2;
+    (void)grant(b, 10); /* index 2: a lease and no key */
+    uint64_t ha = 0, hb = 0;
+    ck_assert_int_eq(sm_hash(a, &ha), 0);
+    ck_assert_int_eq(sm_hash(b, &hb), 0);
+    ck_assert_uint_ne(ha, hb);
+    sm_close(a);
+    sm_close(b);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("sm_lease");
     TCase *t = tcase_create("lease");
     tcase_add_checked_fixture(t, setup, teardown);
     tcase_set_timeout(t, 120);
     tcase_add_test(t, test_lease_grant);
+    tcase_add_test(t, test_lease_in_hash);
     tcase_add_test(t, test_lease_attach_move_detach);
     tcase_add_test(t, test_lease_unknown);
     tcase_add_test(t, test_lease_revoke_exact);
