@@ -242,6 +242,10 @@ typedef struct kv_keyinfo {
 /* kv_get that also fills *info (may be NULL). */
 int kv_get_ex(kv_client *c, const void *key, size_t key_len, void **value, size_t *value_len,
               kv_keyinfo *info);
+/* kv_get_stale that also fills *info (may be NULL): the revisions as the
+ * answering node applied them. */
+int kv_get_stale_ex(kv_client *c, const void *key, size_t key_len, void **value,
+                    size_t *value_len, uint64_t *applied_index, kv_keyinfo *info);
 /* kv_scan that also gives each pair's revisions: *infos (may be NULL) is
  * malloc'd, parallel to *pairs (kv_free; NULL when *count is 0). */
 int kv_scan_ex(kv_client *c, const void *prefix, size_t prefix_len, const void *start_after,

@@ -422,7 +422,14 @@ int kv_get_ex(kv_client *c, const void *key, size_t key_len, void **value, size_
 
 int kv_get_stale(kv_client *c, const void *key, size_t key_len, void **value, size_t *value_len,
                  uint64_t *applied_index) {
-    return get(c, key, key_len, true, value, value_len, applied_index, NULL);
+    return kv_get_stale_ex(c, key, key_len, value, value_len, applied_index, NULL);
+}
+
+int kv_get_stale_ex(kv_client *c, const void *key, size_t key_len, void **value,
+                    size_t *value_len, uint64_t *applied_index, kv_keyinfo *info) {
+    if (info != NULL)
+        *info = (kv_keyinfo){0};
+    return get(c, key, key_len, true, value, value_len, applied_index, info);
 }
 
 int kv_del(kv_client *c, const void *key, size_t key_len) {

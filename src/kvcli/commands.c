@@ -205,8 +205,8 @@ static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
     void *v = NULL;
     size_t vlen = 0;
     kv_keyinfo info;
-    if (a.stale) /* no revisions: a stale read gives the value only */
-        rc = kv_get_stale(c, key, klen, &v, &vlen, NULL);
+    if (a.stale)
+        rc = kv_get_stale_ex(c, key, klen, &v, &vlen, NULL, &info);
     else
         rc = kv_get_ex(c, key, klen, &v, &vlen, &info);
     if (rc != 0)
@@ -216,10 +216,8 @@ static int cmd_get(kvcli_ctx *ctx, int argc, char **argv) {
         kvcli_json_bytes(ctx->out, "key", key, klen);
         fputc(',', ctx->out);
         kvcli_json_bytes(ctx->out, "value", v, vlen);
-        if (!a.stale) {
-            fputc(',', ctx->out);
-            kvcli_json_keyinfo(ctx->out, &info);
-        }
+        fputc(',', ctx->out);
+        kvcli_json_keyinfo(ctx->out, &info);
         fputs("}\n", ctx->out);
     } else if (ctx->exact) {
         if (vlen > 0) /* an empty value comes back as NULL */

@@ -93,6 +93,15 @@ assert a["create_rev"] == a["mod_rev"] > 0, a
 assert b["create_rev"] == a["create_rev"] and b["mod_rev"] > a["mod_rev"], (a, b)
 assert b["value"] == "two" and b["lease"] == 0, b
 PY
+# a stale read shows them too (as the node it asked applied them)
+kv_expect 0 kv_cli --json get --stale r
+js=$(cat "$KV_OUT")
+python3 - "$j1" "$js" <<'PY' || kv_fail "revisions of a stale get: $js (after $j1)"
+import json, sys
+a, s = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert s["create_rev"] == a["create_rev"] and s["mod_rev"] >= a["mod_rev"] > 0, (a, s)
+assert s["version"] >= 1, s
+PY
 # a txn on the mod revision just read: the first wins, the second fails
 m2=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["mod_rev"])' "$j2")
 kv_expect 0 txn "mod(\"r\") = $m2
