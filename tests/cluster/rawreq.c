@@ -11,9 +11,8 @@
  * not connect or the handshake failed.
  */
 #include "kv/errors.h"
-#include "kv/limits.h"
-#include "net/frame.h"
 #include "proto/kv.pb-c.h"
+#include "rawframe.h"
 
 #include <netdb.h>
 #include <poll.h>
@@ -29,53 +28,9 @@ static int dial(const char *host, const char *port) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
     if (getaddrinfo(host, port, &hints, &res) != 0)
         return -1;
-    int fd = socket(res->ai_family, res->ai_socktype, 0);
-    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-        close(fd);
-        fd = -1;
-    }
+    int fd = raw_dial(res);
     freeaddrinfo(res);
     return fd;
-}
-
-static int send_frame(int fd, uint8_t type, const ProtobufCMessage *m) {
-    uint8_t *buf;
-    size_t len;
-    if (kv_frame_pack(type, m, &buf, &len) != 0)
-        return -1;
-    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-    free(buf);
-    return n == (ssize_t)len ? 0 : -1;
-}
-
-static int read_full(int fd, void *p, size_t len) {
-    size_t got = 0;
-    while (got < len) {
-        struct pollfd pf = {.fd = fd, .events = POLLIN};
-        if (poll(&pf, 1, RAWREQ_WAIT_MS) != 1)
-            return -1;
-        ssize_t n = recv(fd, (char *)p + got, len - got, 0);
-        if (n <= 0)
-            return -1;
-        got += (size_t)n;
-    }
-    return 0;
-}
-
-/* The next frame's payload (malloc'd, the caller frees), or NULL. */
-static uint8_t *read_frame(int fd, uint8_t want, uint32_t *len) {
-    uint8_t hdr[KV_FRAME_HEADER_BYTES];
-    kv_frame_header h;
-    if (read_full(fd, hdr, sizeof hdr) != 0 ||
-        kv_frame_header_decode(hdr, KV_FRAME_BYTES_MAX, &h) != 0 || h.type != want)
-        return NULL;
-    uint8_t *p = malloc(h.length + 1u);
-    if (p == NULL || read_full(fd, p, h.length) != 0 || kv_frame_payload_check(&h, p) != 0) {
-        free(p);
-        return NULL;
-    }
-    *len = h.length;
-    return p;
 }
 
 int main(int argc, char **argv) {
@@ -92,8 +47,8 @@ int main(int argc, char **argv) {
     hello.version = KV_WIRE_VERSION;
     uint32_t len;
     uint8_t *p;
-    if (send_frame(fd, KV_FRAME_HELLO, &hello.base) != 0 ||
-        (p = read_frame(fd, KV_FRAME_HELLO_REPLY, &len)) == NULL) {
+    if (raw_send_frame(fd, KV_FRAME_HELLO, &hello.base) != 0 ||
+        (p = raw_read_frame(fd, KV_FRAME_HELLO_REPLY, &len, RAWREQ_WAIT_MS)) == NULL) {
         fprintf(stderr, "rawreq: no handshake\n");
         return 2;
     }
@@ -109,8 +64,8 @@ int main(int argc, char **argv) {
         q.value.data = (uint8_t *)argv[5];
         q.value.len = strlen(argv[5]);
     }
-    if (send_frame(fd, KV_FRAME_REQUEST, &q.base) != 0 ||
-        (p = read_frame(fd, KV_FRAME_RESPONSE, &len)) == NULL) {
+    if (raw_send_frame(fd, KV_FRAME_REQUEST, &q.base) != 0 ||
+        (p = raw_read_frame(fd, KV_FRAME_RESPONSE, &len, RAWREQ_WAIT_MS)) == NULL) {
         printf("no reply\n");
         return 1;
     }

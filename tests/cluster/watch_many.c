@@ -10,9 +10,8 @@
  * Exits 0, or 2 when it could not connect or a handshake or answer failed.
  */
 #include "kv/errors.h"
-#include "kv/limits.h"
-#include "net/frame.h"
 #include "proto/kv.pb-c.h"
+#include "rawframe.h"
 
 #include <netdb.h>
 #include <poll.h>
@@ -25,57 +24,9 @@
 #define WAIT_MS 10000
 #define COUNT_MAX 4096
 
-static int dial(const struct addrinfo *ai) {
-    int fd = socket(ai->ai_family, ai->ai_socktype, 0);
-    if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        close(fd);
-        fd = -1;
-    }
-    return fd;
-}
-
-static int send_frame(int fd, uint8_t type, const ProtobufCMessage *m) {
-    uint8_t *buf;
-    size_t len;
-    if (kv_frame_pack(type, m, &buf, &len) != 0)
-        return -1;
-    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-    free(buf);
-    return n == (ssize_t)len ? 0 : -1;
-}
-
-static int read_full(int fd, void *p, size_t len) {
-    for (size_t got = 0; got < len;) {
-        struct pollfd pf = {.fd = fd, .events = POLLIN};
-        if (poll(&pf, 1, WAIT_MS) != 1)
-            return -1;
-        ssize_t n = recv(fd, (char *)p + got, len - got, 0);
-        if (n <= 0)
-            return -1;
-        got += (size_t)n;
-    }
-    return 0;
-}
-
-/* The next frame of type want: its payload (malloc'd) or NULL. */
-static uint8_t *read_frame(int fd, uint8_t want, uint32_t *len) {
-    uint8_t hdr[KV_FRAME_HEADER_BYTES];
-    kv_frame_header h;
-    if (read_full(fd, hdr, sizeof hdr) != 0 ||
-        kv_frame_header_decode(hdr, KV_FRAME_BYTES_MAX, &h) != 0 || h.type != want)
-        return NULL;
-    uint8_t *p = malloc(h.length + 1u);
-    if (p == NULL || read_full(fd, p, h.length) != 0 || kv_frame_payload_check(&h, p) != 0) {
-        free(p);
-        return NULL;
-    }
-    *len = h.length;
-    return p;
-}
-
 /* Hello, then the WATCH: the connection, or -1. */
 static int open_watch(const struct addrinfo *ai) {
-    int fd = dial(ai);
+    int fd = raw_dial(ai);
     if (fd < 0)
         return -1;
     Kv__Hello hello = KV__HELLO__INIT;
@@ -87,9 +38,9 @@ static int open_watch(const struct addrinfo *ai) {
     q.type = KV__REQUEST__TYPE__WATCH;
     q.key.data = (uint8_t *)"zz/";
     q.key.len = 3;
-    if (send_frame(fd, KV_FRAME_HELLO, &hello.base) != 0 ||
-        (p = read_frame(fd, KV_FRAME_HELLO_REPLY, &len)) == NULL ||
-        send_frame(fd, KV_FRAME_REQUEST, &q.base) != 0) {
+    if (raw_send_frame(fd, KV_FRAME_HELLO, &hello.base) != 0 ||
+        (p = raw_read_frame(fd, KV_FRAME_HELLO_REPLY, &len, WAIT_MS)) == NULL ||
+        raw_send_frame(fd, KV_FRAME_REQUEST, &q.base) != 0) {
         free(p);
         close(fd);
         return -1;
@@ -114,7 +65,7 @@ int main(int argc, char **argv) {
             rc = 2;
     for (int i = 0; i < count && rc == 0; i++) {
         uint32_t len;
-        uint8_t *p = read_frame(fds[i], KV_FRAME_RESPONSE, &len);
+        uint8_t *p = raw_read_frame(fds[i], KV_FRAME_RESPONSE, &len, WAIT_MS);
         Kv__Response *r = p != NULL ? kv__response__unpack(NULL, len, p) : NULL;
         free(p);
         if (r == NULL) {
