@@ -443,9 +443,9 @@ int kv_del(kv_client *c, const void *key, size_t key_len) {
     return sync_run(c, s, &res);
 }
 
-int kv_cas_ex(kv_client *c, const void *key, size_t key_len, const void *expected,
-              size_t expected_len, const void *value, size_t value_len, void **current,
-              size_t *current_len, bool *present) {
+int kvc_cas(kv_client *c, const void *key, size_t key_len, const void *expected,
+            size_t expected_len, const void *value, size_t value_len, uint64_t lease,
+            void **current, size_t *current_len, bool *present) {
     if (current != NULL)
         *current = NULL;
     if (current_len != NULL)
@@ -471,6 +471,7 @@ int kv_cas_ex(kv_client *c, const void *key, size_t key_len, const void *expecte
     s->expected = expected;
     s->expected_len = (uint32_t)expected_len;
     s->has_expected = expected != NULL;
+    s->lease = lease;
     rc = sync_run(c, s, &res);
     if (rc == KV_ECOMPARE) {
         if (present != NULL)
@@ -484,6 +485,13 @@ int kv_cas_ex(kv_client *c, const void *key, size_t key_len, const void *expecte
     }
     free(res.value);
     return rc;
+}
+
+int kv_cas_ex(kv_client *c, const void *key, size_t key_len, const void *expected,
+              size_t expected_len, const void *value, size_t value_len, void **current,
+              size_t *current_len, bool *present) {
+    return kvc_cas(c, key, key_len, expected, expected_len, value, value_len, 0, current,
+                   current_len, present);
 }
 
 int kv_cas(kv_client *c, const void *key, size_t key_len, const void *expected, size_t expected_len,

@@ -407,6 +407,11 @@ int kvc_sync_run(kv_client *c, kvc_slot *s, kvc_result *res, uint64_t deadline_n
  * KV_EINVAL (NULL or empty), KV_ETOOBIG; and a value's check. */
 int kvc_check_key(const void *key, size_t len);
 int kvc_check_value(const void *v, size_t len);
+/* kv_cas_ex that also attaches the key to lease (0: none); expected NULL:
+ * create if absent. */
+int kvc_cas(kv_client *c, const void *key, size_t key_len, const void *expected,
+            size_t expected_len, const void *value, size_t value_len, uint64_t lease,
+            void **current, size_t *current_len, bool *present);
 
 /* ---- txn.c, for client.c ---- */
 /* A key's revisions from a KeyValue (NULL: zeros). */

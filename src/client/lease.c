@@ -115,14 +115,13 @@ int kv_lease_list(kv_client *c, kv_lease **leases, size_t *count) {
     return 0;
 }
 
-/* PUT or CAS_ABSENT with a lease. */
-static int put_lease(kv_client *c, Kv__Request__Type type, const void *key, size_t key_len,
-                     const void *value, size_t value_len, uint64_t lease) {
+int kv_put_lease(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len,
+                 uint64_t lease) {
     int rc = kvc_check_key(key, key_len);
     if (rc == 0)
         rc = kvc_check_value(value, value_len);
     kvc_result res = {0};
-    kvc_slot *s = rc == 0 ? kvc_sync_begin(c, type, &res, &rc) : NULL;
+    kvc_slot *s = rc == 0 ? kvc_sync_begin(c, KV__REQUEST__TYPE__PUT, &res, &rc) : NULL;
     if (s == NULL)
         return rc;
     s->key = key;
@@ -135,12 +134,7 @@ static int put_lease(kv_client *c, Kv__Request__Type type, const void *key, size
     return rc;
 }
 
-int kv_put_lease(kv_client *c, const void *key, size_t key_len, const void *value, size_t value_len,
-                 uint64_t lease) {
-    return put_lease(c, KV__REQUEST__TYPE__PUT, key, key_len, value, value_len, lease);
-}
-
 int kv_create_lease(kv_client *c, const void *key, size_t key_len, const void *value,
                     size_t value_len, uint64_t lease) {
-    return put_lease(c, KV__REQUEST__TYPE__CAS_ABSENT, key, key_len, value, value_len, lease);
+    return kvc_cas(c, key, key_len, NULL, 0, value, value_len, lease, NULL, NULL, NULL);
 }
