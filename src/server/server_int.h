@@ -96,6 +96,8 @@ typedef struct server_leases {
     server_lease *v; /* malloc'd; at most KV_LEASES_MAX */
     size_t n;
     bool leader;            /* the deadlines are this leader's */
+    bool synced;            /* v holds the state machine's leases of synced_gen */
+    uint64_t synced_gen;    /* sm_leases_generation at the last sync */
     uint64_t turn_ns;       /* when expiry was last looked at */
     uint64_t expired_total; /* revokes proposed for expiry (metrics) */
 } server_leases;

@@ -99,12 +99,22 @@ static void dl_sync_all(server *s, uint64_t now) {
     free(t->v);
     t->v = v;
     t->n = n;
+    t->synced = true;
+    t->synced_gen = sm_leases_generation(s->sm);
+}
+
+/* dl_sync_all when the state machine's table changed since the last sync:
+ * a turn with nothing granted, revoked or attached costs a comparison. */
+static void dl_refresh(server *s, uint64_t now) {
+    if (!s->leases.synced || s->leases.synced_gen != sm_leases_generation(s->sm))
+        dl_sync_all(s, now);
 }
 
 void server_lease_free(server *s) {
     free(s->leases.v);
     s->leases.v = NULL;
     s->leases.n = 0;
+    s->leases.synced = false;
 }
 
 void server_lease_role(server *s, bool leader) {
@@ -149,7 +159,7 @@ void server_lease_tick(server *s) {
     if (now - s->leases.turn_ns < SERVER_LEASE_TURN_MS * 1000000ull)
         return;
     s->leases.turn_ns = now;
-    dl_sync_all(s, now);
+    dl_refresh(s, now);
     uint32_t proposed = 0;
     for (size_t i = 0; i < s->leases.n && proposed < KV_LEASE_REVOKES_PER_TURN; i++) {
         server_lease *x = &s->leases.v[i];
@@ -190,7 +200,7 @@ static void keepalive(server *s, net_conn *c, const Kv__Request *q, uint64_t now
     if (sm_lease_get(s->sm, q->lease, &info) == 0) {
         x = dl_find(&s->leases, q->lease);
         if (x == NULL) { /* applied since the last turn */
-            dl_sync_all(s, now);
+            dl_refresh(s, now);
             x = dl_find(&s->leases, q->lease);
         }
         assert(x != NULL);
@@ -214,7 +224,7 @@ static void keepalive(server *s, net_conn *c, const Kv__Request *q, uint64_t now
 }
 
 static void list(server *s, net_conn *c, const Kv__Request *q, uint64_t now) {
-    dl_sync_all(s, now);
+    dl_refresh(s, now);
     size_t n = s->leases.n;
     Kv__Lease *pbs = n ? malloc(n * sizeof *pbs) : NULL;
     Kv__Lease **ptrs = n ? malloc(n * sizeof *ptrs) : NULL;

@@ -284,6 +284,9 @@ int sm_leases_each(sm *s, sm_lease_fn fn, void *arg);
 /* 0 and *out, or KV_ENOTFOUND. */
 int sm_lease_get(sm *s, uint64_t id, sm_lease_info *out);
 size_t sm_leases_count(sm *s);
+/* Changes whenever a lease is granted or revoked or its key count changes,
+ * also across a reload: equal values mean the table is as it was. */
+uint64_t sm_leases_generation(sm *s);
 
 /* Checks the RocksDB at db_dir read-only: opens it with paranoid checks and
  * reads every key with checksums verified. Problems go to fn as CORRUPT with

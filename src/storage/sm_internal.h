@@ -174,6 +174,7 @@ uint64_t sm__sessions_digest(sm *s);
 typedef struct sm__leases {
     sm_lease_info *v;
     size_t n, cap;
+    uint64_t gen; /* changes with every change of the table (sm_leases_generation) */
 } sm__leases;
 
 struct sm {

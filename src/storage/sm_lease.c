@@ -64,6 +64,7 @@ static int sm__lease_append(sm__leases *t, uint64_t id, int64_t ttl) {
         t->cap = cap;
     }
     t->v[t->n++] = (sm_lease_info){.id = id, .ttl = ttl, .keys = 0};
+    t->gen++;
     return 0;
 }
 
@@ -72,6 +73,7 @@ static void sm__lease_remove(sm__leases *t, sm_lease_info *x) {
     assert(i < t->n);
     memmove(&t->v[i], &t->v[i + 1], (t->n - i - 1) * sizeof *t->v);
     t->n--;
+    t->gen++;
 }
 
 void sm__leases_free(sm__leases *t) {
@@ -84,6 +86,7 @@ void sm__lease_keys_moved(sm *s, uint64_t from, uint64_t to) {
         return;
     sm_lease_info *x = from != 0 ? sm__lease_find(&s->leases, from) : NULL;
     sm_lease_info *y = to != 0 ? sm__lease_find(&s->leases, to) : NULL;
+    s->leases.gen++;
     if (x != NULL) {
         assert(x->keys > 0);
         x->keys--;
@@ -124,6 +127,11 @@ int sm_lease_get(sm *s, uint64_t id, sm_lease_info *out) {
 size_t sm_leases_count(sm *s) {
     assert(s != NULL);
     return s->leases.n;
+}
+
+uint64_t sm_leases_generation(sm *s) {
+    assert(s != NULL);
+    return s->leases.gen;
 }
 
 /* ---- loading from RocksDB ------------------------------------------------- */
@@ -211,6 +219,7 @@ int sm__leases_load(sm *s) {
     }
     for (size_t i = 0; i < t.n; i++)
         assert(i == 0 || t.v[i - 1].id < t.v[i].id);
+    t.gen = s->leases.gen + 1;
     sm__leases_free(&s->leases);
     s->leases = t;
     return 0;
