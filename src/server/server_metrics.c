@@ -122,7 +122,7 @@ static void metrics_io(server *s, out *o, const wal_stats *ws) {
     put(o, "# HELP kv_apply_seconds_total time applying committed entries to RocksDB\n"
            "# TYPE kv_apply_seconds_total counter\nkv_apply_seconds_total %.6f\n",
         (double)s->apply_ns_total / 1e9);
-    metric(o, "kv_apply_batches_total", "counter", "apply batches (one RocksDB write each)",
+    metric(o, "kv_apply_batches_total", "counter", "apply calls (batches of committed entries)",
            s->apply_batches);
     metric(o, "kv_disk_used_bytes", "gauge", "bytes the data dir uses", s->disk_used);
     metric(o, "kv_disk_quota_bytes", "gauge", "the disk quota (--quota-bytes)",

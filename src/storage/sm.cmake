@@ -3,6 +3,7 @@
 add_library(kvsm STATIC
   ${CMAKE_CURRENT_LIST_DIR}/sm.c
   ${CMAKE_CURRENT_LIST_DIR}/sm_apply.c
+  ${CMAKE_CURRENT_LIST_DIR}/sm_batch.c
   ${CMAKE_CURRENT_LIST_DIR}/sm_history.c
   ${CMAKE_CURRENT_LIST_DIR}/sm_keys.c
   ${CMAKE_CURRENT_LIST_DIR}/sm_session.c

@@ -121,16 +121,18 @@ int sm_open(const char *db_dir, const sm_options *opt, sm **out);
  * is logged and the state is recovered from the Raft log on the next open. */
 void sm_close(sm *s);
 
-/* Applies entries e[0..n) in ONE RocksDB write batch, together with the new
- * applied index/term and the session changes. e[0].index must be greater
- * than the applied index, the indexes contiguous, the terms not decreasing:
- * KV_EINVAL otherwise, and nothing is applied. replies[0..n) (caller
- * provided) get one reply per entry; their current values are owned by the
- * caller (sm_replies_free). KV_ECORRUPT (RocksDB reports corruption) or
- * KV_EIO when RocksDB refuses the write: the caller fail-stops; replies
- * then hold nothing to free. KV_ENOMEM when memory ran out (also while
- * decoding a payload, which must not become a "does not decode" reply on
- * this node only): nothing is applied. */
+/* Applies entries e[0..n) in one RocksDB write batch, together with the new
+ * applied index/term, the session changes and the watch history (a prefix
+ * delete or a lease revoke first writes the entries before it: RocksDB
+ * always holds whole entries with the index of the last). e[0].index must
+ * be greater than the applied index, the indexes contiguous, the terms not
+ * decreasing: KV_EINVAL otherwise, and nothing is applied. replies[0..n)
+ * (caller provided) get one reply per entry; their current values are owned
+ * by the caller (sm_replies_free). KV_ECORRUPT (RocksDB reports corruption)
+ * or KV_EIO when RocksDB refuses a write, KV_ENOMEM when memory ran out
+ * (also while decoding a payload, which must not become a "does not decode"
+ * reply on this node only): the caller fail-stops; replies then hold
+ * nothing to free, and sm_applied_index tells how far the call got. */
 int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies);
 
 /* A key's revisions (log indexes) and lease (0: none). */

@@ -1,15 +1,15 @@
 /* sm_apply: committed entries into one RocksDB write batch (sm.h).
  *
  * Every entry of a call, the new applied index/term and every session change
- * go into ONE WriteBatchWithIndex, written with the RocksDB WAL off
- * (docs/rules.md "applied index saved apart from the data"). Reads during
- * the apply go through the batch first, so an entry sees the effects of the
+ * go into one batch, written with the RocksDB WAL off (docs/rules.md
+ * "applied index saved apart from the data"). Reads during the apply go
+ * through the batch first (sm_batch.c), so an entry sees the effects of the
  * earlier entries of the same call (PUT then CAS on one key).
  *
  * Sessions are found in memory (sm_session.c), changed there as the entries
  * are applied, and each change is one put (or, for an eviction, one delete)
- * of the session's record in the same batch. When the call fails nothing
- * is written and the table is rebuilt from RocksDB (sm__apply_undo).
+ * of the session's record in the same batch. When the call fails the
+ * tables are rebuilt from RocksDB (sm__apply_undo).
  *
  * Everything here is a function of the entries and the state before them,
  * never of clocks or node-local settings other than sessions_max, so every
@@ -26,29 +26,6 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Reads key through the batch and the db. 0 with *v malloc'd (rocksdb_free)
- * when present, KV_ENOTFOUND when absent, another code on a read error. */
-static int sm__bget(sm__batch *b, const void *k, size_t klen, char **v, size_t *vlen) {
-    assert(b != NULL && klen > 0);
-    char *err = NULL;
-    *v =
-        rocksdb_writebatch_wi_get_from_batch_and_db(b->wb, b->s->db, b->s->ro, k, klen, vlen, &err);
-    if (err != NULL) {
-        int rv = sm__fail(b->s, err);
-        KV_LOGE(kv_errword(rv), "state machine %s: read during apply: %s", b->s->dir, err);
-        rocksdb_free(err);
-        return rv;
-    }
-    return *v == NULL ? KV_ENOTFOUND : 0;
-}
-
-static void sm__bput_u64(sm__batch *b, const char *name, uint64_t v) {
-    uint8_t buf[8];
-    kv_put_u64(buf, v);
-    assert(name[0] == SM_PREFIX_META);
-    rocksdb_writebatch_wi_put(b->wb, name, strlen(name), (const char *)buf, sizeof buf);
-}
 
 /* ---- replies ------------------------------------------------------------ */
 
@@ -87,7 +64,7 @@ static int sm__session_write(sm__batch *b, const Kv__Session *ss) {
     assert(packed == len);
     uint8_t k[9];
     sm__session_key(k, ss->client_id);
-    rocksdb_writebatch_wi_put(b->wb, (char *)k, sizeof k, (char *)buf, len);
+    sm__bput(b, k, sizeof k, buf, len);
     if (buf != small)
         free(buf);
     return 0;
@@ -185,7 +162,7 @@ static void sm__session_evict(sm__batch *b) {
     uint64_t id = sm__sessions_evict(&b->s->sessions);
     uint8_t k[9];
     sm__session_key(k, id);
-    rocksdb_writebatch_wi_delete(b->wb, (char *)k, sizeof k);
+    sm__bdelete(b, k, sizeof k);
 }
 
 /* REGISTER: a new session whose id is the entry's index. */
@@ -402,8 +379,7 @@ static int sm__apply_membership(sm__batch *b, const sm_entry *e, sm_reply *r) {
     if (m == NULL)
         return sm__undecodable(&pa, r, "membership does not decode");
     kv__membership__free_unpacked(m, &pa.a);
-    rocksdb_writebatch_wi_put(b->wb, SM_META_MEMBERSHIP, strlen(SM_META_MEMBERSHIP),
-                              (const char *)e->payload, e->len);
+    sm__bput(b, SM_META_MEMBERSHIP, strlen(SM_META_MEMBERSHIP), e->payload, e->len);
     return 0;
 }
 
@@ -440,17 +416,18 @@ static int sm__apply_type(sm__batch *b, const sm_entry *e, sm_reply *r) {
 
 /* One entry at revision e->index, and its watch history. */
 static int sm__apply_one(sm__batch *b, const sm_entry *e, sm_reply *r) {
-    sm__entry_start(b, e->index);
+    sm__entry_start(b, e);
     int rv = sm__apply_type(b, e, r);
     if (rv == 0)
-        sm__entry_end(b);
+        sm__entry_end(b, e);
     return rv;
 }
 
-/* A failed apply wrote nothing to RocksDB, but the session table in memory
- * may hold some of its entries' changes: it is rebuilt from RocksDB, which
- * holds the state before the call. When even that fails, every later apply
- * fails with the same code (the caller fail-stops on the first anyway). */
+/* A failed call leaves RocksDB with the entries written before the failure
+ * (sm_batch.c), but the session and lease tables in memory may hold later
+ * changes: they are rebuilt from RocksDB. When even that fails, every later
+ * apply fails with the same code (the caller fail-stops on the first
+ * anyway). */
 static void sm__apply_undo(sm *s, int why) {
     int rv = sm__sessions_load(s);
     if (rv == 0)
@@ -472,41 +449,22 @@ int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
     int rv = sm__apply_check(s, e, n);
     if (rv != 0)
         return rv;
-    sm__batch b = {.s = s, .wb = rocksdb_writebatch_wi_create(0, 1)};
-    b.hist = malloc(n * sizeof *b.hist);
-    if (b.hist == NULL)
-        rv = KV_ENOMEM;
+    sm__batch b;
+    rv = sm__batch_init(&b, s, n);
     memset(replies, 0, n * sizeof *replies);
+    uint64_t before = s->applied_index;
     for (size_t i = 0; i < n && rv == 0; i++) {
         replies[i].index = e[i].index;
         rv = sm__apply_one(&b, &e[i], &replies[i]);
     }
-    if (rv == 0) {
-        sm__history_put(&b);
-        /* The format is written at open (sm_open); the session count and
-         * order are not stored (format 2): the records are enough. */
-        sm__bput_u64(&b, SM_META_APPLIED_INDEX, e[n - 1].index);
-        sm__bput_u64(&b, SM_META_APPLIED_TERM, e[n - 1].term);
-        char *err = NULL;
-        rocksdb_write_writebatch_wi(s->db, s->wo, b.wb, &err);
-        if (err != NULL) {
-            rv = sm__fail(s, err);
-            rv = rv == KV_ENOSPACE || rv == KV_ECORRUPT ? rv : KV_EIO;
-            KV_LOGE(kv_errword(rv), "state machine %s: write batch: %s", s->dir, err);
-            rocksdb_free(err);
-        }
-    }
-    rocksdb_writebatch_wi_destroy(b.wb);
-    free(b.events);
-    free(b.hist);
+    if (rv == 0)
+        rv = sm__batch_write(&b);
+    sm__batch_free(&b);
     if (rv != 0) {
         sm__apply_undo(s, rv);
         sm_replies_free(replies, n);
         return rv;
     }
-    uint64_t before = s->applied_index;
-    s->applied_term = e[n - 1].term;
-    s->applied_index = e[n - 1].index;
     sm__history_trim(s, before, s->applied_index);
     assert(s->sessions.count <= s->sessions.cap);
     return 0;

@@ -59,21 +59,63 @@ typedef struct sm__hist {
     size_t from, to;
 } sm__hist;
 
-/* One sm_apply call: its write batch, the entry being applied, and the
- * watch events of its entries (kv.HistoryRecord bytes, one record per entry
- * that changed keys, put into the batch after every entry is applied:
- * history keys in a row are cheap memtable inserts, interleaved with the
- * user keys they are not). */
+/* The batch's writes by key, for reads during the apply (sm_batch.c). */
+typedef struct sm__overlay {
+    struct sm__ov_slot *slot; /* open addressing, cap a power of two */
+    size_t cap, count;
+    uint8_t *mem; /* the keys and values */
+    size_t len, mem_cap;
+} sm__overlay;
+
+/* One sm_apply call (sm_batch.c): the writes of its entries not yet in the
+ * db, in a plain RocksDB batch and, by key, in an overlay that reads
+ * consult before the db, so an entry sees what the earlier entries of the
+ * call and its own earlier ops wrote (PUT then CAS on one key, a txn's get
+ * after its put); and the watch events of those entries (kv.HistoryRecord
+ * bytes, one record per entry that changed keys, put into the batch at the
+ * end: history keys in a row are cheap memtable inserts, interleaved with
+ * the user keys they are not). */
 typedef struct sm__batch {
     sm *s;
-    rocksdb_writebatch_wi_t *wb;
-    uint64_t rev;        /* the index of the entry being applied */
-    uint8_t *events;     /* the encoded events of the call's entries */
+    rocksdb_writebatch_t *wb;
+    sm__overlay ov;
+    int err;                /* a write that failed to reach ov: KV_ENOMEM */
+    uint64_t rev;           /* the index of the entry being applied */
+    int entry_writes;       /* the batch's count when it started */
+    uint64_t done_index;    /* the last entry applied whole (at first: applied) */
+    uint64_t done_term;     /* ... its term */
+    uint8_t *events;        /* the encoded events of the entries in wb */
     size_t events_len, events_cap;
-    size_t entry_from;   /* where the entry being applied starts in events */
-    sm__hist *hist;      /* the records so far, hist_count of them */
+    size_t entry_from;      /* where the entry being applied starts in events */
+    sm__hist *hist;         /* the records so far, hist_count of them */
     size_t hist_count;
 } sm__batch;
+
+/* A batch for up to n entries. 0 or KV_ENOMEM. */
+int sm__batch_init(sm__batch *b, sm *s, size_t n);
+void sm__batch_free(sm__batch *b);
+/* Starts entry e; ends it once applied whole (its history record noted). */
+void sm__entry_start(sm__batch *b, const sm_entry *e);
+void sm__entry_end(sm__batch *b, const sm_entry *e);
+/* Writes to the batch (and its overlay). */
+void sm__bput(sm__batch *b, const void *k, size_t klen, const void *v, size_t vlen);
+/* A value in two parts (a record's header and its value). */
+void sm__bput2(sm__batch *b, const void *k, size_t klen, const void *v1, size_t len1,
+               const void *v2, size_t len2);
+void sm__bdelete(sm__batch *b, const void *k, size_t klen);
+/* Reads k through the batch and the db. 0 with *v malloc'd (rocksdb_free)
+ * when present, KV_ENOTFOUND when absent, another code on a read error
+ * (logged, kept for sm_last_error). */
+int sm__bget(sm__batch *b, const void *k, size_t klen, char **v, size_t *vlen);
+/* An iterator over the db, for an entry that has written nothing yet: the
+ * entries before it are written first (sm__batch_write), so it sees them.
+ * 0 with *it (rocksdb_iter_destroy) or sm__batch_write's error. */
+int sm__biter(sm__batch *b, rocksdb_iterator_t **it);
+/* Writes the entries applied whole so far in one RocksDB write, with their
+ * history records and the applied index (and term, when it changed), and
+ * moves sm_applied_index to them. 0, or KV_ENOSPACE, KV_ECORRUPT or KV_EIO
+ * (logged). */
+int sm__batch_write(sm__batch *b);
 
 /* Reads user key through the batch and the db: 0 with *rec filled, pointing
  * into *raw (the caller rocksdb_free()s it; NULL when absent), KV_ENOTFOUND,
@@ -85,12 +127,6 @@ int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char 
 int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, size_t vlen,
                 uint64_t lease, const sm__rec *prev);
 int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *prev);
-/* Starts and ends entry rev: notes its history record when it has events.
- * hist must have room for one record per entry of the call. */
-void sm__entry_start(sm__batch *b, uint64_t rev);
-void sm__entry_end(sm__batch *b);
-/* Puts the call's history records into the batch, in revision order. */
-void sm__history_put(sm__batch *b);
 /* The oldest revision kept at applied index applied, with sm_history_drop's
  * oldest dropped (0: none): sm_history_oldest, also of a RocksDB snapshot. */
 uint64_t sm__history_oldest_at(sm *s, uint64_t applied, uint64_t dropped);

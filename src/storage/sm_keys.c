@@ -57,19 +57,10 @@ static size_t sm__data_key(uint8_t *dk, const void *key, size_t klen) {
 
 int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char **raw) {
     uint8_t dk[1 + KV_KEY_BYTES_MAX];
-    size_t dklen = sm__data_key(dk, key, klen);
-    char *err = NULL;
     size_t len = 0;
-    *raw = rocksdb_writebatch_wi_get_from_batch_and_db(b->wb, b->s->db, b->s->ro, (char *)dk,
-                                                       dklen, &len, &err);
-    if (err != NULL) {
-        int rv = sm__fail(b->s, err);
-        KV_LOGE(kv_errword(rv), "state machine %s: read during apply: %s", b->s->dir, err);
-        rocksdb_free(err);
+    int rv = sm__bget(b, dk, sm__data_key(dk, key, klen), raw, &len);
+    if (rv != 0)
         return rv;
-    }
-    if (*raw == NULL)
-        return KV_ENOTFOUND;
     if (sm__rec_decode(*raw, len, rec) != 0) {
         KV_LOGE("CORRUPT", "state machine %s: the record of a key of %zu bytes does not decode",
                 b->s->dir, klen);
@@ -93,9 +84,9 @@ static void sm__lease_index(sm__batch *b, const void *key, size_t klen, uint64_t
     sm__lease_keys_moved(b->s, old, lease); /* the counts in memory (sm_lease.c) */
     uint8_t lk[9 + KV_KEY_BYTES_MAX];
     if (old != 0)
-        rocksdb_writebatch_wi_delete(b->wb, (char *)lk, sm__lease_key(lk, old, key, klen));
+        sm__bdelete(b, lk, sm__lease_key(lk, old, key, klen));
     if (lease != 0)
-        rocksdb_writebatch_wi_put(b->wb, (char *)lk, sm__lease_key(lk, lease, key, klen), "", 0);
+        sm__bput(b, lk, sm__lease_key(lk, lease, key, klen), "", 0);
 }
 
 static size_t sm__varint(uint8_t *p, uint64_t v) {
@@ -157,10 +148,7 @@ int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, siz
     size_t dklen = sm__data_key(dk, key, klen);
     uint8_t h[SM_REC_HEADER_BYTES];
     sm__rec_header(h, &r);
-    const char *parts[2] = {(const char *)h, val};
-    size_t lens[2] = {sizeof h, vlen};
-    const char *kparts[1] = {(const char *)dk};
-    rocksdb_writebatch_wi_putv(b->wb, 1, kparts, &dklen, 2, parts, lens);
+    sm__bput2(b, dk, dklen, h, sizeof h, val, vlen);
     sm__lease_index(b, key, klen, prev ? prev->lease : 0, lease);
     return sm__event_add(b, KV__WATCH_EVENT__TYPE__PUT, key, klen, val, vlen, &r);
 }
@@ -168,32 +156,10 @@ int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, siz
 int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *prev) {
     assert(prev != NULL && b->rev != 0);
     uint8_t dk[1 + KV_KEY_BYTES_MAX];
-    rocksdb_writebatch_wi_delete(b->wb, (char *)dk, sm__data_key(dk, key, klen));
+    sm__bdelete(b, dk, sm__data_key(dk, key, klen));
     sm__lease_index(b, key, klen, prev->lease, 0);
     sm__rec r = {.mod_rev = b->rev};
     return sm__event_add(b, KV__WATCH_EVENT__TYPE__DELETE, key, klen, NULL, 0, &r);
-}
-
-void sm__entry_start(sm__batch *b, uint64_t rev) {
-    b->rev = rev;
-    b->entry_from = b->events_len;
-}
-
-void sm__entry_end(sm__batch *b) {
-    if (b->events_len > b->entry_from)
-        b->hist[b->hist_count++] = (sm__hist){b->rev, b->entry_from, b->events_len};
-}
-
-void sm__history_put(sm__batch *b) {
-    uint8_t hk[9];
-    hk[0] = SM_PREFIX_HISTORY;
-    for (size_t i = 0; i < b->hist_count; i++) {
-        const sm__hist *h = &b->hist[i];
-        assert(i == 0 || h->rev > b->hist[i - 1].rev);
-        sm__put_be64(hk + 1, h->rev);
-        rocksdb_writebatch_wi_put(b->wb, (char *)hk, sizeof hk, (char *)b->events + h->from,
-                                  h->to - h->from);
-    }
 }
 
 uint64_t sm__history_oldest_at(sm *s, uint64_t applied, uint64_t dropped) {

@@ -255,7 +255,7 @@ int sm__lease_grant(sm__batch *b, const Kv__Command *c, sm_reply *r) {
         return rv;
     uint8_t k[9];
     sm__lease_record_key(k, index);
-    rocksdb_writebatch_wi_put(b->wb, (const char *)k, sizeof k, (const char *)buf, len);
+    sm__bput(b, k, sizeof k, buf, len);
     r->lease = index;
     return 0;
 }
@@ -349,10 +349,10 @@ static int sm__lease_keys(sm__batch *b, uint64_t lease, sm__keylist *l) {
     uint8_t p[9];
     p[0] = SM_PREFIX_LEASE_KEYS;
     sm__put_be64(p + 1, lease);
-    rocksdb_iterator_t *base = rocksdb_create_iterator(b->s->db, b->s->ro);
-    /* takes base over */
-    rocksdb_iterator_t *it = rocksdb_writebatch_wi_create_iterator_with_base(b->wb, base);
-    int rv = 0;
+    rocksdb_iterator_t *it = NULL;
+    int rv = sm__biter(b, &it);
+    if (rv != 0)
+        return rv;
     for (rocksdb_iter_seek(it, (const char *)p, sizeof p); rv == 0 && rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
         size_t klen = 0;
@@ -419,7 +419,7 @@ int sm__lease_revoke(sm__batch *b, const Kv__Command *c, sm_reply *r) {
     sm__lease_remove(&b->s->leases, x);
     uint8_t k[9];
     sm__lease_record_key(k, id);
-    rocksdb_writebatch_wi_delete(b->wb, (const char *)k, sizeof k);
+    sm__bdelete(b, k, sizeof k);
     r->deleted = keys;
     return 0;
 }

@@ -333,7 +333,8 @@ int sm__txn(sm__batch *b, const Kv__Command *c, sm_reply *r) {
 /* ---- delete by prefix ---------------------------------------------------- */
 
 /* The user keys (without 'd') starting with prefix, at most max + 1 (one
- * more tells that more remain), as the batch and the db see them. *keys
+ * more tells that more remain), as the db holds them once the call's
+ * earlier entries are written (sm__biter). *keys
  * malloc'd, each key malloc'd. */
 static int prefix_keys(sm__batch *b, const ProtobufCBinaryData *prefix, size_t max,
                        ProtobufCBinaryData **keys, size_t *n) {
@@ -346,9 +347,10 @@ static int prefix_keys(sm__batch *b, const ProtobufCBinaryData *prefix, size_t m
     *keys = calloc(max + 1, sizeof **keys);
     if (*keys == NULL)
         return KV_ENOMEM;
-    rocksdb_iterator_t *base = rocksdb_create_iterator(b->s->db, b->s->ro);
-    rocksdb_iterator_t *it = rocksdb_writebatch_wi_create_iterator_with_base(b->wb, base);
-    int rv = 0;
+    rocksdb_iterator_t *it = NULL;
+    int rv = sm__biter(b, &it);
+    if (rv != 0)
+        return rv; /* *keys freed by the caller */
     for (rocksdb_iter_seek(it, (const char *)dp, dplen); rocksdb_iter_valid(it) && *n <= max;
          rocksdb_iter_next(it)) {
         size_t klen;

@@ -430,6 +430,56 @@ START_TEST(test_lease_reopen) {
 }
 END_TEST
 
+/* One apply call that grants, attaches, revokes and writes again: the
+ * revoke must find the keys attached earlier in the same call (they are in
+ * its batch, not yet in the db), and what the call leaves must survive a
+ * reopen with the call's last index applied. */
+START_TEST(test_lease_revoke_same_call) {
+    sm *s = tu_open(dir, 0);
+    lcmd x[] = {
+        {.op = KV__COMMAND__OP__LEASE_GRANT, .ttl = 10},                      /* 1 */
+        {.op = KV__COMMAND__OP__PUT, .key = "a1", .val = "v", .lease = 1},    /* 2 */
+        {.op = KV__COMMAND__OP__PUT, .key = "a2", .val = "v", .lease = 1},    /* 3 */
+        {.op = KV__COMMAND__OP__PUT, .key = "a1", .val = "w", .lease = 1},    /* 4 */
+        {.op = KV__COMMAND__OP__LEASE_REVOKE, .lease = 1},                    /* 5 */
+        {.op = KV__COMMAND__OP__PUT, .key = "a2", .val = "again", .lease = 0}, /* 6 */
+        {.op = KV__COMMAND__OP__CAS_ABSENT, .key = "a1", .val = "new"},       /* 7 */
+    };
+    enum { N = sizeof x / sizeof x[0] };
+    sm_entry e[N];
+    uint8_t *buf[N];
+    for (size_t i = 0; i < N; i++) {
+        size_t len;
+        buf[i] = lcmd_pack(&x[i], &len);
+        e[i] = (sm_entry){.index = i + 1, .term = 1, .type = SM_ENTRY_COMMAND, .payload = buf[i],
+                          .len = len};
+    }
+    sm_reply r[N];
+    ck_assert_int_eq(sm_apply(s, e, N, r), 0);
+    for (size_t i = 0; i < N; i++)
+        ck_assert_int_eq(r[i].code, 0);
+    ck_assert_uint_eq(r[4].deleted, 2);
+    sm_replies_free(r, N);
+    for (size_t i = 0; i < N; i++)
+        free(buf[i]);
+    ck_assert_uint_eq(deletes_at(s, 5, "a1"), 2); /* watchers see both deletes */
+    for (int round = 0; round < 2; round++) {
+        ck_assert_uint_eq(sm_applied_index(s), N);
+        ck_assert_int_eq(keys_of(s, 1), -1);
+        char *v = tu_get(s, "a1");
+        ck_assert_str_eq(v, "new");
+        free(v);
+        v = tu_get(s, "a2");
+        ck_assert_str_eq(v, "again");
+        free(v);
+        ck_assert_uint_eq(lease_of(s, "a2"), 0);
+        sm_close(s);
+        s = tu_open(dir, 0);
+    }
+    sm_close(s);
+}
+END_TEST
+
 /* kvcli check compares sm_hash between nodes: two state machines whose
  * keys are alike but whose leases differ must not hash alike. */
 START_TEST(test_lease_in_hash) {
@@ -462,6 +512,7 @@ int main(void) {
     tcase_add_test(t, test_lease_attach_move_detach);
     tcase_add_test(t, test_lease_unknown);
     tcase_add_test(t, test_lease_revoke_exact);
+    tcase_add_test(t, test_lease_revoke_same_call);
     tcase_add_test(t, test_lease_grant_duplicate);
     tcase_add_test(t, test_lease_limit_leases);
     tcase_add_test(t, test_lease_limit_keys);
