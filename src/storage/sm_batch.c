@@ -53,16 +53,8 @@ static sm__ov_slot *sm__ov_find(sm__overlay *o, const void *k, size_t klen, uint
 /* Appends len bytes to the arena: their offset, or SIZE_MAX when out of
  * memory. */
 static size_t sm__ov_append(sm__overlay *o, const void *p, size_t len) {
-    if (o->len + len > o->mem_cap) {
-        size_t cap = o->mem_cap ? o->mem_cap : 4096;
-        while (cap < o->len + len)
-            cap *= 2;
-        uint8_t *m = realloc(o->mem, cap);
-        if (m == NULL)
-            return SIZE_MAX;
-        o->mem = m;
-        o->mem_cap = cap;
-    }
+    if (sm__reserve(&o->mem, &o->mem_cap, o->len + len) != 0)
+        return SIZE_MAX;
     size_t off = o->len;
     if (len > 0)
         memcpy(o->mem + off, p, len);
@@ -113,6 +105,20 @@ static void sm__ov_clear(sm__overlay *o) {
         memset(o->slot, 0, o->cap * sizeof *o->slot);
     o->count = 0;
     o->len = 0;
+}
+
+int sm__reserve(uint8_t **buf, size_t *cap, size_t need) {
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 256;
+    while (c < need)
+        c *= 2;
+    uint8_t *p = realloc(*buf, c);
+    if (p == NULL)
+        return KV_ENOMEM;
+    *buf = p;
+    *cap = c;
+    return 0;
 }
 
 int sm__batch_init(sm__batch *b, sm *s, size_t n) {

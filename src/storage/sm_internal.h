@@ -91,6 +91,9 @@ typedef struct sm__batch {
     size_t hist_count;
 } sm__batch;
 
+/* Makes *buf (malloc'd, *cap bytes) hold at least need bytes, doubling.
+ * 0 or KV_ENOMEM (*buf unchanged). */
+int sm__reserve(uint8_t **buf, size_t *cap, size_t need);
 /* A batch for up to n entries. 0 or KV_ENOMEM. */
 int sm__batch_init(sm__batch *b, sm *s, size_t n);
 void sm__batch_free(sm__batch *b);

@@ -118,17 +118,8 @@ static int sm__event_add(sm__batch *b, Kv__WatchEvent__Type type, const void *ke
     ev.type = type;
     ev.kv = &kv;
     size_t len = kv__watch_event__get_packed_size(&ev);
-    size_t need = b->events_len + 1 + 10 + len;
-    if (need > b->events_cap) {
-        size_t cap = b->events_cap ? b->events_cap : 256;
-        while (cap < need)
-            cap *= 2;
-        uint8_t *p = realloc(b->events, cap);
-        if (p == NULL)
-            return KV_ENOMEM;
-        b->events = p;
-        b->events_cap = cap;
-    }
+    if (sm__reserve(&b->events, &b->events_cap, b->events_len + 1 + 10 + len) != 0)
+        return KV_ENOMEM;
     uint8_t *p = b->events + b->events_len;
     *p++ = (1u << 3) | 2u; /* HistoryRecord.events, length delimited */
     p += sm__varint(p, len);
