@@ -260,6 +260,7 @@ static void sm__free(sm *s) {
         rocksdb_close(s->db);
     sm__sessions_free(&s->sessions);
     sm__leases_free(&s->leases);
+    sm__batch_free(s->batch);
     if (s->ro != NULL)
         rocksdb_readoptions_destroy(s->ro);
     if (s->wo != NULL)

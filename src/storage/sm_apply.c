@@ -449,17 +449,18 @@ int sm_apply(sm *s, const sm_entry *e, size_t n, sm_reply *replies) {
     int rv = sm__apply_check(s, e, n);
     if (rv != 0)
         return rv;
-    sm__batch b;
-    rv = sm__batch_init(&b, s, n);
+    sm__batch *b = sm__batch_begin(s, n);
+    rv = b != NULL ? 0 : KV_ENOMEM;
     memset(replies, 0, n * sizeof *replies);
     uint64_t before = s->applied_index;
     for (size_t i = 0; i < n && rv == 0; i++) {
         replies[i].index = e[i].index;
-        rv = sm__apply_one(&b, &e[i], &replies[i]);
+        rv = sm__apply_one(b, &e[i], &replies[i]);
     }
     if (rv == 0)
-        rv = sm__batch_write(&b);
-    sm__batch_free(&b);
+        rv = sm__batch_write(b);
+    if (b != NULL)
+        sm__batch_end(b);
     if (rv != 0) {
         sm__apply_undo(s, rv);
         sm_replies_free(replies, n);

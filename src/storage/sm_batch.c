@@ -25,7 +25,8 @@
 #include <string.h>
 
 typedef struct sm__ov_slot {
-    uint64_t hash;    /* 0: free (a hash of 0 is stored as 1) */
+    uint64_t hash;
+    uint32_t gen;     /* the slot is used when it is the overlay's gen */
     size_t koff;      /* the key in mem */
     size_t voff;      /* the value in mem (the key's last write) */
     uint32_t klen, vlen;
@@ -35,8 +36,7 @@ typedef struct sm__ov_slot {
 #define SM_OV_CAP_MIN 256u
 
 static uint64_t sm__ov_hash(const void *k, size_t klen) {
-    uint64_t h = kv_xxh3(k, klen);
-    return h ? h : 1;
+    return kv_xxh3(k, klen);
 }
 
 /* The slot of k, or the free slot where it goes. */
@@ -44,7 +44,7 @@ static sm__ov_slot *sm__ov_find(sm__overlay *o, const void *k, size_t klen, uint
     size_t mask = o->cap - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         sm__ov_slot *x = &o->slot[i];
-        if (x->hash == 0 ||
+        if (x->gen != o->gen ||
             (x->hash == h && x->klen == klen && memcmp(o->mem + x->koff, k, klen) == 0))
             return x;
     }
@@ -71,7 +71,7 @@ static int sm__ov_grow(sm__overlay *o) {
     o->slot = slot;
     o->cap = cap;
     for (size_t i = 0; i < old_cap; i++)
-        if (old[i].hash != 0)
+        if (old[i].gen == o->gen)
             *sm__ov_find(o, o->mem + old[i].koff, old[i].klen, old[i].hash) = old[i];
     free(old);
     return 0;
@@ -87,11 +87,11 @@ static int sm__ov_set(sm__overlay *o, const void *k, size_t klen, const void *v1
     size_t voff = sm__ov_append(o, v1, len1);
     if (voff == SIZE_MAX || sm__ov_append(o, v2, len2) == SIZE_MAX)
         return KV_ENOMEM;
-    if (x->hash == 0) {
+    if (x->gen != o->gen) {
         size_t koff = sm__ov_append(o, k, klen);
         if (koff == SIZE_MAX)
             return KV_ENOMEM;
-        *x = (sm__ov_slot){.hash = h, .koff = koff, .klen = (uint32_t)klen};
+        *x = (sm__ov_slot){.hash = h, .gen = o->gen, .koff = koff, .klen = (uint32_t)klen};
         o->count++;
     }
     x->voff = voff;
@@ -100,9 +100,12 @@ static int sm__ov_set(sm__overlay *o, const void *k, size_t klen, const void *v1
     return 0;
 }
 
+/* Empties o in O(1): the slots of the old gen read as free. */
 static void sm__ov_clear(sm__overlay *o) {
-    if (o->count > 0)
+    if (o->count > 0 && ++o->gen == 0) { /* wrapped: every slot free again */
         memset(o->slot, 0, o->cap * sizeof *o->slot);
+        o->gen = 1;
+    }
     o->count = 0;
     o->len = 0;
 }
@@ -121,22 +124,63 @@ int sm__reserve(uint8_t **buf, size_t *cap, size_t need) {
     return 0;
 }
 
-int sm__batch_init(sm__batch *b, sm *s, size_t n) {
-    *b = (sm__batch){.s = s,
-                     .wb = rocksdb_writebatch_create(),
-                     .done_index = s->applied_index,
-                     .done_term = s->applied_term};
-    b->hist = malloc((n ? n : 1) * sizeof *b->hist);
-    assert(b->wb != NULL);
-    return b->hist == NULL ? KV_ENOMEM : 0;
+sm__batch *sm__batch_begin(sm *s, size_t n) {
+    sm__batch *b = s->batch;
+    if (b == NULL) {
+        if ((b = calloc(1, sizeof *b)) == NULL || (b->wb = rocksdb_writebatch_create()) == NULL) {
+            free(b);
+            return NULL;
+        }
+        b->s = s;
+        b->ov.gen = 1; /* calloc'd slots (gen 0) are free */
+        s->batch = b;
+    }
+    if (n > b->hist_cap) {
+        sm__hist *h = realloc(b->hist, n * sizeof *h);
+        if (h == NULL)
+            return NULL;
+        b->hist = h;
+        b->hist_cap = n;
+    }
+    assert(rocksdb_writebatch_count(b->wb) == 0 && b->ov.count == 0);
+    b->err = 0;
+    b->done_index = s->applied_index;
+    b->done_term = s->applied_term;
+    b->events_len = b->entry_from = 0;
+    b->hist_count = 0;
+    b->entry_writes = 0;
+    return b;
+}
+
+void sm__batch_end(sm__batch *b) {
+    rocksdb_writebatch_clear(b->wb);
+    sm__ov_clear(&b->ov);
+    if (b->ov.mem_cap > SM_BATCH_KEEP_BYTES || b->ov.cap * sizeof *b->ov.slot > SM_BATCH_KEEP_BYTES) {
+        free(b->ov.mem);
+        free(b->ov.slot);
+        b->ov = (sm__overlay){.gen = 1};
+    }
+    if (b->events_cap > SM_BATCH_KEEP_BYTES) {
+        free(b->events);
+        b->events = NULL;
+        b->events_cap = 0;
+    }
+    if (b->hist_cap * sizeof *b->hist > SM_BATCH_KEEP_BYTES) {
+        free(b->hist);
+        b->hist = NULL;
+        b->hist_cap = 0;
+    }
 }
 
 void sm__batch_free(sm__batch *b) {
+    if (b == NULL)
+        return;
     rocksdb_writebatch_destroy(b->wb);
     free(b->ov.slot);
     free(b->ov.mem);
     free(b->events);
     free(b->hist);
+    free(b);
 }
 
 void sm__entry_start(sm__batch *b, const sm_entry *e) {
@@ -187,9 +231,9 @@ int sm__bget(sm__batch *b, const void *k, size_t klen, char **v, size_t *vlen) {
         return b->err;
     if (b->ov.count > 0) {
         const sm__ov_slot *x = sm__ov_find(&b->ov, k, klen, sm__ov_hash(k, klen));
-        if (x->hash != 0 && !x->present)
+        if (x->gen == b->ov.gen && !x->present)
             return KV_ENOTFOUND;
-        if (x->hash != 0) {
+        if (x->gen == b->ov.gen) {
             if ((*v = malloc(x->vlen ? x->vlen : 1)) == NULL)
                 return KV_ENOMEM;
             memcpy(*v, b->ov.mem + x->voff, x->vlen);

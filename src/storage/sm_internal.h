@@ -63,6 +63,7 @@ typedef struct sm__hist {
 typedef struct sm__overlay {
     struct sm__ov_slot *slot; /* open addressing, cap a power of two */
     size_t cap, count;
+    uint32_t gen; /* the slots of this generation are used; never 0 */
     uint8_t *mem; /* the keys and values */
     size_t len, mem_cap;
 } sm__overlay;
@@ -88,14 +89,20 @@ typedef struct sm__batch {
     size_t events_len, events_cap;
     size_t entry_from;      /* where the entry being applied starts in events */
     sm__hist *hist;         /* the records so far, hist_count of them */
-    size_t hist_count;
+    size_t hist_count, hist_cap;
 } sm__batch;
 
 /* Makes *buf (malloc'd, *cap bytes) hold at least need bytes, doubling.
  * 0 or KV_ENOMEM (*buf unchanged). */
 int sm__reserve(uint8_t **buf, size_t *cap, size_t need);
-/* A batch for up to n entries. 0 or KV_ENOMEM. */
-int sm__batch_init(sm__batch *b, sm *s, size_t n);
+/* s's batch for a call of up to n entries, empty; its buffers are kept from
+ * call to call (apply thread only). NULL when out of memory. */
+sm__batch *sm__batch_begin(sm *s, size_t n);
+/* After the call: what it left unwritten is dropped, and buffers grown past
+ * SM_BATCH_KEEP_BYTES by a large call are given back. */
+#define SM_BATCH_KEEP_BYTES (4u << 20)
+void sm__batch_end(sm__batch *b);
+/* Frees s's batch (sm_close). */
 void sm__batch_free(sm__batch *b);
 /* Starts entry e; ends it once applied whole (its history record noted). */
 void sm__entry_start(sm__batch *b, const sm_entry *e);
@@ -230,6 +237,7 @@ struct sm {
     _Atomic uint64_t history_dropped; /* oldest revision after sm_history_drop, 0: none */
     sm__sessions sessions;    /* apply thread only */
     sm__leases leases;        /* apply thread only (sm_lease.c) */
+    sm__batch *batch;         /* apply thread only (sm_batch.c), NULL until the first apply */
     int broken;               /* apply thread: a failed apply whose sessions
                                  could not be reloaded; every later apply fails */
     pthread_mutex_t err_mu;   /* guards err: readers fail on other threads */
