@@ -85,6 +85,21 @@ rocksdb_options_t *sm__options_new(rocksdb_block_based_table_options_t **table) 
     rocksdb_options_set_create_if_missing(o, 1);
     rocksdb_options_set_keep_log_file_num(o, 2);
     rocksdb_options_set_max_background_jobs(o, 2);
+    /* the history family (SM_CF_HISTORY): made at the first open, and
+     * flushed with the default one, since neither has a RocksDB WAL */
+    rocksdb_options_set_create_missing_column_families(o, 1);
+    rocksdb_options_set_atomic_flush(o, 1);
+    *table = t;
+    return o;
+}
+
+rocksdb_options_t *sm__history_options_new(rocksdb_block_based_table_options_t **table) {
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
+    assert(o != NULL && t != NULL);
+    rocksdb_block_based_options_set_checksum(t, SM_ROCKSDB_CHECKSUM_XXH3);
+    rocksdb_options_set_block_based_table_factory(o, t);
+    rocksdb_options_set_paranoid_checks(o, 1);
     *table = t;
     return o;
 }
@@ -98,9 +113,16 @@ void sm__options_free(rocksdb_options_t *o, rocksdb_block_based_table_options_t 
 
 int sm__meta_u64(sm *rec, rocksdb_t *db, const rocksdb_readoptions_t *ro, const char *name,
                  uint64_t *out) {
+    return sm__meta_u64_cf(rec, db, ro, NULL, name, out);
+}
+
+int sm__meta_u64_cf(sm *rec, rocksdb_t *db, const rocksdb_readoptions_t *ro,
+                    rocksdb_column_family_handle_t *cf, const char *name, uint64_t *out) {
     assert(db != NULL && name[0] == SM_PREFIX_META);
     char *err = NULL;
-    rocksdb_pinnableslice_t *v = rocksdb_get_pinned(db, ro, name, strlen(name), &err);
+    rocksdb_pinnableslice_t *v = cf != NULL
+                                     ? rocksdb_get_pinned_cf(db, ro, cf, name, strlen(name), &err)
+                                     : rocksdb_get_pinned(db, ro, name, strlen(name), &err);
     if (err != NULL) {
         int rv = rec != NULL ? sm__fail(rec, err) : sm__rocks_err(err);
         KV_LOGE(kv_errword(rv), "state machine: reading %s: %s", name, err);
@@ -185,19 +207,52 @@ static int sm__migrate_v1(sm *s, rocksdb_writebatch_t *wb, uint64_t *order_v1) {
     return rv;
 }
 
-/* Format 1 or 2 -> 3 (sm_internal.h) in one batch: format 1's session
- * order keys go, every user value becomes a record, and format 3 is stored.
- * Like every write here it goes to the memtable only: a crash before the
- * next flush leaves the old format, migrated again at the next open. A new
- * db (format 0) just gets the format. */
+/* Format 3 -> 4 (sm_internal.h), into wb: the 'h' records move from the
+ * default family to the history family. */
+static int sm__migrate_v3(sm *s, rocksdb_writebatch_t *wb, uint64_t *records) {
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
+    char first = SM_PREFIX_HISTORY, past = SM_PREFIX_HISTORY + 1;
+    for (rocksdb_iter_seek(it, &first, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen < 1 || k[0] != SM_PREFIX_HISTORY)
+            break;
+        const char *v = rocksdb_iter_value(it, &vlen);
+        rocksdb_writebatch_put_cf(wb, s->cf_history, k, klen, v, vlen);
+        (*records)++;
+    }
+    rocksdb_writebatch_delete_range(wb, &first, 1, &past, 1);
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    if (err == NULL)
+        return 0;
+    int rv = sm__fail(s, err);
+    KV_LOGE(kv_errword(rv), "state machine %s: migrating format 3: %s", s->dir, err);
+    rocksdb_free(err);
+    return rv;
+}
+
+/* Format 1, 2 or 3 -> 4 (sm_internal.h) in one batch: format 1's session
+ * order keys go, every user value of format 1 or 2 becomes a record, format
+ * 3's history moves to its family, and format 4 is stored with the history
+ * marked written through the applied index. Like every write here it goes
+ * to the memtable only: a crash before the next flush leaves the old
+ * format, migrated again at the next open. A new db (format 0) just gets
+ * the format. */
 static int sm__migrate(sm *s, uint64_t format) {
     assert(format != SM_FORMAT);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    uint64_t sessions_v1 = 0, keys = 0;
+    uint64_t sessions_v1 = 0, keys = 0, records = 0;
     int rv = format == SM_FORMAT_V1 ? sm__migrate_v1(s, wb, &sessions_v1) : 0;
-    if (rv == 0 && format != 0)
+    if (rv == 0 && format != 0 && format < SM_FORMAT_V3)
         rv = sm__keys_migrate(s, wb, &keys);
+    if (rv == 0 && format == SM_FORMAT_V3)
+        rv = sm__migrate_v3(s, wb, &records);
     uint8_t v[8];
+    kv_put_u64(v, s->applied_index);
+    rocksdb_writebatch_put_cf(wb, s->cf_history, SM_HISTORY_THROUGH, strlen(SM_HISTORY_THROUGH),
+                              (char *)v, sizeof v);
     kv_put_u64(v, SM_FORMAT);
     rocksdb_writebatch_put(wb, SM_META_FORMAT, strlen(SM_META_FORMAT), (char *)v, sizeof v);
     char *err = NULL;
@@ -211,11 +266,30 @@ static int sm__migrate(sm *s, uint64_t format) {
         rocksdb_free(err);
     }
     if (rv == 0 && format != 0)
-        KV_LOGI("MIGRATED", "state machine %s: format %llu -> %u (%llu sessions, %llu keys)",
+        KV_LOGI("MIGRATED",
+                "state machine %s: format %llu -> %u (%llu sessions, %llu keys, %llu history "
+                "records)",
                 s->dir, (unsigned long long)format, SM_FORMAT,
                 (unsigned long long)(format == SM_FORMAT_V1 ? sessions_v1 : s->sessions.count),
-                (unsigned long long)keys);
+                (unsigned long long)keys, (unsigned long long)records);
     return rv;
+}
+
+/* The history must hold every entry applied since its oldest revision. A
+ * crash between sm_flush's two flushes can leave it written through less
+ * than the applied index (SM_CF_HISTORY): what it misses cannot be made
+ * again, so the history before the applied index is dropped, and a watch
+ * from there gets COMPACTED rather than a stream with a gap. */
+static int sm__history_check(sm *s) {
+    uint64_t through = 0;
+    int rv = sm__meta_u64_cf(s, s->db, s->ro, s->cf_history, SM_HISTORY_THROUGH, &through);
+    if (rv != 0 || through >= s->applied_index)
+        return rv;
+    KV_LOGW("HISTORY",
+            "state machine %s: the watch history is written through entry %llu, entries through "
+            "%llu are applied",
+            s->dir, (unsigned long long)through, (unsigned long long)s->applied_index);
+    return sm_history_drop(s);
 }
 
 /* The meta keys, the sessions in memory, and the format brought to this
@@ -229,6 +303,8 @@ static int sm__load(sm *s) {
         rv = sm__leases_load(s);
     if (rv == 0 && format != SM_FORMAT)
         rv = sm__migrate(s, format);
+    if (rv == 0)
+        rv = sm__history_check(s);
     return rv;
 }
 
@@ -256,6 +332,10 @@ static enum sm__dir_state sm__dir_state(const char *db_dir) {
 }
 
 static void sm__free(sm *s) {
+    if (s->cf_default != NULL)
+        rocksdb_column_family_handle_destroy(s->cf_default);
+    if (s->cf_history != NULL)
+        rocksdb_column_family_handle_destroy(s->cf_history);
     if (s->db != NULL)
         rocksdb_close(s->db);
     sm__sessions_free(&s->sessions);
@@ -266,6 +346,7 @@ static void sm__free(sm *s) {
     if (s->wo != NULL)
         rocksdb_writeoptions_destroy(s->wo);
     sm__options_free(s->options, s->table);
+    sm__options_free(s->hoptions, s->htable);
     pthread_mutex_destroy(&s->err_mu);
     free(s);
 }
@@ -294,12 +375,18 @@ int sm_open(const char *db_dir, const sm_options *opt, sm **out) {
         return KV_ECORRUPT;
     }
     s->options = sm__options_new(&s->table);
+    s->hoptions = sm__history_options_new(&s->htable);
     s->ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_verify_checksums(s->ro, 1);
     s->wo = rocksdb_writeoptions_create();
     rocksdb_writeoptions_disable_WAL(s->wo, 1); /* the Raft log is the WAL */
     char *err = NULL;
-    s->db = rocksdb_open(s->options, db_dir, &err);
+    const char *names[2] = {"default", SM_CF_HISTORY};
+    const rocksdb_options_t *cfo[2] = {s->options, s->hoptions};
+    rocksdb_column_family_handle_t *cf[2] = {NULL, NULL};
+    s->db = rocksdb_open_column_families(s->options, db_dir, 2, names, cfo, cf, &err);
+    s->cf_default = cf[0];
+    s->cf_history = cf[1];
     if (err != NULL) {
         int rv = sm__rocks_err(err);
         KV_LOGE(kv_errword(rv), "state machine: open %s: %s", db_dir, err);
@@ -330,7 +417,8 @@ void sm_close(sm *s) {
 
 void sm_compact(sm *s) {
     assert(s != NULL && s->db != NULL);
-    rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
+    rocksdb_compact_range_cf(s->db, s->cf_default, NULL, 0, NULL, 0);
+    rocksdb_compact_range_cf(s->db, s->cf_history, NULL, 0, NULL, 0);
 }
 
 int sm_flush(sm *s) {
@@ -343,7 +431,12 @@ int sm_flush(sm *s) {
     rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
     rocksdb_flushoptions_set_wait(fo, 1);
     char *err = NULL;
-    rocksdb_flush(s->db, fo, &err);
+    /* The default family first: the history flushed next covers at least
+     * the entries it does, whether or not apply runs beside this
+     * (SM_CF_HISTORY). */
+    rocksdb_flush_cf(s->db, fo, s->cf_default, &err);
+    if (err == NULL)
+        rocksdb_flush_cf(s->db, fo, s->cf_history, &err);
     rocksdb_flushoptions_destroy(fo);
     if (err != NULL) {
         int rv = sm__fail(s, err);
@@ -599,20 +692,14 @@ int sm_view_open(sm *s, sm_view **out) {
 
 /* The view's next key that the hash covers, prefix included: user keys
  * ('d'), lease indexes ('k') and leases ('l'), the replicated state that
- * every node must hold alike. The watch history ('h') is skipped: a node
- * may have dropped or not yet trimmed some of it (sm_history_drop). NULL
- * past them. */
+ * every node must hold alike. The watch history is in its own family: a
+ * node may have dropped or not yet trimmed some of it (sm_history_drop).
+ * NULL past them. */
 static const uint8_t *sm__view_key(sm_view *v, size_t *klen) {
-    while (rocksdb_iter_valid(v->it.it)) {
-        const char *k = rocksdb_iter_key(v->it.it, klen);
-        if (*klen < 1 || k[0] > SM_PREFIX_LEASE)
-            return NULL;
-        if (k[0] != SM_PREFIX_HISTORY)
-            return (const uint8_t *)k;
-        char past = SM_PREFIX_HISTORY + 1;
-        rocksdb_iter_seek(v->it.it, &past, 1);
-    }
-    return NULL;
+    if (!rocksdb_iter_valid(v->it.it))
+        return NULL;
+    const char *k = rocksdb_iter_key(v->it.it, klen);
+    return *klen < 1 || k[0] > SM_PREFIX_LEASE ? NULL : (const uint8_t *)k;
 }
 
 int sm_view_hash_step(sm_view *v, uint32_t keys_max, bool *done, uint64_t *hash) {
@@ -693,11 +780,12 @@ static void sm__check_report(const char *db_dir, const char *err, kv_check_fn fn
 }
 
 /* Reads every key of an open db with checksums verified. */
-static int sm__check_scan(rocksdb_t *db, const char *db_dir, kv_check_fn fn, void *arg) {
+static int sm__check_scan(rocksdb_t *db, rocksdb_column_family_handle_t *cf, const char *db_dir,
+                          kv_check_fn fn, void *arg) {
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_verify_checksums(ro, 1);
     rocksdb_readoptions_set_fill_cache(ro, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db, ro, cf);
     assert(it != NULL);
     uint64_t keys = 0;
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it))
@@ -733,7 +821,18 @@ int sm_check(const char *db_dir, kv_check_fn fn, void *arg) {
     rocksdb_options_t *o = sm__options_new(&table);
     rocksdb_options_set_create_if_missing(o, 0);
     char *err = NULL;
-    rocksdb_t *db = rocksdb_open_for_read_only(o, db_dir, 0, &err);
+    /* every column family there is (a format 3 db has no history one) */
+    size_t n = 0;
+    char **names = rocksdb_list_column_families(o, db_dir, &n, &err);
+    rocksdb_t *db = NULL;
+    rocksdb_column_family_handle_t *cf[4] = {NULL};
+    if (err == NULL && (n < 1 || n > 4))
+        err = strdup("unexpected column families");
+    if (err == NULL) {
+        const rocksdb_options_t *cfo[4] = {o, o, o, o};
+        db = rocksdb_open_for_read_only_column_families(o, db_dir, (int)n, (const char **)names,
+                                                        cfo, cf, 0, &err);
+    }
     int rv = 0;
     if (err != NULL) {
         sm__check_report(db_dir, err, fn, arg);
@@ -741,9 +840,14 @@ int sm_check(const char *db_dir, kv_check_fn fn, void *arg) {
         rocksdb_free(err);
         rv = KV_ECORRUPT;
     } else {
-        rv = sm__check_scan(db, db_dir, fn, arg);
+        for (size_t i = 0; i < n && rv == 0; i++)
+            rv = sm__check_scan(db, cf[i], db_dir, fn, arg);
+        for (size_t i = 0; i < n; i++)
+            rocksdb_column_family_handle_destroy(cf[i]);
         rocksdb_close(db);
     }
+    if (names != NULL)
+        rocksdb_list_column_families_destroy(names, n);
     sm__options_free(o, table);
     assert(rv == 0 || rv == KV_ECORRUPT);
     return rv;

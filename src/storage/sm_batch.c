@@ -283,9 +283,13 @@ int sm__batch_write(sm__batch *b) {
         const sm__hist *h = &b->hist[i];
         assert(i == 0 || h->rev > b->hist[i - 1].rev);
         sm__put_be64(hk + 1, h->rev);
-        rocksdb_writebatch_put(b->wb, (char *)hk, sizeof hk, (char *)b->events + h->from,
-                               h->to - h->from);
+        rocksdb_writebatch_put_cf(b->wb, s->cf_history, (char *)hk, sizeof hk,
+                                  (char *)b->events + h->from, h->to - h->from);
     }
+    uint8_t through[8];
+    kv_put_u64(through, b->done_index);
+    rocksdb_writebatch_put_cf(b->wb, s->cf_history, SM_HISTORY_THROUGH,
+                              strlen(SM_HISTORY_THROUGH), (char *)through, sizeof through);
     /* The format is written at open (sm_open); the session count and
      * order are not stored (format 2): the records are enough. */
     sm__bput_u64(b, SM_META_APPLIED_INDEX, b->done_index);

@@ -42,7 +42,7 @@ static int sm__hview_open(sm *s, sm__hview *v, uint64_t from_rev) {
         rv = sm__meta_u64(s, s->db, v->ro, SM_META_HISTORY_DROPPED, &v->dropped);
     if (rv != 0)
         return rv;
-    v->it = rocksdb_create_iterator(s->db, v->ro);
+    v->it = rocksdb_create_iterator_cf(s->db, v->ro, s->cf_history);
     uint8_t k[9];
     k[0] = SM_PREFIX_HISTORY;
     sm__put_be64(k + 1, from_rev);
@@ -68,7 +68,10 @@ static int sm__hview_close(sm *s, sm__hview *v) {
     return rv;
 }
 
-/* The revision of the record under the iterator, 0 when past the history. */
+/* The revision of the record under the iterator, 0 when past the history
+ * or past the applied index (a record above it is one a crash left after
+ * the history was flushed ahead of the keys, SM_CF_HISTORY: written again
+ * when its entry is applied again). */
 static uint64_t sm__hview_rev(sm__hview *v) {
     if (!rocksdb_iter_valid(v->it))
         return 0;
@@ -76,7 +79,8 @@ static uint64_t sm__hview_rev(sm__hview *v) {
     const char *k = rocksdb_iter_key(v->it, &klen);
     if (klen != 9 || k[0] != SM_PREFIX_HISTORY)
         return 0;
-    return sm__get_be64((const uint8_t *)k + 1);
+    uint64_t rev = sm__get_be64((const uint8_t *)k + 1);
+    return rev <= v->applied ? rev : 0;
 }
 
 /* ev as an sm_event of revision rev. */

@@ -26,6 +26,16 @@
 #define SM_META_FORMAT "mformat"
 #define SM_META_HISTORY_DROPPED "mhistory_dropped" /* sm_history_drop's oldest */
 
+/* The watch history's column family: 'h' + be64(revision) records and, under
+ * SM_HISTORY_THROUGH, the applied index its records are written through. It
+ * is written in the same batches as the default family; flushes of the two
+ * are atomic (atomic_flush) but for sm_flush's, which flushes the default
+ * family first, so the history is never behind it but when a crash falls
+ * between the two: then sm_open finds SM_HISTORY_THROUGH below the applied
+ * index and drops the history before it (COMPACTED), never serving a gap. */
+#define SM_CF_HISTORY "history"
+#define SM_HISTORY_THROUGH "mthrough"
+
 /* Version of the key layout above; stored under SM_META_FORMAT.
  *   1: sessions with their eviction order in 't' keys and a count in
  *      msessions_count (four writes and a read per session command).
@@ -33,10 +43,14 @@
  *      rebuilt at open.
  *   3: 'd' values are records with revisions (below); watch history 'h' and
  *      lease indexes 'k'.
- * sm_open migrates a format 1 or 2 db in place, in one batch. */
-#define SM_FORMAT 3u
+ *   4: the watch history in its own column family (SM_CF_HISTORY), flushed
+ *      and compacted apart from the keys, whose compactions no longer
+ *      rewrite it.
+ * sm_open migrates a format 1, 2 or 3 db in place, in one batch. */
+#define SM_FORMAT 4u
 #define SM_FORMAT_V1 1u
 #define SM_FORMAT_V2 2u
+#define SM_FORMAT_V3 3u
 
 /* ---- user keys (sm_keys.c) -------------------------------------------------
  * A 'd' value: SM_REC_HEADER_BYTES of header (byte 0 SM_REC_TAG, then
@@ -225,8 +239,12 @@ typedef struct sm__leases {
 
 struct sm {
     rocksdb_t *db;
+    rocksdb_column_family_handle_t *cf_default;
+    rocksdb_column_family_handle_t *cf_history; /* SM_CF_HISTORY */
     rocksdb_options_t *options;
     rocksdb_block_based_table_options_t *table;
+    rocksdb_options_t *hoptions; /* the history family's */
+    rocksdb_block_based_table_options_t *htable;
     rocksdb_readoptions_t *ro;
     rocksdb_writeoptions_t *wo; /* WAL disabled */
     sm_options opt;
@@ -247,12 +265,17 @@ struct sm {
 /* Options for opening a db of ours: paranoid checks, xxh3 block checksums.
  * Owned by the caller: sm__options_free(). */
 rocksdb_options_t *sm__options_new(rocksdb_block_based_table_options_t **table);
+/* The same for the history family: no bloom filters (it is only scanned). */
+rocksdb_options_t *sm__history_options_new(rocksdb_block_based_table_options_t **table);
 void sm__options_free(rocksdb_options_t *o, rocksdb_block_based_table_options_t *table);
 
 /* Reads a u64 meta key (8 bytes little-endian; 0 when absent). A RocksDB
  * error is kept in rec (sm__fail) when rec is not NULL. */
 int sm__meta_u64(sm *rec, rocksdb_t *db, const rocksdb_readoptions_t *ro, const char *name,
                  uint64_t *out);
+/* The same from column family cf. */
+int sm__meta_u64_cf(sm *rec, rocksdb_t *db, const rocksdb_readoptions_t *ro,
+                    rocksdb_column_family_handle_t *cf, const char *name, uint64_t *out);
 
 /* Maps a RocksDB error text to a KV_E* code (frees nothing). */
 int sm__rocks_err(const char *err);

@@ -171,10 +171,15 @@ static int sm__history_delete_below(sm *s, uint64_t rev, const char *meta, uint6
     to[0] = SM_PREFIX_HISTORY;
     sm__put_be64(to + 1, rev);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    rocksdb_writebatch_delete_range(wb, (char *)from, sizeof from, (char *)to, sizeof to);
+    rocksdb_writebatch_delete_range_cf(wb, s->cf_history, (char *)from, sizeof from, (char *)to,
+                                       sizeof to);
     if (meta != NULL) {
         kv_put_u64(val, v);
         rocksdb_writebatch_put(wb, meta, strlen(meta), (char *)val, sizeof val);
+        /* nothing before rev is kept: the history holds all it must */
+        kv_put_u64(val, rev - 1);
+        rocksdb_writebatch_put_cf(wb, s->cf_history, SM_HISTORY_THROUGH,
+                                  strlen(SM_HISTORY_THROUGH), (char *)val, sizeof val);
     }
     char *err = NULL;
     rocksdb_write(s->db, s->wo, wb, &err);

@@ -553,7 +553,7 @@ START_TEST(test_check) {
     ck_assert_int_eq(sm_check(db, tu_problem, &p), 0);
     ck_assert_int_eq(p.count, 0);
     char sst[4096];
-    ck_assert(tu_find(db, ".sst", sst));
+    ck_assert(tu_find_sst(db, "default", sst));
     tu_flip(sst, 100); /* inside the first data block */
     ck_assert_int_eq(sm_check(db, tu_problem, &p), KV_ECORRUPT);
     ck_assert_int_ge(p.count, 1);
@@ -573,6 +573,27 @@ START_TEST(test_check) {
 }
 END_TEST
 
+/* kvd check reads the watch history too: a flipped byte in the history
+ * family's SST is reported like one in the keys'. */
+START_TEST(test_check_history) {
+    for (uint64_t i = 1; i <= 200; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "key%04llu", (unsigned long long)i);
+        tu_apply(S, i, OP_PUT, 0, 0, k, "some value of a few bytes", NULL, NULL);
+    }
+    sm_close(S);
+    S = NULL;
+    tu_problems p = {0};
+    ck_assert_int_eq(sm_check(db, tu_problem, &p), 0);
+    char sst[4096];
+    ck_assert(tu_find_sst(db, "history", sst));
+    tu_flip(sst, 100);
+    ck_assert_int_eq(sm_check(db, tu_problem, &p), KV_ECORRUPT);
+    ck_assert_str_eq(p.word, "CORRUPT");
+    ck_assert_ptr_nonnull(strstr(p.file, strrchr(sst, '/') + 1));
+}
+END_TEST
+
 /* Bit rot in an SST of a running state machine: every call that reads it
  * says CORRUPT (never IO: the node stops with exit 4, not 5), and
  * sm_last_error gives RocksDB's text naming the .sst. A compaction that read
@@ -588,7 +609,7 @@ START_TEST(test_bitrot_running) {
     }
     sm_close(S); /* flushes: an SST */
     char sst[4096], why[SM_ERROR_BYTES];
-    ck_assert(tu_find(db, ".sst", sst));
+    ck_assert(tu_find_sst(db, "default", sst));
     const char *base = strrchr(sst, '/') + 1;
     tu_flip(sst, 100);  /* inside the first data block */
     S = tu_open(db, 0); /* the data blocks are not read at open */
@@ -630,6 +651,7 @@ static Suite *sm_suite(void) {
     tcase_add_test(t, test_hash);
     tcase_add_test(t, test_drop_bound);
     tcase_add_test(t, test_check);
+    tcase_add_test(t, test_check_history);
     tcase_add_test(t, test_bitrot_running);
     suite_add_tcase(s, t);
     TCase *c = tcase_create("crash");

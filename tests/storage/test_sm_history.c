@@ -191,23 +191,24 @@ START_TEST(test_split_inside_a_record) {
     rec.n_events = 3;
     uint8_t buf[256];
     size_t len = kv__history_record__pack(&rec, buf);
-    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_column_family_handle_t *hcf;
+    rocksdb_t *raw = tu_raw_open(db, &hcf);
     char *err = NULL;
-    rocksdb_t *raw = rocksdb_open(o, db, &err);
-    ck_assert_ptr_null(err);
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     uint8_t hk[9] = {SM_PREFIX_HISTORY};
     sm__put_be64(hk + 1, 2);
-    rocksdb_put(raw, wo, (char *)hk, 9, (char *)buf, len, &err);
+    rocksdb_put_cf(raw, wo, hcf, (char *)hk, 9, (char *)buf, len, &err);
     ck_assert_ptr_null(err);
     uint8_t idx[8];
     kv_put_u64(idx, 2);
     rocksdb_put(raw, wo, SM_META_APPLIED_INDEX, strlen(SM_META_APPLIED_INDEX), (char *)idx, 8,
                 &err);
     ck_assert_ptr_null(err);
+    rocksdb_put_cf(raw, wo, hcf, SM_HISTORY_THROUGH, strlen(SM_HISTORY_THROUGH), (char *)idx, 8,
+                   &err);
+    ck_assert_ptr_null(err);
     rocksdb_writeoptions_destroy(wo);
-    rocksdb_close(raw);
-    rocksdb_options_destroy(o);
+    tu_raw_close(raw, hcf);
     S = open_with(db, 5);
     seen s;
     memset(&s, 0, sizeof s);
@@ -289,6 +290,93 @@ START_TEST(test_survives_reopen_and_restore) {
 }
 END_TEST
 
+/* A format 3 db kept the history in the default column family: the first
+ * open of this build moves it to its own family, and watches go on from
+ * revision 1 as before. */
+START_TEST(test_migrate_v3) {
+    four_writes();
+    sm_close(S);
+    S = NULL;
+    /* back to format 3: the records in the default family, no marker */
+    rocksdb_column_family_handle_t *hcf;
+    rocksdb_t *raw = tu_raw_open(db, &hcf);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(raw, ro, hcf);
+    int records = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
+        if (k[0] == SM_PREFIX_HISTORY) {
+            rocksdb_writebatch_put(wb, k, klen, v, vlen);
+            records++;
+        }
+        rocksdb_writebatch_delete_cf(wb, hcf, k, klen);
+    }
+    rocksdb_iter_destroy(it);
+    ck_assert_int_eq(records, 4);
+    uint8_t f[8];
+    kv_put_u64(f, SM_FORMAT_V3);
+    rocksdb_writebatch_put(wb, SM_META_FORMAT, strlen(SM_META_FORMAT), (char *)f, 8);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    char *err = NULL;
+    rocksdb_write(raw, wo, wb, &err);
+    ck_assert_ptr_null(err);
+    rocksdb_writebatch_destroy(wb);
+    rocksdb_writeoptions_destroy(wo);
+    tu_raw_close(raw, hcf);
+    S = open_with(db, 5); /* migrates */
+    seen s;
+    ck_assert_int_eq(read_all(1, "", 1u << 20, &s, NULL), 0);
+    ck_assert_str_eq(s.text, FOUR);
+    /* none left in the default family, and the next write goes on */
+    it = rocksdb_create_iterator(S->db, ro);
+    char h = SM_PREFIX_HISTORY;
+    rocksdb_iter_seek(it, &h, 1);
+    ck_assert(!rocksdb_iter_valid(it) || rocksdb_iter_key(it, &(size_t){0})[0] != h);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    put(5, "c", "5");
+    ck_assert_int_eq(read_all(4, "", 1u << 20, &s, NULL), 0);
+    ck_assert_str_eq(s.text, "PUT a 3 4 4 1\nPUT c 5 5 5 1\n");
+}
+END_TEST
+
+/* A crash between sm_flush's flush of the keys and of the history leaves
+ * the history written through less than the applied index: the open drops
+ * the history before it, so a watch from there gets COMPACTED instead of a
+ * stream with a gap. Made here by moving the marker back. */
+START_TEST(test_history_behind_dropped) {
+    four_writes();
+    sm_close(S);
+    S = NULL;
+    rocksdb_column_family_handle_t *hcf;
+    rocksdb_t *raw = tu_raw_open(db, &hcf);
+    uint8_t v[8];
+    kv_put_u64(v, 2);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    char *err = NULL;
+    rocksdb_put_cf(raw, wo, hcf, SM_HISTORY_THROUGH, strlen(SM_HISTORY_THROUGH), (char *)v, 8,
+                   &err);
+    ck_assert_ptr_null(err);
+    rocksdb_writeoptions_destroy(wo);
+    tu_raw_close(raw, hcf);
+    S = open_with(db, 5);
+    ck_assert_uint_eq(sm_applied_index(S), 4);
+    ck_assert_uint_eq(sm_history_oldest(S), 5);
+    seen s;
+    ck_assert_int_eq(read_all(3, "", 1u << 20, &s, NULL), KV_ECOMPACTED);
+    put(5, "c", "5");
+    ck_assert_int_eq(read_all(5, "", 1u << 20, &s, NULL), 0);
+    ck_assert_str_eq(s.text, "PUT c 5 5 5 1\n");
+    sm_close(S); /* and it holds: no second drop at the next open */
+    S = open_with(db, 5);
+    ck_assert_uint_eq(sm_history_oldest(S), 5);
+    ck_assert_int_eq(read_all(5, "", 1u << 20, &s, NULL), 0);
+    ck_assert_str_eq(s.text, "PUT c 5 5 5 1\n");
+}
+END_TEST
+
 START_TEST(test_bad_arguments) {
     seen s;
     memset(&s, 0, sizeof s);
@@ -320,6 +408,8 @@ static Suite *suite(void) {
     tcase_add_test(t, test_trim_and_compacted);
     tcase_add_test(t, test_drop);
     tcase_add_test(t, test_survives_reopen_and_restore);
+    tcase_add_test(t, test_migrate_v3);
+    tcase_add_test(t, test_history_behind_dropped);
     tcase_add_test(t, test_bad_arguments);
     suite_add_tcase(s, t);
     return s;

@@ -196,7 +196,7 @@ static size_t deletes_at(sm *s, uint64_t rev, const char *want_key) {
     sm__put_be64(hk + 1, rev);
     char *err = NULL;
     size_t len = 0;
-    char *v = rocksdb_get(s->db, s->ro, (char *)hk, sizeof hk, &len, &err);
+    char *v = rocksdb_get_cf(s->db, s->ro, s->cf_history, (char *)hk, sizeof hk, &len, &err);
     ck_assert_ptr_null(err);
     ck_assert_ptr_nonnull(v);
     Kv__HistoryRecord *h = kv__history_record__unpack(NULL, len, (uint8_t *)v);

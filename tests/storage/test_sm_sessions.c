@@ -274,13 +274,15 @@ END_TEST
 
 /* ---- format 1 -> 2 ------------------------------------------------------ */
 
+/* The db's history family, while raw_open holds it. */
+static rocksdb_column_family_handle_t *raw_hcf;
+
 static rocksdb_t *raw_open(const char *path) {
-    rocksdb_options_t *o = rocksdb_options_create();
-    char *err = NULL;
-    rocksdb_t *db = rocksdb_open(o, path, &err);
-    rocksdb_options_destroy(o);
-    ck_assert_msg(err == NULL, "raw open: %s", err ? err : "");
-    return db;
+    return tu_raw_open(path, &raw_hcf);
+}
+
+static void raw_close(rocksdb_t *db) {
+    tu_raw_close(db, raw_hcf);
 }
 
 static void raw_put_u64(rocksdb_writebatch_t *wb, const char *k, uint64_t v) {
@@ -300,8 +302,8 @@ static void raw_write(rocksdb_t *db, rocksdb_writebatch_t *wb) {
 
 /* Rewrites a format 2 db as format 1 wrote it: a 't' key per session record
  * (be64(last index), be64(id)), the count (count_delta off), format 1. */
-/* Turns the format 3 records of db into format 2's plain values (into wb)
- * and drops the history and lease index keys, which format 2 had not. */
+/* Turns the records of db into format 2's plain values (into wb) and drops
+ * the history and lease index keys, which format 2 had not. */
 static void make_v2_keys(rocksdb_t *db, rocksdb_readoptions_t *ro, rocksdb_writebatch_t *wb) {
     rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
     char first = SM_PREFIX_DATA;
@@ -320,9 +322,10 @@ static void make_v2_keys(rocksdb_t *db, rocksdb_readoptions_t *ro, rocksdb_write
         rocksdb_writebatch_put(wb, k, klen, (const char *)r.value, r.len);
     }
     rocksdb_iter_destroy(it);
+    rocksdb_writebatch_delete_range_cf(wb, raw_hcf, "\x00", 1, "\xff", 1);
 }
 
-/* Rewrites the format 3 db at path as format 2. */
+/* Rewrites the db at path as format 2. */
 static void make_v2(const char *path) {
     rocksdb_t *db = raw_open(path);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
@@ -331,7 +334,7 @@ static void make_v2(const char *path) {
     raw_put_u64(wb, SM_META_FORMAT, SM_FORMAT_V2);
     raw_write(db, wb);
     rocksdb_readoptions_destroy(ro);
-    rocksdb_close(db);
+    raw_close(db);
 }
 
 static void make_v1(const char *path, int count_delta) {
@@ -363,7 +366,7 @@ static void make_v1(const char *path, int count_delta) {
     raw_put_u64(wb, SM_META_FORMAT, SM_FORMAT_V1);
     raw_write(db, wb);
     rocksdb_readoptions_destroy(ro);
-    rocksdb_close(db);
+    raw_close(db);
 }
 
 /* Keys of path starting with c. */
@@ -380,7 +383,7 @@ static int raw_count(const char *path, char c) {
     }
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
-    rocksdb_close(db);
+    raw_close(db);
     return n;
 }
 
@@ -457,7 +460,7 @@ START_TEST(test_sessions_v1_refused) {
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     raw_put_u64(wb, SM_META_FORMAT, SM_FORMAT + 1);
     raw_write(db, wb);
-    rocksdb_close(db);
+    raw_close(db);
     ck_assert_int_eq(sm_open(b_dir, &o, &b), KV_EVERSION);
 }
 END_TEST

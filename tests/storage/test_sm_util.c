@@ -145,3 +145,43 @@ bool tu_find(const char *dir, const char *suffix, char *out) {
     closedir(d);
     return found;
 }
+
+static rocksdb_column_family_handle_t *tu_raw_default;
+
+rocksdb_t *tu_raw_open(const char *db_dir, rocksdb_column_family_handle_t **history) {
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_set_create_missing_column_families(o, 1);
+    rocksdb_options_set_atomic_flush(o, 1);
+    const char *names[2] = {"default", "history"};
+    const rocksdb_options_t *cfo[2] = {o, o};
+    rocksdb_column_family_handle_t *cf[2] = {NULL, NULL};
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open_column_families(o, db_dir, 2, names, cfo, cf, &err);
+    rocksdb_options_destroy(o);
+    ck_assert_msg(err == NULL, "raw open: %s", err ? err : "");
+    tu_raw_default = cf[0];
+    *history = cf[1];
+    return db;
+}
+
+void tu_raw_close(rocksdb_t *db, rocksdb_column_family_handle_t *history) {
+    rocksdb_column_family_handle_destroy(tu_raw_default);
+    rocksdb_column_family_handle_destroy(history);
+    rocksdb_close(db);
+}
+
+bool tu_find_sst(const char *db_dir, const char *cf, char *out) {
+    rocksdb_column_family_handle_t *h;
+    rocksdb_t *db = tu_raw_open(db_dir, &h);
+    const rocksdb_livefiles_t *lf = rocksdb_livefiles(db);
+    bool found = false;
+    for (int i = 0; i < rocksdb_livefiles_count(lf) && !found; i++) {
+        if (strcmp(rocksdb_livefiles_column_family_name(lf, i), cf) != 0)
+            continue;
+        snprintf(out, 4096, "%s/%s", db_dir, rocksdb_livefiles_name(lf, i)); /* "/000012.sst" */
+        found = true;
+    }
+    rocksdb_livefiles_destroy(lf);
+    tu_raw_close(db, h);
+    return found;
+}

@@ -52,4 +52,15 @@ void tu_flip(const char *path, uint64_t off);
 /* The first file in dir whose name ends with suffix, into out. */
 bool tu_find(const char *dir, const char *suffix, char *out);
 
+/* A state machine's RocksDB opened as is, with both column families (the
+ * default one and the history, *history): for tests that write what no
+ * sm_* call would. tu_raw_close closes both. */
+#include <rocksdb/c.h>
+rocksdb_t *tu_raw_open(const char *db_dir, rocksdb_column_family_handle_t **history);
+void tu_raw_close(rocksdb_t *db, rocksdb_column_family_handle_t *history);
+
+/* The path of an SST of column family cf ("default" or "history") in
+ * db_dir (closed), into out (4096 bytes); false when it has none. */
+bool tu_find_sst(const char *db_dir, const char *cf, char *out);
+
 #endif
