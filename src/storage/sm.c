@@ -100,6 +100,9 @@ rocksdb_options_t *sm__history_options_new(rocksdb_block_based_table_options_t *
     rocksdb_block_based_options_set_checksum(t, SM_ROCKSDB_CHECKSUM_XXH3);
     rocksdb_options_set_block_based_table_factory(o, t);
     rocksdb_options_set_paranoid_checks(o, 1);
+    /* small files: trimming the oldest revisions then deletes whole files
+     * instead of rewriting most of one */
+    rocksdb_options_set_target_file_size_base(o, 8u << 20);
     *table = t;
     return o;
 }
@@ -208,8 +211,8 @@ static int sm__migrate_v1(sm *s, rocksdb_writebatch_t *wb, uint64_t *order_v1) {
 }
 
 /* Format 3 -> 4 (sm_internal.h), into wb: the 'h' records move from the
- * default family to the history family. */
-static int sm__migrate_v3(sm *s, rocksdb_writebatch_t *wb, uint64_t *records) {
+ * default family to the history family; *last the revision of the last. */
+static int sm__migrate_v3(sm *s, rocksdb_writebatch_t *wb, uint64_t *records, uint64_t *last) {
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
     char first = SM_PREFIX_HISTORY, past = SM_PREFIX_HISTORY + 1;
     for (rocksdb_iter_seek(it, &first, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
@@ -220,6 +223,8 @@ static int sm__migrate_v3(sm *s, rocksdb_writebatch_t *wb, uint64_t *records) {
         const char *v = rocksdb_iter_value(it, &vlen);
         rocksdb_writebatch_put_cf(wb, s->cf_history, k, klen, v, vlen);
         (*records)++;
+        if (klen == 9)
+            *last = sm__get_be64((const uint8_t *)k + 1);
     }
     rocksdb_writebatch_delete_range(wb, &first, 1, &past, 1);
     char *err = NULL;
@@ -243,16 +248,15 @@ static int sm__migrate_v3(sm *s, rocksdb_writebatch_t *wb, uint64_t *records) {
 static int sm__migrate(sm *s, uint64_t format) {
     assert(format != SM_FORMAT);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    uint64_t sessions_v1 = 0, keys = 0, records = 0;
+    uint64_t sessions_v1 = 0, keys = 0, records = 0, last = 0;
     int rv = format == SM_FORMAT_V1 ? sm__migrate_v1(s, wb, &sessions_v1) : 0;
     if (rv == 0 && format != 0 && format < SM_FORMAT_V3)
         rv = sm__keys_migrate(s, wb, &keys);
     if (rv == 0 && format == SM_FORMAT_V3)
-        rv = sm__migrate_v3(s, wb, &records);
+        rv = sm__migrate_v3(s, wb, &records, &last);
+    if (s->applied_index > last) /* the history, whatever there was, is written through it */
+        sm__history_mark(s, wb, s->applied_index);
     uint8_t v[8];
-    kv_put_u64(v, s->applied_index);
-    rocksdb_writebatch_put_cf(wb, s->cf_history, SM_HISTORY_THROUGH, strlen(SM_HISTORY_THROUGH),
-                              (char *)v, sizeof v);
     kv_put_u64(v, SM_FORMAT);
     rocksdb_writebatch_put(wb, SM_META_FORMAT, strlen(SM_META_FORMAT), (char *)v, sizeof v);
     char *err = NULL;
@@ -282,7 +286,9 @@ static int sm__migrate(sm *s, uint64_t format) {
  * from there gets COMPACTED rather than a stream with a gap. */
 static int sm__history_check(sm *s) {
     uint64_t through = 0;
-    int rv = sm__meta_u64_cf(s, s->db, s->ro, s->cf_history, SM_HISTORY_THROUGH, &through);
+    int rv = sm__history_last(s, &through);
+    if (s->history_dropped > through + 1) /* dropped before it: nothing to miss */
+        through = s->history_dropped - 1;
     if (rv != 0 || through >= s->applied_index)
         return rv;
     KV_LOGW("HISTORY",

@@ -286,10 +286,8 @@ int sm__batch_write(sm__batch *b) {
         rocksdb_writebatch_put_cf(b->wb, s->cf_history, (char *)hk, sizeof hk,
                                   (char *)b->events + h->from, h->to - h->from);
     }
-    uint8_t through[8];
-    kv_put_u64(through, b->done_index);
-    rocksdb_writebatch_put_cf(b->wb, s->cf_history, SM_HISTORY_THROUGH,
-                              strlen(SM_HISTORY_THROUGH), (char *)through, sizeof through);
+    if (b->hist_count == 0 || b->hist[b->hist_count - 1].rev != b->done_index)
+        sm__history_mark(s, b->wb, b->done_index); /* how far it is written */
     /* The format is written at open (sm_open); the session count and
      * order are not stored (format 2): the records are enough. */
     sm__bput_u64(b, SM_META_APPLIED_INDEX, b->done_index);

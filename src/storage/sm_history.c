@@ -142,6 +142,10 @@ int sm_history_read(sm *s, sm_history_pos *pos, const void *prefix, size_t plen,
     sm__hview v;
     int rv = sm__hview_open(s, &v, pos->rev);
     uint64_t oldest = sm__history_oldest_at(s, v.applied, v.dropped);
+    /* Files the trim deleted between the snapshot and the iterator are
+     * gone from the iterator: what the oldest now is counts too. */
+    uint64_t now = sm_history_oldest(s);
+    oldest = now > oldest ? now : oldest;
     if (rv == 0 && pos->rev < oldest && pos->rev <= v.applied)
         rv = KV_ECOMPACTED;
     uint64_t bytes = 0;

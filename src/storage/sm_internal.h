@@ -26,15 +26,17 @@
 #define SM_META_FORMAT "mformat"
 #define SM_META_HISTORY_DROPPED "mhistory_dropped" /* sm_history_drop's oldest */
 
-/* The watch history's column family: 'h' + be64(revision) records and, under
- * SM_HISTORY_THROUGH, the applied index its records are written through. It
- * is written in the same batches as the default family; flushes of the two
- * are atomic (atomic_flush) but for sm_flush's, which flushes the default
- * family first, so the history is never behind it but when a crash falls
- * between the two: then sm_open finds SM_HISTORY_THROUGH below the applied
- * index and drops the history before it (COMPACTED), never serving a gap. */
+/* The watch history's column family: 'h' + be64(revision) records only, so
+ * its files never overlap and its compactions never rewrite older ones.
+ * Each batch (sm_batch.c) writes a record for its last entry, empty when
+ * that entry changed nothing, so the last record tells how far the history
+ * is written. It is written in the same batches as the default family;
+ * flushes of the two are atomic (atomic_flush) but for sm_flush's, which
+ * flushes the default family first, so the history is never behind it but
+ * when a crash falls between the two: then sm_open finds the last record
+ * below the applied index and drops the history before it (COMPACTED),
+ * never serving a gap. */
 #define SM_CF_HISTORY "history"
-#define SM_HISTORY_THROUGH "mthrough"
 
 /* Version of the key layout above; stored under SM_META_FORMAT.
  *   1: sessions with their eviction order in 't' keys and a count in
@@ -151,11 +153,16 @@ int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char 
 int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, size_t vlen,
                 uint64_t lease, const sm__rec *prev);
 int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *prev);
+/* Puts into wb an empty history record (no events) at rev: the history is
+ * written through rev (SM_CF_HISTORY). */
+void sm__history_mark(sm *s, rocksdb_writebatch_t *wb, uint64_t rev);
+/* The revision of the last history record, 0 when there is none. */
+int sm__history_last(sm *s, uint64_t *rev);
 /* The oldest revision kept at applied index applied, with sm_history_drop's
  * oldest dropped (0: none): sm_history_oldest, also of a RocksDB snapshot. */
 uint64_t sm__history_oldest_at(sm *s, uint64_t applied, uint64_t dropped);
-/* Deletes the history below sm_history_oldest when the applied index went
- * from before to after across a multiple of SM_HISTORY_TRIM_EVERY. */
+/* Deletes the history files below sm_history_oldest when the applied index
+ * went from before to after across a multiple of SM_HISTORY_TRIM_EVERY. */
 #define SM_HISTORY_TRIM_EVERY 4096u
 void sm__history_trim(sm *s, uint64_t before, uint64_t after);
 

@@ -7,13 +7,13 @@
  * PUT or DELETE does, and a watcher sees all of them.
  *
  * History: the events of one entry are one 'h' + be64(index) record of
- * kv.HistoryRecord, written with the entry in the same batch (after the
- * call's other writes, sm__history_put). Every node
- * serves the revisions (applied - history_revs, applied], a function of the
- * applied index alone (sm_history_oldest); older records are deleted lazily,
- * one range every SM_HISTORY_TRIM_EVERY entries (sm__history_trim), so a
- * write costs one history put and no delete. Records below the oldest that
- * a crash left behind are never read and go at the next trim.
+ * kv.HistoryRecord in the history column family (SM_CF_HISTORY), written
+ * with the entry in the same batch (sm_batch.c). Every node serves the
+ * revisions (applied - history_revs, applied], a function of the applied
+ * index alone (sm_history_oldest); older records go lazily, whole files at
+ * a time, every SM_HISTORY_TRIM_EVERY entries (sm__history_trim), so a
+ * write costs one history put and no delete. Older records still in a
+ * file with newer ones are never read.
  */
 #include "storage/sm_internal.h"
 
@@ -153,6 +153,32 @@ int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *pr
     return sm__event_add(b, KV__WATCH_EVENT__TYPE__DELETE, key, klen, NULL, 0, &r);
 }
 
+void sm__history_mark(sm *s, rocksdb_writebatch_t *wb, uint64_t rev) {
+    uint8_t hk[9];
+    hk[0] = SM_PREFIX_HISTORY;
+    sm__put_be64(hk + 1, rev);
+    rocksdb_writebatch_put_cf(wb, s->cf_history, (char *)hk, sizeof hk, "", 0);
+}
+
+int sm__history_last(sm *s, uint64_t *rev) {
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf_history);
+    rocksdb_iter_seek_to_last(it);
+    *rev = 0;
+    size_t klen = 0;
+    const char *k = rocksdb_iter_valid(it) ? rocksdb_iter_key(it, &klen) : NULL;
+    if (k != NULL && klen == 9 && k[0] == SM_PREFIX_HISTORY)
+        *rev = sm__get_be64((const uint8_t *)k + 1);
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    if (err == NULL)
+        return 0;
+    int rv = sm__fail(s, err);
+    KV_LOGE(kv_errword(rv), "state machine %s: reading the last history record: %s", s->dir, err);
+    rocksdb_free(err);
+    return rv;
+}
+
 uint64_t sm__history_oldest_at(sm *s, uint64_t applied, uint64_t dropped) {
     uint64_t keep = s->opt.history_revs;
     uint64_t oldest = applied > keep ? applied - keep + 1 : 1;
@@ -164,31 +190,23 @@ uint64_t sm_history_oldest(sm *s) {
                                  atomic_load(&s->history_dropped));
 }
 
-/* Deletes the history records below rev in one write, with meta when not
- * NULL (a put of v under it). */
-static int sm__history_delete_below(sm *s, uint64_t rev, const char *meta, uint64_t v) {
-    uint8_t from[1] = {SM_PREFIX_HISTORY}, to[9], val[8];
+/* The history files whose records are all below rev go (records below rev
+ * left in other files are never read: sm_history_oldest). No range
+ * tombstone: the history's files, written in revision order, never overlap,
+ * so they reach the lower levels by moves and never by rewrites, which a
+ * tombstone would force (it spans the older files). 0 or a KV_E* code. */
+static int sm__history_delete_files(sm *s, uint64_t rev) {
+    uint8_t from[1] = {SM_PREFIX_HISTORY}, to[9];
     to[0] = SM_PREFIX_HISTORY;
-    sm__put_be64(to + 1, rev);
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    rocksdb_writebatch_delete_range_cf(wb, s->cf_history, (char *)from, sizeof from, (char *)to,
-                                       sizeof to);
-    if (meta != NULL) {
-        kv_put_u64(val, v);
-        rocksdb_writebatch_put(wb, meta, strlen(meta), (char *)val, sizeof val);
-        /* nothing before rev is kept: the history holds all it must */
-        kv_put_u64(val, rev - 1);
-        rocksdb_writebatch_put_cf(wb, s->cf_history, SM_HISTORY_THROUGH,
-                                  strlen(SM_HISTORY_THROUGH), (char *)val, sizeof val);
-    }
+    sm__put_be64(to + 1, rev - 1); /* RocksDB's limit is inclusive */
     char *err = NULL;
-    rocksdb_write(s->db, s->wo, wb, &err);
-    rocksdb_writebatch_destroy(wb);
+    rocksdb_delete_file_in_range_cf(s->db, s->cf_history, (char *)from, sizeof from, (char *)to,
+                                    sizeof to, &err);
     if (err == NULL)
         return 0;
     int rv = sm__fail(s, err);
-    KV_LOGW(kv_errword(rv), "state machine %s: deleting watch history below %llu: %s", s->dir,
-            (unsigned long long)rev, err);
+    KV_LOGW(kv_errword(rv), "state machine %s: deleting watch history files below %llu: %s",
+            s->dir, (unsigned long long)rev, err);
     rocksdb_free(err);
     return rv;
 }
@@ -197,20 +215,42 @@ int sm_history_drop(sm *s) {
     uint64_t rev = atomic_load(&s->applied_index) + 1;
     if (rev <= sm_history_oldest(s))
         return 0;
-    int rv = sm__history_delete_below(s, rev, SM_META_HISTORY_DROPPED, rev);
-    if (rv == 0) {
-        atomic_store(&s->history_dropped, rev);
-        KV_LOGW("HISTORY", "state machine %s: watch history before revision %llu dropped to give "
-                "space back; a watch from earlier gets COMPACTED", s->dir, (unsigned long long)rev);
+    /* The new oldest and a range delete in one write: the space comes back
+     * at the compaction that follows (sm_compact), also from files the
+     * tombstone covers in part. */
+    uint8_t from[1] = {SM_PREFIX_HISTORY}, to[9], val[8];
+    to[0] = SM_PREFIX_HISTORY;
+    sm__put_be64(to + 1, rev);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_delete_range_cf(wb, s->cf_history, (char *)from, sizeof from, (char *)to,
+                                       sizeof to);
+    kv_put_u64(val, rev);
+    rocksdb_writebatch_put(wb, SM_META_HISTORY_DROPPED, strlen(SM_META_HISTORY_DROPPED),
+                           (char *)val, sizeof val);
+    char *err = NULL;
+    rocksdb_write(s->db, s->wo, wb, &err);
+    rocksdb_writebatch_destroy(wb);
+    if (err != NULL) {
+        int rv = sm__fail(s, err);
+        KV_LOGW(kv_errword(rv), "state machine %s: dropping watch history below %llu: %s", s->dir,
+                (unsigned long long)rev, err);
+        rocksdb_free(err);
+        return rv;
     }
-    return rv;
+    atomic_store(&s->history_dropped, rev);
+    KV_LOGW("HISTORY",
+            "state machine %s: watch history before revision %llu dropped; a watch from earlier "
+            "gets COMPACTED",
+            s->dir, (unsigned long long)rev);
+    return sm__history_delete_files(s, rev);
 }
 
 void sm__history_trim(sm *s, uint64_t before, uint64_t after) {
     /* a failure is logged; the next trim tries again, and a real fault
      * fails the next apply */
-    if (before / SM_HISTORY_TRIM_EVERY != after / SM_HISTORY_TRIM_EVERY)
-        (void)sm__history_delete_below(s, sm_history_oldest(s), NULL, 0);
+    if (before / SM_HISTORY_TRIM_EVERY != after / SM_HISTORY_TRIM_EVERY &&
+        sm_history_oldest(s) > 1)
+        (void)sm__history_delete_files(s, sm_history_oldest(s));
 }
 
 int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys) {
