@@ -116,16 +116,9 @@ void sm__options_free(rocksdb_options_t *o, rocksdb_block_based_table_options_t 
 
 int sm__meta_u64(sm *rec, rocksdb_t *db, const rocksdb_readoptions_t *ro, const char *name,
                  uint64_t *out) {
-    return sm__meta_u64_cf(rec, db, ro, NULL, name, out);
-}
-
-int sm__meta_u64_cf(sm *rec, rocksdb_t *db, const rocksdb_readoptions_t *ro,
-                    rocksdb_column_family_handle_t *cf, const char *name, uint64_t *out) {
     assert(db != NULL && name[0] == SM_PREFIX_META);
     char *err = NULL;
-    rocksdb_pinnableslice_t *v = cf != NULL
-                                     ? rocksdb_get_pinned_cf(db, ro, cf, name, strlen(name), &err)
-                                     : rocksdb_get_pinned(db, ro, name, strlen(name), &err);
+    rocksdb_pinnableslice_t *v = rocksdb_get_pinned(db, ro, name, strlen(name), &err);
     if (err != NULL) {
         int rv = rec != NULL ? sm__fail(rec, err) : sm__rocks_err(err);
         KV_LOGE(kv_errword(rv), "state machine: reading %s: %s", name, err);

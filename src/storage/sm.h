@@ -1,19 +1,21 @@
 /*
  * The state machine: committed Raft entries applied to RocksDB.
  *
- * One column family; keys carry a one-byte prefix so that one memtable flush
- * is atomic for everything (docs/rules.md, etcd#13967):
+ * The replicated state is one column family; keys carry a one-byte prefix so
+ * that one memtable flush is atomic for all of it (docs/rules.md,
+ * etcd#13967):
  *   'd' + user key                   user data: a record (sm_internal.h) of
  *                                    the key's revisions, lease and value
- *   'h' + be64(revision)             watch history: the events of the entry
- *                                    at that log index (kv.HistoryRecord);
- *                                    the newest history_revs revisions
  *   'k' + be64(lease) + user key     the keys attached to a lease (empty)
  *   'l' + be64(lease id)             a lease (kv.Lease: id, ttl); "leases" below
  *   'm' + name                       meta: applied index and term, membership,
- *                                    format (3; sm_open migrates 1 and 2)
+ *                                    format (4; sm_open migrates 1, 2 and 3)
  *   's' + be64(client id)            a client session (kv.Session, with the
  *                                    log index of its last use)
+ * The watch history is a second family ("history", sm_internal.h):
+ *   'h' + be64(revision)             the events of the entry at that log
+ *                                    index (kv.HistoryRecord); the newest
+ *                                    history_revs revisions
  *
  * Revisions are log indexes (proto/kv.proto): a key's mod_rev is the index
  * of the entry that last wrote it, create_rev the index that created it,
@@ -173,9 +175,11 @@ uint64_t sm_history_oldest(sm *s);
 
 /* Drops the watch history up to the applied index, on this node only, to
  * give disk space back (the NOSPACE alarm): a watch from an earlier
- * revision is then refused with COMPACTED here, never given less. The
- * records and the new oldest revision go in one write, so a crash keeps
- * both or neither. On the apply thread. 0 or a RocksDB error. */
+ * revision is then refused with COMPACTED here, never given less. A range
+ * delete of the records and the new oldest revision go in one write, so a
+ * crash keeps both or neither; the history files below it are deleted at
+ * once, the rest at the next sm_compact. On the apply thread. 0 or a
+ * RocksDB error. */
 int sm_history_drop(sm *s);
 
 /* The applied index known durable in RocksDB (flushed); <= applied index. */

@@ -280,9 +280,6 @@ void sm__options_free(rocksdb_options_t *o, rocksdb_block_based_table_options_t 
  * error is kept in rec (sm__fail) when rec is not NULL. */
 int sm__meta_u64(sm *rec, rocksdb_t *db, const rocksdb_readoptions_t *ro, const char *name,
                  uint64_t *out);
-/* The same from column family cf. */
-int sm__meta_u64_cf(sm *rec, rocksdb_t *db, const rocksdb_readoptions_t *ro,
-                    rocksdb_column_family_handle_t *cf, const char *name, uint64_t *out);
 
 /* Maps a RocksDB error text to a KV_E* code (frees nothing). */
 int sm__rocks_err(const char *err);
