@@ -89,9 +89,8 @@ typedef struct sm__overlay {
  * consult before the db, so an entry sees what the earlier entries of the
  * call and its own earlier ops wrote (PUT then CAS on one key, a txn's get
  * after its put); and the watch events of those entries (kv.HistoryRecord
- * bytes, one record per entry that changed keys, put into the batch at the
- * end: history keys in a row are cheap memtable inserts, interleaved with
- * the user keys they are not). */
+ * bytes, one record per entry that changed keys, put into the history
+ * family when the batch is written, sm__batch_write). */
 typedef struct sm__batch {
     sm *s;
     rocksdb_writebatch_t *wb;
