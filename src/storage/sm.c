@@ -58,6 +58,18 @@ int sm__fail(sm *s, const char *err) {
     return sm__rocks_err(err);
 }
 
+int sm__iter_done(sm *s, rocksdb_iterator_t *it, const char *what) {
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    if (err == NULL)
+        return 0;
+    int rv = sm__fail(s, err);
+    KV_LOGE(kv_errword(rv), "state machine %s: %s: %s", s->dir, what, err);
+    rocksdb_free(err);
+    return rv;
+}
+
 void sm_last_error(sm *s, char *buf, size_t cap) {
     assert(buf != NULL && cap > 0);
     buf[0] = '\0';
@@ -220,15 +232,7 @@ static int sm__migrate_v3(sm *s, rocksdb_writebatch_t *wb, uint64_t *records, ui
             *last = sm__get_be64((const uint8_t *)k + 1);
     }
     rocksdb_writebatch_delete_range(wb, &first, 1, &past, 1);
-    char *err = NULL;
-    rocksdb_iter_get_error(it, &err);
-    rocksdb_iter_destroy(it);
-    if (err == NULL)
-        return 0;
-    int rv = sm__fail(s, err);
-    KV_LOGE(kv_errword(rv), "state machine %s: migrating format 3: %s", s->dir, err);
-    rocksdb_free(err);
-    return rv;
+    return sm__iter_done(s, it, "migrating format 3");
 }
 
 /* Format 1, 2 or 3 -> 4 (sm_internal.h) in one batch: format 1's session

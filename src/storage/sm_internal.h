@@ -286,6 +286,10 @@ int sm__rocks_err(const char *err);
 /* sm__rocks_err, and keeps err for sm_last_error (frees nothing). */
 int sm__fail(sm *s, const char *err);
 
+/* Destroys it; its error, if any, is logged ("state machine DIR: what:
+ * ...") and returned as sm__fail's code, else 0. */
+int sm__iter_done(sm *s, rocksdb_iterator_t *it, const char *what);
+
 /* durable_index := max(durable_index, index), from any thread (sm_flush on
  * the apply thread, snap_create_live on another). */
 static inline void sm__durable_raise(sm *s, uint64_t index) {

@@ -168,15 +168,7 @@ int sm__history_last(sm *s, uint64_t *rev) {
     const char *k = rocksdb_iter_valid(it) ? rocksdb_iter_key(it, &klen) : NULL;
     if (k != NULL && klen == 9 && k[0] == SM_PREFIX_HISTORY)
         *rev = sm__get_be64((const uint8_t *)k + 1);
-    char *err = NULL;
-    rocksdb_iter_get_error(it, &err);
-    rocksdb_iter_destroy(it);
-    if (err == NULL)
-        return 0;
-    int rv = sm__fail(s, err);
-    KV_LOGE(kv_errword(rv), "state machine %s: reading the last history record: %s", s->dir, err);
-    rocksdb_free(err);
-    return rv;
+    return sm__iter_done(s, it, "reading the last history record");
 }
 
 uint64_t sm__history_oldest_at(sm *s, uint64_t applied, uint64_t dropped) {
@@ -270,13 +262,5 @@ int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys) {
         rocksdb_writebatch_putv(wb, 1, &k, &klen, 2, parts, lens);
         (*keys)++;
     }
-    char *err = NULL;
-    rocksdb_iter_get_error(it, &err);
-    rocksdb_iter_destroy(it);
-    if (err == NULL)
-        return 0;
-    int rv = sm__fail(s, err);
-    KV_LOGE(kv_errword(rv), "state machine %s: migrating keys: %s", s->dir, err);
-    rocksdb_free(err);
-    return rv;
+    return sm__iter_done(s, it, "migrating keys");
 }
