@@ -90,17 +90,22 @@ rocksdb_options_t *sm__options_new(rocksdb_block_based_table_options_t **table) 
      * SSTs and the memtable, answer "absent" for a new key without a
      * search. */
     rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
-    rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.02);
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.005); /* of the buffer below */
     rocksdb_options_set_memtable_whole_key_filtering(o, 1);
     rocksdb_options_set_block_based_table_factory(o, t);
     rocksdb_options_set_paranoid_checks(o, 1);
     rocksdb_options_set_create_if_missing(o, 1);
     rocksdb_options_set_keep_log_file_num(o, 2);
     rocksdb_options_set_max_background_jobs(o, 2);
-    /* the history family (SM_CF_HISTORY): made at the first open, and
-     * flushed with the default one, since neither has a RocksDB WAL */
+    /* The history family (SM_CF_HISTORY) is made at the first open. The
+     * keys are flushed by sm_flush (snapshots: every few MiB of entries),
+     * which flushes the history right after; a large buffer keeps RocksDB
+     * from flushing them alone, ahead of the history, as long as snapshots
+     * keep up. Not atomic_flush: RocksDB 7.8 asserts and aborts when its
+     * flush requests of different reasons meet (a compaction's and a
+     * snapshot's, seen in cluster_ops_nospace). */
     rocksdb_options_set_create_missing_column_families(o, 1);
-    rocksdb_options_set_atomic_flush(o, 1);
+    rocksdb_options_set_write_buffer_size(o, SM_KEYS_WRITE_BUFFER_BYTES);
     *table = t;
     return o;
 }
@@ -420,6 +425,10 @@ void sm_close(sm *s) {
 
 void sm_compact(sm *s) {
     assert(s != NULL && s->db != NULL);
+    /* Flushed first, in sm_flush's order: compacting the keys would
+     * otherwise flush them alone, ahead of the history (SM_CF_HISTORY). */
+    if (sm_flush(s) != 0)
+        return; /* logged; the next write or flush fails with it */
     rocksdb_compact_range_cf(s->db, s->cf_default, NULL, 0, NULL, 0);
     rocksdb_compact_range_cf(s->db, s->cf_history, NULL, 0, NULL, 0);
 }

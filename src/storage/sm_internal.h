@@ -30,13 +30,20 @@
  * its files never overlap and its compactions never rewrite older ones.
  * Each batch (sm_batch.c) writes a record for its last entry, empty when
  * that entry changed nothing, so the last record tells how far the history
- * is written. It is written in the same batches as the default family;
- * flushes of the two are atomic (atomic_flush) but for sm_flush's, which
- * flushes the default family first, so the history is never behind it but
- * when a crash falls between the two: then sm_open finds the last record
- * below the applied index and drops the history before it (COMPACTED),
- * never serving a gap. */
+ * is written. It is written in the same batches as the default family. The
+ * keys are flushed by sm_flush, which flushes the history right after them
+ * (and RocksDB does not flush the keys on its own while snapshots keep up:
+ * SM_KEYS_WRITE_BUFFER_BYTES), so the history on disk is behind the keys
+ * only when a crash falls between the two flushes, or after RocksDB had to
+ * flush the keys alone: then sm_open finds the last record below the
+ * applied index and drops the history before it (COMPACTED), never
+ * serving a gap. The history may be ahead: its records past the applied
+ * index are never read, and written again when their entries are. */
 #define SM_CF_HISTORY "history"
+/* The keys' write buffer: many snapshots' worth (a snapshot flushes every
+ * SERVER_SNAPSHOT_BYTES_DEFAULT of entries at the most), so RocksDB flushes
+ * the keys by itself only when snapshots fall far behind. */
+#define SM_KEYS_WRITE_BUFFER_BYTES (256u << 20)
 
 /* Version of the key layout above; stored under SM_META_FORMAT.
  *   1: sessions with their eviction order in 't' keys and a count in

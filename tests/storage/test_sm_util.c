@@ -151,7 +151,6 @@ static rocksdb_column_family_handle_t *tu_raw_default;
 rocksdb_t *tu_raw_open(const char *db_dir, rocksdb_column_family_handle_t **history) {
     rocksdb_options_t *o = rocksdb_options_create();
     rocksdb_options_set_create_missing_column_families(o, 1);
-    rocksdb_options_set_atomic_flush(o, 1);
     const char *names[2] = {"default", "history"};
     const rocksdb_options_t *cfo[2] = {o, o};
     rocksdb_column_family_handle_t *cf[2] = {NULL, NULL};
