@@ -90,7 +90,7 @@ rocksdb_options_t *sm__options_new(rocksdb_block_based_table_options_t **table) 
      * SSTs and the memtable, answer "absent" for a new key without a
      * search. */
     rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
-    rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.005); /* of the buffer below */
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.01); /* of the buffer below */
     rocksdb_options_set_memtable_whole_key_filtering(o, 1);
     rocksdb_options_set_block_based_table_factory(o, t);
     rocksdb_options_set_paranoid_checks(o, 1);

@@ -40,10 +40,11 @@
  * serving a gap. The history may be ahead: its records past the applied
  * index are never read, and written again when their entries are. */
 #define SM_CF_HISTORY "history"
-/* The keys' write buffer: many snapshots' worth (a snapshot flushes every
- * SERVER_SNAPSHOT_BYTES_DEFAULT of entries at the most), so RocksDB flushes
- * the keys by itself only when snapshots fall far behind. */
-#define SM_KEYS_WRITE_BUFFER_BYTES (256u << 20)
+/* The keys' write buffer: twice a snapshot's worth (a snapshot flushes
+ * every SERVER_SNAPSHOT_BYTES_DEFAULT, 64 MiB, of entries at the most), so
+ * RocksDB flushes the keys by itself only when snapshots fall behind; two
+ * such buffers (one being flushed) stay well under a node's memory budget. */
+#define SM_KEYS_WRITE_BUFFER_BYTES (128u << 20)
 
 /* Version of the key layout above; stored under SM_META_FORMAT.
  *   1: sessions with their eviction order in 't' keys and a count in
