@@ -58,16 +58,20 @@ int sm__fail(sm *s, const char *err) {
     return sm__rocks_err(err);
 }
 
+int sm__failed(sm *s, char *err, bool write, const char *what) {
+    int rv = sm__fail(s, err);
+    if (write)
+        rv = rv == KV_ECORRUPT || rv == KV_ENOSPACE ? rv : KV_EIO;
+    KV_LOGE(kv_errword(rv), "state machine %s: %s: %s", s->dir, what, err);
+    rocksdb_free(err);
+    return rv;
+}
+
 int sm__iter_done(sm *s, rocksdb_iterator_t *it, const char *what) {
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
     rocksdb_iter_destroy(it);
-    if (err == NULL)
-        return 0;
-    int rv = sm__fail(s, err);
-    KV_LOGE(kv_errword(rv), "state machine %s: %s: %s", s->dir, what, err);
-    rocksdb_free(err);
-    return rv;
+    return err == NULL ? 0 : sm__failed(s, err, false, what);
 }
 
 void sm_last_error(sm *s, char *buf, size_t cap) {
@@ -233,8 +237,9 @@ static int sm__migrate_v3(sm *s, rocksdb_writebatch_t *wb, uint64_t *records, ui
         const char *v = rocksdb_iter_value(it, &vlen);
         rocksdb_writebatch_put_cf(wb, s->cf_history, k, klen, v, vlen);
         (*records)++;
-        if (klen == 9)
-            *last = sm__get_be64((const uint8_t *)k + 1);
+        uint64_t rev = sm__history_rev(k, klen);
+        if (rev != 0)
+            *last = rev;
     }
     rocksdb_writebatch_delete_range(wb, &first, 1, &past, 1);
     return sm__iter_done(s, it, "migrating format 3");
@@ -257,7 +262,7 @@ static int sm__migrate(sm *s, uint64_t format) {
     if (rv == 0 && format == SM_FORMAT_V3)
         rv = sm__migrate_v3(s, wb, &records, &last);
     if (s->applied_index > last) /* the history, whatever there was, is written through it */
-        sm__history_mark(s, wb, s->applied_index);
+        sm__history_put(s, wb, s->applied_index, "", 0);
     uint8_t v[8];
     kv_put_u64(v, SM_FORMAT);
     rocksdb_writebatch_put(wb, SM_META_FORMAT, strlen(SM_META_FORMAT), (char *)v, sizeof v);
@@ -450,13 +455,8 @@ int sm_flush(sm *s) {
     if (err == NULL)
         rocksdb_flush_cf(s->db, fo, s->cf_history, &err);
     rocksdb_flushoptions_destroy(fo);
-    if (err != NULL) {
-        int rv = sm__fail(s, err);
-        rv = rv == KV_ECORRUPT || rv == KV_ENOSPACE ? rv : KV_EIO;
-        KV_LOGE(kv_errword(rv), "state machine %s: flush: %s", s->dir, err);
-        rocksdb_free(err);
-        return rv;
-    }
+    if (err != NULL)
+        return sm__failed(s, err, true, "flush");
     sm__durable_raise(s, applied);
     assert(s->durable_index <= s->applied_index);
     return 0;

@@ -243,12 +243,8 @@ int sm__bget(sm__batch *b, const void *k, size_t klen, char **v, size_t *vlen) {
     }
     char *err = NULL;
     *v = rocksdb_get(b->s->db, b->s->ro, k, klen, vlen, &err);
-    if (err != NULL) {
-        int rv = sm__fail(b->s, err);
-        KV_LOGE(kv_errword(rv), "state machine %s: read during apply: %s", b->s->dir, err);
-        rocksdb_free(err);
-        return rv;
-    }
+    if (err != NULL)
+        return sm__failed(b->s, err, false, "read during apply");
     return *v == NULL ? KV_ENOTFOUND : 0;
 }
 
@@ -277,17 +273,13 @@ int sm__batch_write(sm__batch *b) {
         assert(rocksdb_writebatch_count(b->wb) == b->entry_writes);
         return 0; /* no entry applied whole since the last write */
     }
-    uint8_t hk[9];
-    hk[0] = SM_PREFIX_HISTORY;
     for (size_t i = 0; i < b->hist_count; i++) {
         const sm__hist *h = &b->hist[i];
         assert(i == 0 || h->rev > b->hist[i - 1].rev);
-        sm__put_be64(hk + 1, h->rev);
-        rocksdb_writebatch_put_cf(b->wb, s->cf_history, (char *)hk, sizeof hk,
-                                  (char *)b->events + h->from, h->to - h->from);
+        sm__history_put(s, b->wb, h->rev, b->events + h->from, h->to - h->from);
     }
     if (b->hist_count == 0 || b->hist[b->hist_count - 1].rev != b->done_index)
-        sm__history_mark(s, b->wb, b->done_index); /* how far it is written */
+        sm__history_put(s, b->wb, b->done_index, "", 0); /* how far it is written */
     /* The format is written at open (sm_open); the session count and
      * order are not stored (format 2): the records are enough. */
     sm__bput_u64(b, SM_META_APPLIED_INDEX, b->done_index);
@@ -295,13 +287,8 @@ int sm__batch_write(sm__batch *b) {
         sm__bput_u64(b, SM_META_APPLIED_TERM, b->done_term);
     char *err = NULL;
     rocksdb_write(s->db, s->wo, b->wb, &err);
-    if (err != NULL) {
-        int rv = sm__fail(s, err);
-        rv = rv == KV_ENOSPACE || rv == KV_ECORRUPT ? rv : KV_EIO;
-        KV_LOGE(kv_errword(rv), "state machine %s: write batch: %s", s->dir, err);
-        rocksdb_free(err);
-        return rv;
-    }
+    if (err != NULL)
+        return sm__failed(s, err, true, "write batch");
     rocksdb_writebatch_clear(b->wb);
     sm__ov_clear(&b->ov);
     b->events_len = b->entry_from = 0;

@@ -44,8 +44,7 @@ static int sm__hview_open(sm *s, sm__hview *v, uint64_t from_rev) {
         return rv;
     v->it = rocksdb_create_iterator_cf(s->db, v->ro, s->cf_history);
     uint8_t k[9];
-    k[0] = SM_PREFIX_HISTORY;
-    sm__put_be64(k + 1, from_rev);
+    sm__history_key(k, from_rev);
     rocksdb_iter_seek(v->it, (const char *)k, sizeof k);
     return 0;
 }
@@ -77,9 +76,7 @@ static uint64_t sm__hview_rev(sm__hview *v) {
         return 0;
     size_t klen = 0;
     const char *k = rocksdb_iter_key(v->it, &klen);
-    if (klen != 9 || k[0] != SM_PREFIX_HISTORY)
-        return 0;
-    uint64_t rev = sm__get_be64((const uint8_t *)k + 1);
+    uint64_t rev = sm__history_rev(k, klen);
     return rev <= v->applied ? rev : 0;
 }
 

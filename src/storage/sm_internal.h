@@ -160,9 +160,9 @@ int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char 
 int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, size_t vlen,
                 uint64_t lease, const sm__rec *prev);
 int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *prev);
-/* Puts into wb an empty history record (no events) at rev: the history is
- * written through rev (SM_CF_HISTORY). */
-void sm__history_mark(sm *s, rocksdb_writebatch_t *wb, uint64_t rev);
+/* Puts into wb the history record of rev (kv.HistoryRecord bytes; empty,
+ * no events, marks the history written through rev: SM_CF_HISTORY). */
+void sm__history_put(sm *s, rocksdb_writebatch_t *wb, uint64_t rev, const void *rec, size_t len);
 /* The revision of the last history record, 0 when there is none. */
 int sm__history_last(sm *s, uint64_t *rev);
 /* The oldest revision kept at applied index applied, with sm_history_drop's
@@ -294,8 +294,13 @@ int sm__rocks_err(const char *err);
 /* sm__rocks_err, and keeps err for sm_last_error (frees nothing). */
 int sm__fail(sm *s, const char *err);
 
-/* Destroys it; its error, if any, is logged ("state machine DIR: what:
- * ...") and returned as sm__fail's code, else 0. */
+/* A RocksDB call that set err failed: err is kept for sm_last_error, logged
+ * ("state machine DIR: what: ERR") and freed; returns sm__fail's code, or
+ * for a write, a flush or a checkpoint (write true) the one the node stops
+ * with: KV_ENOSPACE, KV_ECORRUPT or else KV_EIO. */
+int sm__failed(sm *s, char *err, bool write, const char *what);
+
+/* Destroys it; its error, if any, goes through sm__failed, else 0. */
 int sm__iter_done(sm *s, rocksdb_iterator_t *it, const char *what);
 
 /* durable_index := max(durable_index, index), from any thread (sm_flush on
@@ -316,6 +321,16 @@ static inline uint64_t sm__get_be64(const uint8_t *p) {
     for (int i = 0; i < 8; i++)
         v = (v << 8) | p[i];
     return v;
+}
+
+/* 'h' + be64(rev): the key of revision rev's history record. */
+static inline void sm__history_key(uint8_t k[9], uint64_t rev) {
+    k[0] = SM_PREFIX_HISTORY;
+    sm__put_be64(k + 1, rev);
+}
+/* The revision of history key k, 0 when k is not one. */
+static inline uint64_t sm__history_rev(const char *k, size_t klen) {
+    return klen == 9 && k[0] == SM_PREFIX_HISTORY ? sm__get_be64((const uint8_t *)k + 1) : 0;
 }
 
 /* ---- leases, continued (sm_lease.c) ---------------------------------------- */

@@ -153,21 +153,21 @@ int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *pr
     return sm__event_add(b, KV__WATCH_EVENT__TYPE__DELETE, key, klen, NULL, 0, &r);
 }
 
-void sm__history_mark(sm *s, rocksdb_writebatch_t *wb, uint64_t rev) {
+void sm__history_put(sm *s, rocksdb_writebatch_t *wb, uint64_t rev, const void *rec, size_t len) {
     uint8_t hk[9];
-    hk[0] = SM_PREFIX_HISTORY;
-    sm__put_be64(hk + 1, rev);
-    rocksdb_writebatch_put_cf(wb, s->cf_history, (char *)hk, sizeof hk, "", 0);
+    sm__history_key(hk, rev);
+    rocksdb_writebatch_put_cf(wb, s->cf_history, (char *)hk, sizeof hk, rec, len);
 }
 
 int sm__history_last(sm *s, uint64_t *rev) {
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf_history);
     rocksdb_iter_seek_to_last(it);
     *rev = 0;
-    size_t klen = 0;
-    const char *k = rocksdb_iter_valid(it) ? rocksdb_iter_key(it, &klen) : NULL;
-    if (k != NULL && klen == 9 && k[0] == SM_PREFIX_HISTORY)
-        *rev = sm__get_be64((const uint8_t *)k + 1);
+    if (rocksdb_iter_valid(it)) {
+        size_t klen = 0;
+        const char *k = rocksdb_iter_key(it, &klen);
+        *rev = sm__history_rev(k, klen);
+    }
     return sm__iter_done(s, it, "reading the last history record");
 }
 
@@ -189,8 +189,7 @@ uint64_t sm_history_oldest(sm *s) {
  * tombstone would force (it spans the older files). 0 or a KV_E* code. */
 static int sm__history_delete_files(sm *s, uint64_t rev) {
     uint8_t from[1] = {SM_PREFIX_HISTORY}, to[9];
-    to[0] = SM_PREFIX_HISTORY;
-    sm__put_be64(to + 1, rev - 1); /* RocksDB's limit is inclusive */
+    sm__history_key(to, rev - 1); /* RocksDB's limit is inclusive */
     char *err = NULL;
     rocksdb_delete_file_in_range_cf(s->db, s->cf_history, (char *)from, sizeof from, (char *)to,
                                     sizeof to, &err);
@@ -211,8 +210,7 @@ int sm_history_drop(sm *s) {
      * at the compaction that follows (sm_compact), also from files the
      * tombstone covers in part. */
     uint8_t from[1] = {SM_PREFIX_HISTORY}, to[9], val[8];
-    to[0] = SM_PREFIX_HISTORY;
-    sm__put_be64(to + 1, rev);
+    sm__history_key(to, rev);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     rocksdb_writebatch_delete_range_cf(wb, s->cf_history, (char *)from, sizeof from, (char *)to,
                                        sizeof to);
