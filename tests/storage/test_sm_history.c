@@ -193,18 +193,15 @@ START_TEST(test_split_inside_a_record) {
     size_t len = kv__history_record__pack(&rec, buf);
     rocksdb_column_family_handle_t *hcf;
     rocksdb_t *raw = tu_raw_open(db, &hcf);
-    char *err = NULL;
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    uint8_t hk[9] = {SM_PREFIX_HISTORY};
-    sm__put_be64(hk + 1, 2);
-    rocksdb_put_cf(raw, wo, hcf, (char *)hk, 9, (char *)buf, len, &err);
-    ck_assert_ptr_null(err);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    uint8_t hk[9];
+    sm__history_key(hk, 2);
+    rocksdb_writebatch_put_cf(wb, hcf, (char *)hk, 9, (char *)buf, len);
     uint8_t idx[8];
     kv_put_u64(idx, 2);
-    rocksdb_put(raw, wo, SM_META_APPLIED_INDEX, strlen(SM_META_APPLIED_INDEX), (char *)idx, 8,
-                &err);
-    ck_assert_ptr_null(err);
-    rocksdb_writeoptions_destroy(wo);
+    rocksdb_writebatch_put(wb, SM_META_APPLIED_INDEX, strlen(SM_META_APPLIED_INDEX), (char *)idx,
+                           8);
+    tu_raw_write(raw, wb);
     tu_raw_close(raw, hcf);
     S = open_with(db, 5);
     seen s;
@@ -294,7 +291,7 @@ START_TEST(test_migrate_v3) {
     four_writes();
     sm_close(S);
     S = NULL;
-    /* back to format 3: the records in the default family, no marker */
+    /* back to format 3: the records in the default family */
     rocksdb_column_family_handle_t *hcf;
     rocksdb_t *raw = tu_raw_open(db, &hcf);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
@@ -315,12 +312,7 @@ START_TEST(test_migrate_v3) {
     uint8_t f[8];
     kv_put_u64(f, SM_FORMAT_V3);
     rocksdb_writebatch_put(wb, SM_META_FORMAT, strlen(SM_META_FORMAT), (char *)f, 8);
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    char *err = NULL;
-    rocksdb_write(raw, wo, wb, &err);
-    ck_assert_ptr_null(err);
-    rocksdb_writebatch_destroy(wb);
-    rocksdb_writeoptions_destroy(wo);
+    tu_raw_write(raw, wb);
     tu_raw_close(raw, hcf);
     S = open_with(db, 5); /* migrates */
     seen s;
@@ -350,15 +342,13 @@ START_TEST(test_history_behind_dropped) {
     S = NULL;
     rocksdb_column_family_handle_t *hcf;
     rocksdb_t *raw = tu_raw_open(db, &hcf);
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    char *err = NULL;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     for (uint64_t rev = 3; rev <= 4; rev++) {
-        uint8_t hk[9] = {SM_PREFIX_HISTORY};
-        sm__put_be64(hk + 1, rev);
-        rocksdb_delete_cf(raw, wo, hcf, (char *)hk, 9, &err);
-        ck_assert_ptr_null(err);
+        uint8_t hk[9];
+        sm__history_key(hk, rev);
+        rocksdb_writebatch_delete_cf(wb, hcf, (char *)hk, 9);
     }
-    rocksdb_writeoptions_destroy(wo);
+    tu_raw_write(raw, wb);
     tu_raw_close(raw, hcf);
     S = open_with(db, 5);
     ck_assert_uint_eq(sm_applied_index(S), 4);

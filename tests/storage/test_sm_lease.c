@@ -192,8 +192,7 @@ END_TEST
 /* The DELETE events of the entry at rev, from its history record. */
 static size_t deletes_at(sm *s, uint64_t rev, const char *want_key) {
     uint8_t hk[9];
-    hk[0] = SM_PREFIX_HISTORY;
-    sm__put_be64(hk + 1, rev);
+    sm__history_key(hk, rev);
     char *err = NULL;
     size_t len = 0;
     char *v = rocksdb_get_cf(s->db, s->ro, s->cf_history, (char *)hk, sizeof hk, &len, &err);

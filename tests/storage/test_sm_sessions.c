@@ -291,15 +291,6 @@ static void raw_put_u64(rocksdb_writebatch_t *wb, const char *k, uint64_t v) {
     rocksdb_writebatch_put(wb, k, strlen(k), (char *)b, 8);
 }
 
-static void raw_write(rocksdb_t *db, rocksdb_writebatch_t *wb) {
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    char *err = NULL;
-    rocksdb_write(db, wo, wb, &err);
-    ck_assert_ptr_null(err);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_writebatch_destroy(wb);
-}
-
 /* Rewrites a format 2 db as format 1 wrote it: a 't' key per session record
  * (be64(last index), be64(id)), the count (count_delta off), format 1. */
 /* Turns the records of db into format 2's plain values (into wb) and drops
@@ -332,7 +323,7 @@ static void make_v2(const char *path) {
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     make_v2_keys(db, ro, wb);
     raw_put_u64(wb, SM_META_FORMAT, SM_FORMAT_V2);
-    raw_write(db, wb);
+    tu_raw_write(db, wb);
     rocksdb_readoptions_destroy(ro);
     raw_close(db);
 }
@@ -364,7 +355,7 @@ static void make_v1(const char *path, int count_delta) {
     rocksdb_iter_destroy(it);
     raw_put_u64(wb, SM_META_SESSIONS_V1, count + (uint64_t)count_delta);
     raw_put_u64(wb, SM_META_FORMAT, SM_FORMAT_V1);
-    raw_write(db, wb);
+    tu_raw_write(db, wb);
     rocksdb_readoptions_destroy(ro);
     raw_close(db);
 }
@@ -459,7 +450,7 @@ START_TEST(test_sessions_v1_refused) {
     rocksdb_t *db = raw_open(b_dir);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     raw_put_u64(wb, SM_META_FORMAT, SM_FORMAT + 1);
-    raw_write(db, wb);
+    tu_raw_write(db, wb);
     raw_close(db);
     ck_assert_int_eq(sm_open(b_dir, &o, &b), KV_EVERSION);
 }

@@ -169,6 +169,15 @@ void tu_raw_close(rocksdb_t *db, rocksdb_column_family_handle_t *history) {
     rocksdb_close(db);
 }
 
+void tu_raw_write(rocksdb_t *db, rocksdb_writebatch_t *wb) {
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    char *err = NULL;
+    rocksdb_write(db, wo, wb, &err);
+    ck_assert_msg(err == NULL, "raw write: %s", err ? err : "");
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_writebatch_destroy(wb);
+}
+
 bool tu_find_sst(const char *db_dir, const char *cf, char *out) {
     rocksdb_column_family_handle_t *h;
     rocksdb_t *db = tu_raw_open(db_dir, &h);

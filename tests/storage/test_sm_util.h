@@ -58,6 +58,8 @@ bool tu_find(const char *dir, const char *suffix, char *out);
 #include <rocksdb/c.h>
 rocksdb_t *tu_raw_open(const char *db_dir, rocksdb_column_family_handle_t **history);
 void tu_raw_close(rocksdb_t *db, rocksdb_column_family_handle_t *history);
+/* Writes wb to db (failing the test on an error) and destroys it. */
+void tu_raw_write(rocksdb_t *db, rocksdb_writebatch_t *wb);
 
 /* The path of an SST of column family cf ("default" or "history") in
  * db_dir (closed), into out (4096 bytes); false when it has none. */
