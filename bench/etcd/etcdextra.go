@@ -124,6 +124,22 @@ func report(op string, clients, requests, size int, el time.Duration, lat [][]ti
 		op, clients, requests, size, el.Seconds(), float64(n)/el.Seconds(), at(0.5), at(0.99), at(0.999), errors, extra)
 }
 
+// fanOut splits total requests over clients goroutines and waits for them
+// all: client c makes n requests, numbered from first.
+func fanOut(clients, total int, client func(c, first, n int)) {
+	var wg sync.WaitGroup
+	for c, first := 0, 0; c < clients; c++ {
+		n := total/clients + btoi(c < total%clients)
+		wg.Add(1)
+		go func(c, first, n int) {
+			defer wg.Done()
+			client(c, first, n)
+		}(c, first, n)
+		first += n
+	}
+	wg.Wait()
+}
+
 func mixed(cli *clientv3.Client, clients, total, keys int, ratio float64, val string, timeout time.Duration) int {
 	if err := preload(cli, keys, val, timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "etcdextra: writing the keys:", err)
@@ -131,33 +147,26 @@ func mixed(cli *clientv3.Client, clients, total, keys int, ratio float64, val st
 	}
 	lat := make([][]time.Duration, clients)
 	var errors int64
-	var wg sync.WaitGroup
 	start := time.Now()
-	for c := 0; c < clients; c++ {
-		n := total/clients + btoi(c < total%clients)
-		wg.Add(1)
-		go func(c, n int) {
-			defer wg.Done()
-			rng := rand.New(rand.NewSource(int64(c + 2)))
-			for i := 0; i < n; i++ {
-				k := fmt.Sprintf("etcdextra/%08d", rng.Intn(keys))
-				t := time.Now()
-				var err error
-				if rng.Float64() < ratio {
-					ctx, cancel := context.WithTimeout(context.Background(), timeout)
-					_, err = cli.Get(ctx, k)
-					cancel()
-				} else {
-					err = put(cli, k, val, timeout)
-				}
-				if err != nil {
-					atomic.AddInt64(&errors, 1)
-				}
-				lat[c] = append(lat[c], time.Since(t))
+	fanOut(clients, total, func(c, _, n int) {
+		rng := rand.New(rand.NewSource(int64(c + 2)))
+		for i := 0; i < n; i++ {
+			k := fmt.Sprintf("etcdextra/%08d", rng.Intn(keys))
+			t := time.Now()
+			var err error
+			if rng.Float64() < ratio {
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				_, err = cli.Get(ctx, k)
+				cancel()
+			} else {
+				err = put(cli, k, val, timeout)
 			}
-		}(c, n)
-	}
-	wg.Wait()
+			if err != nil {
+				atomic.AddInt64(&errors, 1)
+			}
+			lat[c] = append(lat[c], time.Since(t))
+		}
+	})
 	report("mixed", clients, total, len(val), time.Since(start), lat, errors, fmt.Sprintf(" read_ratio=%.3f keys=%d", ratio, keys))
 	if errors > 0 {
 		return 1
@@ -179,49 +188,42 @@ func txn(cli *clientv3.Client, clients, total, keys int, val string, timeout tim
 	}
 	lat := make([][]time.Duration, clients)
 	var errors, failed int64
-	var wg sync.WaitGroup
 	start := time.Now()
-	for c := 0; c < clients; c++ {
-		n := total/clients + btoi(c < total%clients)
-		wg.Add(1)
-		go func(c, n int) {
-			defer wg.Done()
-			rng := rand.New(rand.NewSource(int64(c + 2)))
-			last := make([]string, keys) // the value this client last read of each key
-			absent := make([]bool, keys)
-			for k := range last {
-				last[k] = val
+	fanOut(clients, total, func(c, _, n int) {
+		rng := rand.New(rand.NewSource(int64(c + 2)))
+		last := make([]string, keys) // the value this client last read of each key
+		absent := make([]bool, keys)
+		for k := range last {
+			last[k] = val
+		}
+		for i := 0; i < n; i++ {
+			k := rng.Intn(keys)
+			key := fmt.Sprintf("etcdextra/%08d", k)
+			nv := tagged(val, uint64(c+1)<<40|uint64(i+1))
+			t := time.Now()
+			cmp := clientv3.Compare(clientv3.Value(key), "=", last[k])
+			if absent[k] {
+				cmp = clientv3.Compare(clientv3.Version(key), "=", 0)
 			}
-			for i := 0; i < n; i++ {
-				k := rng.Intn(keys)
-				key := fmt.Sprintf("etcdextra/%08d", k)
-				nv := tagged(val, uint64(c+1)<<40|uint64(i+1))
-				t := time.Now()
-				cmp := clientv3.Compare(clientv3.Value(key), "=", last[k])
-				if absent[k] {
-					cmp = clientv3.Compare(clientv3.Version(key), "=", 0)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), timeout)
-				resp, err := cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, nv)).Else(clientv3.OpGet(key)).Commit()
-				cancel()
-				lat[c] = append(lat[c], time.Since(t))
-				switch {
-				case err != nil:
-					atomic.AddInt64(&errors, 1)
-				case resp.Succeeded:
-					last[k], absent[k] = nv, false
-				default:
-					atomic.AddInt64(&failed, 1)
-					kvs := resp.Responses[0].GetResponseRange().Kvs
-					absent[k] = len(kvs) == 0
-					if !absent[k] {
-						last[k] = string(kvs[0].Value)
-					}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			resp, err := cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, nv)).Else(clientv3.OpGet(key)).Commit()
+			cancel()
+			lat[c] = append(lat[c], time.Since(t))
+			switch {
+			case err != nil:
+				atomic.AddInt64(&errors, 1)
+			case resp.Succeeded:
+				last[k], absent[k] = nv, false
+			default:
+				atomic.AddInt64(&failed, 1)
+				kvs := resp.Responses[0].GetResponseRange().Kvs
+				absent[k] = len(kvs) == 0
+				if !absent[k] {
+					last[k] = string(kvs[0].Value)
 				}
 			}
-		}(c, n)
-	}
-	wg.Wait()
+		}
+	})
 	report("txn", clients, total, len(val), time.Since(start), lat, errors, fmt.Sprintf(" compares_failed=%d keys=%d", failed, keys))
 	if errors > 0 {
 		return 1
@@ -312,23 +314,15 @@ func watch(cli *clientv3.Client, clients, total int, val string, timeout time.Du
 		return 1
 	}
 	var putErrors int64
-	var wg sync.WaitGroup
 	start := time.Now()
-	for c, first := 0, 0; c < clients; c++ {
-		n := total/clients + btoi(c < total%clients)
-		wg.Add(1)
-		go func(first, n int) {
-			defer wg.Done()
-			for i := first; i < first+n; i++ {
-				v := tagged(val, uint64(time.Now().UnixNano()))
-				if put(cli, fmt.Sprintf("%s%010d", prefix, i), v, timeout) != nil {
-					atomic.AddInt64(&putErrors, 1)
-				}
+	fanOut(clients, total, func(_, first, n int) {
+		for i := first; i < first+n; i++ {
+			v := tagged(val, uint64(time.Now().UnixNano()))
+			if put(cli, fmt.Sprintf("%s%010d", prefix, i), v, timeout) != nil {
+				atomic.AddInt64(&putErrors, 1)
 			}
-		}(first, n)
-		first += n
-	}
-	wg.Wait()
+		}
+	})
 	close(writersDone)
 	<-done
 	end := w.last
