@@ -136,7 +136,9 @@ static void usage(FILE *out) {
             "      one client putting in a loop for S seconds (default 60), retrying\n"
             "      until acknowledged; a line \"SEND_NS ACK_NS\" per acknowledgement\n"
             "  sm --data-dir DIR [--entries N] [--size BYTES] [--clients C] [--batch K]\n"
-            "      applies N session PUTs to a fresh state machine, K per call (sm_bench.c)\n");
+            "     [--keys seq|random] [--flush-every F]\n"
+            "      applies N session PUTs to a fresh state machine, K per call, flushed\n"
+            "      every F entries as snapshots do (sm_bench.c)\n");
 }
 
 static int bad_flag(const char *sub, const char *flag, const char *why) {

@@ -2,15 +2,21 @@
  * kvbench sm: the state machine's apply path alone, no network, no log.
  *
  *   kvbench sm --data-dir DIR [--entries N] [--size BYTES] [--clients C]
- *              [--batch K]
+ *              [--batch K] [--keys seq|random] [--flush-every F]
  *
  * Opens a fresh state machine in DIR/db (DIR must not hold one), registers
  * C sessions, then applies N PUT commands of BYTES-byte values (fixed-seed
  * random) to N distinct keys, the clients in turn, each with its next seq,
- * K entries per sm_apply call (the entries one Ready commits). Commands are
+ * K entries per sm_apply call (the entries one Ready commits). The keys are
+ * in the order written (seq, the default) or spread over the key space
+ * (random: each lands among the keys already written, as kvbench put's do
+ * across its clients). --flush-every F calls sm_flush after every F
+ * entries, as kvd's snapshots do, so the run pays RocksDB's flushes and
+ * compactions as a node does. Commands are
  * encoded before the clock starts; the clock covers the sm_apply calls only
  * (not the registers, not the flush at close):
- *   op=sm entries=N size=B clients=C batch=K secs=S entries_per_s=R cpu_secs=U errors=E
+ *   op=sm entries=N size=B clients=C batch=K keys=seq|random flush_every=F
+ *   secs=S entries_per_s=R cpu_secs=U errors=E             (one line)
  * cpu_secs: the process's CPU time (user + system, RocksDB's background
  * flushes included) over the same span: steadier than secs on a shared
  * machine. errors: replies whose code was not 0.
@@ -40,13 +46,15 @@
 typedef struct smb {
     const char *dir;
     uint64_t entries, size, clients, batch;
+    uint64_t flush_every; /* 0: never (sm_close flushes) */
+    bool random_keys;
 } smb;
 
 static int smb_usage(const char *flag, const char *why) {
     fprintf(stderr,
             "kvbench sm: %s: %s\n"
             "usage: kvbench sm --data-dir DIR [--entries N] [--size BYTES] [--clients C]\n"
-            "                  [--batch K]\n",
+            "                  [--batch K] [--keys seq|random] [--flush-every F]\n",
             flag, why);
     return 2;
 }
@@ -77,11 +85,14 @@ static uint8_t *smb_cmd(int op, uint64_t client, uint64_t seq, const char *key, 
     return buf;
 }
 
-/* Applies e[0..n) in calls of b->batch entries; counts replies not 0. */
-static int smb_apply(const smb *b, sm *s, sm_entry *e, uint64_t n, uint64_t *errors) {
+/* Applies e[0..n) in calls of b->batch entries, with sm_flush after every
+ * flush entries (0: never); counts replies not 0. */
+static int smb_apply(const smb *b, sm *s, sm_entry *e, uint64_t n, uint64_t flush,
+                     uint64_t *errors) {
     sm_reply *r = calloc(b->batch, sizeof *r);
     assert(r != NULL);
     int rv = 0;
+    uint64_t unflushed = 0;
     for (uint64_t i = 0; i < n && rv == 0; i += b->batch) {
         size_t k = n - i < b->batch ? (size_t)(n - i) : (size_t)b->batch;
         rv = sm_apply(s, e + i, k, r);
@@ -89,6 +100,11 @@ static int smb_apply(const smb *b, sm *s, sm_entry *e, uint64_t n, uint64_t *err
             *errors += r[j].code != 0;
         if (rv == 0)
             sm_replies_free(r, k);
+        unflushed += k;
+        if (rv == 0 && flush != 0 && unflushed >= flush) {
+            rv = sm_flush(s);
+            unflushed = 0;
+        }
     }
     free(r);
     return rv;
@@ -122,7 +138,9 @@ static int smb_run(const smb *b) {
         } else {
             uint64_t n = i - b->clients;
             char key[SMB_KEY_BYTES];
-            snprintf(key, sizeof key, "key-%016" PRIx64, n);
+            /* random: a bijection of n, so the keys stay distinct */
+            snprintf(key, sizeof key, "key-%016" PRIx64,
+                     (uint64_t)(b->random_keys ? n * 0x9e3779b97f4a7c15ull : n));
             for (uint64_t j = 0; j < b->size; j++)
                 val[j] = (uint8_t)smb_rand(&rng);
             e[i].payload = smb_cmd(KV__COMMAND__OP__PUT, n % b->clients + 1, n / b->clients + 1,
@@ -134,11 +152,11 @@ static int smb_run(const smb *b) {
     uint64_t errors = 0;
     int rv = sm_open(db, NULL, &s);
     if (rv == 0)
-        rv = smb_apply(b, s, e, b->clients, &errors);
+        rv = smb_apply(b, s, e, b->clients, 0, &errors);
     uint64_t t0 = kv_now_ns();
     double cpu0 = smb_cpu_secs();
     if (rv == 0)
-        rv = smb_apply(b, s, e + b->clients, b->entries, &errors);
+        rv = smb_apply(b, s, e + b->clients, b->entries, b->flush_every, &errors);
     double secs = (double)(kv_now_ns() - t0) / 1e9, cpu = smb_cpu_secs() - cpu0;
     sm_close(s);
     for (uint64_t i = 0; i < total; i++)
@@ -150,9 +168,10 @@ static int smb_run(const smb *b) {
         return 1;
     }
     printf("op=sm entries=%" PRIu64 " size=%" PRIu64 " clients=%" PRIu64 " batch=%" PRIu64
-           " secs=%.3f entries_per_s=%.0f cpu_secs=%.3f errors=%" PRIu64 "\n",
-           b->entries, b->size, b->clients, b->batch, secs, secs > 0 ? b->entries / secs : 0, cpu,
-           errors);
+           " keys=%s flush_every=%" PRIu64 " secs=%.3f entries_per_s=%.0f cpu_secs=%.3f"
+           " errors=%" PRIu64 "\n",
+           b->entries, b->size, b->clients, b->batch, b->random_keys ? "random" : "seq",
+           b->flush_every, secs, secs > 0 ? b->entries / secs : 0, cpu, errors);
     return errors == 0 ? 0 : 1;
 }
 
@@ -164,12 +183,20 @@ int kvbench_sm(int argc, char **argv) {
                         : strcmp(flag, "--size") == 0    ? &b.size
                         : strcmp(flag, "--clients") == 0 ? &b.clients
                         : strcmp(flag, "--batch") == 0   ? &b.batch
-                                                         : NULL;
-        if (num == NULL && strcmp(flag, "--data-dir") != 0)
+                        : strcmp(flag, "--flush-every") == 0 ? &b.flush_every
+                                                             : NULL;
+        bool keys = strcmp(flag, "--keys") == 0;
+        if (num == NULL && !keys && strcmp(flag, "--data-dir") != 0)
             return smb_usage(flag, "unknown flag");
         if (val == NULL)
             return smb_usage(flag, "needs a value");
         i++;
+        if (keys) {
+            if (strcmp(val, "seq") != 0 && strcmp(val, "random") != 0)
+                return smb_usage(flag, "seq or random");
+            b.random_keys = strcmp(val, "random") == 0;
+            continue;
+        }
         if (num == NULL) {
             b.dir = val;
             continue;

@@ -110,6 +110,9 @@ rocksdb_options_t *sm__options_new(rocksdb_block_based_table_options_t **table) 
      * snapshot's, seen in cluster_ops_nospace). */
     rocksdb_options_set_create_missing_column_families(o, 1);
     rocksdb_options_set_write_buffer_size(o, SM_KEYS_WRITE_BUFFER_BYTES);
+    rocksdb_options_set_level0_file_num_compaction_trigger(o, SM_KEYS_L0_FILES_COMPACT);
+    rocksdb_options_set_max_bytes_for_level_base(o, SM_KEYS_L1_BYTES);
+    rocksdb_options_set_target_file_size_base(o, SM_KEYS_FILE_BYTES);
     *table = t;
     return o;
 }

@@ -45,6 +45,20 @@
  * RocksDB flushes the keys by itself only when snapshots fall behind; two
  * such buffers (one being flushed) stay well under a node's memory budget. */
 #define SM_KEYS_WRITE_BUFFER_BYTES (128u << 20)
+/* The keys' compaction. Snapshots flush small files into L0 (a few MiB
+ * every SERVER_SNAPSHOT_ENTRIES_DEFAULT entries), and keys written at
+ * random overlap every file of L1, so each L0 -> L1 compaction rewrites the
+ * whole of L1. With RocksDB's defaults (4 files, L1 of 256 MiB) that is a
+ * rewrite of up to 256 MiB for every 12 MiB written: the compaction's CPU
+ * grew with the data (3 kvd nodes, 600,000 puts: 6 CPU-seconds of
+ * compaction per node, and put throughput fell by a third). Eight files
+ * per compaction and an L1 of about their size (RocksDB's tuning guide)
+ * keep each compaction's rewrite near its input; the levels below take the
+ * rest ten to one. Reads look into at most eight L0 files, each behind a
+ * bloom filter. docs/benchmarks.md "Compaction" has the figures. */
+#define SM_KEYS_L0_FILES_COMPACT 8
+#define SM_KEYS_L1_BYTES (32u << 20)
+#define SM_KEYS_FILE_BYTES (8u << 20)
 
 /* Version of the key layout above; stored under SM_META_FORMAT.
  *   1: sessions with their eviction order in 't' keys and a count in
