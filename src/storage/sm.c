@@ -21,6 +21,7 @@ void sm_options_default(sm_options *opt) {
     assert(opt != NULL);
     opt->sessions_max = KV_SESSIONS_MAX;
     opt->history_revs = KV_WATCH_HISTORY_REVS;
+    opt->session_log_records = SM_SESSION_LOG_RECORDS;
 }
 
 void sm_replies_free(sm_reply *replies, size_t n) {
@@ -248,13 +249,14 @@ static int sm__migrate_v3(sm *s, rocksdb_writebatch_t *wb, uint64_t *records, ui
     return sm__iter_done(s, it, "migrating format 3");
 }
 
-/* Format 1, 2 or 3 -> 4 (sm_internal.h) in one batch: format 1's session
+/* Format 1, 2, 3 or 4 -> 5 (sm_internal.h) in one batch: format 1's session
  * order keys go, every user value of format 1 or 2 becomes a record, format
- * 3's history moves to its family, and format 4 is stored with the history
- * marked written through the applied index. Like every write here it goes
- * to the memtable only: a crash before the next flush leaves the old
- * format, migrated again at the next open. A new db (format 0) just gets
- * the format. */
+ * 3's history moves to its family (before format 4 the history is marked
+ * written through the applied index), and format 5 is stored (format 4's
+ * 's' records are format 5's with an empty session log). Like every write
+ * here it goes to the memtable only: a crash before the next flush leaves
+ * the old format, migrated again at the next open. A new db (format 0) just
+ * gets the format. */
 static int sm__migrate(sm *s, uint64_t format) {
     assert(format != SM_FORMAT);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
@@ -264,7 +266,8 @@ static int sm__migrate(sm *s, uint64_t format) {
         rv = sm__keys_migrate(s, wb, &keys);
     if (rv == 0 && format == SM_FORMAT_V3)
         rv = sm__migrate_v3(s, wb, &records, &last);
-    if (s->applied_index > last) /* the history, whatever there was, is written through it */
+    /* before format 4, the history, whatever there was, is written through it */
+    if (format < SM_FORMAT_V4 && s->applied_index > last)
         sm__history_put(s, wb, s->applied_index, "", 0);
     uint8_t v[8];
     kv_put_u64(v, SM_FORMAT);
@@ -378,6 +381,7 @@ int sm_open(const char *db_dir, const sm_options *opt, sm **out) {
         sm_options_default(&s->opt);
     if (s->opt.sessions_max < 1 || s->opt.sessions_max > KV_SESSIONS_MAX ||
         s->opt.history_revs < 1 || s->opt.history_revs > KV_WATCH_HISTORY_REVS ||
+        s->opt.session_log_records < 1 || s->opt.session_log_records > SM_SESSION_LOG_RECORDS ||
         strlen(db_dir) >= sizeof s->dir) {
         free(s);
         return KV_EINVAL;

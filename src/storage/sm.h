@@ -60,10 +60,19 @@ typedef struct sm_options {
      * on every node and across restarts (lowering it leaves older records
      * behind). Smaller only in tests. */
     uint32_t history_revs;
+    /* Session records kept in the session log before it is folded into one
+     * record per session (sm_session.c), 1..SM_SESSION_LOG_RECORDS: a
+     * node's own layout, free to differ between nodes. Smaller only in
+     * tests. */
+    uint32_t session_log_records;
 } sm_options;
 
+/* The default of sm_options.session_log_records, and its largest value. */
+#define SM_SESSION_LOG_RECORDS 8192u
+
 /* Fills *opt with the defaults (sessions_max = KV_SESSIONS_MAX,
- * history_revs = KV_WATCH_HISTORY_REVS). */
+ * history_revs = KV_WATCH_HISTORY_REVS, session_log_records =
+ * SM_SESSION_LOG_RECORDS). */
 void sm_options_default(sm_options *opt);
 
 enum sm_entry_type {

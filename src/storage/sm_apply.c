@@ -7,9 +7,10 @@
  * earlier entries of the same call (PUT then CAS on one key).
  *
  * Sessions are found in memory (sm_session.c), changed there as the entries
- * are applied, and each change is one put (or, for an eviction, one delete)
- * of the session's record in the same batch. When the call fails the
- * tables are rebuilt from RocksDB (sm__apply_undo).
+ * are applied, and each change is a record in the batch's session log (an
+ * eviction also deletes the session's 's' record), written as one key with
+ * the batch. When the call fails the tables are rebuilt from RocksDB
+ * (sm__apply_undo).
  *
  * Everything here is a function of the entries and the state before them,
  * never of clocks or node-local settings other than sessions_max, so every
@@ -43,31 +44,14 @@ static int sm__reply_current(sm_reply *r, const void *v, size_t len) {
 
 /* ---- sessions ----------------------------------------------------------- */
 
-/* Sessions live in memory (sm_session.c); the batch gets one put of the
- * session's record per command, or one delete per eviction, and nothing is
- * read back. */
+/* Sessions live in memory (sm_session.c); each change appends the
+ * session's record to the batch's session log, and nothing is read back but
+ * a duplicate's full reply (sm__session_read). */
 
-static void sm__session_key(uint8_t k[9], uint64_t id) {
-    k[0] = SM_PREFIX_SESSION;
-    sm__put_be64(k + 1, id);
-}
-
-/* Writes the record of a session (the batch's one write for it). */
+/* The record of a session, into the batch's session log. */
 static int sm__session_write(sm__batch *b, const Kv__Session *ss) {
     assert(ss->client_id != 0 && ss->last_index != 0);
-    uint8_t small[256];
-    size_t len = kv__session__get_packed_size(ss);
-    uint8_t *buf = len <= sizeof small ? small : malloc(len);
-    if (buf == NULL)
-        return KV_ENOMEM;
-    size_t packed = kv__session__pack(ss, buf);
-    assert(packed == len);
-    uint8_t k[9];
-    sm__session_key(k, ss->client_id);
-    sm__bput(b, k, sizeof k, buf, len);
-    if (buf != small)
-        free(buf);
-    return 0;
+    return sm__session_log_add(b, ss);
 }
 
 /* The record of x as kv.Session, its reply in *pb (borrowing what r holds
@@ -106,24 +90,16 @@ static void sm__session_keep(sm__session *x, const sm_reply *r) {
     x->reply_client_id = r->client_id;
 }
 
-/* The stored record of id (read through the batch): only for a duplicate
+/* The stored record of id made at its use at index: only for a duplicate
  * whose reply holds more than memory does (sm__reply_full). *out unpacked
  * (kv__session__free_unpacked). KV_ECORRUPT when it is missing or does not
  * decode: memory says it is there. */
-static int sm__session_read(sm__batch *b, uint64_t id, Kv__Session **out) {
-    uint8_t k[9];
-    sm__session_key(k, id);
-    char *v = NULL;
-    size_t len = 0;
-    *out = NULL;
-    int rv = sm__bget(b, k, sizeof k, &v, &len);
-    if (rv != 0 && rv != KV_ENOTFOUND)
+static int sm__session_read(sm__batch *b, uint64_t id, uint64_t index, Kv__Session **out) {
+    int rv = sm__session_record(b, id, index, out);
+    if (rv != 0 && rv != KV_ENOTFOUND && rv != KV_ECORRUPT)
         return rv;
-    if (rv == 0)
-        *out = kv__session__unpack(NULL, len, (const uint8_t *)v);
-    rocksdb_free(v);
-    if (*out == NULL || (*out)->client_id != id || (*out)->reply == NULL ||
-        !sm__reply_full((*out)->reply)) {
+    if (*out == NULL || (*out)->client_id != id || (*out)->last_index != index ||
+        (*out)->reply == NULL || !sm__reply_full((*out)->reply)) {
         KV_LOGE("CORRUPT", "state machine %s: session %llu is missing or does not decode",
                 b->s->dir, (unsigned long long)id);
         if (*out != NULL)
@@ -157,20 +133,28 @@ static int sm__reply_from_pb(sm_reply *r, const Kv__Reply *pb) {
     return 0;
 }
 
-/* Evicts the session used least recently (by log index, ties by id). */
-static void sm__session_evict(sm__batch *b) {
+/* Evicts the session used least recently (by log index, ties by id): its
+ * 's' record goes, and the log says it is gone (a record of last_index 0). */
+static int sm__session_evict(sm__batch *b) {
     uint64_t id = sm__sessions_evict(&b->s->sessions);
     uint8_t k[9];
-    sm__session_key(k, id);
+    sm__key9(k, SM_PREFIX_SESSION, id);
     sm__bdelete(b, k, sizeof k);
+    Kv__Session gone;
+    kv__session__init(&gone);
+    gone.client_id = id;
+    return sm__session_log_add(b, &gone);
 }
 
 /* REGISTER: a new session whose id is the entry's index. */
 static int sm__register(sm__batch *b, const sm_entry *e, sm_reply *r) {
     sm__sessions *t = &b->s->sessions;
     assert(e->index != 0 && sm__sessions_find(t, e->index) == NULL);
-    while (t->count >= b->s->opt.sessions_max)
-        sm__session_evict(b);
+    int rv = 0;
+    while (rv == 0 && t->count >= b->s->opt.sessions_max)
+        rv = sm__session_evict(b);
+    if (rv != 0)
+        return rv;
     r->code = 0;
     r->client_id = e->index;
     sm__session *x = sm__sessions_insert(t, e->index, e->index);
@@ -271,12 +255,13 @@ static int sm__session_dup(sm__batch *b, const sm_entry *e, sm__session *x, sm_r
     r->index = x->reply_index;
     r->client_id = x->reply_client_id;
     r->detail = "duplicate";
+    uint64_t made = x->last_index; /* its record was made at its last use */
     sm__sessions_touch(&b->s->sessions, x, e->index);
     Kv__Session ss, *old = NULL;
     Kv__Reply pb;
     int rv = 0;
     if (x->reply_full) {
-        rv = sm__session_read(b, x->id, &old);
+        rv = sm__session_read(b, x->id, made, &old);
         if (rv == 0)
             rv = sm__reply_from_pb(r, old->reply);
     }

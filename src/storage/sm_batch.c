@@ -149,6 +149,8 @@ sm__batch *sm__batch_begin(sm *s, size_t n) {
     b->events_len = b->entry_from = 0;
     b->hist_count = 0;
     b->entry_writes = 0;
+    b->slog_len = b->slog_from = 0;
+    b->slog_records = 0;
     return b;
 }
 
@@ -165,6 +167,11 @@ void sm__batch_end(sm__batch *b) {
         b->events = NULL;
         b->events_cap = 0;
     }
+    if (b->slog_cap > SM_BATCH_KEEP_BYTES) {
+        free(b->slog);
+        b->slog = NULL;
+        b->slog_cap = 0;
+    }
     if (b->hist_cap * sizeof *b->hist > SM_BATCH_KEEP_BYTES) {
         free(b->hist);
         b->hist = NULL;
@@ -180,6 +187,7 @@ void sm__batch_free(sm__batch *b) {
     free(b->ov.mem);
     free(b->events);
     free(b->hist);
+    free(b->slog);
     free(b);
 }
 
@@ -187,6 +195,7 @@ void sm__entry_start(sm__batch *b, const sm_entry *e) {
     b->rev = e->index;
     b->entry_from = b->events_len;
     b->entry_writes = rocksdb_writebatch_count(b->wb);
+    b->slog_from = b->slog_len;
 }
 
 void sm__entry_end(sm__batch *b, const sm_entry *e) {
@@ -249,7 +258,8 @@ int sm__bget(sm__batch *b, const void *k, size_t klen, char **v, size_t *vlen) {
 }
 
 int sm__biter(sm__batch *b, rocksdb_iterator_t **it) {
-    assert(rocksdb_writebatch_count(b->wb) == b->entry_writes); /* it wrote nothing yet */
+    /* it wrote nothing yet */
+    assert(rocksdb_writebatch_count(b->wb) == b->entry_writes && b->slog_len == b->slog_from);
     *it = NULL;
     int rv = sm__batch_write(b);
     if (rv == 0)
@@ -270,9 +280,13 @@ int sm__batch_write(sm__batch *b) {
     if (b->err != 0)
         return b->err;
     if (b->done_index == s->applied_index) {
-        assert(rocksdb_writebatch_count(b->wb) == b->entry_writes);
+        assert(rocksdb_writebatch_count(b->wb) == b->entry_writes && b->slog_len == 0);
         return 0; /* no entry applied whole since the last write */
     }
+    bool folded = false;
+    int rv = b->slog_len > 0 ? sm__session_log_write(b, &folded) : 0;
+    if (rv != 0)
+        return rv;
     for (size_t i = 0; i < b->hist_count; i++) {
         const sm__hist *h = &b->hist[i];
         assert(i == 0 || h->rev > b->hist[i - 1].rev);
@@ -289,6 +303,10 @@ int sm__batch_write(sm__batch *b) {
     rocksdb_write(s->db, s->wo, b->wb, &err);
     if (err != NULL)
         return sm__failed(s, err, true, "write batch");
+    s->slog_records = folded ? 0 : s->slog_records + b->slog_records;
+    s->slog_bytes = folded ? 0 : s->slog_bytes + b->slog_len;
+    b->slog_len = b->slog_from = 0;
+    b->slog_records = 0;
     rocksdb_writebatch_clear(b->wb);
     sm__ov_clear(&b->ov);
     b->events_len = b->entry_from = 0;

@@ -14,6 +14,10 @@
 #define SM_PREFIX_LEASE 'l'
 #define SM_PREFIX_META 'm'
 #define SM_PREFIX_SESSION 's'
+/* Format 5: 'u' + be64(index), the session log (kv.SessionLog): the session
+ * records of one write, the one whose last entry is index (sm_session.c).
+ * Past SM_PREFIX_LEASE, so state hashes never cover it. */
+#define SM_PREFIX_SESSION_LOG 'u'
 /* Format 1 only: 't' + be64(last index) + be64(id), the sessions in eviction
  * order. Format 2 rebuilds that order in memory from the 's' records, and
  * sm_open deletes these keys when it migrates a format 1 db. */
@@ -70,11 +74,14 @@
  *   4: the watch history in its own column family (SM_CF_HISTORY), flushed
  *      and compacted apart from the keys, whose compactions no longer
  *      rewrite it.
- * sm_open migrates a format 1, 2 or 3 db in place, in one batch. */
-#define SM_FORMAT 4u
+ *   5: the session log ('u'): a write's session records go into one key,
+ *      folded into the 's' records now and then (sm_session.c).
+ * sm_open migrates a format 1, 2, 3 or 4 db in place, in one batch. */
+#define SM_FORMAT 5u
 #define SM_FORMAT_V1 1u
 #define SM_FORMAT_V2 2u
 #define SM_FORMAT_V3 3u
+#define SM_FORMAT_V4 4u
 
 /* ---- user keys (sm_keys.c) -------------------------------------------------
  * A 'd' value: SM_REC_HEADER_BYTES of header (byte 0 SM_REC_TAG, then
@@ -127,6 +134,11 @@ typedef struct sm__batch {
     size_t entry_from;      /* where the entry being applied starts in events */
     sm__hist *hist;         /* the records so far, hist_count of them */
     size_t hist_count, hist_cap;
+    uint8_t *slog;          /* the session records of the entries in wb
+                               (kv.SessionLog bytes, sm__session_log_add) */
+    size_t slog_len, slog_cap;
+    size_t slog_from;       /* where the entry being applied starts in slog */
+    uint64_t slog_records;
 } sm__batch;
 
 /* Makes *buf (malloc'd, *cap bytes) hold at least need bytes, doubling.
@@ -252,6 +264,30 @@ void sm__session_from_pb(sm__session *x, const struct Kv__Session *pb);
 /* Whether a stored reply holds more than a session keeps in memory: then a
  * duplicate reads it back from the record. */
 bool sm__reply_full(const struct Kv__Reply *pb);
+/* The session log (format 5). Every session record an entry makes (a
+ * REGISTER, a command, a duplicate; an eviction as a record with last_index
+ * 0) is appended to its batch's log, and a batch write puts the whole log
+ * under one 'u' + be64(last index) key: one write per batch instead of one
+ * per command, each of which cost a search of the keys' memtable about as
+ * dear as the user key's own (callgrind, `kvbench sm`). Once the logs in
+ * the db hold opt.session_log_records records or SM_SESSION_LOG_BYTES, a
+ * batch write folds them: each live session whose last record is in them
+ * gets it as its 's' record, and the 'u' keys are deleted, in the same
+ * batch. At open the 's' records are read, then the logs in order, the
+ * last record of each session winning. */
+#define SM_SESSION_LOG_BYTES (16u << 20)
+/* Appends a session record (or, with last_index 0, an eviction) to b's log.
+ * 0 or KV_ENOMEM. */
+int sm__session_log_add(sm__batch *b, const struct Kv__Session *ss);
+/* Puts b's log into b->wb, folding the logs when they are due (*folded).
+ * 0 or a RocksDB error (reading the logs to fold them). */
+int sm__session_log_write(sm__batch *b, bool *folded);
+/* The stored record of session id as of its use at index (the record made
+ * then), read from b's log, the db's logs or its 's' record: NULL and
+ * KV_ENOTFOUND when there is none, KV_ENOMEM, or a RocksDB error.
+ * kv__session__free_unpacked. */
+int sm__session_record(sm__batch *b, uint64_t id, uint64_t index, struct Kv__Session **out);
+
 /* A hash of the table in eviction order (ids, seqs, indexes, replies): two
  * state machines that will evict alike and answer duplicates alike have the
  * same digest. For tests. */
@@ -282,6 +318,8 @@ struct sm {
     _Atomic uint64_t durable_index;
     _Atomic uint64_t history_dropped; /* oldest revision after sm_history_drop, 0: none */
     sm__sessions sessions;    /* apply thread only */
+    uint64_t slog_records;    /* apply thread: session records in the db's logs ('u') */
+    uint64_t slog_bytes;      /* ... and their bytes */
     sm__leases leases;        /* apply thread only (sm_lease.c) */
     sm__batch *batch;         /* apply thread only (sm_batch.c), NULL until the first apply */
     int broken;               /* apply thread: a failed apply whose sessions
@@ -337,10 +375,31 @@ static inline uint64_t sm__get_be64(const uint8_t *p) {
     return v;
 }
 
+/* prefix + be64(v): a history record's key ('h' + revision), a session's
+ * ('s' + id) and a session log's ('u' + index). */
+static inline void sm__key9(uint8_t k[9], uint8_t prefix, uint64_t v) {
+    k[0] = prefix;
+    sm__put_be64(k + 1, v);
+}
+
 /* 'h' + be64(rev): the key of revision rev's history record. */
 static inline void sm__history_key(uint8_t k[9], uint64_t rev) {
-    k[0] = SM_PREFIX_HISTORY;
-    sm__put_be64(k + 1, rev);
+    sm__key9(k, SM_PREFIX_HISTORY, rev);
+}
+
+/* The tag and length of a length-delimited field 1 of len bytes (a
+ * HistoryRecord's event, a SessionLog's session), written at p: at most
+ * SM_FIELD1_HEADER_BYTES. Returns where the field's bytes go. */
+#define SM_FIELD1_HEADER_BYTES 11u
+static inline uint8_t *sm__field1_header(uint8_t *p, size_t len) {
+    *p++ = (1u << 3) | 2u;
+    uint64_t v = len;
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
 }
 /* The revision of history key k, 0 when k is not one. */
 static inline uint64_t sm__history_rev(const char *k, size_t klen) {

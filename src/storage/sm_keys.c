@@ -89,16 +89,6 @@ static void sm__lease_index(sm__batch *b, const void *key, size_t klen, uint64_t
         sm__bput(b, lk, sm__lease_key(lk, lease, key, klen), "", 0);
 }
 
-static size_t sm__varint(uint8_t *p, uint64_t v) {
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 /* Appends one WatchEvent to the entry's HistoryRecord (field 1, length
  * delimited: the encoding of a repeated message is its parts in a row). */
 static int sm__event_add(sm__batch *b, Kv__WatchEvent__Type type, const void *key, size_t klen,
@@ -118,11 +108,9 @@ static int sm__event_add(sm__batch *b, Kv__WatchEvent__Type type, const void *ke
     ev.type = type;
     ev.kv = &kv;
     size_t len = kv__watch_event__get_packed_size(&ev);
-    if (sm__reserve(&b->events, &b->events_cap, b->events_len + 1 + 10 + len) != 0)
+    if (sm__reserve(&b->events, &b->events_cap, b->events_len + SM_FIELD1_HEADER_BYTES + len) != 0)
         return KV_ENOMEM;
-    uint8_t *p = b->events + b->events_len;
-    *p++ = (1u << 3) | 2u; /* HistoryRecord.events, length delimited */
-    p += sm__varint(p, len);
+    uint8_t *p = sm__field1_header(b->events + b->events_len, len); /* HistoryRecord.events */
     p += kv__watch_event__pack(&ev, p);
     b->events_len = (size_t)(p - b->events);
     return 0;

@@ -1,7 +1,9 @@
 /* The client session table in memory (sm_internal.h "sessions").
  *
  * RocksDB holds one record per session ('s' + be64(id): a kv.Session with
- * its last_seq, last_index and the reply to last_seq). This file keeps the
+ * its last_seq, last_index and the reply to last_seq), and the records made
+ * since they were last folded into those in the session log ('u' keys,
+ * sm_internal.h "the session log"). This file keeps the
  * same sessions in memory so that sm_apply never reads RocksDB to find one:
  * a hash table by client id over a pool of sessions_max slots, and a list in
  * eviction order (least recently used first, by log index).
@@ -12,10 +14,11 @@
  *   2. The list is sorted by (last_index, id), strictly increasing. An apply
  *      only ever moves a session to the tail with the entry's index, which
  *      is above every last_index, so the order is kept without a sort.
- *   3. The table is a function of the 's' records alone: at open (and so
- *      after a snapshot restore, which reopens) the list is rebuilt by
- *      sorting the records by (last_index, id). Every node, restarted or
- *      not, therefore evicts the same session next.
+ *   3. The table is a function of the stored records alone: at open (and
+ *      so after a snapshot restore, which reopens) the last record of each
+ *      session ('s', then the logs in order) is taken, and the list is
+ *      rebuilt by sorting them by (last_index, id). Every node, restarted
+ *      or not, therefore evicts the same session next.
  *
  * Not kept in memory: the current value of a COMPARE reply (up to
  * KV_VALUE_BYTES_MAX per session: 64 GiB at KV_SESSIONS_MAX). A duplicate
@@ -162,40 +165,246 @@ bool sm__reply_full(const Kv__Reply *pb) {
     return pb->current_present || pb->succeeded || pb->n_results > 0 || pb->deleted > 0 || pb->more;
 }
 
+/* ---- the session log (sm_internal.h) -------------------------------------- */
+
+int sm__session_log_add(sm__batch *b, const Kv__Session *ss) {
+    assert(ss->client_id != 0);
+    size_t len = kv__session__get_packed_size(ss);
+    if (sm__reserve(&b->slog, &b->slog_cap, b->slog_len + SM_FIELD1_HEADER_BYTES + len) != 0)
+        return KV_ENOMEM;
+    uint8_t *p = sm__field1_header(b->slog + b->slog_len, len); /* SessionLog.sessions */
+    p += kv__session__pack(ss, p);
+    b->slog_len = (size_t)(p - b->slog);
+    b->slog_records++;
+    return 0;
+}
+
+static bool sm__varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t c = *(*p)++;
+        *v |= (uint64_t)(c & 0x7f) << shift;
+        if (c < 0x80)
+            return true;
+    }
+    return false;
+}
+
+/* The next record of a log (*p up to end) in *rec, *len. false at the end,
+ * and with *bad when the bytes are not a run of field 1 records. */
+static bool sm__slog_next(const uint8_t **p, const uint8_t *end, const uint8_t **rec, size_t *len,
+                          bool *bad) {
+    uint64_t n = 0;
+    if (*p == end)
+        return false;
+    if (*(*p)++ != ((1u << 3) | 2u) || !sm__varint_get(p, end, &n) || n > (uint64_t)(end - *p)) {
+        *bad = true;
+        return false;
+    }
+    *rec = *p;
+    *len = (size_t)n;
+    *p += n;
+    return true;
+}
+
+/* client_id and last_index of a packed kv.Session, without unpacking it
+ * (a fold reads every record of the logs). false when it does not parse. */
+static bool sm__session_peek(const uint8_t *p, size_t len, uint64_t *id, uint64_t *last_index) {
+    const uint8_t *end = p + len;
+    *id = *last_index = 0;
+    while (p < end) {
+        uint64_t key = 0, v = 0;
+        if (!sm__varint_get(&p, end, &key))
+            return false;
+        switch (key & 7) {
+        case 0:
+            if (!sm__varint_get(&p, end, &v))
+                return false;
+            if (key >> 3 == 1)
+                *id = v;
+            else if (key >> 3 == 3)
+                *last_index = v;
+            break;
+        case 2:
+            if (!sm__varint_get(&p, end, &v) || v > (uint64_t)(end - p))
+                return false;
+            p += v;
+            break;
+        default: /* kv.Session has no other wire types */
+            return false;
+        }
+    }
+    return *id != 0;
+}
+
+static int sm__slog_corrupt(sm *s, uint64_t index) {
+    KV_LOGE("CORRUPT", "state machine %s: the session log of entry %llu does not decode", s->dir,
+            (unsigned long long)index);
+    return KV_ECORRUPT;
+}
+
+/* Each live session whose last record is in log gets that record as its 's'
+ * record, in b->wb. */
+static int sm__slog_fold(sm__batch *b, uint64_t index, const uint8_t *log, size_t len) {
+    const uint8_t *p = log, *rec = NULL;
+    size_t rlen = 0;
+    bool bad = false;
+    while (sm__slog_next(&p, log + len, &rec, &rlen, &bad)) {
+        uint64_t id = 0, last = 0;
+        if (!sm__session_peek(rec, rlen, &id, &last))
+            return sm__slog_corrupt(b->s, index);
+        const sm__session *x = sm__sessions_find(&b->s->sessions, id);
+        if (x == NULL || last == 0 || x->last_index != last)
+            continue; /* evicted, or not its last record */
+        uint8_t k[9];
+        sm__key9(k, SM_PREFIX_SESSION, id);
+        rocksdb_writebatch_put(b->wb, (const char *)k, sizeof k, (const char *)rec, rlen);
+    }
+    return bad ? sm__slog_corrupt(b->s, index) : 0;
+}
+
+int sm__session_log_write(sm__batch *b, bool *folded) {
+    sm *s = b->s;
+    assert(b->slog_len > 0 && b->done_index > s->applied_index);
+    *folded = s->slog_records + b->slog_records >= s->opt.session_log_records ||
+              s->slog_bytes + b->slog_len >= SM_SESSION_LOG_BYTES;
+    uint8_t k[9];
+    if (!*folded) {
+        sm__key9(k, SM_PREFIX_SESSION_LOG, b->done_index);
+        rocksdb_writebatch_put(b->wb, (const char *)k, sizeof k, (const char *)b->slog, b->slog_len);
+        return 0;
+    }
+    /* the db's logs, oldest first, then b's own: the last record of each
+     * session is the one made at its last_index */
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
+    int rv = 0;
+    k[0] = SM_PREFIX_SESSION_LOG;
+    for (rocksdb_iter_seek(it, (const char *)k, 1); rv == 0 && rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const char *key = rocksdb_iter_key(it, &klen);
+        if (klen < 1 || key[0] != SM_PREFIX_SESSION_LOG)
+            break;
+        const char *v = rocksdb_iter_value(it, &vlen);
+        uint64_t index = klen == 9 ? sm__get_be64((const uint8_t *)key + 1) : 0;
+        rv = sm__slog_fold(b, index, (const uint8_t *)v, vlen);
+        rocksdb_writebatch_delete(b->wb, key, klen);
+    }
+    int it_rv = sm__iter_done(s, it, "folding the session log");
+    if (rv == 0)
+        rv = it_rv;
+    return rv != 0 ? rv : sm__slog_fold(b, b->done_index, b->slog, b->slog_len);
+}
+
+/* The record of session id made at index in log, unpacked into *out;
+ * KV_ENOTFOUND when log has none. */
+static int sm__slog_find(sm *s, uint64_t log_index, const uint8_t *log, size_t len, uint64_t id,
+                         uint64_t index, Kv__Session **out) {
+    const uint8_t *p = log, *rec = NULL;
+    size_t rlen = 0;
+    bool bad = false;
+    while (sm__slog_next(&p, log + len, &rec, &rlen, &bad)) {
+        uint64_t rid = 0, last = 0;
+        if (!sm__session_peek(rec, rlen, &rid, &last))
+            return sm__slog_corrupt(s, log_index);
+        if (rid != id || last != index)
+            continue;
+        *out = kv__session__unpack(NULL, rlen, rec);
+        return *out != NULL ? 0 : sm__slog_corrupt(s, log_index);
+    }
+    return bad ? sm__slog_corrupt(s, log_index) : KV_ENOTFOUND;
+}
+
+int sm__session_record(sm__batch *b, uint64_t id, uint64_t index, Kv__Session **out) {
+    sm *s = b->s;
+    *out = NULL;
+    if (index > s->applied_index) /* made by this call, not written yet */
+        return sm__slog_find(s, b->done_index, b->slog, b->slog_len, id, index, out);
+    /* the log of the write that held entry index: the first at or after it,
+     * unless a fold has put its records into the 's' records since */
+    uint8_t k[9];
+    sm__key9(k, SM_PREFIX_SESSION_LOG, index);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
+    rocksdb_iter_seek(it, (const char *)k, sizeof k);
+    int rv = KV_ENOTFOUND;
+    size_t klen = 0, vlen = 0;
+    const char *key = rocksdb_iter_valid(it) ? rocksdb_iter_key(it, &klen) : NULL;
+    if (key != NULL && klen == 9 && key[0] == SM_PREFIX_SESSION_LOG) {
+        const char *v = rocksdb_iter_value(it, &vlen);
+        rv = sm__slog_find(s, sm__get_be64((const uint8_t *)key + 1), (const uint8_t *)v, vlen, id,
+                           index, out);
+    }
+    int it_rv = sm__iter_done(s, it, "reading the session log");
+    if (it_rv != 0 && *out != NULL) {
+        kv__session__free_unpacked(*out, NULL);
+        *out = NULL;
+    }
+    if (it_rv != 0 || rv != KV_ENOTFOUND)
+        return it_rv != 0 ? it_rv : rv;
+    sm__key9(k, SM_PREFIX_SESSION, id);
+    char *v = NULL;
+    size_t len = 0;
+    rv = sm__bget(b, k, sizeof k, &v, &len);
+    if (rv == 0 && (*out = kv__session__unpack(NULL, len, (const uint8_t *)v)) == NULL)
+        rv = KV_ECORRUPT; /* the caller says what */
+    rocksdb_free(v);
+    return rv;
+}
+
 /* ---- loading from RocksDB ------------------------------------------------ */
 
+/* One record as read at open, in the order read (seq). */
+typedef struct sm__loaded_rec {
+    sm__session x; /* id, last_index and the reply fields; list links unset */
+    uint64_t seq;
+    bool evicted; /* a log's record of an eviction */
+} sm__loaded_rec;
+
 typedef struct sm__loaded {
-    sm__session *v; /* id, last_index and the reply fields; list links unset */
+    sm__loaded_rec *v;
     size_t n, cap;
+    uint64_t log_records, log_bytes;
 } sm__loaded;
 
-static int sm__loaded_cmp(const void *a, const void *b) {
-    const sm__session *x = a, *y = b;
+static int sm__by_last_use(const void *a, const void *b) {
+    const sm__session *x = &((const sm__loaded_rec *)a)->x, *y = &((const sm__loaded_rec *)b)->x;
     if (x->last_index != y->last_index)
         return x->last_index < y->last_index ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* One 's' record into l; KV_ECORRUPT when it is not a session of ours. */
-static int sm__load_one(sm *s, sm__loaded *l, const char *k, size_t klen, const char *v,
-                        size_t vlen) {
-    uint64_t id = klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0;
-    Kv__Session *pb = klen == 9 ? kv__session__unpack(NULL, vlen, (const uint8_t *)v) : NULL;
+static int sm__by_id_then_seq(const void *a, const void *b) {
+    const sm__loaded_rec *x = a, *y = b;
+    if (x->x.id != y->x.id)
+        return x->x.id < y->x.id ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* One record into l. key_id: the id an 's' key names (0 when the key is not
+ * one), or 0 for a log's record, which may be an eviction; at_most: the
+ * highest last_index it may have. KV_ECORRUPT when it is not a session of
+ * ours. */
+static int sm__load_one(sm *s, sm__loaded *l, bool in_log, uint64_t key_id, uint64_t at_most,
+                        const uint8_t *v, size_t vlen) {
+    Kv__Session *pb = kv__session__unpack(NULL, vlen, v);
+    uint64_t id = pb != NULL ? pb->client_id : 0;
+    bool evicted = pb != NULL && in_log && pb->last_index == 0;
     /* id <= last_index <= applied: a session is registered at its id and
-     * used at or after it, never after what was applied. */
-    if (pb == NULL || pb->client_id != id || id == 0 || pb->last_index < id ||
-        pb->last_index > s->applied_index) {
+     * used at or after it, never after what was applied (or, in a log,
+     * after the log's write) */
+    if (pb == NULL || id == 0 || (!in_log && id != key_id) ||
+        (!evicted && (pb->last_index < id || pb->last_index > at_most))) {
         KV_LOGE("CORRUPT",
-                "state machine %s: session record %llu (key of %zu bytes) does not "
-                "decode or is out of range",
-                s->dir, (unsigned long long)id, klen);
+                "state machine %s: session record %llu (%s) does not decode or is out of range",
+                s->dir, (unsigned long long)(in_log ? id : key_id),
+                in_log ? "in the session log" : "'s' key");
         if (pb != NULL)
             kv__session__free_unpacked(pb, NULL);
         return KV_ECORRUPT;
     }
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : SM__LOAD_CAP_MIN;
-        sm__session *nv = realloc(l->v, cap * sizeof *nv);
+        sm__loaded_rec *nv = realloc(l->v, cap * sizeof *nv);
         if (nv == NULL) {
             kv__session__free_unpacked(pb, NULL);
             return KV_ENOMEM;
@@ -203,14 +412,40 @@ static int sm__load_one(sm *s, sm__loaded *l, const char *k, size_t klen, const 
         l->v = nv;
         l->cap = cap;
     }
-    sm__session *x = &l->v[l->n++];
-    *x = (sm__session){.id = id, .last_index = pb->last_index};
-    sm__session_from_pb(x, pb);
+    sm__loaded_rec *r = &l->v[l->n];
+    *r = (sm__loaded_rec){.x = {.id = id, .last_index = pb->last_index}, .seq = l->n,
+                          .evicted = evicted};
+    l->n++;
+    if (!evicted)
+        sm__session_from_pb(&r->x, pb);
     kv__session__free_unpacked(pb, NULL);
     return 0;
 }
 
-/* Reads every 's' record of s->db into l (unsorted). */
+/* The records of one log ('u' key k) into l. */
+static int sm__load_log(sm *s, sm__loaded *l, const char *k, size_t klen, const uint8_t *v,
+                        size_t vlen) {
+    uint64_t index = klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0;
+    if (index == 0 || index > s->applied_index) {
+        KV_LOGE("CORRUPT", "state machine %s: a session log key of %zu bytes (entry %llu) past "
+                "the applied entry %llu", s->dir, klen, (unsigned long long)index,
+                (unsigned long long)s->applied_index);
+        return KV_ECORRUPT;
+    }
+    const uint8_t *p = v, *rec = NULL;
+    size_t rlen = 0;
+    bool bad = false;
+    int rv = 0;
+    while (rv == 0 && sm__slog_next(&p, v + vlen, &rec, &rlen, &bad)) {
+        rv = sm__load_one(s, l, true, 0, index, rec, rlen);
+        l->log_records++;
+    }
+    l->log_bytes += vlen;
+    return rv != 0 ? rv : bad ? sm__slog_corrupt(s, index) : 0;
+}
+
+/* Reads every 's' record, then every log, of s->db into l (in that order,
+ * which is the order they were made in: a fold deletes the logs it folds). */
 static int sm__load_records(sm *s, sm__loaded *l) {
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
     char first = SM_PREFIX_SESSION;
@@ -219,20 +454,30 @@ static int sm__load_records(sm *s, sm__loaded *l) {
          rocksdb_iter_next(it)) {
         size_t klen = 0, vlen = 0;
         const char *k = rocksdb_iter_key(it, &klen);
-        if (klen < 1 || k[0] != SM_PREFIX_SESSION)
+        if (klen < 1 || k[0] > SM_PREFIX_SESSION_LOG)
             break;
-        const char *v = rocksdb_iter_value(it, &vlen);
-        rv = sm__load_one(s, l, k, klen, v, vlen);
+        const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+        if (k[0] == SM_PREFIX_SESSION)
+            rv = sm__load_one(s, l, false, klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0,
+                              s->applied_index, v, vlen);
+        else if (k[0] == SM_PREFIX_SESSION_LOG)
+            rv = sm__load_log(s, l, k, klen, v, vlen);
+        /* between them: format 1's 't' keys, deleted by its migration */
     }
-    char *err = NULL;
-    rocksdb_iter_get_error(it, &err);
-    if (err != NULL) {
-        rv = sm__fail(s, err);
-        KV_LOGE(kv_errword(rv), "state machine %s: reading sessions: %s", s->dir, err);
-        rocksdb_free(err);
-    }
-    rocksdb_iter_destroy(it);
-    return rv;
+    int it_rv = sm__iter_done(s, it, "reading sessions");
+    return rv != 0 ? rv : it_rv;
+}
+
+/* Keeps the last record of each session, and of those only the sessions
+ * that were not evicted. */
+static void sm__loaded_last(sm__loaded *l) {
+    if (l->n > 0) /* qsort wants an array, even of none */
+        qsort(l->v, l->n, sizeof *l->v, sm__by_id_then_seq);
+    size_t live = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if ((i + 1 == l->n || l->v[i + 1].x.id != l->v[i].x.id) && !l->v[i].evicted)
+            l->v[live++] = l->v[i];
+    l->n = live;
 }
 
 int sm__sessions_load(sm *s) {
@@ -243,10 +488,11 @@ int sm__sessions_load(sm *s) {
         free(l.v);
         return rv;
     }
+    sm__loaded_last(&l);
     /* The eviction order: by last use, ties (none today: one entry touches
      * one session) by id, so it is the same on every node. */
-    if (l.n > 0) /* qsort wants an array, even of none */
-        qsort(l.v, l.n, sizeof *l.v, sm__loaded_cmp);
+    if (l.n > 0)
+        qsort(l.v, l.n, sizeof *l.v, sm__by_last_use);
     /* More records than sessions_max (a node restarted with a smaller
      * option): all are kept; the next REGISTER evicts down to the limit, as
      * format 1 did. */
@@ -254,9 +500,9 @@ int sm__sessions_load(sm *s) {
     sm__sessions t;
     rv = sm__sessions_init(&t, cap);
     for (size_t i = 0; rv == 0 && i < l.n; i++) {
-        sm__session *x = sm__sessions_insert(&t, l.v[i].id, l.v[i].last_index);
+        sm__session *x = sm__sessions_insert(&t, l.v[i].x.id, l.v[i].x.last_index);
         uint32_t hnext = x->hnext, prev = x->prev, next = x->next;
-        *x = l.v[i];
+        *x = l.v[i].x;
         x->hnext = hnext, x->prev = prev, x->next = next;
     }
     free(l.v);
@@ -265,6 +511,8 @@ int sm__sessions_load(sm *s) {
     assert(t.count == l.n);
     sm__sessions_free(&s->sessions);
     s->sessions = t;
+    s->slog_records = l.log_records;
+    s->slog_bytes = l.log_bytes;
     return 0;
 }
 

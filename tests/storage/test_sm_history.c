@@ -331,6 +331,32 @@ START_TEST(test_migrate_v3) {
 }
 END_TEST
 
+/* A format 4 db (the sessions in 's' records only, no session log) opens
+ * as format 5 with its history whole: the last entry's record included,
+ * which only formats before 4 get an empty one at (nothing of theirs was
+ * written there). */
+START_TEST(test_migrate_v4) {
+    four_writes();
+    sm_close(S);
+    S = NULL;
+    rocksdb_column_family_handle_t *hcf;
+    rocksdb_t *raw = tu_raw_open(db, &hcf);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    uint8_t f[8];
+    kv_put_u64(f, SM_FORMAT_V4);
+    rocksdb_writebatch_put(wb, SM_META_FORMAT, strlen(SM_META_FORMAT), (char *)f, 8);
+    tu_raw_write(raw, wb);
+    tu_raw_close(raw, hcf);
+    S = open_with(db, 5); /* migrates */
+    seen s;
+    ck_assert_int_eq(read_all(1, "", 1u << 20, &s, NULL), 0);
+    ck_assert_str_eq(s.text, FOUR);
+    uint64_t format = 0;
+    ck_assert_int_eq(sm__meta_u64(S, S->db, S->ro, SM_META_FORMAT, &format), 0);
+    ck_assert_uint_eq(format, SM_FORMAT);
+}
+END_TEST
+
 /* A crash between sm_flush's flush of the keys and of the history leaves
  * the history written through less than the applied index: the open drops
  * the history before it, so a watch from there gets COMPACTED instead of a
@@ -398,6 +424,7 @@ static Suite *suite(void) {
     tcase_add_test(t, test_drop);
     tcase_add_test(t, test_survives_reopen_and_restore);
     tcase_add_test(t, test_migrate_v3);
+    tcase_add_test(t, test_migrate_v4);
     tcase_add_test(t, test_history_behind_dropped);
     tcase_add_test(t, test_bad_arguments);
     suite_add_tcase(s, t);

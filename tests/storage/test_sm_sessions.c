@@ -178,7 +178,10 @@ static void same_state(sm *a, sm *b) {
  * way (mid-batch positions, not only at the end): same replies to every
  * entry, same data, same sessions in the same eviction order; after both
  * restart the retries of the surviving sessions get their stored replies
- * and the evicted ones are told so. */
+ * and the evicted ones are told so. a keeps every session record in its
+ * session log (never folded: fewer records than the default), b folds its
+ * log every few records, every write, or every 50 records, changing at each
+ * restart. */
 START_TEST(test_sessions_restart_same_order) {
     uint64_t seed = tu_seed("test_sessions_restart_same_order");
     smodel m = {0};
@@ -186,14 +189,16 @@ START_TEST(test_sessions_restart_same_order) {
     for (uint64_t i = 0; i < STEPS; i++)
         gen_step(&steps[i], &m, i + 1, &seed);
     ck_assert_int_gt(m.clients, 2 * SESSIONS); /* well past the limit */
-    sm *a = tu_open(a_dir, SESSIONS), *b = tu_open(b_dir, SESSIONS);
+    ck_assert_int_lt(STEPS, SM_SESSION_LOG_RECORDS);
+    const uint32_t fold[] = {7, 1, 50};
+    sm *a = tu_open(a_dir, SESSIONS), *b = tu_open_log(b_dir, SESSIONS, fold[0]);
     uint64_t cut[] = {0, STEPS / 5 + 7, STEPS / 2 + 3, 4 * STEPS / 5 + 1, STEPS};
     for (int k = 0; k + 1 < (int)(sizeof cut / sizeof cut[0]); k++) {
         feed(a, b, steps, cut[k], cut[k + 1], &seed);
         same_state(a, b);
         uint64_t digest = sm__sessions_digest(b);
         sm_close(b);
-        b = tu_open(b_dir, SESSIONS); /* rebuilt from the records */
+        b = tu_open_log(b_dir, SESSIONS, fold[(k + 1) % 3]); /* rebuilt from the records */
         ck_assert_uint_eq(sm__sessions_digest(b), digest);
         same_state(a, b);
     }
@@ -392,7 +397,8 @@ static void sessions_used(sm *s) {
 /* A format 1 db (users have data) opens, is migrated in place, and keeps
  * its sessions, their replies and their eviction order. */
 START_TEST(test_sessions_migrate_v1) {
-    sm *a = tu_open(a_dir, 3), *b = tu_open(b_dir, 3);
+    /* every write folds the session log: only 's' records, as format 2 had */
+    sm *a = tu_open_log(a_dir, 3, 1), *b = tu_open_log(b_dir, 3, 1);
     sessions_used(a);
     sessions_used(b);
     sm_close(a); /* a goes through format 2, b through format 1 */
@@ -436,10 +442,56 @@ START_TEST(test_sessions_migrate_v1) {
 }
 END_TEST
 
+/* The three places a duplicate's stored reply is read from: the call's own
+ * session log (the command it repeats is in the same call), a log in the db,
+ * and the 's' record after the logs were folded (also after a reopen).
+ * Each retry of a failed CAS gets the value the key had then. */
+START_TEST(test_sessions_log_reads) {
+    sm *s = tu_open_log(b_dir, 3, 4);
+    ck_assert_int_eq(tu_apply(s, 1, OP_REG, 0, 0, NULL, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(tu_apply(s, 2, OP_PUT, 0, 0, "a", "1", NULL, NULL), 0);
+    uint8_t *cmd[2];
+    size_t len[2];
+    for (int i = 0; i < 2; i++) /* the CAS, then its retry, in one call */
+        cmd[i] = tu_cmd(OP_CAS, 1, 1, "a", 1, "2", 1, "zz", 2, &len[i]);
+    sm_entry e[2];
+    for (int i = 0; i < 2; i++)
+        e[i] = (sm_entry){.index = 3 + (uint64_t)i, .term = 1, .type = SM_ENTRY_COMMAND,
+                          .payload = cmd[i], .len = len[i]};
+    sm_reply r[2];
+    ck_assert_int_eq(sm_apply(s, e, 2, r), 0);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(r[i].code, KV_ECOMPARE);
+        ck_assert_uint_eq(r[i].index, 3);
+        ck_assert(r[i].current_present && r[i].current_len == 1 && r[i].current[0] == '1');
+        free(cmd[i]);
+    }
+    ck_assert_str_eq(r[1].detail, "duplicate");
+    sm_replies_free(r, 2);
+    ck_assert_uint_eq(s->slog_records, 3); /* REGISTER, CAS, retry: not folded yet */
+    uint64_t digest = 0;
+    for (uint64_t index = 5; index <= 7; index++) {
+        if (index == 6) { /* 5 folded the log: reopen, and read the 's' record */
+            ck_assert_uint_eq(s->slog_records, 0);
+            digest = sm__sessions_digest(s);
+            sm_close(s);
+            s = tu_open_log(b_dir, 3, 4);
+            ck_assert_uint_eq(sm__sessions_digest(s), digest);
+        }
+        ck_assert_int_eq(tu_apply(s, index, OP_CAS, 1, 1, "a", "2", "zz", &r[0]), KV_ECOMPARE);
+        ck_assert_uint_eq(r[0].index, 3);
+        ck_assert(r[0].current_present && r[0].current_len == 1 && r[0].current[0] == '1');
+        ck_assert_str_eq(r[0].detail, "duplicate");
+        sm_replies_free(r, 1);
+    }
+    sm_close(s);
+}
+END_TEST
+
 /* A format 1 db whose count disagrees with its records is refused as
  * CORRUPT, and a format this build does not know as VERSION. */
 START_TEST(test_sessions_v1_refused) {
-    sm *b = tu_open(b_dir, 3);
+    sm *b = tu_open_log(b_dir, 3, 1);
     sessions_used(b);
     sm_close(b);
     make_v1(b_dir, 1);
@@ -513,6 +565,7 @@ int main(void) {
     tcase_set_timeout(t, 300);
     tcase_add_test(t, test_sessions_restart_same_order);
     tcase_add_test(t, test_sessions_at_limit);
+    tcase_add_test(t, test_sessions_log_reads);
     tcase_add_test(t, test_sessions_migrate_v1);
     tcase_add_test(t, test_sessions_v1_refused);
     tcase_add_test(t, test_sessions_snapshot_restore);

@@ -85,14 +85,19 @@ int tu_apply(sm *s, uint64_t index, int op, uint64_t client, uint64_t seq, const
     return code;
 }
 
-sm *tu_open(const char *db_dir, uint32_t sessions_max) {
+sm *tu_open_log(const char *db_dir, uint32_t sessions_max, uint32_t session_log_records) {
     sm_options o;
     sm_options_default(&o);
     if (sessions_max)
         o.sessions_max = sessions_max;
+    o.session_log_records = session_log_records;
     sm *s = NULL;
     ck_assert_int_eq(sm_open(db_dir, &o, &s), 0);
     return s;
+}
+
+sm *tu_open(const char *db_dir, uint32_t sessions_max) {
+    return tu_open_log(db_dir, sessions_max, SM_SESSION_LOG_RECORDS);
 }
 
 char *tu_get(sm *s, const char *key) {

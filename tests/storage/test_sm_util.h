@@ -33,6 +33,9 @@ int tu_apply(sm *s, uint64_t index, int op, uint64_t client, uint64_t seq, const
 
 /* Opens db_dir with sessions_max (0: default), failing the test on error. */
 sm *tu_open(const char *db_dir, uint32_t sessions_max);
+/* The same with sm_options.session_log_records (1: every write folds the
+ * session log, so only 's' records stay, as before format 5). */
+sm *tu_open_log(const char *db_dir, uint32_t sessions_max, uint32_t session_log_records);
 
 /* A value of key as a NUL-terminated malloc'd string, NULL when absent. */
 char *tu_get(sm *s, const char *key);
