@@ -9,9 +9,13 @@
  *   'k' + be64(lease) + user key     the keys attached to a lease (empty)
  *   'l' + be64(lease id)             a lease (kv.Lease: id, ttl); "leases" below
  *   'm' + name                       meta: applied index and term, membership,
- *                                    format (4; sm_open migrates 1, 2 and 3)
+ *                                    format (5; sm_open migrates 1 to 4)
  *   's' + be64(client id)            a client session (kv.Session, with the
  *                                    log index of its last use)
+ *   'u' + be64(log index)            the session log: the session records
+ *                                    made by the write whose last entry is
+ *                                    that index (kv.SessionLog), until folded
+ *                                    into the 's' records
  * The watch history is a second family ("history", sm_internal.h):
  *   'h' + be64(revision)             the events of the entry at that log
  *                                    index (kv.HistoryRecord); the newest
@@ -23,10 +27,11 @@
  * 0, version 1.
  *
  * Sessions: the table and its eviction order (least recently used by log
- * index, ties by client id) live in memory, rebuilt from the 's' records at
- * sm_open, so also after snap_restore, which reopens. A session command
- * costs one put of its record in the batch and no read (a retry of a failed
- * CAS reads its stored value back); an eviction one delete.
+ * index, ties by client id) live in memory, rebuilt from the 's' records and
+ * the session log at sm_open, so also after snap_restore, which reopens. A
+ * session command appends its record to its write's log and reads nothing
+ * (a retry of a failed CAS reads its stored value back); an eviction
+ * deletes the 's' record and says so in the log.
  *
  * Durability: sm_apply writes with the RocksDB WAL disabled, because the Raft
  * log is the durability point. After a crash RocksDB holds a consistent older
