@@ -23,7 +23,10 @@
 # events/s delivered, put sent to event received, events missed as errors;
 # kvbench watch, etcdextra -op watch), kv's put with 8 connections x 64
 # in flight, kv's put and get with 64 threads sharing one kv_client
-# (kvbench --shared 64, the CSV's depth "1s64"), and N failover rounds (default 10; --quick 3): kill -9 of the
+# (kvbench --shared 64, the CSV's depth "1s64"), kv's put with 8 x 64 in
+# flight for 600,000 requests (--quick 200,000) on a fresh cluster, the
+# sustained load at which RocksDB's flushes and compactions weigh (the CSV's
+# depth "64sus"), and N failover rounds (default 10; --quick 3): kill -9 of the
 # leader, then the time until the first put sent after the kill is
 # acknowledged to a client that keeps retrying (kvbench writer, etcdextra
 # -op writer); the node is restarted and the cluster healthy again before the
@@ -79,9 +82,11 @@ done
 if [ $quick = 1 ]; then
   rounds=${rounds:-3}
   n_put1=500 n_put16=4000 n_put=10000 n_put1024=4096 n_read=10000 n_async=20000 n_txn=3000 n_watch=2000
+  n_sustained=200000
 else
   rounds=${rounds:-10}
   n_put1=2000 n_put16=20000 n_put=40000 n_put1024=10240 n_read=40000 n_async=80000 n_txn=10000 n_watch=8000
+  n_sustained=600000
 fi
 stamp=$(date +%Y-%m-%d-%H%M%S)
 mkdir -p bench/results
@@ -235,6 +240,19 @@ kill_leader() {
 restart_killed() {
   if [ "$1" = kv ]; then kv_start "$killed"; kv_wait_healthy; else etcd_start "$killed"; etcd_wait_healthy; fi
 }
+# kv_fresh: a new 3-node cluster (the one before, if any, stopped and wiped)
+kv_fresh() {
+  for i in 1 2 3; do
+    if [ -n "${kv_pid[$i]:-}" ]; then
+      kill -TERM "${kv_pid[$i]}" 2>/dev/null || true
+      wait "${kv_pid[$i]}" 2>/dev/null || true
+    fi
+    rm -rf "$dir/kv-n$i"
+    "$bin/kvd" init --name "n$i" --data-dir "$dir/kv-n$i" --cluster "$kv_spec" --cluster-token "bench-$$" >>"$dir/kv-n$i.log"
+    kv_start "$i"
+  done
+  kv_wait_healthy
+}
 kv_hwm() { sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/${kv_pid[$1]}/status"; }
 
 # kv_row ARGS: kvbench ARGS against the cluster; its line is printed and
@@ -248,11 +266,7 @@ kv_row() {
 }
 
 echo "# kv: 3 kvd on loopback, ports $((kv_base + 1))-$((kv_base + 3)), $([ $quick = 1 ] && echo quick || echo full) run" >&2
-for i in 1 2 3; do
-  "$bin/kvd" init --name "n$i" --data-dir "$dir/kv-n$i" --cluster "$kv_spec" --cluster-token "bench-$$" >"$dir/kv-n$i.log"
-  kv_start "$i"
-done
-kv_wait_healthy
+kv_fresh
 if [ $fo_only = 0 ]; then
 for args in "put --clients 1 --requests $n_put1" "put --clients 16 --requests $n_put16" \
   "put --clients 64 --requests $n_put" "put --clients 256 --requests $n_put" \
@@ -274,6 +288,11 @@ fi
 for r in $(seq "$rounds"); do
   failover_round kv "$r" "$bin/kvbench" writer --cluster "$kv_eps" --size 256 --seconds 60
 done
+if [ $fo_only = 0 ]; then
+  kv_fresh
+  kv_row put --clients 8 --async 64 --requests $n_sustained
+  [ -z "$kv_line" ] || record kv "${kv_line/depth=64/depth=64sus}"
+fi
 for i in 1 2 3; do kill -TERM "${kv_pid[$i]}" 2>/dev/null || true; wait "${kv_pid[$i]}" 2>/dev/null || true; done
 
 # ---- etcd ---------------------------------------------------------------------
@@ -367,6 +386,7 @@ echo "| figure | kv ops/s | kv p50 / p99 / p999 | kv errors | etcd ops/s | etcd 
 echo "|---|---|---|---|---|---|---|---|"
 for c in 1 16 64 256 1024; do figure "put, $c client$([ $c = 1 ] || echo s)" put $c 1; done
 figure "put, 8 connections x 64 in flight" put 8 64
+figure "put, 8 connections x 64 in flight, $(num $n_sustained) requests on a fresh cluster (sustained)" put 8 64sus
 figure "get (linearizable), 64 clients" get 64 1
 figure "put, 64 threads sharing one kv_client (etcd: its 64-client row)" put 64 1s64 1
 figure "get, 64 threads sharing one kv_client (etcd: its 64-client row)" get 64 1s64 1
