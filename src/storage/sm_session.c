@@ -237,30 +237,42 @@ static bool sm__session_peek(const uint8_t *p, size_t len, uint64_t *id, uint64_
     return *id != 0;
 }
 
-static int sm__slog_corrupt(sm *s, uint64_t index) {
-    KV_LOGE("CORRUPT", "state machine %s: the session log of entry %llu does not decode", s->dir,
-            (unsigned long long)index);
-    return KV_ECORRUPT;
-}
+/* Called for each record of a log in order: its bytes, client_id and
+ * last_index. 0 goes on; anything else stops the walk and is returned. */
+typedef int (*sm__slog_fn)(void *arg, const uint8_t *rec, size_t len, uint64_t id,
+                           uint64_t last);
 
-/* Each live session whose last record is in log gets that record as its 's'
- * record, in b->wb. */
-static int sm__slog_fold(sm__batch *b, uint64_t index, const uint8_t *log, size_t len) {
+/* Walks the log of the write whose last entry is index: 0 at its end,
+ * KV_ECORRUPT when it does not parse, or what fn stopped with. */
+static int sm__slog_each(sm *s, uint64_t index, const uint8_t *log, size_t len, sm__slog_fn fn,
+                         void *arg) {
     const uint8_t *p = log, *rec = NULL;
     size_t rlen = 0;
     bool bad = false;
-    while (sm__slog_next(&p, log + len, &rec, &rlen, &bad)) {
+    int rv = 0;
+    while (rv == 0 && sm__slog_next(&p, log + len, &rec, &rlen, &bad)) {
         uint64_t id = 0, last = 0;
-        if (!sm__session_peek(rec, rlen, &id, &last))
-            return sm__slog_corrupt(b->s, index);
-        const sm__session *x = sm__sessions_find(&b->s->sessions, id);
-        if (x == NULL || last == 0 || x->last_index != last)
-            continue; /* evicted, or not its last record */
-        uint8_t k[9];
-        sm__key9(k, SM_PREFIX_SESSION, id);
-        rocksdb_writebatch_put(b->wb, (const char *)k, sizeof k, (const char *)rec, rlen);
+        rv = sm__session_peek(rec, rlen, &id, &last) ? fn(arg, rec, rlen, id, last) : KV_ECORRUPT;
     }
-    return bad ? sm__slog_corrupt(b->s, index) : 0;
+    if (rv == KV_ECORRUPT || bad) {
+        KV_LOGE("CORRUPT", "state machine %s: the session log of entry %llu does not decode",
+                s->dir, (unsigned long long)index);
+        return KV_ECORRUPT;
+    }
+    return rv;
+}
+
+/* A live session whose last record this is gets it as its 's' record. */
+static int sm__slog_fold_one(void *arg, const uint8_t *rec, size_t len, uint64_t id,
+                             uint64_t last) {
+    sm__batch *b = arg;
+    const sm__session *x = sm__sessions_find(&b->s->sessions, id);
+    if (x == NULL || last == 0 || x->last_index != last)
+        return 0; /* evicted, or not its last record */
+    uint8_t k[9];
+    sm__key9(k, SM_PREFIX_SESSION, id);
+    rocksdb_writebatch_put(b->wb, (const char *)k, sizeof k, (const char *)rec, len);
+    return 0;
 }
 
 int sm__session_log_write(sm__batch *b, bool *folded) {
@@ -287,32 +299,38 @@ int sm__session_log_write(sm__batch *b, bool *folded) {
             break;
         const char *v = rocksdb_iter_value(it, &vlen);
         uint64_t index = klen == 9 ? sm__get_be64((const uint8_t *)key + 1) : 0;
-        rv = sm__slog_fold(b, index, (const uint8_t *)v, vlen);
+        rv = sm__slog_each(s, index, (const uint8_t *)v, vlen, sm__slog_fold_one, b);
         rocksdb_writebatch_delete(b->wb, key, klen);
     }
     int it_rv = sm__iter_done(s, it, "folding the session log");
     if (rv == 0)
         rv = it_rv;
-    return rv != 0 ? rv : sm__slog_fold(b, b->done_index, b->slog, b->slog_len);
+    return rv != 0 ? rv
+                   : sm__slog_each(s, b->done_index, b->slog, b->slog_len, sm__slog_fold_one, b);
 }
 
-/* The record of session id made at index in log, unpacked into *out;
- * KV_ENOTFOUND when log has none. */
+typedef struct sm__slog_want {
+    uint64_t id, index;
+    Kv__Session *found;
+} sm__slog_want;
+
+static int sm__slog_find_one(void *arg, const uint8_t *rec, size_t len, uint64_t id,
+                             uint64_t last) {
+    sm__slog_want *w = arg;
+    if (id != w->id || last != w->index)
+        return 0;
+    w->found = kv__session__unpack(NULL, len, rec);
+    return w->found != NULL ? 1 : KV_ECORRUPT;
+}
+
+/* The record of session id made at index in the log of log_index, unpacked
+ * into *out; KV_ENOTFOUND when that log has none. */
 static int sm__slog_find(sm *s, uint64_t log_index, const uint8_t *log, size_t len, uint64_t id,
                          uint64_t index, Kv__Session **out) {
-    const uint8_t *p = log, *rec = NULL;
-    size_t rlen = 0;
-    bool bad = false;
-    while (sm__slog_next(&p, log + len, &rec, &rlen, &bad)) {
-        uint64_t rid = 0, last = 0;
-        if (!sm__session_peek(rec, rlen, &rid, &last))
-            return sm__slog_corrupt(s, log_index);
-        if (rid != id || last != index)
-            continue;
-        *out = kv__session__unpack(NULL, rlen, rec);
-        return *out != NULL ? 0 : sm__slog_corrupt(s, log_index);
-    }
-    return bad ? sm__slog_corrupt(s, log_index) : KV_ENOTFOUND;
+    sm__slog_want w = {.id = id, .index = index};
+    int rv = sm__slog_each(s, log_index, log, len, sm__slog_find_one, &w);
+    *out = w.found;
+    return rv == 1 ? 0 : rv == 0 ? KV_ENOTFOUND : rv;
 }
 
 int sm__session_record(sm__batch *b, uint64_t id, uint64_t index, Kv__Session **out) {
@@ -364,6 +382,8 @@ typedef struct sm__loaded {
     sm__loaded_rec *v;
     size_t n, cap;
     uint64_t log_records, log_bytes;
+    sm *s;
+    uint64_t log_index; /* the log being read */
 } sm__loaded;
 
 static int sm__by_last_use(const void *a, const void *b) {
@@ -422,6 +442,14 @@ static int sm__load_one(sm *s, sm__loaded *l, bool in_log, uint64_t key_id, uint
     return 0;
 }
 
+static int sm__load_log_one(void *arg, const uint8_t *rec, size_t len, uint64_t id,
+                            uint64_t last) {
+    sm__loaded *l = arg;
+    (void)id, (void)last; /* checked on the unpacked record */
+    l->log_records++;
+    return sm__load_one(l->s, l, true, 0, l->log_index, rec, len);
+}
+
 /* The records of one log ('u' key k) into l. */
 static int sm__load_log(sm *s, sm__loaded *l, const char *k, size_t klen, const uint8_t *v,
                         size_t vlen) {
@@ -432,16 +460,9 @@ static int sm__load_log(sm *s, sm__loaded *l, const char *k, size_t klen, const 
                 (unsigned long long)s->applied_index);
         return KV_ECORRUPT;
     }
-    const uint8_t *p = v, *rec = NULL;
-    size_t rlen = 0;
-    bool bad = false;
-    int rv = 0;
-    while (rv == 0 && sm__slog_next(&p, v + vlen, &rec, &rlen, &bad)) {
-        rv = sm__load_one(s, l, true, 0, index, rec, rlen);
-        l->log_records++;
-    }
     l->log_bytes += vlen;
-    return rv != 0 ? rv : bad ? sm__slog_corrupt(s, index) : 0;
+    l->log_index = index;
+    return sm__slog_each(s, index, v, vlen, sm__load_log_one, l);
 }
 
 /* Reads every 's' record, then every log, of s->db into l (in that order,
@@ -482,7 +503,7 @@ static void sm__loaded_last(sm__loaded *l) {
 
 int sm__sessions_load(sm *s) {
     assert(s != NULL && s->db != NULL);
-    sm__loaded l = {0};
+    sm__loaded l = {.s = s};
     int rv = sm__load_records(s, &l);
     if (rv != 0) {
         free(l.v);

@@ -284,6 +284,22 @@ START_TEST(test_survives_reopen_and_restore) {
 }
 END_TEST
 
+/* Stores format in the db that raw holds (closed after), with what wb holds,
+ * then opens it with this build, which migrates it: a watch from revision 1
+ * still gives the four writes. */
+static void migrate_from(rocksdb_t *raw, rocksdb_column_family_handle_t *hcf,
+                         rocksdb_writebatch_t *wb, uint64_t format) {
+    uint8_t f[8];
+    kv_put_u64(f, format);
+    rocksdb_writebatch_put(wb, SM_META_FORMAT, strlen(SM_META_FORMAT), (char *)f, 8);
+    tu_raw_write(raw, wb);
+    tu_raw_close(raw, hcf);
+    S = open_with(db, 5); /* migrates */
+    seen s;
+    ck_assert_int_eq(read_all(1, "", 1u << 20, &s, NULL), 0);
+    ck_assert_str_eq(s.text, FOUR);
+}
+
 /* A format 3 db kept the history in the default column family: the first
  * open of this build moves it to its own family, and watches go on from
  * revision 1 as before. */
@@ -309,15 +325,7 @@ START_TEST(test_migrate_v3) {
     }
     rocksdb_iter_destroy(it);
     ck_assert_int_eq(records, 4);
-    uint8_t f[8];
-    kv_put_u64(f, SM_FORMAT_V3);
-    rocksdb_writebatch_put(wb, SM_META_FORMAT, strlen(SM_META_FORMAT), (char *)f, 8);
-    tu_raw_write(raw, wb);
-    tu_raw_close(raw, hcf);
-    S = open_with(db, 5); /* migrates */
-    seen s;
-    ck_assert_int_eq(read_all(1, "", 1u << 20, &s, NULL), 0);
-    ck_assert_str_eq(s.text, FOUR);
+    migrate_from(raw, hcf, wb, SM_FORMAT_V3);
     /* none left in the default family, and the next write goes on */
     it = rocksdb_create_iterator(S->db, ro);
     char h = SM_PREFIX_HISTORY;
@@ -326,6 +334,7 @@ START_TEST(test_migrate_v3) {
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
     put(5, "c", "5");
+    seen s;
     ck_assert_int_eq(read_all(4, "", 1u << 20, &s, NULL), 0);
     ck_assert_str_eq(s.text, "PUT a 3 4 4 1\nPUT c 5 5 5 1\n");
 }
@@ -341,16 +350,7 @@ START_TEST(test_migrate_v4) {
     S = NULL;
     rocksdb_column_family_handle_t *hcf;
     rocksdb_t *raw = tu_raw_open(db, &hcf);
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    uint8_t f[8];
-    kv_put_u64(f, SM_FORMAT_V4);
-    rocksdb_writebatch_put(wb, SM_META_FORMAT, strlen(SM_META_FORMAT), (char *)f, 8);
-    tu_raw_write(raw, wb);
-    tu_raw_close(raw, hcf);
-    S = open_with(db, 5); /* migrates */
-    seen s;
-    ck_assert_int_eq(read_all(1, "", 1u << 20, &s, NULL), 0);
-    ck_assert_str_eq(s.text, FOUR);
+    migrate_from(raw, hcf, rocksdb_writebatch_create(), SM_FORMAT_V4);
     uint64_t format = 0;
     ck_assert_int_eq(sm__meta_u64(S, S->db, S->ro, SM_META_FORMAT, &format), 0);
     ck_assert_uint_eq(format, SM_FORMAT);

@@ -488,6 +488,38 @@ START_TEST(test_sessions_log_reads) {
 }
 END_TEST
 
+/* A session log that does not decode (a record cut short) is refused at
+ * open as CORRUPT, naming the log; the db is left as it was. */
+START_TEST(test_sessions_log_corrupt) {
+    sm *b = tu_open(b_dir, 3);
+    sessions_used(b);
+    sm_close(b);
+    rocksdb_t *db = raw_open(b_dir);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    char first = SM_PREFIX_SESSION_LOG;
+    int logs = 0;
+    for (rocksdb_iter_seek(it, &first, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen = 0;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (k[0] != SM_PREFIX_SESSION_LOG)
+            break;
+        rocksdb_writebatch_put(wb, k, klen, "\x0a\x09short", 7); /* 9 bytes promised */
+        logs++;
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    ck_assert_int_gt(logs, 0);
+    tu_raw_write(db, wb);
+    raw_close(db);
+    sm_options o;
+    sm_options_default(&o);
+    o.sessions_max = 3;
+    ck_assert_int_eq(sm_open(b_dir, &o, &b), KV_ECORRUPT);
+}
+END_TEST
+
 /* A format 1 db whose count disagrees with its records is refused as
  * CORRUPT, and a format this build does not know as VERSION. */
 START_TEST(test_sessions_v1_refused) {
@@ -566,6 +598,7 @@ int main(void) {
     tcase_add_test(t, test_sessions_restart_same_order);
     tcase_add_test(t, test_sessions_at_limit);
     tcase_add_test(t, test_sessions_log_reads);
+    tcase_add_test(t, test_sessions_log_corrupt);
     tcase_add_test(t, test_sessions_migrate_v1);
     tcase_add_test(t, test_sessions_v1_refused);
     tcase_add_test(t, test_sessions_snapshot_restore);
