@@ -284,6 +284,14 @@ START_TEST(test_survives_reopen_and_restore) {
 }
 END_TEST
 
+/* The four writes, the state machine closed, and its db opened raw. */
+static rocksdb_t *four_writes_raw(rocksdb_column_family_handle_t **hcf) {
+    four_writes();
+    sm_close(S);
+    S = NULL;
+    return tu_raw_open(db, hcf);
+}
+
 /* Stores format in the db that raw holds (closed after), with what wb holds,
  * then opens it with this build, which migrates it: a watch from revision 1
  * still gives the four writes. */
@@ -304,12 +312,9 @@ static void migrate_from(rocksdb_t *raw, rocksdb_column_family_handle_t *hcf,
  * open of this build moves it to its own family, and watches go on from
  * revision 1 as before. */
 START_TEST(test_migrate_v3) {
-    four_writes();
-    sm_close(S);
-    S = NULL;
     /* back to format 3: the records in the default family */
     rocksdb_column_family_handle_t *hcf;
-    rocksdb_t *raw = tu_raw_open(db, &hcf);
+    rocksdb_t *raw = four_writes_raw(&hcf);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(raw, ro, hcf);
@@ -345,11 +350,8 @@ END_TEST
  * which only formats before 4 get an empty one at (nothing of theirs was
  * written there). */
 START_TEST(test_migrate_v4) {
-    four_writes();
-    sm_close(S);
-    S = NULL;
     rocksdb_column_family_handle_t *hcf;
-    rocksdb_t *raw = tu_raw_open(db, &hcf);
+    rocksdb_t *raw = four_writes_raw(&hcf);
     migrate_from(raw, hcf, rocksdb_writebatch_create(), SM_FORMAT_V4);
     uint64_t format = 0;
     ck_assert_int_eq(sm__meta_u64(S, S->db, S->ro, SM_META_FORMAT, &format), 0);
