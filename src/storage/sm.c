@@ -75,6 +75,23 @@ int sm__iter_done(sm *s, rocksdb_iterator_t *it, const char *what) {
     return err == NULL ? 0 : sm__failed(s, err, false, what);
 }
 
+int sm__prefix_each(sm *s, const void *prefix, size_t plen, sm__kv_fn fn, void *arg,
+                    const char *what) {
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
+    int rv = 0;
+    for (rocksdb_iter_seek(it, prefix, plen); rv == 0 && rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen < plen || memcmp(k, prefix, plen) != 0)
+            break;
+        const char *v = rocksdb_iter_value(it, &vlen);
+        rv = fn(arg, k, klen, v, vlen);
+    }
+    int it_rv = sm__iter_done(s, it, what);
+    return it_rv != 0 ? it_rv : rv;
+}
+
 void sm_last_error(sm *s, char *buf, size_t cap) {
     assert(buf != NULL && cap > 0);
     buf[0] = '\0';
@@ -198,31 +215,31 @@ static int sm__load_meta(sm *s, uint64_t *format) {
     return 0;
 }
 
+/* What a migration puts into its batch, and counts. */
+typedef struct sm__migration {
+    sm *s;
+    rocksdb_writebatch_t *wb;
+    uint64_t n, last;
+} sm__migration;
+
+static int sm__migrate_v1_one(void *arg, const char *k, size_t klen, const char *v, size_t vlen) {
+    sm__migration *m = arg;
+    (void)v, (void)vlen;
+    rocksdb_writebatch_delete(m->wb, k, klen);
+    m->n++;
+    return 0;
+}
+
 /* Format 1 -> 2 (sm_internal.h), into wb: deletes the 't' order keys and
  * the session count, and checks the count against the 's' records. */
 static int sm__migrate_v1(sm *s, rocksdb_writebatch_t *wb, uint64_t *order_v1) {
     uint64_t count_v1 = 0;
     int rv = sm__meta_u64(s, s->db, s->ro, SM_META_SESSIONS_V1, &count_v1);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
+    sm__migration m = {.s = s, .wb = wb};
     char first = SM_PREFIX_LRU_V1;
-    for (rocksdb_iter_seek(it, &first, 1); rv == 0 && rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
-        size_t klen = 0;
-        const char *k = rocksdb_iter_key(it, &klen);
-        if (klen < 1 || k[0] != SM_PREFIX_LRU_V1)
-            break;
-        rocksdb_writebatch_delete(wb, k, klen);
-        (*order_v1)++;
-    }
-    char *err = NULL;
-    rocksdb_iter_get_error(it, &err);
-    rocksdb_iter_destroy(it);
-    if (err != NULL) {
-        rv = sm__fail(s, err);
-        KV_LOGE(kv_errword(rv), "state machine %s: migrating format 1: %s", s->dir, err);
-        rocksdb_free(err);
-        return rv;
-    }
+    if (rv == 0)
+        rv = sm__prefix_each(s, &first, 1, sm__migrate_v1_one, &m, "migrating format 1");
+    *order_v1 = m.n;
     if (rv == 0 && (*order_v1 != count_v1 || *order_v1 != s->sessions.count)) {
         KV_LOGE("CORRUPT",
                 "state machine %s: format 1 counts %llu sessions, %llu in the order, "
@@ -235,25 +252,26 @@ static int sm__migrate_v1(sm *s, rocksdb_writebatch_t *wb, uint64_t *order_v1) {
     return rv;
 }
 
+static int sm__migrate_v3_one(void *arg, const char *k, size_t klen, const char *v, size_t vlen) {
+    sm__migration *m = arg;
+    rocksdb_writebatch_put_cf(m->wb, m->s->cf_history, k, klen, v, vlen);
+    m->n++;
+    uint64_t rev = sm__history_rev(k, klen);
+    if (rev != 0)
+        m->last = rev;
+    return 0;
+}
+
 /* Format 3 -> 4 (sm_internal.h), into wb: the 'h' records move from the
  * default family to the history family; *last the revision of the last. */
 static int sm__migrate_v3(sm *s, rocksdb_writebatch_t *wb, uint64_t *records, uint64_t *last) {
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
+    sm__migration m = {.s = s, .wb = wb};
     char first = SM_PREFIX_HISTORY, past = SM_PREFIX_HISTORY + 1;
-    for (rocksdb_iter_seek(it, &first, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t klen = 0, vlen = 0;
-        const char *k = rocksdb_iter_key(it, &klen);
-        if (klen < 1 || k[0] != SM_PREFIX_HISTORY)
-            break;
-        const char *v = rocksdb_iter_value(it, &vlen);
-        rocksdb_writebatch_put_cf(wb, s->cf_history, k, klen, v, vlen);
-        (*records)++;
-        uint64_t rev = sm__history_rev(k, klen);
-        if (rev != 0)
-            *last = rev;
-    }
+    int rv = sm__prefix_each(s, &first, 1, sm__migrate_v3_one, &m, "migrating format 3");
     rocksdb_writebatch_delete_range(wb, &first, 1, &past, 1);
-    return sm__iter_done(s, it, "migrating format 3");
+    *records = m.n;
+    *last = m.last;
+    return rv;
 }
 
 /* Format 1, 2, 3 or 4 -> 5 (sm_internal.h) in one batch: format 1's session

@@ -154,6 +154,16 @@ sm__batch *sm__batch_begin(sm *s, size_t n) {
     return b;
 }
 
+/* Frees buffer p (cap items) when it holds more than SM_BATCH_KEEP_BYTES. */
+#define SM__GIVE_BACK(p, cap, bytes)                                                              \
+    do {                                                                                          \
+        if ((bytes) > SM_BATCH_KEEP_BYTES) {                                                      \
+            free(p);                                                                              \
+            (p) = NULL;                                                                           \
+            (cap) = 0;                                                                            \
+        }                                                                                         \
+    } while (0)
+
 void sm__batch_end(sm__batch *b) {
     rocksdb_writebatch_clear(b->wb);
     sm__ov_clear(&b->ov);
@@ -162,21 +172,9 @@ void sm__batch_end(sm__batch *b) {
         free(b->ov.slot);
         b->ov = (sm__overlay){.gen = 1};
     }
-    if (b->events_cap > SM_BATCH_KEEP_BYTES) {
-        free(b->events);
-        b->events = NULL;
-        b->events_cap = 0;
-    }
-    if (b->slog_cap > SM_BATCH_KEEP_BYTES) {
-        free(b->slog);
-        b->slog = NULL;
-        b->slog_cap = 0;
-    }
-    if (b->hist_cap * sizeof *b->hist > SM_BATCH_KEEP_BYTES) {
-        free(b->hist);
-        b->hist = NULL;
-        b->hist_cap = 0;
-    }
+    SM__GIVE_BACK(b->events, b->events_cap, b->events_cap);
+    SM__GIVE_BACK(b->slog, b->slog_cap, b->slog_cap);
+    SM__GIVE_BACK(b->hist, b->hist_cap, b->hist_cap * sizeof *b->hist);
 }
 
 void sm__batch_free(sm__batch *b) {

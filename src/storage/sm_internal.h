@@ -354,6 +354,12 @@ int sm__failed(sm *s, char *err, bool write, const char *what);
 
 /* Destroys it; its error, if any, goes through sm__failed, else 0. */
 int sm__iter_done(sm *s, rocksdb_iterator_t *it, const char *what);
+/* Calls fn for every key of the default family that starts with prefix
+ * (plen bytes), in key order, until fn returns non-zero. The iterator's
+ * error (sm__iter_done, logged with what), else fn's code, else 0. */
+typedef int (*sm__kv_fn)(void *arg, const char *k, size_t klen, const char *v, size_t vlen);
+int sm__prefix_each(sm *s, const void *prefix, size_t plen, sm__kv_fn fn, void *arg,
+                    const char *what);
 
 /* durable_index := max(durable_index, index), from any thread (sm_flush on
  * the apply thread, snap_create_live on another). */

@@ -226,27 +226,34 @@ int sm_history_drop(sm *s) {
 void sm__history_trim(sm *s, uint64_t before, uint64_t after) {
     /* a failure is logged; the next trim tries again, and a real fault
      * fails the next apply */
-    if (before / SM_HISTORY_TRIM_EVERY != after / SM_HISTORY_TRIM_EVERY &&
-        sm_history_oldest(s) > 1)
-        (void)sm__history_delete_files(s, sm_history_oldest(s));
+    if (before / SM_HISTORY_TRIM_EVERY == after / SM_HISTORY_TRIM_EVERY)
+        return;
+    uint64_t oldest = sm_history_oldest(s);
+    if (oldest > 1)
+        (void)sm__history_delete_files(s, oldest);
+}
+
+typedef struct sm__keys_migration {
+    rocksdb_writebatch_t *wb;
+    uint8_t h[SM_REC_HEADER_BYTES]; /* revisions 0, version 1 */
+    uint64_t keys;
+} sm__keys_migration;
+
+static int sm__keys_migrate_one(void *arg, const char *k, size_t klen, const char *v,
+                                size_t vlen) {
+    sm__keys_migration *m = arg;
+    const char *parts[2] = {(const char *)m->h, v};
+    size_t lens[2] = {sizeof m->h, vlen};
+    rocksdb_writebatch_putv(m->wb, 1, &k, &klen, 2, parts, lens);
+    m->keys++;
+    return 0;
 }
 
 int sm__keys_migrate(sm *s, rocksdb_writebatch_t *wb, uint64_t *keys) {
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
+    sm__keys_migration m = {.wb = wb};
+    sm__rec_header(m.h, &(sm__rec){.version = 1});
     char first = SM_PREFIX_DATA;
-    uint8_t h[SM_REC_HEADER_BYTES];
-    sm__rec_header(h, &(sm__rec){.version = 1});
-    *keys = 0;
-    for (rocksdb_iter_seek(it, &first, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t klen = 0, vlen = 0;
-        const char *k = rocksdb_iter_key(it, &klen);
-        if (klen < 1 || k[0] != SM_PREFIX_DATA)
-            break;
-        const char *v = rocksdb_iter_value(it, &vlen);
-        const char *parts[2] = {(const char *)h, v};
-        size_t lens[2] = {sizeof h, vlen};
-        rocksdb_writebatch_putv(wb, 1, &k, &klen, 2, parts, lens);
-        (*keys)++;
-    }
-    return sm__iter_done(s, it, "migrating keys");
+    int rv = sm__prefix_each(s, &first, 1, sm__keys_migrate_one, &m, "migrating keys");
+    *keys = m.keys;
+    return rv;
 }

@@ -181,29 +181,23 @@ static int sm__lease_count_one(sm *s, sm__leases *t, const char *k, size_t klen,
     return 0;
 }
 
+typedef struct sm__lease_scan_arg {
+    sm *s;
+    sm__leases *t;
+    char prefix;
+    uint64_t *orphans;
+} sm__lease_scan_arg;
+
+static int sm__lease_scan_one(void *arg, const char *k, size_t klen, const char *v, size_t vlen) {
+    sm__lease_scan_arg *a = arg;
+    return a->prefix == SM_PREFIX_LEASE ? sm__lease_load_one(a->s, a->t, k, klen, v, vlen)
+                                        : sm__lease_count_one(a->s, a->t, k, klen, a->orphans);
+}
+
 /* Calls one of the two loaders for every key under prefix. */
 static int sm__lease_scan(sm *s, char prefix, sm__leases *t, uint64_t *orphans) {
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
-    int rv = 0;
-    for (rocksdb_iter_seek(it, &prefix, 1); rv == 0 && rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
-        size_t klen = 0, vlen = 0;
-        const char *k = rocksdb_iter_key(it, &klen);
-        if (klen < 1 || k[0] != prefix)
-            break;
-        const char *v = rocksdb_iter_value(it, &vlen);
-        rv = prefix == SM_PREFIX_LEASE ? sm__lease_load_one(s, t, k, klen, v, vlen)
-                                       : sm__lease_count_one(s, t, k, klen, orphans);
-    }
-    char *err = NULL;
-    rocksdb_iter_get_error(it, &err);
-    if (err != NULL) {
-        rv = sm__fail(s, err);
-        KV_LOGE(kv_errword(rv), "state machine %s: reading leases: %s", s->dir, err);
-        rocksdb_free(err);
-    }
-    rocksdb_iter_destroy(it);
-    return rv;
+    sm__lease_scan_arg a = {.s = s, .t = t, .prefix = prefix, .orphans = orphans};
+    return sm__prefix_each(s, &prefix, 1, sm__lease_scan_one, &a, "reading leases");
 }
 
 int sm__leases_load(sm *s) {

@@ -275,6 +275,14 @@ static int sm__slog_fold_one(void *arg, const uint8_t *rec, size_t len, uint64_t
     return 0;
 }
 
+/* A log of the db folded (sm__slog_fold_one), then deleted. */
+static int sm__slog_fold_log(void *arg, const char *k, size_t klen, const char *v, size_t vlen) {
+    sm__batch *b = arg;
+    uint64_t index = klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0;
+    rocksdb_writebatch_delete(b->wb, k, klen);
+    return sm__slog_each(b->s, index, (const uint8_t *)v, vlen, sm__slog_fold_one, b);
+}
+
 int sm__session_log_write(sm__batch *b, bool *folded) {
     sm *s = b->s;
     assert(b->slog_len > 0 && b->done_index > s->applied_index);
@@ -288,23 +296,8 @@ int sm__session_log_write(sm__batch *b, bool *folded) {
     }
     /* the db's logs, oldest first, then b's own: the last record of each
      * session is the one made at its last_index */
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
-    int rv = 0;
-    k[0] = SM_PREFIX_SESSION_LOG;
-    for (rocksdb_iter_seek(it, (const char *)k, 1); rv == 0 && rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
-        size_t klen = 0, vlen = 0;
-        const char *key = rocksdb_iter_key(it, &klen);
-        if (klen < 1 || key[0] != SM_PREFIX_SESSION_LOG)
-            break;
-        const char *v = rocksdb_iter_value(it, &vlen);
-        uint64_t index = klen == 9 ? sm__get_be64((const uint8_t *)key + 1) : 0;
-        rv = sm__slog_each(s, index, (const uint8_t *)v, vlen, sm__slog_fold_one, b);
-        rocksdb_writebatch_delete(b->wb, key, klen);
-    }
-    int it_rv = sm__iter_done(s, it, "folding the session log");
-    if (rv == 0)
-        rv = it_rv;
+    char first = SM_PREFIX_SESSION_LOG;
+    int rv = sm__prefix_each(s, &first, 1, sm__slog_fold_log, b, "folding the session log");
     return rv != 0 ? rv
                    : sm__slog_each(s, b->done_index, b->slog, b->slog_len, sm__slog_fold_one, b);
 }
@@ -451,8 +444,9 @@ static int sm__load_log_one(void *arg, const uint8_t *rec, size_t len, uint64_t 
 }
 
 /* The records of one log ('u' key k) into l. */
-static int sm__load_log(sm *s, sm__loaded *l, const char *k, size_t klen, const uint8_t *v,
-                        size_t vlen) {
+static int sm__load_log(void *arg, const char *k, size_t klen, const char *v, size_t vlen) {
+    sm__loaded *l = arg;
+    sm *s = l->s;
     uint64_t index = klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0;
     if (index == 0 || index > s->applied_index) {
         KV_LOGE("CORRUPT", "state machine %s: a session log key of %zu bytes (entry %llu) past "
@@ -462,31 +456,22 @@ static int sm__load_log(sm *s, sm__loaded *l, const char *k, size_t klen, const 
     }
     l->log_bytes += vlen;
     l->log_index = index;
-    return sm__slog_each(s, index, v, vlen, sm__load_log_one, l);
+    return sm__slog_each(s, index, (const uint8_t *)v, vlen, sm__load_log_one, l);
+}
+
+/* One 's' record into l. */
+static int sm__load_record(void *arg, const char *k, size_t klen, const char *v, size_t vlen) {
+    sm__loaded *l = arg;
+    return sm__load_one(l->s, l, false, klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0,
+                        l->s->applied_index, (const uint8_t *)v, vlen);
 }
 
 /* Reads every 's' record, then every log, of s->db into l (in that order,
  * which is the order they were made in: a fold deletes the logs it folds). */
 static int sm__load_records(sm *s, sm__loaded *l) {
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ro);
-    char first = SM_PREFIX_SESSION;
-    int rv = 0;
-    for (rocksdb_iter_seek(it, &first, 1); rv == 0 && rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
-        size_t klen = 0, vlen = 0;
-        const char *k = rocksdb_iter_key(it, &klen);
-        if (klen < 1 || k[0] > SM_PREFIX_SESSION_LOG)
-            break;
-        const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
-        if (k[0] == SM_PREFIX_SESSION)
-            rv = sm__load_one(s, l, false, klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0,
-                              s->applied_index, v, vlen);
-        else if (k[0] == SM_PREFIX_SESSION_LOG)
-            rv = sm__load_log(s, l, k, klen, v, vlen);
-        /* between them: format 1's 't' keys, deleted by its migration */
-    }
-    int it_rv = sm__iter_done(s, it, "reading sessions");
-    return rv != 0 ? rv : it_rv;
+    char record = SM_PREFIX_SESSION, log = SM_PREFIX_SESSION_LOG;
+    int rv = sm__prefix_each(s, &record, 1, sm__load_record, l, "reading sessions");
+    return rv != 0 ? rv : sm__prefix_each(s, &log, 1, sm__load_log, l, "reading sessions");
 }
 
 /* Keeps the last record of each session, and of those only the sessions
