@@ -179,10 +179,10 @@ int kvbench_sm(int argc, char **argv) {
     smb b = {.entries = 100000, .size = 256, .clients = 64, .batch = 16};
     for (int i = 0; i < argc; i++) {
         const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        uint64_t *num = strcmp(flag, "--entries") == 0   ? &b.entries
-                        : strcmp(flag, "--size") == 0    ? &b.size
-                        : strcmp(flag, "--clients") == 0 ? &b.clients
-                        : strcmp(flag, "--batch") == 0   ? &b.batch
+        uint64_t *num = strcmp(flag, "--entries") == 0       ? &b.entries
+                        : strcmp(flag, "--size") == 0        ? &b.size
+                        : strcmp(flag, "--clients") == 0     ? &b.clients
+                        : strcmp(flag, "--batch") == 0       ? &b.batch
                         : strcmp(flag, "--flush-every") == 0 ? &b.flush_every
                                                              : NULL;
         bool keys = strcmp(flag, "--keys") == 0;

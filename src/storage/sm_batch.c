@@ -155,13 +155,13 @@ sm__batch *sm__batch_begin(sm *s, size_t n) {
 }
 
 /* Frees buffer p (cap items) when it holds more than SM_BATCH_KEEP_BYTES. */
-#define SM__GIVE_BACK(p, cap, bytes)                                                              \
-    do {                                                                                          \
-        if ((bytes) > SM_BATCH_KEEP_BYTES) {                                                      \
-            free(p);                                                                              \
-            (p) = NULL;                                                                           \
-            (cap) = 0;                                                                            \
-        }                                                                                         \
+#define SM__GIVE_BACK(p, cap, bytes)                                                               \
+    do {                                                                                           \
+        if ((bytes) > SM_BATCH_KEEP_BYTES) {                                                       \
+            free(p);                                                                               \
+            (p) = NULL;                                                                            \
+            (cap) = 0;                                                                             \
+        }                                                                                          \
     } while (0)
 
 void sm__batch_end(sm__batch *b) {

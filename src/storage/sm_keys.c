@@ -184,8 +184,8 @@ static int sm__history_delete_files(sm *s, uint64_t rev) {
     if (err == NULL)
         return 0;
     int rv = sm__fail(s, err);
-    KV_LOGW(kv_errword(rv), "state machine %s: deleting watch history files below %llu: %s",
-            s->dir, (unsigned long long)rev, err);
+    KV_LOGW(kv_errword(rv), "state machine %s: deleting watch history files below %llu: %s", s->dir,
+            (unsigned long long)rev, err);
     rocksdb_free(err);
     return rv;
 }
@@ -239,8 +239,7 @@ typedef struct sm__keys_migration {
     uint64_t keys;
 } sm__keys_migration;
 
-static int sm__keys_migrate_one(void *arg, const char *k, size_t klen, const char *v,
-                                size_t vlen) {
+static int sm__keys_migrate_one(void *arg, const char *k, size_t klen, const char *v, size_t vlen) {
     sm__keys_migration *m = arg;
     const char *parts[2] = {(const char *)m->h, v};
     size_t lens[2] = {sizeof m->h, vlen};

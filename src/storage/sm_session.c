@@ -239,8 +239,7 @@ static bool sm__session_peek(const uint8_t *p, size_t len, uint64_t *id, uint64_
 
 /* Called for each record of a log in order: its bytes, client_id and
  * last_index. 0 goes on; anything else stops the walk and is returned. */
-typedef int (*sm__slog_fn)(void *arg, const uint8_t *rec, size_t len, uint64_t id,
-                           uint64_t last);
+typedef int (*sm__slog_fn)(void *arg, const uint8_t *rec, size_t len, uint64_t id, uint64_t last);
 
 /* Walks the log of the write whose last entry is index: 0 at its end,
  * KV_ECORRUPT when it does not parse, or what fn stopped with. */
@@ -291,7 +290,8 @@ int sm__session_log_write(sm__batch *b, bool *folded) {
     uint8_t k[9];
     if (!*folded) {
         sm__key9(k, SM_PREFIX_SESSION_LOG, b->done_index);
-        rocksdb_writebatch_put(b->wb, (const char *)k, sizeof k, (const char *)b->slog, b->slog_len);
+        rocksdb_writebatch_put(b->wb, (const char *)k, sizeof k, (const char *)b->slog,
+                               b->slog_len);
         return 0;
     }
     /* the db's logs, oldest first, then b's own: the last record of each
@@ -426,8 +426,8 @@ static int sm__load_one(sm *s, sm__loaded *l, bool in_log, uint64_t key_id, uint
         l->cap = cap;
     }
     sm__loaded_rec *r = &l->v[l->n];
-    *r = (sm__loaded_rec){.x = {.id = id, .last_index = pb->last_index}, .seq = l->n,
-                          .evicted = evicted};
+    *r = (sm__loaded_rec){
+        .x = {.id = id, .last_index = pb->last_index}, .seq = l->n, .evicted = evicted};
     l->n++;
     if (!evicted)
         sm__session_from_pb(&r->x, pb);
@@ -435,8 +435,7 @@ static int sm__load_one(sm *s, sm__loaded *l, bool in_log, uint64_t key_id, uint
     return 0;
 }
 
-static int sm__load_log_one(void *arg, const uint8_t *rec, size_t len, uint64_t id,
-                            uint64_t last) {
+static int sm__load_log_one(void *arg, const uint8_t *rec, size_t len, uint64_t id, uint64_t last) {
     sm__loaded *l = arg;
     (void)id, (void)last; /* checked on the unpacked record */
     l->log_records++;
@@ -449,9 +448,10 @@ static int sm__load_log(void *arg, const char *k, size_t klen, const char *v, si
     sm *s = l->s;
     uint64_t index = klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0;
     if (index == 0 || index > s->applied_index) {
-        KV_LOGE("CORRUPT", "state machine %s: a session log key of %zu bytes (entry %llu) past "
-                "the applied entry %llu", s->dir, klen, (unsigned long long)index,
-                (unsigned long long)s->applied_index);
+        KV_LOGE("CORRUPT",
+                "state machine %s: a session log key of %zu bytes (entry %llu) past "
+                "the applied entry %llu",
+                s->dir, klen, (unsigned long long)index, (unsigned long long)s->applied_index);
         return KV_ECORRUPT;
     }
     l->log_bytes += vlen;

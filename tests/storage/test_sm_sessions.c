@@ -456,8 +456,11 @@ START_TEST(test_sessions_log_reads) {
         cmd[i] = tu_cmd(OP_CAS, 1, 1, "a", 1, "2", 1, "zz", 2, &len[i]);
     sm_entry e[2];
     for (int i = 0; i < 2; i++)
-        e[i] = (sm_entry){.index = 3 + (uint64_t)i, .term = 1, .type = SM_ENTRY_COMMAND,
-                          .payload = cmd[i], .len = len[i]};
+        e[i] = (sm_entry){.index = 3 + (uint64_t)i,
+                          .term = 1,
+                          .type = SM_ENTRY_COMMAND,
+                          .payload = cmd[i],
+                          .len = len[i]};
     sm_reply r[2];
     ck_assert_int_eq(sm_apply(s, e, 2, r), 0);
     for (int i = 0; i < 2; i++) {
