@@ -22,6 +22,7 @@ void sm_options_default(sm_options *opt) {
     opt->sessions_max = KV_SESSIONS_MAX;
     opt->history_revs = KV_WATCH_HISTORY_REVS;
     opt->session_log_records = SM_SESSION_LOG_RECORDS;
+    opt->key_cache_slots = SM_KEY_CACHE_SLOTS;
 }
 
 void sm_replies_free(sm_reply *replies, size_t n) {
@@ -384,6 +385,7 @@ static void sm__free(sm *s) {
         rocksdb_close(s->db);
     sm__sessions_free(&s->sessions);
     sm__leases_free(&s->leases);
+    sm__kcache_free(&s->kcache);
     sm__batch_free(s->batch);
     if (s->ro != NULL)
         rocksdb_readoptions_destroy(s->ro);
@@ -407,7 +409,9 @@ int sm_open(const char *db_dir, const sm_options *opt, sm **out) {
     if (s->opt.sessions_max < 1 || s->opt.sessions_max > KV_SESSIONS_MAX ||
         s->opt.history_revs < 1 || s->opt.history_revs > KV_WATCH_HISTORY_REVS ||
         s->opt.session_log_records < 1 || s->opt.session_log_records > SM_SESSION_LOG_RECORDS ||
-        strlen(db_dir) >= sizeof s->dir) {
+        s->opt.key_cache_slots > SM_KEY_CACHE_SLOTS_MAX ||
+        (s->opt.key_cache_slots & (s->opt.key_cache_slots - 1)) != 0 ||
+        s->opt.key_cache_slots == 1 || strlen(db_dir) >= sizeof s->dir) {
         free(s);
         return KV_EINVAL;
     }
@@ -440,7 +444,9 @@ int sm_open(const char *db_dir, const sm_options *opt, sm **out) {
         sm__free(s);
         return rv;
     }
-    int rv = sm__load(s);
+    int rv = sm__kcache_init(&s->kcache, s->opt.key_cache_slots);
+    if (rv == 0)
+        rv = sm__load(s);
     if (rv != 0) {
         sm__free(s);
         return rv;

@@ -70,10 +70,22 @@ typedef struct sm_options {
      * node's own layout, free to differ between nodes. Smaller only in
      * tests. */
     uint32_t session_log_records;
+    /* Slots of the key cache (sm_keys.c): the revisions and lease of keys
+     * written or read lately, so that a PUT or DELETE over one does not
+     * read RocksDB; 0 (off) or a power of two from 2 up to
+     * SM_KEY_CACHE_SLOTS_MAX,
+     * SM_KEY_CACHE_SLOT_BYTES each. A node's own, free to differ between
+     * nodes: it changes no reply and no stored byte. */
+    uint32_t key_cache_slots;
 } sm_options;
 
 /* The default of sm_options.session_log_records, and its largest value. */
 #define SM_SESSION_LOG_RECORDS 8192u
+/* The key cache's default and largest slot counts (sm_options); each slot
+ * takes SM_KEY_CACHE_SLOT_BYTES, so the default costs 11 MiB a node. */
+#define SM_KEY_CACHE_SLOTS 131072u
+#define SM_KEY_CACHE_SLOTS_MAX (1u << 22)
+#define SM_KEY_CACHE_SLOT_BYTES 88u
 
 /* Fills *opt with the defaults (sessions_max = KV_SESSIONS_MAX,
  * history_revs = KV_WATCH_HISTORY_REVS, session_log_records =
@@ -304,6 +316,10 @@ int sm_leases_each(sm *s, sm_lease_fn fn, void *arg);
 /* 0 and *out, or KV_ENOTFOUND. */
 int sm_lease_get(sm *s, uint64_t id, sm_lease_info *out);
 size_t sm_leases_count(sm *s);
+/* The key cache's hits and misses (sm_options.key_cache_slots) since the
+ * open: lookups by PUT and DELETE that did and did not find the key there.
+ * Apply thread. */
+void sm_key_cache_counts(sm *s, uint64_t *hits, uint64_t *misses);
 /* Changes whenever a lease is granted or revoked or its key count changes,
  * also across a reload: equal values mean the table is as it was. */
 uint64_t sm_leases_generation(sm *s);

@@ -169,12 +169,15 @@ static int sm__register(sm__batch *b, const sm_entry *e, sm_reply *r) {
 
 /* ---- operations --------------------------------------------------------- */
 
-/* Every write reads the key's record first: its revisions carry on, and
- * CAS, CAS_ABSENT and DELETE look at its value. */
+/* Every write reads the key's record first: its revisions and lease carry
+ * on, and CAS and CAS_ABSENT look at its value (their failure answers it).
+ * PUT and DELETE need no value: the key cache answers them when it can. */
 static int sm__op_write(sm__batch *b, const Kv__Command *c, sm_reply *r) {
     sm__rec cur;
     char *raw = NULL;
-    int rv = sm__key_read(b, c->key.data, c->key.len, &cur, &raw);
+    bool head = c->op == KV__COMMAND__OP__PUT || c->op == KV__COMMAND__OP__DELETE;
+    int rv = head ? sm__key_head(b, c->key.data, c->key.len, &cur)
+                  : sm__key_read(b, c->key.data, c->key.len, &cur, &raw);
     if (rv != 0 && rv != KV_ENOTFOUND)
         return rv;
     const sm__rec *prev = rv == 0 ? &cur : NULL;
@@ -410,10 +413,12 @@ static int sm__apply_one(sm__batch *b, const sm_entry *e, sm_reply *r) {
 
 /* A failed call leaves RocksDB with the entries written before the failure
  * (sm_batch.c), but the session and lease tables in memory may hold later
- * changes: they are rebuilt from RocksDB. When even that fails, every later
+ * changes: they are rebuilt from RocksDB, and the key cache is emptied.
+ * When even that fails, every later
  * apply fails with the same code (the caller fail-stops on the first
  * anyway). */
 static void sm__apply_undo(sm *s, int why) {
+    sm__kcache_clear(&s->kcache); /* it may name writes that were not made */
     int rv = sm__sessions_load(s);
     if (rv == 0)
         rv = sm__leases_load(s); /* the lease table too (sm_lease.c) */

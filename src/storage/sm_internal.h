@@ -98,6 +98,36 @@ typedef struct sm__rec {
 /* Decodes a stored 'd' value; KV_ECORRUPT when it is not a record. */
 int sm__rec_decode(const void *raw, size_t len, sm__rec *r);
 
+/* The key cache (sm_options.key_cache_slots): sets of two slots chosen by
+ * the key's hash, the one used last first (a new key pushes out the other),
+ * each slot a key of up to SM_KEY_CACHE_KEY_BYTES and its record header, or
+ * that the key is absent. Its one rule: a slot that names a key
+ * holds that key's state as the call's writes left it. sm__key_put and
+ * sm__key_delete set the slot of every key they write (every change of a
+ * user key goes through them) and sm__key_read the slot of every key it
+ * reads, so a hit is the answer RocksDB (and the call's overlay) would
+ * give. A failed call may have set slots for writes that never reached
+ * RocksDB: sm__apply_undo empties the cache. A new sm (open, a restored
+ * snapshot) starts empty. Longer keys are never cached. */
+#define SM_KEY_CACHE_KEY_BYTES 54u
+
+typedef struct sm__kslot {
+    uint64_t create_rev, mod_rev, version, lease;
+    uint8_t state; /* SM__KSLOT_FREE, _PRESENT or _ABSENT */
+    uint8_t klen;
+    uint8_t key[SM_KEY_CACHE_KEY_BYTES];
+} sm__kslot;
+
+typedef struct sm__kcache {
+    sm__kslot *slot;       /* NULL: off */
+    size_t mask;           /* slots - 1 */
+    uint64_t hits, misses; /* sm__key_head's, since the open */
+} sm__kcache;
+
+int sm__kcache_init(sm__kcache *c, uint32_t slots);
+void sm__kcache_free(sm__kcache *c);
+void sm__kcache_clear(sm__kcache *c);
+
 /* One entry's history record: events[from, to) of its sm__batch. */
 typedef struct sm__hist {
     uint64_t rev;
@@ -180,6 +210,9 @@ int sm__batch_write(sm__batch *b);
  * into *raw (the caller rocksdb_free()s it; NULL when absent), KV_ENOTFOUND,
  * KV_ECORRUPT for a record that does not decode, or a RocksDB error. */
 int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char **raw);
+/* The same without the value (rec->value NULL, rec->len 0), from the key
+ * cache when it holds key: what a PUT or a DELETE needs. */
+int sm__key_head(sm__batch *b, const void *key, size_t klen, sm__rec *rec);
 /* The only ways a user key changes. Each writes the record (revisions from
  * prev, NULL when absent, and b->rev), keeps the lease index, and adds the
  * watch event to the entry's history record. 0 or KV_ENOMEM. */
@@ -321,6 +354,7 @@ struct sm {
     uint64_t slog_records;    /* apply thread: session records in the db's logs ('u') */
     uint64_t slog_bytes;      /* ... and their bytes */
     sm__leases leases;        /* apply thread only (sm_lease.c) */
+    sm__kcache kcache;        /* apply thread only (sm_keys.c) */
     sm__batch *batch;         /* apply thread only (sm_batch.c), NULL until the first apply */
     int broken;               /* apply thread: a failed apply whose sessions
                                  could not be reloaded; every later apply fails */

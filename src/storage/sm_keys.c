@@ -55,10 +55,78 @@ static size_t sm__data_key(uint8_t *dk, const void *key, size_t klen) {
     return klen + 1;
 }
 
+/* ---- the key cache (sm_internal.h) --------------------------------------- */
+
+enum { SM__KSLOT_FREE, SM__KSLOT_PRESENT, SM__KSLOT_ABSENT };
+
+_Static_assert(sizeof(sm__kslot) == SM_KEY_CACHE_SLOT_BYTES, "SM_KEY_CACHE_SLOT_BYTES (sm.h)");
+_Static_assert(SM_KEY_CACHE_KEY_BYTES <= UINT8_MAX, "sm__kslot.klen");
+
+int sm__kcache_init(sm__kcache *c, uint32_t slots) {
+    assert((slots & (slots - 1)) == 0 && slots != 1);
+    *c = (sm__kcache){0};
+    if (slots == 0)
+        return 0;
+    if ((c->slot = calloc(slots, sizeof *c->slot)) == NULL)
+        return KV_ENOMEM;
+    c->mask = slots - 1;
+    return 0;
+}
+
+void sm__kcache_free(sm__kcache *c) {
+    free(c->slot);
+    *c = (sm__kcache){0};
+}
+
+void sm__kcache_clear(sm__kcache *c) {
+    if (c->slot != NULL)
+        memset(c->slot, 0, (c->mask + 1) * sizeof *c->slot);
+}
+
+void sm_key_cache_counts(sm *s, uint64_t *hits, uint64_t *misses) {
+    assert(s != NULL);
+    *hits = s->kcache.hits;
+    *misses = s->kcache.misses;
+}
+
+/* The two slots (ways) of key's set, the one used last first; NULL when
+ * the cache is off or the key too long for it. */
+static sm__kslot *sm__kcache_set_of(sm__kcache *c, const void *key, size_t klen) {
+    if (c->slot == NULL || klen > SM_KEY_CACHE_KEY_BYTES)
+        return NULL;
+    return &c->slot[kv_xxh3(key, klen) & c->mask & ~(size_t)1];
+}
+
+static bool sm__kslot_is(const sm__kslot *x, const void *key, size_t klen) {
+    return x->state != SM__KSLOT_FREE && x->klen == klen && memcmp(x->key, key, klen) == 0;
+}
+
+/* key's state is r (NULL: absent): it goes first in its set, the other way
+ * keeps the key that was first (the one used longest ago leaves, or key's
+ * own older slot) */
+static void sm__kcache_set(sm *s, const void *key, size_t klen, const sm__rec *r) {
+    sm__kslot *x = sm__kcache_set_of(&s->kcache, key, klen);
+    if (x == NULL)
+        return;
+    if (!sm__kslot_is(&x[0], key, klen))
+        x[1] = x[0];
+    x->state = r != NULL ? SM__KSLOT_PRESENT : SM__KSLOT_ABSENT;
+    x->klen = (uint8_t)klen;
+    memcpy(x->key, key, klen);
+    if (r != NULL) {
+        x->create_rev = r->create_rev;
+        x->mod_rev = r->mod_rev;
+        x->version = r->version;
+        x->lease = r->lease;
+    }
+}
+
 int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char **raw) {
     uint8_t dk[1 + KV_KEY_BYTES_MAX];
     size_t len = 0;
     int rv = sm__bget(b, dk, sm__data_key(dk, key, klen), raw, &len);
+    if (rv == KV_ENOTFOUND)
+        sm__kcache_set(b->s, key, klen, NULL);
     if (rv != 0)
         return rv;
     if (sm__rec_decode(*raw, len, rec) != 0) {
@@ -66,7 +134,34 @@ int sm__key_read(sm__batch *b, const void *key, size_t klen, sm__rec *rec, char 
                 b->s->dir, klen);
         return KV_ECORRUPT;
     }
+    sm__kcache_set(b->s, key, klen, rec);
     return 0;
+}
+
+int sm__key_head(sm__batch *b, const void *key, size_t klen, sm__rec *rec) {
+    sm__kslot *x = sm__kcache_set_of(&b->s->kcache, key, klen);
+    if (x != NULL && !sm__kslot_is(&x[0], key, klen) && sm__kslot_is(&x[1], key, klen)) {
+        sm__kslot used = x[1]; /* first now */
+        x[1] = x[0];
+        x[0] = used;
+    }
+    if (x != NULL && sm__kslot_is(&x[0], key, klen)) {
+        b->s->kcache.hits++;
+        if (x->state == SM__KSLOT_ABSENT)
+            return KV_ENOTFOUND;
+        *rec = (sm__rec){.create_rev = x->create_rev,
+                         .mod_rev = x->mod_rev,
+                         .version = x->version,
+                         .lease = x->lease};
+        return 0;
+    }
+    b->s->kcache.misses++;
+    char *raw = NULL;
+    int rv = sm__key_read(b, key, klen, rec, &raw);
+    rocksdb_free(raw);
+    rec->value = NULL;
+    rec->len = 0;
+    return rv;
 }
 
 /* 'k' + be64(lease) + key, the lease index entry of key. */
@@ -128,6 +223,7 @@ int sm__key_put(sm__batch *b, const void *key, size_t klen, const void *val, siz
     uint8_t h[SM_REC_HEADER_BYTES];
     sm__rec_header(h, &r);
     sm__bput2(b, dk, dklen, h, sizeof h, val, vlen);
+    sm__kcache_set(b->s, key, klen, &r);
     sm__lease_index(b, key, klen, prev ? prev->lease : 0, lease);
     return sm__event_add(b, KV__WATCH_EVENT__TYPE__PUT, key, klen, val, vlen, &r);
 }
@@ -136,6 +232,7 @@ int sm__key_delete(sm__batch *b, const void *key, size_t klen, const sm__rec *pr
     assert(prev != NULL && b->rev != 0);
     uint8_t dk[1 + KV_KEY_BYTES_MAX];
     sm__bdelete(b, dk, sm__data_key(dk, key, klen));
+    sm__kcache_set(b->s, key, klen, NULL);
     sm__lease_index(b, key, klen, prev->lease, 0);
     sm__rec r = {.mod_rev = b->rev};
     return sm__event_add(b, KV__WATCH_EVENT__TYPE__DELETE, key, klen, NULL, 0, &r);

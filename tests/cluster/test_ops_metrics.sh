@@ -38,6 +38,11 @@ sys.stdout.buffer.write(body)
 EOF
 }
 
+# ops_applied_past I N: node I's kv_applied_index is at least N.
+ops_applied_past() {
+  ops_metrics "$1" && [ "$(ops_metric "$1" kv_applied_index)" -ge "$2" ]
+}
+
 # ops_metrics I: node I's metrics as `name value` lines (labels kept in the
 # name); fails unless every line of the text is a comment or a kv_ sample.
 ops_metrics() {
@@ -104,7 +109,8 @@ for i in 1 2 3; do
     kv_proposals_total kv_wal_fsync_seconds_count 'kv_build_info{version="0.1.0"}' \
     kv_wal_fsync_seconds_sum 'kv_wal_fsync_seconds_bucket{le="+Inf"}' \
     kv_disk_used_bytes kv_disk_quota_bytes kv_nospace_alarm kv_loop_turn_seconds_max \
-    kv_loop_turn_seconds_count 'kv_loop_turn_seconds_bucket{le="+Inf"}'; do
+    kv_loop_turn_seconds_count 'kv_loop_turn_seconds_bucket{le="+Inf"}' \
+    kv_key_cache_hits_total kv_key_cache_misses_total; do
     ops_metric "$i" "$name" >/dev/null
   done
 done
@@ -116,6 +122,7 @@ for i in 1 2 3; do
 done
 
 applied0=$(ops_metric "$L" kv_applied_index)
+misses0=$(ops_metric "$L" kv_key_cache_misses_total)
 proposals0=$(ops_metric "$L" kv_proposals_total)
 fsyncs0=$(ops_metric "$L" kv_wal_fsync_seconds_count)
 for ((n = 0; n < WRITES; n++)); do
@@ -144,6 +151,20 @@ puts1=$(ops_metric "$L" 'kv_request_duration_seconds_count{type="put"}')
 pinf1=$(ops_metric "$L" 'kv_request_duration_seconds_bucket{type="put",le="+Inf"}')
 [ "$puts1" -ge "$WRITES" ] && [ "$pinf1" = "$puts1" ] ||
   kv_fail "kv_request_duration_seconds{type=put}: count $puts1 after $WRITES puts, +Inf bucket $pinf1"
+# The key cache: the first put of each key read RocksDB (a miss), the same
+# puts again find the keys' revisions in the cache (hits), on every node.
+misses1=$(ops_metric "$L" kv_key_cache_misses_total)
+hits1=$(ops_metric "$L" kv_key_cache_hits_total)
+[ "$misses1" -ge $((misses0 + WRITES)) ] ||
+  kv_fail "kv_key_cache_misses_total on n$L went $misses0 -> $misses1 over $WRITES puts of new keys"
+kv_expect 0 kv_cli --timeout 10 <"$KV_DIR/puts"
+for i in 1 2 3; do
+  kv_until 10 "n$i applying the puts again" ops_applied_past "$i" $((applied1 + WRITES))
+  ops_metrics "$i"
+  hits=$(ops_metric "$i" kv_key_cache_hits_total)
+  [ "$hits" -ge $((i == L ? hits1 + WRITES : WRITES)) ] ||
+    kv_fail "kv_key_cache_hits_total on n$i is $hits after $WRITES puts over written keys (n$L had $hits1 before)"
+done
 kv_expect 0 kv_cli_node "$L" get m000
 ops_metrics "$L"
 [ "$(ops_metric "$L" 'kv_request_duration_seconds_count{type="get"}')" -ge 1 ] ||

@@ -3,6 +3,7 @@
 #include "storage/sm.h"
 
 #include "kv/errors.h"
+#include "storage/sm_internal.h"
 #include "kv/limits.h"
 #include "proto/kv.pb-c.h"
 #include "test_sm_util.h"
@@ -103,6 +104,39 @@ START_TEST(test_revisions) {
     S = tu_open(db, 0);
     i = info_of("k");
     ck_assert(i.create_rev == 8 && i.mod_rev == 8 && i.version == 1);
+}
+END_TEST
+
+/* A call that fails part way wrote nothing, so its puts must not be
+ * remembered by the key cache: applied again, they give the same
+ * revisions. The call fails on a record that does not decode, written
+ * under the state machine; no sm_* call would write it. */
+START_TEST(test_key_cache_failed_call) {
+    ck_assert_int_eq(tu_apply(S, 1, OP_PUT, 0, 0, "k", "1", NULL, NULL), 0);
+    ck_assert_int_eq(info_of("k").version, 1);
+    char *err = NULL;
+    rocksdb_put(S->db, S->wo, "dbad", 4, "not a record", 12, &err);
+    ck_assert_ptr_null(err);
+    size_t l1 = 0, l2 = 0;
+    uint8_t *put = tu_cmd(OP_PUT, 0, 0, "k", 1, "2", 1, NULL, 0, &l1);
+    uint8_t *bad = tu_cmd(OP_PUT, 0, 0, "bad", 3, "x", 1, NULL, 0, &l2);
+    sm_entry e[2] = {{.index = 2, .term = 1, .type = SM_ENTRY_COMMAND, .payload = put, .len = l1},
+                     {.index = 3, .term = 1, .type = SM_ENTRY_COMMAND, .payload = bad, .len = l2}};
+    sm_reply r[2];
+    ck_assert_int_eq(sm_apply(S, e, 2, r), KV_ECORRUPT); /* "k" version 2 in the call only */
+    ck_assert_uint_eq(sm_applied_index(S), 1);
+    ck_assert_int_eq(info_of("k").version, 1);
+    rocksdb_delete(S->db, S->wo, "dbad", 4, &err);
+    ck_assert_ptr_null(err);
+    ck_assert_int_eq(sm_apply(S, e, 1, r), 0);
+    sm_replies_free(r, 1);
+    sm_key_info i = info_of("k");
+    ck_assert_msg(i.version == 2 && i.mod_rev == 2 && i.create_rev == 1,
+                  "k after the put applied again: version %llu mod %llu create %llu, want 2 2 1",
+                  (unsigned long long)i.version, (unsigned long long)i.mod_rev,
+                  (unsigned long long)i.create_rev);
+    free(put);
+    free(bad);
 }
 END_TEST
 
@@ -675,6 +709,7 @@ static Suite *sm_suite(void) {
     tcase_set_timeout(t, 120);
     tcase_add_test(t, test_put_get_delete);
     tcase_add_test(t, test_revisions);
+    tcase_add_test(t, test_key_cache_failed_call);
     tcase_add_test(t, test_cas);
     tcase_add_test(t, test_nul_bytes);
     tcase_add_test(t, test_limits);

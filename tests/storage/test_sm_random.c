@@ -1,6 +1,8 @@
 /* Random commands against a model: the state machine gives the model's
- * replies whatever the batching (one entry per sm_apply, or random batches
- * in which later entries must see earlier ones), and two nodes that applied
+ * replies and keeps the model's revisions whatever the batching (one entry
+ * per sm_apply, or random batches in which later entries must see earlier
+ * ones) and whatever its key cache (off for one, 4 slots for 6 keys for the
+ * other, so keys keep taking each other's slot), and two nodes that applied
  * the same entries have the same hash. Seeded: KV_SEED=<seed> replays. */
 #include "storage/sm.h"
 
@@ -25,9 +27,15 @@ typedef struct model_reply {
     char cur[8];
 } model_reply;
 
+/* a key's revisions in the model (all 0 while absent) */
+typedef struct model_rev {
+    uint64_t create, mod, version;
+} model_rev;
+
 typedef struct model {
     bool present[KEYS];
     char val[KEYS][8];
+    model_rev rev[KEYS];
     uint64_t client[CLIENTS]; /* session id, 0 before REGISTER */
     uint64_t last_seq[CLIENTS];
     model_reply last[CLIENTS];
@@ -50,12 +58,17 @@ static model_reply model_op(model *m, const step *s, uint64_t index) {
     if (s->op == KV__COMMAND__OP__DELETE) {
         r.code = m->present[k] ? 0 : KV_ENOTFOUND;
         m->present[k] = false;
+        m->rev[k] = (model_rev){0};
     } else if (!write) {
         r.code = KV_ECOMPARE;
         r.present = m->present[k];
         if (r.present)
             memcpy(r.cur, m->val[k], sizeof r.cur);
     } else {
+        if (!m->present[k])
+            m->rev[k] = (model_rev){.create = index};
+        m->rev[k].mod = index;
+        m->rev[k].version++;
         m->present[k] = true;
         memcpy(m->val[k], s->val, sizeof s->val);
     }
@@ -114,19 +127,43 @@ static void check_reply(const sm_reply *r, const model_reply *w, uint64_t i) {
     }
 }
 
+/* Every key's revisions in s are the model's after step i (revs). */
+static void check_revs(sm *s, const model_rev *revs, uint64_t i) {
+    for (int k = 0; k < KEYS; k++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%d", k);
+        void *v = NULL;
+        size_t n = 0;
+        sm_key_info info = {0};
+        int rv = sm_get_ex(s, key, strlen(key), &v, &n, &info);
+        free(v);
+        ck_assert_int_eq(rv, revs[k].version > 0 ? 0 : KV_ENOTFOUND);
+        if (info.create_rev != revs[k].create || info.mod_rev != revs[k].mod ||
+            info.version != revs[k].version)
+            ck_abort_msg("step %llu: %s has create %llu mod %llu version %llu, the model "
+                         "%llu %llu %llu",
+                         (unsigned long long)i, key, (unsigned long long)info.create_rev,
+                         (unsigned long long)info.mod_rev, (unsigned long long)info.version,
+                         (unsigned long long)revs[k].create, (unsigned long long)revs[k].mod,
+                         (unsigned long long)revs[k].version);
+    }
+}
+
 START_TEST(test_random_vs_model) {
     uint64_t seed = tu_seed("test_random_vs_model");
     char dir[1024], a_dir[2048], b_dir[2048];
     tu_tmpdir(dir);
     snprintf(a_dir, sizeof a_dir, "%s/a", dir);
     snprintf(b_dir, sizeof b_dir, "%s/b", dir);
-    sm *a = tu_open(a_dir, 0), *b = tu_open(b_dir, 0);
+    sm *a = tu_open_cache(a_dir, 0), *b = tu_open_cache(b_dir, 4);
     model m = {0};
     step *steps = calloc(STEPS, sizeof *steps);
     model_reply *want = calloc(STEPS, sizeof *want);
+    model_rev(*revs)[KEYS] = calloc(STEPS, sizeof *revs); /* after each step */
     for (uint64_t i = 0; i < STEPS; i++) {
         gen(&steps[i], &m, &seed);
         want[i] = model_step(&m, &steps[i], i + 1);
+        memcpy(revs[i], m.rev, sizeof m.rev);
     }
     sm_entry e[BATCH_MAX];
     sm_reply r[BATCH_MAX];
@@ -143,10 +180,12 @@ START_TEST(test_random_vs_model) {
         for (uint64_t j = 0; j < n; j++)
             check_reply(&r[j], &want[i + j], i + j + 1);
         sm_replies_free(r, n);
+        check_revs(b, revs[i + n - 1], i + n);
         for (uint64_t j = 0; j < n; j++) {
             ck_assert_int_eq(sm_apply(a, &e[j], 1, r), 0);
             check_reply(&r[0], &want[i + j], i + j + 1);
             sm_replies_free(r, 1);
+            check_revs(a, revs[i + j], i + j + 1);
         }
         i += n;
     }
@@ -167,6 +206,7 @@ START_TEST(test_random_vs_model) {
         free(steps[i].buf);
     free(steps);
     free(want);
+    free(revs);
     sm_close(a);
     sm_close(b);
     tu_rmrf(dir);

@@ -85,15 +85,26 @@ int tu_apply(sm *s, uint64_t index, int op, uint64_t client, uint64_t seq, const
     return code;
 }
 
+static sm *tu_open_opt(const char *db_dir, const sm_options *o) {
+    sm *s = NULL;
+    ck_assert_int_eq(sm_open(db_dir, o, &s), 0);
+    return s;
+}
+
 sm *tu_open_log(const char *db_dir, uint32_t sessions_max, uint32_t session_log_records) {
     sm_options o;
     sm_options_default(&o);
     if (sessions_max)
         o.sessions_max = sessions_max;
     o.session_log_records = session_log_records;
-    sm *s = NULL;
-    ck_assert_int_eq(sm_open(db_dir, &o, &s), 0);
-    return s;
+    return tu_open_opt(db_dir, &o);
+}
+
+sm *tu_open_cache(const char *db_dir, uint32_t key_cache_slots) {
+    sm_options o;
+    sm_options_default(&o);
+    o.key_cache_slots = key_cache_slots;
+    return tu_open_opt(db_dir, &o);
 }
 
 sm *tu_open(const char *db_dir, uint32_t sessions_max) {

@@ -36,6 +36,8 @@ sm *tu_open(const char *db_dir, uint32_t sessions_max);
 /* The same with sm_options.session_log_records (1: every write folds the
  * session log, so only 's' records stay, as before format 5). */
 sm *tu_open_log(const char *db_dir, uint32_t sessions_max, uint32_t session_log_records);
+/* The same with sm_options.key_cache_slots (0: off). */
+sm *tu_open_cache(const char *db_dir, uint32_t key_cache_slots);
 
 /* A value of key as a NUL-terminated malloc'd string, NULL when absent. */
 char *tu_get(sm *s, const char *key);
