@@ -88,7 +88,6 @@ void sm__kcache_free(sm__kcache *c) {
     *c = (sm__kcache){0};
 }
 
-
 void sm_key_cache_counts(sm *s, uint64_t *hits, uint64_t *misses) {
     assert(s != NULL);
     *hits = s->kcache.hits;
