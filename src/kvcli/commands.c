@@ -466,7 +466,9 @@ const kvcli_cmd kvcli_commands[] = {
      "a transaction from stdin, as etcdctl's: compares (value(\"k\") = \"v\",\n"
      "      version/create/mod/lease(\"k\") = != < > N), a blank line, the success ops\n"
      "      (put K V [--lease ID], del K, get K), a blank line, the failure ops;\n"
-     "      prints SUCCESS (exit 0) or FAILURE (exit 1) and each op's result"},
+     "      prints SUCCESS (exit 0) or FAILURE (exit 1) and each op's result; in\n"
+     "      the shell or among commands on stdin, the lines that follow, up to the\n"
+     "      blank line after the failure ops"},
     {"status", kvcli_cmd_status, "",
      "one row per node: role, term, commit, lag, health; exit 3 unless every\n"
      "      node is ok (answers, knows the leader, lags <= 1000 entries, fsyncs)"},

@@ -137,5 +137,8 @@ int kvcli_cmd_lock(kvcli_ctx *ctx, int argc, char **argv);
  * its role, line editing, history kept in $KV_HISTORY or ~/.kvcli_history,
  * tab completion. Returns the exit code for kvcli (0 at quit or end). */
 int kvcli_shell(kvcli_ctx *ctx);
+/* One more line typed in the shell, after prompt (a command that reads
+ * lines of its own: txn); malloc'd, NULL at the end of input. */
+char *kvcli_shell_line(const char *prompt);
 
 #endif

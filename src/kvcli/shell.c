@@ -207,6 +207,10 @@ static bool shell__line(shell *sh, char *line) {
     return true;
 }
 
+char *kvcli_shell_line(const char *prompt) {
+    return readline(prompt);
+}
+
 int kvcli_shell(kvcli_ctx *ctx) {
     assert(ctx != NULL && ctx->client == NULL);
     shell sh = {.ctx = ctx};

@@ -189,27 +189,67 @@ static bool blank(const char *s) {
 }
 
 /* Reads stdin into p->t: sections split by one blank line each. */
+/* The txn's next line into *line (getline's contract): from stdin, or in
+ * the shell typed after a prompt naming the section. -1 at the end. */
+static ssize_t next_line(txn_parse *p, int sec, char **line, size_t *cap) {
+    if (!p->ctx->shell)
+        return getline(line, cap, stdin);
+    static const char *prompts[3] = {"txn compares> ", "txn success> ", "txn failure> "};
+    char *typed = kvcli_shell_line(prompts[sec < 2 ? sec : 2]);
+    if (typed == NULL)
+        return -1;
+    size_t n = strlen(typed);
+    if (n + 1 > *cap) {
+        char *bigger = realloc(*line, n + 1);
+        if (bigger == NULL) {
+            free(typed);
+            return -1;
+        }
+        *line = bigger;
+        *cap = n + 1;
+    }
+    memcpy(*line, typed, n + 1);
+    free(typed);
+    return (ssize_t)n;
+}
+
+/* Alone (`kvcli txn < FILE`) the txn is stdin to its end. Among other
+ * commands (commands on stdin, the shell) it ends at the blank line after
+ * the failure ops; on commands from stdin a line that does not parse skips
+ * the rest of the txn, so none of its lines runs as a command, and in the
+ * shell it ends the txn at once (as Ctrl-D does: nothing is sent). */
 static int parse_input(txn_parse *p) {
+    kvcli_ctx *ctx = p->ctx;
+    bool among = ctx->stdin_is_commands || ctx->shell;
     char *line = NULL;
     size_t cap = 0;
     int sec = 0, rc = 0;
     ssize_t got;
-    while (rc == 0 && (got = getline(&line, &cap, stdin)) >= 0) {
+    while ((got = next_line(p, sec, &line, &cap)) >= 0) {
         p->line++;
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
             line[--got] = '\0';
+        if (blank(line) && ++sec == 3 && among)
+            break;
+        if (rc != 0 || blank(line))
+            continue; /* skipping to the txn's end; or past a section */
         if (p->line > TXN_LINES_MAX || (size_t)got > TXN_LINE_BYTES_MAX)
             rc = parse_error(p, "%s", p->line > TXN_LINES_MAX ? "too many lines" : "line too long");
-        else if (blank(line))
-            sec++; /* past the failure ops: trailing blank lines */
         else if (sec > 2)
             rc = parse_error(p, "text after the failure ops (three sections at most)");
         else
             rc = parse_line(p, sec, line);
+        if (rc != 0 && (!among || ctx->shell))
+            break;
     }
     free(line);
-    if (rc == 0 && ferror(stdin)) {
-        fprintf(p->ctx->err, "kvcli: txn: reading stdin: %s\n", strerror(errno));
+    if (rc == 0 && got < 0 && ctx->shell) {
+        fprintf(ctx->err, "kvcli: txn: cancelled: input ended before the blank line after the "
+                          "failure ops; nothing was sent\n");
+        rc = KVCLI_EXIT_USAGE;
+    }
+    if (rc == 0 && !ctx->shell && ferror(stdin)) {
+        fprintf(ctx->err, "kvcli: txn: reading stdin: %s\n", strerror(errno));
         rc = KVCLI_EXIT_REFUSED;
     }
     return rc;
@@ -272,10 +312,6 @@ static int txn_run(txn_parse *p, kv_client *c) {
 int kvcli_cmd_txn(kvcli_ctx *ctx, int argc, char **argv) {
     if (argc != 1)
         return kvcli_usage_error(ctx, argv[0], "takes no arguments (the txn comes on stdin)");
-    if (ctx->stdin_is_commands || ctx->shell)
-        return kvcli_usage_error(ctx, argv[0],
-                                 "reads the txn from stdin: run it as "
-                                 "`kvcli txn < FILE`, not while commands come from stdin");
     txn_parse *p = calloc(1, sizeof *p);
     if (p == NULL || (p->t = kv_txn_new()) == NULL) {
         free(p);

@@ -144,6 +144,39 @@ kv_expect_err "line 130: .*KV_TXN_OPS_MAX"
 kv_expect 0 kv_cli scan o/
 kv_expect_out ""
 
+# among commands on stdin: a txn is the lines after it, up to the blank
+# line after the failure ops; the next line is a command again
+kv_expect 0 kv_cli <<'EOF'
+put s1 1
+txn
+value("s1") = "1"
+
+put s2 2
+
+put s3 3
+
+get s2
+EOF
+kv_expect_out "$(printf 'OK\nSUCCESS\n\nOK\n2')"
+kv_expect 1 kv_cli get s3
+# a line of it that does not parse: the rest of the txn is skipped, none of
+# its lines runs as a command, nothing of it is sent; the command after runs
+kv_expect 2 kv_cli <<'EOF'
+txn
+bogus("s1") = "1"
+
+put s4 4
+
+put s6 6
+
+put s5 5
+EOF
+kv_expect_err "txn: line 1: "
+kv_expect 1 kv_cli get s4
+kv_expect 1 kv_cli get s6
+kv_expect 0 kv_cli get s5
+kv_expect_out "5"
+
 # every node agrees on all of it
 kv_expect 0 kv_cli check
 kv_pass
