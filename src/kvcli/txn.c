@@ -188,7 +188,6 @@ static bool blank(const char *s) {
     return s[strspn(s, " \t\r\n")] == '\0';
 }
 
-/* Reads stdin into p->t: sections split by one blank line each. */
 /* The txn's next line into *line (getline's contract): from stdin, or in
  * the shell typed after a prompt naming the section. -1 at the end. */
 static ssize_t next_line(txn_parse *p, int sec, char **line, size_t *cap) {
@@ -213,7 +212,8 @@ static ssize_t next_line(txn_parse *p, int sec, char **line, size_t *cap) {
     return (ssize_t)n;
 }
 
-/* Alone (`kvcli txn < FILE`) the txn is stdin to its end. Among other
+/* Reads the txn into p->t: sections split by one blank line each. Alone
+ * (`kvcli txn < FILE`) the txn is stdin to its end. Among other
  * commands (commands on stdin, the shell) it ends at the blank line after
  * the failure ops; on commands from stdin a line that does not parse skips
  * the rest of the txn, so none of its lines runs as a command, and in the
