@@ -67,11 +67,23 @@ static bool attach_entries(raft *r, raft_msg *m) {
     return true;
 }
 
+/* A vote granted, or asked for as a candidate, at a term this node has
+ * left since (a newer term came before this Ready). The Ready's hard state
+ * is the newer term, so no disk holds that vote, and raft.h step 1 lets
+ * nothing leave that the disk does not cover: it is dropped, a lost message
+ * (jepsen_lite_net, seed 539736921174: a node granted a vote and heard a
+ * newer term in one loop turn, and kvd's check of step 1 aborted it). */
+static bool stale_vote(const raft *r, const raft_msg *m) {
+    return m->term < r->term &&
+           ((m->type == RAFT_MSG_VOTE_RESP && !m->reject) || m->type == RAFT_MSG_VOTE);
+}
+
 static void out_materialize(raft *r) {
     size_t j = 0;
     for (size_t i = 0; i < r->out_count; i++) {
         raft_msg *m = &r->out[i];
-        if (m->type == RAFT_MSG_APPEND && !attach_entries(r, m)) {
+        if (stale_vote(r, m) || (m->type == RAFT_MSG_APPEND && !attach_entries(r, m))) {
+            assert(m->snap_data == NULL);
             continue;
         }
         if (i != j) {

@@ -134,6 +134,51 @@ static void no_prevote(raft_config *cfg, void *arg) {
     cfg->check_quorum = false;
 }
 
+/* A vote granted, then a higher term before the Ready: the Ready's hard
+ * state is the new term with its vote cleared, so the grant of the old term
+ * is no longer on any disk and must not leave (raft.h step 1). Seen in
+ * jepsen_lite_net (seed 539736921174): kvd's assert_sendable aborted a node
+ * that granted a vote and heard a newer term in the same turn. */
+START_TEST(test_stale_vote_grant_dropped) {
+    tc c;
+    tc_start(&c, 3, 3, no_prevote, NULL);
+    tc_flush(&c);
+    raft *r = c.n[1].r;
+    raft_msg v = {.type = RAFT_MSG_VOTE, .from = 2, .to = 1, .term = 5, .index = 1, .log_term = 1};
+    ck_assert_int_eq(raft_step(r, &v), 0); /* granted in memory: term 5, vote 2 */
+    raft_msg v3 = {.type = RAFT_MSG_VOTE, .from = 3, .to = 1, .term = 6, .index = 0, .log_term = 0};
+    ck_assert_int_eq(raft_step(r, &v3), 0); /* term 6, vote cleared; 3's log is short: refused */
+    struct raft_ready rd;
+    ck_assert_int_eq(raft_ready(r, &rd), 0);
+    ck_assert_uint_eq(rd.hs.term, 6);
+    ck_assert_uint_eq(rd.hs.vote, 0);
+    for (size_t i = 0; i < rd.msgs_count; i++) {
+        const raft_msg *m = &rd.msgs[i];
+        ck_assert_msg(m->type != RAFT_MSG_VOTE_RESP || m->reject || m->term == rd.hs.term,
+                      "a grant of term %llu to %llu leaves with hard state term %llu vote %llu",
+                      (unsigned long long)m->term, (unsigned long long)m->to,
+                      (unsigned long long)rd.hs.term, (unsigned long long)rd.hs.vote);
+    }
+    raft_advance(r, &rd);
+    /* the same with a campaign of its own in between: its VOTEs of term 7
+     * are dropped once it hears term 8 before the Ready */
+    tc_flush(&c);
+    ck_assert_int_eq(raft_campaign(r), 0);
+    raft_msg a = {.type = RAFT_MSG_HEARTBEAT, .from = 2, .to = 1, .term = 8};
+    ck_assert_int_eq(raft_step(r, &a), 0);
+    ck_assert_int_eq(raft_ready(r, &rd), 0);
+    ck_assert_uint_eq(rd.hs.term, 8);
+    for (size_t i = 0; i < rd.msgs_count; i++)
+        ck_assert_msg(rd.msgs[i].type != RAFT_MSG_VOTE,
+                      "a VOTE of term %llu leaves with hard state term %llu vote %llu",
+                      (unsigned long long)rd.msgs[i].term, (unsigned long long)rd.hs.term,
+                      (unsigned long long)rd.hs.vote);
+    raft_advance(r, &rd);
+    tc_free(&c);
+}
+END_TEST
+
+
 /* The same without PreVote raises the isolated node's term: the control. */
 START_TEST(test_without_prevote_terms_rise) {
     tc c;
@@ -351,6 +396,7 @@ Suite *election_suite(void) {
     tcase_add_test(t, test_three_nodes_elect_one_leader);
     tcase_add_test(t, test_election_with_all_ticking);
     tcase_add_test(t, test_vote_reply_needs_sync);
+    tcase_add_test(t, test_stale_vote_grant_dropped);
     tcase_add_test(t, test_prevote_keeps_terms);
     tcase_add_test(t, test_without_prevote_terms_rise);
     tcase_add_test(t, test_check_quorum_steps_down);
