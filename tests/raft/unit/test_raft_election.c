@@ -178,7 +178,6 @@ START_TEST(test_stale_vote_grant_dropped) {
 }
 END_TEST
 
-
 /* The same without PreVote raises the isolated node's term: the control. */
 START_TEST(test_without_prevote_terms_rise) {
     tc c;
