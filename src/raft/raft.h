@@ -30,9 +30,11 @@
  *   1. rd.hs_must_sync: rd.hs (term or vote changed) is made DURABLE before
  *      any message of this Ready (or of any later Ready) is sent (docs/rules.md
  *      "two leaders in one term": a vote reply or a message of a new term
- *      never leaves before term+vote are on disk). When only rd.hs.commit
- *      changed (hs_changed && !hs_must_sync), rd.hs may be written lazily,
- *      in any order with the entries: rd.hs.commit never exceeds the entries
+ *      never leaves before term+vote are on disk; a vote granted or asked
+ *      for at a term left before the Ready is not in rd.msgs). When only
+ *      rd.hs.commit changed (hs_changed && !hs_must_sync), rd.hs may be
+ *      written lazily, in any order with the entries: rd.hs.commit never
+ *      exceeds the entries
  *      already reported durable (raft_persisted), so it never covers an
  *      entry this or a later Ready replaces; commit is a hint on restart.
  *   2. rd.has_snapshot (follower): install the snapshot (index, term,
