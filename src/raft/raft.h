@@ -34,9 +34,9 @@
  *      for at a term left before the Ready is not in rd.msgs). When only
  *      rd.hs.commit changed (hs_changed && !hs_must_sync), rd.hs may be
  *      written lazily, in any order with the entries: rd.hs.commit never
- *      exceeds the entries
- *      already reported durable (raft_persisted), so it never covers an
- *      entry this or a later Ready replaces; commit is a hint on restart.
+ *      exceeds the entries already reported durable (raft_persisted), so it
+ *      never covers an entry this or a later Ready replaces; commit is a
+ *      hint on restart.
  *   2. rd.has_snapshot (follower): install the snapshot (index, term,
  *      membership) from the chunks stored in earlier Readys: the state
  *      machine becomes the snapshot's, and the snapshot metadata is durable,
