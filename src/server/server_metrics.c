@@ -183,15 +183,15 @@ static void metrics(server *s, out *o) {
     metric(o, "kv_snapshot_index", "gauge", "newest snapshot's index", s->snap_index);
     metric(o, "kv_leader_changes_total", "counter", "leaders seen", s->leader_changes);
     metric(o, "kv_leases", "gauge", "leases in the applied state", sm_leases_count(s->sm));
+    metric(o, "kv_leases_expired_total", "counter",
+           "leases this node revoked as leader because they expired",
+           server_leases_expired_total(s));
     uint64_t kc_hits = 0, kc_misses = 0;
     sm_key_cache_counts(s->sm, &kc_hits, &kc_misses);
     metric(o, "kv_key_cache_hits_total", "counter",
            "puts and deletes that found their key's revisions in the key cache", kc_hits);
     metric(o, "kv_key_cache_misses_total", "counter",
            "puts and deletes that read their key's revisions from RocksDB", kc_misses);
-    metric(o, "kv_leases_expired_total", "counter",
-           "leases this node revoked as leader because they expired",
-           server_leases_expired_total(s));
     metric(o, "kv_raft_msgs_refused_total", "counter",
            "Raft messages refused: fields no correct node sends", raft_msgs_refused(s->r));
     metric(o, "kv_proposals_total", "counter", "writes proposed by this node as leader",

@@ -73,9 +73,9 @@ typedef struct sm_options {
     /* Slots of the key cache (sm_keys.c): the revisions and lease of keys
      * written or read lately, so that a PUT or DELETE over one does not
      * read RocksDB; 0 (off) or a power of two from 2 up to
-     * SM_KEY_CACHE_SLOTS_MAX,
-     * SM_KEY_CACHE_SLOT_BYTES each. A node's own, free to differ between
-     * nodes: it changes no reply and no stored byte. */
+     * SM_KEY_CACHE_SLOTS_MAX, SM_KEY_CACHE_SLOT_BYTES each. A node's own,
+     * free to differ between nodes: it changes no reply and no stored
+     * byte. */
     uint32_t key_cache_slots;
 } sm_options;
 

@@ -414,9 +414,8 @@ static int sm__apply_one(sm__batch *b, const sm_entry *e, sm_reply *r) {
 /* A failed call leaves RocksDB with the entries written before the failure
  * (sm_batch.c), but the session and lease tables in memory may hold later
  * changes: they are rebuilt from RocksDB, and the key cache is emptied.
- * When even that fails, every later
- * apply fails with the same code (the caller fail-stops on the first
- * anyway). */
+ * When even that fails, every later apply fails with the same code (the
+ * caller fail-stops on the first anyway). */
 static void sm__apply_undo(sm *s, int why) {
     sm__kcache_clear(&s->kcache); /* it may name writes that were not made */
     int rv = sm__sessions_load(s);
