@@ -135,32 +135,34 @@ t.run(r'put esc\x01 "\x00\xff caf\xc3\xa9"', r"\nOK\n", "OK from a put of escape
 t.run(r"get esc\x01", r"\n\\x00\\xff café\n", "the value in the escaped form")
 t.run("scan esc", r"\nesc\\x01\s+\\x00\\xff café\n", "scan's row in the same form")
 # A txn typed line by line, each prompted with its section; a blank line
-# ends each section, the third the txn.
-t.send("txn\r")
-t.expect(r"txn compares> $", "the txn's compares prompt")
-t.send('value("greeting") = "hello world"\r')
-t.expect(r"txn compares> $", "the compares prompt again")
-t.send("\r")
-t.expect(r"txn success> $", "the success ops prompt")
-t.send("put shell-txn yes\r\r")
-t.expect(r"txn failure> $", "the failure ops prompt")
-t.send("put shell-txn no\r\r")
-t.expect(r"\nSUCCESS\n\nOK\n.*kv [^\n]*\)> $", "SUCCESS and the put's OK, then the prompt")
-t.run("get shell-txn", r"\nyes\n", "the value the txn's success branch put")
-# a line that does not parse ends the txn at once: nothing is sent
-t.send("txn\r")
-t.expect(r"txn compares> $", "the txn's compares prompt")
-t.send("nonsense\r")
-t.expect(r"line 1: .*kv [^\n]*\)> $", "the parse error naming the line, then the prompt")
-t.run("get shell-txn", r"\nyes\n", "the value unchanged by the refused txn")
-# Ctrl-D before the txn's end cancels it: nothing is sent
-t.send("txn\r")
-t.expect(r"txn compares> $", "the txn's compares prompt")
-t.send("\rput shell-txn cancelled\r")
-t.expect(r"txn success> $", "the success ops prompt after a put")
-t.send("\x04")
-t.expect(r"cancelled.*nothing was sent.*kv [^\n]*\)> $", "the txn cancelled, then the prompt")
-t.run("get shell-txn", r"\nyes\n", "the value unchanged by the cancelled txn")
+# ends each section, the third the txn. Each step: what is typed, what the
+# screen then ends with.
+PROMPT_END = r".*kv [^\n]*\)> $"
+TXNS = [
+    ("the txn's success branch", "yes", [
+        ("txn\r", r"txn compares> $", "the txn's compares prompt"),
+        ('value("greeting") = "hello world"\r', r"txn compares> $", "the compares prompt again"),
+        ("\r", r"txn success> $", "the success ops prompt"),
+        ("put shell-txn yes\r\r", r"txn failure> $", "the failure ops prompt"),
+        ("put shell-txn no\r\r", r"\nSUCCESS\n\nOK\n" + PROMPT_END, "SUCCESS and the put's OK"),
+    ]),
+    # a line that does not parse ends the txn at once: nothing is sent
+    ("a refused txn", "yes", [
+        ("txn\r", r"txn compares> $", "the txn's compares prompt"),
+        ("nonsense\r", r"line 1: " + PROMPT_END, "the parse error naming the line"),
+    ]),
+    # Ctrl-D before the txn's end cancels it: nothing is sent
+    ("a cancelled txn", "yes", [
+        ("txn\r", r"txn compares> $", "the txn's compares prompt"),
+        ("\rput shell-txn cancelled\r", r"txn success> $", "the success ops prompt after a put"),
+        ("\x04", r"cancelled.*nothing was sent" + PROMPT_END, "the txn cancelled"),
+    ]),
+]
+for name, value, steps in TXNS:
+    for typed, want, what in steps:
+        t.send(typed)
+        t.expect(want, f"{name}: {what}")
+    t.run("get shell-txn", r"\n" + value + r"\n", f"shell-txn after {name}")
 t.run("get greeting", r"\nhello world\n", "get after the errors")
 # TAB completion: a command name, then a sub-command.
 t.send("stat\t")
