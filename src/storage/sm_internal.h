@@ -421,10 +421,15 @@ static inline uint64_t sm__get_be64(const uint8_t *p) {
 }
 
 /* prefix + be64(v): a history record's key ('h' + revision), a session's
- * ('s' + id) and a session log's ('u' + index). */
+ * ('s' + id), a session log's ('u' + index) and a lease's ('l' + id). */
 static inline void sm__key9(uint8_t k[9], uint8_t prefix, uint64_t v) {
     k[0] = prefix;
     sm__put_be64(k + 1, v);
+}
+
+/* The v of sm__key9(k, prefix, v); 0 when k is not such a key. */
+static inline uint64_t sm__key9_value(const char *k, size_t klen, uint8_t prefix) {
+    return klen == 9 && (uint8_t)k[0] == prefix ? sm__get_be64((const uint8_t *)k + 1) : 0;
 }
 
 /* 'h' + be64(rev): the key of revision rev's history record. */
@@ -448,7 +453,7 @@ static inline uint8_t *sm__field1_header(uint8_t *p, size_t len) {
 }
 /* The revision of history key k, 0 when k is not one. */
 static inline uint64_t sm__history_rev(const char *k, size_t klen) {
-    return klen == 9 && k[0] == SM_PREFIX_HISTORY ? sm__get_be64((const uint8_t *)k + 1) : 0;
+    return sm__key9_value(k, klen, SM_PREFIX_HISTORY);
 }
 
 /* ---- leases, continued (sm_lease.c) ---------------------------------------- */

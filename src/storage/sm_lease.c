@@ -137,14 +137,13 @@ uint64_t sm_leases_generation(sm *s) {
 /* ---- loading from RocksDB ------------------------------------------------- */
 
 static void sm__lease_record_key(uint8_t k[9], uint64_t id) {
-    k[0] = SM_PREFIX_LEASE;
-    sm__put_be64(k + 1, id);
+    sm__key9(k, SM_PREFIX_LEASE, id);
 }
 
 /* One 'l' record into t (in key order: ids ascending). */
 static int sm__lease_load_one(sm *s, sm__leases *t, const char *k, size_t klen, const char *v,
                               size_t vlen) {
-    uint64_t id = klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0;
+    uint64_t id = sm__key9_value(k, klen, SM_PREFIX_LEASE);
     Kv__Lease *pb = klen == 9 ? kv__lease__unpack(NULL, vlen, (const uint8_t *)v) : NULL;
     /* a lease is granted at its id, never after what was applied */
     bool ok = pb != NULL && pb->id == id && id != 0 && id <= s->applied_index && pb->ttl >= 1 &&

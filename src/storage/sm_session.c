@@ -277,7 +277,7 @@ static int sm__slog_fold_one(void *arg, const uint8_t *rec, size_t len, uint64_t
 /* A log of the db folded (sm__slog_fold_one), then deleted. */
 static int sm__slog_fold_log(void *arg, const char *k, size_t klen, const char *v, size_t vlen) {
     sm__batch *b = arg;
-    uint64_t index = klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0;
+    uint64_t index = sm__key9_value(k, klen, SM_PREFIX_SESSION_LOG);
     rocksdb_writebatch_delete(b->wb, k, klen);
     return sm__slog_each(b->s, index, (const uint8_t *)v, vlen, sm__slog_fold_one, b);
 }
@@ -446,7 +446,7 @@ static int sm__load_log_one(void *arg, const uint8_t *rec, size_t len, uint64_t 
 static int sm__load_log(void *arg, const char *k, size_t klen, const char *v, size_t vlen) {
     sm__loaded *l = arg;
     sm *s = l->s;
-    uint64_t index = klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0;
+    uint64_t index = sm__key9_value(k, klen, SM_PREFIX_SESSION_LOG);
     if (index == 0 || index > s->applied_index) {
         KV_LOGE("CORRUPT",
                 "state machine %s: a session log key of %zu bytes (entry %llu) past "
@@ -462,7 +462,7 @@ static int sm__load_log(void *arg, const char *k, size_t klen, const char *v, si
 /* One 's' record into l. */
 static int sm__load_record(void *arg, const char *k, size_t klen, const char *v, size_t vlen) {
     sm__loaded *l = arg;
-    return sm__load_one(l->s, l, false, klen == 9 ? sm__get_be64((const uint8_t *)k + 1) : 0,
+    return sm__load_one(l->s, l, false, sm__key9_value(k, klen, SM_PREFIX_SESSION),
                         l->s->applied_index, (const uint8_t *)v, vlen);
 }
 
