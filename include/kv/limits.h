@@ -101,6 +101,12 @@
  * refused with BUSY: a leader that cannot commit must not buffer forever. */
 #define KV_RAFT_UNCOMMITTED_BYTES_MAX (64u * 1024u * 1024u)
 
+/* Committed entries a leader keeps in memory (and in its log on disk) for
+ * followers behind it, and for one installing a snapshot, which catches up
+ * from the entries after that snapshot (raft_compact_floor). Past it the
+ * slowest is sent a snapshot instead: memory stays bounded. */
+#define KV_RAFT_LOG_KEEP_BYTES_MAX (64u * 1024u * 1024u)
+
 /* Linearizable reads waiting for one ReadIndex round on the leader. */
 #define KV_READ_INDEX_PENDING_MAX 65536u
 

@@ -245,6 +245,7 @@ static int copy_members(const Kv__NodeStatus *st, kvc_result *res) {
     snprintf(res->node_name, sizeof res->node_name, "%s", st->name ? st->name : "");
     snprintf(res->leader_name, sizeof res->leader_name, "%s",
              st->leader_name ? st->leader_name : "");
+    res->transferring = st->transferring_to != NULL && st->transferring_to[0] != '\0';
     const Kv__Membership *m = st->membership;
     res->has_membership = m != NULL;
     if (m == NULL || m->n_members == 0)

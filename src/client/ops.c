@@ -247,17 +247,25 @@ static int transfer_leader_alone(kv_client *c, const char *name) {
     for (;;) {
         uint64_t now = kv_now_ns();
         if (now >= deadline)
-            return KV_ETIMEOUT;
+            return kvc_errstr_set(KV_ETIMEOUT, "%s did not take over within the timeout", name);
         sleep_until(MIN(deadline, now + TRANSFER_POLL_MS * NS_PER_MS));
         kvc_result st;
         if (status_here(c, deadline, &st) != 0)
             continue; /* an election under way: ask again */
         bool done = strcmp(st.leader_name, name) == 0;
+        /* raft gives a transfer up after an election timeout */
+        bool given_up =
+            !done && strcmp(st.leader_name, st.node_name) == 0 && !st.transferring;
         free(st.members);
         if (done) {
             c->is_leader = strcmp(st.node_name, name) == 0;
             return 0;
         }
+        if (given_up)
+            return kvc_errstr_set(KV_ETIMEOUT,
+                                  "the leader %s gave the transfer up: %s did not take over "
+                                  "within an election timeout (is it up and reachable?)",
+                                  st.node_name, name);
     }
 }
 

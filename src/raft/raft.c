@@ -22,6 +22,7 @@ void raft_config_init(raft_config *cfg, uint64_t id) {
     cfg->max_msg_bytes = KV_RAFT_MSG_BYTES_MAX;
     cfg->max_uncommitted_bytes = KV_RAFT_UNCOMMITTED_BYTES_MAX;
     cfg->max_entry_bytes = KV_ENTRY_BYTES_MAX;
+    cfg->max_kept_bytes = KV_RAFT_LOG_KEEP_BYTES_MAX;
     cfg->max_read_pending = KV_READ_INDEX_PENDING_MAX;
 }
 
@@ -90,7 +91,7 @@ static int config_check(const raft_config *c) {
      * outgrow a frame (kv/limits.h) and never reach its follower */
     if (c->max_inflight_msgs == 0 || c->max_inflight_msgs > KV_RAFT_INFLIGHT_MSGS_MAX ||
         c->max_msg_bytes == 0 || c->max_msg_bytes > KV_RAFT_MSG_BYTES_MAX ||
-        c->max_uncommitted_bytes == 0 || c->max_entry_bytes == 0 ||
+        c->max_uncommitted_bytes == 0 || c->max_kept_bytes == 0 || c->max_entry_bytes == 0 ||
         c->max_entry_bytes > KV_ENTRY_BYTES_MAX || c->max_read_pending == 0) {
         return KV_EINVAL;
     }
@@ -378,6 +379,9 @@ static void tick_leader(raft *r) {
         for (uint32_t i = 0; i < r->peers_count; i++) {
             raft_peer *p = &r->peers[i];
             active += p->voter && (p->recent_active || p->id == r->id);
+            if (!p->recent_active && p->id != r->id && p->quiet_windows < UINT32_MAX) {
+                p->quiet_windows++;
+            }
             p->recent_active = p->id == r->id; /* a new window, check_quorum or not */
         }
         if (r->cfg.check_quorum && active < raft_quorum(r)) {
@@ -574,7 +578,9 @@ static int step_leader(raft *r, const raft_msg *m) {
     }
     /* a refused message changes nothing, its sender's liveness included */
     bool was_active = p->recent_active;
+    uint32_t was_quiet = p->quiet_windows;
     p->recent_active = true;
+    p->quiet_windows = 0;
     int rc = 0;
     switch (m->type) {
     case RAFT_MSG_APPEND_RESP:
@@ -591,6 +597,7 @@ static int step_leader(raft *r, const raft_msg *m) {
     }
     if (rc != 0) {
         p->recent_active = was_active;
+        p->quiet_windows = was_quiet;
     }
     return rc;
 }

@@ -305,6 +305,8 @@ typedef struct raft_config {
                                        always goes); every APPEND fits in a frame */
     uint64_t max_uncommitted_bytes; /* default KV_RAFT_UNCOMMITTED_BYTES_MAX */
     uint64_t max_entry_bytes;       /* default and most KV_ENTRY_BYTES_MAX */
+    uint64_t max_kept_bytes;        /* default KV_RAFT_LOG_KEEP_BYTES_MAX: committed entries
+                                       raft_compact_floor keeps for followers */
     uint32_t max_read_pending;      /* default KV_READ_INDEX_PENDING_MAX */
     raft_snapshot_read_fn snapshot_read; /* may be NULL: never sends snapshots */
     void *snapshot_ctx;
@@ -450,9 +452,12 @@ int raft_snapshot_done(raft *r, uint64_t index, uint64_t term);
  * Returns 0 or KV_EINVAL (no snapshot yet). */
 int raft_compact(raft *r, uint64_t index);
 
-/* Leader: the lowest index any recently active follower still needs
- * (min match over them); compacting below it sends no snapshot. Non-leader:
- * the applied index. */
+/* Leader: the lowest index any follower heard from in the last few
+ * election timeouts still needs (its match; for one receiving a snapshot, that snapshot's index, so that it
+ * catches up from the log once installed), but no more than
+ * cfg.max_kept_bytes of entries up to the applied index: past it the
+ * slowest is sent a snapshot. Compacting below it sends no snapshot.
+ * Non-leader: the applied index. */
 uint64_t raft_compact_floor(const raft *r);
 
 /* The oldest snapshot index being sent to a follower (the app must keep it

@@ -105,6 +105,7 @@ static void peer_init(raft *r, raft_peer *p, uint64_t id) {
     p->state = RAFT_PROGRESS_PROBE;
     p->next = raft_log_last(&r->log) + 1;
     p->match = id == r->id ? r->log.stable : 0;
+    p->quiet_windows = id == r->id ? 0 : RAFT_FLOOR_QUIET_WINDOWS; /* until heard */
     p->infl.cap = r->cfg.max_inflight_msgs;
     p->want_send = r->role == RAFT_LEADER && id != r->id;
 }

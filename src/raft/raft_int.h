@@ -51,6 +51,7 @@ typedef struct raft_peer {
     uint8_t state; /* raft_progress_state */
     bool probe_sent;
     bool recent_active;
+    uint32_t quiet_windows; /* election-timeout windows in a row it was not heard in */
     bool want_send;  /* flush appends at the next raft_ready */
     bool want_empty; /* ... and an empty one if nothing else goes */
     int8_t vote;     /* candidate: 1 granted, -1 refused, 0 unknown */
@@ -68,6 +69,11 @@ typedef struct raft_peer {
     uint64_t snap_sent;  /* next offset to send */
     uint32_t snap_idle;  /* ticks without progress */
 } raft_peer;
+
+/* A follower not heard from for fewer windows than this still holds the
+ * compaction floor (raft_compact_floor): a follower installing a snapshot
+ * goes quiet for a second or more under load (kvd restores on its loop). */
+#define RAFT_FLOOR_QUIET_WINDOWS 10u
 
 /* Rounds whose start tick the leader remembers for lease reads; a lease
  * resting on an older round has expired (reads then take a round). */

@@ -68,6 +68,7 @@ void raft_peers_reset(raft *r) {
         p->commit_sent = 0;
         p->read_acked = 0;
         p->recent_active = p->id == r->id;
+        p->quiet_windows = p->id == r->id ? 0 : RAFT_FLOOR_QUIET_WINDOWS; /* until heard */
         p->want_send = false;
         p->want_empty = false;
         peer_probe(r, p, raft_log_last(&r->log) + 1);

@@ -336,9 +336,19 @@ uint64_t raft_compact_floor(const raft *r) {
     uint64_t floor = r->applied;
     for (uint32_t i = 0; i < r->peers_count; i++) {
         const raft_peer *p = &r->peers[i];
-        if (p->id != r->id && p->state != RAFT_PROGRESS_SNAPSHOT && p->recent_active &&
-            p->match < floor) {
-            floor = p->match;
+        /* one installing a snapshot goes on from its index: compacted past
+         * it, it is sent snapshot after snapshot under load */
+        uint64_t need = p->state == RAFT_PROGRESS_SNAPSHOT ? p->snap_index : p->match;
+        bool heard = p->recent_active || p->quiet_windows < RAFT_FLOOR_QUIET_WINDOWS;
+        if (p->id != r->id && heard && need < floor) {
+            floor = need;
+        }
+    }
+    uint64_t first = raft_log_first(&r->log), bytes = 0;
+    for (uint64_t i = r->applied; i >= floor && i >= first && i > 0; i--) {
+        bytes += raft_log_at(&r->log, i)->len;
+        if (bytes > r->cfg.max_kept_bytes) {
+            return i + 1;
         }
     }
     return floor;

@@ -88,6 +88,7 @@ struct fake_server {
     uint64_t changes_seen, changes_applied;
     char transfer_to[64];
     long transfer_left; /* STATUS answers before it switches; -1: none pending */
+    bool transferring;  /* STATUS says it hands leadership to transfer_to */
     uint64_t hashes_seen, checkpoint, hash_index;
     uint32_t snap_reads, snap_gen;
     uint64_t snap_index, snap_term; /* the current snapshot; index 0: gone */
@@ -361,10 +362,10 @@ static void on_transfer(fake_server *f, const Kv__Request *q, Kv__Response *r) {
         r->code = KV_ENOTFOUND;
         return;
     }
-    if (f->cfg.transfer_never)
-        return;
     snprintf(f->transfer_to, sizeof f->transfer_to, "%s", q->name);
-    f->transfer_left = f->cfg.transfer_after;
+    f->transferring = !f->cfg.transfer_given_up;
+    if (!f->cfg.transfer_never && !f->cfg.transfer_given_up)
+        f->transfer_left = f->cfg.transfer_after;
 }
 
 static uint64_t mix(uint64_t *x) {
@@ -499,7 +500,9 @@ static bool on_request(fake_server *f, fake_conn *fc, const Kv__Request *q) {
         if (f->transfer_left >= 0 && f->transfer_left-- == 0) {
             follow(f, f->transfer_to);
             f->transfer_left = -1;
+            f->transferring = false;
         }
+        st.transferring_to = f->transferring ? f->transfer_to : "";
         st.name = (char *)(f->cfg.name ? f->cfg.name : "f");
         st.address = f->addr;
         st.role = f->cfg.follower ? "follower" : "leader";

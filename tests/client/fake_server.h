@@ -38,7 +38,8 @@ typedef struct fake_config {
     uint32_t busy_changes;        /* BUSY to the first N MEMBER_ADD/REMOVE */
     uint32_t close_after_change;  /* close without answering right after the Nth applied change */
     uint32_t transfer_after;      /* TRANSFER_LEADER: STATUS names the target after N STATUS */
-    bool transfer_never;          /* TRANSFER_LEADER: answered 0, nothing changes */
+    bool transfer_never;          /* TRANSFER_LEADER: answered 0, transferring for ever */
+    bool transfer_given_up;       /* TRANSFER_LEADER: answered 0, then not transferring */
     uint64_t hash;                /* CHECK_POINT and HASH answer this */
     uint32_t hash_notfound;       /* NOTFOUND to the first N HASH */
     bool hash_silent;             /* HASH never answered */

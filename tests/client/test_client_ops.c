@@ -194,6 +194,20 @@ START_TEST(test_transfer_leader) {
     ck_assert_uint_ge(fake_count(n, KV__REQUEST__TYPE__STATUS), 3);
     kv_client_close(c);
     fake_stop(n);
+
+    /* The leader gave it up (raft does after an election timeout): TIMEOUT
+     * at the first STATUS that shows it, saying so. */
+    fake_server *g = start(&(fake_config){.name = "n1", .transfer_given_up = true});
+    const char *addrs3[] = {fake_addr(g), NULL};
+    set_members(g, addrs3, 2, NULL);
+    c = open_short(fake_addr(g), 3000);
+    t0 = kv_now_ns();
+    ck_assert_int_eq(kv_transfer_leader(c, "n2"), KV_ETIMEOUT);
+    ck_assert_uint_lt(kv_now_ns() - t0, 1000 * MS);
+    ck_assert_uint_eq(fake_count(g, KV__REQUEST__TYPE__STATUS), 1);
+    ck_assert_ptr_nonnull(strstr(kv_errstr(), "n1 gave the transfer up: n2 did not take over"));
+    kv_client_close(c);
+    fake_stop(g);
 }
 END_TEST
 

@@ -153,6 +153,13 @@ kv_expect 3 kv_cli --timeout 2 status
 grep -Eq "^- +$(kv_addr "${down#n}") .* unreachable " "$KV_OUT" ||
   kv_fail "status with $down down: $(cat "$KV_OUT")"
 kv_expect_err "1 of 3 nodes not ok"
+# transfer-leader to a member that is down: the leader gives the transfer up
+# after an election timeout, and kvcli says so, not a bare TIMEOUT at the
+# end of its own 20 s.
+t0=$(date +%s)
+kv_expect 3 kv_cli --timeout 20 transfer-leader "$down"
+kv_expect_err "TIMEOUT.*gave the transfer up: $down did not take over within an election timeout"
+[ $(($(date +%s) - t0)) -lt 15 ] || kv_fail "transfer-leader to $down (down) took $(($(date +%s) - t0)) s"
 kv_start "${down#n}"
 kv_until 20 "check agrees again after $down restarted" kv_cli check
 kv_until 20 "status exits 0 once $down is back" kv_cli --timeout 2 status

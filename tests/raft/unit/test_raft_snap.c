@@ -5,6 +5,7 @@
 
 #include "kv/errors.h"
 #include "raft.h"
+#include "raft_int.h"
 #include "tc.h"
 
 #define CHUNK KV_SNAPSHOT_CHUNK_BYTES
@@ -169,6 +170,108 @@ static bool drop_snapshots(tc *c, const raft_msg *m, void *arg) {
     (void)arg;
     return m->type == RAFT_MSG_SNAPSHOT;
 }
+
+/* The app's compaction as kvd's (server_snap.c): up to the floor, at most
+ * to the snapshot. */
+static void compact_as_kvd(raft *l) {
+    uint64_t floor = raft_compact_floor(l), snap = raft_snapshot_index(l);
+    ck_assert_int_eq(raft_compact(l, floor > 0 && floor - 1 < snap ? floor - 1 : snap), 0);
+}
+
+/* The leader takes a newer snapshot at its applied index while it still
+ * sends the older one (kvd keeps serving the one in flight). */
+static void snapshot_keep_serving(raft *l) {
+    uint64_t a = raft_applied_index(l), t;
+    ck_assert_int_eq(raft_log_term(l, a, &t), 0);
+    ck_assert_int_eq(raft_snapshot_done(l, a, t), 0);
+}
+
+/* A follower receiving a snapshot holds the leader's log from that
+ * snapshot on, so once it has installed it, it catches up from the log.
+ * Compacted past it under load, it was sent snapshot after snapshot and
+ * never caught up: kv-jepsen seed 545939767953 ("n3 did not become a
+ * voter within 30 s", a learner installing a snapshot a second). */
+START_TEST(test_snapshot_receiver_holds_the_log) {
+    tc c;
+    uint64_t si = lag_and_compact(&c);
+    chunks_let = 1;
+    c.drop = let_one_chunk;
+    tc_isolate(&c, 3, false);
+    tc_tick_all(&c, 1);
+    ck_assert_int_eq(c.n[3].chunks_stored, 1);
+    raft *l = c.n[1].r;
+    /* silent for three election timeouts (kvd restores on its loop: a
+     * second or more under load) */
+    tc_isolate(&c, 3, true);
+    tc_tick_all(&c, 30);
+    tc_propose(&c, 1, 20, 64);
+    tc_settle(&c);
+    ck_assert_uint_gt(raft_applied_index(l), si + 19);
+    snapshot_keep_serving(l);
+    compact_as_kvd(l);
+    ck_assert_uint_le(raft_first_index(l), si + 1);
+    c.drop = NULL;
+    tc_isolate(&c, 3, false);
+    tc_tick_all(&c, 15); /* the chunk timeout resends chunk 1 */
+    check_caught_up(&c, si);
+    raft_progress_info p;
+    ck_assert_int_eq(raft_progress(l, 3, &p), 0);
+    ck_assert_int_eq(p.state, RAFT_PROGRESS_REPLICATE);
+    /* once it replicates, its match is the floor: the leader keeps only the
+     * last entry, which every follower has */
+    tc_propose(&c, 1, 5, 64);
+    tc_settle(&c);
+    snapshot_keep_serving(l);
+    compact_as_kvd(l);
+    ck_assert_uint_eq(raft_first_index(l), raft_applied_index(l));
+    /* one silent for RAFT_FLOOR_QUIET_WINDOWS election timeouts holds
+     * nothing any more */
+    tc_isolate(&c, 3, true);
+    tc_propose(&c, 1, 5, 64);
+    tc_settle(&c);
+    snapshot_keep_serving(l);
+    compact_as_kvd(l);
+    ck_assert_uint_eq(raft_first_index(l), raft_applied_index(l) - 5); /* node 3's match */
+    tc_tick_all(&c, 10 * (int)RAFT_FLOOR_QUIET_WINDOWS + 10);
+    tc_propose(&c, 1, 5, 64);
+    tc_settle(&c);
+    snapshot_keep_serving(l);
+    compact_as_kvd(l);
+    ck_assert_uint_eq(raft_first_index(l), raft_applied_index(l));
+    tc_free(&c);
+}
+END_TEST
+
+static void keep_1000_bytes(raft_config *cfg, void *arg) {
+    (void)arg;
+    cfg->max_kept_bytes = 1000;
+}
+
+/* The log kept for a follower behind is bounded (cfg.max_kept_bytes): past
+ * it the floor leaves the follower behind, which gets a snapshot. */
+START_TEST(test_compact_floor_bounded) {
+    tc c;
+    tc_start(&c, 3, 3, keep_1000_bytes, NULL);
+    tc_elect(&c, 1);
+    raft *l = c.n[1].r;
+    tc_propose(&c, 1, 5, 64);
+    tc_settle(&c);
+    uint64_t behind = raft_applied_index(l);
+    c.n[3].hold_persist = true; /* answers heartbeats, acknowledges no entry */
+    tc_propose(&c, 1, 10, 64);
+    tc_settle(&c);
+    raft_progress_info p;
+    ck_assert_int_eq(raft_progress(l, 3, &p), 0);
+    ck_assert(p.recent_active);
+    ck_assert_uint_eq(p.match, behind);
+    ck_assert_uint_eq(raft_compact_floor(l), behind); /* 640 bytes: kept */
+    tc_propose(&c, 1, 30, 64);
+    tc_settle(&c);
+    /* 15 entries of 64 bytes fit in 1000 */
+    ck_assert_uint_eq(raft_compact_floor(l), raft_applied_index(l) - 14);
+    tc_free(&c);
+}
+END_TEST
 
 /* A follower that already has what a snapshot covers refuses it with its
  * durable committed index; the leader then does not resend at once (a
@@ -343,6 +446,8 @@ Suite *snap_suite(void) {
     tcase_add_test(t, test_snapshot_starts_over_after_leader_change);
     tcase_add_test(t, test_snapshot_resumes_after_reconnect);
     tcase_add_test(t, test_snapshot_stale_restarts_with_newest);
+    tcase_add_test(t, test_snapshot_receiver_holds_the_log);
+    tcase_add_test(t, test_compact_floor_bounded);
     tcase_add_test(t, test_snapshot_refused_no_storm);
     tcase_add_test(t, test_snapshot_not_installed_over_matching_log);
     tcase_add_test(t, test_snapshot_done_checks);
