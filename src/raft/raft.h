@@ -452,12 +452,13 @@ int raft_snapshot_done(raft *r, uint64_t index, uint64_t term);
  * Returns 0 or KV_EINVAL (no snapshot yet). */
 int raft_compact(raft *r, uint64_t index);
 
-/* Leader: the lowest index any follower heard from in the last few
- * election timeouts still needs (its match; for one receiving a snapshot, that snapshot's index, so that it
- * catches up from the log once installed), but no more than
- * cfg.max_kept_bytes of entries up to the applied index: past it the
- * slowest is sent a snapshot. Compacting below it sends no snapshot.
- * Non-leader: the applied index. */
+/* Leader: the lowest index a follower heard from in this election-timeout
+ * window still needs: its match, or for one receiving a snapshot that
+ * snapshot's index, so that once installed it catches up from the log (it
+ * holds it while quiet for up to ten windows: installing takes a while).
+ * But no more than cfg.max_kept_bytes of entries up to the applied index:
+ * past it the slowest is sent a snapshot. Compacting below the floor sends
+ * no snapshot. Non-leader: the applied index. */
 uint64_t raft_compact_floor(const raft *r);
 
 /* The oldest snapshot index being sent to a follower (the app must keep it

@@ -70,9 +70,10 @@ typedef struct raft_peer {
     uint32_t snap_idle;  /* ticks without progress */
 } raft_peer;
 
-/* A follower not heard from for fewer windows than this still holds the
- * compaction floor (raft_compact_floor): a follower installing a snapshot
- * goes quiet for a second or more under load (kvd restores on its loop). */
+/* A follower receiving a snapshot and not heard from for fewer windows than
+ * this still holds the compaction floor (raft_compact_floor): installing the
+ * snapshot it goes quiet for a second or more under load (kvd restores on
+ * its loop). */
 #define RAFT_FLOOR_QUIET_WINDOWS 10u
 
 /* Rounds whose start tick the leader remembers for lease reads; a lease

@@ -336,10 +336,12 @@ uint64_t raft_compact_floor(const raft *r) {
     uint64_t floor = r->applied;
     for (uint32_t i = 0; i < r->peers_count; i++) {
         const raft_peer *p = &r->peers[i];
-        /* one installing a snapshot goes on from its index: compacted past
-         * it, it is sent snapshot after snapshot under load */
-        uint64_t need = p->state == RAFT_PROGRESS_SNAPSHOT ? p->snap_index : p->match;
-        bool heard = p->recent_active || p->quiet_windows < RAFT_FLOOR_QUIET_WINDOWS;
+        /* one receiving a snapshot goes on from its index, and may go quiet
+         * while it installs it: compacted past it, it is sent snapshot after
+         * snapshot under load */
+        bool snap = p->state == RAFT_PROGRESS_SNAPSHOT;
+        uint64_t need = snap ? p->snap_index : p->match;
+        bool heard = p->recent_active || (snap && p->quiet_windows < RAFT_FLOOR_QUIET_WINDOWS);
         if (p->id != r->id && heard && need < floor) {
             floor = need;
         }
