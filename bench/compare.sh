@@ -23,7 +23,11 @@
 # events/s delivered, put sent to event received, events missed as errors;
 # kvbench watch, etcdextra -op watch), kv's put with 8 connections x 64
 # in flight, kv's put and get with 64 threads sharing one kv_client
-# (kvbench --shared 64, the CSV's depth "1s64"), kv's put with 8 x 64 in
+# (kvbench --shared 64, the CSV's depth "1s64"), kv's put and get with 64
+# requests in flight on one kv_client (kvbench --clients 1 --async 64) and
+# its put with 1,024 in flight on one (with each kvd's peak memory): etcd's
+# anchor runs its 64 or 1,024 clients as goroutines sharing one clientv3
+# connection, which these rows match, beside it; kv's put with 8 x 64 in
 # flight for 600,000 requests (--quick 200,000) on a fresh cluster, the
 # sustained load at which RocksDB's flushes and compactions weigh (the CSV's
 # depth "64sus"), and N failover rounds (default 10; --quick 3): kill -9 of the
@@ -271,6 +275,7 @@ if [ $fo_only = 0 ]; then
 for args in "put --clients 1 --requests $n_put1" "put --clients 16 --requests $n_put16" \
   "put --clients 64 --requests $n_put" "put --clients 256 --requests $n_put" \
   "put --clients 8 --async 64 --requests $n_async" "get --clients 64 --requests $n_read" \
+  "put --clients 1 --async 64 --requests $n_async" "get --clients 1 --async 64 --requests $((4 * n_async))" \
   "put --clients 64 --shared 64 --requests $n_put" "get --clients 64 --shared 64 --requests $n_read" \
   "mixed --clients 64 --requests $n_read --read-ratio 0.9 --keys 1000" \
   "txn --clients 64 --requests $n_txn --keys 1000" "watch --clients 16 --requests $n_watch"; do
@@ -278,11 +283,17 @@ for args in "put --clients 1 --requests $n_put1" "put --clients 16 --requests $n
   kv_row $args
   [ -z "$kv_line" ] || record kv "$kv_line"
 done
-for i in 1 2 3; do echo 5 >"/proc/${kv_pid[$i]}/clear_refs"; done # VmHWM := VmRSS
-kv_row put --clients 1024 --requests $n_put1024
-hwm=("$(kv_hwm 1)" "$(kv_hwm 2)" "$(kv_hwm 3)")
-echo "# kv VmHWM n1..n3 during the 1,024-client row: ${hwm[*]} kB" >&2
-[ -z "$kv_line" ] || record kv "$kv_line" "${hwm[@]}"
+# peak_row ARGS: kv_row ARGS, recorded with each kvd's peak memory over it
+peak_row() {
+  for i in 1 2 3; do echo 5 >"/proc/${kv_pid[$i]}/clear_refs"; done # VmHWM := VmRSS
+  kv_row "$@"
+  hwm=("$(kv_hwm 1)" "$(kv_hwm 2)" "$(kv_hwm 3)")
+  echo "# kv VmHWM n1..n3 during kvbench $*: ${hwm[*]} kB" >&2
+  [ -z "$kv_line" ] || record kv "$kv_line" "${hwm[@]}"
+}
+peak_row put --clients 1 --async 1024 --requests $n_async
+hwm_async=("${hwm[@]}")
+peak_row put --clients 1024 --requests $n_put1024
 kv_wait_healthy
 fi
 for r in $(seq "$rounds"); do
@@ -366,8 +377,8 @@ fi
 ms() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else if (u < 1000) printf "%.2f ms", u / 1000; else printf "%.1f ms", u / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2fx", a / b }'; }
 num() { awk -v n="$1" 'BEGIN { if (n == "") print "-"; else { s = sprintf("%.0f", n); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]$/, ",&", s); print s } }'; }
-figure() { # figure TITLE OP CLIENTS DEPTH [ETCD_DEPTH]
-  local k=${row["kv $2 $3 $4"]:-} e=${row["etcd $2 $3 ${5:-$4}"]:-} kerr
+figure() { # figure TITLE OP CLIENTS DEPTH [ETCD_DEPTH [ETCD_CLIENTS]]
+  local k=${row["kv $2 $3 $4"]:-} e=${row["etcd $2 ${6:-$3} ${5:-$4}"]:-} kerr
   kerr=$(field "$k" errors)
   printf '| %s | %s | %s / %s / %s | %s | %s | %s / %s | %s | %s |\n' "$1" \
     "$(num "$(field "$k" ops_per_s)")" "$(ms "$(field "$k" p50_us)")" "$(ms "$(field "$k" p99_us)")" \
@@ -390,6 +401,9 @@ figure "put, 8 connections x 64 in flight, $(num $n_sustained) requests on a fre
 figure "get (linearizable), 64 clients" get 64 1
 figure "put, 64 threads sharing one kv_client (etcd: its 64-client row)" put 64 1s64 1
 figure "get, 64 threads sharing one kv_client (etcd: its 64-client row)" get 64 1s64 1
+figure "put, one kv_client with 64 in flight (etcd: its 64-client row, 64 goroutines on one client)" put 1 64 1 64
+figure "get, one kv_client with 64 in flight (etcd: its 64-client row, 64 goroutines on one client)" get 1 64 1 64
+figure "put, one kv_client with 1,024 in flight (etcd: its 1,024-client row)" put 1 1024 1 1024
 figure "mixed 90% get / 10% put, 64 clients" mixed 64 1
 figure "txn: compare-and-swap of a random key of 1,000, 64 clients" txn 64 1
 figure "watch: events/s to one prefix watcher, 16 writers (latency: put sent to event; errors: events missed)" watch 16 1
@@ -402,7 +416,8 @@ printf '| failover, kill -9 of the leader to the next acknowledged put (median /
 echo
 echo "kv rounds (ms): $(for r in $(seq "$rounds"); do printf '%s ' "${fo["kv $r"]:--}"; done)"
 [ $etcd = 1 ] && echo "etcd rounds (ms): $(for r in $(seq "$rounds"); do printf '%s ' "${fo["etcd $r"]:--}"; done)"
-[ -n "${hwm[*]:-}" ] && echo "kv peak memory (VmHWM) during the 1,024-client put row: n1 $((${hwm[0]:-0} / 1024)) MiB, n2 $((${hwm[1]:-0} / 1024)) MiB, n3 $((${hwm[2]:-0} / 1024)) MiB"
+mib() { echo "n1 $((${1:-0} / 1024)) MiB, n2 $((${2:-0} / 1024)) MiB, n3 $((${3:-0} / 1024)) MiB"; }
+[ -n "${hwm[*]:-}" ] && echo "kv peak memory (VmHWM) during the 1,024-client put row: $(mib "${hwm[@]}"); with 1,024 in flight on one kv_client: $(mib "${hwm_async[@]:-}")"
 echo "figures: $csv"
 
 # ---- the plot -----------------------------------------------------------------
