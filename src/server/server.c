@@ -683,6 +683,7 @@ static void serve(server *s) {
     if (early_signal != 0) /* came during start-up: the loop's handlers own them now */
         on_signal(&s->sigterm, early_signal);
 
+    s->loop_thread = pthread_self();
     uv_run(&s->loop, UV_RUN_DEFAULT);
 }
 

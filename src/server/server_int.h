@@ -116,6 +116,7 @@ typedef struct server {
     uv_timer_t tick;
     uv_prepare_t prepare;
     uv_async_t wal_async;
+    pthread_t loop_thread; /* the one that runs the loop (wal_append_now's callbacks) */
     uv_signal_t sigterm, sigint;
     uv_timer_t disk_timer;
     uv_work_t disk_work;  /* the data dir's walk, on libuv's thread pool */

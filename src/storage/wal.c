@@ -204,7 +204,8 @@ static void wal__enqueue(wal *w, wal_item *it) {
     pthread_cond_signal(&w->qcond);
 }
 
-int wal_append(wal *w, const wal_entry *e, size_t n, wal_done_fn cb, void *arg) {
+/* wal_append and wal_append_now; now: may write on the caller's thread. */
+static int wal__append(wal *w, const wal_entry *e, size_t n, wal_done_fn cb, void *arg, bool now) {
     assert(w != NULL && cb != NULL);
     if (n == 0 || e == NULL || e[0].index == 0)
         return KV_EINVAL;
@@ -238,14 +239,29 @@ int wal_append(wal *w, const wal_entry *e, size_t n, wal_done_fn cb, void *arg) 
                      .arg = arg};
     pthread_mutex_lock(&w->qmu);
     int rv = wal__admit(w, e, n, bytes);
-    if (rv == 0)
+    /* idle: nothing ahead of it whose callback could still run after its own */
+    now = now && rv == 0 && w->head == NULL && !w->io_busy && w->done_head == NULL &&
+          !w->done_busy && w->failed == 0 && w->sync_ns_last < WAL_NOW_SYNC_NS_MAX;
+    if (now)
+        w->io_busy = true;
+    else if (rv == 0)
         wal__enqueue(w, it);
     pthread_mutex_unlock(&w->qmu);
     if (rv != 0) {
         free(buf);
         free(it);
     }
+    if (now)
+        wal__append_here(w, it);
     return rv;
+}
+
+int wal_append(wal *w, const wal_entry *e, size_t n, wal_done_fn cb, void *arg) {
+    return wal__append(w, e, n, cb, arg, false);
+}
+
+int wal_append_now(wal *w, const wal_entry *e, size_t n, wal_done_fn cb, void *arg) {
+    return wal__append(w, e, n, cb, arg, true);
 }
 
 /* A blocking call's rendezvous with its callback. */

@@ -104,8 +104,9 @@
  * Threads: the log runs two threads. The storage thread writes batches and
  * syncs them; the callbacks of a synced batch run in queue order either on
  * the storage thread (when nothing else is waiting) or on the log's
- * completion thread (so they overlap the next batch's fdatasync). Never on
- * the caller's thread. wal_append* and the readers (wal_first_index,
+ * completion thread (so they overlap the next batch's fdatasync); on the
+ * caller's thread only for wal_append_now on an idle log. wal_append* and
+ * the readers (wal_first_index,
  * wal_last_index, wal_term_at, wal_read) may be called from any thread;
  * one internal mutex guards the in-memory index. wal_drop_prefix, wal_reset
  * and wal_close block the caller; call them from one thread, never from an
@@ -205,6 +206,18 @@ void wal_close(wal *w);
  *   KV_EIO      the log failed earlier (fail-stop): nothing kept;
  *   KV_ESHUTDOWN the log is closing. */
 int wal_append(wal *w, const wal_entry *e, size_t n, wal_done_fn cb, void *arg);
+
+/* wal_append, but when the log is idle (nothing queued, being written or
+ * waiting for its callback) and its last fdatasync took under
+ * WAL_NOW_SYNC_NS_MAX, the caller's thread writes and syncs the entries and
+ * runs cb before it returns: two thread hand-offs fewer on the way from an
+ * append to its callback, for a caller that would wait for it anyway (a
+ * follower acknowledges entries only once durable). Otherwise it queues
+ * them as wal_append does, so a disk that turns slow holds the caller up
+ * once, not on every append. The same returns; cb runs exactly once when it
+ * returned 0. */
+#define WAL_NOW_SYNC_NS_MAX (10u * 1000u * 1000u)
+int wal_append_now(wal *w, const wal_entry *e, size_t n, wal_done_fn cb, void *arg);
 
 /* wal_append, then waits for its callback: its status, or wal_append's
  * error. For tests and the benchmark. */

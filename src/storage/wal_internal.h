@@ -140,6 +140,9 @@ struct wal {
     uint64_t q_bytes, q_first, q_last; /* bounds after everything queued */
     int failed;                        /* sticky KV_EIO after a write/sync error */
     bool closing;
+    bool io_busy; /* a batch is being written or called back, by the
+                     storage thread or by wal_append_now's caller */
+    uint64_t sync_ns_last; /* the last fdatasync's time (wal_append_now) */
     pthread_t thread;
     /* Finished batches for the completion thread, also under qmu. */
     pthread_cond_t done_cond;
@@ -158,6 +161,9 @@ struct wal {
 
 /* The storage thread and the completion thread (wal_io.c). */
 void *wal__thread(void *arg);
+/* Writes, syncs and calls back the one append it (admitted, not queued) on
+ * the caller's thread, which set io_busy (wal_io.c). */
+void wal__append_here(wal *w, wal_item *it);
 void *wal__done_thread(void *arg);
 /* Creates and durably installs a new segment; adds it to w->log under mu. */
 int wal__seg_create(wal *w, uint64_t seq, uint64_t first, uint64_t base_term, uint32_t flags);

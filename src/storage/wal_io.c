@@ -30,6 +30,9 @@ static int wal__sync(wal *w, wal_seg *sg) {
     uint64_t t0 = kv_now_ns();
     int rv = w->fs->ops->sync(sg->file);
     uint64_t ns = kv_now_ns() - t0;
+    pthread_mutex_lock(&w->qmu);
+    w->sync_ns_last = ns;
+    pthread_mutex_unlock(&w->qmu);
     if (rv == 0) {
         pthread_mutex_lock(&w->mu);
         w->stats.syncs++;
@@ -495,40 +498,67 @@ static void wal__complete(wal *w, wal_item *b, int rv) {
     pthread_cond_signal(&w->done_cond);
 }
 
+/* Writes and syncs batch b of n items (unless the log failed before:
+ * failed); a failure is final (fail-stop, docs/rules.md "fsync errors are
+ * final (fsyncgate)"). Takes qmu back and returns the batch's status, also
+ * kept in w->failed when it failed. Caller holds io_busy, not qmu. */
+static int wal__io(wal *w, wal_item *b, size_t n, int failed) {
+    int rv = failed ? failed : wal__process(w, b, n);
+    if (rv != 0 && failed == 0) {
+        KV_LOGE("IO", "WAL %s: %s; the log refuses every further append", w->waldir,
+                kv_strerror(rv));
+        rv = KV_EIO; /* never retried */
+    }
+    pthread_mutex_lock(&w->qmu);
+    if (rv != 0)
+        w->failed = rv;
+    return rv;
+}
+
+/* Runs b's callbacks with status rv on this thread, then gives io_busy up.
+ * Caller holds qmu (released meanwhile) and io_busy. */
+static void wal__call_back_here(wal *w, wal_item *b, int rv) {
+    for (wal_item *it = b; it != NULL; it = it->next)
+        it->status = rv != 0 ? rv : it->status;
+    pthread_mutex_unlock(&w->qmu);
+    wal__run_callbacks(w, b);
+    pthread_mutex_lock(&w->qmu);
+    w->io_busy = false;
+}
+
+void wal__append_here(wal *w, wal_item *it) {
+    int rv = wal__io(w, it, 1, 0);
+    wal__call_back_here(w, it, rv);
+    if (w->head != NULL)
+        pthread_cond_signal(&w->qcond); /* queued meanwhile (a drop, a reset) */
+    pthread_mutex_unlock(&w->qmu);
+}
+
 /* The storage thread: one batch at a time, written and synced in queue
- * order; a failure is final (fail-stop, docs/rules.md "fsync errors are final (fsyncgate)"). */
+ * order, never while wal_append_now's caller writes one. */
 void *wal__thread(void *arg) {
     wal *w = arg;
     pthread_mutex_lock(&w->qmu);
     for (;;) {
-        while (w->head == NULL && !w->closing)
+        while ((w->head == NULL || w->io_busy) && !w->closing)
             pthread_cond_wait(&w->qcond, &w->qmu);
         if (w->head == NULL)
             break;
+        assert(!w->io_busy); /* closing comes from the thread that appends now */
         size_t n = 0;
         wal_item *b = wal__take(w, &n);
         int failed = w->failed;
+        w->io_busy = true;
         pthread_mutex_unlock(&w->qmu);
-        int rv = failed ? failed : wal__process(w, b, n);
-        if (rv != 0 && failed == 0) {
-            KV_LOGE("IO", "WAL %s: %s; the log refuses every further append", w->waldir,
-                    kv_strerror(rv));
-            rv = KV_EIO; /* never retried */
-        }
-        pthread_mutex_lock(&w->qmu);
-        if (rv != 0)
-            w->failed = rv;
+        int rv = wal__io(w, b, n, failed);
         if (w->head != NULL || w->done_head != NULL || w->done_busy) {
             wal__complete(w, b, rv); /* overlap the callbacks with the next sync */
+            w->io_busy = false;
             continue;
         }
         /* Nothing to overlap with and every earlier callback has run: run
          * these here, saving a thread hop of latency. */
-        for (wal_item *it = b; it != NULL; it = it->next)
-            it->status = rv != 0 ? rv : it->status;
-        pthread_mutex_unlock(&w->qmu);
-        wal__run_callbacks(w, b);
-        pthread_mutex_lock(&w->qmu);
+        wal__call_back_here(w, b, rv);
     }
     w->done_stop = true;
     pthread_cond_signal(&w->done_cond);

@@ -319,6 +319,111 @@ START_TEST(test_group_commit) {
 }
 END_TEST
 
+/* wal_append_now's callbacks: which thread ran each, in what order. */
+typedef struct now_log {
+    pthread_mutex_t mu;
+    int n;
+    uint64_t index[8];
+    bool here[8];
+    pthread_t caller;
+} now_log;
+typedef struct now_arg {
+    now_log *log;
+    uint64_t index;
+} now_arg;
+
+static void now_done(void *arg, int status) {
+    now_arg *a = arg;
+    ck_assert_int_eq(status, 0);
+    pthread_mutex_lock(&a->log->mu);
+    a->log->index[a->log->n] = a->index;
+    a->log->here[a->log->n++] = pthread_equal(pthread_self(), a->log->caller);
+    pthread_mutex_unlock(&a->log->mu);
+}
+
+static int now_append(wal *w, now_arg *a) {
+    wal_entry e[1];
+    uint8_t bufs[1][TU_LEN_MAX];
+    tu_entries(e, bufs, a->index, 1, 1);
+    return wal_append_now(w, e, 1, now_done, a);
+}
+
+static int now_count(now_log *l) {
+    pthread_mutex_lock(&l->mu);
+    int n = l->n;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+/* wal_append_now on an idle log writes, syncs and calls back before it
+ * returns, on the caller's thread; behind a batch still syncing it queues,
+ * and the callbacks keep the queue's order. */
+START_TEST(test_append_now) {
+    fsf *f = tu_fake_datadir(tu_seed());
+    wal *w = open_ok(f, NULL);
+    now_log l = {.caller = pthread_self()};
+    pthread_mutex_init(&l.mu, NULL);
+    now_arg a[4] = {{&l, 1}, {&l, 2}, {&l, 3}, {&l, 4}};
+    ck_assert_int_eq(now_append(w, &a[0]), 0);
+    ck_assert_int_eq(now_count(&l), 1); /* done already */
+    ck_assert(l.here[0]);
+    ck_assert_uint_eq(wal_last_index(w), 1); /* durable and visible */
+    /* entry 2 by the storage thread, its sync held: 3 must wait behind it */
+    tu_gate g;
+    tu_gate_init(&g);
+    fsf_set_sync_hook(f, tu_gate_hook, &g);
+    tu_wait t;
+    tu_wait_init(&t);
+    tu_op op = {.index = 2, .n = 1, .term = 1};
+    ck_assert_int_eq(tu_submit(w, &op, &t), 0);
+    tu_gate_wait_entered(&g, 1);
+    a[2].index = 3;
+    ck_assert_int_eq(now_append(w, &a[2]), 0);
+    ck_assert_int_eq(now_count(&l), 1); /* queued, not written here */
+    ck_assert_uint_eq(wal_last_index(w), 1);
+    tu_gate_open(&g);
+    tu_wait_all(&t);
+    ck_assert_int_eq(op.status, 0);
+    for (int i = 0; i < 500 && now_count(&l) < 2; i++)
+        usleep(1000);
+    ck_assert_int_eq(now_count(&l), 2);
+    ck_assert_uint_eq(l.index[1], 3);
+    ck_assert(!l.here[1]); /* on a log thread */
+    fsf_set_sync_hook(f, NULL, NULL);
+    /* idle, but its last sync took over WAL_NOW_SYNC_NS_MAX: a disk turned
+     * slow holds the caller up no more; queued */
+    tu_gate slow;
+    tu_gate_init(&slow);
+    fsf_set_sync_hook(f, tu_gate_hook, &slow);
+    tu_op op4 = {.index = 4, .n = 1, .term = 1};
+    ck_assert_int_eq(tu_submit(w, &op4, &t), 0);
+    tu_gate_wait_entered(&slow, 1);
+    usleep(WAL_NOW_SYNC_NS_MAX / 1000 + 5000);
+    tu_gate_open(&slow);
+    tu_wait_all(&t);
+    fsf_set_sync_hook(f, NULL, NULL);
+    a[3].index = 5;
+    ck_assert_int_eq(now_append(w, &a[3]), 0);
+    for (int i = 0; i < 500 && now_count(&l) < 3; i++)
+        usleep(1000);
+    ck_assert_int_eq(now_count(&l), 3);
+    ck_assert(!l.here[2]); /* on a log thread, after its fast sync */
+    now_arg a6 = {&l, 6};
+    ck_assert_int_eq(now_append(w, &a6), 0); /* the disk is fast again: here */
+    ck_assert_int_eq(now_count(&l), 4);
+    ck_assert(l.here[3]);
+    ck_assert_uint_eq(l.index[3], 6);
+    expect_range(w, 1, 6, 1);
+    wal_close(w);
+    w = open_ok(f, NULL); /* and on disk */
+    expect_range(w, 1, 6, 1);
+    wal_close(w);
+    tu_wait_destroy(&t);
+    pthread_mutex_destroy(&l.mu);
+    fsf_free(f);
+}
+END_TEST
+
 /* Past the queue limit an append gets BUSY at once and nothing is kept. */
 START_TEST(test_queue_full_busy) {
     fsf *f = tu_fake_datadir(tu_seed());
@@ -487,6 +592,7 @@ int main(void) {
     tcase_add_test(tc, test_drop_prefix);
     tcase_add_test(tc, test_reset);
     tcase_add_test(tc, test_group_commit);
+    tcase_add_test(tc, test_append_now);
     tcase_add_test(tc, test_queue_full_busy);
     tcase_add_test(tc, test_entry_size_limit);
     tcase_add_test(tc, test_concurrent_reads);
