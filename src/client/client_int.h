@@ -190,7 +190,7 @@ struct kvc_result {
     char endpoint[KVC_ADDR_BYTES]; /* where the answer came from */
     char node_name[KV_NODE_NAME_BYTES_MAX + 1];
     char leader_name[KV_NODE_NAME_BYTES_MAX + 1];
-    bool transferring; /* it leads and hands leadership over */
+    bool transferring;  /* it leads and hands leadership over */
     kv_member *members; /* malloc'd */
     size_t members_count;
     bool has_membership;

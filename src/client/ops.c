@@ -254,8 +254,7 @@ static int transfer_leader_alone(kv_client *c, const char *name) {
             continue; /* an election under way: ask again */
         bool done = strcmp(st.leader_name, name) == 0;
         /* raft gives a transfer up after an election timeout */
-        bool given_up =
-            !done && strcmp(st.leader_name, st.node_name) == 0 && !st.transferring;
+        bool given_up = !done && strcmp(st.leader_name, st.node_name) == 0 && !st.transferring;
         free(st.members);
         if (done) {
             c->is_leader = strcmp(st.node_name, name) == 0;

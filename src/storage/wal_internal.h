@@ -140,8 +140,8 @@ struct wal {
     uint64_t q_bytes, q_first, q_last; /* bounds after everything queued */
     int failed;                        /* sticky KV_EIO after a write/sync error */
     bool closing;
-    bool io_busy; /* a batch is being written or called back, by the
-                     storage thread or by wal_append_now's caller */
+    bool io_busy;          /* a batch is being written or called back, by the
+                              storage thread or by wal_append_now's caller */
     uint64_t sync_ns_last; /* the last fdatasync's time (wal_append_now) */
     pthread_t thread;
     /* Finished batches for the completion thread, also under qmu. */

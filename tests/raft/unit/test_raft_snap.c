@@ -93,17 +93,24 @@ static bool let_one_chunk(tc *c, const raft_msg *m, void *arg) {
     return false;
 }
 
+/* lag_and_compact, then node 3 back with one chunk of the snapshot let
+ * through (the rest dropped while c.drop stays let_one_chunk). */
+static uint64_t lag_and_one_chunk(tc *c) {
+    uint64_t si = lag_and_compact(c);
+    chunks_let = 1;
+    c->drop = let_one_chunk;
+    tc_isolate(c, 3, false);
+    tc_tick_all(c, 1);
+    ck_assert_int_eq(c->n[3].chunks_stored, 1);
+    return si;
+}
+
 /* A transfer continues only with the node that began it: after a leader
  * change the new leader's snapshot (the same state, perhaps other bytes on a
  * real node) is received from offset 0, never spliced onto the old one. */
 START_TEST(test_snapshot_starts_over_after_leader_change) {
     tc c;
-    uint64_t si = lag_and_compact(&c);
-    chunks_let = 1;
-    c.drop = let_one_chunk;
-    tc_isolate(&c, 3, false);
-    tc_tick_all(&c, 1);
-    ck_assert_int_eq(c.n[3].chunks_stored, 1);
+    uint64_t si = lag_and_one_chunk(&c);
     c.drop = NULL;
     tc_isolate(&c, 1, true);
     for (int i = 0; i < 200 && tc_leader(&c) != 2; i++) {
@@ -125,12 +132,7 @@ END_TEST
 /* A reconnecting follower resumes where it was. */
 START_TEST(test_snapshot_resumes_after_reconnect) {
     tc c;
-    uint64_t si = lag_and_compact(&c);
-    chunks_let = 1;
-    c.drop = let_one_chunk;
-    tc_isolate(&c, 3, false);
-    tc_tick_all(&c, 1);
-    ck_assert_int_eq(c.n[3].chunks_stored, 1);
+    uint64_t si = lag_and_one_chunk(&c);
     tc_isolate(&c, 3, true);
     c.drop = NULL;
     tc_tick_all(&c, 25); /* resends into the void */
@@ -192,12 +194,7 @@ static void snapshot_keep_serving(raft *l) {
  * voter within 30 s", a learner installing a snapshot a second). */
 START_TEST(test_snapshot_receiver_holds_the_log) {
     tc c;
-    uint64_t si = lag_and_compact(&c);
-    chunks_let = 1;
-    c.drop = let_one_chunk;
-    tc_isolate(&c, 3, false);
-    tc_tick_all(&c, 1);
-    ck_assert_int_eq(c.n[3].chunks_stored, 1);
+    uint64_t si = lag_and_one_chunk(&c);
     raft *l = c.n[1].r;
     /* silent for three election timeouts (kvd restores on its loop: a
      * second or more under load) */
