@@ -695,20 +695,44 @@ END_TEST
 
 /* ---- I/O errors ----------------------------------------------------------- */
 
-static void io_error_case(void (*arm)(fsf *, uint64_t)) {
+/* wal_append_now on an idle log: its callback has run, on this thread,
+ * when it returns; the callback's status, or the call's error. */
+typedef struct now_result {
+    int status;
+    bool done;
+} now_result;
+
+static void now_result_done(void *arg, int status) {
+    now_result *r = arg;
+    r->status = status;
+    r->done = true;
+}
+
+static int append_now_wait(wal *w, const wal_entry *e, size_t n) {
+    now_result r = {0};
+    int rv = wal_append_now(w, e, n, now_result_done, &r);
+    if (rv != 0)
+        return rv;
+    ck_assert_msg(r.done, "wal_append_now on an idle log returned before its callback");
+    return r.status;
+}
+
+typedef int (*append_wait_fn)(wal *w, const wal_entry *e, size_t n);
+
+static void io_error_case(void (*arm)(fsf *, uint64_t), append_wait_fn append) {
     fsf *f = tu_fake_datadir(tu_seed());
     wal *w = NULL;
     ck_assert_int_eq(wal_open(fsf_fs(f), TU_DIR, NULL, NULL, NULL, &w), 0);
     wal_entry e[4];
     uint8_t bufs[4][TU_LEN_MAX];
     tu_entries(e, bufs, 1, 2, 1);
-    ck_assert_int_eq(wal_append_wait(w, e, 2), 0);
+    ck_assert_int_eq(append(w, e, 2), 0);
     arm(f, 1);
     tu_entries(e, bufs, 3, 2, 1);
-    ck_assert_int_eq(wal_append_wait(w, e, 2), KV_EIO);
+    ck_assert_int_eq(append(w, e, 2), KV_EIO);
     ck_assert_uint_eq(wal_last_index(w), 2);
     tu_entries(e, bufs, 3, 2, 1);
-    ck_assert_int_eq(wal_append_wait(w, e, 2), KV_EIO); /* refused from now on */
+    ck_assert_int_eq(append(w, e, 2), KV_EIO); /* refused from now on */
     ck_assert_int_eq(wal_reset(w, 10, 1), KV_EIO);
     wal_close(w);
     fsf_crash(f, FSF_CRASH_DROP);
@@ -719,17 +743,28 @@ static void io_error_case(void (*arm)(fsf *, uint64_t)) {
 }
 
 START_TEST(test_sync_error) {
-    io_error_case(fsf_fail_sync);
+    io_error_case(fsf_fail_sync, wal_append_wait);
 }
 END_TEST
 
 START_TEST(test_write_error) {
-    io_error_case(fsf_fail_write);
+    io_error_case(fsf_fail_write, wal_append_wait);
 }
 END_TEST
 
 START_TEST(test_short_write) {
-    io_error_case(fsf_short_write);
+    io_error_case(fsf_short_write, wal_append_wait);
+}
+END_TEST
+
+/* The same on the caller's thread (wal_append_now: a follower's loop). */
+START_TEST(test_sync_error_now) {
+    io_error_case(fsf_fail_sync, append_now_wait);
+}
+END_TEST
+
+START_TEST(test_write_error_now) {
+    io_error_case(fsf_fail_write, append_now_wait);
 }
 END_TEST
 
@@ -819,6 +854,8 @@ int main(void) {
     tcase_add_test(tc, test_sync_error);
     tcase_add_test(tc, test_write_error);
     tcase_add_test(tc, test_short_write);
+    tcase_add_test(tc, test_sync_error_now);
+    tcase_add_test(tc, test_write_error_now);
     tcase_add_test(tc, test_sync_error_fails_pending);
     tcase_add_test(tc, test_reopen_makes_found_records_durable);
     suite_add_tcase(s, tc);
