@@ -732,8 +732,8 @@ int raft_log_term(const raft *r, uint64_t index, uint64_t *term) {
 void raft_membership_get(const raft *r, raft_membership *out) {
     *out = r->conf;
 }
-bool raft_transferring(const raft *r) {
-    return r->role == RAFT_LEADER && r->transferee != 0;
+uint64_t raft_transferring(const raft *r) {
+    return r->role == RAFT_LEADER ? r->transferee : 0;
 }
 uint64_t raft_uncommitted_bytes(const raft *r) {
     return r->uncommitted_bytes;

@@ -534,7 +534,7 @@ uint64_t raft_snapshot_index(const raft *r); /* last raft_snapshot_done / instal
  * kept entry, other than the snapshot index), KV_ENOTFOUND (after the last). */
 int raft_log_term(const raft *r, uint64_t index, uint64_t *term);
 void raft_membership_get(const raft *r, raft_membership *out);
-bool raft_transferring(const raft *r);          /* leader with a transfer running */
+uint64_t raft_transferring(const raft *r);      /* leader: the transfer's target, or 0 */
 size_t raft_read_pending(const raft *r);        /* reads waiting for confirmation */
 uint64_t raft_uncommitted_bytes(const raft *r); /* leader: proposed, uncommitted */
 /* Messages raft_step() refused (KV_EINVAL, KV_EPROTO) since raft_new(). */

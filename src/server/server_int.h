@@ -189,7 +189,6 @@ typedef struct server {
     uint64_t hash_index;
     uint64_t hashes_next;
     server_hash_wait hash_waiters[SERVER_HASH_WAITERS_MAX];
-    uint64_t transfer_to; /* the last TRANSFER_LEADER's target (raft_transferring tells if on) */
     uint8_t *scratch;
     size_t scratch_cap;
 

@@ -91,10 +91,8 @@ static void transfer(server *s, net_conn *c, const Kv__Request *q) {
         server_reply_not_leader(s, c, q->id);
         return;
     }
-    if (rc == 0) {
+    if (rc == 0)
         KV_LOGI("LEADER", "handing leadership to %s", q->name);
-        s->transfer_to = id;
-    }
     server_reply_code(c, q->id, rc,
                       rc == 0              ? "transfer started"
                       : rc == KV_EINVAL    ? "not a voter"

@@ -396,8 +396,8 @@ static void status_request(server *s, net_conn *c, const Kv__Request *q) {
     st.role = (char *)role_name(raft_state_role(s->r), learner);
     st.term = raft_term(s->r);
     st.leader_name = ld ? (char *)ld->name : "";
-    const server_member *to =
-        raft_transferring(s->r) ? server_member_by_id(s, s->transfer_to) : NULL;
+    uint64_t target = raft_transferring(s->r);
+    const server_member *to = target != 0 ? server_member_by_id(s, target) : NULL;
     st.transferring_to = to ? (char *)to->name : "";
     st.commit = raft_commit_index(s->r);
     st.applied = sm_applied_index(s->sm);
