@@ -197,19 +197,10 @@ static ssize_t next_line(txn_parse *p, int sec, char **line, size_t *cap) {
     char *typed = kvcli_shell_line(prompts[sec < 2 ? sec : 2]);
     if (typed == NULL)
         return -1;
-    size_t n = strlen(typed);
-    if (n + 1 > *cap) {
-        char *bigger = realloc(*line, n + 1);
-        if (bigger == NULL) {
-            free(typed);
-            return -1;
-        }
-        *line = bigger;
-        *cap = n + 1;
-    }
-    memcpy(*line, typed, n + 1);
-    free(typed);
-    return (ssize_t)n;
+    free(*line); /* the typed line becomes the buffer */
+    *line = typed;
+    *cap = strlen(typed) + 1;
+    return (ssize_t)(*cap - 1);
 }
 
 /* Reads the txn into p->t: sections split by one blank line each. Alone
