@@ -356,78 +356,89 @@ static int now_count(now_log *l) {
     return n;
 }
 
+/* Appends entries next, next + 1, ... with wal_append_now, each waited for,
+ * until one runs on the caller's thread, as it must on an idle log whose
+ * last sync was fast. Not always the first: the storage thread gives the log
+ * up just after its last callback, and under ASan a fake sync may take over
+ * WAL_NOW_SYNC_NS_MAX (CI, KV_SEED=1796570138). Returns the index after the
+ * one that ran here. */
+static uint64_t append_until_here(wal *w, now_log *l, uint64_t next) {
+    static now_arg args[NOW_MAX];
+    for (;;) {
+        int before = now_count(l);
+        ck_assert_msg(before < NOW_MAX, "no append ran on the caller's thread in %d", NOW_MAX);
+        args[before] = (now_arg){l, next};
+        ck_assert_int_eq(now_append(w, &args[before]), 0);
+        for (int k = 0; k < 500 && now_count(l) == before; k++)
+            usleep(1000);
+        ck_assert_int_eq(now_count(l), before + 1);
+        ck_assert_uint_eq(l->index[before], next);
+        next++;
+        if (l->here[before])
+            return next;
+        usleep(2000); /* for the storage thread to give the log up */
+    }
+}
+
+/* Waits for callback number n (from 0) and says whether it ran here. */
+static bool nth_here(now_log *l, int n) {
+    for (int i = 0; i < 500 && now_count(l) <= n; i++)
+        usleep(1000);
+    ck_assert_int_gt(now_count(l), n);
+    return l->here[n];
+}
+
 /* wal_append_now on an idle log writes, syncs and calls back before it
  * returns, on the caller's thread; behind a batch still syncing it queues,
- * and the callbacks keep the queue's order. */
+ * and the callbacks keep the queue's order; after a slow sync it queues,
+ * and after fast ones it runs on the caller's thread again. */
 START_TEST(test_append_now) {
     fsf *f = tu_fake_datadir(tu_seed());
     wal *w = open_ok(f, NULL);
     now_log l = {.caller = pthread_self()};
     pthread_mutex_init(&l.mu, NULL);
-    now_arg a[4] = {{&l, 1}, {&l, 2}, {&l, 3}, {&l, 4}};
-    ck_assert_int_eq(now_append(w, &a[0]), 0);
-    ck_assert_int_eq(now_count(&l), 1); /* done already */
-    ck_assert(l.here[0]);
-    ck_assert_uint_eq(wal_last_index(w), 1); /* durable and visible */
-    /* entry 2 by the storage thread, its sync held: 3 must wait behind it */
+    uint64_t next = append_until_here(w, &l, 1);
+    ck_assert_uint_eq(wal_last_index(w), next - 1); /* durable and visible */
+    /* entry next by the storage thread, its sync held: next + 1 must wait
+     * behind it */
     tu_gate g;
     tu_gate_init(&g);
     fsf_set_sync_hook(f, tu_gate_hook, &g);
     tu_wait t;
     tu_wait_init(&t);
-    tu_op op = {.index = 2, .n = 1, .term = 1};
+    tu_op op = {.index = next, .n = 1, .term = 1};
     ck_assert_int_eq(tu_submit(w, &op, &t), 0);
     tu_gate_wait_entered(&g, 1);
-    a[2].index = 3;
-    ck_assert_int_eq(now_append(w, &a[2]), 0);
-    ck_assert_int_eq(now_count(&l), 1); /* queued, not written here */
-    ck_assert_uint_eq(wal_last_index(w), 1);
+    int c = now_count(&l);
+    now_arg behind = {&l, next + 1};
+    ck_assert_int_eq(now_append(w, &behind), 0);
+    ck_assert_int_eq(now_count(&l), c); /* queued, not written here */
+    ck_assert_uint_eq(wal_last_index(w), next - 1);
     tu_gate_open(&g);
     tu_wait_all(&t);
     ck_assert_int_eq(op.status, 0);
-    for (int i = 0; i < 500 && now_count(&l) < 2; i++)
-        usleep(1000);
-    ck_assert_int_eq(now_count(&l), 2);
-    ck_assert_uint_eq(l.index[1], 3);
-    ck_assert(!l.here[1]); /* on a log thread */
+    ck_assert(!nth_here(&l, c)); /* on a log thread */
+    ck_assert_uint_eq(l.index[c], next + 1);
     fsf_set_sync_hook(f, NULL, NULL);
+    next += 2;
     /* idle, but its last sync took over WAL_NOW_SYNC_NS_MAX: a disk turned
      * slow holds the caller up no more; queued */
     tu_gate slow;
     tu_gate_init(&slow);
     fsf_set_sync_hook(f, tu_gate_hook, &slow);
-    tu_op op4 = {.index = 4, .n = 1, .term = 1};
+    tu_op op4 = {.index = next, .n = 1, .term = 1};
     ck_assert_int_eq(tu_submit(w, &op4, &t), 0);
     tu_gate_wait_entered(&slow, 1);
     usleep(WAL_NOW_SYNC_NS_MAX / 1000 + 5000);
     tu_gate_open(&slow);
     tu_wait_all(&t);
     fsf_set_sync_hook(f, NULL, NULL);
-    a[3].index = 5;
-    ck_assert_int_eq(now_append(w, &a[3]), 0);
-    for (int i = 0; i < 500 && now_count(&l) < 3; i++)
-        usleep(1000);
-    ck_assert_int_eq(now_count(&l), 3);
-    ck_assert(!l.here[2]); /* on a log thread, after its fast sync */
-    /* The disk is fast again: once the log is idle an append runs here
-     * again. Idle is not at once: the storage thread gives the log up just
-     * after the callback counted above, and under ASan a fake sync may
-     * itself take over WAL_NOW_SYNC_NS_MAX (CI, KV_SEED=1796570138). */
-    static now_arg more[NOW_MAX - 3];
-    uint64_t next = 6;
-    bool here = false;
-    for (int i = 0; i < NOW_MAX - 3 && !here; i++) {
-        int before = now_count(&l);
-        more[i] = (now_arg){&l, next++};
-        ck_assert_int_eq(now_append(w, &more[i]), 0);
-        for (int k = 0; k < 500 && now_count(&l) == before; k++)
-            usleep(1000);
-        ck_assert_int_eq(now_count(&l), before + 1);
-        ck_assert_uint_eq(l.index[before], next - 1);
-        here = l.here[before];
-    }
-    ck_assert_msg(here, "no append ran on the caller's thread in %d after the disk was fast again",
-                  NOW_MAX - 3);
+    c = now_count(&l);
+    now_arg after_slow = {&l, next + 1};
+    ck_assert_int_eq(now_append(w, &after_slow), 0);
+    ck_assert(!nth_here(&l, c)); /* on a log thread, after its fast sync */
+    ck_assert_uint_eq(l.index[c], next + 1);
+    next = append_until_here(w, &l, next + 2); /* the disk is fast again */
     expect_range(w, 1, next - 1, 1);
     wal_close(w);
     w = open_ok(f, NULL); /* and on disk */
