@@ -12,10 +12,11 @@
 # each node's change of that /metrics sample over the row (repeatable).
 #
 # One line per row: kvbench's op, clients, ops_per_s, p50_us and p99_us;
-# kvd_us_per_req, the user + system CPU of every kvd thread named "kvd" (the
-# loop, the log writer, the snapshot worker), summed over the three nodes,
-# per request; and the same for RocksDB's flush and compaction threads
-# (rocksdb_us_per_req). Then, per --metric, a line "  nI NAME +DELTA".
+# kvd_us_per_req, the user + system CPU of the kvd processes but their
+# RocksDB threads (the loop, the log writer, the snapshot worker, also once
+# it has exited), summed over the three nodes, per request; and the same for
+# RocksDB's flush and compaction threads (rocksdb_us_per_req). Then, per
+# --metric, a line "  nI NAME +DELTA".
 # Compare builds by running this for each in turn, several times, and taking
 # medians (docs/benchmarks.md, "fourth pass").
 set -euo pipefail
@@ -63,14 +64,20 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 
-# "kvd TICKS" and "rocksdb TICKS": user + system CPU of the nodes' threads
+# "KVD ROCKSDB": user + system CPU ticks of the nodes. ROCKSDB: their
+# RocksDB threads (named rocksdb:*, alive as long as the node); KVD: the
+# rest of the process, from its own stat, which also counts the threads
+# that have exited (the snapshot worker is one per job: summing the live
+# threads alone missed it).
 ticks() {
+  local p t
   for p in "${pids[@]}"; do
+    # fields after the command name: 14 utime, 15 stime (proc(5))
+    echo "all $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')"
     for t in /proc/"$p"/task/*; do
-      # fields after the command name: 14 utime, 15 stime (proc(5))
       echo "$(cut -d' ' -f1 <"$t/comm" | cut -d: -f1) $(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
     done 2>/dev/null
-  done | awk '{s[$1] += $2} END {print s["kvd"] + 0, s["rocksdb"] + 0}'
+  done | awk '{s[$1] += $2} END {print s["all"] - s["rocksdb"], s["rocksdb"] + 0}'
 }
 metric_values() {
   local i m

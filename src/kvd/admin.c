@@ -155,7 +155,7 @@ static int restore_seal(restore *r, uint64_t index, uint64_t term) {
     r->step = "new snapshot";
     snap_meta fresh;
     if ((rc = snap_create(r->sm, r->fs, r->snap_dir, &fresh)) != 0 ||
-        (rc = snap_gc(r->fs, r->snap_dir, 1)) != 0)
+        (rc = snap_gc(r->fs, r->snap_dir, 1, &fresh)) != 0)
         return rc;
     restore_cluster_id(r);
     return startup_cluster_save(r->fs, r->dir, r->cluster_id, NULL);

@@ -72,7 +72,7 @@ typedef struct server_snap_job {
     bool threaded;     /* thread runs it (else it ran on the loop) */
     _Atomic bool done; /* the worker finished: rc, sn and t are set */
     int rc;
-    snap_meta sn;   /* TAKE: the snapshot taken */
+    snap_meta sn;   /* TAKE: the snapshot taken; CLEAN: the one snap_gc trusts */
     snap_timing t;  /* TAKE: its steps */
     uint64_t t0_ns; /* when the loop started it */
     uint64_t bytes; /* TAKE: bytes_since_snap when it started */

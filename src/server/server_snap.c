@@ -266,7 +266,7 @@ void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
  * stays: docs/rules.md "a snapshot in flight pins the log"). The clean-up
  * runs on the worker too, as a second job: wal_drop_prefix, which waits for
  * the log's storage thread (behind the appends queued and their fdatasync),
- * and snap_gc, which verifies the newest snapshot by hashing it. The log's
+ * and snap_gc, which reads none of the snapshot just taken. The log's
  * wal_drop_prefix and wal_reset are called from one thread at a time: the
  * install (wal_reset) waits for the worker.
  *
@@ -292,7 +292,7 @@ static void *snap_worker(void *arg) {
         /* waits for the log's storage thread to reach it: behind the
          * appends queued, and their fdatasync */
         j->rc = j->drop > 0 ? wal_drop_prefix(s->w, j->drop) : 0;
-        j->gc_rc = j->rc == 0 && j->gc ? snap_gc(s->rfs, s->snap_dir, j->keep) : 0;
+        j->gc_rc = j->rc == 0 && j->gc ? snap_gc(s->rfs, s->snap_dir, j->keep, &j->sn) : 0;
     }
     atomic_store(&j->done, true);
     uv_async_send(&s->snap_async);
@@ -300,14 +300,16 @@ static void *snap_worker(void *arg) {
 }
 
 /* Starts kind on the worker; a CLEAN drops the log up to drop (0: none)
- * and, when gc, removes old snapshots. */
-static void snap_job_start(server *s, int kind, uint64_t drop, bool gc) {
+ * and, when gc, removes old snapshots, made being the one just taken. */
+static void snap_job_start(server *s, int kind, uint64_t drop, bool gc, const snap_meta *made) {
     server_snap_job *j = &s->snap_job;
     assert(j->kind == SERVER_SNAP_JOB_NONE && kind != SERVER_SNAP_JOB_NONE);
     j->kind = kind;
     j->rc = j->gc_rc = 0;
     j->drop = drop;
     j->gc = gc;
+    if (made != NULL)
+        j->sn = *made;
     j->t0_ns = kv_now_ns();
     j->bytes = s->bytes_since_snap;
     j->keep = s->cfg.snapshots_keep;
@@ -420,7 +422,7 @@ static void snap_taken(server *s, const snap_meta *sn, const snap_timing *t, uin
             MS(now - l0), drop);
 #undef MS
     if ((drop > 0 || gc) && !s->stopping)
-        snap_job_start(s, SERVER_SNAP_JOB_CLEAN, drop, gc);
+        snap_job_start(s, SERVER_SNAP_JOB_CLEAN, drop, gc, sn);
 }
 
 /* This node's place among the members, by id (0..*count-1): the shift of
@@ -458,7 +460,7 @@ void server_snapshot_maybe_take(server *s) {
                              snap_phase(s, nb));
     if (by_entries || by_bytes || s->snap_wanted) {
         s->snap_wanted = false;
-        snap_job_start(s, SERVER_SNAP_JOB_TAKE, 0, false);
+        snap_job_start(s, SERVER_SNAP_JOB_TAKE, 0, false, NULL);
     }
 }
 

@@ -504,7 +504,23 @@ int snap_check_all(kv_fs *fs, const char *snap_dir, kv_check_fn fn, void *arg) {
     return rv;
 }
 
-int snap_gc(kv_fs *fs, const char *snap_dir, uint32_t keep) {
+/* Whether made, a snapshot its caller has just taken, is still whole
+ * enough to stand in for a verified one: its manifest reads and names it.
+ * Its files are not read again: each was hashed into the manifest when it
+ * was first seen, and is never written after (RocksDB's files are
+ * immutable; a file a checkpoint shares with older snapshots is one inode,
+ * the same bytes in each). */
+static bool snap__made_ok(kv_fs *fs, const snap_meta *made) {
+    snap_manifest sm;
+    const char *why = NULL;
+    if (snap__manifest_read(fs, made->path, &sm, &why) != 0)
+        return false;
+    bool ok = sm.m->index == made->index && sm.m->term == made->term;
+    snap_manifest_free(&sm);
+    return ok;
+}
+
+int snap_gc(kv_fs *fs, const char *snap_dir, uint32_t keep, const snap_meta *made) {
     assert(fs != NULL && keep >= 1);
     char **names = NULL;
     size_t n = 0;
@@ -520,7 +536,12 @@ int snap_gc(kv_fs *fs, const char *snap_dir, uint32_t keep) {
      * leave no valid snapshot at all. */
     snap_meta valid;
     const char *valid_name = NULL;
-    if (snap_latest(fs, snap_dir, &valid) == 0) {
+    bool have_valid = made != NULL && snap__made_ok(fs, made);
+    if (have_valid)
+        valid = *made;
+    else
+        have_valid = snap_latest(fs, snap_dir, &valid) == 0;
+    if (have_valid) {
         valid_name = strrchr(valid.path, '/');
         valid_name = valid_name ? valid_name + 1 : valid.path;
     }

@@ -493,7 +493,7 @@ void ns_checkpoint(ns_node *n) {
     snap_meta m;
     int rc = snap_create(n->s, w->rfs, n->ckpt_dir, &m);
     ck_assert_msg(rc == 0, "snap_create: %s", kv_strerror(rc));
-    ck_assert_int_eq(snap_gc(w->rfs, n->ckpt_dir, 1), 0);
+    ck_assert_int_eq(snap_gc(w->rfs, n->ckpt_dir, 1, &m), 0);
     n->ckpt = m;
     n->has_ckpt = true;
     w->st.checkpoints++;

@@ -13,6 +13,7 @@
 
 #include <check.h>
 #include <pthread.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -456,7 +457,7 @@ START_TEST(test_gc_keep_last) {
     snprintf(junk, sizeof junk, "%s/tmp-123-4/x", snaps);
     FILE *f = fopen(junk, "w");
     fclose(f);
-    ck_assert_int_eq(snap_gc(FS, snaps, KV_SNAPSHOTS_KEEP_DEFAULT), 0);
+    ck_assert_int_eq(snap_gc(FS, snaps, KV_SNAPSHOTS_KEEP_DEFAULT, NULL), 0);
     snap_meta *v = NULL;
     size_t n = 0;
     ck_assert_int_eq(snap_list(FS, snaps, &v, &n), 0);
@@ -469,7 +470,7 @@ START_TEST(test_gc_keep_last) {
     ck_assert_int_eq(FS->ops->list(FS, snaps, &names, &nn), 0);
     ck_assert_uint_eq(nn, 2); /* tmp-* gone too */
     kv_fs_free_list(names, nn);
-    ck_assert_int_eq(snap_gc(FS, snaps, 1), 0);
+    ck_assert_int_eq(snap_gc(FS, snaps, 1, NULL), 0);
     ck_assert_int_eq(snap_list(FS, snaps, &v, &n), 0);
     ck_assert_uint_eq(n, 1);
     ck_assert_str_eq(v[0].path, m[3].path);
@@ -488,7 +489,7 @@ START_TEST(test_gc_keeps_newest_valid) {
     char mf[8192];
     snprintf(mf, sizeof mf, "%s/%s", m[2].path, SNAP_MANIFEST_NAME);
     tu_flip(mf, 20); /* the newest one is now invalid */
-    ck_assert_int_eq(snap_gc(FS, snaps, 1), 0);
+    ck_assert_int_eq(snap_gc(FS, snaps, 1, NULL), 0);
     snap_meta *v = NULL;
     size_t n = 0;
     ck_assert_int_eq(snap_list(FS, snaps, &v, &n), 0);
@@ -499,6 +500,64 @@ START_TEST(test_gc_keeps_newest_valid) {
     snap_meta latest;
     ck_assert_int_eq(snap_latest(FS, snaps, &latest), 0);
     ck_assert_str_eq(latest.path, m[1].path);
+}
+END_TEST
+
+/* The posix file system, counting the bytes read through it. */
+static uint64_t counted_read;
+static int counting_pread(kv_file *f, void *buf, size_t len, uint64_t off, size_t *got) {
+    int rv = kv_fs_posix()->ops->pread(f, buf, len, off, got);
+    counted_read += rv == 0 ? *got : 0;
+    return rv;
+}
+
+static uint64_t file_bytes(const char *path) {
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    return (uint64_t)st.st_size;
+}
+
+/* kvd cleans up after every snapshot it takes: gc trusts the one just made
+ * (made) once its manifest reads, and reads none of its files, which are
+ * the whole state machine; a made one whose manifest is damaged is not
+ * trusted, and the newest that verifies stays. */
+START_TEST(test_gc_trusts_the_snapshot_made) {
+    struct kv_fs_ops ops = *kv_fs_posix()->ops;
+    ops.pread = counting_pread;
+    kv_fs counting = {.ops = &ops, .impl = kv_fs_posix()->impl};
+    uint64_t seed = 7;
+    snap_meta m[5];
+    for (int i = 0; i < 3; i++) {
+        fill(400, 1000, &seed); /* incompressible: each snapshot is over 1 MiB */
+        ck_assert_int_eq(snap_create(S, FS, snaps, &m[i]), 0);
+    }
+    char mf[8192];
+    snprintf(mf, sizeof mf, "%s/%s", m[2].path, SNAP_MANIFEST_NAME);
+    counted_read = 0;
+    ck_assert_int_eq(snap_gc(&counting, snaps, 1, &m[2]), 0);
+    ck_assert_msg(counted_read <= file_bytes(mf),
+                  "gc read %" PRIu64 " bytes; the manifest of the snapshot made has %" PRIu64,
+                  counted_read, file_bytes(mf));
+    snap_meta *v = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(snap_list(FS, snaps, &v, &n), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(v[0].path, m[2].path);
+    free(v);
+    ck_assert_int_eq(snap_verify(FS, m[2].path, NULL, NULL), 0);
+    /* made, with its manifest damaged: gc verifies, and keeps m[3] */
+    for (int i = 3; i < 5; i++) {
+        fill(5, 10, NULL);
+        ck_assert_int_eq(snap_create(S, FS, snaps, &m[i]), 0);
+    }
+    snprintf(mf, sizeof mf, "%s/%s", m[4].path, SNAP_MANIFEST_NAME);
+    tu_flip(mf, 20);
+    ck_assert_int_eq(snap_gc(FS, snaps, 1, &m[4]), 0);
+    ck_assert_int_eq(snap_list(FS, snaps, &v, &n), 0);
+    ck_assert_uint_eq(n, 2); /* m[4] (kept by count) and m[3] (the newest valid) */
+    ck_assert_str_eq(v[0].path, m[3].path);
+    ck_assert_str_eq(v[1].path, m[4].path);
+    free(v);
 }
 END_TEST
 
@@ -620,7 +679,7 @@ START_TEST(test_create_live_crash_points) {
     ck_assert_int_eq(FS->ops->list(FS, snaps, &names, &n), 0);
     ck_assert_uint_eq(n, 3); /* m0 and the two tmp-* */
     kv_fs_free_list(names, n);
-    ck_assert_int_eq(snap_gc(FS, snaps, KV_SNAPSHOTS_KEEP_DEFAULT), 0);
+    ck_assert_int_eq(snap_gc(FS, snaps, KV_SNAPSHOTS_KEEP_DEFAULT, NULL), 0);
     ck_assert_int_eq(FS->ops->list(FS, snaps, &names, &n), 0);
     ck_assert_uint_eq(n, 1);
     kv_fs_free_list(names, n);
@@ -648,6 +707,7 @@ static Suite *snap_suite(void) {
     tcase_add_test(t, test_manifest_size_overflow);
     tcase_add_test(t, test_gc_keep_last);
     tcase_add_test(t, test_gc_keeps_newest_valid);
+    tcase_add_test(t, test_gc_trusts_the_snapshot_made);
     tcase_add_test(t, test_drop_bound_with_snapshot);
     tcase_add_test(t, test_create_live_while_applying);
     tcase_add_test(t, test_create_live_crash_points);
