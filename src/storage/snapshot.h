@@ -114,10 +114,10 @@ int snap_membership(kv_fs *fs, const char *path, struct Kv__Membership **out);
  * made (may be NULL): a snapshot the caller has just taken in snap_dir.
  * Once its manifest reads, it counts as one that verifies and no file of
  * it is read: verifying means hashing every file of a snapshot, the whole
- * state machine, and kvd cleans up after every snapshot it takes (this
- * took 28% of a node's CPU under sustained writes, growing with the data).
- * Its files were hashed as they were first seen and RocksDB never writes
- * a file again. */
+ * state machine, and kvd cleans up after every snapshot it takes (that was
+ * half of the snapshot worker's CPU, 14% of a node's, over 600,000 puts,
+ * and grows with the data). Its files were hashed as they were first seen
+ * and RocksDB never writes a file again. */
 int snap_gc(kv_fs *fs, const char *snap_dir, uint32_t keep, const snap_meta *made);
 
 /* Replaces the state machine *s (open on db_dir) with the snapshot at
