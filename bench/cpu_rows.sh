@@ -15,7 +15,9 @@
 # kvd_us_per_req, the user + system CPU of the kvd processes but their
 # RocksDB threads (the loop, the log writer, the snapshot worker, also once
 # it has exited), summed over the three nodes, per request; and the same for
-# RocksDB's flush and compaction threads (rocksdb_us_per_req). Then, per
+# RocksDB's flush and compaction threads (rocksdb_us_per_req); and
+# client_us_per_req, kvbench's own user + system CPU per request (its whole
+# run: connecting, and the keys a get row writes first). Then, per
 # --metric, a line "  nI NAME +DELTA".
 # Compare builds by running this for each in turn, several times, and taking
 # medians (docs/benchmarks.md, "fourth pass").
@@ -90,18 +92,22 @@ metric_values() {
 }
 
 tck=$(getconf CLK_TCK)
+TIMEFORMAT='%3U %3S' # bash's time: kvbench's user and system seconds
 for row in "$@"; do
   read -r k0 r0 < <(ticks)
   m0=$([ ${#metrics[@]} -eq 0 ] || metric_values)
   # shellcheck disable=SC2086 # the words of one row
-  line=$("$bin/kvbench" $row --cluster "$eps" --size 256 | tail -n 1)
+  ct=$({ time "$bin/kvbench" $row --cluster "$eps" --size 256 >"$dir/out" 2>"$dir/err"; } 2>&1) ||
+    { echo "cpu_rows.sh: kvbench $row failed: $(tail -n 3 "$dir/err")" >&2; exit 1; }
+  line=$(tail -n 1 "$dir/out")
   read -r k1 r1 < <(ticks)
   m1=$([ ${#metrics[@]} -eq 0 ] || metric_values)
   req=$(sed -n 's/.* requests=\([0-9]*\).*/\1/p' <<<"$line")
   [ -n "$req" ] && [ "$req" -gt 0 ] || { echo "cpu_rows.sh: kvbench $row: no result: $line" >&2; exit 1; }
   fields=$(grep -o 'op=[a-z]*\|clients=[0-9]*\|ops_per_s=[0-9]*\|p50_us=[0-9]*\|p99_us=[0-9]*' <<<"$line" | tr '\n' ' ')
-  echo "$fields$(awk -v k=$((k1 - k0)) -v r=$((r1 - r0)) -v t="$tck" -v n="$req" \
-    'BEGIN {printf "kvd_us_per_req=%.0f rocksdb_us_per_req=%.0f", k * 1e6 / t / n, r * 1e6 / t / n}')"
+  echo "$fields$(awk -v k=$((k1 - k0)) -v r=$((r1 - r0)) -v t="$tck" -v n="$req" -v c="$ct" \
+    'BEGIN {split(c, u, " "); printf "kvd_us_per_req=%.0f rocksdb_us_per_req=%.0f client_us_per_req=%.0f",
+      k * 1e6 / t / n, r * 1e6 / t / n, (u[1] + u[2]) * 1e6 / n}')"
   [ ${#metrics[@]} -eq 0 ] ||
     join -j1 <(awk '{print $1 "/" $2, $3}' <<<"$m0") <(awk '{print $1 "/" $2, $3}' <<<"$m1") |
     awk '{split($1, a, "/"); printf "  %s %s +%g\n", a[1], a[2], $3 - $2}'
