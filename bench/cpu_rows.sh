@@ -22,6 +22,7 @@
 # Compare builds by running this for each in turn, several times, and taking
 # medians (docs/benchmarks.md, "fourth pass").
 set -euo pipefail
+export LC_ALL=C # bash's time below prints its seconds with a dot
 
 bin=build/bin base=27300
 metrics=()
@@ -75,7 +76,7 @@ ticks() {
   local p t
   for p in "${pids[@]}"; do
     # fields after the command name: 14 utime, 15 stime (proc(5))
-    echo "all $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')"
+    echo "all $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')"
     for t in /proc/"$p"/task/*; do
       echo "$(cut -d' ' -f1 <"$t/comm" | cut -d: -f1) $(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
     done 2>/dev/null

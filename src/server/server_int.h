@@ -70,7 +70,7 @@ typedef struct server_snap_job {
     int kind; /* SERVER_SNAP_JOB_*; NONE: no worker runs */
     pthread_t thread;
     bool threaded;     /* thread runs it (else it ran on the loop) */
-    _Atomic bool done; /* the worker finished: rc, sn and t are set */
+    _Atomic bool done; /* the worker finished: rc (TAKE: sn and t) are set */
     int rc;
     snap_meta sn;   /* TAKE: the snapshot taken; CLEAN: the one snap_gc trusts */
     snap_timing t;  /* TAKE: its steps */

@@ -266,7 +266,8 @@ void server_snapshot_install(server *s, const raft_snapshot_meta *meta) {
  * stays: docs/rules.md "a snapshot in flight pins the log"). The clean-up
  * runs on the worker too, as a second job: wal_drop_prefix, which waits for
  * the log's storage thread (behind the appends queued and their fdatasync),
- * and snap_gc, which reads none of the snapshot just taken. The log's
+ * and snap_gc, which reads only the manifest and the file sizes of the
+ * snapshot just taken (snapshot.h). The log's
  * wal_drop_prefix and wal_reset are called from one thread at a time: the
  * install (wal_reset) waits for the worker.
  *

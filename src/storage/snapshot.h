@@ -40,6 +40,8 @@ typedef struct snap_meta {
     uint64_t index;                 /* last log index the snapshot covers */
     uint64_t term;                  /* its term */
     char path[SNAP_PATH_BYTES_MAX]; /* SNAP_DIR/<index>-<term> */
+    bool fresh;                     /* snap_create*: written by this call (false: a snapshot of
+                                     * that name was there already, and was kept) */
 } snap_meta;
 
 /* Takes a snapshot of s into snap_dir (created when missing). index and
@@ -111,13 +113,18 @@ int snap_membership(kv_fs *fs, const char *path, struct Kv__Membership **out);
  * verifies when none of those does; deletes the other older ones and every
  * tmp-* directory. Call it when no snap_create or snap_recv is in
  * progress in snap_dir (from the thread that runs them, or at start-up).
- * made (may be NULL): a snapshot the caller has just taken in snap_dir.
- * Once its manifest reads, it counts as one that verifies and no file of
- * it is read: verifying means hashing every file of a snapshot, the whole
- * state machine, and kvd cleans up after every snapshot it takes (that was
- * half of the snapshot worker's CPU, 14% of a node's, over 600,000 puts,
- * and grows with the data). Its files were hashed as they were first seen
- * and RocksDB never writes a file again. */
+ * made (may be NULL): what snap_create* just returned for snap_dir. When
+ * it wrote that snapshot (made->fresh), its manifest reads and every file
+ * the manifest names has its size there, it is kept as the valid one
+ * without hashing its files; otherwise the snapshots are verified as
+ * above. Verifying hashes every file of a snapshot, the whole state
+ * machine, and kvd cleans up after every snapshot it takes (that was half
+ * of the snapshot worker's CPU, 14% of a node's, over 600,000 puts, and
+ * grows with the data). A fresh snapshot's files were hashed as the
+ * checkpoint made them, or earlier under the same name and size: RocksDB
+ * never writes a table again, and the checkpoint hard-links its tables
+ * (snap_dir and the state machine are in one data directory, one file
+ * system), so a table shared with an older snapshot is one inode. */
 int snap_gc(kv_fs *fs, const char *snap_dir, uint32_t keep, const snap_meta *made);
 
 /* Replaces the state machine *s (open on db_dir) with the snapshot at

@@ -517,10 +517,26 @@ static uint64_t file_bytes(const char *path) {
     return (uint64_t)st.st_size;
 }
 
+/* The path of the MANIFEST-* file RocksDB's checkpoint wrote into snapshot
+ * dir: a copy of its own, shared with no other snapshot nor the store
+ * (its tables and OPTIONS file are hard links). */
+static void rocksdb_manifest(const char *dir, char *out, size_t len) {
+    char **names = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(FS->ops->list(FS, dir, &names, &n), 0);
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(names[i], "MANIFEST-", 9) == 0)
+            snprintf(out, len, "%s/%s", dir, names[i]);
+    kv_fs_free_list(names, n);
+    ck_assert_msg(out[0] != '\0', "no MANIFEST-* in %s", dir);
+}
+
 /* kvd cleans up after every snapshot it takes: gc trusts the one just made
- * (made) once its manifest reads, and reads none of its files, which are
- * the whole state machine; a made one whose manifest is damaged is not
- * trusted, and the newest that verifies stays. */
+ * (made) once its manifest reads and its files have their sizes, and reads
+ * none of them, which are the whole state machine. A made one whose
+ * manifest is damaged, or that snap_create found there already, or with a
+ * file of another size, is not trusted: the newest that verifies stays. */
 START_TEST(test_gc_trusts_the_snapshot_made) {
     struct kv_fs_ops ops = *kv_fs_posix()->ops;
     ops.pread = counting_pread;
@@ -528,7 +544,7 @@ START_TEST(test_gc_trusts_the_snapshot_made) {
     uint64_t seed = 7;
     snap_meta m[5];
     for (int i = 0; i < 3; i++) {
-        fill(400, 1000, &seed); /* incompressible: each snapshot is over 1 MiB */
+        fill(400, 1000, &seed); /* incompressible: the third snapshot is over 2 MiB */
         ck_assert_int_eq(snap_create(S, FS, snaps, &m[i]), 0);
     }
     char mf[8192];
@@ -555,6 +571,36 @@ START_TEST(test_gc_trusts_the_snapshot_made) {
     ck_assert_int_eq(snap_gc(FS, snaps, 1, &m[4]), 0);
     ck_assert_int_eq(snap_list(FS, snaps, &v, &n), 0);
     ck_assert_uint_eq(n, 2); /* m[4] (kept by count) and m[3] (the newest valid) */
+    ck_assert_str_eq(v[0].path, m[3].path);
+    ck_assert_str_eq(v[1].path, m[4].path);
+    free(v);
+    /* a snapshot that was there already (snap_create kept it) is no fresh
+     * one: gc verifies, finds its RocksDB MANIFEST damaged (the same size:
+     * the file sizes alone do not tell), and keeps m[3] too */
+    char opt[8192];
+    fill(5, 10, NULL);
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m[4]), 0);
+    ck_assert(m[4].fresh);
+    rocksdb_manifest(m[4].path, opt, sizeof opt);
+    tu_flip(opt, 10);
+    snap_meta again;
+    ck_assert_int_eq(snap_create(S, FS, snaps, &again), 0); /* nothing applied since */
+    ck_assert_str_eq(again.path, m[4].path);
+    ck_assert(!again.fresh);
+    ck_assert_int_eq(snap_gc(FS, snaps, 1, &again), 0);
+    ck_assert_int_eq(snap_list(FS, snaps, &v, &n), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(v[0].path, m[3].path);
+    ck_assert_str_eq(v[1].path, m[4].path);
+    free(v);
+    /* a fresh one with a file shorter than its manifest says: gc verifies */
+    fill(5, 10, NULL);
+    ck_assert_int_eq(snap_create(S, FS, snaps, &m[4]), 0);
+    rocksdb_manifest(m[4].path, opt, sizeof opt);
+    ck_assert_int_eq(truncate(opt, (off_t)file_bytes(opt) - 1), 0);
+    ck_assert_int_eq(snap_gc(FS, snaps, 1, &m[4]), 0);
+    ck_assert_int_eq(snap_list(FS, snaps, &v, &n), 0);
+    ck_assert_uint_eq(n, 2);
     ck_assert_str_eq(v[0].path, m[3].path);
     ck_assert_str_eq(v[1].path, m[4].path);
     free(v);
