@@ -699,29 +699,16 @@ END_TEST
  * error. On an idle log with a fast disk the callback runs on this thread
  * before the call returns; after a slow sync (ASan on a busy machine) it
  * runs on the log's thread, and the same statuses must come. */
-typedef struct now_result {
-    pthread_mutex_t mu;
-    int status;
-    bool done;
-} now_result;
-
-static void now_result_done(void *arg, int status) {
-    now_result *r = arg;
-    pthread_mutex_lock(&r->mu);
-    r->status = status;
-    r->done = true;
-    pthread_mutex_unlock(&r->mu);
-}
-
 static int append_now_wait(wal *w, const wal_entry *e, size_t n) {
-    now_result r = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    int rv = wal_append_now(w, e, n, now_result_done, &r);
-    for (bool done = rv != 0; !done; usleep(1000)) {
-        pthread_mutex_lock(&r.mu);
-        done = r.done;
-        pthread_mutex_unlock(&r.mu);
-    }
-    return rv != 0 ? rv : r.status;
+    tu_wait t;
+    tu_wait_init(&t);
+    t.pending = 1; /* before the call: the callback may run inside it */
+    tu_op op = {.wait = &t, .status = 1};
+    int rv = wal_append_now(w, e, n, tu_op_done, &op);
+    if (rv == 0)
+        tu_wait_all(&t);
+    tu_wait_destroy(&t);
+    return rv != 0 ? rv : op.status;
 }
 
 typedef int (*append_wait_fn)(wal *w, const wal_entry *e, size_t n);
