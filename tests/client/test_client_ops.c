@@ -165,11 +165,19 @@ START_TEST(test_member_change_answer_lost) {
 }
 END_TEST
 
+/* A fake leader n1 (cfg) with a member n2 that is not there, and a client
+ * of it with the given timeout. */
+static fake_server *start_n1_of_two(fake_config cfg, uint32_t timeout_ms, kv_client **c) {
+    fake_server *f = start(&cfg);
+    const char *addrs[] = {fake_addr(f), NULL};
+    set_members(f, addrs, 2, NULL);
+    *c = open_short(fake_addr(f), timeout_ms);
+    return f;
+}
+
 START_TEST(test_transfer_leader) {
-    fake_server *l = start(&(fake_config){.name = "n1", .transfer_after = 3});
-    const char *addrs[] = {fake_addr(l), NULL};
-    set_members(l, addrs, 2, NULL);
-    kv_client *c = open_short(fake_addr(l), 3000);
+    kv_client *c;
+    fake_server *l = start_n1_of_two((fake_config){.name = "n1", .transfer_after = 3}, 3000, &c);
     ck_assert_int_eq(kv_transfer_leader(c, "n7"), KV_ENOTFOUND);
     uint64_t t0 = kv_now_ns();
     ck_assert_int_eq(kv_transfer_leader(c, "n2"), 0);
@@ -183,10 +191,7 @@ START_TEST(test_transfer_leader) {
     fake_stop(l);
 
     /* It never happens: TIMEOUT at the deadline. */
-    fake_server *n = start(&(fake_config){.name = "n1", .transfer_never = true});
-    const char *addrs2[] = {fake_addr(n), NULL};
-    set_members(n, addrs2, 2, NULL);
-    c = open_short(fake_addr(n), 400);
+    fake_server *n = start_n1_of_two((fake_config){.name = "n1", .transfer_never = true}, 400, &c);
     t0 = kv_now_ns();
     ck_assert_int_eq(kv_transfer_leader(c, "n2"), KV_ETIMEOUT);
     ck_assert_uint_ge(kv_now_ns() - t0, 350 * MS);
@@ -197,10 +202,8 @@ START_TEST(test_transfer_leader) {
 
     /* The leader gave it up (raft does after an election timeout): TIMEOUT
      * at the first STATUS that shows it, saying so. */
-    fake_server *g = start(&(fake_config){.name = "n1", .transfer_given_up = true});
-    const char *addrs3[] = {fake_addr(g), NULL};
-    set_members(g, addrs3, 2, NULL);
-    c = open_short(fake_addr(g), 3000);
+    fake_server *g =
+        start_n1_of_two((fake_config){.name = "n1", .transfer_given_up = true}, 3000, &c);
     t0 = kv_now_ns();
     ck_assert_int_eq(kv_transfer_leader(c, "n2"), KV_ETIMEOUT);
     ck_assert_uint_lt(kv_now_ns() - t0, 1000 * MS);
