@@ -83,6 +83,17 @@ static void snap__manifest_files_free(Kv__SnapshotManifest *m) {
     m->n_files = 0;
 }
 
+/* Whether the file at path is there with size bytes. */
+static bool snap__file_has_size(kv_fs *fs, const char *path, uint64_t size) {
+    kv_file *file;
+    uint64_t got = 0;
+    if (fs->ops->open(fs, path, KV_FS_READ, &file) != 0)
+        return false;
+    int rv = fs->ops->size(file, &got);
+    fs->ops->close(file);
+    return rv == 0 && got == size;
+}
+
 /* RocksDB table files never change once written: a .sst of the same name
  * and size in the previous snapshot's manifest (prev, may be NULL) has the
  * same bytes, so its hashes are taken from there instead of reading the
@@ -106,13 +117,7 @@ static bool snap__reuse_hashes(kv_fs *fs, const char *path, const char *name,
         else
             hi = mid;
     }
-    kv_file *file;
-    uint64_t size = 0;
-    if (p == NULL || p->n_chunk_xxh3 == 0 || fs->ops->open(fs, path, KV_FS_READ, &file) != 0)
-        return false;
-    int rv = fs->ops->size(file, &size);
-    fs->ops->close(file);
-    if (rv != 0 || size != p->size)
+    if (p == NULL || p->n_chunk_xxh3 == 0 || !snap__file_has_size(fs, path, p->size))
         return false;
     f->chunk_xxh3 = malloc(p->n_chunk_xxh3 * sizeof(uint64_t));
     if (f->chunk_xxh3 == NULL)
@@ -528,14 +533,8 @@ static bool snap__made_ok(kv_fs *fs, const char *snap_dir, const snap_meta *made
     bool ok = sm.m->index == made->index && sm.m->term == made->term;
     for (size_t i = 0; ok && i < sm.m->n_files; i++) {
         char path[SNAP_PATH_BYTES_MAX];
-        kv_file *f = NULL;
-        uint64_t size = 0;
         ok = kv_fs_join(path, sizeof path, made->path, sm.m->files[i]->name) == 0 &&
-             fs->ops->open(fs, path, KV_FS_READ, &f) == 0;
-        if (ok) {
-            ok = fs->ops->size(f, &size) == 0 && size == sm.m->files[i]->size;
-            fs->ops->close(f);
-        }
+             snap__file_has_size(fs, path, sm.m->files[i]->size);
     }
     snap_manifest_free(&sm);
     return ok;
