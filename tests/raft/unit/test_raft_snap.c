@@ -187,6 +187,16 @@ static void snapshot_keep_serving(raft *l) {
     ck_assert_int_eq(raft_snapshot_done(l, a, t), 0);
 }
 
+/* Five more entries through the leader, node 1, then its snapshot and
+ * compaction as kvd's. */
+static void five_more_and_compact(tc *c) {
+    raft *l = c->n[1].r;
+    tc_propose(c, 1, 5, 64);
+    tc_settle(c);
+    snapshot_keep_serving(l);
+    compact_as_kvd(l);
+}
+
 /* A follower receiving a snapshot holds the leader's log from that
  * snapshot on, so once it has installed it, it catches up from the log.
  * Compacted past it under load, it was sent snapshot after snapshot and
@@ -215,24 +225,15 @@ START_TEST(test_snapshot_receiver_holds_the_log) {
     ck_assert_int_eq(p.state, RAFT_PROGRESS_REPLICATE);
     /* once it replicates, its match is the floor: the leader keeps only the
      * last entry, which every follower has */
-    tc_propose(&c, 1, 5, 64);
-    tc_settle(&c);
-    snapshot_keep_serving(l);
-    compact_as_kvd(l);
+    five_more_and_compact(&c);
     ck_assert_uint_eq(raft_first_index(l), raft_applied_index(l));
     /* one replicating holds the floor while heard from in the current
      * window only (a stopped follower gets a snapshot as before) */
     tc_isolate(&c, 3, true);
-    tc_propose(&c, 1, 5, 64);
-    tc_settle(&c);
-    snapshot_keep_serving(l);
-    compact_as_kvd(l);
+    five_more_and_compact(&c);
     ck_assert_uint_eq(raft_first_index(l), raft_applied_index(l) - 5); /* node 3's match */
     tc_tick_all(&c, 20);
-    tc_propose(&c, 1, 5, 64);
-    tc_settle(&c);
-    snapshot_keep_serving(l);
-    compact_as_kvd(l);
+    five_more_and_compact(&c);
     ck_assert_uint_eq(raft_first_index(l), raft_applied_index(l));
     tc_free(&c);
 }
