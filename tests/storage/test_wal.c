@@ -356,6 +356,14 @@ static int now_count(now_log *l) {
     return n;
 }
 
+/* Waits for callback number n (from 0) and says whether it ran here. */
+static bool nth_here(now_log *l, int n) {
+    for (int i = 0; i < 500 && now_count(l) <= n; i++)
+        usleep(1000);
+    ck_assert_int_gt(now_count(l), n);
+    return l->here[n];
+}
+
 /* Appends entries next, next + 1, ... with wal_append_now, each waited for,
  * until one runs on the caller's thread, as it must on an idle log whose
  * last sync was fast. Not always the first: the storage thread gives the log
@@ -369,23 +377,14 @@ static uint64_t append_until_here(wal *w, now_log *l, uint64_t next) {
         ck_assert_msg(before < NOW_MAX, "no append ran on the caller's thread in %d", NOW_MAX);
         args[before] = (now_arg){l, next};
         ck_assert_int_eq(now_append(w, &args[before]), 0);
-        for (int k = 0; k < 500 && now_count(l) == before; k++)
-            usleep(1000);
+        bool here = nth_here(l, before);
         ck_assert_int_eq(now_count(l), before + 1);
         ck_assert_uint_eq(l->index[before], next);
         next++;
-        if (l->here[before])
+        if (here)
             return next;
         usleep(2000); /* for the storage thread to give the log up */
     }
-}
-
-/* Waits for callback number n (from 0) and says whether it ran here. */
-static bool nth_here(now_log *l, int n) {
-    for (int i = 0; i < 500 && now_count(l) <= n; i++)
-        usleep(1000);
-    ck_assert_int_gt(now_count(l), n);
-    return l->here[n];
 }
 
 /* wal_append_now on an idle log writes, syncs and calls back before it
